@@ -1,0 +1,457 @@
+//! FITS through cfitsio (the `fitsio` crate's bindings): images and cubes of any BITPIX, scaled
+//! (BSCALE/BZERO, unsigned integers), BLANK → NaN, tile-compressed image HDUs, header cards kept.
+
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_int};
+use std::path::{Path, PathBuf};
+
+use fitsio::sys;
+use ndarray::{ArrayD, IxDyn};
+
+use super::{OutputStack, Source};
+use crate::error::{Error, Result};
+
+const IMAGE_HDU: c_int = 0;
+const READONLY: c_int = 0;
+const FLOAT_IMG: c_int = -32;
+const BYTE_IMG: c_int = 8;
+const TBYTE: c_int = 11;
+const TFLOAT: c_int = 42;
+
+/// An open cfitsio handle, closed on drop.
+struct Handle {
+    ptr: *mut sys::fitsfile,
+    path: PathBuf,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            let mut status = 0;
+            unsafe { sys::ffclos(self.ptr, &mut status) };
+        }
+    }
+}
+
+fn cstring(path: &Path, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Invalid(format!("{}: text contains a NUL byte", path.display())))
+}
+
+/// cfitsio's text for a status code plus the most recent message on its error stack.
+fn status_text(status: c_int) -> String {
+    let mut buf = [0 as c_char; 81];
+    unsafe { sys::ffgerr(status, buf.as_mut_ptr()) };
+    let mut text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().trim().to_string();
+    let mut detail = Vec::new();
+    loop {
+        let mut msg = [0 as c_char; 81];
+        if unsafe { sys::ffgmsg(msg.as_mut_ptr()) } == 0 {
+            break;
+        }
+        let m = unsafe { CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().trim().to_string();
+        if !m.is_empty() {
+            detail.push(m);
+        }
+    }
+    if let Some(first) = detail.first() {
+        text.push_str(&format!(" ({first})"));
+    }
+    text
+}
+
+impl Handle {
+    fn open(path: &Path) -> Result<Handle> {
+        let name = path
+            .to_str()
+            .ok_or_else(|| Error::open(path, "file name is not valid UTF-8"))?;
+        let c = cstring(path, name)?;
+        let mut ptr = std::ptr::null_mut();
+        let mut status = 0;
+        // ffdkopn: open the named disk file literally (no extended-filename syntax).
+        unsafe { sys::ffdkopn(&mut ptr, c.as_ptr(), READONLY, &mut status) };
+        if status != 0 {
+            return Err(Error::format(path, format!("cannot open as FITS: {}", status_text(status))));
+        }
+        Ok(Handle { ptr, path: path.to_path_buf() })
+    }
+
+    fn create(path: &Path) -> Result<Handle> {
+        let name = path.to_str().ok_or_else(|| Error::write(path, "file name is not valid UTF-8"))?;
+        let c = cstring(path, name)?;
+        let mut ptr = std::ptr::null_mut();
+        let mut status = 0;
+        unsafe { sys::ffdkinit(&mut ptr, c.as_ptr(), &mut status) };
+        if status != 0 {
+            return Err(Error::write(path, status_text(status)));
+        }
+        Ok(Handle { ptr, path: path.to_path_buf() })
+    }
+
+    fn check(&self, status: c_int, what: &str) -> Result<()> {
+        if status == 0 {
+            Ok(())
+        } else {
+            Err(Error::format(&self.path, format!("{what}: {}", status_text(status))))
+        }
+    }
+
+    fn num_hdus(&self) -> Result<usize> {
+        let mut n = 0;
+        let mut status = 0;
+        unsafe { sys::ffthdu(self.ptr, &mut n, &mut status) };
+        self.check(status, "cannot count HDUs")?;
+        Ok(n as usize)
+    }
+
+    /// Moves to HDU `index` (0 = primary) and returns whether it is an image HDU
+    /// (tile-compressed images count as images).
+    fn goto(&self, index: usize) -> Result<bool> {
+        let mut kind = 0;
+        let mut status = 0;
+        unsafe { sys::ffmahd(self.ptr, index as c_int + 1, &mut kind, &mut status) };
+        self.check(status, &format!("cannot read HDU {index}"))?;
+        let mut status = 0;
+        unsafe { sys::ffghdt(self.ptr, &mut kind, &mut status) };
+        self.check(status, &format!("cannot read HDU {index}"))?;
+        Ok(kind == IMAGE_HDU)
+    }
+
+    /// (BITPIX as stored, axis lengths in FITS order NAXIS1, NAXIS2, ...).
+    fn image_params(&self) -> Result<(i32, Vec<i64>)> {
+        let mut bitpix = 0;
+        let mut naxis = 0;
+        let mut naxes = [0i64; 9];
+        let mut status = 0;
+        unsafe { sys::ffgiprll(self.ptr, 9, &mut bitpix, &mut naxis, naxes.as_mut_ptr(), &mut status) };
+        self.check(status, "cannot read image size")?;
+        if naxis > 9 {
+            return Err(Error::content(&self.path, format!("image has {naxis} axes")));
+        }
+        Ok((bitpix, naxes[..naxis as usize].to_vec()))
+    }
+
+    /// All header records of the current HDU.
+    fn cards(&self) -> Result<Vec<String>> {
+        let mut nkeys = 0;
+        let mut more = 0;
+        let mut status = 0;
+        unsafe { sys::ffghsp(self.ptr, &mut nkeys, &mut more, &mut status) };
+        self.check(status, "cannot read header")?;
+        let mut cards = Vec::with_capacity(nkeys as usize);
+        for k in 1..=nkeys {
+            let mut buf = [0 as c_char; 81];
+            unsafe { sys::ffgrec(self.ptr, k, buf.as_mut_ptr(), &mut status) };
+            self.check(status, "cannot read header")?;
+            cards.push(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned());
+        }
+        Ok(cards)
+    }
+
+    /// Reads the whole image of the current HDU as f64 with scaling applied and blanks as NaN.
+    fn read_pixels(&self, count: usize, what: &str) -> Result<Vec<f64>> {
+        let mut values = vec![0f64; count];
+        let mut anynul = 0;
+        let mut status = 0;
+        // nulval = NaN: pixels equal to BLANK (integers) or NaN (floats) come back as NaN.
+        unsafe {
+            sys::ffgpvd(self.ptr, 1, 1, count as i64, f64::NAN, values.as_mut_ptr(), &mut anynul, &mut status)
+        };
+        if status != 0 {
+            let text = status_text(status);
+            let truncated = matches!(status, 107 | 108 | 252) || text.contains("END");
+            let cause = if truncated {
+                format!("{what}: truncated or corrupt data ({text})")
+            } else {
+                format!("{what}: cannot read pixels ({text})")
+            };
+            return Err(Error::format(&self.path, cause));
+        }
+        Ok(values)
+    }
+}
+
+/// The value of `key` in a list of 80-character cards (strings unquoted and trimmed).
+pub fn card_value(cards: &[String], key: &str) -> Option<String> {
+    cards.iter().find_map(|c| {
+        let name = c.get(..8).unwrap_or(c).trim_end();
+        if !name.eq_ignore_ascii_case(key) || c.get(8..10) != Some("= ") {
+            return None;
+        }
+        Some(parse_value(&c[10..]))
+    })
+}
+
+fn parse_value(v: &str) -> String {
+    let v = v.trim_start();
+    if let Some(rest) = v.strip_prefix('\'') {
+        let mut out = String::new();
+        let mut chars = rest.chars().peekable();
+        while let Some(ch) = chars.next() {
+            if ch == '\'' {
+                if chars.peek() == Some(&'\'') {
+                    out.push('\'');
+                    chars.next();
+                } else {
+                    break;
+                }
+            } else {
+                out.push(ch);
+            }
+        }
+        out.trim_end().to_string()
+    } else {
+        v.split('/').next().unwrap_or("").trim().to_string()
+    }
+}
+
+/// HDU label used in messages: `HDU 1 (SCI)`.
+fn label(index: usize, cards: &[String]) -> String {
+    match card_value(cards, "EXTNAME") {
+        Some(n) if !n.is_empty() => format!("HDU {index} ({n})"),
+        _ => format!("HDU {index}"),
+    }
+}
+
+/// One-line summaries of every HDU, for error messages.
+fn hdu_list(h: &Handle, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let is_image = h.goto(i).unwrap_or(false);
+            let cards = h.cards().unwrap_or_default();
+            let kind = if is_image { "image" } else { "table" };
+            format!("{} {kind}", label(i, &cards))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads one image HDU: the chosen one, or the first that holds an image. Returns the source
+/// description and the data in numpy axis order (…, NAXIS2, NAXIS1).
+pub fn read(path: &Path, hdu: Option<&super::HduSelector>) -> Result<(Source, ArrayD<f32>)> {
+    use super::HduSelector;
+    let h = Handle::open(path)?;
+    let n = h.num_hdus()?;
+    let index = match hdu {
+        Some(HduSelector::Index(i)) => {
+            if *i >= n {
+                return Err(Error::content(
+                    path,
+                    format!("no HDU {i}: the file has {n} HDU(s): {}", hdu_list(&h, n)),
+                ));
+            }
+            *i
+        }
+        Some(HduSelector::Name(name)) => {
+            let mut found = None;
+            for i in 0..n {
+                h.goto(i)?;
+                let cards = h.cards()?;
+                let ext = card_value(&cards, "EXTNAME").unwrap_or_default();
+                let matches = ext.eq_ignore_ascii_case(name)
+                    || (i == 0 && ext.is_empty() && name.eq_ignore_ascii_case("PRIMARY"));
+                if matches {
+                    found = Some(i);
+                    break;
+                }
+            }
+            found.ok_or_else(|| {
+                Error::content(path, format!("no HDU named '{name}': the file has {}", hdu_list(&h, n)))
+            })?
+        }
+        None => {
+            let mut found = None;
+            for i in 0..n {
+                if h.goto(i)? && !h.image_params()?.1.is_empty() {
+                    found = Some(i);
+                    break;
+                }
+            }
+            found.ok_or_else(|| Error::content(path, format!("no HDU holds an image: {}", hdu_list(&h, n))))?
+        }
+    };
+    if !h.goto(index)? {
+        let cards = h.cards()?;
+        return Err(Error::content(
+            path,
+            format!("{} is a table, not an image; choose an image HDU with --hdu", label(index, &cards)),
+        ));
+    }
+    let cards = h.cards()?;
+    let location = label(index, &cards);
+    let (_bitpix, naxes) = h.image_params()?;
+    if naxes.is_empty() {
+        return Err(Error::content(path, format!("{location} holds no data (NAXIS = 0)")));
+    }
+    let count: i64 = naxes.iter().product();
+    let shape: Vec<usize> = naxes.iter().rev().map(|&a| a as usize).collect();
+    let values = if count == 0 { Vec::new() } else { h.read_pixels(count as usize, &location)? };
+    let data = ArrayD::from_shape_vec(IxDyn(&shape), values.into_iter().map(|v| v as f32).collect())
+        .expect("pixel count matches shape");
+    let units = card_value(&cards, "BUNIT").filter(|u| !u.is_empty());
+    Ok((Source { path: path.to_path_buf(), format: super::Format::Fits, location, units, cards, attrs: Default::default() }, data))
+}
+
+/// A summary of one HDU for `expanse inspect`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HduSummary {
+    pub index: usize,
+    pub name: Option<String>,
+    pub kind: String,
+    pub bitpix: Option<i32>,
+    /// Axis lengths in numpy order.
+    pub shape: Vec<usize>,
+    pub compressed: bool,
+    pub cards: Vec<String>,
+}
+
+/// Lists the HDUs of a FITS file.
+pub fn list_hdus(path: &Path) -> Result<Vec<HduSummary>> {
+    let h = Handle::open(path)?;
+    let n = h.num_hdus()?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let is_image = h.goto(i)?;
+        let cards = h.cards()?;
+        let name = card_value(&cards, "EXTNAME").filter(|s| !s.is_empty());
+        let compressed = card_value(&cards, "ZIMAGE").map(|v| v == "T").unwrap_or(false);
+        let (kind, bitpix, shape) = if is_image {
+            let (bitpix, naxes) = h.image_params()?;
+            // BITPIX as the data reads: unsigned 16/32-bit and scaled integers reported as stored.
+            ("image".to_string(), Some(bitpix), naxes.iter().rev().map(|&a| a as usize).collect())
+        } else {
+            let xt = card_value(&cards, "XTENSION").unwrap_or_else(|| "table".into());
+            (xt.to_lowercase(), None, Vec::new())
+        };
+        out.push(HduSummary { index: i, name, kind, bitpix, shape, compressed, cards });
+    }
+    Ok(out)
+}
+
+/// WCS and other geometry-bound keywords worth copying when the pixel grid is unchanged.
+pub fn wcs_cards(cards: &[String]) -> Vec<String> {
+    const EXACT: &[&str] = &[
+        "WCSAXES", "RADESYS", "RADECSYS", "EQUINOX", "EPOCH", "LONPOLE", "LATPOLE", "MJD-OBS",
+        "DATE-OBS", "WCSNAME", "RESTFRQ", "RESTFREQ", "SPECSYS",
+    ];
+    const PREFIX: &[&str] = &["CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT", "CROTA", "CD", "PC", "PV", "PS"];
+    cards
+        .iter()
+        .filter(|c| {
+            let key = c.get(..8).unwrap_or(c).trim_end();
+            if c.get(8..10) != Some("= ") {
+                return false;
+            }
+            EXACT.contains(&key)
+                || PREFIX.iter().any(|p| {
+                    key.strip_prefix(p).is_some_and(|rest| {
+                        !rest.is_empty() && rest.chars().all(|ch| ch.is_ascii_digit() || ch == '_')
+                    })
+                })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Writes a float32 image/cube (primary HDU) with BUNIT, copied cards, provenance HISTORY cards
+/// and, when given, a `MASK` uint8 extension (1 = blank).
+pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
+    let h = Handle::create(path)?;
+    let werr = |status: c_int, what: &str| -> Result<()> {
+        if status == 0 {
+            Ok(())
+        } else {
+            Err(Error::write(path, format!("{what}: {}", status_text(status))))
+        }
+    };
+    let data = out.data.as_standard_layout();
+    let mut naxes: Vec<i64> = data.shape().iter().rev().map(|&a| a as i64).collect();
+    let mut status = 0;
+    unsafe { sys::ffcrimll(h.ptr, FLOAT_IMG, naxes.len() as c_int, naxes.as_mut_ptr(), &mut status) };
+    werr(status, "cannot create image")?;
+    let mut values: Vec<f32> = data.iter().copied().collect();
+    unsafe { sys::ffppr(h.ptr, TFLOAT, 1, values.len() as i64, values.as_mut_ptr().cast(), &mut status) };
+    werr(status, "cannot write pixels")?;
+    if let Some(u) = &out.units {
+        put_string(&h, "BUNIT", u, "physical units of the pixel values")?;
+    }
+    for card in &out.fits_cards {
+        let c = cstring(path, card)?;
+        unsafe { sys::ffprec(h.ptr, c.as_ptr(), &mut status) };
+        werr(status, "cannot copy header card")?;
+    }
+    put_string(&h, "ORIGIN", &out.provenance.tool, "software that wrote this file")?;
+    put_string(&h, "EXPCMD", &out.provenance.command, "expanse command")?;
+    for line in provenance_lines(out.provenance) {
+        let c = cstring(path, &line)?;
+        unsafe { sys::ffphis(h.ptr, c.as_ptr(), &mut status) };
+        werr(status, "cannot write HISTORY")?;
+    }
+    // The full provenance as JSON in a long-string keyword (CONTINUE convention).
+    let json = serde_json::to_string(out.provenance).expect("provenance serializes");
+    let key = cstring(path, "EXPPROV")?;
+    let val = cstring(path, &json)?;
+    let com = cstring(path, "expanse provenance (JSON)")?;
+    unsafe { sys::ffplsw(h.ptr, &mut status) };
+    unsafe { sys::ffpkls(h.ptr, key.as_ptr(), val.as_ptr(), com.as_ptr(), &mut status) };
+    werr(status, "cannot write provenance")?;
+    if let Some(mask) = &out.mask {
+        let mask = mask.as_standard_layout();
+        let mut maxes: Vec<i64> = mask.shape().iter().rev().map(|&a| a as i64).collect();
+        unsafe { sys::ffcrimll(h.ptr, BYTE_IMG, maxes.len() as c_int, maxes.as_mut_ptr(), &mut status) };
+        werr(status, "cannot create MASK extension")?;
+        let mut bytes: Vec<u8> = mask.iter().copied().collect();
+        unsafe { sys::ffppr(h.ptr, TBYTE, 1, bytes.len() as i64, bytes.as_mut_ptr().cast(), &mut status) };
+        werr(status, "cannot write MASK")?;
+        put_string(&h, "EXTNAME", "MASK", "1 = blank (NaN) pixel in the source map")?;
+    }
+    let ptr = h.ptr;
+    std::mem::forget(h);
+    unsafe { sys::ffclos(ptr, &mut status) };
+    werr(status, "cannot close file")
+}
+
+fn put_string(h: &Handle, key: &str, value: &str, comment: &str) -> Result<()> {
+    let k = cstring(&h.path, key)?;
+    let v = cstring(&h.path, value)?;
+    let c = cstring(&h.path, comment)?;
+    let mut status = 0;
+    unsafe { sys::ffukys(h.ptr, k.as_ptr(), v.as_ptr(), c.as_ptr(), &mut status) };
+    if status != 0 {
+        return Err(Error::write(&h.path, format!("cannot write {key}: {}", status_text(status))));
+    }
+    Ok(())
+}
+
+/// Human-readable provenance, one HISTORY line each (cfitsio wraps long lines).
+pub fn provenance_lines(p: &super::Provenance) -> Vec<String> {
+    let mut lines = vec![format!("{} {}", p.tool, p.command)];
+    for s in &p.sources {
+        lines.push(format!("source: {s}"));
+    }
+    if let Some(u) = &p.units {
+        lines.push(format!("source units: {u}"));
+    }
+    for (k, v) in &p.records {
+        lines.push(format!("{k}: {v}"));
+    }
+    lines
+}
+
+/// Reads the provenance JSON written by [`write`] (keyword EXPPROV), if present.
+pub fn read_provenance(path: &Path) -> Result<Option<super::Provenance>> {
+    let h = Handle::open(path)?;
+    h.goto(0)?;
+    let key = cstring(path, "EXPPROV")?;
+    let mut value: *mut c_char = std::ptr::null_mut();
+    let mut status = 0;
+    unsafe { sys::ffgkls(h.ptr, key.as_ptr(), &mut value, std::ptr::null_mut(), &mut status) };
+    if status == 202 {
+        return Ok(None);
+    }
+    h.check(status, "cannot read EXPPROV")?;
+    let text = unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned();
+    unsafe { sys::fffree(value.cast(), &mut status) };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::format(path, format!("EXPPROV is not valid provenance JSON: {e}")))
+}

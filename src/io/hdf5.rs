@@ -1,0 +1,296 @@
+//! HDF5 through the `hdf5` crate (hdf5-metno): 2-D/3-D datasets of any integer or float type,
+//! chunked and compressed (gzip, shuffle, lzf); attributes kept as JSON values.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenAscii, VarLenUnicode};
+use ndarray::{ArrayD, IxDyn};
+use serde_json::Value;
+
+use super::{OutputStack, Source};
+use crate::error::{Error, Result};
+
+fn open(path: &Path) -> Result<hdf5::File> {
+    hdf5::File::open(path).map_err(|e| Error::format(path, format!("cannot open as HDF5: {e}")))
+}
+
+/// Every dataset in the file, as (absolute path, shape, dtype text), depth first.
+fn all_datasets(group: &hdf5::Group, out: &mut Vec<hdf5::Dataset>) -> hdf5::Result<()> {
+    for ds in group.datasets()? {
+        out.push(ds);
+    }
+    for g in group.groups()? {
+        all_datasets(&g, out)?;
+    }
+    Ok(())
+}
+
+/// A short type name for a numeric dtype (`float32`, `int16`, ...), or the HDF5 description.
+pub fn dtype_name(td: &TypeDescriptor) -> String {
+    match td {
+        TypeDescriptor::Integer(s) => format!("int{}", int_bits(*s)),
+        TypeDescriptor::Unsigned(s) => format!("uint{}", int_bits(*s)),
+        TypeDescriptor::Float(FloatSize::U4) => "float32".into(),
+        TypeDescriptor::Float(FloatSize::U8) => "float64".into(),
+        other => format!("{other}"),
+    }
+}
+
+fn int_bits(s: IntSize) -> usize {
+    match s {
+        IntSize::U1 => 8,
+        IntSize::U2 => 16,
+        IntSize::U4 => 32,
+        IntSize::U8 => 64,
+    }
+}
+
+fn is_numeric(td: &TypeDescriptor) -> bool {
+    matches!(td, TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) | TypeDescriptor::Float(_))
+}
+
+/// Reads an attribute as JSON: numbers, strings and arrays of these; other types are skipped.
+fn attr_value(attr: &hdf5::Attribute) -> Option<Value> {
+    let td = attr.dtype().ok()?.to_descriptor().ok()?;
+    let scalar = attr.ndim() == 0;
+    let many = |v: Vec<Value>| if scalar && v.len() == 1 { v.into_iter().next() } else { Some(Value::Array(v)) };
+    match td {
+        TypeDescriptor::Integer(_) => many(attr.read_raw::<i64>().ok()?.into_iter().map(Value::from).collect()),
+        TypeDescriptor::Unsigned(_) => many(attr.read_raw::<u64>().ok()?.into_iter().map(Value::from).collect()),
+        TypeDescriptor::Float(_) => many(
+            attr.read_raw::<f64>()
+                .ok()?
+                .into_iter()
+                .map(|x| serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null))
+                .collect(),
+        ),
+        TypeDescriptor::Boolean => many(attr.read_raw::<bool>().ok()?.into_iter().map(Value::from).collect()),
+        TypeDescriptor::VarLenUnicode => {
+            many(attr.read_raw::<VarLenUnicode>().ok()?.into_iter().map(|s| Value::from(s.as_str())).collect())
+        }
+        TypeDescriptor::VarLenAscii => {
+            many(attr.read_raw::<VarLenAscii>().ok()?.into_iter().map(|s| Value::from(s.as_str())).collect())
+        }
+        TypeDescriptor::FixedAscii(_) => many(
+            attr.read_raw::<hdf5::types::FixedAscii<4096>>()
+                .ok()?
+                .into_iter()
+                .map(|s| Value::from(s.as_str()))
+                .collect(),
+        ),
+        TypeDescriptor::FixedUnicode(_) => many(
+            attr.read_raw::<hdf5::types::FixedUnicode<4096>>()
+                .ok()?
+                .into_iter()
+                .map(|s| Value::from(s.as_str()))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// All readable attributes of an object.
+pub fn attributes(loc: &hdf5::Location) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for name in loc.attr_names().unwrap_or_default() {
+        if let Some(v) = loc.attr(&name).ok().as_ref().and_then(attr_value) {
+            out.insert(name, v);
+        }
+    }
+    out
+}
+
+/// The physical units named by a dataset's attributes (`units`, `unit`, `UNITS`, `BUNIT`).
+pub fn units_of(attrs: &BTreeMap<String, Value>) -> Option<String> {
+    ["units", "unit", "UNITS", "Units", "BUNIT"]
+        .iter()
+        .find_map(|k| attrs.get(*k).and_then(|v| v.as_str()).map(str::to_string))
+        .filter(|s| !s.is_empty())
+}
+
+fn list_for_error(file: &hdf5::File) -> String {
+    let mut ds = Vec::new();
+    let _ = all_datasets(file, &mut ds);
+    let names: Vec<String> = ds.iter().map(|d| format!("{} {:?}", d.name(), d.shape())).collect();
+    if names.is_empty() {
+        "the file holds no datasets".into()
+    } else {
+        format!("datasets in the file: {}", names.join(", "))
+    }
+}
+
+/// Reads one dataset (the named one; else `maps`; else the only 2-D/3-D numeric dataset).
+pub fn read(path: &Path, dataset: Option<&str>) -> Result<(Source, ArrayD<f32>)> {
+    let file = open(path)?;
+    let name = match dataset {
+        Some(d) => {
+            let d = if d.starts_with('/') { d.to_string() } else { format!("/{d}") };
+            let is_dataset = file.link_exists(&d)
+                && file.loc_type_by_name(&d).map(|t| t == hdf5::LocationType::Dataset).unwrap_or(false);
+            if !is_dataset {
+                return Err(Error::content(
+                    path,
+                    format!("no dataset '{d}' ({})", list_for_error(&file)),
+                ));
+            }
+            d
+        }
+        None => {
+            if file.link_exists("maps") {
+                "/maps".to_string()
+            } else {
+                let mut all = Vec::new();
+                all_datasets(&file, &mut all).map_err(|e| Error::format(path, e))?;
+                let candidates: Vec<_> = all
+                    .iter()
+                    .filter(|d| {
+                        (2..=3).contains(&d.ndim())
+                            && d.dtype().and_then(|t| t.to_descriptor()).map(|t| is_numeric(&t)).unwrap_or(false)
+                    })
+                    .collect();
+                match candidates.as_slice() {
+                    [one] => one.name(),
+                    [] => {
+                        return Err(Error::content(
+                            path,
+                            format!("no 2-D or 3-D numeric dataset ({})", list_for_error(&file)),
+                        ))
+                    }
+                    _ => {
+                        return Err(Error::content(
+                            path,
+                            format!("several datasets could be maps; choose one with --dataset ({})", list_for_error(&file)),
+                        ))
+                    }
+                }
+            }
+        }
+    };
+    let ds = file.dataset(&name).map_err(|e| Error::content(path, format!("{name}: {e}")))?;
+    let td = ds
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(|e| Error::format(path, format!("{name}: unreadable datatype: {e}")))?;
+    if !is_numeric(&td) {
+        return Err(Error::content(path, format!("{name}: datatype {td} is not an integer or float type")));
+    }
+    let shape = ds.shape();
+    let values: Vec<f64> = ds
+        .read_raw::<f64>()
+        .map_err(|e| Error::format(path, format!("{name}: cannot read data: {e}")))?;
+    let data = ArrayD::from_shape_vec(IxDyn(&shape), values.into_iter().map(|v| v as f32).collect())
+        .map_err(|e| Error::format(path, format!("{name}: {e}")))?;
+    let attrs = attributes(&ds);
+    let units = units_of(&attrs);
+    let source = Source {
+        path: path.to_path_buf(),
+        format: super::Format::Hdf5,
+        location: name,
+        units,
+        cards: Vec::new(),
+        attrs,
+    };
+    Ok((source, data))
+}
+
+/// A summary of one dataset for `expanse inspect`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DatasetSummary {
+    pub path: String,
+    pub shape: Vec<usize>,
+    pub dtype: String,
+    pub chunks: Option<Vec<usize>>,
+    pub filters: Vec<String>,
+    pub attrs: BTreeMap<String, Value>,
+}
+
+/// Lists every dataset of an HDF5 file with its shape, dtype, chunking, filters and attributes.
+pub fn list_datasets(path: &Path) -> Result<(BTreeMap<String, Value>, Vec<DatasetSummary>)> {
+    let file = open(path)?;
+    let mut all = Vec::new();
+    all_datasets(&file, &mut all).map_err(|e| Error::format(path, e))?;
+    let summaries = all
+        .iter()
+        .map(|d| DatasetSummary {
+            path: d.name(),
+            shape: d.shape(),
+            dtype: d.dtype().and_then(|t| t.to_descriptor()).map(|t| dtype_name(&t)).unwrap_or_else(|_| "?".into()),
+            chunks: d.chunk(),
+            filters: d.filters().iter().map(|f| format!("{f:?}")).collect(),
+            attrs: attributes(d),
+        })
+        .collect();
+    Ok((attributes(&file), summaries))
+}
+
+/// Numeric values of a dataset as f32 (for inspect statistics), if numeric.
+pub fn read_numeric(path: &Path, name: &str) -> Result<Option<Vec<f32>>> {
+    let file = open(path)?;
+    let ds = file.dataset(name).map_err(|e| Error::content(path, format!("{name}: {e}")))?;
+    let td = ds.dtype().and_then(|t| t.to_descriptor()).map_err(|e| Error::format(path, e))?;
+    if !is_numeric(&td) {
+        return Ok(None);
+    }
+    let v = ds.read_raw::<f64>().map_err(|e| Error::format(path, format!("{name}: {e}")))?;
+    Ok(Some(v.into_iter().map(|x| x as f32).collect()))
+}
+
+fn put_str(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
+    let v: VarLenUnicode = value.parse().map_err(|e| hdf5::Error::from(format!("{e}")))?;
+    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
+}
+
+/// Writes dataset `maps` (float32, chunked per map, gzip) with `units`, and file attributes
+/// `expanse_version`, `command`, `sources`, `provenance` (JSON); with a mask, dataset `mask`
+/// (uint8, 1 = blank).
+pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
+    let werr = |e: hdf5::Error| Error::write(path, e.to_string());
+    let file = hdf5::File::create(path).map_err(werr)?;
+    let data = out.data.as_standard_layout();
+    let mut chunk = data.shape().to_vec();
+    chunk[0] = 1;
+    let ds = file
+        .new_dataset_builder()
+        .chunk(chunk)
+        .deflate(4)
+        .with_data(&data)
+        .create("maps")
+        .map_err(werr)?;
+    if let Some(u) = &out.units {
+        put_str(&ds, "units", u).map_err(werr)?;
+    }
+    let axes = if data.ndim() == 4 { "map,channel,row,column" } else { "map,row,column" };
+    put_str(&ds, "axes", axes).map_err(werr)?;
+    put_str(&file, "expanse_version", &out.provenance.tool).map_err(werr)?;
+    put_str(&file, "command", &out.provenance.command).map_err(werr)?;
+    put_str(&file, "sources", &out.provenance.sources.join("\n")).map_err(werr)?;
+    let json = serde_json::to_string(out.provenance).expect("provenance serializes");
+    put_str(&file, "provenance", &json).map_err(werr)?;
+    if let Some(mask) = &out.mask {
+        let mask = mask.as_standard_layout();
+        let mut chunk = mask.shape().to_vec();
+        chunk[0] = 1;
+        let m = file
+            .new_dataset_builder()
+            .chunk(chunk)
+            .deflate(4)
+            .with_data(&mask)
+            .create("mask")
+            .map_err(werr)?;
+        put_str(&m, "meaning", "1 = blank (NaN) pixel in the source map").map_err(werr)?;
+    }
+    file.close().map_err(werr)
+}
+
+/// Reads the provenance JSON written by [`write`], if present.
+pub fn read_provenance(path: &Path) -> Result<Option<super::Provenance>> {
+    let file = open(path)?;
+    let attrs = attributes(&file);
+    match attrs.get("provenance").and_then(|v| v.as_str()) {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| Error::format(path, format!("attribute 'provenance' is not valid JSON: {e}"))),
+    }
+}

@@ -1,0 +1,146 @@
+//! NPY through `ndarray-npy`: 2-D or 3-D arrays of any integer or float type; a JSON sidecar
+//! holds the provenance that the format itself cannot.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{ArrayD, ArrayView3};
+use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
+
+use super::{OutputStack, Source};
+use crate::error::{Error, Result};
+
+fn try_read<T>(path: &Path) -> std::result::Result<ArrayD<f32>, ReadNpyError>
+where
+    T: ndarray_npy::ReadableElement + Copy + Into<f64>,
+{
+    let file = std::fs::File::open(path)?;
+    let a = ArrayD::<T>::read_npy(file)?;
+    Ok(a.mapv(|v| v.into() as f32))
+}
+
+/// Reads an NPY array of any integer or float dtype as f32, with its dtype name.
+pub fn read_any(path: &Path) -> Result<(ArrayD<f32>, &'static str)> {
+    type Reader = fn(&Path) -> std::result::Result<ArrayD<f32>, ReadNpyError>;
+    let readers: [(&str, Reader); 10] = [
+        ("float32", try_read::<f32>),
+        ("float64", try_read::<f64>),
+        ("int8", try_read::<i8>),
+        ("int16", try_read::<i16>),
+        ("int32", try_read::<i32>),
+        ("uint8", try_read::<u8>),
+        ("uint16", try_read::<u16>),
+        ("uint32", try_read::<u32>),
+        ("int64", |p| try_read_wide::<i64>(p)),
+        ("uint64", |p| try_read_wide::<u64>(p)),
+    ];
+    let mut last = None;
+    for (name, reader) in readers {
+        match reader(path) {
+            Ok(a) => return Ok((a, name)),
+            Err(ReadNpyError::WrongDescriptor(d)) => last = Some(d),
+            Err(e) => return Err(Error::format(path, format!("cannot read NPY: {e}"))),
+        }
+    }
+    Err(Error::format(
+        path,
+        format!("NPY dtype {} is not an integer or float type", last.map(|d| d.to_string()).unwrap_or_default()),
+    ))
+}
+
+fn try_read_wide<T>(path: &Path) -> std::result::Result<ArrayD<f32>, ReadNpyError>
+where
+    T: ndarray_npy::ReadableElement + Copy + num_cast::AsF64,
+{
+    let file = std::fs::File::open(path)?;
+    let a = ArrayD::<T>::read_npy(file)?;
+    Ok(a.mapv(|v| v.as_f64() as f32))
+}
+
+mod num_cast {
+    /// Lossy conversion for 64-bit integers (which have no `Into<f64>`).
+    pub trait AsF64 {
+        fn as_f64(self) -> f64;
+    }
+    impl AsF64 for i64 {
+        fn as_f64(self) -> f64 {
+            self as f64
+        }
+    }
+    impl AsF64 for u64 {
+        fn as_f64(self) -> f64 {
+            self as f64
+        }
+    }
+}
+
+/// Reads an NPY map or stack.
+pub fn read(path: &Path) -> Result<(Source, ArrayD<f32>)> {
+    let (data, _) = read_any(path)?;
+    let source = Source {
+        path: path.to_path_buf(),
+        format: super::Format::Npy,
+        location: String::new(),
+        units: None,
+        cards: Vec::new(),
+        attrs: Default::default(),
+    };
+    Ok((source, data))
+}
+
+/// `maps.npy` → `maps.npy.json`.
+pub fn sidecar_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".json");
+    PathBuf::from(s)
+}
+
+/// `maps.npy` → `maps.mask.npy`.
+pub fn mask_path(path: &Path) -> PathBuf {
+    path.with_extension("mask.npy")
+}
+
+/// The JSON sidecar written beside NPY outputs.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Sidecar {
+    pub shape: Vec<usize>,
+    pub units: Option<String>,
+    pub mask: Option<String>,
+    pub provenance: super::Provenance,
+}
+
+/// Writes data, sidecar and optional mask to the given (temporary) paths.
+pub fn write(data_path: &Path, sidecar: &Path, mask_file: Option<&Path>, out: &OutputStack) -> Result<()> {
+    let werr = |p: &Path, e: String| Error::write(p, e);
+    let data = out.data.as_standard_layout().into_owned();
+    let f = std::fs::File::create(data_path).map_err(|e| werr(data_path, e.to_string()))?;
+    data.write_npy(std::io::BufWriter::new(f)).map_err(|e| werr(data_path, e.to_string()))?;
+    if let (Some(mp), Some(mask)) = (mask_file, &out.mask) {
+        write_mask(mp, mask)?;
+    }
+    let meta = Sidecar {
+        shape: data.shape().to_vec(),
+        units: out.units.clone(),
+        mask: out.mask.as_ref().map(|_| "<stem>.mask.npy: uint8, 1 = blank (NaN) pixel".to_string()),
+        provenance: out.provenance.clone(),
+    };
+    let text = serde_json::to_string_pretty(&meta).expect("sidecar serializes");
+    std::fs::write(sidecar, text).map_err(|e| werr(sidecar, e.to_string()))
+}
+
+fn write_mask(path: &Path, mask: &ArrayView3<u8>) -> Result<()> {
+    let f = std::fs::File::create(path).map_err(|e| Error::write(path, e.to_string()))?;
+    mask.as_standard_layout()
+        .write_npy(std::io::BufWriter::new(f))
+        .map_err(|e| Error::write(path, e.to_string()))
+}
+
+/// Reads the sidecar of an NPY output, if present.
+pub fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
+    let p = sidecar_path(path);
+    match std::fs::read_to_string(&p) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::format(&p, format!("not a valid expanse sidecar: {e}"))),
+        Err(_) => Ok(None),
+    }
+}

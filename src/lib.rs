@@ -1,0 +1,10 @@
+//! expanse: grow a handful of astrophysical maps into many statistically faithful synthetic
+//! maps with a frozen DDPM (Zhu et al. 2023, arXiv 2310.09213).
+//!
+//! Data flows one way: [`io`] reads maps → [`prep`] normalizes them into the model's range →
+//! later stages invert, fit priors, sample and validate.
+
+pub mod error;
+pub mod io;
+
+pub use error::{Error, Result};
