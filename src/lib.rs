@@ -2,9 +2,13 @@
 //! maps with a frozen DDPM (Zhu et al. 2023, arXiv 2310.09213).
 //!
 //! Data flows one way: [`io`] reads maps → [`prep`] normalizes them into the model's range →
-//! later stages invert, fit priors, sample and validate.
+//! later stages invert, fit priors, sample and validate. [`simulate`] makes sample maps.
 
 pub mod error;
+pub mod ingest;
+pub mod inspect;
 pub mod io;
+pub mod prep;
+pub mod simulate;
 
 pub use error::{Error, Result};

@@ -552,6 +552,12 @@ def build(out):
     b.hdf5()
     b.npy()
     b.manifest()
+    # Several fixtures look like text to git (no NUL in the first 8 KB: the
+    # truncated and not-FITS files, the ASCII FITS headers) but must stay
+    # byte-exact, so turn off end-of-line conversion for the whole folder.
+    with open(b.path(".gitattributes"), "w", newline="\n") as fh:
+        fh.write("# written by tools/make_io_fixtures.py: keep every fixture byte-exact\n"
+                 "* -text\n")
     return b.cases
 
 

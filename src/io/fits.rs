@@ -70,7 +70,11 @@ impl Handle {
         // ffdkopn: open the named disk file literally (no extended-filename syntax).
         unsafe { sys::ffdkopn(&mut ptr, c.as_ptr(), READONLY, &mut status) };
         if status != 0 {
-            return Err(Error::format(path, format!("cannot open as FITS: {}", status_text(status))));
+            // The file starts like FITS (checked before), so a failure here means it is damaged.
+            return Err(Error::format(
+                path,
+                format!("truncated or corrupt FITS file: {}", status_text(status)),
+            ));
         }
         Ok(Handle { ptr, path: path.to_path_buf() })
     }
@@ -454,4 +458,64 @@ pub fn read_provenance(path: &Path) -> Result<Option<super::Provenance>> {
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| Error::format(path, format!("EXPPROV is not valid provenance JSON: {e}")))
+}
+
+/// Formats a FITS header card `KEY = value / comment` (80 characters; strings quoted).
+pub fn format_card(key: &str, value: CardValue, comment: &str) -> String {
+    let v = match value {
+        CardValue::Str(s) => {
+            let quoted = format!("'{:<8}'", s.replace('\'', "''"));
+            format!("{quoted:<20}")
+        }
+        CardValue::Int(i) => format!("{i:>20}"),
+        CardValue::Float(x) => {
+            let mut t = format!("{x:E}");
+            if !t.contains('.') {
+                t = t.replacen('E', ".0E", 1);
+            }
+            format!("{t:>20}")
+        }
+    };
+    let mut card = format!("{:<8}= {v}", key.to_uppercase());
+    if !comment.is_empty() {
+        card.push_str(" / ");
+        card.push_str(comment);
+    }
+    card.truncate(80);
+    format!("{card:<80}")
+}
+
+/// A value for [`format_card`].
+#[derive(Debug, Clone)]
+pub enum CardValue {
+    Str(String),
+    Int(i64),
+    Float(f64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cards_format_and_parse_back() {
+        let c = format_card("bunit", CardValue::Str("cm-2".into()), "column density");
+        assert_eq!(c.len(), 80);
+        assert!(c.starts_with("BUNIT   = 'cm-2    '"));
+        assert_eq!(card_value(&[c], "BUNIT").as_deref(), Some("cm-2"));
+        let f = format_card("SIMMEAN", CardValue::Float(1e21), "");
+        assert_eq!(card_value(&[f], "SIMMEAN").unwrap().parse::<f64>().unwrap(), 1e21);
+        let q = format_card("OBJECT", CardValue::Str("O'Neil cloud".into()), "");
+        assert_eq!(card_value(&[q], "OBJECT").as_deref(), Some("O'Neil cloud"));
+    }
+
+    #[test]
+    fn wcs_cards_are_recognized() {
+        let cards: Vec<String> = ["CTYPE1", "CRPIX2", "CD1_2", "PC2_1", "BUNIT", "CDELT1", "CDELTA"]
+            .iter()
+            .map(|k| format_card(k, CardValue::Float(1.0), ""))
+            .collect();
+        let keys: Vec<String> = wcs_cards(&cards).iter().map(|c| c[..8].trim().to_string()).collect();
+        assert_eq!(keys, ["CTYPE1", "CRPIX2", "CD1_2", "PC2_1", "CDELT1"]);
+    }
 }

@@ -112,7 +112,10 @@ pub fn units_of(attrs: &BTreeMap<String, Value>) -> Option<String> {
 fn list_for_error(file: &hdf5::File) -> String {
     let mut ds = Vec::new();
     let _ = all_datasets(file, &mut ds);
-    let names: Vec<String> = ds.iter().map(|d| format!("{} {:?}", d.name(), d.shape())).collect();
+    let mut names: Vec<String> = ds.iter().take(20).map(|d| format!("{} {:?}", d.name(), d.shape())).collect();
+    if ds.len() > 20 {
+        names.push(format!("and {} more", ds.len() - 20));
+    }
     if names.is_empty() {
         "the file holds no datasets".into()
     } else {
@@ -129,9 +132,10 @@ pub fn read(path: &Path, dataset: Option<&str>) -> Result<(Source, ArrayD<f32>)>
             let is_dataset = file.link_exists(&d)
                 && file.loc_type_by_name(&d).map(|t| t == hdf5::LocationType::Dataset).unwrap_or(false);
             if !is_dataset {
+                let what = if file.link_exists(&d) { "it is a group" } else { "no such path" };
                 return Err(Error::content(
                     path,
-                    format!("no dataset '{d}' ({})", list_for_error(&file)),
+                    format!("no dataset '{d}': {what} ({})", list_for_error(&file)),
                 ));
             }
             d

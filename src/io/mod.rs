@@ -17,7 +17,7 @@ use std::sync::Arc;
 use ndarray::{Array2, Array3, ArrayView3, ArrayViewD, Axis};
 use serde::{Deserialize, Serialize};
 
-pub use atomic::AtomicFiles;
+pub use atomic::{check_output_folder, AtomicFiles};
 
 use crate::error::{Error, Result};
 
@@ -238,7 +238,7 @@ pub fn read_maps(path: &Path, sel: &Selection) -> Result<Vec<Map>> {
         if map.finite_count() == 0 {
             return Err(Error::content(
                 path,
-                format!("{}: map is entirely NaN or blank", map.describe_location()),
+                format!("{}: map is entirely NaN or blank", map.label()),
             ));
         }
         maps.push(map);
@@ -247,13 +247,18 @@ pub fn read_maps(path: &Path, sel: &Selection) -> Result<Vec<Map>> {
 }
 
 impl Map {
-    fn describe_location(&self) -> String {
+    /// Where the map sits inside its file (`HDU 1 (SCI) plane 3 region ...`), for messages that
+    /// already name the file.
+    pub fn label(&self) -> String {
         let mut parts = Vec::new();
         if !self.source.location.is_empty() {
             parts.push(self.source.location.clone());
         }
         if let Some(p) = self.plane {
             parts.push(format!("plane {p}"));
+        }
+        if let Some([r, c, h, w]) = self.region {
+            parts.push(format!("region rows {r}..{} cols {c}..{}", r + h, c + w));
         }
         if parts.is_empty() {
             "data".to_string()

@@ -1,0 +1,197 @@
+//! `expanse ingest`: read a domain's files and write one stack, raw (as read) or normalized
+//! into model space with its fitted normalization recorded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ndarray::Axis;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::inspect::ValueStats;
+use crate::io::{self, fits, Format, Map, OutputStack, Provenance, Selection};
+use crate::prep::{self, Normalization, PrepSpec};
+
+/// What `ingest` does.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    pub selection: Selection,
+    /// Write the maps exactly as read (float32, NaN where blank, no normalization, no geometry).
+    pub raw: bool,
+    /// Normalization and geometry (ignored with `raw`).
+    pub prep: PrepSpec,
+}
+
+/// What was read from one input.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputSummary {
+    pub source: String,
+    pub maps: usize,
+    pub shape: [usize; 2],
+    pub units: Option<String>,
+    pub stats: ValueStats,
+}
+
+/// What `ingest` read and wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    pub inputs: Vec<InputSummary>,
+    pub written: Vec<PathBuf>,
+    /// Shape of the array written: (N, H, W) raw, (N, C, H, W) normalized.
+    pub shape: Vec<usize>,
+    pub normalization: Option<Normalization>,
+    pub blank_pixels: usize,
+}
+
+/// Reads every input (in order) into one list of maps.
+pub fn read_inputs(inputs: &[PathBuf], selection: &Selection) -> Result<(Vec<Map>, Vec<InputSummary>)> {
+    if inputs.is_empty() {
+        return Err(Error::Invalid("no input files given".into()));
+    }
+    let mut maps = Vec::new();
+    let mut summaries = Vec::new();
+    for path in inputs {
+        let got = io::read_maps(path, selection)?;
+        let first = &got[0];
+        summaries.push(InputSummary {
+            source: first.source.describe(),
+            maps: got.len(),
+            shape: [first.data.nrows(), first.data.ncols()],
+            units: first.source.units.clone(),
+            stats: ValueStats::of(got.iter().flat_map(|m| m.data.iter().copied())),
+        });
+        maps.extend(got);
+    }
+    Ok((maps, summaries))
+}
+
+/// Header cards worth carrying over: the WCS when every map comes from one HDU and the pixel
+/// grid is unchanged, and OBJECT when the sources agree.
+fn carried_cards(maps: &[Map], grid_unchanged: bool) -> Vec<String> {
+    let first = &maps[0].source;
+    let single = maps.iter().all(|m| Arc::ptr_eq(&m.source, first));
+    let mut cards = Vec::new();
+    if single && grid_unchanged {
+        cards.extend(fits::wcs_cards(&first.cards));
+    }
+    if let Some(obj) = first.card("OBJECT") {
+        if maps.iter().all(|m| m.source.card("OBJECT").as_deref() == Some(obj.as_str())) {
+            cards.push(fits::format_card("OBJECT", fits::CardValue::Str(obj), ""));
+        }
+    }
+    cards
+}
+
+/// Reads `inputs`, optionally normalizes them, and writes one stack to `out` (format from its
+/// extension). Nothing is written unless everything succeeds.
+pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<IngestReport> {
+    Format::from_extension(out)?;
+    io::check_output_folder(out)?;
+    let (maps, inputs_read) = read_inputs(inputs, &opts.selection)?;
+    if opts.raw {
+        let stack = io::stack(&maps)?;
+        let mut provenance = Provenance::new("ingest --raw", &maps);
+        provenance.records.insert("raw".into(), serde_json::Value::Bool(true));
+        let blank = stack.iter().filter(|v| !v.is_finite()).count();
+        let out_stack = OutputStack {
+            data: stack.view().into_dyn(),
+            mask: None,
+            units: provenance.units.clone(),
+            provenance: &provenance,
+            fits_cards: carried_cards(&maps, true),
+        };
+        let written = io::write_stack(out, &out_stack)?;
+        return Ok(IngestReport {
+            inputs: inputs_read,
+            written,
+            shape: stack.shape().to_vec(),
+            normalization: None,
+            blank_pixels: blank,
+        });
+    }
+    let grid_unchanged = opts.prep.geometry.is_identity();
+    let (model, maps) = prep::normalize(maps, &opts.prep)?;
+    let mut provenance = Provenance::new("ingest", &maps);
+    provenance.records.insert(
+        "normalization".into(),
+        serde_json::to_value(&model.normalization).expect("normalization serializes"),
+    );
+    provenance.records.insert(
+        "transform".into(),
+        serde_json::Value::String(model.normalization.transform.describe()),
+    );
+    let blank = model.mask.iter().filter(|&&b| b != 0).count();
+    let out_stack = OutputStack {
+        data: model.data.view().into_dyn(),
+        mask: (blank > 0).then(|| model.mask.view()),
+        units: None,
+        provenance: &provenance,
+        fits_cards: carried_cards(&maps, grid_unchanged),
+    };
+    let written = io::write_stack(out, &out_stack)?;
+    Ok(IngestReport {
+        inputs: inputs_read,
+        written,
+        shape: model.data.shape().to_vec(),
+        normalization: Some(model.normalization),
+        blank_pixels: blank,
+    })
+}
+
+/// Reads a normalized stack written by `ingest` back: images (N, C, H, W), mask (N, H, W) and
+/// the normalization.
+pub fn read_model_stack(path: &Path) -> Result<prep::ModelStack> {
+    let provenance = match Format::detect(path)? {
+        Format::Fits => fits::read_provenance(path)?,
+        Format::Hdf5 => io::hdf5::read_provenance(path)?,
+        Format::Npy => io::npy::read_sidecar(path)?.map(|s| s.provenance),
+    };
+    let normalization: Normalization = provenance
+        .and_then(|p| p.records.get("normalization").cloned())
+        .ok_or_else(|| Error::content(path, "not a normalized stack written by `expanse ingest` (no normalization record)"))
+        .and_then(|v| serde_json::from_value(v).map_err(|e| Error::format(path, format!("bad normalization record: {e}"))))?;
+    let data = read_array(path, Format::detect(path)?, "maps")?;
+    let data = data
+        .into_dimensionality::<ndarray::Ix4>()
+        .map_err(|_| Error::content(path, "expected a (N, C, H, W) stack"))?;
+    let n = data.len_of(Axis(0));
+    let (h, w) = (data.shape()[2], data.shape()[3]);
+    let mask = match read_mask(path)? {
+        Some(m) => m,
+        None => ndarray::Array3::zeros((n, h, w)),
+    };
+    Ok(prep::ModelStack { data, mask, normalization })
+}
+
+fn read_array(path: &Path, format: Format, dataset: &str) -> Result<ndarray::ArrayD<f32>> {
+    match format {
+        Format::Fits => fits::read(path, Some(&io::HduSelector::Index(0))).map(|(_, d)| d),
+        Format::Hdf5 => io::hdf5::read(path, Some(dataset)).map(|(_, d)| d),
+        Format::Npy => io::npy::read_any(path).map(|(d, _)| d),
+    }
+}
+
+fn read_mask(path: &Path) -> Result<Option<ndarray::Array3<u8>>> {
+    let arr = match Format::detect(path)? {
+        Format::Fits => match fits::read(path, Some(&io::HduSelector::Name("MASK".into()))) {
+            Ok((_, d)) => Some(d),
+            Err(Error::Content { .. }) => None,
+            Err(e) => return Err(e),
+        },
+        Format::Hdf5 => match io::hdf5::read(path, Some("mask")) {
+            Ok((_, d)) => Some(d),
+            Err(Error::Content { .. }) => None,
+            Err(e) => return Err(e),
+        },
+        Format::Npy => {
+            let mp = io::npy::mask_path(path);
+            if mp.exists() { Some(io::npy::read_any(&mp)?.0) } else { None }
+        }
+    };
+    arr.map(|a| {
+        a.mapv(|v| u8::from(v != 0.0))
+            .into_dimensionality::<ndarray::Ix3>()
+            .map_err(|_| Error::content(path, "mask is not (N, H, W)"))
+    })
+    .transpose()
+}

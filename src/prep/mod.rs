@@ -1,0 +1,255 @@
+//! Physical maps ⇄ model space: geometry, a domain-wide invertible transform, a blank-pixel
+//! mask with a documented fill, and the channel mapping. Nothing else in expanse rescales data.
+//!
+//! Forward: geometry (crop → tile → resize, in physical units, NaN-aware) → transform fitted
+//! over all maps together → blank pixels filled with the transformed domain median and
+//! remembered in the mask → channels. Inverse: channels → inverse transform → mask re-applied
+//! (NaN).
+
+pub mod channels;
+pub mod geometry;
+pub mod transform;
+
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis, Zip};
+use serde::{Deserialize, Serialize};
+
+pub use channels::ChannelMap;
+pub use geometry::{Crop, Geometry, Tile};
+pub use transform::{RangeSpec, Transform, TransformSpec};
+
+use crate::error::{Error, Result};
+use crate::io::Map;
+
+/// What to do to a domain's maps (the user's choices, before fitting).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrepSpec {
+    pub transform: TransformSpec,
+    pub geometry: Geometry,
+    pub channels: ChannelMap,
+}
+
+impl Default for PrepSpec {
+    fn default() -> Self {
+        PrepSpec {
+            transform: TransformSpec::Linear { range: RangeSpec::MinMax },
+            geometry: Geometry::default(),
+            channels: ChannelMap::default(),
+        }
+    }
+}
+
+/// The fitted, serializable normalization of one domain: everything needed to go back from
+/// model space to physical units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub transform: Transform,
+    /// Physical value used for blank pixels: the median of the domain's finite pixels.
+    pub fill: f64,
+    /// `fill` in model space (what blank pixels hold in the model input).
+    pub fill_model: f32,
+    pub geometry: Geometry,
+    pub channels: ChannelMap,
+    /// Physical units of the domain's maps.
+    pub units: Option<String>,
+    /// Number of maps the transform was fitted on.
+    pub n_maps: usize,
+    /// Map size (rows, columns) in model space.
+    pub shape: [usize; 2],
+}
+
+/// Model-ready images (N, C, H, W), the mask of blank pixels (N, H, W; 1 = blank) and the
+/// fitted normalization.
+#[derive(Debug, Clone)]
+pub struct ModelStack {
+    pub data: Array4<f32>,
+    pub mask: Array3<u8>,
+    pub normalization: Normalization,
+}
+
+/// Applies geometry to the maps, fits the transform over all of them, fills blanks and maps
+/// channels. Returns the model stack and the maps after geometry (in physical units).
+///
+/// Errors: mixed shapes (with no geometry that fixes them), a constant map, a domain the
+/// transform cannot take (e.g. log10 of negative values without an offset).
+pub fn normalize(maps: Vec<Map>, spec: &PrepSpec) -> Result<(ModelStack, Vec<Map>)> {
+    spec.channels.validate()?;
+    let maps = spec.geometry.apply(maps)?;
+    let stack = crate::io::stack(&maps)?;
+    for m in &maps {
+        let (lo, hi) = min_max(m.data.iter().copied());
+        if lo == hi {
+            return Err(Error::content(
+                &m.source.path,
+                format!("{}: constant map (every pixel is {lo}); it cannot be normalized", m.label()),
+            ));
+        }
+    }
+    let transform = Transform::fit(&spec.transform, stack.iter().copied())
+        .map_err(|e| Error::Invalid(format!("fitting the {} maps of {}: {e}", maps.len(), domain_name(&maps))))?;
+    let fill = transform::median(stack.iter().copied()).expect("maps have finite pixels");
+    let fill_model = transform.forward(fill) as f32;
+    let mut model = Array3::<f32>::zeros(stack.raw_dim());
+    let mut bad = None;
+    Zip::from(&mut model).and(&stack).for_each(|y, &x| {
+        if x.is_finite() {
+            let v = transform.forward(x as f64);
+            if !v.is_finite() && bad.is_none() {
+                bad = Some(x);
+            }
+            *y = v as f32;
+        } else {
+            *y = fill_model;
+        }
+    });
+    if let Some(x) = bad {
+        return Err(Error::Invalid(format!(
+            "{}: the fitted {} transform cannot take the value {x}",
+            domain_name(&maps),
+            transform_kind(&transform)
+        )));
+    }
+    let map_mask = stack.mapv(|x| u8::from(!x.is_finite()));
+    let data = spec.channels.to_channels(model.view())?;
+    let mask = image_mask(map_mask.view(), spec.channels.maps_per_image());
+    let (h, w) = (stack.shape()[1], stack.shape()[2]);
+    let normalization = Normalization {
+        transform,
+        fill,
+        fill_model,
+        geometry: spec.geometry,
+        channels: spec.channels.clone(),
+        units: crate::io::common_units(&maps),
+        n_maps: maps.len(),
+        shape: [h, w],
+    };
+    Ok((ModelStack { data, mask, normalization }, maps))
+}
+
+/// A pixel of a multi-band image is blank when any of its bands is.
+fn image_mask(map_mask: ArrayView3<u8>, per_image: usize) -> Array3<u8> {
+    let (n, h, w) = map_mask.dim();
+    let mut out = Array3::<u8>::zeros((n / per_image, h, w));
+    for (i, m) in map_mask.axis_iter(Axis(0)).enumerate() {
+        let mut o = out.index_axis_mut(Axis(0), i / per_image);
+        Zip::from(&mut o).and(&m).for_each(|a, &b| *a |= b);
+    }
+    out
+}
+
+fn min_max(values: impl Iterator<Item = f32>) -> (f32, f32) {
+    values.filter(|v| v.is_finite()).fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+}
+
+fn domain_name(maps: &[Map]) -> String {
+    let mut files: Vec<String> = maps.iter().map(|m| m.source.path.display().to_string()).collect();
+    files.dedup();
+    files.join(", ")
+}
+
+fn transform_kind(t: &Transform) -> &'static str {
+    match t {
+        Transform::Linear { .. } => "linear",
+        Transform::Log10 { .. } => "log10",
+        Transform::Asinh { .. } => "asinh",
+    }
+}
+
+impl Normalization {
+    /// Model-space images (N, C, H, W) → physical maps (N·B, H, W), with the mask (per image,
+    /// N × H × W, 1 = blank) re-applied as NaN when given.
+    pub fn to_physical(&self, images: ArrayView4<f32>, mask: Option<ArrayView3<u8>>) -> Result<Array3<f32>> {
+        let model = self.channels.to_maps(images)?;
+        let mut out = model.mapv(|y| self.transform.inverse(y as f64) as f32);
+        if let Some(mask) = mask {
+            let per = self.channels.maps_per_image();
+            if mask.len_of(Axis(0)) * per != out.len_of(Axis(0)) || mask.shape()[1..] != out.shape()[1..] {
+                return Err(Error::Invalid(format!(
+                    "mask shape {:?} does not fit {} maps of {:?}",
+                    mask.shape(),
+                    out.len_of(Axis(0)),
+                    &out.shape()[1..]
+                )));
+            }
+            for (i, mut m) in out.axis_iter_mut(Axis(0)).enumerate() {
+                let mk = mask.index_axis(Axis(0), i / per);
+                Zip::from(&mut m).and(&mk).for_each(|v, &b| {
+                    if b != 0 {
+                        *v = f32::NAN;
+                    }
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{Format, Source};
+    use ndarray::Array2;
+    use std::sync::Arc;
+
+    fn map(data: Array2<f32>, plane: usize) -> Map {
+        let source = Arc::new(Source {
+            path: "test.fits".into(),
+            format: Format::Fits,
+            location: "HDU 0".into(),
+            units: Some("cm-2".into()),
+            cards: vec![],
+            attrs: Default::default(),
+        });
+        Map { data, source, plane: Some(plane), region: None }
+    }
+
+    #[test]
+    fn normalize_then_to_physical_returns_the_maps_with_blanks_restored() {
+        let mut a = Array2::from_shape_fn((8, 8), |(i, j)| 1e20 * (1.0 + (i * 8 + j) as f32));
+        a[[2, 3]] = f32::NAN;
+        let b = Array2::from_shape_fn((8, 8), |(i, j)| 5e20 * (1.0 + (i + j) as f32));
+        let spec = PrepSpec {
+            transform: TransformSpec::Log10 { range: RangeSpec::MinMax, offset: None },
+            geometry: Geometry::default(),
+            channels: ChannelMap::Replicate { channels: 3 },
+        };
+        let (ms, after) = normalize(vec![map(a.clone(), 0), map(b.clone(), 1)], &spec).unwrap();
+        assert_eq!(ms.data.dim(), (2, 3, 8, 8));
+        assert_eq!(ms.mask[[0, 2, 3]], 1);
+        assert_eq!(ms.mask.iter().map(|&v| v as usize).sum::<usize>(), 1);
+        assert_eq!(ms.data[[0, 1, 2, 3]], ms.normalization.fill_model);
+        let lo = ms.data.iter().cloned().fold(f32::INFINITY, f32::min);
+        let hi = ms.data.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        assert!((lo + 1.0).abs() < 1e-6 && (hi - 1.0).abs() < 1e-6);
+        let back = ms.normalization.to_physical(ms.data.view(), Some(ms.mask.view())).unwrap();
+        assert!(back[[0, 2, 3]].is_nan());
+        for (orig, got) in [(a.view(), back.index_axis(Axis(0), 0)), (b.view(), back.index_axis(Axis(0), 1))] {
+            for (x, y) in orig.iter().zip(got.iter()) {
+                if x.is_finite() {
+                    assert!(((x - y) / x).abs() < 2e-6, "{x} vs {y}");
+                }
+            }
+        }
+        assert_eq!(after.len(), 2);
+        assert_eq!(ms.normalization.units.as_deref(), Some("cm-2"));
+    }
+
+    #[test]
+    fn constant_maps_and_mixed_shapes_are_errors() {
+        let spec = PrepSpec::default();
+        let ok = Array2::from_shape_fn((4, 4), |(i, j)| (i + j) as f32);
+        let e = normalize(vec![map(ok.clone(), 0), map(Array2::from_elem((4, 4), 2.0), 1)], &spec).unwrap_err();
+        assert!(e.to_string().contains("constant map"), "{e}");
+        let e = normalize(vec![map(ok, 0), map(Array2::zeros((5, 4)), 1)], &spec).unwrap_err();
+        assert!(e.to_string().contains("mixed map shapes"), "{e}");
+    }
+
+    #[test]
+    fn geometry_resolves_mixed_shapes() {
+        let spec = PrepSpec { geometry: Geometry { crop: Some(Crop::Center { size: 4 }), tile: None, size: Some(2) }, ..PrepSpec::default() };
+        let a = Array2::from_shape_fn((6, 6), |(i, j)| (i * 6 + j) as f32);
+        let b = Array2::from_shape_fn((4, 8), |(i, j)| (i * 8 + j) as f32);
+        let (ms, after) = normalize(vec![map(a, 0), map(b, 1)], &spec).unwrap();
+        assert_eq!(ms.data.dim(), (2, 1, 2, 2));
+        assert_eq!(after[1].region, Some([0, 2, 4, 4]));
+    }
+}
