@@ -20,6 +20,24 @@ pub struct IngestOptions {
     pub raw: bool,
     /// Normalization and geometry (ignored with `raw`).
     pub prep: PrepSpec,
+    /// Also draw the first maps (physical units, after geometry) to `<preview>.png` and `.svg`.
+    pub preview: Option<PathBuf>,
+}
+
+/// Most maps drawn in a preview.
+const PREVIEW_MAPS: usize = 16;
+
+fn draw_preview(stem: &Path, maps: &[Map], units: Option<String>) -> Result<Vec<PathBuf>> {
+    let shown: Vec<&Map> = maps.iter().take(PREVIEW_MAPS).collect();
+    let title = format!(
+        "{} of {} map(s) from {}",
+        shown.len(),
+        maps.len(),
+        shown[0].source.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    );
+    let labels = shown.iter().map(|m| m.label()).collect();
+    let grid = crate::plot::MapGrid::new(&title, shown.iter().map(|m| m.data.clone()).collect(), labels, units);
+    grid.save(stem)
 }
 
 /// What was read from one input.
@@ -87,6 +105,9 @@ fn carried_cards(maps: &[Map], grid_unchanged: bool) -> Vec<String> {
 pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<IngestReport> {
     Format::from_extension(out)?;
     io::check_output_folder(out)?;
+    if let Some(stem) = &opts.preview {
+        io::check_output_folder(stem)?;
+    }
     let (maps, inputs_read) = read_inputs(inputs, &opts.selection)?;
     if opts.raw {
         let stack = io::stack(&maps)?;
@@ -100,7 +121,10 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
             provenance: &provenance,
             fits_cards: carried_cards(&maps, true),
         };
-        let written = io::write_stack(out, &out_stack)?;
+        let mut written = io::write_stack(out, &out_stack)?;
+        if let Some(stem) = &opts.preview {
+            written.extend(draw_preview(stem, &maps, provenance.units.clone())?);
+        }
         return Ok(IngestReport {
             inputs: inputs_read,
             written,
@@ -128,7 +152,10 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
         provenance: &provenance,
         fits_cards: carried_cards(&maps, grid_unchanged),
     };
-    let written = io::write_stack(out, &out_stack)?;
+    let mut written = io::write_stack(out, &out_stack)?;
+    if let Some(stem) = &opts.preview {
+        written.extend(draw_preview(stem, &maps, model.normalization.units.clone())?);
+    }
     Ok(IngestReport {
         inputs: inputs_read,
         written,

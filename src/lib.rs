@@ -8,6 +8,7 @@ pub mod error;
 pub mod ingest;
 pub mod inspect;
 pub mod io;
+pub mod plot;
 pub mod prep;
 pub mod simulate;
 

@@ -88,6 +88,9 @@ struct IngestArgs {
     /// channel c takes band BAND_MAP[c], e.g. `2,1,0` for a 3-band cube stored in reverse.
     #[arg(long, value_delimiter = ',', conflicts_with = "channels")]
     band_map: Option<Vec<usize>>,
+    /// Also draw up to 16 of the maps (physical units, after geometry) to PREVIEW.png and PREVIEW.svg.
+    #[arg(long)]
+    preview: Option<PathBuf>,
     /// Also print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -178,7 +181,7 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
             bail!("--raw writes the maps exactly as read: drop the transform, geometry and channel options");
         }
     }
-    let opts = IngestOptions { selection, raw: a.raw, prep: prep_spec(&a)? };
+    let opts = IngestOptions { selection, raw: a.raw, prep: prep_spec(&a)?, preview: a.preview.clone() };
     let report = ingest::ingest(&a.inputs, &opts, &a.out)
         .with_context(|| format!("ingest into {} failed; nothing was written", a.out.display()))?;
     for s in &report.inputs {
@@ -196,12 +199,14 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
     }
     if let Some(n) = &report.normalization {
         println!("normalization: {}", n.transform.describe());
-        println!(
-            "blank pixels: {} (filled with the domain median {} = {:.4} in model space, mask saved)",
-            report.blank_pixels,
-            fmt_num(n.fill),
-            n.fill_model
-        );
+        if report.blank_pixels > 0 {
+            println!(
+                "blank pixels: {} (filled with the domain median {} = {:.4} in model space; mask written)",
+                report.blank_pixels,
+                fmt_num(n.fill),
+                n.fill_model
+            );
+        }
     }
     let shape = report.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
     for w in &report.written {

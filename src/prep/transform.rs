@@ -190,13 +190,13 @@ impl Transform {
     /// A one-line description for logs and FITS HISTORY.
     pub fn describe(&self) -> String {
         match *self {
-            Transform::Linear { lo, hi } => format!("linear: y = 2 (x - {lo:e}) / ({hi:e} - {lo:e}) - 1"),
+            Transform::Linear { lo, hi } => format!("linear: y = 2 (x - lo) / (hi - lo) - 1 with lo = {lo}, hi = {hi}"),
             Transform::Log10 { offset, lo, hi } => {
-                format!("log10: y = 2 (log10(x + {offset:e}) - {lo}) / ({hi} - {lo}) - 1")
+                format!("log10: y = 2 (log10(x + offset) - lo) / (hi - lo) - 1 with offset = {offset}, lo = {lo}, hi = {hi}")
             }
-            Transform::Asinh { softening, lo, hi } => {
-                format!("asinh: y = 2 (asinh(x / {softening:e}) - {lo}) / ({hi} - {lo}) - 1")
-            }
+            Transform::Asinh { softening, lo, hi } => format!(
+                "asinh: y = 2 (asinh(x / softening) - lo) / (hi - lo) - 1 with softening = {softening}, lo = {lo}, hi = {hi}"
+            ),
         }
     }
 }

@@ -1,0 +1,53 @@
+//! README.md promises exactly two set-up commands; this keeps them true: the test command is
+//! the one `.ci/run` runs, and the main-job command's arguments run successfully.
+
+use std::path::Path;
+use std::process::Command;
+
+fn set_up_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("## Set up").nth(1).unwrap().split("\n## ").next().unwrap();
+    let mut cmds = Vec::new();
+    let mut in_block = false;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+        } else if in_block {
+            cmds.push(line.trim().to_string());
+        }
+    }
+    cmds
+}
+
+#[test]
+fn readme_has_two_set_up_commands_and_ci_runs_the_test_one() {
+    let cmds = set_up_commands();
+    assert_eq!(cmds.len(), 2, "README set-up commands: {cmds:?}");
+    assert!(cmds[0].starts_with("cargo run --release -- "));
+    let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
+    let last = ci.lines().rev().find(|l| !l.trim().is_empty()).unwrap().trim();
+    assert_eq!(last, cmds[1], ".ci/run must end with the README's test command");
+}
+
+#[test]
+fn the_main_job_command_runs() {
+    let cmds = set_up_commands();
+    let args: Vec<String> = cmds[0]
+        .split_once(" -- ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Same arguments, with outputs redirected into a temporary folder.
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| if a.starts_with("out/") { dir.path().join(&a[4..]).display().to_string() } else { a })
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_expanse")).args(&args).current_dir(root).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("clouds.h5").exists());
+    assert!(dir.path().join("clouds.png").exists());
+}
