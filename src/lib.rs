@@ -4,8 +4,10 @@
 //! Data flows one way: [`io`] reads maps → [`prep`] normalizes them into the model's range →
 //! later stages invert, fit priors, sample and validate. [`simulate`] makes sample maps.
 
+pub mod diffusion;
 pub mod error;
 pub mod ingest;
+pub mod model;
 pub mod inspect;
 pub mod io;
 pub mod plot;

@@ -1,0 +1,201 @@
+//! Parity with diffusers: the raw UNet output of every fixture model (random-init models saved
+//! by diffusers' `save_pretrained`, tools/make_unet_fixtures.py) equals diffusers' to 1e-4 in
+//! f32, and our DDIM inversion/generation equals a float64 reference of the paper's algorithm.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use expanse::diffusion::{Ddim, NoiseSchedule};
+use expanse::model::Ddpm;
+use indicatif::ProgressBar;
+use ndarray::{Array1, Array4, ArrayD};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet")
+}
+
+fn manifest() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(root().join("manifest.json")).unwrap()).unwrap()
+}
+
+fn npy4(path: &Path) -> Array4<f32> {
+    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn tensor(a: &Array4<f32>) -> Tensor {
+    let d = a.dim();
+    Tensor::from_vec(a.iter().copied().collect::<Vec<_>>(), (d.0, d.1, d.2, d.3), &Device::Cpu).unwrap()
+}
+
+fn to_array(t: &Tensor) -> Array4<f32> {
+    let (b, c, h, w) = t.dims4().unwrap();
+    Array4::from_shape_vec((b, c, h, w), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).unwrap()
+}
+
+fn max_abs_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn run(model_dir: &Path, input: &str) -> (Array4<f32>, Array4<f32>) {
+    let ddpm = Ddpm::load(model_dir, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
+    let x = npy4(&model_dir.join(format!("{input}.npy")));
+    let ts: Array1<i64> = ndarray_npy::read_npy(model_dir.join("timesteps.npy")).unwrap();
+    let t = Tensor::from_vec(ts.iter().map(|&v| v as f32).collect::<Vec<_>>(), ts.len(), &Device::Cpu).unwrap();
+    let out = ddpm.unet.forward(&tensor(&x), &t).unwrap();
+    let want = npy4(&model_dir.join(input.replace("input", "output") + ".npy"));
+    (to_array(&out), want)
+}
+
+#[test]
+fn every_fixture_model_matches_diffusers_to_1e_4() {
+    let m = manifest();
+    let mut checked = Vec::new();
+    for model in m["models"].as_array().unwrap() {
+        let folder = model["folder"].as_str().unwrap();
+        let dir = root().join(folder);
+        let mut inputs = vec!["input"];
+        if dir.join("input32.npy").exists() {
+            inputs.push("input32");
+        }
+        for input in inputs {
+            let (got, want) = run(&dir, input);
+            let err = max_abs_diff(&got, &want);
+            println!("{folder} {input}: max |expanse - diffusers| = {err:.2e}");
+            assert!(err <= 1e-4, "{folder} {input}: max abs error {err}");
+            checked.push(folder.to_string());
+        }
+        if let Some(legacy) = model["legacy_copy"]["folder"].as_str() {
+            let (got, want) = run(&root().join(legacy), "input");
+            let err = max_abs_diff(&got, &want);
+            println!("{legacy}: max |expanse - diffusers| = {err:.2e}");
+            assert!(err <= 1e-4, "{legacy}: max abs error {err}");
+            checked.push(legacy.to_string());
+        }
+    }
+    for required in ["attn_multihead", "ddpm_legacy", "ddpm_legacy_keys", "learned_sigma", "gray_deep", "no_attention_key"] {
+        assert!(checked.iter().any(|c| c == required), "{required} not checked");
+    }
+}
+
+#[test]
+fn schedules_match_the_reference() {
+    for (folder, schedule) in [
+        ("attn_multihead", NoiseSchedule::linear(1e-4, 0.02, 1000)),
+        ("gray_deep", NoiseSchedule::squaredcos_cap_v2(1000)),
+    ] {
+        let want: Array1<f64> = ndarray_npy::read_npy(root().join(folder).join("alphas_cumprod_exact.npy")).unwrap();
+        for (t, w) in want.iter().enumerate() {
+            assert!((schedule.alpha_bar(t) - w).abs() < 1e-12, "{folder} t={t}");
+        }
+        let ddpm = Ddpm::load(&root().join(folder), &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(NoiseSchedule::from_config(&ddpm.scheduler).unwrap(), schedule, "{folder}: schedule from scheduler_config.json");
+    }
+}
+
+fn close(got: &Array4<f32>, want: &Array4<f32>, abs: f32, rel: f32, what: &str) {
+    for (g, w) in got.iter().zip(want.iter()) {
+        assert!((g - w).abs() <= abs + rel * w.abs(), "{what}: {g} vs {w}");
+    }
+}
+
+#[test]
+fn ddim_inversion_and_generation_match_the_float64_reference() {
+    let grid: Value = serde_json::from_str(&std::fs::read_to_string(root().join("ddim/grid.json")).unwrap()).unwrap();
+    let model = grid["model"].as_str().unwrap();
+    let ddpm = Ddpm::load(&root().join(model), &Device::Cpu, DType::F32).unwrap();
+    let steps = grid["steps"].as_u64().unwrap() as usize;
+    let t0 = grid["t0"].as_u64().unwrap() as usize;
+    let mut ddim = Ddim::new(NoiseSchedule::from_config(&ddpm.scheduler).unwrap(), steps, t0).unwrap();
+    let seq: Vec<usize> = grid["seq"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(ddim.seq, seq);
+    let pb = ProgressBar::hidden();
+    let x0 = npy4(&root().join("ddim/x0.npy"));
+    // Batches of 1 and 2 must give the same numbers.
+    let z = ddim.invert(&ddpm, &x0, 1, &pb).unwrap();
+    let z2 = ddim.invert(&ddpm, &x0, 2, &pb).unwrap();
+    assert!(max_abs_diff(&z, &z2) < 1e-5);
+    close(&z, &npy4(&root().join("ddim/latents.npy")), 1e-4, 1e-4, "latents");
+    let rec = ddim.generate(&ddpm, &z, 0.0, 0, 2, &pb).unwrap();
+    close(&rec, &npy4(&root().join("ddim/reconstruction.npy")), 5e-3, 1e-3, "reconstruction");
+    ddim.fixed_point = 3;
+    let zf = ddim.invert(&ddpm, &x0, 2, &pb).unwrap();
+    close(&zf, &npy4(&root().join("ddim/latents_fixed_point3.npy")), 5e-4, 1e-3, "fixed-point latents");
+    let recf = ddim.generate(&ddpm, &zf, 0.0, 0, 2, &pb).unwrap();
+    close(&recf, &npy4(&root().join("ddim/reconstruction_fixed_point3.npy")), 5e-2, 1e-3, "fixed-point reconstruction");
+}
+
+/// Copies a fixture model with its weights edited by `edit`.
+fn edited_model(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> tempfile::TempDir {
+    let src = root().join("attn_multihead");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "scheduler_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut w = candle_core::safetensors::load(src.join("diffusion_pytorch_model.safetensors"), &Device::Cpu).unwrap();
+    edit(&mut w);
+    candle_core::safetensors::save(&w, dir.path().join("diffusion_pytorch_model.safetensors")).unwrap();
+    dir
+}
+
+fn load_err(dir: &Path) -> String {
+    match Ddpm::load(dir, &Device::Cpu, DType::F32) {
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn weight_errors_name_the_key_and_the_shapes() {
+    let d = edited_model(|w| {
+        w.remove("mid_block.attentions.0.to_k.weight");
+    });
+    let e = load_err(d.path());
+    assert!(e.contains("missing weight 'mid_block.attentions.0.to_k.weight'") && e.contains("safetensors"), "{e}");
+    let d = edited_model(|w| {
+        w.insert("extra.layer.weight".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
+    });
+    let e = load_err(d.path());
+    assert!(e.contains("not used") && e.contains("extra.layer.weight"), "{e}");
+    let d = edited_model(|w| {
+        w.insert("conv_out.bias".into(), Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap());
+    });
+    let e = load_err(d.path());
+    assert!(e.contains("conv_out.bias") && e.contains("expected [3]") && e.contains("found [4]"), "{e}");
+}
+
+#[test]
+fn unsupported_configs_and_sizes_are_clear_errors() {
+    let d = edited_model(|_| {});
+    let cfg_path = d.path().join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["down_block_types"][0] = Value::String("SkipDownBlock2D".into());
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let e = load_err(d.path());
+    assert!(e.contains("unsupported down block type 'SkipDownBlock2D'") && e.contains("config.json"), "{e}");
+    let ddpm = Ddpm::load(&root().join("attn_multihead"), &Device::Cpu, DType::F32).unwrap();
+    assert!(ddpm.check_input(3, 16, 16).is_ok());
+    let e = ddpm.check_input(3, 15, 16).unwrap_err().to_string();
+    assert!(e.contains("15x16") && e.contains("multiples of 2"), "{e}");
+    assert!(ddpm.check_input(1, 16, 16).unwrap_err().to_string().contains("channel"));
+    assert!(load_err(Path::new("/no/such/model")).contains("no such model folder"));
+}
+
+#[test]
+fn half_precision_runs_where_candle_supports_it() {
+    // On CPU candle runs f16/bf16; the result stays close to f32.
+    let dir = root().join("attn_multihead");
+    let x = npy4(&dir.join("input.npy"));
+    let f32_out = Ddpm::load(&dir, &Device::Cpu, DType::F32).unwrap().forward(&tensor(&x), 500.0).unwrap();
+    match Ddpm::load(&dir, &Device::Cpu, DType::BF16) {
+        Ok(m) => {
+            let out = m.forward(&tensor(&x), 500.0).unwrap().to_dtype(DType::F32).unwrap();
+            let err = max_abs_diff(&to_array(&out), &to_array(&f32_out));
+            assert!(err < 0.2, "bf16 deviates by {err}");
+        }
+        Err(e) => assert!(e.to_string().contains("not supported"), "{e}"),
+    }
+    let _unused: Option<ArrayD<f32>> = None;
+}
