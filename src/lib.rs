@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod model;
 pub mod inspect;
 pub mod io;
+pub mod latents;
 pub mod plot;
 pub mod prep;
 pub mod simulate;

@@ -10,7 +10,13 @@ use expanse::inspect::{self, fmt_num};
 use expanse::ingest::{self, IngestOptions};
 use expanse::io::{HduSelector, Selection};
 use expanse::prep::{ChannelMap, Crop, Geometry, PrepSpec, RangeSpec, Tile, TransformSpec};
+use expanse::diffusion::{self, Ddim, NoiseSchedule};
+use expanse::latents;
+use expanse::model::{self, Ddpm};
 use expanse::simulate::{self, CloudSpec};
+use candle_core::{DType, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array4, Axis};
 
 /// Grow a handful of astrophysical maps into many statistically faithful synthetic maps with a
 /// frozen diffusion model (Zhu et al. 2023, arXiv 2310.09213).
@@ -29,6 +35,115 @@ enum Command {
     Ingest(IngestArgs),
     /// Simulate lognormal column-density maps of turbulent clouds (the sample data).
     Simulate(SimulateArgs),
+    /// One forward pass of the UNet: raw model output for a (B, C, H, W) array at one timestep.
+    UnetEval(UnetEvalArgs),
+    /// Deterministic DDIM inversion: model-space maps → latents at level t0.
+    Invert(InvertArgs),
+    /// DDIM generation: latents at level t0 → model-space maps.
+    Generate(GenerateArgs),
+    /// Invert then generate, reporting per-map MSE and PSNR (model space, data range 2).
+    Reconstruct(ReconstructArgs),
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// diffusers model folder (config.json + diffusion_pytorch_model.safetensors [+ scheduler_config.json]).
+    #[arg(long)]
+    model: PathBuf,
+    /// cpu, cuda, cuda:N or metal (GPU backends need the `cuda` / `metal` cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute precision: f32, f16 or bf16 (where the backend supports it).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Maps per UNet evaluation.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+}
+
+#[derive(Args, Clone)]
+struct GridArgs {
+    /// Grid points N: levels floor(k·t0/(N−1)), k = 0…N−1 (inversion takes N−1 steps, generation N).
+    #[arg(long, default_value_t = 80)]
+    steps: usize,
+    /// Top level of the grid (the latents' noise level).
+    #[arg(long, default_value_t = 900)]
+    t0: usize,
+    /// Clip the predicted clean image to [−C, C] at every step (default: no clipping).
+    #[arg(long)]
+    clip: Option<f64>,
+}
+
+#[derive(Args)]
+struct UnetEvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Input .npy, float32 (B, C, H, W).
+    #[arg(long)]
+    input: PathBuf,
+    /// Timestep given to the network.
+    #[arg(long)]
+    timestep: f64,
+    /// Output .npy: the raw model output (B, out_channels, H, W).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct InvertArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    grid: GridArgs,
+    /// Model-space maps: a stack written by `expanse ingest`, or a (B, C, H, W) float array.
+    #[arg(long)]
+    input: PathBuf,
+    /// Fixed-point iterations per inversion step (0 = plain DDIM inversion; each costs one more UNet call per step).
+    #[arg(long, default_value_t = 0)]
+    fixed_point: usize,
+    /// Output latents (.npy, .h5 or .fits), (B, C, H, W).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    grid: GridArgs,
+    /// Latents at level t0 (B, C, H, W), e.g. written by `expanse invert`.
+    #[arg(long)]
+    latents: PathBuf,
+    /// DDIM η: 0 = deterministic; > 0 adds noise drawn from --seed.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    eta: f64,
+    /// Seed of the noise when η > 0.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output maps in model space (.npy, .h5 or .fits), (B, C, H, W).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct ReconstructArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    grid: GridArgs,
+    /// Model-space maps: a stack written by `expanse ingest`, or a (B, C, H, W) float array.
+    #[arg(long)]
+    input: PathBuf,
+    /// Fixed-point iterations per inversion step.
+    #[arg(long, default_value_t = 0)]
+    fixed_point: usize,
+    /// Also write the reconstructions (model space).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Also write the per-map errors as JSON.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -127,6 +242,10 @@ fn main() -> ExitCode {
         Command::Inspect(a) => run_inspect(a),
         Command::Ingest(a) => run_ingest(a),
         Command::Simulate(a) => run_simulate(a),
+        Command::UnetEval(a) => run_unet_eval(a),
+        Command::Invert(a) => run_invert(a),
+        Command::Generate(a) => run_generate(a),
+        Command::Reconstruct(a) => run_reconstruct(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -224,6 +343,168 @@ fn run_simulate(a: SimulateArgs) -> Result<()> {
     let written = simulate::write_clouds(&spec, &a.out).context("simulate failed; nothing was written")?;
     for w in written {
         println!("wrote {} ({} lognormal maps of {}x{}, beta {}, sigma_ln {}, seed {})", w.display(), a.count, a.size, a.size, a.beta, a.sigma_ln, a.seed);
+    }
+    Ok(())
+}
+
+fn load_model(a: &ModelArgs) -> Result<Ddpm> {
+    let device = model::parse_device(&a.device)?;
+    let dtype = model::parse_dtype(&a.dtype)?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    Ok(Ddpm::load(&a.model, &device, dtype)?)
+}
+
+fn progress(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:32}] {pos}/{len} {per_sec} elapsed {elapsed} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn ddim_for(model: &Ddpm, g: &GridArgs, fixed_point: usize) -> Result<Ddim> {
+    let mut ddim = Ddim::new(NoiseSchedule::from_config(&model.scheduler)?, g.steps, g.t0)?;
+    ddim.fixed_point = fixed_point;
+    ddim.clip = g.clip;
+    Ok(ddim)
+}
+
+fn grid_record(ddim: &Ddim, model: &Ddpm) -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("ddim", serde_json::json!({"seq": ddim.seq, "steps": ddim.seq.len(), "t0": ddim.seq.last(), "fixed_point": ddim.fixed_point, "clip": ddim.clip, "epsilon_at": "source level"})),
+        ("model", serde_json::json!({"folder": model.dir, "weights": model.weights_file, "dtype": format!("{:?}", model.dtype), "device": model::device_name(&model.device)})),
+    ]
+}
+
+fn batches(n: usize, batch: usize) -> u64 {
+    n.div_ceil(batch) as u64
+}
+
+fn run_unet_eval(a: UnetEvalArgs) -> Result<()> {
+    let ddpm = load_model(&a.model)?;
+    let input = latents::read_model_input(&a.input)?;
+    let (b, c, h, w) = input.data.dim();
+    ddpm.check_input(c, h, w).with_context(|| format!("{}", a.input.display()))?;
+    let pb = progress(batches(b, a.model.batch), "unet-eval");
+    let mut parts = Vec::new();
+    for chunk in input.data.axis_chunks_iter(Axis(0), a.model.batch) {
+        let d = chunk.dim();
+        let x = Tensor::from_vec(chunk.iter().copied().collect::<Vec<f32>>(), (d.0, d.1, d.2, d.3), &ddpm.device)?;
+        let y = ddpm.forward(&x, a.timestep)?.to_dtype(DType::F32)?;
+        let (yb, yc, yh, yw) = y.dims4()?;
+        parts.push(Array4::from_shape_vec((yb, yc, yh, yw), y.flatten_all()?.to_vec1::<f32>()?)?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    let out = ndarray::concatenate(Axis(0), &views)?;
+    let rec = vec![("timestep", serde_json::json!(a.timestep)), ("model", serde_json::json!({"folder": ddpm.dir}))];
+    let written = latents::write_model_output(&a.out, &out, "unet-eval", &input, rec)?;
+    println!("wrote {} (shape {:?})", written[0].display(), out.shape());
+    Ok(())
+}
+
+fn invert_input(ddpm: &Ddpm, path: &std::path::Path) -> Result<latents::ModelInput> {
+    let input = latents::read_model_input(path)?;
+    let (_, c, h, w) = input.data.dim();
+    ddpm.check_input(c, h, w).with_context(|| format!("{}", path.display()))?;
+    Ok(input)
+}
+
+fn run_invert(a: InvertArgs) -> Result<()> {
+    let ddpm = load_model(&a.model)?;
+    let ddim = ddim_for(&ddpm, &a.grid, a.fixed_point)?;
+    let input = invert_input(&ddpm, &a.input)?;
+    let n = input.data.dim().0;
+    let steps = (ddim.seq.len() - 1) as u64;
+    let pb = progress(steps * batches(n, a.model.batch), "invert");
+    let start = std::time::Instant::now();
+    let z = ddim.invert(&ddpm, &input.data, a.model.batch, &pb)?;
+    pb.finish_and_clear();
+    let evals = diffusion::unet_evaluations(&ddim, n, true, false);
+    let written = latents::write_model_output(&a.out, &z, "invert", &input, grid_record(&ddim, &ddpm))?;
+    println!(
+        "inverted {n} map(s) to level {} in {} steps ({} UNet evaluations per map, {:.1} s); wrote {}",
+        a.grid.t0,
+        steps,
+        evals / n,
+        start.elapsed().as_secs_f64(),
+        written[0].display()
+    );
+    Ok(())
+}
+
+fn run_generate(a: GenerateArgs) -> Result<()> {
+    if !(a.eta >= 0.0 && a.eta.is_finite()) {
+        bail!("--eta must be >= 0, got {}", a.eta);
+    }
+    let ddpm = load_model(&a.model)?;
+    let ddim = ddim_for(&ddpm, &a.grid, 0)?;
+    let input = invert_input(&ddpm, &a.latents)?;
+    let n = input.data.dim().0;
+    let pb = progress(ddim.seq.len() as u64 * batches(n, a.model.batch), "generate");
+    let x = ddim.generate(&ddpm, &input.data, a.eta, a.seed, a.model.batch, &pb)?;
+    pb.finish_and_clear();
+    let mut rec = grid_record(&ddim, &ddpm);
+    rec.push(("generation", serde_json::json!({"eta": a.eta, "seed": a.seed})));
+    let written = latents::write_model_output(&a.out, &x, "generate", &input, rec)?;
+    println!("generated {n} map(s) in {} steps; wrote {}", ddim.seq.len(), written[0].display());
+    Ok(())
+}
+
+fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
+    let ddpm = load_model(&a.model)?;
+    let ddim = ddim_for(&ddpm, &a.grid, a.fixed_point)?;
+    let input = invert_input(&ddpm, &a.input)?;
+    let n = input.data.dim().0;
+    let nb = batches(n, a.model.batch);
+    let pb = progress((ddim.seq.len() - 1) as u64 * nb, "invert");
+    let t = std::time::Instant::now();
+    let z = ddim.invert(&ddpm, &input.data, a.model.batch, &pb)?;
+    pb.finish_and_clear();
+    let t_inv = t.elapsed().as_secs_f64();
+    let pb = progress(ddim.seq.len() as u64 * nb, "generate");
+    let t = std::time::Instant::now();
+    let x = ddim.generate(&ddpm, &z, 0.0, 0, a.model.batch, &pb)?;
+    pb.finish_and_clear();
+    let t_gen = t.elapsed().as_secs_f64();
+    let errors = diffusion::reconstruction_errors(&input.data, &x);
+    println!("{:>5} {:>12} {:>10}", "map", "MSE", "PSNR [dB]");
+    for (i, e) in errors.iter().enumerate() {
+        println!("{i:>5} {:>12.4e} {:>10.2}", e.mse, e.psnr_db);
+    }
+    let mean_mse = errors.iter().map(|e| e.mse).sum::<f64>() / n as f64;
+    let mean_psnr = errors.iter().map(|e| e.psnr_db).sum::<f64>() / n as f64;
+    println!("mean  {mean_mse:>12.4e} {mean_psnr:>10.2}");
+    let evals_inv = diffusion::unet_evaluations(&ddim, n, true, false);
+    println!(
+        "cost: inversion {evals_inv} UNet evaluations ({} per step with {} fixed-point iteration(s)) in {t_inv:.1} s; generation {} in {t_gen:.1} s",
+        1 + ddim.fixed_point,
+        ddim.fixed_point,
+        diffusion::unet_evaluations(&ddim, n, false, true)
+    );
+    if let Some(out) = &a.out {
+        let mut rec = grid_record(&ddim, &ddpm);
+        rec.push(("reconstruction_mse", serde_json::json!(errors.iter().map(|e| e.mse).collect::<Vec<_>>())));
+        let written = latents::write_model_output(out, &x, "reconstruct", &input, rec)?;
+        println!("wrote {}", written[0].display());
+    }
+    if let Some(path) = &a.report {
+        let report = serde_json::json!({
+            "input": a.input, "model": ddpm.dir, "steps": ddim.seq.len(), "t0": a.grid.t0,
+            "fixed_point": ddim.fixed_point, "per_map": errors, "mean_mse": mean_mse, "mean_psnr_db": mean_psnr,
+            "unet_evaluations": {"inversion": evals_inv, "generation": diffusion::unet_evaluations(&ddim, n, false, true)},
+            "seconds": {"inversion": t_inv, "generation": t_gen},
+        });
+        let files = expanse::io::AtomicFiles::new(std::slice::from_ref(path))?;
+        std::fs::write(files.temp(0), serde_json::to_string_pretty(&report)?)?;
+        files.commit()?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -1,0 +1,118 @@
+//! `unet-eval`, `invert`, `generate` and `reconstruct` on the diffusers fixture model: the CLI
+//! gives the reference numbers, records its grid, and fails cleanly on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::{s, Array4};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet")
+}
+
+fn model() -> String {
+    fixtures().join("attn_multihead").display().to_string()
+}
+
+fn expanse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_expanse")).args(args).output().expect("run expanse")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = expanse(args);
+    assert!(out.status.success(), "expanse {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn npy(p: &Path) -> Array4<f32> {
+    ndarray_npy::read_npy(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn assert_close(got: &Array4<f32>, want: &Array4<f32>, abs: f32, rel: f32) {
+    assert_eq!(got.shape(), want.shape());
+    for (g, w) in got.iter().zip(want.iter()) {
+        assert!((g - w).abs() <= abs + rel * w.abs(), "{g} vs {w}");
+    }
+}
+
+#[test]
+fn unet_eval_gives_the_diffusers_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.npy");
+    let input = fixtures().join("attn_multihead/input.npy");
+    // The fixture's first map was evaluated at timestep 3.
+    ok(&["unet-eval", "--model", &model(), "--input", input.to_str().unwrap(), "--timestep", "3", "--batch", "1", "--out", out.to_str().unwrap()]);
+    let got = npy(&out);
+    let want = npy(&fixtures().join("attn_multihead/output.npy"));
+    assert_close(&got.slice(s![0..1, .., .., ..]).to_owned(), &want.slice(s![0..1, .., .., ..]).to_owned(), 1e-4, 0.0);
+}
+
+#[test]
+fn invert_then_generate_reproduce_the_reference_ddim() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = dir.path().join("z.npy");
+    let x = dir.path().join("x.npy");
+    let x0 = fixtures().join("ddim/x0.npy");
+    let text = ok(&["invert", "--model", &model(), "--input", x0.to_str().unwrap(), "--steps", "6", "--t0", "900", "--out", z.to_str().unwrap()]);
+    assert!(text.contains("5 steps"), "{text}");
+    assert_close(&npy(&z), &npy(&fixtures().join("ddim/latents.npy")), 1e-4, 1e-4);
+    let side: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("z.npy.json")).unwrap()).unwrap();
+    assert_eq!(side["provenance"]["records"]["ddim"]["seq"], serde_json::json!([0, 180, 360, 540, 720, 900]));
+    ok(&["generate", "--model", &model(), "--latents", z.to_str().unwrap(), "--steps", "6", "--t0", "900", "--out", x.to_str().unwrap()]);
+    assert_close(&npy(&x), &npy(&fixtures().join("ddim/reconstruction.npy")), 5e-3, 1e-3);
+}
+
+#[test]
+fn reconstruct_reports_per_map_errors_and_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let x0 = fixtures().join("ddim/x0.npy");
+    let text = ok(&["reconstruct", "--model", &model(), "--input", x0.to_str().unwrap(), "--steps", "6", "--fixed-point", "1", "--report", report.to_str().unwrap()]);
+    assert!(text.contains("PSNR") && text.contains("inversion 20 UNet evaluations (2 per step"), "{text}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["per_map"].as_array().unwrap().len(), 2);
+    assert!(r["mean_mse"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn ingest_stacks_feed_inversion_and_keep_their_normalization() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("c.h5");
+    let clouds = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples/clouds_64.fits");
+    ok(&["ingest", clouds.to_str().unwrap(), "--transform", "log10", "--crop", "0,0,16,16", "--channels", "3", "--out", stack.to_str().unwrap()]);
+    let z = dir.path().join("z.h5");
+    ok(&["invert", "--model", &model(), "--input", stack.to_str().unwrap(), "--steps", "3", "--batch", "32", "--out", z.to_str().unwrap()]);
+    let lat = expanse::latents::read_model_input(&z).unwrap();
+    assert_eq!(lat.data.dim(), (32, 3, 16, 16));
+    assert_eq!(lat.normalization.unwrap().units.as_deref(), Some("cm-2"));
+}
+
+fn assert_fails(args: &[&str], out: &Path, cause: &str) {
+    let mut full = args.to_vec();
+    full.extend(["--out", out.to_str().unwrap()]);
+    let res = expanse(&full);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{args:?}: {err}");
+    assert!(err.contains(cause), "{args:?}: expected '{cause}' in {err}");
+    assert!(!err.contains("panicked"));
+    assert!(!out.exists());
+}
+
+#[test]
+fn bad_model_inputs_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("z.npy");
+    let gray = fixtures().join("gray_deep/input.npy");
+    assert_fails(&["invert", "--model", &model(), "--input", gray.to_str().unwrap()], &out, "takes 3 channel(s)");
+    let odd = dir.path().join("odd.npy");
+    ndarray_npy::write_npy(&odd, &Array4::<f32>::zeros((1, 3, 15, 16))).unwrap();
+    assert_fails(&["invert", "--model", &model(), "--input", odd.to_str().unwrap()], &out, "cannot take 15x16");
+    assert_fails(&["invert", "--model", "/no/such/model", "--input", gray.to_str().unwrap()], &out, "no such model folder");
+    assert_fails(&["invert", "--model", &model(), "--input", gray.to_str().unwrap(), "--device", "cuda"], &out, if cfg!(feature = "cuda") { "CUDA" } else { "--features cuda" });
+    assert_fails(&["generate", "--model", &model(), "--latents", odd.to_str().unwrap(), "--eta", "-1"], &out, "--eta must be >= 0");
+    let nan = dir.path().join("nan.npy");
+    let mut a = Array4::<f32>::zeros((1, 3, 16, 16));
+    a[[0, 0, 0, 0]] = f32::NAN;
+    ndarray_npy::write_npy(&nan, &a).unwrap();
+    assert_fails(&["invert", "--model", &model(), "--input", nan.to_str().unwrap()], &out, "non-finite");
+}
