@@ -43,6 +43,20 @@ enum Command {
     Generate(GenerateArgs),
     /// Invert then generate, reporting per-map MSE and PSNR (model space, data range 2).
     Reconstruct(ReconstructArgs),
+    /// Time UNet evaluations (and report peak memory) on random inputs: the numbers in BENCHMARKS.md.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Map side in pixels (default: the model's sample_size).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Timed repetitions (after one warm-up).
+    #[arg(long, default_value_t = 10)]
+    repeats: usize,
 }
 
 #[derive(Args, Clone)]
@@ -246,6 +260,7 @@ fn main() -> ExitCode {
         Command::Invert(a) => run_invert(a),
         Command::Generate(a) => run_generate(a),
         Command::Reconstruct(a) => run_reconstruct(a),
+        Command::Bench(a) => run_bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -505,6 +520,58 @@ fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
         std::fs::write(files.temp(0), serde_json::to_string_pretty(&report)?)?;
         files.commit()?;
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    let ddpm = load_model(&a.model)?;
+    let size = a.size.or_else(|| ddpm.config.native_size().map(|s| s[0])).unwrap_or(32);
+    let c = ddpm.config.in_channels;
+    ddpm.check_input(c, size, size)?;
+    let b = a.model.batch;
+    let x = Tensor::randn(0f32, 1f32, (b, c, size, size), &ddpm.device)?;
+    let sync = |t: &Tensor| -> Result<()> {
+        let _ = t.flatten_all()?.max(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        Ok(())
+    };
+    sync(&ddpm.forward(&x, 500.0)?)?;
+    let mut times = Vec::with_capacity(a.repeats);
+    for i in 0..a.repeats.max(1) {
+        let t = std::time::Instant::now();
+        sync(&ddpm.forward(&x, (i * 97 % 1000) as f64)?)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|p, q| p.partial_cmp(q).expect("finite"));
+    let median = times[times.len() / 2];
+    let params: usize = std::fs::metadata(&ddpm.weights_file).map(|m| m.len() as usize / 4).unwrap_or(0);
+    println!(
+        "model {} (~{:.2} M parameters), {} {:?}, batch {b}, {size}x{size}, threads {}",
+        ddpm.dir.display(),
+        params as f64 / 1e6,
+        model::device_name(&ddpm.device),
+        ddpm.dtype,
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into())
+    );
+    println!(
+        "UNet forward: median {:.1} ms per batch ({:.2} ms per map, {:.1} maps/s) over {} runs; min {:.1} ms, max {:.1} ms",
+        1e3 * median,
+        1e3 * median / b as f64,
+        b as f64 / median,
+        times.len(),
+        1e3 * times[0],
+        1e3 * times[times.len() - 1]
+    );
+    if let Some(m) = peak_rss_mib() {
+        println!("peak resident memory: {m:.0} MiB");
     }
     Ok(())
 }

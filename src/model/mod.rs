@@ -106,34 +106,6 @@ struct TrackedWeights {
     used: Mutex<HashSet<String>>,
 }
 
-impl SimpleBackend for TrackedWeights {
-    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| candle_core::Error::Msg(format!("missing weight '{name}' (expected shape {:?})", s.dims())))?;
-        if t.shape() != &s {
-            return Err(candle_core::Error::Msg(format!(
-                "weight '{name}' has the wrong shape: expected {:?}, found {:?}",
-                s.dims(),
-                t.dims()
-            )));
-        }
-        self.used.lock().expect("lock").insert(name.to_string());
-        t.to_dtype(dtype)?.to_device(dev)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| candle_core::Error::Msg(format!("missing weight '{name}'")))?;
-        self.used.lock().expect("lock").insert(name.to_string());
-        t.to_dtype(dtype)?.to_device(dev)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
-}
-
 /// Maps old diffusers attention names (`query`, `key`, `value`, `proj_attn`) to the current
 /// ones (`to_q`, `to_k`, `to_v`, `to_out.0`).
 pub fn modern_key(name: &str) -> String {
@@ -215,11 +187,10 @@ impl Ddpm {
         };
         let tensors: HashMap<String, Tensor> = raw.into_iter().map(|(k, v)| (modern_key(&k), v)).collect();
         let keys: Vec<String> = tensors.keys().cloned().collect();
-        let backend = TrackedWeights { tensors, used: Mutex::new(HashSet::new()) };
-        let used_handle = std::sync::Arc::new(backend);
-        let vb = VarBuilder::from_backend(Box::new(ArcBackend(used_handle.clone())), dtype, device.clone());
+        let weights = std::sync::Arc::new(TrackedWeights { tensors, used: Mutex::new(HashSet::new()) });
+        let vb = VarBuilder::from_backend(Box::new(ArcBackend(weights.clone())), dtype, device.clone());
         let unet = UNet2DModel::new(vb, &config).map_err(|e| Error::content(&weights_file, e))?;
-        let used = used_handle.used.lock().expect("lock").clone();
+        let used = weights.used.lock().expect("lock").clone();
         let mut extra: Vec<&String> = keys.iter().filter(|k| !used.contains(*k)).collect();
         if !extra.is_empty() {
             extra.sort();
@@ -263,18 +234,35 @@ impl Ddpm {
     }
 }
 
-/// Shares one tracked backend between the VarBuilder and the loader.
+/// The VarBuilder backend: looks weights up in a shared [`TrackedWeights`] and records each use.
 struct ArcBackend(std::sync::Arc<TrackedWeights>);
 
 impl SimpleBackend for ArcBackend {
-    fn get(&self, s: Shape, name: &str, h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.get(s, name, h, dtype, dev)
+    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self
+            .0
+            .tensors
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("missing weight '{name}' (expected shape {:?})", s.dims())))?;
+        if t.shape() != &s {
+            return Err(candle_core::Error::Msg(format!(
+                "weight '{name}' has the wrong shape: expected {:?}, found {:?}",
+                s.dims(),
+                t.dims()
+            )));
+        }
+        self.0.used.lock().expect("lock").insert(name.to_string());
+        t.to_dtype(dtype)?.to_device(dev)
     }
+
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.get_unchecked(name, dtype, dev)
+        let t = self.0.tensors.get(name).ok_or_else(|| candle_core::Error::Msg(format!("missing weight '{name}'")))?;
+        self.0.used.lock().expect("lock").insert(name.to_string());
+        t.to_dtype(dtype)?.to_device(dev)
     }
+
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains_tensor(name)
+        self.0.tensors.contains_key(name)
     }
 }
 
