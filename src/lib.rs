@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod io;
 pub mod latents;
 pub mod plot;
+pub mod prior;
 pub mod prep;
 pub mod simulate;
 

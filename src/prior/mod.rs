@@ -1,0 +1,265 @@
+//! Per-domain Gaussian priors on inverted latents, and geometric sampling of new latents.
+//!
+//! A domain's N latents (each flattened to d = C·H·W numbers) are modelled as N(μ, Σ) with Σ
+//! scalar (σ² I, the paper's choice), diagonal, or low rank plus isotropic (probabilistic PCA).
+//! New latents are drawn from the prior (or slerped between a real latent and a draw) and kept
+//! only when they sit among the real latents like a real latent does: see [`geometry`].
+
+pub mod diagnostics;
+pub mod file;
+pub mod geometry;
+mod linalg;
+
+use ndarray::{Array1, Array2, ArrayView1, Axis};
+use rand::Rng;
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Covariance model of a prior.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum PriorKind {
+    /// σ² I (the paper's).
+    Scalar,
+    /// Per-dimension variances, shrunk toward the scalar variance.
+    Diagonal,
+    /// K principal directions plus an isotropic residual (probabilistic PCA).
+    LowRank { k: usize },
+}
+
+impl std::str::FromStr for PriorKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "scalar" => Ok(PriorKind::Scalar),
+            "diagonal" => Ok(PriorKind::Diagonal),
+            _ => match s.strip_prefix("lowrank:").map(str::parse::<usize>) {
+                Some(Ok(k)) if k > 0 => Ok(PriorKind::LowRank { k }),
+                _ => Err(Error::Invalid(format!("unknown prior kind '{s}' (scalar, diagonal or lowrank:K)"))),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for PriorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PriorKind::Scalar => f.write_str("scalar"),
+            PriorKind::Diagonal => f.write_str("diagonal"),
+            PriorKind::LowRank { k } => write!(f, "lowrank:{k}"),
+        }
+    }
+}
+
+/// The fitted covariance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Covariance {
+    Scalar { variance: f64 },
+    Diagonal { variances: Array1<f64>, shrinkage: f64 },
+    /// Σ = Σ_k (λ_k − σ²) w_k w_kᵀ + σ² I with orthonormal rows `directions` (K × d).
+    LowRank { directions: Array2<f64>, eigenvalues: Array1<f64>, residual: f64 },
+}
+
+/// A Gaussian prior over one domain's latents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaussianPrior {
+    /// Domain name (e.g. the latents' file stem).
+    pub name: String,
+    pub kind: PriorKind,
+    pub mean: Array1<f64>,
+    pub covariance: Covariance,
+    /// Number of latents fitted.
+    pub n: usize,
+    /// Latent shape (C, H, W); d = C·H·W.
+    pub shape: [usize; 3],
+    /// Where the latents came from (model, grid, normalization), as recorded in their provenance.
+    pub provenance: serde_json::Value,
+}
+
+/// Checks a latent matrix (N × d): N ≥ 3, all finite.
+pub fn check_latents(z: &Array2<f64>, what: &str) -> Result<()> {
+    let n = z.nrows();
+    if n < 3 {
+        return Err(Error::Invalid(format!("{what}: {n} latent(s); a prior needs at least 3")));
+    }
+    if let Some((i, _)) = z.axis_iter(Axis(0)).enumerate().find(|(_, r)| r.iter().any(|v| !v.is_finite())) {
+        return Err(Error::Invalid(format!("{what}: latent {i} holds NaN or infinite values")));
+    }
+    Ok(())
+}
+
+impl GaussianPrior {
+    /// Fits a prior to N latents (rows of `z`).
+    pub fn fit(name: &str, z: &Array2<f64>, shape: [usize; 3], kind: PriorKind) -> Result<GaussianPrior> {
+        check_latents(z, name)?;
+        let (n, d) = z.dim();
+        if shape.iter().product::<usize>() != d {
+            return Err(Error::Invalid(format!("{name}: latent shape {shape:?} does not match d = {d}")));
+        }
+        let mean = z.mean_axis(Axis(0)).expect("n >= 3");
+        let centred = z - &mean;
+        // Unbiased residual variance around the per-dimension mean (not the global scalar mean).
+        let dim_var: Array1<f64> = centred.mapv(|v| v * v).sum_axis(Axis(0)) / (n - 1) as f64;
+        let scalar = dim_var.mean().expect("d >= 1");
+        if !(scalar > 0.0) {
+            return Err(Error::Invalid(format!("{name}: the latents are identical (zero variance)")));
+        }
+        let covariance = match kind {
+            PriorKind::Scalar => Covariance::Scalar { variance: scalar },
+            PriorKind::Diagonal => {
+                // Empirical-Bayes shrinkage toward the scalar variance: the weight is the share of
+                // the spread of per-dimension variances that sampling noise alone explains
+                // (a Gaussian sample variance has variance 2σ⁴/(N−1)).
+                let spread = dim_var.mapv(|v| (v - scalar).powi(2)).mean().expect("d >= 1");
+                let noise = 2.0 * scalar * scalar / (n - 1) as f64;
+                let shrinkage = if spread > 0.0 { (noise / spread).min(1.0) } else { 1.0 };
+                let variances = dim_var.mapv(|v| shrinkage * scalar + (1.0 - shrinkage) * v);
+                Covariance::Diagonal { variances, shrinkage }
+            }
+            PriorKind::LowRank { k } => {
+                if k >= n - 1 || k >= d {
+                    return Err(Error::Invalid(format!(
+                        "{name}: lowrank:{k} needs K < N − 1 = {} (and K < d = {d})",
+                        n - 1
+                    )));
+                }
+                // Eigen-decomposition through the N × N Gram matrix (N ≪ d).
+                let gram = centred.dot(&centred.t()) / (n - 1) as f64;
+                let (values, vectors) = linalg::symmetric_eigen(&gram);
+                let total = dim_var.sum();
+                let top: f64 = values.iter().take(k).sum();
+                let residual = ((total - top) / (d - k) as f64).max(f64::MIN_POSITIVE);
+                let mut directions = Array2::<f64>::zeros((k, d));
+                for j in 0..k {
+                    let u = vectors.column(j);
+                    let w = centred.t().dot(&u);
+                    let norm = w.dot(&w).sqrt();
+                    directions.row_mut(j).assign(&(w / norm));
+                }
+                let eigenvalues = Array1::from_iter(values.iter().take(k).map(|&l| l.max(residual)));
+                Covariance::LowRank { directions, eigenvalues, residual }
+            }
+        };
+        Ok(GaussianPrior { name: name.into(), kind, mean, covariance, n, shape, provenance: serde_json::Value::Null })
+    }
+
+    /// Dimension d.
+    pub fn dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Mean per-dimension variance (trace(Σ) / d).
+    pub fn mean_variance(&self) -> f64 {
+        match &self.covariance {
+            Covariance::Scalar { variance } => *variance,
+            Covariance::Diagonal { variances, .. } => variances.mean().expect("d >= 1"),
+            Covariance::LowRank { eigenvalues, residual, .. } => {
+                let d = self.dim() as f64;
+                (eigenvalues.iter().map(|l| l - residual).sum::<f64>() + residual * d) / d
+            }
+        }
+    }
+
+    /// Per-dimension standard deviation (for standardizing latents).
+    pub fn std_devs(&self) -> Array1<f64> {
+        match &self.covariance {
+            Covariance::Scalar { variance } => Array1::from_elem(self.dim(), variance.sqrt()),
+            Covariance::Diagonal { variances, .. } => variances.mapv(f64::sqrt),
+            Covariance::LowRank { directions, eigenvalues, residual } => {
+                let mut v = Array1::from_elem(self.dim(), *residual);
+                for (w, l) in directions.axis_iter(Axis(0)).zip(eigenvalues) {
+                    v = v + w.mapv(|x| x * x) * (l - residual);
+                }
+                v.mapv(f64::sqrt)
+            }
+        }
+    }
+
+    /// One draw from N(`centre`, Σ).
+    pub fn draw_around<R: Rng>(&self, centre: ArrayView1<f64>, rng: &mut R) -> Array1<f64> {
+        let d = self.dim();
+        let white: Array1<f64> = (0..d).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
+        match &self.covariance {
+            Covariance::Scalar { variance } => &centre + &(white * variance.sqrt()),
+            Covariance::Diagonal { variances, .. } => &centre + &(white * variances.mapv(f64::sqrt)),
+            Covariance::LowRank { directions, eigenvalues, residual } => {
+                let mut x = &centre + &(white * residual.sqrt());
+                for (w, l) in directions.axis_iter(Axis(0)).zip(eigenvalues) {
+                    let a: f64 = rng.sample(StandardNormal);
+                    x = x + &w * (a * (l - residual).max(0.0).sqrt());
+                }
+                x
+            }
+        }
+    }
+
+    /// One draw from the prior N(μ, Σ).
+    pub fn draw<R: Rng>(&self, rng: &mut R) -> Array1<f64> {
+        self.draw_around(self.mean.view(), rng)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// N draws of N(μ, s² I) in d dimensions with ‖μ‖ = m·√d·s.
+    pub(crate) fn cloud(n: usize, d: usize, s: f64, m: f64, seed: u64) -> (Array2<f64>, Array1<f64>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mu = Array1::from_iter((0..d).map(|j| if j % 2 == 0 { m * s } else { -m * s }));
+        let z = Array2::from_shape_fn((n, d), |(_, j)| mu[j] + s * rng.sample::<f64, _>(StandardNormal));
+        (z, mu)
+    }
+
+    #[test]
+    fn fit_recovers_mean_and_variance() {
+        let (z, mu) = cloud(80, 500, 0.8, 0.3, 1);
+        for kind in [PriorKind::Scalar, PriorKind::Diagonal, PriorKind::LowRank { k: 5 }] {
+            let p = GaussianPrior::fit("c", &z, [1, 20, 25], kind).unwrap();
+            let err = (&p.mean - &mu).mapv(|v| v * v).mean().unwrap().sqrt();
+            assert!(err < 0.8 / (80f64).sqrt() * 1.2, "{kind}: mean error {err}");
+            assert!((p.mean_variance() - 0.64).abs() < 0.02, "{kind}: variance {}", p.mean_variance());
+        }
+    }
+
+    #[test]
+    fn diagonal_prior_finds_unequal_variances_and_lowrank_finds_a_direction() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let (n, d) = (300, 200);
+        let z = Array2::from_shape_fn((n, d), |(_, j)| {
+            let s = if j < 100 { 0.5 } else { 1.5 };
+            s * rng.sample::<f64, _>(StandardNormal)
+        });
+        let p = GaussianPrior::fit("d", &z, [1, 10, 20], PriorKind::Diagonal).unwrap();
+        let Covariance::Diagonal { variances, shrinkage } = &p.covariance else { panic!() };
+        assert!(*shrinkage < 0.1, "shrinkage {shrinkage}");
+        assert!((variances.slice(ndarray::s![..100]).mean().unwrap() - 0.25).abs() < 0.05);
+        assert!((variances.slice(ndarray::s![100..]).mean().unwrap() - 2.25).abs() < 0.2);
+        // One strong direction: z = a·u + noise.
+        let u: Array1<f64> = Array1::from_iter((0..d).map(|j| if j % 3 == 0 { 1.0 } else { 0.0 }));
+        let u = &u / u.dot(&u).sqrt();
+        let n = 60;
+        let z = Array2::from_shape_fn((n, d), |(i, j)| 3.0 * ((i as f64 * 0.7).sin()) * u[j] + 0.1 * rng.sample::<f64, _>(StandardNormal));
+        let p = GaussianPrior::fit("l", &z, [1, 10, 20], PriorKind::LowRank { k: 1 }).unwrap();
+        let Covariance::LowRank { directions, residual, .. } = &p.covariance else { panic!() };
+        assert!(directions.row(0).dot(&u).abs() > 0.99);
+        assert!((residual - 0.01).abs() < 0.002, "residual {residual}");
+    }
+
+    #[test]
+    fn bad_latents_are_errors() {
+        let (z, _) = cloud(2, 10, 1.0, 0.0, 3);
+        assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::Scalar).unwrap_err().to_string().contains("at least 3"));
+        let (mut z, _) = cloud(5, 10, 1.0, 0.0, 3);
+        z[[2, 4]] = f64::NAN;
+        assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::Scalar).unwrap_err().to_string().contains("latent 2"));
+        let (z, _) = cloud(5, 10, 1.0, 0.0, 3);
+        assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::LowRank { k: 4 }).is_err());
+        assert!("lowrank:0".parse::<PriorKind>().is_err());
+        assert_eq!("lowrank:3".parse::<PriorKind>().unwrap(), PriorKind::LowRank { k: 3 });
+    }
+}
