@@ -13,6 +13,9 @@ use expanse::prep::{ChannelMap, Crop, Geometry, PrepSpec, RangeSpec, Tile, Trans
 use expanse::diffusion::{self, Ddim, NoiseSchedule};
 use expanse::latents;
 use expanse::model::{self, Ddpm};
+use expanse::plot::{HistogramPanel, MapGrid, Panel, PanelFigure, QqPanel};
+use expanse::prior::geometry::{self, CandidateKind, SamplingSpec, TestSpec};
+use expanse::prior::{diagnostics, file as prior_file, GaussianPrior, PriorKind};
 use expanse::simulate::{self, CloudSpec};
 use candle_core::{DType, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -45,6 +48,70 @@ enum Command {
     Reconstruct(ReconstructArgs),
     /// Time UNet evaluations (and report peak memory) on random inputs: the numbers in BENCHMARKS.md.
     Bench(BenchArgs),
+    /// Fit one Gaussian prior per domain (one latents file each) and write diagnostics.
+    Fit(FitArgs),
+    /// Draw latents from a prior, keep those that pass the geometric tests, decode them to maps.
+    Sample(SampleArgs),
+}
+
+#[derive(Args)]
+struct FitArgs {
+    /// Latents of each domain (written by `expanse invert`); one file = one domain.
+    #[arg(long, required = true, num_args = 1..)]
+    latents: Vec<PathBuf>,
+    /// Prior file to write (HDF5, .h5). Diagnostics go beside it: <stem>.diagnostics.json and
+    /// <stem>.diagnostics.png/.svg.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Covariance model: scalar (the paper's σ² I), diagonal, or lowrank:K (probabilistic PCA).
+    #[arg(long, default_value = "scalar")]
+    kind: String,
+    /// Domain names, one per latents file (default: the file stems).
+    #[arg(long, value_delimiter = ',')]
+    names: Option<Vec<String>>,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prior file written by `expanse fit`.
+    #[arg(long)]
+    prior: PathBuf,
+    /// Domain in the prior file (needed when it holds several).
+    #[arg(long)]
+    domain: Option<String>,
+    /// The domain's real latents (the file the prior was fitted on): targets and tests use them.
+    #[arg(long)]
+    latents: PathBuf,
+    /// Number of synthetic maps to make.
+    #[arg(long, default_value_t = 16)]
+    count: usize,
+    /// Synthetic maps in physical units (.fits, .h5 or .npy); the accepted latents go to
+    /// <stem>.latents.npy and a picture to <stem>.png/.svg.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Candidates: draw (from the prior) or slerp (between a real latent and a draw).
+    #[arg(long, default_value = "draw")]
+    candidates: String,
+    /// Real latents per test.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Accepted central band of the leave-one-out statistics, in percent: LOW,HIGH.
+    #[arg(long, default_value = "5,95")]
+    band: String,
+    /// Tests to apply: any of distance, origin, pair.
+    #[arg(long, value_delimiter = ',', default_value = "distance,origin,pair")]
+    tests: Vec<String>,
+    /// Most candidates to examine before giving up.
+    #[arg(long, default_value_t = 10000)]
+    budget: usize,
+    /// Seed of every random choice (targets, candidates).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Draw from the fitted N(μ̂, Σ) as is, without the few-shot correction.
+    #[arg(long)]
+    no_debias: bool,
 }
 
 #[derive(Args)]
@@ -261,6 +328,8 @@ fn main() -> ExitCode {
         Command::Generate(a) => run_generate(a),
         Command::Reconstruct(a) => run_reconstruct(a),
         Command::Bench(a) => run_bench(a),
+        Command::Fit(a) => run_fit(a),
+        Command::Sample(a) => run_sample(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -572,6 +641,165 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     );
     if let Some(m) = peak_rss_mib() {
         println!("peak resident memory: {m:.0} MiB");
+    }
+    Ok(())
+}
+
+fn stem_with(path: &std::path::Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}{suffix}"))
+}
+
+fn run_fit(a: FitArgs) -> Result<()> {
+    let kind: PriorKind = a.kind.parse()?;
+    if let Some(n) = &a.names {
+        if n.len() != a.latents.len() {
+            bail!("--names has {} name(s) for {} latents file(s)", n.len(), a.latents.len());
+        }
+    }
+    let mut priors = Vec::new();
+    let mut mats = Vec::new();
+    for (i, path) in a.latents.iter().enumerate() {
+        let input = latents::read_model_input(path)?;
+        let name = match &a.names {
+            Some(n) => n[i].clone(),
+            None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("domain{i}")),
+        };
+        if priors.iter().any(|p: &GaussianPrior| p.name == name) {
+            bail!("two domains are named '{name}': pass --names");
+        }
+        let (_, c, h, w) = input.data.dim();
+        let z = geometry::flatten(&input.data);
+        let mut prior = GaussianPrior::fit(&name, &z, [c, h, w], kind).with_context(|| format!("{}", path.display()))?;
+        prior.provenance = serde_json::json!({
+            "latents": path,
+            "records": input.provenance.as_ref().map(|p| serde_json::to_value(&p.records).unwrap_or_default()),
+        });
+        priors.push(prior);
+        mats.push(z);
+    }
+    let diags: Vec<_> = priors.iter().zip(&mats).map(|(p, z)| diagnostics::domain(p, z)).collect();
+    let same_d = priors.iter().all(|p| p.dim() == priors[0].dim());
+    let sep = if same_d { diagnostics::separability(&priors, &mats) } else { None };
+    let report = serde_json::json!({"domains": diags, "separability": sep, "tool": expanse::io::TOOL});
+    let mut written = prior_file::write(&a.out, &priors, &serde_json::json!({"kind": kind.to_string()}))?;
+    let json_path = stem_with(&a.out, ".diagnostics.json");
+    let files = expanse::io::AtomicFiles::new(std::slice::from_ref(&json_path))?;
+    std::fs::write(files.temp(0), serde_json::to_string_pretty(&report)?)?;
+    written.extend(files.commit()?);
+    let series = |f: fn(&diagnostics::DomainValues) -> &Vec<f64>| -> Vec<(String, Vec<f64>)> {
+        diags.iter().map(|d| (d.name.clone(), f(&d.values).clone())).collect()
+    };
+    let figure = PanelFigure {
+        title: format!("Latent diagnostics ({kind} prior)"),
+        columns: 2,
+        panels: vec![
+            Panel::Qq(QqPanel { title: "Gaussianity of standardized entries".into(), series: diags.iter().map(|d| (d.name.clone(), d.qq.clone())).collect() }),
+            Panel::Histogram(HistogramPanel { title: "Pairwise distances".into(), x_label: "distance ‖z_i − z_j‖".into(), series: series(|v| &v.distances) }),
+            Panel::Histogram(HistogramPanel { title: "Angles at the origin".into(), x_label: "angle (z_i, z_j) [deg]".into(), series: series(|v| &v.origin_angles) }),
+            Panel::Histogram(HistogramPanel { title: "Pair angles at a latent".into(), x_label: "angle (z_j − z_i, z_k − z_i) [deg]".into(), series: series(|v| &v.pair_angles) }),
+            Panel::Histogram(HistogramPanel { title: "Latent norms".into(), x_label: "‖z‖".into(), series: series(|v| &v.norms) }),
+        ],
+    };
+    written.extend(figure.save(&stem_with(&a.out, ".diagnostics"))?);
+    println!("{:<16} {:>5} {:>7} {:>9} {:>9} {:>8} {:>9} {:>10} {:>10}", "domain", "N", "d", "sigma", "|mu|", "KS D", "KS p", "origin°", "pair°");
+    for d in &diags {
+        println!(
+            "{:<16} {:>5} {:>7} {:>9.4} {:>9.3} {:>8.4} {:>9.2e} {:>10.2} {:>10.2}",
+            d.name, d.n, d.d, d.sigma, d.mean_norm, d.ks.statistic, d.ks.p_value, d.origin_angle_deg.mean, d.pair_angle_deg.mean
+        );
+    }
+    if let Some(s) = &sep {
+        for p in &s.pairs {
+            println!("separation {} vs {}: mean distance / radius {:.3}, cosine of mean directions {:.3}", p.a, p.b, p.mean_distance_over_radius, p.mean_cosine);
+        }
+        println!("leave-one-out nearest-centroid accuracy: {:.1} %", 100.0 * s.loo_nearest_centroid_accuracy);
+    }
+    for w in written {
+        println!("wrote {}", w.display());
+    }
+    Ok(())
+}
+
+fn run_sample(a: SampleArgs) -> Result<()> {
+    let candidates: CandidateKind = a.candidates.parse()?;
+    let band: Vec<f64> = a.band.split(',').map(|v| v.trim().parse::<f64>()).collect::<std::result::Result<_, _>>().context("--band: expected LOW,HIGH")?;
+    let [lo, hi] = band[..] else { bail!("--band: expected LOW,HIGH") };
+    let mut tests = TestSpec { k: a.k, band: (lo, hi), distance: false, origin_angle: false, pair_angle: false };
+    for t in &a.tests {
+        match t.as_str() {
+            "distance" => tests.distance = true,
+            "origin" => tests.origin_angle = true,
+            "pair" => tests.pair_angle = true,
+            o => bail!("unknown test '{o}' (distance, origin, pair)"),
+        }
+    }
+    let priors = prior_file::read(&a.prior)?;
+    let prior = match &a.domain {
+        Some(d) => priors.iter().find(|p| &p.name == d).with_context(|| {
+            format!("{}: no domain '{d}' (domains: {})", a.prior.display(), priors.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "))
+        })?,
+        None if priors.len() == 1 => &priors[0],
+        None => bail!("{} holds {} domains ({}): choose one with --domain", a.prior.display(), priors.len(), priors.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")),
+    };
+    let input = latents::read_model_input(&a.latents)?;
+    let z = geometry::flatten(&input.data);
+    let spec = SamplingSpec { count: a.count, candidates, tests, budget: a.budget, seed: a.seed, debias: !a.no_debias };
+    let t = std::time::Instant::now();
+    let outcome = geometry::sample_latents(prior, &z, &spec).with_context(|| format!("sampling domain '{}'", prior.name))?;
+    let (rates, all) = outcome.rates();
+    println!(
+        "accepted {} of {} candidates ({:.1} %; distance {:.1} %, origin angle {:.1} %, pair angle {:.1} %) in {:.1} s",
+        outcome.accepted.len(), outcome.tried, 100.0 * all, 100.0 * rates[0], 100.0 * rates[1], 100.0 * rates[2], t.elapsed().as_secs_f64()
+    );
+    let [c, h, w] = prior.shape;
+    let flat: Vec<f32> = outcome.accepted.iter().flat_map(|x| x.iter().map(|&v| v as f32)).collect();
+    let accepted = Array4::from_shape_vec((a.count, c, h, w), flat)?;
+    let ddim_rec = input.provenance.as_ref().and_then(|p| p.records.get("ddim")).context("the latents record no DDIM grid (were they written by `expanse invert`?)")?;
+    let seq: Vec<usize> = serde_json::from_value(ddim_rec["seq"].clone()).context("bad DDIM grid record")?;
+    let ddpm = load_model(&a.model)?;
+    ddpm.check_input(c, h, w)?;
+    let ddim = Ddim::new(NoiseSchedule::from_config(&ddpm.scheduler)?, seq.len(), *seq.last().context("empty grid")?)?;
+    if ddim.seq != seq {
+        bail!("the latents' grid {:?} is not the paper grid this model gives", seq);
+    }
+    let sampling_record = serde_json::json!({
+        "prior": a.prior, "domain": prior.name, "kind": prior.kind.to_string(), "spec": spec,
+        "tried": outcome.tried, "accepted": outcome.accepted.len(), "acceptance": all,
+        "acceptance_per_test": {"distance": rates[0], "origin_angle": rates[1], "pair_angle": rates[2]},
+        "targets": {"distance": outcome.targets.distance, "origin_angle_deg": outcome.targets.origin_angle, "pair_angle_deg": outcome.targets.pair_angle},
+        "mean_scale": outcome.mean_scale, "spread_scale": outcome.spread_scale,
+    });
+    let mut written = latents::write_model_output(&stem_with(&a.out, ".latents.npy"), &accepted, "sample", &input, vec![("sampling", sampling_record.clone())])?;
+    let pb = progress(ddim.seq.len() as u64 * batches(a.count, a.model.batch), "decode");
+    let images = ddim.generate(&ddpm, &accepted, 0.0, 0, a.model.batch, &pb)?;
+    pb.finish_and_clear();
+    let mut provenance = expanse::io::Provenance {
+        tool: expanse::io::TOOL.to_string(),
+        command: "sample".into(),
+        sources: input.provenance.as_ref().map(|p| p.sources.clone()).unwrap_or_default(),
+        units: None,
+        records: Default::default(),
+    };
+    provenance.records.insert("sampling".into(), sampling_record);
+    provenance.records.insert("ddim".into(), serde_json::json!({"seq": ddim.seq}));
+    let (maps, units, label) = match &input.normalization {
+        Some(n) => {
+            provenance.records.insert("normalization".into(), serde_json::to_value(n)?);
+            provenance.units = n.units.clone();
+            (n.to_physical(images.view(), None)?, n.units.clone(), "physical units")
+        }
+        None => (images.index_axis(Axis(1), 0).to_owned(), None, "model space (the latents carry no normalization)"),
+    };
+    let out = expanse::io::OutputStack { data: maps.view().into_dyn(), mask: None, units: units.clone(), provenance: &provenance, fits_cards: Vec::new() };
+    written.extend(expanse::io::write_stack(&a.out, &out)?);
+    let shown: Vec<_> = maps.outer_iter().take(16).map(|m| m.to_owned()).collect();
+    let labels = (0..shown.len()).map(|i| format!("synthetic {i}")).collect();
+    let grid = MapGrid::new(&format!("{} synthetic maps of '{}'", a.count, prior.name), shown, labels, units);
+    written.extend(grid.save(&stem_with(&a.out, ""))?);
+    println!("decoded {} map(s) into {label}", a.count);
+    for w in written {
+        println!("wrote {}", w.display());
     }
     Ok(())
 }

@@ -16,6 +16,13 @@ use crate::prep::transform::percentile_sorted;
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
+/// `stem` + `suffix` (the stem may itself contain dots, e.g. `prior.diagnostics`).
+fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+    let mut s = stem.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// Registers the embedded font as "sans-serif" (once per process).
 pub fn register_font() {
     REGISTER.call_once(|| {
@@ -155,8 +162,7 @@ impl MapGrid {
         if self.maps.is_empty() {
             return Err(Error::Invalid("no maps to plot".into()));
         }
-        let png = stem.with_extension("png");
-        let svg = stem.with_extension("svg");
+        let (png, svg) = (with_suffix(stem, ".png"), with_suffix(stem, ".svg"));
         let files = AtomicFiles::new(&[png.clone(), svg.clone()])?;
         let (_, _, w, h) = self.layout();
         {
@@ -194,5 +200,196 @@ mod tests {
         let svg = std::fs::read_to_string(&written[1]).unwrap();
         assert!(svg.contains("<svg") && svg.contains("test grid") && svg.contains("cm-2"));
         assert!(svg.matches("<image").count() >= 5, "maps are embedded as images");
+    }
+}
+
+/// Series colours (colour-blind-safe Okabe–Ito).
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
+    RGBColor(213, 94, 0),
+];
+
+/// One panel of overlaid histograms (counts normalized to densities) on common bins.
+#[derive(Debug, Clone)]
+pub struct HistogramPanel {
+    pub title: String,
+    pub x_label: String,
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+/// One QQ panel: (theoretical, sample) quantile pairs per series, with the identity line.
+#[derive(Debug, Clone)]
+pub struct QqPanel {
+    pub title: String,
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// A figure of panels laid out in a grid.
+#[derive(Debug, Clone)]
+pub enum Panel {
+    Histogram(HistogramPanel),
+    Qq(QqPanel),
+}
+
+/// A figure of several panels (e.g. the latent diagnostics of `expanse fit`).
+#[derive(Debug, Clone)]
+pub struct PanelFigure {
+    pub title: String,
+    pub panels: Vec<Panel>,
+    pub columns: usize,
+}
+
+type DrawResult = std::result::Result<(), String>;
+
+fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, p: &HistogramPanel) -> DrawResult {
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+    let all: Vec<f64> = p.series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite()).collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    let (mut lo, mut hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    if hi <= lo {
+        lo -= 0.5;
+        hi += 0.5;
+    }
+    let bins = 30usize;
+    let width = (hi - lo) / bins as f64;
+    let densities: Vec<Vec<f64>> = p
+        .series
+        .iter()
+        .map(|(_, v)| {
+            let mut c = vec![0f64; bins];
+            for &x in v.iter().filter(|x| x.is_finite()) {
+                c[(((x - lo) / width) as usize).min(bins - 1)] += 1.0;
+            }
+            let n = v.len().max(1) as f64;
+            c.into_iter().map(|k| k / (n * width)).collect()
+        })
+        .collect();
+    let ymax = densities.iter().flatten().cloned().fold(0.0, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(&p.title, ("sans-serif", 15))
+        .margin(8)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(lo..hi, 0.0..ymax.max(f64::MIN_POSITIVE))
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc(p.x_label.as_str())
+        .y_desc("density")
+        .label_style(("sans-serif", 11))
+        .x_label_formatter(&|v| crate::inspect::fmt_num(*v))
+        .y_label_formatter(&|v| format!("{v:.2e}"))
+        .draw()
+        .map_err(e)?;
+    for (k, ((name, _), dens)) in p.series.iter().zip(&densities).enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let mut pts = Vec::with_capacity(2 * bins + 2);
+        pts.push((lo, 0.0));
+        for (b, &d) in dens.iter().enumerate() {
+            pts.push((lo + b as f64 * width, d));
+            pts.push((lo + (b + 1) as f64 * width, d));
+        }
+        pts.push((hi, 0.0));
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(e)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 11))
+        .draw()
+        .map_err(e)
+}
+
+fn draw_qq<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, p: &QqPanel) -> DrawResult {
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+    let all: Vec<f64> = p.series.iter().flat_map(|(_, v)| v.iter().flat_map(|&(a, b)| [a, b])).collect();
+    let lim = all.iter().fold(1.0f64, |m, v| m.max(v.abs())) * 1.05;
+    let mut chart = ChartBuilder::on(area)
+        .caption(&p.title, ("sans-serif", 15))
+        .margin(8)
+        .x_label_area_size(36)
+        .y_label_area_size(44)
+        .build_cartesian_2d(-lim..lim, -lim..lim)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("N(0, 1) quantile")
+        .y_desc("standardized latent quantile")
+        .label_style(("sans-serif", 11))
+        .draw()
+        .map_err(e)?;
+    chart.draw_series(LineSeries::new(vec![(-lim, -lim), (lim, lim)], BLACK.mix(0.5))).map_err(e)?;
+    for (k, (name, pts)) in p.series.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        chart
+            .draw_series(pts.iter().map(|&(a, b)| Circle::new((a, b), 2, color.filled())))
+            .map_err(e)?
+            .label(name.as_str())
+            .legend(move |(x, y)| Circle::new((x + 8, y), 3, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 11))
+        .draw()
+        .map_err(e)
+}
+
+impl PanelFigure {
+    fn size(&self) -> (u32, u32) {
+        let cols = self.columns.max(1);
+        let rows = self.panels.len().div_ceil(cols);
+        (cols as u32 * 420, rows as u32 * 320 + 40)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, plotters::coord::Shift>) -> DrawResult {
+        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let (body, _) = {
+            let title_area = root.titled(&self.title, ("sans-serif", 20)).map_err(e)?;
+            (title_area, ())
+        };
+        let cols = self.columns.max(1);
+        let rows = self.panels.len().div_ceil(cols);
+        let areas = body.split_evenly((rows, cols));
+        for (panel, area) in self.panels.iter().zip(areas.iter()) {
+            match panel {
+                Panel::Histogram(h) => draw_histogram(area, h)?,
+                Panel::Qq(q) => draw_qq(area, q)?,
+            }
+        }
+        root.present().map_err(e)
+    }
+
+    /// Writes `<stem>.png` and `<stem>.svg` atomically.
+    pub fn save(&self, stem: &Path) -> Result<Vec<PathBuf>> {
+        register_font();
+        let (png, svg) = (with_suffix(stem, ".png"), with_suffix(stem, ".svg"));
+        let files = AtomicFiles::new(&[png.clone(), svg.clone()])?;
+        let size = self.size();
+        {
+            let tmp = files.temp(0);
+            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+            self.draw(&root).map_err(|e| Error::write(&png, e))?;
+        }
+        {
+            let tmp = files.temp(1);
+            let root = SVGBackend::new(&tmp, size).into_drawing_area();
+            self.draw(&root).map_err(|e| Error::write(&svg, e))?;
+        }
+        files.commit()
     }
 }
