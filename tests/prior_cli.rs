@@ -67,6 +67,13 @@ fn fit_then_sample_makes_reproducible_maps_in_physical_units() {
     let (src, _) = expanse::io::fits::read(&a, None).unwrap();
     assert_eq!(src.units.as_deref(), Some("cm-2"));
     assert!(dir.path().join("a.latents.npy").exists() && dir.path().join("a.png").exists());
+    // Latents of another shape than the prior's.
+    let small = dir.path().join("small.npy");
+    ndarray_npy::write_npy(&small, &ndarray::Array4::<f32>::ones((5, 3, 4, 4))).unwrap();
+    let e = expanse(&["sample", "--model", &model(), "--prior", prior.to_str().unwrap(), "--domain", "clouds", "--latents", small.to_str().unwrap(), "--out", dir.path().join("d.fits").to_str().unwrap()]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(msg.contains("d = 48") && msg.contains("d = 768"), "{msg}");
+    assert!(!dir.path().join("d.fits").exists());
     // Several domains in the file: the domain must be named.
     let e = expanse(&["sample", "--model", &model(), "--prior", prior.to_str().unwrap(), "--latents", zc.to_str().unwrap(), "--out", dir.path().join("c.fits").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("choose one with --domain"));
