@@ -15,5 +15,6 @@ pub mod plot;
 pub mod prior;
 pub mod prep;
 pub mod simulate;
+pub mod stats;
 
 pub use error::{Error, Result};

@@ -1,0 +1,263 @@
+//! The azimuthally averaged power spectrum with TurbuStat's conventions (TurbuStat 1.3
+//! `PowerSpectrum`; formulas in tests/fixtures/stats/TURBUSTAT_NOTES.md, parity in
+//! tests/stats_parity.rs).
+//!
+//! * 2-D power |FFT2(map)|², unnormalized; NaN pixels set to 0; optional radial apodization
+//!   (Tukey with α, Hanning) and Gaussian beam correction.
+//! * Frequencies in cycles per pixel, f = √(f_y² + f_x²) per axis; k = 0 excluded.
+//! * `round(√(⌊Ny/2⌋² + ⌊Nx/2⌋²)) + 1` linear bins from 1/min(shape) to 0.5 (or log-spaced);
+//!   bin centres are the edges' midpoints; per bin the mean power and the sample standard
+//!   deviation of the pixel powers (×t₀.₉₂₅(n−1)/√n where that exceeds 1); bins with n ≤ 1 are NaN.
+//! * Fit: unweighted least squares of log10 P on log10 f over low_cut < f ≤ high_cut (defaults
+//!   2/max(shape) and the last bin centre); slope error HC3-robust, as statsmodels computes it.
+
+use ndarray::ArrayView2;
+use rustfft::{num_complex::Complex, FftPlanner};
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+use crate::error::{Error, Result};
+
+/// Radial apodization windows (TurbuStat's photutils-style split cosine bells).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Apodization {
+    Tukey { alpha: f64 },
+    Hanning,
+}
+
+impl std::str::FromStr for Apodization {
+    type Err = Error;
+    /// `tukey:ALPHA` or `hanning`.
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "hanning" {
+            return Ok(Apodization::Hanning);
+        }
+        match s.strip_prefix("tukey:").map(str::parse::<f64>) {
+            Some(Ok(alpha)) if (0.0..=1.0).contains(&alpha) => Ok(Apodization::Tukey { alpha }),
+            _ => Err(Error::Invalid(format!("apodization '{s}': use tukey:ALPHA (0 <= ALPHA <= 1) or hanning"))),
+        }
+    }
+}
+
+/// Options of [`PowerSpectrum::compute`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PowerSpectrumOptions {
+    pub apodize: Option<Apodization>,
+    /// Gaussian beam FWHM in pixels: divide the 2-D power by the beam's power spectrum.
+    pub beam_fwhm: Option<f64>,
+    /// (low, high) in pixel⁻¹: fit over low < f ≤ high.
+    pub fit_range: Option<(f64, f64)>,
+    /// Log-spaced bins instead of TurbuStat's default linear ones.
+    pub log_bins: bool,
+    /// TurbuStat's `binsize` (default 1): the bin count is round(r_max / binsize) + 1.
+    pub binsize: Option<f64>,
+}
+
+/// A radial power spectrum and its power-law fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PowerSpectrum {
+    /// Bin centres (pixel⁻¹).
+    pub freqs: Vec<f64>,
+    pub power: Vec<f64>,
+    pub power_std: Vec<f64>,
+    pub counts: Vec<usize>,
+    pub edges: Vec<f64>,
+    /// P ∝ f^slope.
+    pub slope: f64,
+    pub slope_err: f64,
+    pub intercept: f64,
+    pub low_cut: f64,
+    pub high_cut: f64,
+    /// Bins that entered the fit.
+    pub fit_used: Vec<bool>,
+}
+
+/// numpy's `fftfreq(n)[i]`, with its arithmetic (signed index × (1/n)).
+fn fftfreq(i: usize, n: usize) -> f64 {
+    let k = if i < n.div_ceil(2) { i as f64 } else { i as f64 - n as f64 };
+    k * (1.0 / n as f64)
+}
+
+/// Radial split-cosine-bell window centred at ((Ny−1)/2, (Nx−1)/2).
+fn window(ny: usize, nx: usize, a: Apodization) -> Vec<f64> {
+    let (alpha, beta) = match a {
+        Apodization::Tukey { alpha } => (alpha, 1.0 - alpha),
+        Apodization::Hanning => (1.0, 0.0),
+    };
+    let npts = (ny.min(nx) as f64 - 1.0) / 2.0;
+    let r_in = beta * npts;
+    let r_tap = (alpha * npts).floor();
+    let (cy, cx) = ((ny as f64 - 1.0) / 2.0, (nx as f64 - 1.0) / 2.0);
+    let mut w = Vec::with_capacity(ny * nx);
+    for y in 0..ny {
+        for x in 0..nx {
+            let d = ((y as f64 - cy).powi(2) + (x as f64 - cx).powi(2)).sqrt();
+            let mut v = if r_tap == 0.0 { 1.0 } else { 0.5 * (1.0 + (std::f64::consts::PI * (d - r_in) / r_tap).cos()) };
+            if d < r_in {
+                v = 1.0;
+            }
+            if d > r_in + r_tap {
+                v = 0.0;
+            }
+            w.push(v);
+        }
+    }
+    w
+}
+
+fn fft2_power(data: &[f64], ny: usize, nx: usize) -> Vec<f64> {
+    let mut buf: Vec<Complex<f64>> = data.iter().map(|&v| Complex::new(v, 0.0)).collect();
+    let mut planner = FftPlanner::new();
+    let row = planner.plan_fft_forward(nx);
+    for r in buf.chunks_mut(nx) {
+        row.process(r);
+    }
+    let col = planner.plan_fft_forward(ny);
+    let mut tmp = vec![Complex::new(0.0, 0.0); ny];
+    for c in 0..nx {
+        for r in 0..ny {
+            tmp[r] = buf[r * nx + c];
+        }
+        col.process(&mut tmp);
+        for r in 0..ny {
+            buf[r * nx + c] = tmp[r];
+        }
+    }
+    buf.iter().map(|z| z.norm_sqr()).collect()
+}
+
+/// numpy's `linspace(a, b, n + 1)` with the last value set exactly.
+fn linspace(a: f64, b: f64, intervals: usize) -> Vec<f64> {
+    let step = (b - a) / intervals as f64;
+    let mut v: Vec<f64> = (0..=intervals).map(|i| i as f64 * step + a).collect();
+    v[intervals] = b;
+    v
+}
+
+fn round_to(x: f64, decimals: i32) -> f64 {
+    let s = 10f64.powi(decimals);
+    (x * s).round() / s
+}
+
+impl PowerSpectrum {
+    /// The radial spectrum of one map (rows × columns), fitted with a power law.
+    pub fn compute(map: ArrayView2<f64>, opts: &PowerSpectrumOptions) -> Result<PowerSpectrum> {
+        let (ny, nx) = map.dim();
+        if ny < 4 || nx < 4 {
+            return Err(Error::Invalid(format!("power spectrum of a {ny}x{nx} map: need at least 4x4 pixels")));
+        }
+        let mut data: Vec<f64> = map.iter().map(|&v| if v.is_finite() { v } else { 0.0 }).collect();
+        if let Some(a) = opts.apodize {
+            for (d, w) in data.iter_mut().zip(window(ny, nx, a)) {
+                *d *= w;
+            }
+        }
+        let mut p2 = fft2_power(&data, ny, nx);
+        let freq = |i: usize, j: usize| (fftfreq(i, ny).powi(2) + fftfreq(j, nx).powi(2)).sqrt();
+        if let Some(fwhm) = opts.beam_fwhm {
+            let sigma = fwhm / (8.0 * std::f64::consts::LN_2).sqrt();
+            for i in 0..ny {
+                for j in 0..nx {
+                    let f = freq(i, j);
+                    let beam = (-4.0 * std::f64::consts::PI.powi(2) * sigma * sigma * f * f).exp();
+                    p2[i * nx + j] = if beam > 0.0 { p2[i * nx + j] / beam } else { f64::NAN };
+                }
+            }
+        }
+        let (cy, cx) = ((ny / 2) as f64, (nx / 2) as f64);
+        let binsize = opts.binsize.unwrap_or(1.0);
+        if !(binsize > 0.0) {
+            return Err(Error::Invalid(format!("binsize must be positive, got {binsize}")));
+        }
+        let nbins = (((cy * cy + cx * cx).sqrt() / binsize).round_ties_even() as usize) + 1;
+        let min_bin = 1.0 / ny.min(nx) as f64;
+        let edges = if opts.log_bins {
+            linspace(min_bin.log10(), 0.5f64.log10(), nbins).into_iter().map(|e| 10f64.powf(e)).collect()
+        } else {
+            linspace(min_bin, 0.5, nbins)
+        };
+        let min_width = edges.windows(2).map(|w| w[1] - w[0]).fold(f64::INFINITY, f64::min);
+        let decimals = (-min_width.log10()).floor() as i32 + 6;
+        let last = edges[nbins];
+        let mut groups: Vec<Vec<f64>> = vec![Vec::new(); nbins];
+        for i in 0..ny {
+            for j in 0..nx {
+                let f = freq(i, j);
+                let p = p2[i * nx + j];
+                if f == 0.0 || f < edges[0] || !p.is_finite() {
+                    continue;
+                }
+                let b = if f >= last {
+                    if round_to(f, decimals) == round_to(last, decimals) { nbins - 1 } else { continue }
+                } else {
+                    edges.partition_point(|&e| e <= f) - 1
+                };
+                groups[b].push(p);
+            }
+        }
+        let freqs: Vec<f64> = edges.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
+        let counts: Vec<usize> = groups.iter().map(Vec::len).collect();
+        let mut power = Vec::with_capacity(nbins);
+        let mut power_std = Vec::with_capacity(nbins);
+        for g in &groups {
+            let n = g.len();
+            if n <= 1 {
+                power.push(f64::NAN);
+                power_std.push(f64::NAN);
+                continue;
+            }
+            let mean = g.iter().sum::<f64>() / n as f64;
+            let sd = (g.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+            let t = StudentsT::new(0.0, 1.0, (n - 1) as f64).map(|t| t.inverse_cdf(0.925)).unwrap_or(1.0);
+            let a = t / (n as f64).sqrt();
+            power.push(mean);
+            power_std.push(if a > 1.0 { sd * a } else { sd });
+        }
+        let (low_cut, high_cut) = opts.fit_range.unwrap_or((1.0 / (0.5 * ny.max(nx) as f64), freqs[nbins - 1]));
+        let fit_used: Vec<bool> = freqs
+            .iter()
+            .zip(&power)
+            .map(|(&f, &p)| f > low_cut && f <= high_cut && p.is_finite() && p > 0.0)
+            .collect();
+        let xs: Vec<f64> = freqs.iter().zip(&fit_used).filter(|(_, &u)| u).map(|(f, _)| f.log10()).collect();
+        let ys: Vec<f64> = power.iter().zip(&fit_used).filter(|(_, &u)| u).map(|(p, _)| p.log10()).collect();
+        if xs.len() < 3 {
+            return Err(Error::Invalid(format!("only {} bins inside the fit range {low_cut}..{high_cut}", xs.len())));
+        }
+        let (intercept, slope, slope_err) = ols_hc3(&xs, &ys);
+        Ok(PowerSpectrum { freqs, power, power_std, counts, edges, slope, slope_err, intercept, low_cut, high_cut, fit_used })
+    }
+
+    /// The number of bins.
+    pub fn nbins(&self) -> usize {
+        self.freqs.len()
+    }
+}
+
+/// Least-squares line y = a + b x with the HC3-robust standard error of b.
+pub fn ols_hc3(x: &[f64], y: &[f64]) -> (f64, f64, f64) {
+    let n = x.len() as f64;
+    let (sx, sy) = (x.iter().sum::<f64>(), y.iter().sum::<f64>());
+    let sxx = x.iter().map(|v| v * v).sum::<f64>();
+    let sxy = x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>();
+    let det = n * sxx - sx * sx;
+    // (XᵀX)⁻¹ for X = [1, x].
+    let (i00, i01, i11) = (sxx / det, -sx / det, n / det);
+    let b = (n * sxy - sx * sy) / det;
+    let a = (sy - b * sx) / n;
+    // Sandwich: (XᵀX)⁻¹ Xᵀ diag(e²/(1−h)²) X (XᵀX)⁻¹, slope entry.
+    let mut m = [[0.0f64; 2]; 2];
+    for (&xi, &yi) in x.iter().zip(y) {
+        let e = yi - a - b * xi;
+        let h = i00 + 2.0 * i01 * xi + i11 * xi * xi;
+        let w = e * e / ((1.0 - h) * (1.0 - h));
+        m[0][0] += w;
+        m[0][1] += w * xi;
+        m[1][1] += w * xi * xi;
+    }
+    m[1][0] = m[0][1];
+    let row = [i01, i11];
+    let var = (0..2).map(|r| (0..2).map(|c| row[r] * m[r][c] * row[c]).sum::<f64>()).sum::<f64>();
+    (a, b, var.sqrt())
+}
