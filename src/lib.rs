@@ -16,5 +16,6 @@ pub mod prior;
 pub mod prep;
 pub mod simulate;
 pub mod stats;
+pub mod validate;
 
 pub use error::{Error, Result};

@@ -393,3 +393,102 @@ impl PanelFigure {
         files.commit()
     }
 }
+
+/// Real vs synthetic ensemble power spectra: mean ± 1σ of log10 P, fitted slopes in the legend,
+/// and the synthetic/real ratio below.
+#[derive(Debug, Clone)]
+pub struct SpectrumComparison {
+    pub title: String,
+    /// (label, frequencies, mean log10 P, std of log10 P, slope, slope error) per ensemble.
+    pub series: Vec<(String, Vec<f64>, Vec<f64>, Vec<f64>, f64, f64)>,
+    pub units: Option<String>,
+}
+
+impl SpectrumComparison {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, plotters::coord::Shift>) -> DrawResult {
+        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let (top, bottom) = root.split_vertically(360);
+        let finite = |v: &f64| v.is_finite();
+        let fs: Vec<f64> = self.series.iter().flat_map(|s| s.1.iter().copied()).filter(|f| *f > 0.0).collect();
+        let (f0, f1) = fs.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &f| (a.min(f), b.max(f)));
+        let ys: Vec<f64> = self
+            .series
+            .iter()
+            .flat_map(|s| s.2.iter().zip(&s.3).flat_map(|(m, d)| [m - d, m + d]))
+            .filter(finite)
+            .collect();
+        let (y0, y1) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
+        let unit = self.units.clone().map(|u| format!(" [({u})² pix²]")).unwrap_or_default();
+        let mut chart = ChartBuilder::on(&top)
+            .caption(&self.title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d((f0 * 0.9..f1 * 1.1).log_scale(), (10f64.powf(y0 - 0.1)..10f64.powf(y1 + 0.1)).log_scale())
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .y_desc(format!("P(k){unit}"))
+            .label_style(("sans-serif", 11))
+            .x_label_formatter(&|v| format!("{v:.2}"))
+            .y_label_formatter(&|v| format!("{v:.1e}"))
+            .draw()
+            .map_err(e)?;
+        for (k, (label, f, m, d, slope, err)) in self.series.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let upper: Vec<(f64, f64)> = f.iter().zip(m.iter().zip(d)).filter(|(_, (m, _))| m.is_finite()).map(|(f, (m, d))| (*f, 10f64.powf(m + d))).collect();
+            let lower: Vec<(f64, f64)> = f.iter().zip(m.iter().zip(d)).filter(|(_, (m, _))| m.is_finite()).map(|(f, (m, d))| (*f, 10f64.powf(m - d))).collect();
+            let mut poly = upper.clone();
+            poly.extend(lower.iter().rev());
+            chart.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.2)))).map_err(e)?;
+            let line: Vec<(f64, f64)> = f.iter().zip(m).filter(|(_, m)| m.is_finite()).map(|(f, m)| (*f, 10f64.powf(*m))).collect();
+            chart
+                .draw_series(LineSeries::new(line, color.stroke_width(2)))
+                .map_err(e)?
+                .label(format!("{label}: slope {slope:.2} ± {err:.2}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(e)?;
+        if self.series.len() >= 2 {
+            let (a, b) = (&self.series[0], &self.series[1]);
+            let ratio: Vec<(f64, f64)> = a.1.iter().zip(a.2.iter().zip(&b.2)).filter(|(_, (x, y))| x.is_finite() && y.is_finite()).map(|(f, (x, y))| (*f, 10f64.powf(y - x))).collect();
+            let (r0, r1) = ratio.iter().fold((1.0f64, 1.0f64), |(lo, hi), &(_, r)| (lo.min(r), hi.max(r)));
+            let mut rc = ChartBuilder::on(&bottom)
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(60)
+                .build_cartesian_2d((f0 * 0.9..f1 * 1.1).log_scale(), (r0 * 0.9..r1 * 1.1).log_scale())
+                .map_err(e)?;
+            rc.configure_mesh()
+                .x_desc("k [pixel⁻¹]")
+                .y_desc(format!("{} / {}", b.0, a.0))
+                .label_style(("sans-serif", 11))
+                .x_label_formatter(&|v| format!("{v:.2}"))
+                .y_label_formatter(&|v| format!("{v:.2}"))
+                .draw()
+                .map_err(e)?;
+            rc.draw_series(LineSeries::new(vec![(f0 * 0.9, 1.0), (f1 * 1.1, 1.0)], BLACK.mix(0.5))).map_err(e)?;
+            rc.draw_series(LineSeries::new(ratio, PALETTE[1].stroke_width(2))).map_err(e)?;
+        }
+        root.present().map_err(e)
+    }
+
+    /// Writes `<stem>.png` and `<stem>.svg` atomically.
+    pub fn save(&self, stem: &Path) -> Result<Vec<PathBuf>> {
+        register_font();
+        let (png, svg) = (with_suffix(stem, ".png"), with_suffix(stem, ".svg"));
+        let files = AtomicFiles::new(&[png.clone(), svg.clone()])?;
+        {
+            let tmp = files.temp(0);
+            let root = BitMapBackend::new(&tmp, (760, 560)).into_drawing_area();
+            self.draw(&root).map_err(|e| Error::write(&png, e))?;
+        }
+        {
+            let tmp = files.temp(1);
+            let root = SVGBackend::new(&tmp, (760, 560)).into_drawing_area();
+            self.draw(&root).map_err(|e| Error::write(&svg, e))?;
+        }
+        files.commit()
+    }
+}

@@ -47,16 +47,7 @@ pub fn ks_normal(values: &[f64]) -> KsTest {
         let f = normal.cdf(x);
         acc.max((f - i as f64 / n).abs()).max(((i + 1) as f64 / n - f).abs())
     });
-    let lambda = (n.sqrt() + 0.12 + 0.11 / n.sqrt()) * d;
-    let mut p = 0.0;
-    for k in 1..=100 {
-        let term = 2.0 * (-1f64).powi(k - 1) * (-2.0 * (k as f64).powi(2) * lambda * lambda).exp();
-        p += term;
-        if term.abs() < 1e-12 {
-            break;
-        }
-    }
-    KsTest { statistic: d, p_value: p.clamp(0.0, 1.0), n: v.len() }
+    KsTest { statistic: d, p_value: crate::stats::onepoint::kolmogorov_p_value(d, n), n: v.len() }
 }
 
 /// What `fit` reports about one domain.

@@ -261,3 +261,69 @@ pub fn ols_hc3(x: &[f64], y: &[f64]) -> (f64, f64, f64) {
     let var = (0..2).map(|r| (0..2).map(|c| row[r] * m[r][c] * row[c]).sum::<f64>()).sum::<f64>();
     (a, b, var.sqrt())
 }
+
+/// Power spectra of a set of maps of one shape: per-map spectra, the ensemble mean ± standard
+/// deviation of log10 P per bin, and the fit of the ensemble's mean spectrum.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnsembleSpectrum {
+    pub freqs: Vec<f64>,
+    pub mean_log_power: Vec<f64>,
+    pub std_log_power: Vec<f64>,
+    /// Spectrum of the ensemble: mean linear power per bin, fitted like a single map's.
+    pub mean: PowerSpectrum,
+    pub slopes: Vec<f64>,
+}
+
+impl EnsembleSpectrum {
+    /// Spectra of every map (all of one shape).
+    pub fn compute(maps: &[ndarray::Array2<f64>], opts: &PowerSpectrumOptions) -> Result<EnsembleSpectrum> {
+        let first = maps.first().ok_or_else(|| Error::Invalid("no maps".into()))?;
+        if maps.iter().any(|m| m.dim() != first.dim()) {
+            return Err(Error::Invalid("ensemble power spectra need maps of one shape".into()));
+        }
+        let spectra: Vec<PowerSpectrum> = maps.iter().map(|m| PowerSpectrum::compute(m.view(), opts)).collect::<Result<_>>()?;
+        let nb = spectra[0].nbins();
+        let n = spectra.len() as f64;
+        let mut mean_log_power = vec![0.0; nb];
+        let mut std_log_power = vec![0.0; nb];
+        let mut mean_power = vec![0.0; nb];
+        for b in 0..nb {
+            let logs: Vec<f64> = spectra.iter().map(|s| s.power[b].log10()).collect();
+            let m = logs.iter().sum::<f64>() / n;
+            mean_log_power[b] = m;
+            std_log_power[b] = (logs.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n).sqrt();
+            mean_power[b] = spectra.iter().map(|s| s.power[b]).sum::<f64>() / n;
+        }
+        let base = &spectra[0];
+        let fit_used: Vec<bool> = base.freqs.iter().zip(&mean_power).map(|(&f, &p)| f > base.low_cut && f <= base.high_cut && p.is_finite() && p > 0.0).collect();
+        let xs: Vec<f64> = base.freqs.iter().zip(&fit_used).filter(|(_, &u)| u).map(|(f, _)| f.log10()).collect();
+        let ys: Vec<f64> = mean_power.iter().zip(&fit_used).filter(|(_, &u)| u).map(|(p, _)| p.log10()).collect();
+        let (intercept, slope, slope_err) = ols_hc3(&xs, &ys);
+        let counts: Vec<usize> = base.counts.iter().map(|c| c * spectra.len()).collect();
+        let power_std: Vec<f64> = (0..nb)
+            .map(|b| {
+                let m = mean_power[b];
+                (spectra.iter().map(|s| (s.power[b] - m).powi(2)).sum::<f64>() / n).sqrt()
+            })
+            .collect();
+        let mean = PowerSpectrum {
+            freqs: base.freqs.clone(),
+            power: mean_power,
+            power_std,
+            counts,
+            edges: base.edges.clone(),
+            slope,
+            slope_err,
+            intercept,
+            low_cut: base.low_cut,
+            high_cut: base.high_cut,
+            fit_used,
+        };
+        Ok(EnsembleSpectrum { freqs: base.freqs.clone(), mean_log_power, std_log_power, mean, slopes: spectra.iter().map(|s| s.slope).collect() })
+    }
+}
+
+/// TurbuStat's power-spectrum distance: the t-statistic |s₁ − s₂| / √(σ₁² + σ₂²) of two slopes.
+pub fn slope_distance(a: &PowerSpectrum, b: &PowerSpectrum) -> f64 {
+    (a.slope - b.slope).abs() / (a.slope_err.powi(2) + b.slope_err.powi(2)).sqrt()
+}

@@ -1,0 +1,99 @@
+//! Comparisons of whole maps: reconstruction metrics (MSE, PSNR, SSIM) and the memorization
+//! check of synthetic maps against the real ones.
+
+use ndarray::{s, Array2, ArrayView2};
+use serde::Serialize;
+
+/// Mean squared error.
+pub fn mse(a: ArrayView2<f64>, b: ArrayView2<f64>) -> f64 {
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64
+}
+
+/// Peak signal-to-noise ratio (dB) for a given data range.
+pub fn psnr(a: ArrayView2<f64>, b: ArrayView2<f64>, data_range: f64) -> f64 {
+    10.0 * (data_range * data_range / mse(a, b)).log10()
+}
+
+/// Structural similarity as scikit-image's `structural_similarity` computes it by default:
+/// 7×7 uniform windows, K1 = 0.01, K2 = 0.03, sample covariances, the mean over the windows
+/// that fit entirely inside the map.
+pub fn ssim(a: ArrayView2<f64>, b: ArrayView2<f64>, data_range: f64) -> f64 {
+    let (h, w) = a.dim();
+    let win = 7usize.min(h).min(w);
+    let np = (win * win) as f64;
+    let cov_norm = np / (np - 1.0);
+    let (c1, c2) = ((0.01 * data_range).powi(2), (0.03 * data_range).powi(2));
+    let mut total = 0.0;
+    let mut count = 0usize;
+    for i in 0..=h - win {
+        for j in 0..=w - win {
+            let pa = a.slice(s![i..i + win, j..j + win]);
+            let pb = b.slice(s![i..i + win, j..j + win]);
+            let (ma, mb) = (pa.mean().expect("window"), pb.mean().expect("window"));
+            let va = cov_norm * (pa.mapv(|v| v * v).mean().expect("window") - ma * ma);
+            let vb = cov_norm * (pb.mapv(|v| v * v).mean().expect("window") - mb * mb);
+            let cab = cov_norm * ((&pa * &pb).mean().expect("window") - ma * mb);
+            total += ((2.0 * ma * mb + c1) * (2.0 * cab + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+            count += 1;
+        }
+    }
+    total / count as f64
+}
+
+/// Nearest-neighbour distances of synthetic maps to real ones, against the real maps' own.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memorization {
+    /// For each real map, the RMS distance to its nearest other real map.
+    pub real_nn: Vec<f64>,
+    /// For each synthetic map: (index of the nearest real map, RMS distance to it).
+    pub synthetic_nn: Vec<(usize, f64)>,
+    /// Synthetic maps closer to a real map than half the smallest real–real distance.
+    pub threshold: f64,
+    pub flagged: Vec<usize>,
+}
+
+fn rms(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    mse(a.view(), b.view()).sqrt()
+}
+
+/// The memorization check: a synthetic map is flagged as a near-copy when it lies closer to a
+/// real map than half of the smallest distance between two real maps.
+pub fn memorization(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Memorization {
+    let real_nn: Vec<f64> = (0..real.len())
+        .map(|i| (0..real.len()).filter(|&j| j != i).map(|j| rms(&real[i], &real[j])).fold(f64::INFINITY, f64::min))
+        .collect();
+    let synthetic_nn: Vec<(usize, f64)> = synthetic
+        .iter()
+        .map(|s| {
+            real.iter().enumerate().map(|(j, r)| (j, rms(s, r))).min_by(|a, b| a.1.partial_cmp(&b.1).expect("finite")).expect("real maps")
+        })
+        .collect();
+    let threshold = 0.5 * real_nn.iter().cloned().fold(f64::INFINITY, f64::min);
+    let flagged = synthetic_nn.iter().enumerate().filter(|(_, (_, d))| *d < threshold).map(|(i, _)| i).collect();
+    Memorization { real_nn, synthetic_nn, threshold, flagged }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssim_is_one_for_identical_maps_and_drops_with_noise() {
+        let a = Array2::from_shape_fn((32, 32), |(i, j)| ((i * j) as f64 * 0.1).sin());
+        assert!((ssim(a.view(), a.view(), 2.0) - 1.0).abs() < 1e-12);
+        let b = Array2::from_shape_fn((32, 32), |(i, j)| a[[i, j]] + if (i + j) % 2 == 0 { 0.3 } else { -0.3 });
+        let s = ssim(a.view(), b.view(), 2.0);
+        assert!(s < 0.9 && s > 0.0, "{s}");
+        assert!((psnr(a.view(), b.view(), 2.0) - 10.0 * (4.0f64 / 0.09).log10()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn copies_are_flagged_and_new_maps_are_not() {
+        let real: Vec<Array2<f64>> = (0..4).map(|k| Array2::from_shape_fn((8, 8), |(i, j)| ((i + 2 * j + 3 * k) as f64).sin())).collect();
+        let copy = real[2].mapv(|v| v + 1e-3);
+        let new = Array2::from_shape_fn((8, 8), |(i, j)| ((3 * i + j) as f64 * 0.7).cos());
+        let m = memorization(&real, &[copy, new]);
+        assert_eq!(m.flagged, vec![0]);
+        assert_eq!(m.synthetic_nn[0].0, 2);
+    }
+}

@@ -1,0 +1,65 @@
+//! `power-spectrum` and `validate` on the sample maps: outputs follow the documented format, a
+//! second simulation of the same clouds is statistically close, and copies are caught.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn expanse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_expanse")).args(args).output().expect("run expanse")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = expanse(args);
+    assert!(out.status.success(), "expanse {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples").join(name)
+}
+
+#[test]
+fn power_spectrum_writes_the_documented_csv_and_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stats/grf_k3_64.npy");
+    let csv = dir.path().join("ps.csv");
+    let json = dir.path().join("ps.json");
+    ok(&["power-spectrum", fixture.to_str().unwrap(), "--out", csv.to_str().unwrap(), "--summary", json.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("k,power,power_std,count"));
+    assert_eq!(lines.count(), 46);
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // The fixture's TurbuStat slope (float32 storage of the map moves it by < 1e-4).
+    assert!((s["slope"].as_f64().unwrap() + 2.893268972368598).abs() < 1e-4, "{s}");
+    for key in ["slope_err", "low_cut", "high_cut", "nbins"] {
+        assert!(s[key].is_number(), "{key}");
+    }
+    let e = expanse(&["power-spectrum", fixture.to_str().unwrap(), "--out", csv.to_str().unwrap(), "--apodize", "gauss"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("tukey:ALPHA"));
+}
+
+#[test]
+fn validate_accepts_a_twin_simulation_and_flags_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let twin = dir.path().join("twin.fits");
+    ok(&["simulate", "--out", twin.to_str().unwrap(), "--count", "16", "--size", "64", "--seed", "77"]);
+    let out = dir.path().join("report");
+    let text = ok(&["validate", "--real", sample("clouds_64.fits").to_str().unwrap(), "--synthetic", twin.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(text.contains("0 of 16 synthetic map(s) flagged"), "{text}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(r["spectrum_distance"].as_f64().unwrap() < 3.0, "same generator, same slope: {}", r["spectrum_distance"]);
+    assert_eq!(r["scale"], "log10");
+    assert!(r["pdf"]["hellinger"].as_f64().unwrap() < 0.2);
+    for f in ["report.md", "power_spectra.png", "power_spectra.svg", "pdfs.png", "maps.png"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    // The real maps against themselves: every map is a copy.
+    let out2 = dir.path().join("copies");
+    let text = ok(&["validate", "--real", sample("clouds_64.fits").to_str().unwrap(), "--synthetic", sample("clouds_64.fits").to_str().unwrap(), "--out", out2.to_str().unwrap()]);
+    assert!(text.contains("32 of 32 synthetic map(s) flagged"), "{text}");
+    // Maps of another size are refused.
+    let e = expanse(&["validate", "--real", sample("clouds_64.fits").to_str().unwrap(), "--synthetic", sample("clouds_256.fits").to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("maps of one size"));
+    assert!(!dir.path().join("x").join("report.json").exists());
+}
