@@ -352,7 +352,7 @@ impl PanelFigure {
     fn size(&self) -> (u32, u32) {
         let cols = self.columns.max(1);
         let rows = self.panels.len().div_ceil(cols);
-        (cols as u32 * 420, rows as u32 * 320 + 40)
+        ((cols as u32 * 420).max(640), rows as u32 * 320 + 40)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, plotters::coord::Shift>) -> DrawResult {
@@ -458,7 +458,7 @@ impl SpectrumComparison {
                 .margin(10)
                 .x_label_area_size(36)
                 .y_label_area_size(60)
-                .build_cartesian_2d((f0 * 0.9..f1 * 1.1).log_scale(), (r0 * 0.9..r1 * 1.1).log_scale())
+                .build_cartesian_2d((f0 * 0.9..f1 * 1.1).log_scale(), (r0 - 0.1 * (r1 - r0) - 0.01)..(r1 + 0.1 * (r1 - r0) + 0.01))
                 .map_err(e)?;
             rc.configure_mesh()
                 .x_desc("k [pixel⁻¹]")
