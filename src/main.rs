@@ -220,18 +220,25 @@ struct UnetEvalArgs {
     out: PathBuf,
 }
 
+/// What inversion reads and how hard it works.
 #[derive(Args)]
-struct InvertArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    grid: GridArgs,
+struct InversionArgs {
     /// Model-space maps: a stack written by `expanse ingest`, or a (B, C, H, W) float array.
     #[arg(long)]
     input: PathBuf,
     /// Fixed-point iterations per inversion step (0 = plain DDIM inversion; each costs one more UNet call per step).
     #[arg(long, default_value_t = 0)]
     fixed_point: usize,
+}
+
+#[derive(Args)]
+struct InvertArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    grid: GridArgs,
+    #[command(flatten)]
+    inversion: InversionArgs,
     /// Output latents (.npy, .h5 or .fits), (B, C, H, W).
     #[arg(long, short)]
     out: PathBuf,
@@ -263,12 +270,8 @@ struct ReconstructArgs {
     model: ModelArgs,
     #[command(flatten)]
     grid: GridArgs,
-    /// Model-space maps: a stack written by `expanse ingest`, or a (B, C, H, W) float array.
-    #[arg(long)]
-    input: PathBuf,
-    /// Fixed-point iterations per inversion step.
-    #[arg(long, default_value_t = 0)]
-    fixed_point: usize,
+    #[command(flatten)]
+    inversion: InversionArgs,
     /// Also write the reconstructions (model space).
     #[arg(long, short)]
     out: Option<PathBuf>,
@@ -554,8 +557,8 @@ fn invert_input(ddpm: &Ddpm, path: &std::path::Path) -> Result<latents::ModelInp
 
 fn run_invert(a: InvertArgs) -> Result<()> {
     let ddpm = load_model(&a.model)?;
-    let ddim = ddim_for(&ddpm, &a.grid, a.fixed_point)?;
-    let input = invert_input(&ddpm, &a.input)?;
+    let ddim = ddim_for(&ddpm, &a.grid, a.inversion.fixed_point)?;
+    let input = invert_input(&ddpm, &a.inversion.input)?;
     let n = input.data.dim().0;
     let steps = (ddim.seq.len() - 1) as u64;
     let pb = progress(steps * batches(n, a.model.batch), "invert");
@@ -595,8 +598,8 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
 
 fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
     let ddpm = load_model(&a.model)?;
-    let ddim = ddim_for(&ddpm, &a.grid, a.fixed_point)?;
-    let input = invert_input(&ddpm, &a.input)?;
+    let ddim = ddim_for(&ddpm, &a.grid, a.inversion.fixed_point)?;
+    let input = invert_input(&ddpm, &a.inversion.input)?;
     let n = input.data.dim().0;
     let nb = batches(n, a.model.batch);
     let pb = progress((ddim.seq.len() - 1) as u64 * nb, "invert");
@@ -632,7 +635,7 @@ fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
     }
     if let Some(path) = &a.report {
         let report = serde_json::json!({
-            "input": a.input, "model": ddpm.dir, "steps": ddim.seq.len(), "t0": a.grid.t0,
+            "input": a.inversion.input, "model": ddpm.dir, "steps": ddim.seq.len(), "t0": a.grid.t0,
             "fixed_point": ddim.fixed_point, "per_map": errors, "mean_mse": mean_mse, "mean_psnr_db": mean_psnr,
             "unet_evaluations": {"inversion": evals_inv, "generation": diffusion::unet_evaluations(&ddim, n, false, true)},
             "seconds": {"inversion": t_inv, "generation": t_gen},

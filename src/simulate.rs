@@ -9,10 +9,11 @@ use ndarray::{Array2, Array3};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use rustfft::{num_complex::Complex, FftPlanner};
+use rustfft::num_complex::Complex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stats::power_spectrum::{fft2, fftfreq};
 
 /// Parameters of a set of simulated clouds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -51,38 +52,12 @@ impl CloudSpec {
     }
 }
 
-/// numpy.fft.fftfreq(n)[i]: cycles per pixel.
-fn fftfreq(i: usize, n: usize) -> f64 {
-    let i = i as i64;
-    let n = n as i64;
-    let k = if i < (n + 1) / 2 { i } else { i - n };
-    k as f64 / n as f64
-}
-
-fn fft2(data: &mut [Complex<f64>], n: usize, inverse: bool) {
-    let mut planner = FftPlanner::new();
-    let fft = if inverse { planner.plan_fft_inverse(n) } else { planner.plan_fft_forward(n) };
-    for row in data.chunks_mut(n) {
-        fft.process(row);
-    }
-    let mut col = vec![Complex::new(0.0, 0.0); n];
-    for c in 0..n {
-        for r in 0..n {
-            col[r] = data[r * n + c];
-        }
-        fft.process(&mut col);
-        for r in 0..n {
-            data[r * n + c] = col[r];
-        }
-    }
-}
-
 /// A standardized Gaussian random field with P(k) ∝ k^-β.
 pub fn gaussian_field(size: usize, beta: f64, rng: &mut ChaCha8Rng) -> Array2<f64> {
     let n = size;
     let mut buf: Vec<Complex<f64>> =
         (0..n * n).map(|_| Complex::new(StandardNormal.sample(rng), 0.0)).collect();
-    fft2(&mut buf, n, false);
+    fft2(&mut buf, n, n, false);
     for r in 0..n {
         for c in 0..n {
             let k = (fftfreq(r, n).powi(2) + fftfreq(c, n).powi(2)).sqrt();
@@ -90,7 +65,7 @@ pub fn gaussian_field(size: usize, beta: f64, rng: &mut ChaCha8Rng) -> Array2<f6
             buf[r * n + c] *= amp;
         }
     }
-    fft2(&mut buf, n, true);
+    fft2(&mut buf, n, n, true);
     let field = Array2::from_shape_fn((n, n), |(r, c)| buf[r * n + c].re);
     let mean = field.mean().expect("non-empty");
     let std = field.mapv(|v| (v - mean).powi(2)).mean().expect("non-empty").sqrt();
@@ -143,7 +118,7 @@ mod tests {
         for _ in 0..8 {
             let f = gaussian_field(n, beta, &mut rng);
             let mut buf: Vec<Complex<f64>> = f.iter().map(|&v| Complex::new(v, 0.0)).collect();
-            fft2(&mut buf, n, false);
+            fft2(&mut buf, n, n, false);
             for (p, b) in power.iter_mut().zip(&buf) {
                 *p += b.norm_sqr();
             }

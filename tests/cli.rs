@@ -2,21 +2,15 @@
 //! bad-input contract (one clear error naming the file and the cause, non-zero exit, no output).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+mod common;
+use common::{expanse, ok};
 
 use expanse::ingest::read_model_stack;
 use expanse::io::{self, fits, Selection};
 use ndarray::{Array3, Axis};
 
-fn expanse(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_expanse")).args(args).output().expect("run expanse")
-}
 
-fn ok(args: &[&str]) -> String {
-    let out = expanse(args);
-    assert!(out.status.success(), "expanse {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/io").join(name).display().to_string()

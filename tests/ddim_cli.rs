@@ -2,7 +2,9 @@
 //! gives the reference numbers, records its grid, and fails cleanly on bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+mod common;
+use common::{expanse, ok};
 
 use ndarray::{s, Array4};
 
@@ -14,15 +16,7 @@ fn model() -> String {
     fixtures().join("attn_multihead").display().to_string()
 }
 
-fn expanse(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_expanse")).args(args).output().expect("run expanse")
-}
 
-fn ok(args: &[&str]) -> String {
-    let out = expanse(args);
-    assert!(out.status.success(), "expanse {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn npy(p: &Path) -> Array4<f32> {
     ndarray_npy::read_npy(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))

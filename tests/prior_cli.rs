@@ -3,17 +3,11 @@
 //! latents fail cleanly.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn expanse(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_expanse")).args(args).output().expect("run expanse")
-}
+mod common;
+use common::{expanse, ok};
 
-fn ok(args: &[&str]) -> String {
-    let out = expanse(args);
-    assert!(out.status.success(), "expanse {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()

@@ -75,15 +75,15 @@ pub fn kolmogorov_p_value(d: f64, n: f64) -> f64 {
     p.clamp(0.0, 1.0)
 }
 
-/// Two-sample Kolmogorov–Smirnov statistic and asymptotic p-value. (statrs 0.19's
-/// `ks_twosample` loops forever when the statistic is 0, i.e. for identical samples.)
-pub fn ks_two_sample(a: &[f64], b: &[f64]) -> (f64, f64) {
+/// Walks the distinct values x of two samples in increasing order, calling `f(x, F_a(x),
+/// F_b(x))` with the empirical CDFs just after x.
+fn ecdf_walk(a: &[f64], b: &[f64], mut f: impl FnMut(f64, f64, f64)) {
     let mut a = a.to_vec();
     let mut b = b.to_vec();
     a.sort_by(|x, y| x.partial_cmp(y).expect("finite"));
     b.sort_by(|x, y| x.partial_cmp(y).expect("finite"));
     let (na, nb) = (a.len() as f64, b.len() as f64);
-    let (mut i, mut j, mut d) = (0usize, 0usize, 0.0f64);
+    let (mut i, mut j) = (0usize, 0usize);
     while i < a.len() || j < b.len() {
         let x = match (a.get(i), b.get(j)) {
             (Some(&p), Some(&q)) => p.min(q),
@@ -97,37 +97,29 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> (f64, f64) {
         while j < b.len() && b[j] == x {
             j += 1;
         }
-        d = d.max((i as f64 / na - j as f64 / nb).abs());
+        f(x, i as f64 / na, j as f64 / nb);
     }
+}
+
+/// Two-sample Kolmogorov–Smirnov statistic and asymptotic p-value. (statrs 0.19's
+/// `ks_twosample` loops forever when the statistic is 0, i.e. for identical samples.)
+pub fn ks_two_sample(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let mut d = 0.0f64;
+    ecdf_walk(a, b, |_, fa, fb| d = d.max((fa - fb).abs()));
+    let (na, nb) = (a.len() as f64, b.len() as f64);
     (d, kolmogorov_p_value(d, na * nb / (na + nb)))
 }
 
 /// 1-Wasserstein distance of two empirical distributions: ∫|F_a − F_b| dx.
 pub fn wasserstein1(a: &[f64], b: &[f64]) -> f64 {
-    let mut a = a.to_vec();
-    let mut b = b.to_vec();
-    a.sort_by(|x, y| x.partial_cmp(y).expect("finite"));
-    b.sort_by(|x, y| x.partial_cmp(y).expect("finite"));
-    let (na, nb) = (a.len() as f64, b.len() as f64);
-    let (mut i, mut j, mut total, mut x_prev) = (0usize, 0usize, 0.0, f64::NAN);
-    while i < a.len() || j < b.len() {
-        let x = match (a.get(i), b.get(j)) {
-            (Some(&p), Some(&q)) => p.min(q),
-            (Some(&p), None) => p,
-            (None, Some(&q)) => q,
-            (None, None) => break,
-        };
-        if !x_prev.is_nan() {
-            total += (i as f64 / na - j as f64 / nb).abs() * (x - x_prev);
+    // Between consecutive distinct values the CDFs are constant at their values after the first.
+    let (mut total, mut prev) = (0.0, None::<(f64, f64)>);
+    ecdf_walk(a, b, |x, fa, fb| {
+        if let Some((x0, gap)) = prev {
+            total += gap * (x - x0);
         }
-        while i < a.len() && a[i] == x {
-            i += 1;
-        }
-        while j < b.len() && b[j] == x {
-            j += 1;
-        }
-        x_prev = x;
-    }
+        prev = Some((x, (fa - fb).abs()));
+    });
     total
 }
 

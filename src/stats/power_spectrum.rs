@@ -74,7 +74,7 @@ pub struct PowerSpectrum {
 }
 
 /// numpy's `fftfreq(n)[i]`, with its arithmetic (signed index × (1/n)).
-fn fftfreq(i: usize, n: usize) -> f64 {
+pub fn fftfreq(i: usize, n: usize) -> f64 {
     let k = if i < n.div_ceil(2) { i as f64 } else { i as f64 - n as f64 };
     k * (1.0 / n as f64)
 }
@@ -106,14 +106,18 @@ fn window(ny: usize, nx: usize, a: Apodization) -> Vec<f64> {
     w
 }
 
-fn fft2_power(data: &[f64], ny: usize, nx: usize) -> Vec<f64> {
-    let mut buf: Vec<Complex<f64>> = data.iter().map(|&v| Complex::new(v, 0.0)).collect();
+/// In-place 2-D FFT of a row-major (ny × nx) complex array (unnormalized both ways, as
+/// rustfft).
+pub fn fft2(buf: &mut [Complex<f64>], ny: usize, nx: usize, inverse: bool) {
     let mut planner = FftPlanner::new();
-    let row = planner.plan_fft_forward(nx);
+    let (row, col) = if inverse {
+        (planner.plan_fft_inverse(nx), planner.plan_fft_inverse(ny))
+    } else {
+        (planner.plan_fft_forward(nx), planner.plan_fft_forward(ny))
+    };
     for r in buf.chunks_mut(nx) {
         row.process(r);
     }
-    let col = planner.plan_fft_forward(ny);
     let mut tmp = vec![Complex::new(0.0, 0.0); ny];
     for c in 0..nx {
         for r in 0..ny {
@@ -124,6 +128,11 @@ fn fft2_power(data: &[f64], ny: usize, nx: usize) -> Vec<f64> {
             buf[r * nx + c] = tmp[r];
         }
     }
+}
+
+fn fft2_power(data: &[f64], ny: usize, nx: usize) -> Vec<f64> {
+    let mut buf: Vec<Complex<f64>> = data.iter().map(|&v| Complex::new(v, 0.0)).collect();
+    fft2(&mut buf, ny, nx, false);
     buf.iter().map(|z| z.norm_sqr()).collect()
 }
 
