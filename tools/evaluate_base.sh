@@ -19,6 +19,8 @@ mkdir -p "$OUT"
 # 16 samples from the model's own prior: x_T ~ N(0, I) at level 999, 100-point grid.
 "$PY" -c "import numpy as np; np.save('$OUT/noise.npy', np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype('float32'))"
 "$E" generate --model "$M" --latents "$OUT/noise.npy" --steps 100 --t0 999 --batch 16 --out "$OUT/samples.npy"
+# The same, with x̂₀ clipped to [-1, 1] at every step (diffusers' clip_sample=True).
+"$E" generate --model "$M" --latents "$OUT/noise.npy" --steps 100 --t0 999 --batch 16 --clip 1 --out "$OUT/samples_clip1.npy"
 
 # Unseen domains at the model's 32×32, 3 channels (each map copied into R, G and B).
 "$E" ingest data/samples/hubble_xdf_64.fits --transform asinh --size 32 --channels 3 --out "$OUT/hubble.h5"

@@ -47,23 +47,28 @@ def main():
     images, _ = train_base.load_images(train_base.DATA_DIR)
     crops = train_base.CropSampler(images, np.random.default_rng(123)).sample(16).numpy()
     samples = np.load(os.path.join(a.eval, "samples.npy"))
+    clipped = np.load(os.path.join(a.eval, "samples_clip1.npy"))
     steps, losses = [], []
     with open(os.path.join(a.model, "training_log.csv")) as f:
         for row in csv.DictReader(f):
             steps.append(int(row["step"]))
             losses.append(float(row["loss"]))
 
-    fig = plt.figure(figsize=(13, 8.5))
-    gs = fig.add_gridspec(2, 3, height_ratios=[1, 1])
+    fig = plt.figure(figsize=(17, 8.5))
+    gs = fig.add_gridspec(2, 4, height_ratios=[1, 1])
     ax = fig.add_subplot(gs[0, 0])
     ax.imshow(grid(crops, 4, 4))
     ax.set_title("training crops (32×32, random scale/flip)")
     ax.axis("off")
     ax = fig.add_subplot(gs[0, 1])
     ax.imshow(grid(samples, 4, 4))
-    ax.set_title("expanse DDIM samples from N(0, I)\n(100 steps, t0 = 999)")
+    ax.set_title("expanse DDIM samples from N(0, I)\n(100 steps, t0 = 999, no clipping)")
     ax.axis("off")
     ax = fig.add_subplot(gs[0, 2])
+    ax.imshow(grid(clipped, 4, 4))
+    ax.set_title("the same latents, x̂₀ clipped to [-1, 1]")
+    ax.axis("off")
+    ax = fig.add_subplot(gs[0, 3])
     ax.plot(steps, losses, color="#0072B2")
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
@@ -84,7 +89,7 @@ def main():
         for s in (50, 100):
             r = json.load(open(os.path.join(a.eval, f"rec_{domain}_{s}.json")))
             table.append((domain, s, r["mean_mse"], r["mean_psnr_db"]))
-    ax = fig.add_subplot(gs[1, 2])
+    ax = fig.add_subplot(gs[1, 2:])
     ax.axis("off")
     text = "invert → generate, model space [-1, 1], 32 maps each\n\n"
     text += f"{'domain':<8}{'steps':>6}{'MSE':>11}{'PSNR dB':>10}\n"
