@@ -84,7 +84,7 @@ def main():
         rec = np.load(os.path.join(a.eval, f"rec_{domain}_100.npy"))
         ax = fig.add_subplot(gs[1, k])
         ax.imshow(gray_rows(orig, rec, 6), cmap="viridis", vmin=-1, vmax=1)
-        ax.set_title(f"{domain}: originals (top) and 100-step reconstructions")
+        ax.set_title(f"{domain}: originals (top),\n100-step reconstructions (bottom)")
         ax.axis("off")
         for s in (50, 100):
             r = json.load(open(os.path.join(a.eval, f"rec_{domain}_{s}.json")))
