@@ -240,7 +240,8 @@ pub fn read_numeric(path: &Path, name: &str) -> Result<Option<Vec<f32>>> {
     Ok(Some(v.into_iter().map(|x| x as f32).collect()))
 }
 
-fn put_str(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
+/// Writes a UTF-8 string attribute (what h5py reads as `str`).
+pub(crate) fn put_str(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
     let v: VarLenUnicode = value.parse().map_err(|e| hdf5::Error::from(format!("{e}")))?;
     loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
 }

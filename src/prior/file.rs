@@ -8,12 +8,8 @@ use ndarray::Array1;
 
 use super::{Covariance, GaussianPrior, PriorKind};
 use crate::error::{Error, Result};
+use crate::io::hdf5::put_str;
 use crate::io::AtomicFiles;
-
-fn put_str(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
-    let v: VarLenUnicode = value.parse().map_err(|e| hdf5::Error::from(format!("{e}")))?;
-    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
-}
 
 fn get_str(loc: &hdf5::Location, name: &str) -> hdf5::Result<String> {
     Ok(loc.attr(name)?.read_scalar::<VarLenUnicode>()?.as_str().to_string())
