@@ -168,11 +168,7 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
 /// Reads a normalized stack written by `ingest` back: images (N, C, H, W), mask (N, H, W) and
 /// the normalization.
 pub fn read_model_stack(path: &Path) -> Result<prep::ModelStack> {
-    let provenance = match Format::detect(path)? {
-        Format::Fits => fits::read_provenance(path)?,
-        Format::Hdf5 => io::hdf5::read_provenance(path)?,
-        Format::Npy => io::npy::read_sidecar(path)?.map(|s| s.provenance),
-    };
+    let provenance = io::read_provenance(path)?;
     let normalization: Normalization = provenance
         .and_then(|p| p.records.get("normalization").cloned())
         .ok_or_else(|| Error::content(path, "not a normalized stack written by `expanse ingest` (no normalization record)"))

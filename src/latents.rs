@@ -20,18 +20,10 @@ pub struct ModelInput {
     pub normalization: Option<Normalization>,
 }
 
-fn provenance_of(path: &Path) -> Result<Option<Provenance>> {
-    match Format::detect(path)? {
-        Format::Fits => io::fits::read_provenance(path),
-        Format::Hdf5 => io::hdf5::read_provenance(path),
-        Format::Npy => Ok(io::npy::read_sidecar(path)?.map(|s| s.provenance)),
-    }
-}
-
 /// Reads a (B, C, H, W) model-space stack: a normalized `expanse ingest` output, an earlier
 /// DDIM output, or a plain float array (a 3-D (B, H, W) array counts as one channel).
 pub fn read_model_input(path: &Path) -> Result<ModelInput> {
-    let provenance = provenance_of(path)?;
+    let provenance = io::read_provenance(path)?;
     let normalization = provenance
         .as_ref()
         .and_then(|p| p.records.get("normalization"))

@@ -358,10 +358,7 @@ impl PanelFigure {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, plotters::coord::Shift>) -> DrawResult {
         let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
         root.fill(&WHITE).map_err(e)?;
-        let (body, _) = {
-            let title_area = root.titled(&self.title, ("sans-serif", 20)).map_err(e)?;
-            (title_area, ())
-        };
+        let body = root.titled(&self.title, ("sans-serif", 20)).map_err(e)?;
         let cols = self.columns.max(1);
         let rows = self.panels.len().div_ceil(cols);
         let areas = body.split_evenly((rows, cols));

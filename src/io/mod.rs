@@ -369,6 +369,16 @@ pub fn common_units(maps: &[Map]) -> Option<String> {
         .then_some(first)
 }
 
+/// The provenance expanse wrote into a file (FITS `EXPPROV`, HDF5 attribute, NPY sidecar),
+/// if any.
+pub fn read_provenance(path: &Path) -> Result<Option<Provenance>> {
+    match Format::detect(path)? {
+        Format::Fits => fits::read_provenance(path),
+        Format::Hdf5 => hdf5::read_provenance(path),
+        Format::Npy => Ok(npy::read_sidecar(path)?.map(|s| s.provenance)),
+    }
+}
+
 /// A stack ready to be written: data (N, H, W) or (N, C, H, W), optional mask (N, H, W; 1 =
 /// blank), units and provenance.
 pub struct OutputStack<'a> {

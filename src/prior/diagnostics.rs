@@ -71,7 +71,7 @@ pub struct DomainDiagnostics {
     pub pairwise_distance: Summary,
     pub origin_angle_deg: Summary,
     pub pair_angle_deg: Summary,
-    /// Mean angle between the latents and random N(0, I) vectors (90° for a cloud at the origin).
+    /// The values behind the summaries (for figures; not serialized).
     #[serde(skip)]
     pub values: DomainValues,
 }
