@@ -22,6 +22,11 @@ pub struct IngestOptions {
     pub prep: PrepSpec,
     /// Also draw the first maps (physical units, after geometry) to `<preview>.png` and `.svg`.
     pub preview: Option<PathBuf>,
+    /// Use only the first this many maps read (in input order, before tiling).
+    pub max_maps: Option<usize>,
+    /// Also write the maps after geometry, in physical units (NaN where blank), to this file:
+    /// the real maps that synthetic ones are compared with.
+    pub real: Option<PathBuf>,
 }
 
 /// Most maps drawn in a preview.
@@ -108,7 +113,17 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
     if let Some(stem) = &opts.preview {
         io::check_output_folder(stem)?;
     }
-    let (maps, inputs_read) = read_inputs(inputs, &opts.selection)?;
+    if let Some(real) = &opts.real {
+        Format::from_extension(real)?;
+        io::check_output_folder(real)?;
+    }
+    let (mut maps, inputs_read) = read_inputs(inputs, &opts.selection)?;
+    if let Some(m) = opts.max_maps {
+        if m == 0 {
+            return Err(Error::Invalid("the number of maps to use must be at least 1".into()));
+        }
+        maps.truncate(m);
+    }
     if opts.raw {
         let stack = io::stack(&maps)?;
         let mut provenance = Provenance::new("ingest --raw", &maps);
@@ -153,6 +168,19 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
         fits_cards: carried_cards(&maps, grid_unchanged),
     };
     let mut written = io::write_stack(out, &out_stack)?;
+    if let Some(real) = &opts.real {
+        let stack = io::stack(&maps)?;
+        let mut provenance = Provenance::new("ingest (real maps after geometry)", &maps);
+        provenance.records.insert("geometry".into(), serde_json::to_value(&opts.prep.geometry).expect("geometry serializes"));
+        let real_stack = OutputStack {
+            data: stack.view().into_dyn(),
+            mask: None,
+            units: provenance.units.clone(),
+            provenance: &provenance,
+            fits_cards: carried_cards(&maps, grid_unchanged),
+        };
+        written.extend(io::write_stack(real, &real_stack)?);
+    }
     if let Some(stem) = &opts.preview {
         written.extend(draw_preview(stem, &maps, model.normalization.units.clone())?);
     }

@@ -86,3 +86,55 @@ pub fn write_model_output(
     let out = OutputStack { data: data.view().into_dyn(), mask: None, units: None, provenance: &provenance, fits_cards: Vec::new() };
     io::write_stack(path, &out)
 }
+
+/// Maps drawn in the picture beside decoded maps.
+const PICTURE_MAPS: usize = 16;
+
+/// Writes decoded model-space images (N, C, H, W) as maps to each of `paths` (one per format):
+/// in physical units when `input` carries its domain's normalization (else channel 0 in model
+/// space), with the sources, units and `records` in the provenance, and a picture of the
+/// first 16 at `<stem>.png/.svg` of the first path. Returns the files written and whether the
+/// maps are in physical units.
+pub fn write_maps(
+    paths: &[PathBuf],
+    images: &Array4<f32>,
+    command: &str,
+    input: &ModelInput,
+    records: Vec<(&str, Value)>,
+    title: &str,
+) -> Result<(Vec<PathBuf>, bool)> {
+    let mut provenance = Provenance {
+        tool: io::TOOL.to_string(),
+        command: command.to_string(),
+        sources: input.provenance.as_ref().map(|p| p.sources.clone()).unwrap_or_default(),
+        units: None,
+        records: Default::default(),
+    };
+    for (k, v) in records {
+        provenance.records.insert(k.to_string(), v);
+    }
+    let (maps, physical) = match &input.normalization {
+        Some(n) => {
+            provenance.records.insert("normalization".into(), serde_json::to_value(n).expect("serializes"));
+            provenance.units = n.units.clone();
+            (n.to_physical(images.view(), None)?, true)
+        }
+        None => (images.index_axis(ndarray::Axis(1), 0).to_owned(), false),
+    };
+    let out = OutputStack {
+        data: maps.view().into_dyn(),
+        mask: None,
+        units: provenance.units.clone(),
+        provenance: &provenance,
+        fits_cards: Vec::new(),
+    };
+    let mut written = Vec::new();
+    for path in paths {
+        written.extend(io::write_stack(path, &out)?);
+    }
+    let shown: Vec<_> = maps.outer_iter().take(PICTURE_MAPS).map(|m| m.to_owned()).collect();
+    let labels = (0..shown.len()).map(|i| format!("synthetic {i}")).collect();
+    let grid = crate::plot::MapGrid::new(title, shown, labels, provenance.units.clone());
+    written.extend(grid.save(&io::with_suffix(&paths[0], ""))?);
+    Ok((written, physical))
+}

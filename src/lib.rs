@@ -8,6 +8,7 @@ pub mod diffusion;
 pub mod error;
 pub mod ingest;
 pub mod model;
+pub mod pipeline;
 pub mod inspect;
 pub mod io;
 pub mod latents;

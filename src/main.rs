@@ -12,10 +12,10 @@ use expanse::io::{HduSelector, Selection};
 use expanse::prep::{ChannelMap, Crop, Geometry, PrepSpec, RangeSpec, Tile, TransformSpec};
 use expanse::diffusion::{self, Ddim, NoiseSchedule};
 use expanse::latents;
+use expanse::pipeline::{Plan, RunConfig, RunOptions};
 use expanse::model::{self, Ddpm};
-use expanse::plot::{HistogramPanel, MapGrid, Panel, PanelFigure, QqPanel};
 use expanse::prior::geometry::{self, CandidateKind, SamplingSpec, TestSpec};
-use expanse::prior::{diagnostics, file as prior_file, GaussianPrior, PriorKind};
+use expanse::prior::{diagnostics, file as prior_file, PriorKind};
 use expanse::simulate::{self, CloudSpec};
 use expanse::stats::power_spectrum::EnsembleSpectrum;
 use expanse::stats::{Apodization, PowerSpectrumOptions};
@@ -58,6 +58,25 @@ enum Command {
     PowerSpectrum(PowerSpectrumArgs),
     /// Compare real and synthetic maps: power spectra, PDFs, distances, memorization; report + figures.
     Validate(ValidateArgs),
+    /// Every stage from one TOML config (ingest → invert → fit → sample → decode → validate) in
+    /// one run folder, resumable.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Run configuration (TOML): see configs/ and the config reference in README.md.
+    config: PathBuf,
+    /// Run folder (default: runs/<run name>). It must be new or empty, unless --resume.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Continue an interrupted run in its folder: finished stages are kept, checkpointed batches
+    /// reused. The config, inputs and model must be unchanged.
+    #[arg(long)]
+    resume: bool,
+    /// Check the config, inputs and model, print the plan and its cost, and stop.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -340,6 +359,9 @@ struct IngestArgs {
     /// Also draw up to 16 of the maps (physical units, after geometry) to PREVIEW.png and PREVIEW.svg.
     #[arg(long)]
     preview: Option<PathBuf>,
+    /// Use only the first N maps read (in input order, before tiling).
+    #[arg(long)]
+    max_maps: Option<usize>,
     /// Also print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -385,6 +407,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => run_sample(a),
         Command::PowerSpectrum(a) => run_power_spectrum(a),
         Command::Validate(a) => run_validate(a),
+        Command::Run(a) => run_run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -439,7 +462,7 @@ fn run_ingest(a: IngestArgs) -> Result<()> {
             bail!("--raw writes the maps exactly as read: drop the transform, geometry and channel options");
         }
     }
-    let opts = IngestOptions { selection, raw: a.raw, prep: prep_spec(&a)?, preview: a.preview.clone() };
+    let opts = IngestOptions { selection, raw: a.raw, prep: prep_spec(&a)?, preview: a.preview.clone(), max_maps: a.max_maps, real: None };
     let report = ingest::ingest(&a.inputs, &opts, &a.out)
         .with_context(|| format!("ingest into {} failed; nothing was written", a.out.display()))?;
     for s in &report.inputs {
@@ -700,11 +723,6 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn stem_with(path: &std::path::Path, suffix: &str) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!("{stem}{suffix}"))
-}
-
 fn run_fit(a: FitArgs) -> Result<()> {
     let kind: PriorKind = a.kind.parse()?;
     if let Some(n) = &a.names {
@@ -712,65 +730,25 @@ fn run_fit(a: FitArgs) -> Result<()> {
             bail!("--names has {} name(s) for {} latents file(s)", n.len(), a.latents.len());
         }
     }
-    let mut priors = Vec::new();
-    let mut mats = Vec::new();
-    for (i, path) in a.latents.iter().enumerate() {
-        let input = latents::read_model_input(path)?;
-        let name = match &a.names {
-            Some(n) => n[i].clone(),
-            None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("domain{i}")),
-        };
-        if priors.iter().any(|p: &GaussianPrior| p.name == name) {
-            bail!("two domains are named '{name}': pass --names");
-        }
-        let (_, c, h, w) = input.data.dim();
-        let z = geometry::flatten(&input.data);
-        let mut prior = GaussianPrior::fit(&name, &z, [c, h, w], kind).with_context(|| format!("{}", path.display()))?;
-        prior.provenance = serde_json::json!({
-            "latents": path,
-            "records": input.provenance.as_ref().map(|p| serde_json::to_value(&p.records).unwrap_or_default()),
-        });
-        priors.push(prior);
-        mats.push(z);
+    let domains: Vec<(String, PathBuf)> = a
+        .latents
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let name = match &a.names {
+                Some(n) => n[i].clone(),
+                None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("domain{i}")),
+            };
+            (name, path.clone())
+        })
+        .collect();
+    let names: Vec<&String> = domains.iter().map(|d| &d.0).collect();
+    if let Some(dup) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+        bail!("two domains are named '{}': pass --names", dup.1);
     }
-    let diags: Vec<_> = priors.iter().zip(&mats).map(|(p, z)| diagnostics::domain(p, z)).collect();
-    let same_d = priors.iter().all(|p| p.dim() == priors[0].dim());
-    let sep = if same_d { diagnostics::separability(&priors, &mats) } else { None };
-    let report = serde_json::json!({"domains": diags, "separability": sep, "tool": expanse::io::TOOL});
-    let mut written = prior_file::write(&a.out, &priors, &serde_json::json!({"kind": kind.to_string()}))?;
-    let json_path = stem_with(&a.out, ".diagnostics.json");
-    let files = expanse::io::AtomicFiles::new(std::slice::from_ref(&json_path))?;
-    std::fs::write(files.temp(0), serde_json::to_string_pretty(&report)?)?;
-    written.extend(files.commit()?);
-    let series = |f: fn(&diagnostics::DomainValues) -> &Vec<f64>| -> Vec<(String, Vec<f64>)> {
-        diags.iter().map(|d| (d.name.clone(), f(&d.values).clone())).collect()
-    };
-    let figure = PanelFigure {
-        title: format!("Latent diagnostics ({kind} prior)"),
-        columns: 2,
-        panels: vec![
-            Panel::Qq(QqPanel { title: "Gaussianity of standardized entries".into(), series: diags.iter().map(|d| (d.name.clone(), d.qq.clone())).collect() }),
-            Panel::Histogram(HistogramPanel { title: "Pairwise distances".into(), x_label: "distance ‖z_i − z_j‖".into(), series: series(|v| &v.distances) }),
-            Panel::Histogram(HistogramPanel { title: "Angles at the origin".into(), x_label: "angle (z_i, z_j) [deg]".into(), series: series(|v| &v.origin_angles) }),
-            Panel::Histogram(HistogramPanel { title: "Pair angles at a latent".into(), x_label: "angle (z_j − z_i, z_k − z_i) [deg]".into(), series: series(|v| &v.pair_angles) }),
-            Panel::Histogram(HistogramPanel { title: "Latent norms".into(), x_label: "‖z‖".into(), series: series(|v| &v.norms) }),
-        ],
-    };
-    written.extend(figure.save(&stem_with(&a.out, ".diagnostics"))?);
-    println!("{:<16} {:>5} {:>7} {:>9} {:>9} {:>8} {:>9} {:>10} {:>10}", "domain", "N", "d", "sigma", "|mu|", "KS D", "KS p", "origin°", "pair°");
-    for d in &diags {
-        println!(
-            "{:<16} {:>5} {:>7} {:>9.4} {:>9.3} {:>8.4} {:>9.2e} {:>10.2} {:>10.2}",
-            d.name, d.n, d.d, d.sigma, d.mean_norm, d.ks.statistic, d.ks.p_value, d.origin_angle_deg.mean, d.pair_angle_deg.mean
-        );
-    }
-    if let Some(s) = &sep {
-        for p in &s.pairs {
-            println!("separation {} vs {}: mean distance / radius {:.3}, cosine of mean directions {:.3}", p.a, p.b, p.mean_distance_over_radius, p.mean_cosine);
-        }
-        println!("leave-one-out nearest-centroid accuracy: {:.1} %", 100.0 * s.loo_nearest_centroid_accuracy);
-    }
-    for w in written {
+    let fitted = prior_file::fit_files(&domains, kind, &a.out)?;
+    print!("{}", diagnostics::table(&fitted.diagnostics, fitted.separability.as_ref()));
+    for w in fitted.written {
         println!("wrote {}", w.display());
     }
     Ok(())
@@ -780,36 +758,20 @@ fn run_sample(a: SampleArgs) -> Result<()> {
     let candidates: CandidateKind = a.candidates.parse()?;
     let band: Vec<f64> = a.band.split(',').map(|v| v.trim().parse::<f64>()).collect::<std::result::Result<_, _>>().context("--band: expected LOW,HIGH")?;
     let [lo, hi] = band[..] else { bail!("--band: expected LOW,HIGH") };
-    let mut tests = TestSpec { k: a.k, band: (lo, hi), distance: false, origin_angle: false, pair_angle: false };
-    for t in &a.tests {
-        match t.as_str() {
-            "distance" => tests.distance = true,
-            "origin" => tests.origin_angle = true,
-            "pair" => tests.pair_angle = true,
-            o => bail!("unknown test '{o}' (distance, origin, pair)"),
-        }
-    }
-    let priors = prior_file::read(&a.prior)?;
-    let prior = match &a.domain {
-        Some(d) => priors.iter().find(|p| &p.name == d).with_context(|| {
-            format!("{}: no domain '{d}' (domains: {})", a.prior.display(), priors.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "))
-        })?,
-        None if priors.len() == 1 => &priors[0],
-        None => bail!("{} holds {} domains ({}): choose one with --domain", a.prior.display(), priors.len(), priors.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")),
-    };
+    let tests = TestSpec::parse(a.k, (lo, hi), &a.tests)?;
+    let prior = prior_file::read_domain(&a.prior, a.domain.as_deref())?;
     let input = latents::read_model_input(&a.latents)?;
     let z = geometry::flatten(&input.data);
     let spec = SamplingSpec { count: a.count, candidates, tests, budget: a.budget, seed: a.seed, debias: !a.no_debias };
     let t = std::time::Instant::now();
-    let outcome = geometry::sample_latents(prior, &z, &spec).with_context(|| format!("sampling domain '{}'", prior.name))?;
+    let outcome = geometry::sample_latents(&prior, &z, &spec).with_context(|| format!("sampling domain '{}'", prior.name))?;
     let (rates, all) = outcome.rates();
     println!(
         "accepted {} of {} candidates ({:.1} %; distance {:.1} %, origin angle {:.1} %, pair angle {:.1} %) in {:.1} s",
         outcome.accepted.len(), outcome.tried, 100.0 * all, 100.0 * rates[0], 100.0 * rates[1], 100.0 * rates[2], t.elapsed().as_secs_f64()
     );
+    let accepted = outcome.accepted_array(prior.shape);
     let [c, h, w] = prior.shape;
-    let flat: Vec<f32> = outcome.accepted.iter().flat_map(|x| x.iter().map(|&v| v as f32)).collect();
-    let accepted = Array4::from_shape_vec((a.count, c, h, w), flat)?;
     let ddim_rec = input.provenance.as_ref().and_then(|p| p.records.get("ddim")).context("the latents record no DDIM grid (were they written by `expanse invert`?)")?;
     let seq: Vec<usize> = serde_json::from_value(ddim_rec["seq"].clone()).context("bad DDIM grid record")?;
     let ddpm = load_model(&a.model)?;
@@ -818,40 +780,16 @@ fn run_sample(a: SampleArgs) -> Result<()> {
     if ddim.seq != seq {
         bail!("the latents' grid {:?} is not the paper grid this model gives", seq);
     }
-    let sampling_record = serde_json::json!({
-        "prior": a.prior, "domain": prior.name, "kind": prior.kind.to_string(), "spec": spec,
-        "tried": outcome.tried, "accepted": outcome.accepted.len(), "acceptance": all,
-        "acceptance_per_test": {"distance": rates[0], "origin_angle": rates[1], "pair_angle": rates[2]},
-        "targets": {"distance": outcome.targets.distance, "origin_angle_deg": outcome.targets.origin_angle, "pair_angle_deg": outcome.targets.pair_angle},
-        "mean_scale": outcome.mean_scale, "spread_scale": outcome.spread_scale,
-    });
-    let mut written = latents::write_model_output(&stem_with(&a.out, ".latents.npy"), &accepted, "sample", &input, vec![("sampling", sampling_record.clone())])?;
+    let sampling_record = outcome.record(&prior, &a.prior, &spec);
+    let mut written = latents::write_model_output(&expanse::io::with_suffix(&a.out, ".latents.npy"), &accepted, "sample", &input, vec![("sampling", sampling_record.clone())])?;
     let pb = progress(ddim.seq.len() as u64 * batches(a.count, a.model.batch), "decode");
     let images = ddim.generate(&ddpm, &accepted, 0.0, 0, a.model.batch, &pb)?;
     pb.finish_and_clear();
-    let mut provenance = expanse::io::Provenance {
-        tool: expanse::io::TOOL.to_string(),
-        command: "sample".into(),
-        sources: input.provenance.as_ref().map(|p| p.sources.clone()).unwrap_or_default(),
-        units: None,
-        records: Default::default(),
-    };
-    provenance.records.insert("sampling".into(), sampling_record);
-    provenance.records.insert("ddim".into(), serde_json::json!({"seq": ddim.seq}));
-    let (maps, units, label) = match &input.normalization {
-        Some(n) => {
-            provenance.records.insert("normalization".into(), serde_json::to_value(n)?);
-            provenance.units = n.units.clone();
-            (n.to_physical(images.view(), None)?, n.units.clone(), "physical units")
-        }
-        None => (images.index_axis(Axis(1), 0).to_owned(), None, "model space (the latents carry no normalization)"),
-    };
-    let out = expanse::io::OutputStack { data: maps.view().into_dyn(), mask: None, units: units.clone(), provenance: &provenance, fits_cards: Vec::new() };
-    written.extend(expanse::io::write_stack(&a.out, &out)?);
-    let shown: Vec<_> = maps.outer_iter().take(16).map(|m| m.to_owned()).collect();
-    let labels = (0..shown.len()).map(|i| format!("synthetic {i}")).collect();
-    let grid = MapGrid::new(&format!("{} synthetic maps of '{}'", a.count, prior.name), shown, labels, units);
-    written.extend(grid.save(&stem_with(&a.out, ""))?);
+    let records = vec![("sampling", sampling_record), ("ddim", serde_json::json!({"seq": ddim.seq}))];
+    let title = format!("{} synthetic maps of '{}'", a.count, prior.name);
+    let (files, physical) = latents::write_maps(std::slice::from_ref(&a.out), &images, "sample", &input, records, &title)?;
+    written.extend(files);
+    let label = if physical { "physical units" } else { "model space (the latents carry no normalization)" };
     println!("decoded {} map(s) into {label}", a.count);
     for w in written {
         println!("wrote {}", w.display());
@@ -925,5 +863,40 @@ fn run_validate(a: ValidateArgs) -> Result<()> {
     for w in &report.written {
         println!("wrote {}", w.display());
     }
+    Ok(())
+}
+
+fn run_run(a: RunArgs) -> Result<()> {
+    let config = RunConfig::read(&a.config)?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.name()));
+    let plan = Plan::new(config, &a.config)?;
+    print!("{}", plan.describe(&out));
+    if a.dry_run {
+        return Ok(());
+    }
+    let opts = RunOptions { resume: a.resume, echo: true };
+    let earlier_run = out.join("manifest.json").is_file();
+    let summary = match plan.execute(&a.config, &out, &opts) {
+        Ok(s) => s,
+        Err(e) if earlier_run && !a.resume => return Err(e.into()),
+        Err(e) if out.join("manifest.json").is_file() => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the run stopped; finished stages are kept in {}: fix the cause and continue with `expanse run {} --out {} --resume`",
+                out.display(),
+                a.config.display(),
+                out.display()
+            )))
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("the run did not start; nothing was written")),
+    };
+    println!();
+    print!("{}", summary.text);
+    println!(
+        "\n{} stage(s) run, {} kept from an earlier invocation, {:.1} s; everything is in {}",
+        summary.ran.len(),
+        summary.kept.len(),
+        summary.seconds,
+        summary.dir.display()
+    );
     Ok(())
 }

@@ -245,6 +245,18 @@ pub struct PanelFigure {
 
 type DrawResult = std::result::Result<(), String>;
 
+/// A tick label with as many decimals as an axis spanning `span` needs.
+fn tick(v: f64, span: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if v.abs() >= 1e5 || v.abs() < 1e-3 || !(span > 0.0) {
+        return format!("{v:.2e}");
+    }
+    let decimals = (1.0 - (span / 5.0).log10().floor()).clamp(0.0, 4.0) as usize;
+    format!("{v:.decimals$}")
+}
+
 fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, p: &HistogramPanel) -> DrawResult {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
     let all: Vec<f64> = p.series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite()).collect();
@@ -283,8 +295,10 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Sh
         .x_desc(p.x_label.as_str())
         .y_desc("density")
         .label_style(("sans-serif", 11))
-        .x_label_formatter(&|v| crate::inspect::fmt_num(*v))
-        .y_label_formatter(&|v| format!("{v:.2e}"))
+        .x_labels(6)
+        .y_labels(6)
+        .x_label_formatter(&|v| tick(*v, hi - lo))
+        .y_label_formatter(&|v| tick(*v, ymax))
         .draw()
         .map_err(e)?;
     for (k, ((name, _), dens)) in p.series.iter().zip(&densities).enumerate() {

@@ -48,6 +48,18 @@ fn the_main_job_command_runs() {
         .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_expanse")).args(&args).current_dir(root).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(dir.path().join("clouds.h5").exists());
-    assert!(dir.path().join("clouds.png").exists());
+    // The quickstart run: every stage finished, synthetic maps in physical units, the report.
+    let run = dir.path().join("quickstart");
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["complete"], true);
+    assert_eq!(manifest["stages"]["sample/clouds"]["counts"]["accepted"], 16);
+    for f in ["samples/clouds.fits", "samples/clouds.h5", "samples/clouds.png", "report/clouds/report.json",
+        "report/clouds/power_spectra.png", "report/clouds/maps.png", "prior/prior.diagnostics.png", "summary.md"]
+    {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let maps = expanse::io::read_maps(&run.join("samples/clouds.fits"), &Default::default()).unwrap();
+    assert_eq!(maps.len(), 16);
+    assert_eq!(maps[0].source.units.as_deref(), Some("cm-2"));
+    assert!(maps.iter().all(|m| m.data.iter().all(|v| v.is_finite() && *v > 0.0)));
 }

@@ -369,6 +369,20 @@ pub fn common_units(maps: &[Map]) -> Option<String> {
         .then_some(first)
 }
 
+/// `path` with its extension replaced by `suffix`: `out/p.h5` + `.diagnostics.json` →
+/// `out/p.diagnostics.json`.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}{suffix}"))
+}
+
+/// Writes `text` to `path` atomically.
+pub fn write_text(path: &Path, text: &str) -> Result<PathBuf> {
+    let files = AtomicFiles::new(&[path.to_path_buf()])?;
+    std::fs::write(files.temp(0), text).map_err(|e| Error::write(path, e))?;
+    Ok(files.commit()?.remove(0))
+}
+
 /// The provenance expanse wrote into a file (FITS `EXPPROV`, HDF5 attribute, NPY sidecar),
 /// if any.
 pub fn read_provenance(path: &Path) -> Result<Option<Provenance>> {

@@ -155,10 +155,22 @@ fn weights_path(dir: &Path) -> Result<PathBuf> {
     Err(Error::open(dir, "no diffusion_pytorch_model.safetensors (or .bin) in the model folder"))
 }
 
-impl Ddpm {
-    /// Loads `config.json`, the weights and `scheduler_config.json` (defaults when absent) from a
-    /// diffusers model folder (or its `unet/` subfolder, as in pipeline repositories).
-    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Ddpm> {
+/// What a diffusers model folder holds, read without loading the weights.
+#[derive(Debug, Clone)]
+pub struct ModelFolder {
+    pub config: UNet2DConfig,
+    pub scheduler: SchedulerConfig,
+    pub prediction: Prediction,
+    /// `config.json`, `scheduler_config.json` (when present) and the weights file.
+    pub files: Vec<PathBuf>,
+    pub weights_file: PathBuf,
+}
+
+impl ModelFolder {
+    /// Reads `config.json` and `scheduler_config.json` (defaults when absent) of a diffusers
+    /// model folder (or its `unet/` subfolder, as in pipeline repositories) and finds the
+    /// weights file.
+    pub fn read(dir: &Path) -> Result<ModelFolder> {
         if !dir.exists() {
             return Err(Error::open(dir, "no such model folder"));
         }
@@ -172,10 +184,26 @@ impl Ddpm {
         let config_path = unet_dir.join("config.json");
         let config: UNet2DConfig = read_json(&config_path)?;
         config.validate().map_err(|e| Error::content(&config_path, e))?;
-        let scheduler: SchedulerConfig = if sched_path.is_file() { read_json(&sched_path)? } else { SchedulerConfig::default() };
+        let mut files = vec![config_path];
+        let scheduler: SchedulerConfig = if sched_path.is_file() {
+            files.push(sched_path.clone());
+            read_json(&sched_path)?
+        } else {
+            SchedulerConfig::default()
+        };
         let prediction: Prediction = scheduler.prediction_type.parse().map_err(|e: Error| Error::content(&sched_path, e))?;
-        check_dtype_support(device, dtype)?;
         let weights_file = weights_path(&unet_dir)?;
+        files.push(weights_file.clone());
+        Ok(ModelFolder { config, scheduler, prediction, files, weights_file })
+    }
+}
+
+impl Ddpm {
+    /// Loads `config.json`, the weights and `scheduler_config.json` (defaults when absent) from a
+    /// diffusers model folder (or its `unet/` subfolder, as in pipeline repositories).
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Ddpm> {
+        let ModelFolder { config, scheduler, prediction, weights_file, .. } = ModelFolder::read(dir)?;
+        check_dtype_support(device, dtype)?;
         let raw: Vec<(String, Tensor)> = if weights_file.extension().is_some_and(|e| e == "bin") {
             candle_core::pickle::read_all(&weights_file)
                 .map_err(|e| Error::format(&weights_file, format!("cannot read PyTorch weights: {e}")))?

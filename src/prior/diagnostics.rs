@@ -6,7 +6,8 @@ use ndarray::{Array1, Array2, Axis};
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::GaussianPrior;
+use super::{GaussianPrior, PriorKind};
+use crate::plot::{HistogramPanel, Panel, PanelFigure, QqPanel};
 
 /// Mean, standard deviation and range of a set of values.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -254,4 +255,53 @@ mod tests {
         assert!((diag.pair_angle_deg.mean - 60.0).abs() < 3.0, "{:?}", diag.pair_angle_deg);
         assert!((diag.mean_norm_debiased - 0.3 * (d as f64).sqrt()).abs() < 1.0);
     }
+}
+
+/// The diagnostics figure of `fit`: QQ of the standardized entries and histograms of
+/// distances, angles and norms, one series per domain.
+pub fn figure(diags: &[DomainDiagnostics], kind: PriorKind) -> PanelFigure {
+    let series = |f: fn(&DomainValues) -> &Vec<f64>| -> Vec<(String, Vec<f64>)> {
+        diags.iter().map(|d| (d.name.clone(), f(&d.values).clone())).collect()
+    };
+    let histogram = |title: &str, x_label: &str, f: fn(&DomainValues) -> &Vec<f64>| {
+        Panel::Histogram(HistogramPanel { title: title.into(), x_label: x_label.into(), series: series(f) })
+    };
+    PanelFigure {
+        title: format!("Latent diagnostics ({kind} prior)"),
+        columns: 2,
+        panels: vec![
+            Panel::Qq(QqPanel {
+                title: "Gaussianity of standardized entries".into(),
+                series: diags.iter().map(|d| (d.name.clone(), d.qq.clone())).collect(),
+            }),
+            histogram("Pairwise distances", "distance ‖z_i − z_j‖", |v| &v.distances),
+            histogram("Angles at the origin", "angle (z_i, z_j) [deg]", |v| &v.origin_angles),
+            histogram("Pair angles at a latent", "angle (z_j − z_i, z_k − z_i) [deg]", |v| &v.pair_angles),
+            histogram("Latent norms", "‖z‖", |v| &v.norms),
+        ],
+    }
+}
+
+/// The text table `fit` prints: one line per domain, then the separations.
+pub fn table(diags: &[DomainDiagnostics], sep: Option<&Separability>) -> String {
+    let mut t = format!(
+        "{:<16} {:>5} {:>7} {:>9} {:>9} {:>8} {:>9} {:>10} {:>10}\n",
+        "domain", "N", "d", "sigma", "|mu|", "KS D", "KS p", "origin°", "pair°"
+    );
+    for d in diags {
+        t.push_str(&format!(
+            "{:<16} {:>5} {:>7} {:>9.4} {:>9.3} {:>8.4} {:>9.2e} {:>10.2} {:>10.2}\n",
+            d.name, d.n, d.d, d.sigma, d.mean_norm, d.ks.statistic, d.ks.p_value, d.origin_angle_deg.mean, d.pair_angle_deg.mean
+        ));
+    }
+    if let Some(s) = sep {
+        for p in &s.pairs {
+            t.push_str(&format!(
+                "separation {} vs {}: mean distance / radius {:.3}, cosine of mean directions {:.3}\n",
+                p.a, p.b, p.mean_distance_over_radius, p.mean_cosine
+            ));
+        }
+        t.push_str(&format!("leave-one-out nearest-centroid accuracy: {:.1} %\n", 100.0 * s.loo_nearest_centroid_accuracy));
+    }
+    t
 }

@@ -76,6 +76,22 @@ pub struct TestSpec {
     pub pair_angle: bool,
 }
 
+impl TestSpec {
+    /// K, the band (percent) and the tests named (any of `distance`, `origin`, `pair`).
+    pub fn parse(k: usize, band: (f64, f64), tests: &[String]) -> Result<TestSpec> {
+        let mut spec = TestSpec { k, band, distance: false, origin_angle: false, pair_angle: false };
+        for t in tests {
+            match t.as_str() {
+                "distance" => spec.distance = true,
+                "origin" => spec.origin_angle = true,
+                "pair" => spec.pair_angle = true,
+                o => return Err(Error::Invalid(format!("unknown test '{o}' (distance, origin, pair)"))),
+            }
+        }
+        Ok(spec)
+    }
+}
+
 impl Default for TestSpec {
     fn default() -> Self {
         TestSpec { k: 10, band: (5.0, 95.0), distance: true, origin_angle: true, pair_angle: true }
@@ -194,6 +210,25 @@ impl SamplingOutcome {
     pub fn rates(&self) -> ([f64; 3], f64) {
         let t = self.tried.max(1) as f64;
         ([self.passed[0] as f64 / t, self.passed[1] as f64 / t, self.passed[2] as f64 / t], self.passed_all as f64 / t)
+    }
+
+    /// The provenance record of a sampling: prior, spec, acceptance and targets.
+    pub fn record(&self, prior: &GaussianPrior, prior_file: &std::path::Path, spec: &SamplingSpec) -> serde_json::Value {
+        let (rates, all) = self.rates();
+        serde_json::json!({
+            "prior": prior_file, "domain": prior.name, "kind": prior.kind.to_string(), "spec": spec,
+            "tried": self.tried, "accepted": self.accepted.len(), "acceptance": all,
+            "acceptance_per_test": {"distance": rates[0], "origin_angle": rates[1], "pair_angle": rates[2]},
+            "targets": {"distance": self.targets.distance, "origin_angle_deg": self.targets.origin_angle, "pair_angle_deg": self.targets.pair_angle},
+            "mean_scale": self.mean_scale, "spread_scale": self.spread_scale,
+        })
+    }
+
+    /// The accepted latents as a (count, C, H, W) array.
+    pub fn accepted_array(&self, shape: [usize; 3]) -> ndarray::Array4<f32> {
+        let [c, h, w] = shape;
+        let flat: Vec<f32> = self.accepted.iter().flat_map(|x| x.iter().map(|&v| v as f32)).collect();
+        ndarray::Array4::from_shape_vec((self.accepted.len(), c, h, w), flat).expect("latents match the prior's shape")
     }
 }
 

@@ -1,0 +1,590 @@
+//! The run configuration: one TOML file naming the model, the domains and every choice of every
+//! stage. Unknown keys and impossible values are errors naming the key, raised before any work.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::io::{HduSelector, Selection};
+use crate::prep::{ChannelMap, Crop, Geometry, PrepSpec, RangeSpec, Tile, TransformSpec};
+use crate::prior::geometry::{CandidateKind, TestSpec};
+use crate::prior::PriorKind;
+use crate::stats::{Apodization, PowerSpectrumOptions};
+
+/// Output formats synthetic maps can be written in.
+pub const FORMATS: [&str; 3] = ["fits", "h5", "npy"];
+
+/// A whole run: `[run]`, `[model]`, `[inversion]`, `[prior]`, `[sampling]`, `[validation]` and
+/// one `[[domain]]` table per set of maps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub run: RunSection,
+    pub model: ModelSection,
+    #[serde(default)]
+    pub inversion: InversionSection,
+    #[serde(default)]
+    pub prior: PriorSection,
+    #[serde(default)]
+    pub sampling: SamplingSection,
+    #[serde(default)]
+    pub validation: ValidationSection,
+    #[serde(rename = "domain", default)]
+    pub domains: Vec<DomainSection>,
+}
+
+/// `[run]`: name, the one seed every random choice derives from, output formats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Run name (default: the config file's stem); the default run folder is `runs/<name>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+    /// Formats of the synthetic maps, any of `fits`, `h5`, `npy`; the first is used by validation.
+    #[serde(default = "d_formats")]
+    pub formats: Vec<String>,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection { name: None, seed: 0, formats: d_formats() }
+    }
+}
+
+/// `[model]`: the frozen diffusers model folder and where it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// diffusers folder (config.json + diffusion_pytorch_model.safetensors), relative to the config file.
+    pub path: PathBuf,
+    #[serde(default = "d_cpu")]
+    pub device: String,
+    #[serde(default = "d_f32")]
+    pub dtype: String,
+    /// Maps per UNet evaluation (also the checkpoint unit).
+    #[serde(default = "d_batch")]
+    pub batch: usize,
+}
+
+/// `[inversion]`: the DDIM grid (paper grid of `steps` points up to `t0`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InversionSection {
+    #[serde(default = "d_steps")]
+    pub steps: usize,
+    #[serde(default = "d_t0")]
+    pub t0: usize,
+    #[serde(default)]
+    pub fixed_point: usize,
+    #[serde(default)]
+    pub clip: Option<f64>,
+}
+
+impl Default for InversionSection {
+    fn default() -> Self {
+        InversionSection { steps: d_steps(), t0: d_t0(), fixed_point: 0, clip: None }
+    }
+}
+
+/// `[prior]`: the covariance model (`scalar`, `diagonal` or `lowrank:K`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorSection {
+    #[serde(default = "d_kind")]
+    pub kind: String,
+}
+
+impl Default for PriorSection {
+    fn default() -> Self {
+        PriorSection { kind: d_kind() }
+    }
+}
+
+/// `[sampling]`: how many synthetic maps per domain and the geometric tests they must pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingSection {
+    #[serde(default = "d_count")]
+    pub count: usize,
+    /// `draw` (from the prior) or `slerp` (between a real latent and a draw).
+    #[serde(default = "d_candidates")]
+    pub candidates: String,
+    /// Real latents per test.
+    #[serde(default = "d_k")]
+    pub k: usize,
+    /// Accepted central band of the leave-one-out statistics, percent.
+    #[serde(default = "d_band")]
+    pub band: [f64; 2],
+    /// Any of `distance`, `origin`, `pair`.
+    #[serde(default = "d_tests")]
+    pub tests: Vec<String>,
+    /// Most candidates examined per domain.
+    #[serde(default = "d_budget")]
+    pub budget: usize,
+    /// Draw from N(s·μ̂, (1+1/N)Σ) (the few-shot correction) rather than the fitted N(μ̂, Σ).
+    #[serde(default = "d_true")]
+    pub debias: bool,
+}
+
+impl Default for SamplingSection {
+    fn default() -> Self {
+        SamplingSection {
+            count: d_count(),
+            candidates: d_candidates(),
+            k: d_k(),
+            band: d_band(),
+            tests: d_tests(),
+            budget: d_budget(),
+            debias: true,
+        }
+    }
+}
+
+/// `[validation]`: power-spectrum options (TurbuStat conventions).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSection {
+    /// `tukey:ALPHA` or `hanning`.
+    #[serde(default)]
+    pub apodize: Option<String>,
+    /// [LOW, HIGH] in pixel⁻¹.
+    #[serde(default)]
+    pub fit_range: Option<[f64; 2]>,
+    /// Gaussian beam FWHM in pixels to divide out.
+    #[serde(default)]
+    pub beam_fwhm: Option<f64>,
+}
+
+/// An HDU given as an index or an EXTNAME.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HduKey {
+    Index(usize),
+    Name(String),
+}
+
+/// `[[domain]]`: one set of maps, read, normalized and expanded together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSection {
+    /// Letters, digits, `_` and `-`: it names the domain's files.
+    pub name: String,
+    /// FITS/HDF5/NPY files, relative to the config file.
+    pub inputs: Vec<PathBuf>,
+    #[serde(default)]
+    pub hdu: Option<HduKey>,
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// Use only the first this many maps (input order, before tiling).
+    #[serde(default)]
+    pub max_maps: Option<usize>,
+    /// `linear`, `log10` or `asinh`.
+    #[serde(default = "d_linear")]
+    pub transform: String,
+    /// `minmax` or `percentile:LOW,HIGH`.
+    #[serde(default = "d_minmax")]
+    pub range: String,
+    #[serde(default)]
+    pub offset: Option<f64>,
+    #[serde(default)]
+    pub softening: Option<f64>,
+    /// `X0,Y0,WIDTH,HEIGHT` or `center:SIZE`.
+    #[serde(default)]
+    pub crop: Option<String>,
+    /// `SIZE` or `SIZE:STRIDE`.
+    #[serde(default)]
+    pub tile: Option<String>,
+    #[serde(default)]
+    pub size: Option<usize>,
+    /// Model channels each map is copied into (default: the model's `in_channels`).
+    #[serde(default)]
+    pub channels: Option<usize>,
+    /// Consecutive maps are bands of one image; channel c takes band `band_map[c]`.
+    #[serde(default)]
+    pub band_map: Option<Vec<usize>>,
+}
+
+fn d_formats() -> Vec<String> {
+    vec!["fits".into()]
+}
+fn d_cpu() -> String {
+    "cpu".into()
+}
+fn d_f32() -> String {
+    "f32".into()
+}
+fn d_batch() -> usize {
+    8
+}
+fn d_steps() -> usize {
+    50
+}
+fn d_t0() -> usize {
+    900
+}
+fn d_kind() -> String {
+    "scalar".into()
+}
+fn d_count() -> usize {
+    16
+}
+fn d_candidates() -> String {
+    "draw".into()
+}
+fn d_k() -> usize {
+    10
+}
+fn d_band() -> [f64; 2] {
+    [5.0, 95.0]
+}
+fn d_tests() -> Vec<String> {
+    vec!["distance".into(), "origin".into(), "pair".into()]
+}
+fn d_budget() -> usize {
+    10000
+}
+fn d_true() -> bool {
+    true
+}
+fn d_linear() -> String {
+    "linear".into()
+}
+fn d_minmax() -> String {
+    "minmax".into()
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system.
+fn lexical_normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// An error about `key` of the config file `path`.
+fn bad(path: &Path, key: &str, cause: impl std::fmt::Display) -> Error {
+    Error::content(path, format!("{key}: {cause}"))
+}
+
+impl RunConfig {
+    /// Reads and checks a config file; relative paths become absolute (relative to the file),
+    /// defaults are filled in, so that the result, written back, describes the run completely.
+    pub fn read(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
+        let mut config: RunConfig = toml::from_str(&text).map_err(|e| Error::format(path, toml_error(&text, &e)))?;
+        let base = std::path::absolute(path)
+            .map_err(|e| Error::open(path, e))?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        config.resolve(path, &base)?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn resolve(&mut self, path: &Path, base: &Path) -> Result<()> {
+        let abs = |p: &Path| lexical_normalize(&base.join(p));
+        if self.run.name.is_none() {
+            self.run.name = Some(path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
+        }
+        self.model.path = abs(&self.model.path);
+        for d in &mut self.domains {
+            d.inputs = d.inputs.iter().map(|p| abs(p)).collect();
+        }
+        Ok(())
+    }
+
+    /// Every check that needs no file but the config itself.
+    fn check(&self, path: &Path) -> Result<()> {
+        let name = self.name();
+        if !is_file_name(name) {
+            return Err(bad(path, "run.name", format!("'{name}' must be letters, digits, '_' or '-'")));
+        }
+        if self.run.formats.is_empty() {
+            return Err(bad(path, "run.formats", "name at least one of fits, h5, npy"));
+        }
+        for (i, f) in self.run.formats.iter().enumerate() {
+            if !FORMATS.contains(&f.as_str()) {
+                return Err(bad(path, "run.formats", format!("unknown format '{f}' (fits, h5, npy)")));
+            }
+            if self.run.formats[..i].contains(f) {
+                return Err(bad(path, "run.formats", format!("'{f}' is listed twice")));
+            }
+        }
+        crate::model::parse_device(&self.model.device).map_err(|e| bad(path, "model.device", e))?;
+        crate::model::parse_dtype(&self.model.dtype).map_err(|e| bad(path, "model.dtype", e))?;
+        if self.model.batch == 0 {
+            return Err(bad(path, "model.batch", "must be at least 1"));
+        }
+        let inv = &self.inversion;
+        if inv.steps < 2 {
+            return Err(bad(path, "inversion.steps", format!("the grid needs at least 2 points, got {}", inv.steps)));
+        }
+        if inv.t0 == 0 {
+            return Err(bad(path, "inversion.t0", "must be at least 1"));
+        }
+        if inv.steps - 1 > inv.t0 {
+            return Err(bad(path, "inversion.steps", format!("{} grid points need t0 >= {}", inv.steps, inv.steps - 1)));
+        }
+        if let Some(c) = inv.clip {
+            if !(c > 0.0 && c.is_finite()) {
+                return Err(bad(path, "inversion.clip", format!("must be a positive number, got {c}")));
+            }
+        }
+        self.prior_kind().map_err(|e| bad(path, "prior.kind", e))?;
+        let s = &self.sampling;
+        if s.count == 0 {
+            return Err(bad(path, "sampling.count", "must be at least 1"));
+        }
+        s.candidates.parse::<CandidateKind>().map_err(|e| bad(path, "sampling.candidates", e))?;
+        let tests = self.tests().map_err(|e| bad(path, "sampling.tests", e))?;
+        if !(tests.distance || tests.origin_angle || tests.pair_angle) {
+            return Err(bad(path, "sampling.tests", "name at least one of distance, origin, pair"));
+        }
+        if s.k < 2 {
+            return Err(bad(path, "sampling.k", format!("needs at least 2 real latents per test, got {}", s.k)));
+        }
+        let [lo, hi] = s.band;
+        if !(0.0..100.0).contains(&lo) || !(lo < hi && hi <= 100.0) {
+            return Err(bad(path, "sampling.band", format!("[{lo}, {hi}]: need 0 <= LOW < HIGH <= 100")));
+        }
+        if s.budget < s.count {
+            return Err(bad(path, "sampling.budget", format!("{} candidates cannot give {} maps", s.budget, s.count)));
+        }
+        self.spectrum_options().map_err(|e| bad(path, "validation", e))?;
+        if self.domains.is_empty() {
+            return Err(bad(path, "domain", "no [[domain]] table: name at least one set of maps"));
+        }
+        for (i, d) in self.domains.iter().enumerate() {
+            let key = |k: &str| format!("domain[{i}].{k}");
+            if !is_file_name(&d.name) {
+                return Err(bad(path, &key("name"), format!("'{}' must be letters, digits, '_' or '-'", d.name)));
+            }
+            if self.domains[..i].iter().any(|o| o.name == d.name) {
+                return Err(bad(path, &key("name"), format!("two domains are named '{}'", d.name)));
+            }
+            if d.inputs.is_empty() {
+                return Err(bad(path, &key("inputs"), "name at least one file"));
+            }
+            if d.max_maps == Some(0) {
+                return Err(bad(path, &key("max_maps"), "must be at least 1"));
+            }
+            if d.channels.is_some() && d.band_map.is_some() {
+                return Err(bad(path, &key("band_map"), "give channels or band_map, not both"));
+            }
+            if d.channels == Some(0) {
+                return Err(bad(path, &key("channels"), "must be at least 1"));
+            }
+            if let Some(HduKey::Name(h)) = &d.hdu {
+                h.parse::<HduSelector>().map_err(|e| bad(path, &key("hdu"), e))?;
+            }
+            self.prep_spec(d, 1).map_err(|e| bad(path, &format!("domain[{i}] ({})", d.name), e))?;
+        }
+        Ok(())
+    }
+
+    /// The run's name.
+    pub fn name(&self) -> &str {
+        self.run.name.as_deref().unwrap_or("run")
+    }
+
+    pub fn prior_kind(&self) -> Result<PriorKind> {
+        self.prior.kind.parse()
+    }
+
+    pub fn tests(&self) -> Result<TestSpec> {
+        let s = &self.sampling;
+        TestSpec::parse(s.k, (s.band[0], s.band[1]), &s.tests)
+    }
+
+    pub fn spectrum_options(&self) -> Result<PowerSpectrumOptions> {
+        let v = &self.validation;
+        if let Some([lo, hi]) = v.fit_range {
+            if !(lo >= 0.0 && lo < hi) {
+                return Err(Error::Invalid(format!("fit_range [{lo}, {hi}]: need 0 <= LOW < HIGH")));
+            }
+        }
+        if let Some(b) = v.beam_fwhm {
+            if !(b > 0.0 && b.is_finite()) {
+                return Err(Error::Invalid(format!("beam_fwhm must be a positive number of pixels, got {b}")));
+            }
+        }
+        Ok(PowerSpectrumOptions {
+            apodize: v.apodize.as_deref().map(str::parse::<Apodization>).transpose()?,
+            beam_fwhm: v.beam_fwhm,
+            fit_range: v.fit_range.map(|[a, b]| (a, b)),
+            log_bins: false,
+            binsize: None,
+        })
+    }
+
+    /// Which HDU or dataset of the domain's files to read.
+    pub fn selection(d: &DomainSection) -> Result<Selection> {
+        let hdu = match &d.hdu {
+            Some(HduKey::Index(i)) => Some(HduSelector::Index(*i)),
+            Some(HduKey::Name(n)) => Some(n.parse::<HduSelector>()?),
+            None => None,
+        };
+        Ok(Selection { hdu, dataset: d.dataset.clone() })
+    }
+
+    /// The domain's normalization and geometry; `model_channels` is used when the domain names
+    /// neither `channels` nor `band_map`.
+    pub fn prep_spec(&self, d: &DomainSection, model_channels: usize) -> Result<PrepSpec> {
+        let range: RangeSpec = d.range.parse()?;
+        let transform = TransformSpec::parse(&d.transform, range, d.offset, d.softening)?;
+        if d.offset.is_some() && !matches!(transform, TransformSpec::Log10 { .. }) {
+            return Err(Error::Invalid("offset applies to transform = \"log10\" only".into()));
+        }
+        if d.softening.is_some() && !matches!(transform, TransformSpec::Asinh { .. }) {
+            return Err(Error::Invalid("softening applies to transform = \"asinh\" only".into()));
+        }
+        let geometry = Geometry {
+            crop: d.crop.as_deref().map(str::parse::<Crop>).transpose()?,
+            tile: d.tile.as_deref().map(str::parse::<Tile>).transpose()?,
+            size: d.size,
+        };
+        let channels = match &d.band_map {
+            Some(b) => ChannelMap::Bands { band_of_channel: b.clone() },
+            None => ChannelMap::Replicate { channels: d.channels.unwrap_or(model_channels) },
+        };
+        channels.validate()?;
+        Ok(PrepSpec { transform, geometry, channels })
+    }
+
+    /// The config as TOML (what `config.toml` of a run holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the config serializes")
+    }
+}
+
+/// A TOML error on one line: where, then what.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("invalid config at line {line}, column {column}: {msg}")
+        }
+        None => format!("invalid config: {msg}"),
+    }
+}
+
+fn is_file_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Dotted keys whose values differ between two configs (for resume errors).
+pub fn differing_keys(a: &RunConfig, b: &RunConfig) -> Vec<String> {
+    let va = toml::Value::try_from(a).expect("serializes");
+    let vb = toml::Value::try_from(b).expect("serializes");
+    let mut out = Vec::new();
+    diff(&va, &vb, "", &mut out);
+    out
+}
+
+fn diff(a: &toml::Value, b: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+    match (a, b) {
+        (toml::Value::Table(ta), toml::Value::Table(tb)) => {
+            let mut keys: Vec<&String> = ta.keys().chain(tb.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                match (ta.get(k), tb.get(k)) {
+                    (Some(x), Some(y)) => diff(x, y, &key(k), out),
+                    _ => out.push(key(k)),
+                }
+            }
+        }
+        (toml::Value::Array(xa), toml::Value::Array(xb)) if xa.len() == xb.len() && xa.iter().all(|v| v.is_table()) => {
+            for (i, (x, y)) in xa.iter().zip(xb).enumerate() {
+                diff(x, y, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const MINIMAL: &str = "[model]\npath = \"m\"\n[[domain]]\nname = \"a\"\ninputs = [\"x.fits\"]\n";
+
+    #[test]
+    fn defaults_are_filled_and_paths_resolved_against_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = RunConfig::read(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(c.name(), "c");
+        assert_eq!(c.inversion.steps, 50);
+        assert_eq!(c.sampling.band, [5.0, 95.0]);
+        assert!(c.model.path.is_absolute() && c.model.path.ends_with("m"));
+        assert_eq!(c.domains[0].inputs[0], std::path::absolute(dir.path()).unwrap().join("x.fits"));
+        let again: RunConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn unknown_keys_and_impossible_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (format!("{MINIMAL}[sampling]\ncuont = 3\n"), "cuont"),
+            (format!("{MINIMAL}[inversion]\nsteps = 1\n"), "inversion.steps"),
+            (format!("{MINIMAL}[inversion]\nsteps = 20\nt0 = 10\n"), "inversion.steps"),
+            (format!("{MINIMAL}[sampling]\nband = [50, 20]\n"), "sampling.band"),
+            (format!("{MINIMAL}[sampling]\ntests = [\"angle\"]\n"), "sampling.tests"),
+            (format!("{MINIMAL}[prior]\nkind = \"full\"\n"), "prior.kind"),
+            (format!("{MINIMAL}[run]\nformats = [\"png\"]\n"), "run.formats"),
+            (MINIMAL.replace("path = \"m\"", "path = \"m\"\nbatch = 0"), "model.batch"),
+            (MINIMAL.replace("\"a\"", "\"a b\""), "domain[0].name"),
+            (format!("{MINIMAL}transform = \"sqrt\"\n"), "domain[0] (a)"),
+            (format!("{MINIMAL}[[domain]]\nname = \"a\"\ninputs = [\"y.fits\"]\n"), "two domains"),
+            ("[[domain]]\nname = \"a\"\ninputs = [\"x.fits\"]\n".to_string(), "model"),
+        ];
+        for (text, key) in cases {
+            let err = RunConfig::read(&write(dir.path(), &text)).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}\n→ {err}");
+            assert!(err.contains("c.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn differing_keys_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = RunConfig::read(&write(dir.path(), MINIMAL)).unwrap();
+        let mut b = a.clone();
+        b.sampling.count = 3;
+        b.domains[0].transform = "log10".into();
+        assert_eq!(differing_keys(&a, &b), vec!["domain[0].transform", "sampling.count"]);
+        assert!(differing_keys(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn lexical_normalization_drops_dot_dot() {
+        assert_eq!(lexical_normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+    }
+}

@@ -1,0 +1,225 @@
+//! `expanse run`: config errors before any work, dry runs, refusing to overwrite, and a run
+//! killed twice (SIGKILL during inversion, then during decoding) and resumed giving the same
+//! files as an uninterrupted run.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{expanse, ok};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A small run on the shipped base model: 8 cloud maps, batch 2, a 10-point grid, 4 samples.
+fn small_config(dir: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[run]
+name = "small"
+seed = 3
+formats = ["fits", "npy"]
+
+[model]
+path = "{model}"
+batch = 2
+
+[inversion]
+steps = 10
+
+[sampling]
+count = 4
+k = 5
+budget = 50000
+
+[[domain]]
+name = "clouds"
+inputs = ["{maps}"]
+max_maps = 8
+transform = "log10"
+size = 32
+{extra}"#,
+        model = root().join("data/models/expanse-natural-32").display(),
+        maps = root().join("data/samples/clouds_64.fits").display(),
+    );
+    let path = dir.join("small.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// SHA-256 of every file of a run folder except the manifest and the log (which hold times).
+fn hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+                if rel != Path::new("manifest.json") && rel != Path::new("run.log") {
+                    let hash = expanse::pipeline::manifest::FileHash::of(&p, &rel).unwrap().sha256;
+                    out.insert(rel, hash);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Starts a run and SIGKILLs it as soon as `marker` (relative to the run folder) exists.
+fn run_and_kill_at(config: &Path, out: &Path, resume: bool, marker: &str) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_expanse"));
+    cmd.arg("run").arg(config).arg("--out").arg(out);
+    if resume {
+        cmd.arg("--resume");
+    }
+    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    while !out.join(marker).exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before {marker} appeared");
+        assert!(start.elapsed() < Duration::from_secs(300), "{marker} never appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn manifest(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_killed_and_resumed_run_writes_the_same_files_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(dir.path(), "");
+    let out = dir.path().join("run");
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(stdout.contains("| clouds | 8 |"), "{stdout}");
+    let m = manifest(&out);
+    assert_eq!(m["complete"], true);
+    assert_eq!(m["stages"].as_object().unwrap().len(), 6);
+    assert_eq!(m["stages"]["invert/clouds"]["counts"]["unet_evaluations"], 8 * 9);
+    assert_eq!(m["stages"]["decode/clouds"]["counts"]["unet_evaluations"], 4 * 10);
+    assert_eq!(m["seeds"]["run"], 3);
+    assert_eq!(m["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
+    let reference = hashes(&out);
+    for f in ["config.toml", "summary.md", "stacks/clouds.h5", "stacks/clouds.real.fits", "latents/clouds.h5", "prior/prior.h5",
+        "samples/clouds.latents.npy", "samples/clouds.fits", "samples/clouds.npy", "samples/clouds.npy.json", "samples/clouds.png",
+        "report/clouds/report.json", "report/clouds/power_spectra.png"]
+    {
+        assert!(reference.contains_key(Path::new(f)), "missing {f}: {:?}", reference.keys());
+    }
+    assert!(!out.join("latents/clouds.partial").exists() && !out.join("samples/clouds.partial").exists());
+
+    // The same run in the same folder, killed during inversion and again during decoding.
+    std::fs::remove_dir_all(&out).unwrap();
+    run_and_kill_at(&config, &out, false, "latents/clouds.partial/batch_00000.npy");
+    assert!(manifest(&out)["stages"].get("invert/clouds").is_none());
+    run_and_kill_at(&config, &out, true, "samples/clouds.partial/batch_00000.npy");
+    let m = manifest(&out);
+    assert!(m["stages"].get("decode/clouds").is_none() && m["complete"] == false);
+    assert!(m["stages"]["invert/clouds"]["counts"]["batches_from_checkpoints"].as_u64().unwrap() >= 1);
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    assert!(stdout.contains("invert/clouds: finished earlier, kept"), "{stdout}");
+    assert!(manifest(&out)["stages"]["decode/clouds"]["counts"]["batches_from_checkpoints"].as_u64().unwrap() >= 1);
+    assert_eq!(hashes(&out), reference);
+
+    // Resuming a finished run redoes nothing; a damaged output is redone, with what follows it.
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    assert!(stdout.contains("0 stage(s) run, 6 kept"), "{stdout}");
+    std::fs::write(out.join("samples/clouds.npy.json"), "{}").unwrap();
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    assert!(stdout.contains("2 stage(s) run, 4 kept"), "{stdout}");
+    assert_eq!(hashes(&out), reference);
+}
+
+#[test]
+fn a_run_folder_is_not_overwritten_and_resume_needs_the_same_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(dir.path(), "");
+    let out = dir.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let r = expanse(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("already exists and is not empty"), "{err}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+
+    // A started run, then the config changes: resume refuses and names the keys.
+    let out = dir.path().join("run2");
+    run_and_kill_at(&config, &out, false, "stacks/clouds.h5");
+    small_config(dir.path(), "range = \"percentile:1,99\"\n");
+    replace_in(&config, "count = 4", "count = 5");
+    let r = expanse(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("domain[0].range") && err.contains("sampling.count"), "{err}");
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_cost_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(dir.path(), "");
+    let out = dir.path().join("run");
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dry-run"]);
+    assert!(stdout.contains("domain clouds: 32 map(s) read, 8 image(s) of 3x32x32"), "{stdout}");
+    assert!(stdout.contains("invert/clouds") && stdout.contains(" 72\n"), "{stdout}");
+    assert!(stdout.contains("decode/clouds") && stdout.contains(" 40\n"), "{stdout}");
+    assert!(stdout.contains("total") && stdout.contains(" 112\n"), "{stdout}");
+    assert!(stdout.contains("memory estimate ~"), "{stdout}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn config_errors_name_the_key_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let cases: Vec<(String, &str)> = vec![
+        ("samples = 3\n".into(), "samples"),
+        ("[prior]\nkind = \"full\"\n".into(), "prior.kind"),
+        ("channels = 1\n".into(), "1 channel(s) but the model takes 3"),
+        ("[[domain]]\nname = \"clouds\"\ninputs = [\"x.fits\"]\n".into(), "two domains are named 'clouds'"),
+        ("[[domain]]\nname = \"b\"\ninputs = [\"missing.fits\"]\n".into(), "missing.fits"),
+        ("[[domain]]\nname = \"b\"\ninputs = [\"small.toml\"]\n".into(), "small.toml"),
+        ("softening = 2.0\n".into(), "softening applies to transform"),
+    ];
+    for (extra, needle) in cases {
+        let config = small_config(dir.path(), &extra);
+        let r = expanse(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{extra}: {err}");
+        assert!(err.contains(needle), "{extra}\n→ {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!out.exists(), "{extra}: the run folder was created");
+    }
+    for (from, to, needle) in [("steps = 10", "steps = 10\nt0 = 2000", "t0 must be in 1..999"), ("size = 32", "size = 30", "divisible by 4"), ("max_maps = 8", "max_maps = 5", "sampling.k = 5 needs at least 6 maps")] {
+        let config = small_config(dir.path(), "");
+        replace_in(&config, from, to);
+        let r = expanse(&["run", config.to_str().unwrap(), "--dry-run"]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.code() == Some(1) && err.contains(needle), "{to}: {err}");
+    }
+}
+
+fn replace_in(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap().replace(from, to);
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn every_shipped_config_is_valid_and_the_local_ones_plan() {
+    for entry in std::fs::read_dir(root().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        let config = expanse::pipeline::RunConfig::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        if config.model.path.exists() {
+            let plan = expanse::pipeline::Plan::new(config, &path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(plan.domains.iter().all(|d| d.images > plan.config.sampling.k));
+        }
+    }
+}
