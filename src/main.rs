@@ -759,6 +759,12 @@ fn run_sample(a: SampleArgs) -> Result<()> {
     let band: Vec<f64> = a.band.split(',').map(|v| v.trim().parse::<f64>()).collect::<std::result::Result<_, _>>().context("--band: expected LOW,HIGH")?;
     let [lo, hi] = band[..] else { bail!("--band: expected LOW,HIGH") };
     let tests = TestSpec::parse(a.k, (lo, hi), &a.tests)?;
+    if a.domain.is_none() {
+        let names: Vec<String> = prior_file::read(&a.prior)?.into_iter().map(|p| p.name).collect();
+        if names.len() > 1 {
+            bail!("{} holds {} domains ({}): choose one with --domain", a.prior.display(), names.len(), names.join(", "));
+        }
+    }
     let prior = prior_file::read_domain(&a.prior, a.domain.as_deref())?;
     let input = latents::read_model_input(&a.latents)?;
     let z = geometry::flatten(&input.data);

@@ -198,12 +198,19 @@ fn config_errors_name_the_key_and_nothing_is_written() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(!out.exists(), "{extra}: the run folder was created");
     }
-    for (from, to, needle) in [("steps = 10", "steps = 10\nt0 = 2000", "t0 must be in 1..999"), ("size = 32", "size = 30", "divisible by 4"), ("max_maps = 8", "max_maps = 5", "sampling.k = 5 needs at least 6 maps")] {
+    for (from, to, needle) in [("steps = 10", "steps = 10\nt0 = 2000", "t0 must be in 1..999"), ("size = 32", "size = 30", "divisible by 4"), ("max_maps = 8", "max_maps = 5", "sampling.k = 5 needs at least 6 maps"),
+        ("batch = 2", "batch = 2\ndevice = \"gpu\"", "model.device"),
+        ("batch = 2", "batch = 2\ndevice = \"cuda\"", "without CUDA support")]
+    {
+        if cfg!(feature = "cuda") && to.contains("cuda") {
+            continue;
+        }
         let config = small_config(dir.path(), "");
         replace_in(&config, from, to);
-        let r = expanse(&["run", config.to_str().unwrap(), "--dry-run"]);
+        let r = expanse(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&r.stderr);
         assert!(r.status.code() == Some(1) && err.contains(needle), "{to}: {err}");
+        assert!(!out.exists(), "{to}: the run folder was created");
     }
 }
 

@@ -325,7 +325,11 @@ impl RunConfig {
                 return Err(bad(path, "run.formats", format!("'{f}' is listed twice")));
             }
         }
-        crate::model::parse_device(&self.model.device).map_err(|e| bad(path, "model.device", e))?;
+        let d = self.model.device.as_str();
+        let cuda_index = d.strip_prefix("cuda:").is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
+        if !(matches!(d, "cpu" | "cuda" | "metal") || cuda_index) {
+            return Err(bad(path, "model.device", format!("'{d}': expected cpu, cuda, cuda:N or metal")));
+        }
         crate::model::parse_dtype(&self.model.dtype).map_err(|e| bad(path, "model.dtype", e))?;
         if self.model.batch == 0 {
             return Err(bad(path, "model.batch", "must be at least 1"));

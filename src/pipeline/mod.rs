@@ -233,6 +233,9 @@ impl Plan {
             c.model.dtype,
             c.model.batch
         ));
+        if let Err(e) = model::parse_device(&c.model.device) {
+            t.push_str(&format!("note: {e}\n"));
+        }
         t.push_str(&format!(
             "grid {} points up to t0 = {} ({} inversion steps with {} fixed-point iteration(s), {} generation steps)\n",
             self.grid.len(),
@@ -289,6 +292,7 @@ impl Plan {
 
     /// Runs (or resumes) every stage in `run_dir`.
     pub fn execute(&self, config_path: &Path, run_dir: &Path, opts: &RunOptions) -> Result<RunSummary> {
+        model::parse_device(&self.config.model.device).map_err(|e| Error::content(config_path, format!("model.device: {e}")))?;
         let mut runner = Runner::open(self, config_path, run_dir, opts)?;
         let names: Vec<String> = self.domains.iter().map(|d| d.name.clone()).collect();
         let start = Instant::now();
