@@ -2,7 +2,10 @@
 //! maps with a frozen DDPM (Zhu et al. 2023, arXiv 2310.09213).
 //!
 //! Data flows one way: [`io`] reads maps → [`prep`] normalizes them into the model's range →
-//! later stages invert, fit priors, sample and validate. [`simulate`] makes sample maps.
+//! [`diffusion`] inverts them with the frozen [`model`] → [`prior`] fits per-domain Gaussians
+//! and samples new latents → [`diffusion`] decodes them → [`validate`] compares them with the
+//! real maps using [`stats`] and draws [`plot`] figures. [`pipeline`] chains every stage from
+//! one config into a resumable run folder; [`simulate`] makes sample maps.
 
 pub mod diffusion;
 pub mod error;
@@ -15,6 +18,7 @@ pub mod latents;
 pub mod plot;
 pub mod prior;
 pub mod prep;
+pub mod runtime;
 pub mod simulate;
 pub mod stats;
 pub mod validate;

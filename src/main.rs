@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use expanse::inspect::{self, fmt_num};
 use expanse::ingest::{self, IngestOptions};
 use expanse::io::{HduSelector, Selection};
-use expanse::prep::{ChannelMap, Crop, Geometry, PrepSpec, RangeSpec, Tile, TransformSpec};
+use expanse::prep::{PrepOptions, PrepSpec};
 use expanse::diffusion::{self, Ddim, NoiseSchedule};
 use expanse::latents;
 use expanse::pipeline::{Plan, RunConfig, RunOptions};
@@ -20,7 +20,7 @@ use expanse::simulate::{self, CloudSpec};
 use expanse::stats::power_spectrum::EnsembleSpectrum;
 use expanse::stats::{Apodization, PowerSpectrumOptions};
 use candle_core::{DType, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use ndarray::{Array4, Axis};
 
 /// Grow a handful of astrophysical maps into many statistically faithful synthetic maps with a
@@ -429,25 +429,17 @@ fn run_inspect(a: InspectArgs) -> Result<()> {
 }
 
 fn prep_spec(a: &IngestArgs) -> Result<PrepSpec> {
-    let range: RangeSpec = a.range.parse()?;
-    let transform = TransformSpec::parse(&a.transform, range, a.offset, a.softening)?;
-    if a.offset.is_some() && !matches!(transform, TransformSpec::Log10 { .. }) {
-        bail!("--offset applies to --transform log10 only");
-    }
-    if a.softening.is_some() && !matches!(transform, TransformSpec::Asinh { .. }) {
-        bail!("--softening applies to --transform asinh only");
-    }
-    let geometry = Geometry {
-        crop: a.crop.as_deref().map(str::parse::<Crop>).transpose()?,
-        tile: a.tile.as_deref().map(str::parse::<Tile>).transpose()?,
+    Ok(PrepSpec::parse(&PrepOptions {
+        transform: &a.transform,
+        range: &a.range,
+        offset: a.offset,
+        softening: a.softening,
+        crop: a.crop.as_deref(),
+        tile: a.tile.as_deref(),
         size: a.size,
-    };
-    let channels = match &a.band_map {
-        Some(b) => ChannelMap::Bands { band_of_channel: b.clone() },
-        None => ChannelMap::Replicate { channels: a.channels },
-    };
-    channels.validate()?;
-    Ok(PrepSpec { transform, geometry, channels })
+        channels: a.channels,
+        band_map: a.band_map.as_deref(),
+    })?)
 }
 
 fn run_ingest(a: IngestArgs) -> Result<()> {
@@ -519,14 +511,7 @@ fn load_model(a: &ModelArgs) -> Result<Ddpm> {
 }
 
 fn progress(total: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(total);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:32}] {pos}/{len} {per_sec} elapsed {elapsed} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
+    expanse::runtime::progress_bar(total, what)
 }
 
 fn ddim_for(model: &Ddpm, g: &GridArgs, fixed_point: usize) -> Result<Ddim> {
@@ -671,13 +656,6 @@ fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
     Ok(())
 }
 
-/// Peak resident memory of this process (Linux), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
 
 fn run_bench(a: BenchArgs) -> Result<()> {
     let ddpm = load_model(&a.model)?;
@@ -717,7 +695,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         1e3 * times[0],
         1e3 * times[times.len() - 1]
     );
-    if let Some(m) = peak_rss_mib() {
+    if let Some(m) = expanse::runtime::peak_memory_mib() {
         println!("peak resident memory: {m:.0} MiB");
     }
     Ok(())

@@ -71,8 +71,8 @@ fn hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
     out
 }
 
-/// Starts a run and SIGKILLs it as soon as `marker` (relative to the run folder) exists.
-fn run_and_kill_at(config: &Path, out: &Path, resume: bool, marker: &str) {
+/// Starts a run and waits until `marker` (relative to the run folder) exists.
+fn start_and_wait_for(config: &Path, out: &Path, resume: bool, marker: &str) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_expanse"));
     cmd.arg("run").arg(config).arg("--out").arg(out);
     if resume {
@@ -85,6 +85,12 @@ fn run_and_kill_at(config: &Path, out: &Path, resume: bool, marker: &str) {
         assert!(start.elapsed() < Duration::from_secs(300), "{marker} never appeared");
         std::thread::sleep(Duration::from_millis(5));
     }
+    child
+}
+
+/// Starts a run and SIGKILLs it as soon as `marker` exists.
+fn run_and_kill_at(config: &Path, out: &Path, resume: bool, marker: &str) {
+    let mut child = start_and_wait_for(config, out, resume, marker);
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -151,9 +157,15 @@ fn a_run_folder_is_not_overwritten_and_resume_needs_the_same_config() {
     assert!(err.contains("already exists and is not empty"), "{err}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 
-    // A started run, then the config changes: resume refuses and names the keys.
+    // While a run works on a folder, a second process may not.
     let out = dir.path().join("run2");
-    run_and_kill_at(&config, &out, false, "stacks/clouds.h5");
+    let mut child = start_and_wait_for(&config, &out, false, "stacks/clouds.h5");
+    let r = expanse(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.code() == Some(1) && err.contains("another expanse process"), "{err}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The config changes: resume refuses and names the keys.
     small_config(dir.path(), "range = \"percentile:1,99\"\n");
     replace_in(&config, "count = 4", "count = 5");
     let r = expanse(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
@@ -187,7 +199,7 @@ fn config_errors_name_the_key_and_nothing_is_written() {
         ("[[domain]]\nname = \"clouds\"\ninputs = [\"x.fits\"]\n".into(), "two domains are named 'clouds'"),
         ("[[domain]]\nname = \"b\"\ninputs = [\"missing.fits\"]\n".into(), "missing.fits"),
         ("[[domain]]\nname = \"b\"\ninputs = [\"small.toml\"]\n".into(), "small.toml"),
-        ("softening = 2.0\n".into(), "softening applies to transform"),
+        ("softening = 2.0\n".into(), "softening applies to the asinh transform only"),
     ];
     for (extra, needle) in cases {
         let config = small_config(dir.path(), &extra);

@@ -441,7 +441,7 @@ pub fn provenance_lines(p: &super::Provenance) -> Vec<String> {
     lines
 }
 
-/// Reads the provenance JSON written by [`write`] (keyword EXPPROV), if present.
+/// Reads the provenance JSON written by [`write()`] (keyword EXPPROV), if present.
 pub fn read_provenance(path: &Path) -> Result<Option<super::Provenance>> {
     let h = Handle::open(path)?;
     h.goto(0)?;

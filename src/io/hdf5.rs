@@ -288,7 +288,7 @@ pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
     file.close().map_err(werr)
 }
 
-/// Reads the provenance JSON written by [`write`], if present.
+/// Reads the provenance JSON written by [`write()`], if present.
 pub fn read_provenance(path: &Path) -> Result<Option<super::Provenance>> {
     let file = open(path)?;
     let attrs = attributes(&file);

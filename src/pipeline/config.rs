@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::io::{HduSelector, Selection};
-use crate::prep::{ChannelMap, Crop, Geometry, PrepSpec, RangeSpec, Tile, TransformSpec};
+use crate::prep::{PrepOptions, PrepSpec};
 use crate::prior::geometry::{CandidateKind, TestSpec};
 use crate::prior::PriorKind;
 use crate::stats::{Apodization, PowerSpectrumOptions};
@@ -449,25 +449,17 @@ impl RunConfig {
     /// The domain's normalization and geometry; `model_channels` is used when the domain names
     /// neither `channels` nor `band_map`.
     pub fn prep_spec(&self, d: &DomainSection, model_channels: usize) -> Result<PrepSpec> {
-        let range: RangeSpec = d.range.parse()?;
-        let transform = TransformSpec::parse(&d.transform, range, d.offset, d.softening)?;
-        if d.offset.is_some() && !matches!(transform, TransformSpec::Log10 { .. }) {
-            return Err(Error::Invalid("offset applies to transform = \"log10\" only".into()));
-        }
-        if d.softening.is_some() && !matches!(transform, TransformSpec::Asinh { .. }) {
-            return Err(Error::Invalid("softening applies to transform = \"asinh\" only".into()));
-        }
-        let geometry = Geometry {
-            crop: d.crop.as_deref().map(str::parse::<Crop>).transpose()?,
-            tile: d.tile.as_deref().map(str::parse::<Tile>).transpose()?,
+        PrepSpec::parse(&PrepOptions {
+            transform: &d.transform,
+            range: &d.range,
+            offset: d.offset,
+            softening: d.softening,
+            crop: d.crop.as_deref(),
+            tile: d.tile.as_deref(),
             size: d.size,
-        };
-        let channels = match &d.band_map {
-            Some(b) => ChannelMap::Bands { band_of_channel: b.clone() },
-            None => ChannelMap::Replicate { channels: d.channels.unwrap_or(model_channels) },
-        };
-        channels.validate()?;
-        Ok(PrepSpec { transform, geometry, channels })
+            channels: d.channels.unwrap_or(model_channels),
+            band_map: d.band_map.as_deref(),
+        })
     }
 
     /// The config as TOML (what `config.toml` of a run holds).

@@ -29,7 +29,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use ndarray::{s, Array4, Axis};
 use serde_json::{json, Value};
 
@@ -365,8 +365,35 @@ impl Log {
     }
 }
 
+/// `.lock` in a run folder: the id of the process working on it, removed when it ends. A lock
+/// whose process is gone (a killed run) is taken over.
+struct RunLock(PathBuf);
+
+impl RunLock {
+    fn acquire(dir: &Path) -> Result<RunLock> {
+        let path = dir.join(".lock");
+        if let Some(pid) = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok()) {
+            if pid != std::process::id() && Path::new("/proc").join(pid.to_string()).exists() {
+                return Err(Error::write(
+                    dir,
+                    format!("another expanse process (pid {pid}) is working on this run folder (if it is not, delete {})", path.display()),
+                ));
+            }
+        }
+        std::fs::write(&path, std::process::id().to_string()).map_err(|e| Error::write(&path, e))?;
+        Ok(RunLock(path))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 struct Runner<'a> {
     plan: &'a Plan,
+    _lock: RunLock,
     dir: PathBuf,
     manifest: Manifest,
     /// A stage ran in this invocation: every later stage runs too.
@@ -406,25 +433,12 @@ fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
-fn peak_memory_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn progress_bar(total: u64, what: &str, echo: bool) -> ProgressBar {
-    if !echo {
-        return ProgressBar::hidden();
+    if echo {
+        crate::runtime::progress_bar(total, what)
+    } else {
+        ProgressBar::hidden()
     }
-    let pb = ProgressBar::new(total);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>16} [{bar:32}] {pos}/{len} UNet steps {per_sec} elapsed {elapsed} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
 }
 
 type StageOutput = (Vec<PathBuf>, BTreeMap<String, Value>);
@@ -439,7 +453,8 @@ impl<'a> Runner<'a> {
         }
         let log = Log { path: dir.join("run.log"), echo: opts.echo };
         let inputs: Vec<PathBuf> = plan.config.domains.iter().flat_map(|d| d.inputs.iter().cloned()).collect();
-        let manifest = if exists && manifest_file.is_file() && opts.resume {
+        let (manifest, lock) = if exists && manifest_file.is_file() && opts.resume {
+            let lock = RunLock::acquire(dir)?;
             let old = Manifest::read(&manifest_file)?;
             let stored_text = std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(&e)))?;
             let stored: RunConfig = toml::from_str(&stored_text).map_err(|e| Error::format(&config_file, config::toml_error(&stored_text, &e)))?;
@@ -461,13 +476,14 @@ impl<'a> Runner<'a> {
             }
             remove_stale_temporaries(dir);
             log.line(&format!("resuming run '{}' in {} ({} stage(s) recorded)", plan.config.name(), dir.display(), old.stages.len()))?;
-            old
+            (old, lock)
         } else {
             if exists {
                 let hint = if manifest_file.is_file() { "pass --resume to continue it, or" } else { "not a run folder:" };
                 return Err(Error::write(dir, format!("already exists and is not empty; {hint} choose another --out")));
             }
             std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
+            let lock = RunLock::acquire(dir)?;
             crate::io::write_text(&config_file, &plan.config.to_toml())?;
             let mut seeds = BTreeMap::new();
             seeds.insert("run".to_string(), plan.config.run.seed);
@@ -490,10 +506,11 @@ impl<'a> Runner<'a> {
             };
             m.write(&manifest_file)?;
             log.line(&format!("run '{}' from {} into {}", plan.config.name(), config_path.display(), dir.display()))?;
-            m
+            (m, lock)
         };
         Ok(Runner {
             plan,
+            _lock: lock,
             dir: dir.to_path_buf(),
             manifest,
             redo: false,
@@ -506,7 +523,7 @@ impl<'a> Runner<'a> {
     }
 
     fn save(&mut self) -> Result<()> {
-        self.manifest.peak_memory_mib = peak_memory_mib();
+        self.manifest.peak_memory_mib = crate::runtime::peak_memory_mib();
         self.manifest.write(&self.dir.join("manifest.json"))
     }
 

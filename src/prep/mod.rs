@@ -38,6 +38,51 @@ impl Default for PrepSpec {
     }
 }
 
+/// The user's normalization and geometry choices as written on the command line or in a run
+/// config, before parsing.
+#[derive(Debug, Clone, Default)]
+pub struct PrepOptions<'a> {
+    /// `linear`, `log10` or `asinh`.
+    pub transform: &'a str,
+    /// `minmax` or `percentile:LOW,HIGH`.
+    pub range: &'a str,
+    pub offset: Option<f64>,
+    pub softening: Option<f64>,
+    /// `X0,Y0,WIDTH,HEIGHT` or `center:SIZE`.
+    pub crop: Option<&'a str>,
+    /// `SIZE` or `SIZE:STRIDE`.
+    pub tile: Option<&'a str>,
+    pub size: Option<usize>,
+    /// Channels each map is copied into (ignored with `band_map`).
+    pub channels: usize,
+    pub band_map: Option<&'a [usize]>,
+}
+
+impl PrepSpec {
+    /// Parses and checks the choices.
+    pub fn parse(o: &PrepOptions) -> Result<PrepSpec> {
+        let range: RangeSpec = o.range.parse()?;
+        let transform = TransformSpec::parse(o.transform, range, o.offset, o.softening)?;
+        if o.offset.is_some() && !matches!(transform, TransformSpec::Log10 { .. }) {
+            return Err(Error::Invalid("offset applies to the log10 transform only".into()));
+        }
+        if o.softening.is_some() && !matches!(transform, TransformSpec::Asinh { .. }) {
+            return Err(Error::Invalid("softening applies to the asinh transform only".into()));
+        }
+        let geometry = Geometry {
+            crop: o.crop.map(str::parse::<Crop>).transpose()?,
+            tile: o.tile.map(str::parse::<Tile>).transpose()?,
+            size: o.size,
+        };
+        let channels = match o.band_map {
+            Some(b) => ChannelMap::Bands { band_of_channel: b.to_vec() },
+            None => ChannelMap::Replicate { channels: o.channels },
+        };
+        channels.validate()?;
+        Ok(PrepSpec { transform, geometry, channels })
+    }
+}
+
 /// The fitted, serializable normalization of one domain: everything needed to go back from
 /// model space to physical units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
