@@ -171,7 +171,7 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
     if let Some(real) = &opts.real {
         let stack = io::stack(&maps)?;
         let mut provenance = Provenance::new("ingest (real maps after geometry)", &maps);
-        provenance.records.insert("geometry".into(), serde_json::to_value(&opts.prep.geometry).expect("geometry serializes"));
+        provenance.records.insert("geometry".into(), serde_json::to_value(opts.prep.geometry).expect("geometry serializes"));
         let real_stack = OutputStack {
             data: stack.view().into_dyn(),
             mask: None,

@@ -221,42 +221,6 @@ pub fn separability(priors: &[GaussianPrior], latents: &[Array2<f64>]) -> Option
     Some(Separability { pairs, loo_nearest_centroid_accuracy: right as f64 / total as f64 })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::prior::PriorKind;
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-    use rand_distr::StandardNormal;
-
-    #[test]
-    fn ks_accepts_normal_samples_and_rejects_uniform_ones() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let g: Vec<f64> = (0..5000).map(|_| rng.sample(StandardNormal)).collect();
-        let t = ks_normal(&g);
-        assert!(t.p_value > 0.01 && t.statistic < 0.03, "{t:?}");
-        let u: Vec<f64> = (0..5000).map(|_| rng.random_range(-1.7..1.7)).collect();
-        assert!(ks_normal(&u).p_value < 1e-6);
-    }
-
-    #[test]
-    fn separated_domains_classify_and_gaussian_latents_pass_ks() {
-        let mut rng = ChaCha8Rng::seed_from_u64(2);
-        let d = 400;
-        let a = Array2::from_shape_fn((30, d), |_| 0.3 + rng.sample::<f64, _>(StandardNormal));
-        let b = Array2::from_shape_fn((30, d), |(_, j)| if j % 2 == 0 { -0.3 } else { 0.1 } + rng.sample::<f64, _>(StandardNormal));
-        let pa = GaussianPrior::fit("a", &a, [1, 20, 20], PriorKind::Scalar).unwrap();
-        let pb = GaussianPrior::fit("b", &b, [1, 20, 20], PriorKind::Scalar).unwrap();
-        let s = separability(&[pa.clone(), pb], &[a.clone(), b]).unwrap();
-        assert_eq!(s.loo_nearest_centroid_accuracy, 1.0);
-        assert!(s.pairs[0].mean_cosine < 0.0);
-        let diag = domain(&pa, &a);
-        assert!(diag.ks.statistic < 0.02, "{:?}", diag.ks);
-        assert!((diag.pair_angle_deg.mean - 60.0).abs() < 3.0, "{:?}", diag.pair_angle_deg);
-        assert!((diag.mean_norm_debiased - 0.3 * (d as f64).sqrt()).abs() < 1.0);
-    }
-}
-
 /// The diagnostics figure of `fit`: QQ of the standardized entries and histograms of
 /// distances, angles and norms, one series per domain.
 pub fn figure(diags: &[DomainDiagnostics], kind: PriorKind) -> PanelFigure {
@@ -304,4 +268,40 @@ pub fn table(diags: &[DomainDiagnostics], sep: Option<&Separability>) -> String 
         t.push_str(&format!("leave-one-out nearest-centroid accuracy: {:.1} %\n", 100.0 * s.loo_nearest_centroid_accuracy));
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prior::PriorKind;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use rand_distr::StandardNormal;
+
+    #[test]
+    fn ks_accepts_normal_samples_and_rejects_uniform_ones() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let g: Vec<f64> = (0..5000).map(|_| rng.sample(StandardNormal)).collect();
+        let t = ks_normal(&g);
+        assert!(t.p_value > 0.01 && t.statistic < 0.03, "{t:?}");
+        let u: Vec<f64> = (0..5000).map(|_| rng.random_range(-1.7..1.7)).collect();
+        assert!(ks_normal(&u).p_value < 1e-6);
+    }
+
+    #[test]
+    fn separated_domains_classify_and_gaussian_latents_pass_ks() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let d = 400;
+        let a = Array2::from_shape_fn((30, d), |_| 0.3 + rng.sample::<f64, _>(StandardNormal));
+        let b = Array2::from_shape_fn((30, d), |(_, j)| if j % 2 == 0 { -0.3 } else { 0.1 } + rng.sample::<f64, _>(StandardNormal));
+        let pa = GaussianPrior::fit("a", &a, [1, 20, 20], PriorKind::Scalar).unwrap();
+        let pb = GaussianPrior::fit("b", &b, [1, 20, 20], PriorKind::Scalar).unwrap();
+        let s = separability(&[pa.clone(), pb], &[a.clone(), b]).unwrap();
+        assert_eq!(s.loo_nearest_centroid_accuracy, 1.0);
+        assert!(s.pairs[0].mean_cosine < 0.0);
+        let diag = domain(&pa, &a);
+        assert!(diag.ks.statistic < 0.02, "{:?}", diag.ks);
+        assert!((diag.pair_angle_deg.mean - 60.0).abs() < 3.0, "{:?}", diag.pair_angle_deg);
+        assert!((diag.mean_norm_debiased - 0.3 * (d as f64).sqrt()).abs() < 1.0);
+    }
 }
