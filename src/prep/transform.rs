@@ -38,6 +38,12 @@ pub enum TransformSpec {
 impl TransformSpec {
     /// Parses `linear`, `log10`, `asinh` with a range (`minmax` or `LOW,HIGH` percentiles).
     pub fn parse(kind: &str, range: RangeSpec, offset: Option<f64>, softening: Option<f64>) -> Result<Self> {
+        if let Some(o) = offset.filter(|o| !o.is_finite()) {
+            return Err(Error::Invalid(format!("the log10 offset must be a finite number, got {o}")));
+        }
+        if let Some(s) = softening.filter(|s| !(*s > 0.0 && s.is_finite())) {
+            return Err(Error::Invalid(format!("the asinh softening must be a positive number, got {s}")));
+        }
         match kind {
             "linear" => Ok(TransformSpec::Linear { range }),
             "log10" | "log" => Ok(TransformSpec::Log10 { range, offset }),
@@ -241,6 +247,14 @@ mod tests {
             };
             assert!((back - x).abs() <= 1e-6 * x.abs() + scale, "{t:?}: {x} -> {back}");
         }
+    }
+
+    #[test]
+    fn non_finite_offsets_and_bad_softenings_are_refused() {
+        assert!(TransformSpec::parse("log10", RangeSpec::MinMax, Some(f64::NAN), None).is_err());
+        assert!(TransformSpec::parse("asinh", RangeSpec::MinMax, None, Some(-1.0)).is_err());
+        assert!(TransformSpec::parse("asinh", RangeSpec::MinMax, None, Some(f64::INFINITY)).is_err());
+        assert!(TransformSpec::parse("log10", RangeSpec::MinMax, Some(-3.0), None).is_ok());
     }
 
     #[test]
