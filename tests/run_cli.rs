@@ -157,6 +157,15 @@ fn a_run_folder_is_not_overwritten_and_resume_needs_the_same_config() {
     assert!(err.contains("already exists and is not empty"), "{err}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 
+    // A run killed before its manifest existed is started afresh by --resume.
+    let out3 = dir.path().join("run3");
+    std::fs::create_dir(&out3).unwrap();
+    std::fs::write(out3.join("config.toml"), "partial").unwrap();
+    std::fs::write(out3.join(".lock"), "4000000000").unwrap();
+    ok(&["run", config.to_str().unwrap(), "--out", out3.to_str().unwrap(), "--resume"]);
+    assert_eq!(manifest(&out3)["complete"], true);
+    assert!(!out3.join(".lock").exists());
+
     // While a run works on a folder, a second process may not.
     let out = dir.path().join("run2");
     let mut child = start_and_wait_for(&config, &out, false, "stacks/clouds.h5");

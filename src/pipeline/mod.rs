@@ -479,7 +479,18 @@ impl<'a> Runner<'a> {
             log.line(&format!("resuming run '{}' in {} ({} stage(s) recorded)", plan.config.name(), dir.display(), old.stages.len()))?;
             (old, lock)
         } else {
-            if exists {
+            // A run killed before its manifest was written left at most these behind.
+            let unstarted = || {
+                std::fs::read_dir(dir).map(|entries| {
+                    entries.flatten().all(|e| matches!(e.file_name().to_str(), Some("config.toml" | "run.log" | ".lock")))
+                })
+            };
+            if exists && opts.resume && !manifest_file.is_file() && unstarted().unwrap_or(false) {
+                let _lock = RunLock::acquire(dir)?;
+                for f in ["config.toml", "run.log"] {
+                    let _ = std::fs::remove_file(dir.join(f));
+                }
+            } else if exists {
                 let hint = if manifest_file.is_file() { "pass --resume to continue it, or" } else { "not a run folder:" };
                 return Err(Error::write(dir, format!("already exists and is not empty; {hint} choose another --out")));
             }
