@@ -548,6 +548,7 @@ impl<'a> Runner<'a> {
         if !self.redo {
             if let Some(rec) = self.manifest.stages.get(name) {
                 if self.intact(rec) {
+                    self.remove_checkpoints(name)?;
                     self.log.line(&format!("{name}: finished earlier, kept"))?;
                     self.kept.push(name.to_string());
                     return Ok(());
@@ -573,9 +574,29 @@ impl<'a> Runner<'a> {
         let shown: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {}", short(v))).collect();
         self.manifest.stages.insert(name.to_string(), StageRecord { seconds, counts, outputs: hashes, finished: utc_now() });
         self.save()?;
+        // Checkpoints go only once the manifest holds the stage, so that no kill loses work.
+        self.remove_checkpoints(name)?;
         self.log.line(&format!("{name}: done in {seconds:.1} s ({})", shown.join(", ")))?;
         self.ran.push(name.to_string());
         Ok(())
+    }
+
+    fn remove_checkpoints(&self, name: &str) -> Result<()> {
+        match self.partial_dir(name).filter(|p| p.is_dir()) {
+            Some(p) => std::fs::remove_dir_all(&p).map_err(|e| Error::write(&p, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Where stage `name` keeps its per-batch checkpoints (inversion and decoding only).
+    fn partial_dir(&self, name: &str) -> Option<PathBuf> {
+        let (kind, d) = name.split_once('/')?;
+        let folder = match kind {
+            "invert" => "latents",
+            "decode" => "samples",
+            _ => return None,
+        };
+        Some(self.path(&[folder, &format!("{d}.partial")]))
     }
 
     fn domain(&self, name: &str) -> &config::DomainSection {
@@ -690,7 +711,7 @@ impl<'a> Runner<'a> {
             ddim.clip,
             self.plan.config.model.batch
         );
-        let partial = self.path(&["latents", &format!("{d}.partial")]);
+        let partial = self.partial_dir(&format!("invert/{d}")).expect("inversion checkpoints");
         let steps = (ddim.seq.len() - 1) as u64;
         let (z, reused) = self.checkpointed(&partial, &key, &input.data, &format!("invert {d}"), steps, |r, chunk, pb| {
             let m = r.model()?;
@@ -702,7 +723,6 @@ impl<'a> Runner<'a> {
             ("model", json!({"folder": m.dir, "weights": m.weights_file, "dtype": format!("{:?}", m.dtype), "device": model::device_name(&m.device)})),
         ];
         let written = latents::write_model_output(&self.path(&["latents", &format!("{d}.h5")]), &z, "run: invert", &input, records)?;
-        std::fs::remove_dir_all(&partial).map_err(|e| Error::write(&partial, e))?;
         let mut counts = BTreeMap::new();
         counts.insert("latents".into(), json!(z.len_of(Axis(0))));
         counts.insert("unet_evaluations".into(), json!(self.plan.unet_evaluations(&format!("invert/{d}"))));
@@ -764,7 +784,7 @@ impl<'a> Runner<'a> {
         let input: ModelInput = latents::read_model_input(&latents_path)?;
         let ddim = self.ddim()?;
         let key = format!("{}\n{:?}\nbatch {}\n", FileHash::of(&latents_path, &latents_path)?.sha256, ddim.seq, self.plan.config.model.batch);
-        let partial = self.path(&["samples", &format!("{d}.partial")]);
+        let partial = self.partial_dir(&format!("decode/{d}")).expect("decoding checkpoints");
         let steps = ddim.seq.len() as u64;
         let (images, reused) = self.checkpointed(&partial, &key, &input.data, &format!("decode {d}"), steps, |r, chunk, pb| {
             let m = r.model()?;
@@ -775,7 +795,6 @@ impl<'a> Runner<'a> {
         let paths: Vec<PathBuf> = self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
         let title = format!("{} synthetic maps of '{d}'", images.len_of(Axis(0)));
         let (written, physical) = latents::write_maps(&paths, &images, "run: decode", &input, records, &title)?;
-        std::fs::remove_dir_all(&partial).map_err(|e| Error::write(&partial, e))?;
         let mut counts = BTreeMap::new();
         counts.insert("maps".into(), json!(images.len_of(Axis(0))));
         counts.insert("physical_units".into(), json!(physical));
