@@ -10,7 +10,7 @@ use expanse::inspect::{self, fmt_num};
 use expanse::ingest::{self, IngestOptions};
 use expanse::io::{HduSelector, Selection};
 use expanse::prep::{PrepOptions, PrepSpec};
-use expanse::diffusion::{self, Ddim, NoiseSchedule};
+use expanse::diffusion::{self, Ddim};
 use expanse::latents;
 use expanse::pipeline::{Plan, RunConfig, RunOptions};
 use expanse::model::{self, Ddpm};
@@ -515,17 +515,7 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 }
 
 fn ddim_for(model: &Ddpm, g: &GridArgs, fixed_point: usize) -> Result<Ddim> {
-    let mut ddim = Ddim::new(NoiseSchedule::from_config(&model.scheduler)?, g.steps, g.t0)?;
-    ddim.fixed_point = fixed_point;
-    ddim.clip = g.clip;
-    Ok(ddim)
-}
-
-fn grid_record(ddim: &Ddim, model: &Ddpm) -> Vec<(&'static str, serde_json::Value)> {
-    vec![
-        ("ddim", serde_json::json!({"seq": ddim.seq, "steps": ddim.seq.len(), "t0": ddim.seq.last(), "fixed_point": ddim.fixed_point, "clip": ddim.clip, "epsilon_at": "source level"})),
-        ("model", serde_json::json!({"folder": model.dir, "weights": model.weights_file, "dtype": format!("{:?}", model.dtype), "device": model::device_name(&model.device)})),
-    ]
+    Ok(Ddim::for_model(model, g.steps, g.t0, fixed_point, g.clip)?)
 }
 
 fn batches(n: usize, batch: usize) -> u64 {
@@ -574,7 +564,7 @@ fn run_invert(a: InvertArgs) -> Result<()> {
     let z = ddim.invert(&ddpm, &input.data, a.model.batch, &pb)?;
     pb.finish_and_clear();
     let evals = diffusion::unet_evaluations(&ddim, n, true, false);
-    let written = latents::write_model_output(&a.out, &z, "invert", &input, grid_record(&ddim, &ddpm))?;
+    let written = latents::write_model_output(&a.out, &z, "invert", &input, ddim.records(&ddpm))?;
     println!(
         "inverted {n} map(s) to level {} in {} steps ({} UNet evaluations per map, {:.1} s); wrote {}",
         a.grid.t0,
@@ -597,7 +587,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
     let pb = progress(ddim.seq.len() as u64 * batches(n, a.model.batch), "generate");
     let x = ddim.generate(&ddpm, &input.data, a.eta, a.seed, a.model.batch, &pb)?;
     pb.finish_and_clear();
-    let mut rec = grid_record(&ddim, &ddpm);
+    let mut rec = ddim.records(&ddpm);
     rec.push(("generation", serde_json::json!({"eta": a.eta, "seed": a.seed})));
     let written = latents::write_model_output(&a.out, &x, "generate", &input, rec)?;
     println!("generated {n} map(s) in {} steps; wrote {}", ddim.seq.len(), written[0].display());
@@ -636,7 +626,7 @@ fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
         diffusion::unet_evaluations(&ddim, n, false, true)
     );
     if let Some(out) = &a.out {
-        let mut rec = grid_record(&ddim, &ddpm);
+        let mut rec = ddim.records(&ddpm);
         rec.push(("reconstruction_mse", serde_json::json!(errors.iter().map(|e| e.mse).collect::<Vec<_>>())));
         let written = latents::write_model_output(out, &x, "reconstruct", &input, rec)?;
         println!("wrote {}", written[0].display());
@@ -760,7 +750,7 @@ fn run_sample(a: SampleArgs) -> Result<()> {
     let seq: Vec<usize> = serde_json::from_value(ddim_rec["seq"].clone()).context("bad DDIM grid record")?;
     let ddpm = load_model(&a.model)?;
     ddpm.check_input(c, h, w)?;
-    let ddim = Ddim::new(NoiseSchedule::from_config(&ddpm.scheduler)?, seq.len(), *seq.last().context("empty grid")?)?;
+    let ddim = Ddim::for_model(&ddpm, seq.len(), *seq.last().context("empty grid")?, 0, None)?;
     if ddim.seq != seq {
         bail!("the latents' grid {:?} is not the paper grid this model gives", seq);
     }

@@ -100,6 +100,28 @@ impl Ddim {
         Ok(Ddim { seq, fixed_point: 0, clip: None, schedule: Some(schedule) })
     }
 
+    /// The paper's grid on `model`'s noise schedule, with the inversion options.
+    pub fn for_model(model: &Ddpm, points: usize, t0: usize, fixed_point: usize, clip: Option<f64>) -> Result<Ddim> {
+        let mut ddim = Ddim::new(NoiseSchedule::from_config(&model.scheduler)?, points, t0)?;
+        ddim.fixed_point = fixed_point;
+        ddim.clip = clip;
+        Ok(ddim)
+    }
+
+    /// Provenance records of outputs made with this grid and `model`: `ddim` and `model`.
+    pub fn records(&self, model: &Ddpm) -> Vec<(&'static str, serde_json::Value)> {
+        vec![
+            (
+                "ddim",
+                serde_json::json!({"seq": self.seq, "steps": self.seq.len(), "t0": self.seq.last(), "fixed_point": self.fixed_point, "clip": self.clip, "epsilon_at": "source level"}),
+            ),
+            (
+                "model",
+                serde_json::json!({"folder": model.dir, "weights": model.weights_file, "dtype": format!("{:?}", model.dtype), "device": crate::model::device_name(&model.device)}),
+            ),
+        ]
+    }
+
     fn schedule(&self) -> &NoiseSchedule {
         self.schedule.as_ref().expect("a Ddim built by Ddim::new has a schedule")
     }

@@ -619,11 +619,7 @@ impl<'a> Runner<'a> {
 
     fn ddim(&mut self) -> Result<Ddim> {
         let inv = self.plan.config.inversion.clone();
-        let m = self.model()?;
-        let mut ddim = Ddim::new(NoiseSchedule::from_config(&m.scheduler)?, inv.steps, inv.t0)?;
-        ddim.fixed_point = inv.fixed_point;
-        ddim.clip = inv.clip;
-        Ok(ddim)
+        Ddim::for_model(self.model()?, inv.steps, inv.t0, inv.fixed_point, inv.clip)
     }
 
     fn real_path(&self, d: &str) -> PathBuf {
@@ -717,11 +713,7 @@ impl<'a> Runner<'a> {
             let m = r.model()?;
             ddim.invert(m, chunk, chunk.len_of(Axis(0)), pb)
         })?;
-        let m = self.model()?;
-        let records = vec![
-            ("ddim", json!({"seq": ddim.seq, "steps": ddim.seq.len(), "t0": ddim.seq.last(), "fixed_point": ddim.fixed_point, "clip": ddim.clip, "epsilon_at": "source level"})),
-            ("model", json!({"folder": m.dir, "weights": m.weights_file, "dtype": format!("{:?}", m.dtype), "device": model::device_name(&m.device)})),
-        ];
+        let records = ddim.records(self.model()?);
         let written = latents::write_model_output(&self.path(&["latents", &format!("{d}.h5")]), &z, "run: invert", &input, records)?;
         let mut counts = BTreeMap::new();
         counts.insert("latents".into(), json!(z.len_of(Axis(0))));
