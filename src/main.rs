@@ -132,7 +132,8 @@ struct FitArgs {
     /// <stem>.diagnostics.png/.svg.
     #[arg(long, short)]
     out: PathBuf,
-    /// Covariance model: scalar (the paper's σ² I), diagonal, or lowrank:K (probabilistic PCA).
+    /// Covariance model: scalar (the paper's σ² I), diagonal, lowrank:K (probabilistic PCA),
+    /// stationary (per-mode channel cross-spectra) or empirical (the sample covariance).
     #[arg(long, default_value = "scalar")]
     kind: String,
     /// Domain names, one per latents file (default: the file stems).
@@ -169,7 +170,7 @@ struct SampleArgs {
     /// Accepted central band of the leave-one-out statistics, in percent: LOW,HIGH.
     #[arg(long, default_value = "5,95")]
     band: String,
-    /// Tests to apply: any of distance, origin, pair.
+    /// Tests to apply: any of distance, origin, pair, norm.
     #[arg(long, value_delimiter = ',', default_value = "distance,origin,pair")]
     tests: Vec<String>,
     /// Most candidates to examine before giving up.
@@ -178,9 +179,13 @@ struct SampleArgs {
     /// Seed of every random choice (targets, candidates).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Draw from the fitted N(μ̂, Σ) as is, without the few-shot correction.
-    #[arg(long)]
-    no_debias: bool,
+    /// Few-shot correction of the draws: rings (James–Stein per ring of equal |k|), global
+    /// (one factor for the whole mean) or none (the fitted N(μ̂, Σ) as is).
+    #[arg(long, default_value = "global")]
+    debias: String,
+    /// Candidate norms: match (drawn from the real latents' norm distribution) or free.
+    #[arg(long, default_value = "free")]
+    norm: String,
 }
 
 #[derive(Args)]
@@ -736,13 +741,21 @@ fn run_sample(a: SampleArgs) -> Result<()> {
     let prior = prior_file::read_domain(&a.prior, a.domain.as_deref())?;
     let input = latents::read_model_input(&a.latents)?;
     let z = geometry::flatten(&input.data);
-    let spec = SamplingSpec { count: a.count, candidates, tests, budget: a.budget, seed: a.seed, debias: !a.no_debias };
+    let spec = SamplingSpec {
+        count: a.count,
+        candidates,
+        tests,
+        budget: a.budget,
+        seed: a.seed,
+        debias: a.debias.parse().context("--debias")?,
+        norm: a.norm.parse().context("--norm")?,
+    };
     let t = std::time::Instant::now();
     let outcome = geometry::sample_latents(&prior, &z, &spec).with_context(|| format!("sampling domain '{}'", prior.name))?;
-    let (rates, all) = outcome.rates();
+    let (_, all) = outcome.rates();
     println!(
-        "accepted {} of {} candidates ({:.1} %; distance {:.1} %, origin angle {:.1} %, pair angle {:.1} %) in {:.1} s",
-        outcome.accepted.len(), outcome.tried, 100.0 * all, 100.0 * rates[0], 100.0 * rates[1], 100.0 * rates[2], t.elapsed().as_secs_f64()
+        "accepted {} of {} candidates ({:.1} %; {}) in {:.1} s",
+        outcome.accepted.len(), outcome.tried, 100.0 * all, outcome.rates_text(), t.elapsed().as_secs_f64()
     );
     let accepted = outcome.accepted_array(prior.shape);
     let [c, h, w] = prior.shape;

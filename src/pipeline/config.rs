@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::io::{HduSelector, Selection};
 use crate::prep::{PrepOptions, PrepSpec};
-use crate::prior::geometry::{CandidateKind, TestSpec};
+use crate::prior::geometry::{CandidateKind, Debias, NormMode, SamplingSpec, TestSpec};
 use crate::prior::PriorKind;
 use crate::stats::{Apodization, PowerSpectrumOptions};
 
@@ -125,9 +125,31 @@ pub struct SamplingSection {
     /// Most candidates examined per domain.
     #[serde(default = "d_budget")]
     pub budget: usize,
-    /// Draw from N(s·μ̂, (1+1/N)Σ) (the few-shot correction) rather than the fitted N(μ̂, Σ).
-    #[serde(default = "d_true")]
-    pub debias: bool,
+    /// The few-shot correction of the draws: `rings`, `global` or `none` (`true` and `false`,
+    /// from older configs, mean `global` and `none`).
+    #[serde(default = "d_debias")]
+    pub debias: DebiasKey,
+    /// `match` (each candidate's norm drawn from the real latents' norm distribution) or `free`.
+    #[serde(default = "d_norm")]
+    pub norm: String,
+}
+
+/// `sampling.debias`: a name, or a boolean as older configs wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DebiasKey {
+    Flag(bool),
+    Name(String),
+}
+
+impl DebiasKey {
+    pub fn parse(&self) -> Result<Debias> {
+        match self {
+            DebiasKey::Flag(true) => Ok(Debias::Global),
+            DebiasKey::Flag(false) => Ok(Debias::None),
+            DebiasKey::Name(n) => n.parse(),
+        }
+    }
 }
 
 impl Default for SamplingSection {
@@ -139,7 +161,8 @@ impl Default for SamplingSection {
             band: d_band(),
             tests: d_tests(),
             budget: d_budget(),
-            debias: true,
+            debias: d_debias(),
+            norm: d_norm(),
         }
     }
 }
@@ -247,8 +270,11 @@ fn d_tests() -> Vec<String> {
 fn d_budget() -> usize {
     10000
 }
-fn d_true() -> bool {
-    true
+fn d_debias() -> DebiasKey {
+    DebiasKey::Name("global".into())
+}
+fn d_norm() -> String {
+    "free".into()
 }
 fn d_linear() -> String {
     "linear".into()
@@ -356,9 +382,11 @@ impl RunConfig {
         }
         s.candidates.parse::<CandidateKind>().map_err(|e| bad(path, "sampling.candidates", e))?;
         let tests = self.tests().map_err(|e| bad(path, "sampling.tests", e))?;
-        if !(tests.distance || tests.origin_angle || tests.pair_angle) {
-            return Err(bad(path, "sampling.tests", "name at least one of distance, origin, pair"));
+        if !(tests.distance || tests.origin_angle || tests.pair_angle || tests.norm) {
+            return Err(bad(path, "sampling.tests", "name at least one of distance, origin, pair, norm"));
         }
+        s.debias.parse().map_err(|e| bad(path, "sampling.debias", e))?;
+        s.norm.parse::<NormMode>().map_err(|e| bad(path, "sampling.norm", e))?;
         if s.k < 2 {
             return Err(bad(path, "sampling.k", format!("needs at least 2 real latents per test, got {}", s.k)));
         }
@@ -413,6 +441,20 @@ impl RunConfig {
     pub fn tests(&self) -> Result<TestSpec> {
         let s = &self.sampling;
         TestSpec::parse(s.k, (s.band[0], s.band[1]), &s.tests)
+    }
+
+    /// The `[sampling]` section as the sampler takes it, with the stage's `seed`.
+    pub fn sampling_spec(&self, seed: u64) -> Result<SamplingSpec> {
+        let s = &self.sampling;
+        Ok(SamplingSpec {
+            count: s.count,
+            candidates: s.candidates.parse()?,
+            tests: self.tests()?,
+            budget: s.budget,
+            seed,
+            debias: s.debias.parse()?,
+            norm: s.norm.parse()?,
+        })
     }
 
     pub fn spectrum_options(&self) -> Result<PowerSpectrumOptions> {

@@ -42,7 +42,7 @@ use crate::ingest::{self, IngestOptions};
 use crate::latents::{self, ModelInput};
 use crate::model::{self, Ddpm, ModelFolder};
 use crate::prior::file as prior_file;
-use crate::prior::geometry::{self, SamplingSpec};
+use crate::prior::geometry;
 use manifest::{derive_seed, utc_now, FileHash, StageRecord};
 
 /// One domain as planned: what is read and the model-space stack it becomes.
@@ -246,10 +246,12 @@ impl Plan {
             self.grid.len()
         ));
         t.push_str(&format!(
-            "prior {}; {} synthetic map(s) per domain, candidates {}, tests {} (K {}, band {}-{} %), seed {}\n",
+            "prior {}; {} synthetic map(s) per domain, candidates {} (norm {}, few-shot correction {}), tests {} (K {}, band {}-{} %), seed {}\n",
             c.prior.kind,
             c.sampling.count,
             c.sampling.candidates,
+            c.sampling.norm,
+            c.sampling.debias.parse().map(|d| d.to_string()).unwrap_or_default(),
             c.sampling.tests.join(","),
             c.sampling.k,
             c.sampling.band[0],
@@ -746,14 +748,8 @@ impl<'a> Runner<'a> {
         let input = latents::read_model_input(&self.path(&["latents", &format!("{d}.h5")]))?;
         let z = geometry::flatten(&input.data);
         let c = &self.plan.config;
-        let spec = SamplingSpec {
-            count: c.sampling.count,
-            candidates: c.sampling.candidates.parse()?,
-            tests: c.tests()?,
-            budget: c.sampling.budget,
-            seed: self.manifest.seeds.get(&format!("sample/{d}")).copied().unwrap_or_else(|| derive_seed(c.run.seed, &format!("sample/{d}"))),
-            debias: c.sampling.debias,
-        };
+        let seed = self.manifest.seeds.get(&format!("sample/{d}")).copied().unwrap_or_else(|| derive_seed(c.run.seed, &format!("sample/{d}")));
+        let spec = c.sampling_spec(seed)?;
         let outcome = geometry::sample_latents(&prior, &z, &spec)?;
         let accepted = outcome.accepted_array(prior.shape);
         let mut records = vec![("sampling", outcome.record(&prior, &prior_path, &spec))];
@@ -761,12 +757,12 @@ impl<'a> Runner<'a> {
             records.push(("ddim", g.clone()));
         }
         let written = latents::write_model_output(&self.path(&["samples", &format!("{d}.latents.npy")]), &accepted, "run: sample", &input, records)?;
-        let (rates, all) = outcome.rates();
+        let (_, all) = outcome.rates();
         let mut counts = BTreeMap::new();
         counts.insert("accepted".into(), json!(outcome.accepted.len()));
         counts.insert("tried".into(), json!(outcome.tried));
         counts.insert("acceptance".into(), json!(all));
-        counts.insert("acceptance_per_test".into(), json!({"distance": rates[0], "origin_angle": rates[1], "pair_angle": rates[2]}));
+        counts.insert("acceptance_per_test".into(), outcome.rates_json());
         counts.insert("seed".into(), json!(spec.seed));
         Ok((written, counts))
     }

@@ -7,7 +7,7 @@ use hdf5::types::VarLenUnicode;
 use ndarray::Array1;
 
 use super::diagnostics::{self, DomainDiagnostics, Separability};
-use super::{geometry, Covariance, GaussianPrior, PriorKind};
+use super::{geometry, spectral, Covariance, GaussianPrior, PriorKind};
 use crate::error::{Error, Result};
 use crate::io::hdf5::put_str;
 use crate::io::{self, AtomicFiles};
@@ -49,6 +49,14 @@ pub fn write(path: &Path, priors: &[GaussianPrior], extra: &serde_json::Value) -
                     g.new_dataset_builder().with_data(eigenvalues).create("eigenvalues").map_err(werr)?;
                     g.new_attr::<f64>().create("residual").and_then(|a| a.write_scalar(residual)).map_err(werr)?;
                 }
+                Covariance::Stationary { spectra, shrinkage } => {
+                    g.new_dataset_builder().with_data(&spectra.re).create("spectra_re").map_err(werr)?;
+                    g.new_dataset_builder().with_data(&spectra.im).create("spectra_im").map_err(werr)?;
+                    g.new_attr::<f64>().create("shrinkage").and_then(|a| a.write_scalar(shrinkage)).map_err(werr)?;
+                }
+                Covariance::Empirical { residuals } => {
+                    g.new_dataset_builder().with_data(residuals).create("residuals").map_err(werr)?;
+                }
             }
         }
         f.close().map_err(werr)?;
@@ -85,6 +93,20 @@ pub fn read(path: &Path) -> Result<Vec<GaussianPrior>> {
                 eigenvalues: g.dataset("eigenvalues").and_then(|d| d.read_1d()).map_err(ferr)?,
                 residual: g.attr("residual").and_then(|a| a.read_scalar()).map_err(ferr)?,
             },
+            PriorKind::Stationary => {
+                let re: ndarray::Array4<f64> = g.dataset("spectra_re").and_then(|d| d.read::<f64, ndarray::Ix4>()).map_err(ferr)?;
+                let im: ndarray::Array4<f64> = g.dataset("spectra_im").and_then(|d| d.read::<f64, ndarray::Ix4>()).map_err(ferr)?;
+                let spectra_shape = [0, 1, 2].map(|i| shape.get(i).copied().unwrap_or(0) as usize);
+                let [c, h, w] = spectra_shape;
+                if re.dim() != (h, w, c, c) || im.dim() != re.dim() {
+                    return Err(Error::format(path, format!("prior '{name}': cross-spectra of shape {:?} do not match the latent shape {shape:?}", re.dim())));
+                }
+                Covariance::Stationary {
+                    spectra: spectral::CrossSpectra { shape: spectra_shape, re, im },
+                    shrinkage: g.attr("shrinkage").and_then(|a| a.read_scalar()).map_err(ferr)?,
+                }
+            }
+            PriorKind::Empirical => Covariance::Empirical { residuals: g.dataset("residuals").and_then(|d| d.read_2d::<f64>()).map_err(ferr)? },
         };
         if shape.len() != 3 {
             return Err(Error::format(path, format!("prior '{name}': shape attribute must have 3 entries")));
@@ -163,7 +185,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (z, _) = cloud(12, 60, 1.0, 0.2, 4);
         let mut priors = Vec::new();
-        for (name, kind) in [("a", PriorKind::Scalar), ("b", PriorKind::Diagonal), ("c", PriorKind::LowRank { k: 3 })] {
+        for (name, kind) in [
+            ("a", PriorKind::Scalar),
+            ("b", PriorKind::Diagonal),
+            ("c", PriorKind::LowRank { k: 3 }),
+            ("d", PriorKind::Stationary),
+            ("e", PriorKind::Empirical),
+        ] {
             let mut p = GaussianPrior::fit(name, &z, [1, 6, 10], kind).unwrap();
             p.provenance = serde_json::json!({"model": "m"});
             priors.push(p);

@@ -9,12 +9,22 @@
 //! Targets come from the domain itself: each real latent in turn is the candidate against K
 //! others (leave-one-out), and the central quantile band of those values is accepted.
 //!
+//! A fourth, optional test compares the candidate's own norm with the central band of the real
+//! latents' norms: inverted latents all have nearly the same length (far less spread than a
+//! Gaussian of their covariance would give), and the decoded contrast grows with it. With
+//! [`NormMode::Match`] every candidate's deviation from the centre is rescaled so that its norm
+//! is a draw from N(mean, sd²) of the real norms.
+//!
 //! Few-shot bias: with N latents the fitted mean μ̂ carries the sampling noise of its own
 //! members, so ‖μ̂‖² exceeds ‖μ‖² by about d·σ²/N and a draw from N(μ̂, σ²) lies closer to the
-//! real latents than they lie to each other. With `debias` (the default) draws come from
+//! real latents than they lie to each other. [`Debias::Global`] draws from
 //! N(s·μ̂, (1 + 1/N)·Σ) with s = 1 − d·σ²/(N·‖μ̂‖²): then the expected dot product of a draw with
 //! a real latent is ‖μ‖², and its expected squared distance to one is 2·d·σ², as for two real
-//! latents.
+//! latents. That one factor also scales the mean's k = 0 mode (each channel's level, which the
+//! decoder turns into the overall brightness of every map) although its own noise is tiny;
+//! [`Debias::Rings`] applies the same James–Stein rule per ring of equal |k| instead
+//! ([`super::spectral::RingShrinkage`]), keeping the well-measured level and shrinking the modes
+//! that are mostly noise.
 
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use rand::seq::index::sample;
@@ -48,12 +58,13 @@ fn angle_deg(u: ArrayView1<f64>, v: ArrayView1<f64>) -> f64 {
     c.clamp(-1.0, 1.0).acos().to_degrees()
 }
 
-/// The three statistics of a point against reference latents.
+/// The statistics of a point against reference latents, and its own norm.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Geometry {
     pub distance: f64,
     pub origin_angle: f64,
     pub pair_angle: f64,
+    pub norm: f64,
 }
 
 /// Statistics of `x` against the rows `refs` of `z` (at least two).
@@ -63,7 +74,7 @@ pub fn geometry_of(x: ArrayView1<f64>, z: &Array2<f64>, refs: &[usize]) -> Geome
     let distance = diffs.iter().map(|d| d.dot(d).sqrt()).sum::<f64>() / k;
     let origin_angle = refs.iter().map(|&r| angle_deg(x, z.row(r))).sum::<f64>() / k;
     let pairs = diffs.windows(2).map(|w| angle_deg(w[0].view(), w[1].view())).sum::<f64>() / (k - 1.0);
-    Geometry { distance, origin_angle, pair_angle: pairs }
+    Geometry { distance, origin_angle, pair_angle: pairs, norm: x.dot(&x).sqrt() }
 }
 
 /// Which tests are on, K and the accepted quantile band (percent).
@@ -74,18 +85,24 @@ pub struct TestSpec {
     pub distance: bool,
     pub origin_angle: bool,
     pub pair_angle: bool,
+    #[serde(default)]
+    pub norm: bool,
 }
 
+/// The names of the tests, in the order of [`Targets::check`].
+pub const TEST_NAMES: [&str; 4] = ["distance", "origin", "pair", "norm"];
+
 impl TestSpec {
-    /// K, the band (percent) and the tests named (any of `distance`, `origin`, `pair`).
+    /// K, the band (percent) and the tests named (any of `distance`, `origin`, `pair`, `norm`).
     pub fn parse(k: usize, band: (f64, f64), tests: &[String]) -> Result<TestSpec> {
-        let mut spec = TestSpec { k, band, distance: false, origin_angle: false, pair_angle: false };
+        let mut spec = TestSpec { k, band, distance: false, origin_angle: false, pair_angle: false, norm: false };
         for t in tests {
             match t.as_str() {
                 "distance" => spec.distance = true,
                 "origin" => spec.origin_angle = true,
                 "pair" => spec.pair_angle = true,
-                o => return Err(Error::Invalid(format!("unknown test '{o}' (distance, origin, pair)"))),
+                "norm" => spec.norm = true,
+                o => return Err(Error::Invalid(format!("unknown test '{o}' (distance, origin, pair, norm)"))),
             }
         }
         Ok(spec)
@@ -94,7 +111,7 @@ impl TestSpec {
 
 impl Default for TestSpec {
     fn default() -> Self {
-        TestSpec { k: 10, band: (5.0, 95.0), distance: true, origin_angle: true, pair_angle: true }
+        TestSpec { k: 10, band: (5.0, 95.0), distance: true, origin_angle: true, pair_angle: true, norm: false }
     }
 }
 
@@ -105,6 +122,10 @@ pub struct Targets {
     pub distance: (f64, f64),
     pub origin_angle: (f64, f64),
     pub pair_angle: (f64, f64),
+    pub norm: (f64, f64),
+    /// Mean and standard deviation of the real latents' norms.
+    pub norm_mean: f64,
+    pub norm_std: f64,
     /// Leave-one-out statistics of every real latent.
     pub real: Vec<Geometry>,
 }
@@ -135,23 +156,29 @@ impl Targets {
             let mut v: Vec<f64> = real.iter().map(f).collect();
             (quantile(&mut v, lo), quantile(&mut v, hi))
         };
+        let norms: Vec<f64> = real.iter().map(|g| g.norm).collect();
+        let norm_mean = norms.iter().sum::<f64>() / n as f64;
+        let norm_std = (norms.iter().map(|v| (v - norm_mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
         Ok(Targets {
             spec,
             distance: band(|g| g.distance),
             origin_angle: band(|g| g.origin_angle),
             pair_angle: band(|g| g.pair_angle),
+            norm: band(|g| g.norm),
+            norm_mean,
+            norm_std,
             real,
         })
     }
 
-    /// Which enabled tests a point passes: (distance, origin angle, pair angle); disabled tests
-    /// pass.
-    pub fn check(&self, g: &Geometry) -> [bool; 3] {
+    /// Which enabled tests a point passes, in the order of [`TEST_NAMES`]; disabled tests pass.
+    pub fn check(&self, g: &Geometry) -> [bool; 4] {
         let inside = |v: f64, (a, b): (f64, f64)| v >= a && v <= b;
         [
             !self.spec.distance || inside(g.distance, self.distance),
             !self.spec.origin_angle || inside(g.origin_angle, self.origin_angle),
             !self.spec.pair_angle || inside(g.pair_angle, self.pair_angle),
+            !self.spec.norm || inside(g.norm, self.norm),
         ]
     }
 }
@@ -177,6 +204,71 @@ impl std::str::FromStr for CandidateKind {
     }
 }
 
+/// The few-shot correction of the draw distribution (see the module notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Debias {
+    /// Draws around μ̂ with the fitted spread.
+    None,
+    /// One James–Stein factor for the whole mean, and (1 + 1/N)·Σ.
+    Global,
+    /// One James–Stein factor per ring of equal |k|, and (1 + 1/N)·Σ.
+    Rings,
+}
+
+impl std::str::FromStr for Debias {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Debias::None),
+            "global" => Ok(Debias::Global),
+            "rings" => Ok(Debias::Rings),
+            o => Err(Error::Invalid(format!("unknown few-shot correction '{o}' (none, global or rings)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Debias {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Debias::None => "none",
+            Debias::Global => "global",
+            Debias::Rings => "rings",
+        })
+    }
+}
+
+/// How a candidate's length is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormMode {
+    /// As drawn.
+    Free,
+    /// Its deviation from the centre rescaled so that its norm is a draw from N(m, s²), m and s
+    /// the mean and standard deviation of the real latents' norms.
+    Match,
+}
+
+impl std::str::FromStr for NormMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "free" => Ok(NormMode::Free),
+            "match" => Ok(NormMode::Match),
+            o => Err(Error::Invalid(format!("unknown norm mode '{o}' (free or match)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for NormMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NormMode::Free => "free",
+            NormMode::Match => "match",
+        })
+    }
+}
+
 /// Everything that decides which latents `sample` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SamplingSpec {
@@ -186,7 +278,8 @@ pub struct SamplingSpec {
     /// Most candidates examined before giving up.
     pub budget: usize,
     pub seed: u64,
-    pub debias: bool,
+    pub debias: Debias,
+    pub norm: NormMode,
 }
 
 /// Accepted latents and the bookkeeping that goes into the outputs.
@@ -195,32 +288,58 @@ pub struct SamplingOutcome {
     #[serde(skip)]
     pub accepted: Vec<Array1<f64>>,
     pub tried: usize,
-    /// Candidates that passed each test (distance, origin angle, pair angle) and all of them.
-    pub passed: [usize; 3],
+    /// Candidates that passed each test (in the order of [`TEST_NAMES`]) and all of them.
+    pub passed: [usize; 4],
     pub passed_all: usize,
     pub targets: Targets,
-    /// Scale applied to μ̂ for draws (1 without debiasing).
+    /// ‖centre of the draws‖ / ‖μ̂‖ (1 without debiasing).
     pub mean_scale: f64,
     /// Factor applied to the prior's standard deviations for draws.
     pub spread_scale: f64,
+    /// The per-ring factors of [`Debias::Rings`].
+    pub ring_factors: Option<Vec<f64>>,
 }
 
 impl SamplingOutcome {
     /// Acceptance rate of each test and of all together.
-    pub fn rates(&self) -> ([f64; 3], f64) {
+    pub fn rates(&self) -> ([f64; 4], f64) {
         let t = self.tried.max(1) as f64;
-        ([self.passed[0] as f64 / t, self.passed[1] as f64 / t, self.passed[2] as f64 / t], self.passed_all as f64 / t)
+        (self.passed.map(|p| p as f64 / t), self.passed_all as f64 / t)
+    }
+
+    /// "distance 47.2 %, origin 94.5 %, …" for the enabled tests.
+    pub fn rates_text(&self) -> String {
+        let (rates, _) = self.rates();
+        let on = [self.targets.spec.distance, self.targets.spec.origin_angle, self.targets.spec.pair_angle, self.targets.spec.norm];
+        let parts: Vec<String> = TEST_NAMES.iter().zip(rates).zip(on).filter(|(_, o)| *o).map(|((n, r), _)| format!("{n} {:.1} %", 100.0 * r)).collect();
+        if parts.is_empty() {
+            "no tests".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// Acceptance per enabled test, as a JSON object keyed by [`TEST_NAMES`].
+    pub fn rates_json(&self) -> serde_json::Value {
+        let (rates, _) = self.rates();
+        let on = [self.targets.spec.distance, self.targets.spec.origin_angle, self.targets.spec.pair_angle, self.targets.spec.norm];
+        let map: serde_json::Map<String, serde_json::Value> =
+            TEST_NAMES.iter().zip(rates).zip(on).filter(|(_, o)| *o).map(|((n, r), _)| (n.to_string(), serde_json::json!(r))).collect();
+        serde_json::Value::Object(map)
     }
 
     /// The provenance record of a sampling: prior, spec, acceptance and targets.
     pub fn record(&self, prior: &GaussianPrior, prior_file: &std::path::Path, spec: &SamplingSpec) -> serde_json::Value {
-        let (rates, all) = self.rates();
+        let (_, all) = self.rates();
         serde_json::json!({
             "prior": prior_file, "domain": prior.name, "kind": prior.kind.to_string(), "spec": spec,
             "tried": self.tried, "accepted": self.accepted.len(), "acceptance": all,
-            "acceptance_per_test": {"distance": rates[0], "origin_angle": rates[1], "pair_angle": rates[2]},
-            "targets": {"distance": self.targets.distance, "origin_angle_deg": self.targets.origin_angle, "pair_angle_deg": self.targets.pair_angle},
-            "mean_scale": self.mean_scale, "spread_scale": self.spread_scale,
+            "acceptance_per_test": self.rates_json(),
+            "targets": {
+                "distance": self.targets.distance, "origin_angle_deg": self.targets.origin_angle, "pair_angle_deg": self.targets.pair_angle,
+                "norm": self.targets.norm, "norm_mean": self.targets.norm_mean, "norm_std": self.targets.norm_std,
+            },
+            "mean_scale": self.mean_scale, "spread_scale": self.spread_scale, "ring_factors": self.ring_factors,
         })
     }
 
@@ -232,13 +351,45 @@ impl SamplingOutcome {
     }
 }
 
-/// The few-shot corrections of the draw distribution (see the module notes).
+/// The global few-shot correction (see the module notes): the mean's factor s and the spread's
+/// factor √(1 + 1/N).
 pub fn debias_factors(prior: &GaussianPrior) -> (f64, f64) {
     let n = prior.n as f64;
     let mu2 = prior.mean.dot(&prior.mean);
     let b = prior.dim() as f64 * prior.mean_variance() / n;
     let s = if mu2 > 0.0 { (1.0 - b / mu2).max(0.0) } else { 1.0 };
     (s, (1.0 + 1.0 / n).sqrt())
+}
+
+/// Where draws are centred and how they are spread: (centre, spread factor, ring factors).
+/// `z` are the real latents the prior was fitted on (the per-ring noise comes from them).
+pub fn draw_centre(prior: &GaussianPrior, z: &Array2<f64>, debias: Debias) -> (Array1<f64>, f64, Option<Vec<f64>>) {
+    match debias {
+        Debias::None => (prior.mean.clone(), 1.0, None),
+        Debias::Global => {
+            let (s, spread) = debias_factors(prior);
+            (&prior.mean * s, spread, None)
+        }
+        Debias::Rings => {
+            let spectra = super::spectral::CrossSpectra::estimate(z, prior.mean.view(), prior.shape);
+            let js = super::spectral::RingShrinkage::fit(prior.mean.view(), &spectra, prior.n);
+            let centre = Array1::from(js.apply(prior.mean.view(), prior.shape));
+            (centre, (1.0 + 1.0 / prior.n as f64).sqrt(), Some(js.factors))
+        }
+    }
+}
+
+/// `x` with its deviation from `centre` rescaled so that its norm is `target` (or, when no
+/// scale reaches it, as close as the line through `centre` and `x` gets).
+pub fn match_norm(x: &Array1<f64>, centre: &Array1<f64>, target: f64) -> Array1<f64> {
+    let r = x - centre;
+    let (a, b, c) = (r.dot(&r), 2.0 * centre.dot(&r), centre.dot(centre) - target * target);
+    if a <= 0.0 {
+        return x.clone();
+    }
+    let disc = b * b - 4.0 * a * c;
+    let scale = if disc >= 0.0 { (-b + disc.sqrt()) / (2.0 * a) } else { -b / (2.0 * a) };
+    centre + &(r * scale.max(0.0))
 }
 
 /// Draws candidates until `spec.count` pass every enabled test, or fails with the acceptance
@@ -255,23 +406,22 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpe
     let mut target_rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5EED_CA4D);
     let targets = Targets::from_latents(z, spec.tests, &mut target_rng)?;
-    let (mean_scale, spread_scale) = if spec.debias { debias_factors(prior) } else { (1.0, 1.0) };
-    let centre = &prior.mean * mean_scale;
+    let (centre, spread_scale, ring_factors) = draw_centre(prior, z, spec.debias);
+    let mu_norm = prior.mean.dot(&prior.mean).sqrt();
+    let mean_scale = if mu_norm > 0.0 { centre.dot(&centre).sqrt() / mu_norm } else { 1.0 };
     let n = z.nrows();
-    let mut out = SamplingOutcome { accepted: Vec::new(), tried: 0, passed: [0; 3], passed_all: 0, targets, mean_scale, spread_scale };
+    let mut out = SamplingOutcome { accepted: Vec::new(), tried: 0, passed: [0; 4], passed_all: 0, targets, mean_scale, spread_scale, ring_factors };
     while out.accepted.len() < spec.count {
         if out.tried >= spec.budget || unreachable(&out, spec) {
-            let (r, all) = out.rates();
+            let (_, all) = out.rates();
             return Err(Error::Invalid(format!(
-                "only {} of {} requested latents passed after {} candidates (acceptance {:.2} %; distance {:.1} %, origin angle {:.1} %, pair angle {:.1} %); \
+                "only {} of {} requested latents passed after {} candidates (acceptance {:.2} %; {}); \
                  the budget of {} candidates cannot reach the count: widen the band, enable fewer tests, raise the budget or ask for fewer",
                 out.accepted.len(),
                 spec.count,
                 out.tried,
                 100.0 * all,
-                100.0 * r[0],
-                100.0 * r[1],
-                100.0 * r[2],
+                out.rates_text(),
                 spec.budget
             )));
         }
@@ -283,6 +433,13 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpe
                 let r = rng.random_range(0..n);
                 let t = rng.random_range(1..=20) as f64 / 21.0;
                 slerp(z.row(r), draw.view(), t)
+            }
+        };
+        let x = match spec.norm {
+            NormMode::Free => x,
+            NormMode::Match => {
+                let target = out.targets.norm_mean + out.targets.norm_std * rng.sample::<f64, _>(rand_distr::StandardNormal);
+                match_norm(&x, &centre, target)
             }
         };
         let refs: Vec<usize> = sample(&mut rng, n, spec.tests.k).into_vec();
@@ -322,7 +479,7 @@ pub fn flatten(latents: &ndarray::Array4<f32>) -> Array2<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prior::{PriorKind, GaussianPrior};
+    use crate::prior::{Covariance, GaussianPrior, PriorKind};
     use ndarray::array;
     use rand_distr::StandardNormal;
 
@@ -356,7 +513,7 @@ mod tests {
         let spec = TestSpec::default();
         let targets = Targets::from_latents(&z, spec, &mut rng).unwrap();
         let rate = |pts: &Array2<f64>, rng: &mut ChaCha8Rng| {
-            let mut pass = [0usize; 3];
+            let mut pass = [0usize; 4];
             for x in pts.axis_iter(Axis(0)) {
                 let refs = sample(rng, n, spec.k).into_vec();
                 let ok = targets.check(&geometry_of(x, &z, &refs));
@@ -367,7 +524,7 @@ mod tests {
             pass.map(|p| p as f64 / pts.nrows() as f64)
         };
         let members = cloud(400, d, &mu, 1.0, &mut rng);
-        for r in rate(&members, &mut rng) {
+        for r in &rate(&members, &mut rng)[..3] {
             assert!((r - 0.9).abs() < 0.1, "true members pass a test at {r}");
         }
         let model_prior = cloud(400, d, &Array1::zeros(d), 1.0, &mut rng);
@@ -375,12 +532,12 @@ mod tests {
         assert!(r[1] < 0.01, "N(0, I) draws pass the origin-angle test at {}", r[1]);
         // Debiased prior draws behave like members.
         let prior = GaussianPrior::fit("c", &z, [1, 30, 100], PriorKind::Scalar).unwrap();
-        let sspec = SamplingSpec { count: 50, candidates: CandidateKind::Draw, tests: spec, budget: 2000, seed: 3, debias: true };
+        let sspec = SamplingSpec { count: 50, candidates: CandidateKind::Draw, tests: spec, budget: 2000, seed: 3, debias: Debias::Global, norm: NormMode::Free };
         let out = sample_latents(&prior, &z, &sspec).unwrap();
         let (per, all) = out.rates();
         assert!(per.iter().all(|&p| p > 0.6), "debiased draws: {per:?}");
         assert!(all > 0.4, "joint acceptance {all}");
-        let raw = SamplingSpec { debias: false, budget: 20_000, count: 5, ..sspec };
+        let raw = SamplingSpec { debias: Debias::None, budget: 20_000, count: 5, ..sspec };
         match sample_latents(&prior, &z, &raw) {
             Ok(o) => assert!(o.rates().1 < all, "without debiasing, acceptance should drop: {} vs {all}", o.rates().1),
             Err(e) => assert!(e.to_string().contains("acceptance")),
@@ -394,7 +551,7 @@ mod tests {
         let mu = Array1::from_elem(d, 0.5);
         let z = cloud(n, d, &mu, 1.0, &mut rng);
         let prior = GaussianPrior::fit("c", &z, [1, 20, 25], PriorKind::Scalar).unwrap();
-        let spec = SamplingSpec { count: 5, candidates: CandidateKind::Slerp, tests: TestSpec { k: 5, ..TestSpec::default() }, budget: 5000, seed: 9, debias: true };
+        let spec = SamplingSpec { count: 5, candidates: CandidateKind::Slerp, tests: TestSpec { k: 5, ..TestSpec::default() }, budget: 5000, seed: 9, debias: Debias::Global, norm: NormMode::Free };
         let a = sample_latents(&prior, &z, &spec).unwrap();
         let b = sample_latents(&prior, &z, &spec).unwrap();
         assert_eq!(a.accepted, b.accepted);
@@ -402,5 +559,90 @@ mod tests {
         let tight = SamplingSpec { tests: TestSpec { band: (49.9, 50.1), k: 5, ..TestSpec::default() }, budget: 300, ..spec };
         let e = sample_latents(&prior, &z, &tight).unwrap_err().to_string();
         assert!(e.contains("acceptance") && e.contains("budget"), "{e}");
+    }
+
+    /// Latents whose norms are far more alike than their Gaussian covariance implies, as
+    /// inverted latents are: each row rescaled to a norm from N(√d, 0.2²).
+    fn shell(n: usize, d: usize, rng: &mut ChaCha8Rng) -> Array2<f64> {
+        let mu = Array1::from_iter((0..d).map(|j| if j % 3 == 0 { 0.3 } else { 0.0 }));
+        let mut z = cloud(n, d, &mu, 1.0, rng);
+        for mut row in z.rows_mut() {
+            let target = (d as f64).sqrt() + 0.2 * rng.sample::<f64, _>(StandardNormal);
+            let norm = row.dot(&row).sqrt();
+            row.mapv_inplace(|v| v * target / norm);
+        }
+        z
+    }
+
+    fn norms(v: &[Array1<f64>]) -> (f64, f64) {
+        let x: Vec<f64> = v.iter().map(|r| r.dot(r).sqrt()).collect();
+        let m = x.iter().sum::<f64>() / x.len() as f64;
+        (m, (x.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (x.len() - 1) as f64).sqrt())
+    }
+
+    #[test]
+    fn matched_draws_keep_the_norm_statistics_they_were_fitted_to() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let (n, d) = (24, 2000);
+        let z = shell(n, d, &mut rng);
+        let prior = GaussianPrior::fit("s", &z, [1, 40, 50], PriorKind::Scalar).unwrap();
+        let tests = TestSpec { distance: false, origin_angle: false, pair_angle: false, ..TestSpec::default() };
+        let spec = SamplingSpec { count: 400, candidates: CandidateKind::Draw, tests, budget: 400, seed: 1, debias: Debias::None, norm: NormMode::Free };
+        let free = sample_latents(&prior, &z, &spec).unwrap();
+        let matched = sample_latents(&prior, &z, &SamplingSpec { norm: NormMode::Match, ..spec }).unwrap();
+        let (m, s) = (free.targets.norm_mean, free.targets.norm_std);
+        let (fm, fs) = norms(&free.accepted);
+        let (mm, ms) = norms(&matched.accepted);
+        // Free draws around μ̂ with the fitted variance come out longer and spread ~σ/√2 ≈ 0.7.
+        assert!(fs > 2.0 * s && fm > m + 0.3, "free draws: {fm} ± {fs} vs real {m} ± {s}");
+        assert!((mm - m).abs() < 3.0 * s / 20.0 + 0.02 && (ms / s - 1.0).abs() < 0.2, "matched: {mm} ± {ms} vs real {m} ± {s}");
+        // The norm test accepts matched draws at about the band's rate, and free ones rarely.
+        let with_test = TestSpec { norm: true, ..tests };
+        let (lo, hi) = free.targets.norm;
+        let inside = |v: &Array1<f64>| (lo..=hi).contains(&v.dot(v).sqrt());
+        let free_rate = free.accepted.iter().filter(|v| inside(v)).count() as f64 / free.accepted.len() as f64;
+        let g = sample_latents(&prior, &z, &SamplingSpec { tests: with_test, norm: NormMode::Match, count: 200, budget: 2000, ..spec }).unwrap();
+        assert!((g.rates().1 - 0.9).abs() < 0.12, "matched acceptance {}", g.rates().1);
+        assert!(free_rate < 0.5 * g.rates().1, "free draws pass the norm test at {free_rate}");
+    }
+
+    #[test]
+    fn ring_debiasing_keeps_the_level_that_global_debiasing_shrinks() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let (n, shape) = (16, [1usize, 16, 16]);
+        let d = 256;
+        // A common level of 0.1 per pixel (k = 0 amplitude 1.6) plus unit white noise.
+        let z = Array2::from_shape_fn((n, d), |_| 0.1 + rng.sample::<f64, _>(StandardNormal));
+        let prior = GaussianPrior::fit("l", &z, shape, PriorKind::Scalar).unwrap();
+        let level = |c: &Array1<f64>| c.sum() / d as f64;
+        let (global, _, _) = draw_centre(&prior, &z, Debias::Global);
+        let (rings, _, factors) = draw_centre(&prior, &z, Debias::Rings);
+        let truth = level(&prior.mean);
+        assert!(level(&global).abs() < 0.5 * truth.abs(), "global keeps {} of {truth}", level(&global));
+        assert!((level(&rings) - truth).abs() < 0.1 * truth.abs(), "rings keep {} of {truth}", level(&rings));
+        assert!(factors.unwrap()[0] > 0.9);
+    }
+
+    #[test]
+    fn empirical_draws_are_combinations_of_the_real_deviations() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let (n, d) = (12, 300);
+        let z = cloud(n, d, &Array1::from_elem(d, 0.2), 1.0, &mut rng);
+        let prior = GaussianPrior::fit("e", &z, [3, 10, 10], PriorKind::Empirical).unwrap();
+        let x = prior.draw(&mut rng) - &prior.mean;
+        // Least squares of x on the residuals leaves nothing: x lies in their span.
+        let Covariance::Empirical { residuals } = &prior.covariance else { panic!() };
+        let gram = residuals.dot(&residuals.t());
+        let (vals, vecs) = crate::prior::linalg::symmetric_eigen(&gram);
+        let mut proj = Array1::<f64>::zeros(d);
+        for k in 0..n {
+            if vals[k] > 1e-9 * vals[0] {
+                let u = residuals.t().dot(&vecs.column(k)) / vals[k].sqrt();
+                proj = proj + &u * u.dot(&x);
+            }
+        }
+        let left = &x - &proj;
+        assert!(left.dot(&left) < 1e-16 * x.dot(&x) + 1e-18);
+        assert!((prior.mean_variance() - 1.0).abs() < 0.1);
     }
 }

@@ -1,14 +1,18 @@
 //! Per-domain Gaussian priors on inverted latents, and geometric sampling of new latents.
 //!
 //! A domain's N latents (each flattened to d = C·H·W numbers) are modelled as N(μ, Σ) with Σ
-//! scalar (σ² I, the paper's choice), diagonal, or low rank plus isotropic (probabilistic PCA).
+//! scalar (σ² I, the paper's choice), diagonal, low rank plus isotropic (probabilistic PCA),
+//! stationary (diagonal in the Fourier basis, one channel cross-spectrum per mode: see
+//! [`spectral`]) or empirical (the sample covariance of the N latents, so that draws are Gaussian
+//! combinations of the real latents' deviations from their mean).
 //! New latents are drawn from the prior (or slerped between a real latent and a draw) and kept
 //! only when they sit among the real latents like a real latent does: see [`geometry`].
 
 pub mod diagnostics;
 pub mod file;
 pub mod geometry;
-mod linalg;
+pub(crate) mod linalg;
+pub mod spectral;
 
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use rand::Rng;
@@ -27,6 +31,10 @@ pub enum PriorKind {
     Diagonal,
     /// K principal directions plus an isotropic residual (probabilistic PCA).
     LowRank { k: usize },
+    /// Stationary: per-mode channel cross-spectra, shrunk toward their ring averages.
+    Stationary,
+    /// The sample covariance (rank N − 1).
+    Empirical,
 }
 
 impl std::str::FromStr for PriorKind {
@@ -35,9 +43,11 @@ impl std::str::FromStr for PriorKind {
         match s {
             "scalar" => Ok(PriorKind::Scalar),
             "diagonal" => Ok(PriorKind::Diagonal),
+            "stationary" => Ok(PriorKind::Stationary),
+            "empirical" => Ok(PriorKind::Empirical),
             _ => match s.strip_prefix("lowrank:").map(str::parse::<usize>) {
                 Some(Ok(k)) if k > 0 => Ok(PriorKind::LowRank { k }),
-                _ => Err(Error::Invalid(format!("unknown prior kind '{s}' (scalar, diagonal or lowrank:K)"))),
+                _ => Err(Error::Invalid(format!("unknown prior kind '{s}' (scalar, diagonal, lowrank:K, stationary or empirical)"))),
             },
         }
     }
@@ -49,6 +59,8 @@ impl std::fmt::Display for PriorKind {
             PriorKind::Scalar => f.write_str("scalar"),
             PriorKind::Diagonal => f.write_str("diagonal"),
             PriorKind::LowRank { k } => write!(f, "lowrank:{k}"),
+            PriorKind::Stationary => f.write_str("stationary"),
+            PriorKind::Empirical => f.write_str("empirical"),
         }
     }
 }
@@ -60,6 +72,11 @@ pub enum Covariance {
     Diagonal { variances: Array1<f64>, shrinkage: f64 },
     /// Σ = Σ_k (λ_k − σ²) w_k w_kᵀ + σ² I with orthonormal rows `directions` (K × d).
     LowRank { directions: Array2<f64>, eigenvalues: Array1<f64>, residual: f64 },
+    /// Per-mode cross-spectra (already blended with their ring averages with weight
+    /// `shrinkage`).
+    Stationary { spectra: spectral::CrossSpectra, shrinkage: f64 },
+    /// The N latents' deviations from the mean (N × d): Σ = RᵀR / (N − 1).
+    Empirical { residuals: Array2<f64> },
 }
 
 /// A Gaussian prior over one domain's latents.
@@ -141,6 +158,13 @@ impl GaussianPrior {
                 let eigenvalues = Array1::from_iter(values.iter().take(k).map(|&l| l.max(residual)));
                 Covariance::LowRank { directions, eigenvalues, residual }
             }
+            PriorKind::Stationary => {
+                let per_mode = spectral::CrossSpectra::estimate(z, mean.view(), shape);
+                let rings = per_mode.ring_average();
+                let shrinkage = per_mode.ring_shrinkage(&rings, n - 1);
+                Covariance::Stationary { spectra: per_mode.blend(&rings, shrinkage), shrinkage }
+            }
+            PriorKind::Empirical => Covariance::Empirical { residuals: centred },
         };
         Ok(GaussianPrior { name: name.into(), kind, mean, covariance, n, shape, provenance: serde_json::Value::Null })
     }
@@ -159,6 +183,10 @@ impl GaussianPrior {
                 let d = self.dim() as f64;
                 (eigenvalues.iter().map(|l| l - residual).sum::<f64>() + residual * d) / d
             }
+            Covariance::Stationary { spectra, .. } => spectra.mean_variance(),
+            Covariance::Empirical { residuals } => {
+                residuals.mapv(|v| v * v).sum() / ((self.n - 1) as f64 * self.dim() as f64)
+            }
         }
     }
 
@@ -173,6 +201,13 @@ impl GaussianPrior {
                     v = v + w.mapv(|x| x * x) * (l - residual);
                 }
                 v.mapv(f64::sqrt)
+            }
+            Covariance::Stationary { spectra, .. } => {
+                let [_, h, w] = self.shape;
+                Array1::from_iter(spectra.channel_variances().into_iter().flat_map(|v| std::iter::repeat_n(v.sqrt(), h * w)))
+            }
+            Covariance::Empirical { residuals } => {
+                (residuals.mapv(|v| v * v).sum_axis(Axis(0)) / (self.n - 1) as f64).mapv(f64::sqrt)
             }
         }
     }
@@ -191,6 +226,12 @@ impl GaussianPrior {
                     x = x + &w * (a * (l - residual).max(0.0).sqrt());
                 }
                 x
+            }
+            Covariance::Stationary { spectra, .. } => &centre + &Array1::from(spectra.draw(rng)),
+            Covariance::Empirical { residuals } => {
+                let scale = 1.0 / ((self.n - 1) as f64).sqrt();
+                let w: Array1<f64> = (0..residuals.nrows()).map(|_| scale * rng.sample::<f64, _>(StandardNormal)).collect();
+                &centre + &residuals.t().dot(&w)
             }
         }
     }
@@ -248,6 +289,57 @@ mod tests {
         let Covariance::LowRank { directions, residual, .. } = &p.covariance else { panic!() };
         assert!(directions.row(0).dot(&u).abs() > 0.99);
         assert!((residual - 0.01).abs() < 0.002, "residual {residual}");
+    }
+
+    #[test]
+    fn a_stationary_prior_keeps_the_level_spectrum_and_channel_coherence_of_its_latents() {
+        use spectral::{modes, rings};
+        // Latents like inverted ones: two coherent channels (correlation 0.6), a red spectrum,
+        // the k = 0 mode 50× below the rest.
+        let shape = [2usize, 16, 16];
+        let (h, w) = (16, 16);
+        let (ring, _) = rings(h, w);
+        let mut truth = spectral::CrossSpectra { shape, re: ndarray::Array4::zeros((h, w, 2, 2)), im: ndarray::Array4::zeros((h, w, 2, 2)) };
+        for k in 0..h * w {
+            let p = if k == 0 { 0.02 } else { 1.5 / (ring[k] as f64).sqrt() };
+            let (y, x) = (k / w, k % w);
+            for (a, b, v) in [(0, 0, p), (1, 1, p), (0, 1, 0.6 * p), (1, 0, 0.6 * p)] {
+                truth.re[[y, x, a, b]] = v;
+            }
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let n = 24;
+        let mut z = Array2::<f64>::zeros((n, 512));
+        for i in 0..n {
+            z.row_mut(i).assign(&(Array1::from(truth.draw(&mut rng)) + 0.3));
+        }
+        let prior = GaussianPrior::fit("s", &z, shape, PriorKind::Stationary).unwrap();
+        let Covariance::Stationary { shrinkage, .. } = &prior.covariance else { panic!() };
+        assert!(*shrinkage > 0.5, "isotropic latents: mostly the ring average ({shrinkage})");
+        let m = 400;
+        let (mut k0, mut high, mut cross, mut p0, mut p1) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for _ in 0..m {
+            let x = prior.draw(&mut rng) - &prior.mean;
+            let f = modes(x.view(), shape);
+            k0 += f[0][0].norm_sqr() / m as f64;
+            for k in 1..h * w {
+                if ring[k] >= 6 {
+                    high += f[0][k].norm_sqr();
+                }
+                cross += (f[0][k] * f[1][k].conj()).re;
+                p0 += f[0][k].norm_sqr();
+                p1 += f[1][k].norm_sqr();
+            }
+        }
+        let high_modes = ring.iter().filter(|&&r| r >= 6).count() as f64;
+        let want_high = ring.iter().filter(|&&r| r >= 6).map(|&r| 1.5 / (r as f64).sqrt()).sum::<f64>() / high_modes;
+        assert!((k0 - 0.02).abs() < 0.012, "k = 0 power {k0} (white would be ~1)");
+        assert!((high / (m as f64 * high_modes) / want_high - 1.0).abs() < 0.15, "high-k power");
+        assert!((cross / (p0 * p1).sqrt() - 0.6).abs() < 0.08, "channel coherence {}", cross / (p0 * p1).sqrt());
+        // The scalar prior of the same latents draws the level white: ~50× too much.
+        let scalar = GaussianPrior::fit("s", &z, shape, PriorKind::Scalar).unwrap();
+        let k0_scalar: f64 = (0..m).map(|_| modes((scalar.draw(&mut rng) - &scalar.mean).view(), shape)[0][0].norm_sqr()).sum::<f64>() / m as f64;
+        assert!(k0_scalar > 10.0 * k0, "scalar k = 0 power {k0_scalar}");
     }
 
     #[test]
