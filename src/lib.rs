@@ -5,10 +5,12 @@
 //! [`diffusion`] inverts them with the frozen [`model`] → [`prior`] fits per-domain Gaussians
 //! and samples new latents → [`diffusion`] decodes them → [`validate`] compares them with the
 //! real maps using [`stats`] and draws [`plot`] figures. [`pipeline`] chains every stage from
-//! one config into a resumable run folder; [`simulate`] makes sample maps.
+//! one config into a resumable run folder; [`fidelity`] runs the fidelity benchmark over
+//! variants of a run; [`simulate`] makes sample maps.
 
 pub mod diffusion;
 pub mod error;
+pub mod fidelity;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;

@@ -61,6 +61,20 @@ enum Command {
     /// Every stage from one TOML config (ingest → invert → fit → sample → decode → validate) in
     /// one run folder, resumable.
     Run(RunArgs),
+    /// The fidelity benchmark: every variant × seed of a benchmark config as a run, and the table of per-map statistics against the targets
+    Fidelity(FidelityArgs),
+}
+
+#[derive(Args)]
+struct FidelityArgs {
+    /// Benchmark configuration (TOML): a base run config, [benchmark] seeds and [[variant]]s (see configs/fidelity.toml).
+    config: PathBuf,
+    /// Benchmark folder: one run folder per variant and seed, the latent cache, fidelity.md/.json/.csv. Rerunning into it keeps finished runs.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Run only these variants (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    variants: Option<Vec<String>>,
 }
 
 #[derive(Args)]
@@ -413,6 +427,7 @@ fn main() -> ExitCode {
         Command::PowerSpectrum(a) => run_power_spectrum(a),
         Command::Validate(a) => run_validate(a),
         Command::Run(a) => run_run(a),
+        Command::Fidelity(a) => run_fidelity(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -837,16 +852,50 @@ fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
 
 fn run_validate(a: ValidateArgs) -> Result<()> {
     let opts = spectrum_options(&a.spectrum)?;
-    let report = expanse::validate::validate(&a.real, &a.synthetic, &a.out, &opts)?;
+    let r = expanse::validate::validate(&a.real, &a.synthetic, &a.out, &opts)?;
     println!(
-        "power-spectrum slope: real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (distance t = {:.2})",
-        report.spectrum_real.slope, report.spectrum_real.slope_err, report.spectrum_synthetic.slope, report.spectrum_synthetic.slope_err, report.spectrum_distance
+        "per-map power-spectrum slopes: real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (Welch t = {:.2})",
+        r.slopes.real.mean, r.slopes.real.std, r.slopes.synthetic.mean, r.slopes.synthetic.std, r.slopes.welch_t
     );
     println!(
-        "PDF ({}): KS D = {:.4} (p = {:.2e}), Hellinger = {:.4}, W1 = {:.4}",
-        report.scale, report.pdf.ks_statistic, report.pdf.ks_p_value, report.pdf.hellinger, report.pdf.wasserstein1
+        "ensemble slope (physical units): real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (distance t = {:.2})",
+        r.spectrum_real.slope, r.spectrum_real.slope_err, r.spectrum_synthetic.slope, r.spectrum_synthetic.slope_err, r.spectrum_distance
     );
-    println!("memorization: {} of {} synthetic map(s) flagged as near-copies", report.memorization.flagged.len(), report.n_synthetic);
+    println!(
+        "{}: level spread ratio {:.2} (68 %: {:.2}–{:.2}); PDF Hellinger {:.4} ± {:.4} (real halves {:.4}), {:.2} % of synthetic pixels outside the real range",
+        r.scale,
+        r.level.ratio,
+        r.level.ratio_interval.0,
+        r.level.ratio_interval.1,
+        r.pdf.hellinger,
+        r.pdf.hellinger_std,
+        r.pdf.hellinger_real_halves,
+        100.0 * r.pdf.synthetic_outside
+    );
+    println!(
+        "memorization: ratio {:.3} (closest synthetic–real / closest real–real); {} of {} synthetic map(s) flagged as near-copies",
+        r.memorization.ratio,
+        r.memorization.flagged.len(),
+        r.n_synthetic
+    );
+    for w in &r.written {
+        println!("wrote {}", w.display());
+    }
+    Ok(())
+}
+
+fn run_fidelity(a: FidelityArgs) -> Result<()> {
+    let config = expanse::fidelity::FidelityConfig::read(&a.config)?;
+    let t = std::time::Instant::now();
+    let report = expanse::fidelity::run(&config, &a.out, a.variants.as_deref(), |r| match &r.error {
+        Some(e) => println!("{} seed {} {}: failed: {e}", r.variant, r.seed, r.domain),
+        None => println!(
+            "{} seed {} {}: accepted {}/{}, slopes {:.2} vs {:.2} (Welch t {:.2}), level ratio {:.2}, Hellinger {:.3}, memorization {:.2}, reconstruction {:.1} dB",
+            r.variant, r.seed, r.domain, r.accepted, r.tried, r.slope_synthetic.0, r.slope_real.0, r.welch_t, r.level_ratio, r.hellinger, r.memorization_ratio, r.reconstruction_db.0
+        ),
+    })?;
+    print!("\n{}", expanse::fidelity::markdown(&report));
+    println!("{} run(s) in {:.0} s", report.rows.len() / report.domains.len().max(1), t.elapsed().as_secs_f64());
     for w in &report.written {
         println!("wrote {}", w.display());
     }
@@ -861,7 +910,7 @@ fn run_run(a: RunArgs) -> Result<()> {
     if a.dry_run {
         return Ok(());
     }
-    let opts = RunOptions { resume: a.resume, echo: true };
+    let opts = RunOptions { resume: a.resume, echo: true, latent_cache: None };
     let earlier_run = out.join("manifest.json").is_file();
     let summary = match plan.execute(&a.config, &out, &opts) {
         Ok(s) => s,

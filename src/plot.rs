@@ -43,7 +43,15 @@ pub struct MapGrid {
     /// Colour by log10 of the values (chosen automatically by [`MapGrid::new`] for positive data
     /// spanning more than 1.5 decades).
     pub log: bool,
+    /// When set, the colour scale spans the full range of the first this many maps (the real
+    /// ones) and pixels of any map outside that range are marked, magenta above and cyan below,
+    /// rather than clipped to the ends of the scale.
+    pub reference: Option<usize>,
 }
+
+/// Colour of pixels above / below a reference range.
+const ABOVE: RGBColor = RGBColor(255, 0, 255);
+const BELOW: RGBColor = RGBColor(0, 255, 255);
 
 const CELL: u32 = 128;
 const GAP: u32 = 6;
@@ -58,18 +66,40 @@ impl MapGrid {
         let positive = !finite.is_empty() && finite.iter().all(|&v| v > 0.0);
         let (lo, hi) = finite.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let log = positive && (hi / lo) > 10f32.powf(1.5);
-        MapGrid { title: title.to_string(), maps, labels, units, log }
+        MapGrid { title: title.to_string(), maps, labels, units, log, reference: None }
+    }
+
+    /// A grid whose colour scale is the full range of its first `reference` maps, with pixels
+    /// outside it marked (see [`MapGrid::reference`]); each other map's label gives the
+    /// percentage of its pixels outside.
+    pub fn with_reference(title: &str, maps: Vec<Array2<f32>>, labels: Vec<String>, units: Option<String>, reference: usize) -> Self {
+        let mut grid = MapGrid::new(title, maps, labels, units);
+        grid.reference = Some(reference.clamp(1, grid.maps.len().max(1)));
+        let lim = grid.limits();
+        for (i, m) in grid.maps.iter().enumerate().skip(reference) {
+            let finite: Vec<f64> = m.iter().filter(|v| v.is_finite()).map(|&v| grid.value(v)).collect();
+            let out = finite.iter().filter(|&&v| !(v >= lim.0 && v <= lim.1)).count();
+            if out > 0 {
+                if let Some(l) = grid.labels.get_mut(i) {
+                    l.push_str(&format!(" ({:.1} % out)", 100.0 * out as f64 / finite.len().max(1) as f64));
+                }
+            }
+        }
+        grid
     }
 
     fn value(&self, v: f32) -> f64 {
         if self.log { (v as f64).log10() } else { v as f64 }
     }
 
-    /// Colour limits: the 1st and 99th percentiles of the (log) values.
+    /// Colour limits: the full range of the reference maps, or else the 1st and 99th
+    /// percentiles of the (log) values of all maps.
     fn limits(&self) -> (f64, f64) {
+        let shown = self.reference.unwrap_or(self.maps.len());
         let mut v: Vec<f64> = self
             .maps
             .iter()
+            .take(shown)
             .flat_map(|m| m.iter().copied())
             .filter(|x| x.is_finite())
             .map(|x| self.value(x))
@@ -79,7 +109,10 @@ impl MapGrid {
             return (0.0, 1.0);
         }
         v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-        let (lo, hi) = (percentile_sorted(&v, 1.0), percentile_sorted(&v, 99.0));
+        let (lo, hi) = match self.reference {
+            Some(_) => (v[0], v[v.len() - 1]),
+            None => (percentile_sorted(&v, 1.0), percentile_sorted(&v, 99.0)),
+        };
         if hi > lo { (lo, hi) } else { (lo - 0.5, lo + 0.5) }
     }
 
@@ -89,6 +122,8 @@ impl MapGrid {
         let rows = n.div_ceil(cols);
         let w = cols as u32 * (CELL + GAP) + GAP + BAR;
         let h = TOP + rows as u32 * (CELL + GAP + 16) + GAP;
+        // Room below the colour bar for its label and, with a reference range, the legend.
+        let h = h.max(TOP + 2 * CELL + GAP + if self.reference.is_some() { 72 } else { 28 });
         (cols, rows, w, h)
     }
 
@@ -103,8 +138,12 @@ impl MapGrid {
                 let c = ((x as usize * w) / CELL as usize).min(w - 1);
                 let v = map[[r, c]];
                 let rgb = if v.is_finite() && self.value(v).is_finite() {
-                    let t = ((self.value(v) - lim.0) / (lim.1 - lim.0)).clamp(0.0, 1.0);
-                    ViridisRGB.get_color(t as f32)
+                    let t = (self.value(v) - lim.0) / (lim.1 - lim.0);
+                    match self.reference {
+                        Some(_) if t > 1.0 => ABOVE,
+                        Some(_) if t < 0.0 => BELOW,
+                        _ => ViridisRGB.get_color(t.clamp(0.0, 1.0) as f32),
+                    }
                 } else {
                     RGBColor(200, 200, 200)
                 };
@@ -153,6 +192,13 @@ impl MapGrid {
         let units = self.units.clone().unwrap_or_else(|| "value".into());
         let label = if self.log { format!("{units} (log scale)") } else { units };
         root.draw(&Text::new(label, (bx - 4, by + bh + 8), ("sans-serif", 12).into_font())).map_err(e)?;
+        if self.reference.is_some() {
+            for (k, (colour, text)) in [(ABOVE, "above the real range"), (BELOW, "below the real range")].into_iter().enumerate() {
+                let yy = by + bh + 28 + 16 * k as i32;
+                root.draw(&Rectangle::new([(bx - 4, yy), (bx + 6, yy + 10)], colour.filled())).map_err(e)?;
+                root.draw(&Text::new(text, (bx + 10, yy - 1), ("sans-serif", 10).into_font())).map_err(e)?;
+            }
+        }
         root.present().map_err(e)
     }
 

@@ -1,17 +1,35 @@
 //! `expanse validate`: real against synthetic maps with the statistics of [`crate::stats`],
 //! written as `report.json`, `report.md` and figures.
+//!
+//! Every comparison is made per map or over maps, so that a few very bright maps cannot decide
+//! it: per-map power-spectrum slopes (mean ± standard deviation of each set and Welch's t between
+//! the means), the spread of per-map levels, the one-point PDF on bins fixed by the real maps'
+//! range (with bins for values outside it) and a memorization ratio. Uncertainties come from
+//! resampling whole maps (bootstrap), never from treating correlated pixels as independent.
+//! One-point statistics, levels and distances use the domain's model space (the normalization
+//! the maps were fitted with, read from the synthetic file's provenance) when it is known, else
+//! log10 of positive maps, else the values themselves.
 
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, Axis};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::io::{self, AtomicFiles, Selection};
 use crate::plot::{HistogramPanel, MapGrid, Panel, PanelFigure, SpectrumComparison};
+use crate::prep::Normalization;
 use crate::stats::maps::{memorization, Memorization};
-use crate::stats::onepoint::{compare, PdfComparison};
+use crate::stats::onepoint::{compare, welch_t, PdfComparison};
 use crate::stats::power_spectrum::{slope_distance, EnsembleSpectrum, PowerSpectrumOptions};
+
+/// Resamples of the bootstrap over maps, and its seed (fixed: reports are reproducible).
+pub const BOOTSTRAP_RESAMPLES: usize = 200;
+pub const BOOTSTRAP_SEED: u64 = 0;
+/// Bins of the one-point PDF inside the real maps' range (plus one below and one above it).
+pub const PDF_BINS: usize = 32;
 
 /// Summary of one ensemble's power spectrum.
 #[derive(Debug, Clone, Serialize)]
@@ -20,6 +38,80 @@ pub struct SpectrumSummary {
     pub slope_err: f64,
     pub per_map_slope_mean: f64,
     pub per_map_slope_std: f64,
+}
+
+/// Per-map values of one set: mean, sample standard deviation, the values.
+#[derive(Debug, Clone, Serialize)]
+pub struct PerMap {
+    pub mean: f64,
+    pub std: f64,
+    pub values: Vec<f64>,
+}
+
+impl PerMap {
+    pub fn of(values: Vec<f64>) -> PerMap {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let std = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+        PerMap { mean, std, values }
+    }
+}
+
+/// Per-map power-spectrum slopes of both sets and Welch's t (synthetic − real) of their means.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlopeComparison {
+    pub real: PerMap,
+    pub synthetic: PerMap,
+    pub welch_t: f64,
+    pub welch_dof: f64,
+}
+
+impl SlopeComparison {
+    fn of(real: &EnsembleSpectrum, synthetic: &EnsembleSpectrum) -> SlopeComparison {
+        let (welch_t, welch_dof) = welch_t(&synthetic.slopes, &real.slopes);
+        SlopeComparison { real: PerMap::of(real.slopes.clone()), synthetic: PerMap::of(synthetic.slopes.clone()), welch_t, welch_dof }
+    }
+}
+
+/// Ensemble spectra in model space, beside the physical ones.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSpaceSpectra {
+    pub real: SpectrumSummary,
+    pub synthetic: SpectrumSummary,
+    pub distance: f64,
+    pub slopes: SlopeComparison,
+}
+
+/// How much the maps' overall levels (per-map means, in the analysis scale) vary.
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelSpread {
+    pub real: PerMap,
+    pub synthetic: PerMap,
+    /// Standard deviation of the synthetic levels over that of the real ones.
+    pub ratio: f64,
+    /// 16th and 84th percentiles of the ratio over bootstrap resamples of the maps.
+    pub ratio_interval: (f64, f64),
+    /// Mean within-map standard deviation of the real maps (the scale the levels compare with).
+    pub real_contrast: f64,
+}
+
+/// The one-point PDF on bins fixed by the real maps: `PDF_BINS` equal bins over the real range,
+/// plus one bin for values below it and one above.
+#[derive(Debug, Clone, Serialize)]
+pub struct BinnedPdf {
+    pub edges: Vec<f64>,
+    /// Fractions of pixels per bin: [below, bins…, above].
+    pub real: Vec<f64>,
+    pub synthetic: Vec<f64>,
+    /// Share of synthetic pixels outside the real maps' range.
+    pub synthetic_outside: f64,
+    /// Hellinger distance of the two fractions: (1/√2)·√Σ(√p − √q)².
+    pub hellinger: f64,
+    /// Its standard deviation over bootstrap resamples of both sets of maps.
+    pub hellinger_std: f64,
+    /// The same distance between two halves of the real maps (even and odd indices): what two
+    /// samples of the real domain of half the size already differ by.
+    pub hellinger_real_halves: f64,
 }
 
 /// Everything `validate` measures.
@@ -31,17 +123,26 @@ pub struct ValidationReport {
     pub n_synthetic: usize,
     pub shape: [usize; 2],
     pub units: Option<String>,
-    /// `log10` when every value is positive (one-point statistics and distances use log10 of
-    /// the maps), else `linear`.
+    /// The scale of one-point statistics, levels and distances: `model space (<transform>)`,
+    /// `log10` or `linear`.
     pub scale: String,
+    /// Ensemble spectra in physical units (mean power of each set; a few bright maps dominate).
     pub spectrum_real: SpectrumSummary,
     pub spectrum_synthetic: SpectrumSummary,
     /// TurbuStat's power-spectrum distance (t-statistic of the two ensemble slopes).
     pub spectrum_distance: f64,
-    /// synthetic / real mean power per bin (frequency, ratio).
+    /// synthetic / real mean power per bin (frequency, ratio), physical units.
     pub spectrum_ratio: Vec<(f64, f64)>,
-    pub pdf: PdfComparison,
+    /// Per-map slopes in physical units and Welch's t.
+    pub slopes: SlopeComparison,
+    /// Ensemble spectra and per-map slopes in model space (when the normalization is known).
+    pub spectrum_model: Option<ModelSpaceSpectra>,
+    pub level: LevelSpread,
+    pub pdf: BinnedPdf,
+    /// Pooled-pixel comparison on TurbuStat's common bins (moments, KS D, W1; for the figure).
+    pub pooled: PdfComparison,
     pub memorization: Memorization,
+    pub bootstrap: serde_json::Value,
     pub written: Vec<PathBuf>,
 }
 
@@ -53,14 +154,125 @@ fn read_stack(path: &Path) -> Result<(Vec<Array2<f64>>, Option<String>)> {
 }
 
 fn summary(e: &EnsembleSpectrum) -> SpectrumSummary {
-    let n = e.slopes.len() as f64;
-    let m = e.slopes.iter().sum::<f64>() / n;
-    SpectrumSummary {
-        slope: e.mean.slope,
-        slope_err: e.mean.slope_err,
-        per_map_slope_mean: m,
-        per_map_slope_std: (e.slopes.iter().map(|s| (s - m).powi(2)).sum::<f64>() / n).sqrt(),
+    let s = PerMap::of(e.slopes.clone());
+    SpectrumSummary { slope: e.mean.slope, slope_err: e.mean.slope_err, per_map_slope_mean: s.mean, per_map_slope_std: s.std }
+}
+
+/// The domain's normalization, from the provenance of the synthetic (else the real) file.
+fn normalization(files: &[&Path]) -> Option<Normalization> {
+    files.iter().find_map(|f| {
+        let p = io::read_provenance(f).ok()??;
+        serde_json::from_value(p.records.get("normalization")?.clone()).ok()
+    })
+}
+
+/// Per-map bin counts on `edges` with a bin below and one above: [below, bins…, above].
+fn counts(map: &Array2<f64>, edges: &[f64]) -> Vec<f64> {
+    let nb = edges.len() - 1;
+    let (lo, hi) = (edges[0], edges[nb]);
+    let mut c = vec![0.0; nb + 2];
+    for &x in map.iter().filter(|v| v.is_finite()) {
+        let b = if x < lo {
+            0
+        } else if x > hi {
+            nb + 1
+        } else if x == hi {
+            nb
+        } else {
+            edges.partition_point(|&e| e <= x).clamp(1, nb)
+        };
+        c[b] += 1.0;
     }
+    c
+}
+
+fn hellinger(a: &[f64], b: &[f64]) -> f64 {
+    let (sa, sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
+    (a.iter().zip(b).map(|(p, q)| ((p / sa).sqrt() - (q / sb).sqrt()).powi(2)).sum::<f64>() / 2.0).sqrt()
+}
+
+fn sum_counts<'a>(rows: impl Iterator<Item = &'a Vec<f64>>, len: usize) -> Vec<f64> {
+    let mut out = vec![0.0; len];
+    for r in rows {
+        for (o, v) in out.iter_mut().zip(r) {
+            *o += v;
+        }
+    }
+    out
+}
+
+fn finite_mean(m: &Array2<f64>) -> f64 {
+    let v: Vec<f64> = m.iter().copied().filter(|x| x.is_finite()).collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn finite_std(m: &Array2<f64>) -> f64 {
+    let v: Vec<f64> = m.iter().copied().filter(|x| x.is_finite()).collect();
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt()
+}
+
+fn sample_std(v: &[f64]) -> f64 {
+    PerMap::of(v.to_vec()).std
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    crate::prep::transform::percentile_sorted(v, q)
+}
+
+/// The PDF on the real maps' bins and the level spread, with bootstrap uncertainties.
+fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Result<(BinnedPdf, LevelSpread)> {
+    let values = real.iter().flat_map(|m| m.iter().copied()).filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !(lo.is_finite() && hi.is_finite()) {
+        return Err(Error::Invalid("the real maps hold no finite values".into()));
+    }
+    let hi = if hi > lo { hi } else { lo + 1.0 };
+    let edges: Vec<f64> = (0..=PDF_BINS).map(|i| lo + (hi - lo) * i as f64 / PDF_BINS as f64).collect();
+    let cr: Vec<Vec<f64>> = real.iter().map(|m| counts(m, &edges)).collect();
+    let cs: Vec<Vec<f64>> = synthetic.iter().map(|m| counts(m, &edges)).collect();
+    let len = PDF_BINS + 2;
+    let (tr, ts) = (sum_counts(cr.iter(), len), sum_counts(cs.iter(), len));
+    let h = hellinger(&tr, &ts);
+    let even = sum_counts(cr.iter().step_by(2), len);
+    let odd = sum_counts(cr.iter().skip(1).step_by(2), len);
+    let lr: Vec<f64> = real.iter().map(finite_mean).collect();
+    let ls: Vec<f64> = synthetic.iter().map(finite_mean).collect();
+    let ratio = |a: &[f64], b: &[f64]| sample_std(b) / sample_std(a);
+    let mut rng = ChaCha8Rng::seed_from_u64(BOOTSTRAP_SEED);
+    let (mut hs, mut rs) = (Vec::new(), Vec::new());
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        let ir: Vec<usize> = (0..real.len()).map(|_| rng.random_range(0..real.len())).collect();
+        let is: Vec<usize> = (0..synthetic.len()).map(|_| rng.random_range(0..synthetic.len())).collect();
+        hs.push(hellinger(&sum_counts(ir.iter().map(|&i| &cr[i]), len), &sum_counts(is.iter().map(|&i| &cs[i]), len)));
+        let r = ratio(&ir.iter().map(|&i| lr[i]).collect::<Vec<_>>(), &is.iter().map(|&i| ls[i]).collect::<Vec<_>>());
+        if r.is_finite() {
+            rs.push(r);
+        }
+    }
+    let frac = |c: &[f64]| -> Vec<f64> {
+        let s: f64 = c.iter().sum::<f64>().max(1.0);
+        c.iter().map(|v| v / s).collect()
+    };
+    let (fr, fs) = (frac(&tr), frac(&ts));
+    let pdf = BinnedPdf {
+        synthetic_outside: fs[0] + fs[len - 1],
+        real: fr,
+        synthetic: fs,
+        edges,
+        hellinger: h,
+        hellinger_std: sample_std(&hs),
+        hellinger_real_halves: if real.len() >= 2 { hellinger(&even, &odd) } else { f64::NAN },
+    };
+    let level = LevelSpread {
+        ratio: ratio(&lr, &ls),
+        ratio_interval: if rs.is_empty() { (f64::NAN, f64::NAN) } else { (percentile(&mut rs, 16.0), percentile(&mut rs, 84.0)) },
+        real_contrast: real.iter().map(finite_std).sum::<f64>() / real.len() as f64,
+        real: PerMap::of(lr),
+        synthetic: PerMap::of(ls),
+    };
+    Ok((pdf, level))
 }
 
 /// Compares real and synthetic maps (FITS/HDF5/NPY stacks of one map size) and writes the
@@ -84,14 +296,29 @@ pub fn validate(real: &Path, synthetic: &Path, out_dir: &Path, ps: &PowerSpectru
     }
     let er = EnsembleSpectrum::compute(&r, ps)?;
     let es = EnsembleSpectrum::compute(&s, ps)?;
+    let norm = normalization(&[synthetic, real]);
     let positive = r.iter().chain(&s).flat_map(|m| m.iter()).filter(|v| v.is_finite()).all(|&v| v > 0.0);
-    let tr = |m: &Array2<f64>| if positive { m.mapv(f64::log10) } else { m.clone() };
-    let (rt, st): (Vec<_>, Vec<_>) = (r.iter().map(tr).collect(), s.iter().map(tr).collect());
+    let (scale, tr): (String, Box<dyn Fn(&Array2<f64>) -> Array2<f64>>) = match &norm {
+        Some(n) => {
+            let t = n.transform.clone();
+            (format!("model space ({})", t.describe()), Box::new(move |m: &Array2<f64>| m.mapv(|v| t.forward(v))))
+        }
+        None if positive => ("log10".into(), Box::new(|m: &Array2<f64>| m.mapv(f64::log10))),
+        None => ("linear".into(), Box::new(|m: &Array2<f64>| m.clone())),
+    };
+    let (rt, st): (Vec<_>, Vec<_>) = (r.iter().map(&tr).collect(), s.iter().map(&tr).collect());
+    let spectrum_model = match &norm {
+        Some(_) => {
+            let (mr, ms) = (EnsembleSpectrum::compute(&rt, ps)?, EnsembleSpectrum::compute(&st, ps)?);
+            Some((mr, ms))
+        }
+        None => None,
+    };
     let pool = |v: &[Array2<f64>]| -> Vec<f64> { v.iter().flat_map(|m| m.iter().copied()).filter(|x| x.is_finite()).collect() };
-    let pdf = compare(&pool(&rt), &pool(&st), None)?;
+    let pooled = compare(&pool(&rt), &pool(&st), None)?;
+    let (pdf, level) = pdf_and_levels(&rt, &st)?;
     let mem = memorization(&rt, &st);
     let ratio = er.freqs.iter().zip(er.mean.power.iter().zip(&es.mean.power)).map(|(f, (a, b))| (*f, b / a)).collect();
-    let scale = if positive { "log10" } else { "linear" }.to_string();
     let mut report = ValidationReport {
         real: real.to_path_buf(),
         synthetic: synthetic.to_path_buf(),
@@ -104,39 +331,53 @@ pub fn validate(real: &Path, synthetic: &Path, out_dir: &Path, ps: &PowerSpectru
         spectrum_synthetic: summary(&es),
         spectrum_distance: slope_distance(&er.mean, &es.mean),
         spectrum_ratio: ratio,
+        slopes: SlopeComparison::of(&er, &es),
+        spectrum_model: spectrum_model.as_ref().map(|(mr, ms)| ModelSpaceSpectra {
+            real: summary(mr),
+            synthetic: summary(ms),
+            distance: slope_distance(&mr.mean, &ms.mean),
+            slopes: SlopeComparison::of(mr, ms),
+        }),
+        level,
         pdf,
+        pooled,
         memorization: mem,
+        bootstrap: serde_json::json!({"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "unit": "whole maps, both sets"}),
         written: Vec::new(),
     };
     let mut written = Vec::new();
+    let series = |name: &str, e: &EnsembleSpectrum| (name.to_string(), e.freqs.clone(), e.mean_log_power.clone(), e.std_log_power.clone(), e.mean.slope, e.mean.slope_err);
     let spec = SpectrumComparison {
-        title: "Power spectra: real vs synthetic (mean ± 1σ)".into(),
-        series: vec![
-            ("real".into(), er.freqs.clone(), er.mean_log_power.clone(), er.std_log_power.clone(), er.mean.slope, er.mean.slope_err),
-            ("synthetic".into(), es.freqs.clone(), es.mean_log_power.clone(), es.std_log_power.clone(), es.mean.slope, es.mean.slope_err),
-        ],
+        title: "Power spectra: real vs synthetic (mean ± 1σ of log P)".into(),
+        series: vec![series("real", &er), series("synthetic", &es)],
         units: units.clone(),
     };
     written.extend(spec.save(&out_dir.join("power_spectra"))?);
-    let x_label = match (&units, positive) {
-        (Some(u), true) => format!("log10 value [{u}]"),
-        (Some(u), false) => format!("value [{u}]"),
-        (None, true) => "log10 value".into(),
-        (None, false) => "value".into(),
+    if let Some((mr, ms)) = &spectrum_model {
+        let spec = SpectrumComparison {
+            title: "Power spectra in model space (mean ± 1σ of log P)".into(),
+            series: vec![series("real", mr), series("synthetic", ms)],
+            units: Some("model space".into()),
+        };
+        written.extend(spec.save(&out_dir.join("power_spectra_model"))?);
+    }
+    let x_label = match (&norm, &units, positive) {
+        (Some(_), _, _) => "model-space value".to_string(),
+        (None, Some(u), true) => format!("log10 value [{u}]"),
+        (None, Some(u), false) => format!("value [{u}]"),
+        (None, None, true) => "log10 value".into(),
+        (None, None, false) => "value".into(),
     };
     let pdfs = PanelFigure {
-        title: format!("One-point statistics (KS D = {:.3}, Hellinger = {:.3})", report.pdf.ks_statistic, report.pdf.hellinger),
+        title: format!("One-point PDF (Hellinger = {:.3} ± {:.3}; real halves {:.3})", report.pdf.hellinger, report.pdf.hellinger_std, report.pdf.hellinger_real_halves),
         columns: 1,
-        panels: vec![Panel::Histogram(HistogramPanel {
-            title: "PDF of pixel values".into(),
-            x_label,
-            series: vec![("real".into(), pool(&rt)), ("synthetic".into(), pool(&st))],
-        })],
+        panels: vec![Panel::Histogram(HistogramPanel { title: "PDF of pixel values".into(), x_label, series: vec![("real".into(), pool(&rt)), ("synthetic".into(), pool(&st))] })],
     };
     written.extend(pdfs.save(&out_dir.join("pdfs"))?);
     let shown: Vec<Array2<f32>> = r.iter().take(6).chain(s.iter().take(6)).map(|m| m.mapv(|v| v as f32)).collect();
     let labels: Vec<String> = (0..r.len().min(6)).map(|i| format!("real {i}")).chain((0..s.len().min(6)).map(|i| format!("synthetic {i}"))).collect();
-    written.extend(MapGrid::new("Real (first) and synthetic maps, one colour scale", shown, labels, units.clone()).save(&out_dir.join("maps"))?);
+    let grid = MapGrid::with_reference("Real (first) and synthetic maps, one colour scale: the real range", shown, labels, units.clone(), r.len().min(6));
+    written.extend(grid.save(&out_dir.join("maps"))?);
     let md = markdown(&report);
     let json_path = out_dir.join("report.json");
     let md_path = out_dir.join("report.md");
@@ -153,39 +394,103 @@ fn markdown(r: &ValidationReport) -> String {
     let mut s = String::new();
     s.push_str(&format!("# Validation: {} vs {}\n\n", r.synthetic.display(), r.real.display()));
     s.push_str(&format!(
-        "{} real and {} synthetic maps of {}x{} pixels{}. One-point statistics and distances use {} values.\n\n",
+        "{} real and {} synthetic maps of {}x{} pixels{}. One-point statistics, levels and distances use {}; \
+         uncertainties come from {} bootstrap resamples of whole maps.\n\n",
         r.n_real,
         r.n_synthetic,
         r.shape[0],
         r.shape[1],
         r.units.as_ref().map(|u| format!(" in {u}")).unwrap_or_default(),
-        r.scale
+        r.scale,
+        BOOTSTRAP_RESAMPLES
     ));
-    s.push_str("| statistic | real | synthetic | distance |\n| --- | --- | --- | --- |\n");
+    s.push_str("| statistic | real | synthetic | comparison |\n| --- | --- | --- | --- |\n");
+    let sl = &r.slopes;
     s.push_str(&format!(
-        "| power-spectrum slope (ensemble) | {:.3} ± {:.3} | {:.3} ± {:.3} | t = {:.2} |\n",
+        "| per-map power-spectrum slope | {:.3} ± {:.3} | {:.3} ± {:.3} | Welch t = {:.2} |\n",
+        sl.real.mean, sl.real.std, sl.synthetic.mean, sl.synthetic.std, sl.welch_t
+    ));
+    if let Some(m) = &r.spectrum_model {
+        s.push_str(&format!(
+            "| per-map slope, model space | {:.3} ± {:.3} | {:.3} ± {:.3} | Welch t = {:.2} |\n",
+            m.slopes.real.mean, m.slopes.real.std, m.slopes.synthetic.mean, m.slopes.synthetic.std, m.slopes.welch_t
+        ));
+    }
+    s.push_str(&format!(
+        "| ensemble slope (mean power, physical units) | {:.3} ± {:.3} | {:.3} ± {:.3} | t = {:.2} |\n",
         r.spectrum_real.slope, r.spectrum_real.slope_err, r.spectrum_synthetic.slope, r.spectrum_synthetic.slope_err, r.spectrum_distance
     ));
+    if let Some(m) = &r.spectrum_model {
+        s.push_str(&format!(
+            "| ensemble slope, model space | {:.3} ± {:.3} | {:.3} ± {:.3} | t = {:.2} |\n",
+            m.real.slope, m.real.slope_err, m.synthetic.slope, m.synthetic.slope_err, m.distance
+        ));
+    }
+    let l = &r.level;
     s.push_str(&format!(
-        "| per-map slopes (mean ± std) | {:.3} ± {:.3} | {:.3} ± {:.3} | |\n",
-        r.spectrum_real.per_map_slope_mean, r.spectrum_real.per_map_slope_std, r.spectrum_synthetic.per_map_slope_mean, r.spectrum_synthetic.per_map_slope_std
+        "| per-map level (mean ± spread) | {:.4} ± {:.4} | {:.4} ± {:.4} | spread ratio {:.2} (68 %: {:.2}–{:.2}) |\n",
+        l.real.mean, l.real.std, l.synthetic.mean, l.synthetic.std, l.ratio, l.ratio_interval.0, l.ratio_interval.1
     ));
-    let (a, b) = (&r.pdf.moments_a, &r.pdf.moments_b);
+    s.push_str(&format!(
+        "| one-point PDF ({} bins over the real range) | | {:.2} % outside the real range | Hellinger = {:.4} ± {:.4} (real halves: {:.4}) |\n",
+        PDF_BINS,
+        100.0 * r.pdf.synthetic_outside,
+        r.pdf.hellinger,
+        r.pdf.hellinger_std,
+        r.pdf.hellinger_real_halves
+    ));
+    let (a, b) = (&r.pooled.moments_a, &r.pooled.moments_b);
     s.push_str(&format!("| mean | {:.4} | {:.4} | |\n| variance | {:.4} | {:.4} | |\n", a.mean, b.mean, a.variance, b.variance));
     s.push_str(&format!("| skewness | {:.3} | {:.3} | |\n| excess kurtosis | {:.3} | {:.3} | |\n", a.skewness, b.skewness, a.kurtosis, b.kurtosis));
     s.push_str(&format!(
-        "| PDF | | | KS D = {:.4} (p = {:.2e}), Hellinger = {:.4}, W1 = {:.4} |\n\n",
-        r.pdf.ks_statistic, r.pdf.ks_p_value, r.pdf.hellinger, r.pdf.wasserstein1
+        "| pooled pixels | | | KS D = {:.4}, W1 = {:.4} (no p-value: pixels are correlated) |\n\n",
+        r.pooled.ks_statistic, r.pooled.wasserstein1
     ));
     let m = &r.memorization;
     let real_min = m.real_nn.iter().cloned().fold(f64::INFINITY, f64::min);
     let syn_min = m.synthetic_nn.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
     s.push_str(&format!(
-        "Memorization: the smallest real–real nearest-neighbour distance (RMS per pixel) is {real_min:.4}; the smallest synthetic–real one is {syn_min:.4}. {} synthetic map(s) lie closer than half the real–real minimum ({:.4}) and are flagged as near-copies{}.\n\n",
+        "Memorization: the closest two real maps are {real_min:.4} apart (RMS per pixel), the closest synthetic–real pair {syn_min:.4}: ratio {:.3} \
+         (below 1, a synthetic map lies nearer a real one than any two real maps do). {} synthetic map(s) lie closer than half the real–real minimum ({:.4}) and are flagged as near-copies{}.\n\n",
+        m.ratio,
         m.flagged.len(),
         m.threshold,
         if m.flagged.is_empty() { String::new() } else { format!(": {:?}", m.flagged) }
     ));
-    s.push_str("Figures: `power_spectra.png`, `pdfs.png`, `maps.png` (and `.svg`).\n");
+    s.push_str("Figures: `power_spectra.png`");
+    if r.spectrum_model.is_some() {
+        s.push_str(", `power_spectra_model.png`");
+    }
+    s.push_str(", `pdfs.png`, `maps.png` (and `.svg`).\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(seed: u64, level: f64, amp: f64) -> Array2<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let g = crate::simulate::gaussian_field(32, 3.0, &mut rng);
+        let own: f64 = 0.2 * rng.sample::<f64, _>(rand_distr::StandardNormal);
+        g.mapv(|v| level + own + amp * v)
+    }
+
+    #[test]
+    fn levels_pdf_and_bootstrap_see_what_pooled_pixels_hide() {
+        let real: Vec<Array2<f64>> = (0..16).map(|i| field(i, 0.0, 1.0)).collect();
+        let twin: Vec<Array2<f64>> = (100..116).map(|i| field(i, 0.0, 1.0)).collect();
+        let (pdf, level) = pdf_and_levels(&real, &twin).unwrap();
+        assert!(pdf.hellinger < 0.1 && pdf.hellinger_std > 0.0, "{pdf:?}");
+        assert!(level.ratio_interval.0 <= level.ratio && level.ratio <= level.ratio_interval.1);
+        // Maps with random overall levels: pooled pixels still overlap the real range, but the
+        // level spread is many times the real one.
+        let shifted: Vec<Array2<f64>> = (100..116).map(|i| field(i, if i % 2 == 0 { 3.0 } else { -3.0 }, 1.0)).collect();
+        let (pdf2, level2) = pdf_and_levels(&real, &shifted).unwrap();
+        assert!(level2.ratio > 5.0 * level.ratio, "{} vs {}", level2.ratio, level.ratio);
+        assert!(pdf2.hellinger > pdf.hellinger + 3.0 * pdf.hellinger_std);
+        assert!(pdf2.synthetic_outside > 0.05);
+        // The fractions cover every pixel, the outside bins included.
+        assert!((pdf2.synthetic.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
 }

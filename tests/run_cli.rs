@@ -244,10 +244,18 @@ fn replace_in(path: &Path, from: &str, to: &str) {
 fn every_shipped_config_is_valid_and_the_local_ones_plan() {
     for entry in std::fs::read_dir(root().join("configs")).unwrap() {
         let path = entry.unwrap().path();
-        let config = expanse::pipeline::RunConfig::read(&path).unwrap_or_else(|e| panic!("{e}"));
-        if config.model.path.exists() {
-            let plan = expanse::pipeline::Plan::new(config, &path).unwrap_or_else(|e| panic!("{e}"));
-            assert!(plan.domains.iter().all(|d| d.images > plan.config.sampling.k));
+        // Benchmark configs (with [benchmark]): every variant's run config.
+        let configs = if std::fs::read_to_string(&path).unwrap().contains("[benchmark]") {
+            let bench = expanse::fidelity::FidelityConfig::read(&path).unwrap_or_else(|e| panic!("{e}"));
+            bench.variants.iter().map(|v| v.apply(&bench.base, 0)).collect()
+        } else {
+            vec![expanse::pipeline::RunConfig::read(&path).unwrap_or_else(|e| panic!("{e}"))]
+        };
+        for config in configs {
+            if config.model.path.exists() {
+                let plan = expanse::pipeline::Plan::new(config, &path).unwrap_or_else(|e| panic!("{e}"));
+                assert!(plan.domains.iter().all(|d| d.images > plan.config.sampling.k));
+            }
         }
     }
 }

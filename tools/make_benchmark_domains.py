@@ -16,17 +16,21 @@ and HISTORY) into OUT_DIR (default data/samples):
   powerbox_lognormal_64.fits  24 log-normal density fields, 1 + delta with P_delta(k) ~ k^-2
                               (flatter than the shipped clouds, per-map mean free to vary);
                               BUNIT = 'cm-3' (a density contrast times 100 cm^-3).
-  turbustat_aniso_64.fits     24 Gaussian brightness-temperature fields T = 20 K + 4 K * g,
-                              g a standardized make_extended field with P(k) ~ k^-4 and an
-                              elliptical spectrum (axis ratio 0.5, position angle 45 deg):
-                              smooth, anisotropic, linear (no logarithm); BUNIT = 'K'.
+  turbustat_aniso_64.fits     24 Gaussian brightness-temperature cut-outs T = 20 K + 4 K * g:
+                              two 256x256 make_extended fields with P(k) ~ k^-4 and an
+                              elliptical spectrum (axis ratio 0.5, position angle 45 deg), each
+                              cut into 16 tiles of 64x64 (the first 24 tiles kept), g scaled by
+                              the standard deviation of all tiles together, so that tiles keep
+                              their own mean levels and non-periodic edges, as cut-outs of a
+                              survey do: smooth, anisotropic, linear (no logarithm); BUNIT = 'K'.
 
 With --heldout it writes instead the held-out sets that the benchmark's defaults were never
 chosen on (used once, to check that the chosen defaults carry over):
 
-  heldout_powerbox_gauss_64.fits   24 Gaussian fields, P(k) ~ k^-1.5, 50 + 10 g mJy/beam.
-  heldout_turbustat_exp_64.fits    24 fields exp(1.5 g), g from make_extended with P ~ k^-3.3,
-                                   isotropic, high contrast; BUNIT = 'MJy/sr'.
+  heldout_powerbox_gauss_64.fits   24 Gaussian cut-outs (two 256x256 boxes, 16 tiles each),
+                                   P(k) ~ k^-1.5, 50 + 10 g mJy/beam.
+  heldout_turbustat_exp_64.fits    24 cut-outs exp(1.5 g) of two 256x256 make_extended fields
+                                   with P ~ k^-3.3, isotropic, high contrast; BUNIT = 'MJy/sr'.
 
 Deterministic: fixed seeds, no DATE cards; running twice gives byte-identical files.
 """
@@ -48,6 +52,14 @@ SIZE = 64
 
 def standardize(g):
     return (g - g.mean()) / g.std()
+
+
+def tiles(fields):
+    """The first COUNT 64x64 tiles of 256x256 fields, row by row, scaled together to unit
+    standard deviation (each tile keeps its own mean)."""
+    cut = [f[y:y + SIZE, x:x + SIZE] for f in fields for y in range(0, 256, SIZE) for x in range(0, 256, SIZE)][:COUNT]
+    cube = np.array(cut)
+    return cube / np.array(fields).std()
 
 
 def write(path, cube, bunit, obj, cards, history):
@@ -79,32 +91,30 @@ def powerbox_lognormal(out):
 
 
 def turbustat_aniso(out):
-    maps = [20.0 + 4.0 * standardize(make_extended(SIZE, powerlaw=4.0, ellip=0.5, theta=np.pi / 4, randomseed=2000 + i)) for i in range(COUNT)]
-    cube = np.array(maps)
+    fields = [make_extended(256, powerlaw=4.0, ellip=0.5, theta=np.pi / 4, randomseed=2000 + i) for i in range(2)]
+    cube = 20.0 + 4.0 * tiles(fields)
     write(
         os.path.join(out, "turbustat_aniso_64.fits"), cube, "K", "TurbuStat make_extended anisotropic fields",
         [("SIMCODE", "turbustat " + turbustat.__version__, "simulator"), ("SIMBETA", 4.0, "power-law index of P(k)"),
          ("SIMELLIP", 0.5, "axis ratio of the elliptical spectrum"), ("SIMTHETA", 45.0, "[deg] position angle"),
-         ("SIMSEED0", 2000, "seed of plane 1; plane i uses SIMSEED0 + i - 1")],
-        ["T = 20 K + 4 K * g, g = make_extended(64, powerlaw=4, ellip=0.5, theta=pi/4) standardized per map"],
+         ("SIMSEED0", 2000, "seeds of the two fields: SIMSEED0, SIMSEED0+1")],
+        ["T = 20 K + 4 K * g: g = make_extended(256, powerlaw=4, ellip=0.5, theta=pi/4), two fields,",
+         "cut into 64x64 tiles row by row (first 24 kept), divided by the std of both fields"],
     )
 
 
 def heldout(out):
-    maps = []
-    for i in range(COUNT):
-        pb = powerbox.PowerBox(N=SIZE, dim=2, pk=lambda k: k**-1.5, boxlength=1.0, seed=3000 + i)
-        maps.append(50.0 + 10.0 * standardize(pb.delta_x()))
+    fields = [powerbox.PowerBox(N=256, dim=2, pk=lambda k: k**-1.5, boxlength=4.0, seed=3000 + i).delta_x() for i in range(2)]
     write(
-        os.path.join(out, "heldout_powerbox_gauss_64.fits"), np.array(maps), "mJy/beam", "powerbox Gaussian fields (held out)",
-        [("SIMCODE", "powerbox " + powerbox.__version__, "simulator"), ("SIMPK", "k**-1.5", "P(k)"), ("SIMSEED0", 3000, "")],
-        ["S = 50 + 10 g mJy/beam, g = powerbox.PowerBox(N=64, dim=2, pk=k^-1.5).delta_x() standardized per map"],
+        os.path.join(out, "heldout_powerbox_gauss_64.fits"), 50.0 + 10.0 * tiles(fields), "mJy/beam", "powerbox Gaussian cut-outs (held out)",
+        [("SIMCODE", "powerbox " + powerbox.__version__, "simulator"), ("SIMPK", "k**-1.5", "P(k), boxlength 4"), ("SIMSEED0", 3000, "")],
+        ["S = 50 + 10 g mJy/beam, g = powerbox.PowerBox(N=256, dim=2, pk=k^-1.5).delta_x(), two boxes, 64x64 tiles"],
     )
-    maps = [np.exp(1.5 * standardize(make_extended(SIZE, powerlaw=3.3, randomseed=4000 + i))) for i in range(COUNT)]
+    fields = [make_extended(256, powerlaw=3.3, randomseed=4000 + i) for i in range(2)]
     write(
-        os.path.join(out, "heldout_turbustat_exp_64.fits"), np.array(maps), "MJy/sr", "exponentiated make_extended fields (held out)",
+        os.path.join(out, "heldout_turbustat_exp_64.fits"), np.exp(1.5 * tiles(fields)), "MJy/sr", "exponentiated make_extended cut-outs (held out)",
         [("SIMCODE", "turbustat " + turbustat.__version__, "simulator"), ("SIMBETA", 3.3, ""), ("SIMSEED0", 4000, "")],
-        ["I = exp(1.5 g) MJy/sr, g = make_extended(64, powerlaw=3.3) standardized per map"],
+        ["I = exp(1.5 g) MJy/sr, g = make_extended(256, powerlaw=3.3), two fields, 64x64 tiles"],
     )
 
 

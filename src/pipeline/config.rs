@@ -80,13 +80,17 @@ pub struct InversionSection {
     pub t0: usize,
     #[serde(default)]
     pub fixed_point: usize,
+    /// Clip x̂₀ to [−C, C] at every step of inversion and decoding.
     #[serde(default)]
     pub clip: Option<f64>,
+    /// Clip x̂₀ to [−C, C] only when decoding synthetic latents (overrides `clip` there).
+    #[serde(default)]
+    pub decode_clip: Option<f64>,
 }
 
 impl Default for InversionSection {
     fn default() -> Self {
-        InversionSection { steps: d_steps(), t0: d_t0(), fixed_point: 0, clip: None }
+        InversionSection { steps: d_steps(), t0: d_t0(), fixed_point: 0, clip: None, decode_clip: None }
     }
 }
 
@@ -322,7 +326,7 @@ impl RunConfig {
         Ok(config)
     }
 
-    fn resolve(&mut self, path: &Path, base: &Path) -> Result<()> {
+    pub(crate) fn resolve(&mut self, path: &Path, base: &Path) -> Result<()> {
         let abs = |p: &Path| lexical_normalize(&base.join(p));
         if self.run.name.is_none() {
             self.run.name = Some(path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
@@ -335,7 +339,7 @@ impl RunConfig {
     }
 
     /// Every check that needs no file but the config itself.
-    fn check(&self, path: &Path) -> Result<()> {
+    pub(crate) fn check(&self, path: &Path) -> Result<()> {
         let name = self.name();
         if !is_file_name(name) {
             return Err(bad(path, "run.name", format!("'{name}' must be letters, digits, '_' or '-'")));
@@ -370,9 +374,11 @@ impl RunConfig {
         if inv.steps - 1 > inv.t0 {
             return Err(bad(path, "inversion.steps", format!("{} grid points need t0 >= {}", inv.steps, inv.steps - 1)));
         }
-        if let Some(c) = inv.clip {
-            if !(c > 0.0 && c.is_finite()) {
-                return Err(bad(path, "inversion.clip", format!("must be a positive number, got {c}")));
+        for (key, clip) in [("inversion.clip", inv.clip), ("inversion.decode_clip", inv.decode_clip)] {
+            if let Some(c) = clip {
+                if !(c > 0.0 && c.is_finite()) {
+                    return Err(bad(path, key, format!("must be a positive number, got {c}")));
+                }
             }
         }
         self.prior_kind().map_err(|e| bad(path, "prior.kind", e))?;

@@ -41,7 +41,12 @@ impl FileHash {
 
 /// SHA-256 of a string, hex.
 pub fn sha256_text(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha256_bytes(text.as_bytes())
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What one finished stage did.

@@ -75,6 +75,11 @@ pub struct RunOptions {
     pub resume: bool,
     /// Print the log lines (and progress bars) to the terminal as well as to `run.log`.
     pub echo: bool,
+    /// A folder of inverted latents shared between runs, keyed by the SHA-256 of everything
+    /// inversion depends on (the model-space maps and normalization, the grid, the model files,
+    /// dtype and device): runs that differ only after inversion (prior, sampling, seeds) invert
+    /// each domain once. `expanse fidelity` uses it.
+    pub latent_cache: Option<PathBuf>,
 }
 
 /// Rough memory need of a run, MiB.
@@ -327,10 +332,18 @@ pub struct DomainSummary {
     pub synthetic: Vec<PathBuf>,
     pub accepted: usize,
     pub tried: usize,
-    pub slope_real: f64,
-    pub slope_synthetic: f64,
-    pub spectrum_distance: f64,
-    pub ks_statistic: f64,
+    /// Per-map power-spectrum slopes: mean and standard deviation of each set.
+    pub slope_real: (f64, f64),
+    pub slope_synthetic: (f64, f64),
+    /// Welch's t of the per-map slopes (synthetic − real).
+    pub slope_welch_t: f64,
+    /// Spread of per-map levels, synthetic over real.
+    pub level_spread_ratio: f64,
+    /// One-point PDF on the real maps' bins.
+    pub hellinger: f64,
+    pub hellinger_std: f64,
+    /// Closest synthetic–real over closest real–real distance.
+    pub memorization_ratio: f64,
     pub memorized: usize,
 }
 
@@ -404,6 +417,7 @@ struct Runner<'a> {
     model: Option<Ddpm>,
     log: Log,
     echo: bool,
+    latent_cache: Option<PathBuf>,
     ran: Vec<String>,
     kept: Vec<String>,
 }
@@ -531,6 +545,7 @@ impl<'a> Runner<'a> {
             model: None,
             log,
             echo: opts.echo,
+            latent_cache: opts.latent_cache.clone(),
             ran: Vec::new(),
             kept: Vec::new(),
         })
@@ -709,19 +724,57 @@ impl<'a> Runner<'a> {
             ddim.clip,
             self.plan.config.model.batch
         );
-        let partial = self.partial_dir(&format!("invert/{d}")).expect("inversion checkpoints");
-        let steps = (ddim.seq.len() - 1) as u64;
-        let (z, reused) = self.checkpointed(&partial, &key, &input.data, &format!("invert {d}"), steps, |r, chunk, pb| {
-            let m = r.model()?;
-            ddim.invert(m, chunk, chunk.len_of(Axis(0)), pb)
-        })?;
+        let cached = self.latent_cache.as_ref().map(|dir| dir.join(format!("latents-{}.npy", &self.cache_key(&input, &ddim)[..24])));
+        let from_cache: Option<Array4<f32>> =
+            cached.as_ref().and_then(|f| ndarray_npy::read_npy(f).ok()).filter(|a: &Array4<f32>| a.dim() == input.data.dim());
+        let (z, reused, hit) = match from_cache {
+            Some(z) => (z, 0, true),
+            None => {
+                let partial = self.partial_dir(&format!("invert/{d}")).expect("inversion checkpoints");
+                let steps = (ddim.seq.len() - 1) as u64;
+                let (z, reused) = self.checkpointed(&partial, &key, &input.data, &format!("invert {d}"), steps, |r, chunk, pb| {
+                    let m = r.model()?;
+                    ddim.invert(m, chunk, chunk.len_of(Axis(0)), pb)
+                })?;
+                if let Some(f) = &cached {
+                    std::fs::create_dir_all(f.parent().expect("cache folder")).map_err(|e| Error::write(f, e))?;
+                    let files = crate::io::AtomicFiles::new(std::slice::from_ref(f))?;
+                    ndarray_npy::write_npy(files.temp(0), &z).map_err(|e| Error::write(f, e))?;
+                    files.commit()?;
+                }
+                (z, reused, false)
+            }
+        };
         let records = ddim.records(self.model()?);
         let written = latents::write_model_output(&self.path(&["latents", &format!("{d}.h5")]), &z, "run: invert", &input, records)?;
         let mut counts = BTreeMap::new();
         counts.insert("latents".into(), json!(z.len_of(Axis(0))));
-        counts.insert("unet_evaluations".into(), json!(self.plan.unet_evaluations(&format!("invert/{d}"))));
+        counts.insert("unet_evaluations".into(), json!(if hit { 0 } else { self.plan.unet_evaluations(&format!("invert/{d}")) }));
         counts.insert("batches_from_checkpoints".into(), json!(reused));
+        if cached.is_some() {
+            counts.insert("from_latent_cache".into(), json!(hit));
+        }
         Ok((written, counts))
+    }
+
+    /// What inverted latents depend on, hashed: the model-space data and normalization, the
+    /// grid and its options, the model files, dtype and device.
+    fn cache_key(&self, input: &ModelInput, ddim: &Ddim) -> String {
+        let data: Vec<u8> = input.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let c = &self.plan.config.model;
+        let text = format!(
+            "data {}\nshape {:?}\nnormalization {}\ngrid {:?} fixed point {} clip {:?}\nmodel {:?}\ndtype {} device {}\n",
+            manifest::sha256_bytes(&data),
+            input.data.dim(),
+            serde_json::to_string(&input.normalization).unwrap_or_default(),
+            ddim.seq,
+            ddim.fixed_point,
+            ddim.clip,
+            self.manifest.model.iter().map(|h| &h.sha256).collect::<Vec<_>>(),
+            c.dtype,
+            c.device
+        );
+        manifest::sha256_text(&text)
     }
 
     fn fit(&mut self) -> Result<StageOutput> {
@@ -770,8 +823,11 @@ impl<'a> Runner<'a> {
     fn decode(&mut self, d: &str) -> Result<StageOutput> {
         let latents_path = self.path(&["samples", &format!("{d}.latents.npy")]);
         let input: ModelInput = latents::read_model_input(&latents_path)?;
-        let ddim = self.ddim()?;
-        let key = format!("{}\n{:?}\nbatch {}\n", FileHash::of(&latents_path, &latents_path)?.sha256, ddim.seq, self.plan.config.model.batch);
+        let mut ddim = self.ddim()?;
+        if let Some(c) = self.plan.config.inversion.decode_clip {
+            ddim.clip = Some(c);
+        }
+        let key = format!("{}\n{:?} clip {:?}\nbatch {}\n", FileHash::of(&latents_path, &latents_path)?.sha256, ddim.seq, ddim.clip, self.plan.config.model.batch);
         let partial = self.partial_dir(&format!("decode/{d}")).expect("decoding checkpoints");
         let steps = ddim.seq.len() as u64;
         let (images, reused) = self.checkpointed(&partial, &key, &input.data, &format!("decode {d}"), steps, |r, chunk, pb| {
@@ -779,7 +835,7 @@ impl<'a> Runner<'a> {
             ddim.generate(m, chunk, 0.0, 0, chunk.len_of(Axis(0)), pb)
         })?;
         let sampling = input.provenance.as_ref().and_then(|p| p.records.get("sampling")).cloned().unwrap_or(Value::Null);
-        let records = vec![("sampling", sampling), ("ddim", json!({"seq": ddim.seq})), ("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}))];
+        let records = vec![("sampling", sampling), ("ddim", json!({"seq": ddim.seq, "clip": ddim.clip})), ("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}))];
         let paths: Vec<PathBuf> = self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
         let title = format!("{} synthetic maps of '{d}'", images.len_of(Axis(0)));
         let (written, physical) = latents::write_maps(&paths, &images, "run: decode", &input, records, &title)?;
@@ -797,11 +853,17 @@ impl<'a> Runner<'a> {
         let opts = self.plan.config.spectrum_options()?;
         let report = crate::validate::validate(&self.real_path(d), &synthetic, &out_dir, &opts)?;
         let mut counts = BTreeMap::new();
-        counts.insert("slope_real".into(), json!(report.spectrum_real.slope));
-        counts.insert("slope_synthetic".into(), json!(report.spectrum_synthetic.slope));
-        counts.insert("spectrum_distance".into(), json!(report.spectrum_distance));
-        counts.insert("ks_statistic".into(), json!(report.pdf.ks_statistic));
+        counts.insert("slope_real".into(), json!(report.slopes.real.mean));
+        counts.insert("slope_real_std".into(), json!(report.slopes.real.std));
+        counts.insert("slope_synthetic".into(), json!(report.slopes.synthetic.mean));
+        counts.insert("slope_synthetic_std".into(), json!(report.slopes.synthetic.std));
+        counts.insert("slope_welch_t".into(), json!(report.slopes.welch_t));
+        counts.insert("ensemble_spectrum_distance".into(), json!(report.spectrum_distance));
+        counts.insert("level_spread_ratio".into(), json!(report.level.ratio));
         counts.insert("hellinger".into(), json!(report.pdf.hellinger));
+        counts.insert("hellinger_std".into(), json!(report.pdf.hellinger_std));
+        counts.insert("outside_real_range".into(), json!(report.pdf.synthetic_outside));
+        counts.insert("memorization_ratio".into(), json!(report.memorization.ratio));
         counts.insert("memorized".into(), json!(report.memorization.flagged.len()));
         Ok((report.written, counts))
     }
@@ -815,17 +877,21 @@ impl<'a> Runner<'a> {
         for d in &self.plan.domains {
             let n = &d.name;
             let synthetic = self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{n}.{f}")])).collect();
+            let v = format!("validate/{n}");
             domains.push(DomainSummary {
                 name: n.clone(),
                 maps: d.images,
                 synthetic,
                 accepted: self.count(&format!("sample/{n}"), "accepted") as usize,
                 tried: self.count(&format!("sample/{n}"), "tried") as usize,
-                slope_real: self.count(&format!("validate/{n}"), "slope_real"),
-                slope_synthetic: self.count(&format!("validate/{n}"), "slope_synthetic"),
-                spectrum_distance: self.count(&format!("validate/{n}"), "spectrum_distance"),
-                ks_statistic: self.count(&format!("validate/{n}"), "ks_statistic"),
-                memorized: self.count(&format!("validate/{n}"), "memorized") as usize,
+                slope_real: (self.count(&v, "slope_real"), self.count(&v, "slope_real_std")),
+                slope_synthetic: (self.count(&v, "slope_synthetic"), self.count(&v, "slope_synthetic_std")),
+                slope_welch_t: self.count(&v, "slope_welch_t"),
+                level_spread_ratio: self.count(&v, "level_spread_ratio"),
+                hellinger: self.count(&v, "hellinger"),
+                hellinger_std: self.count(&v, "hellinger_std"),
+                memorization_ratio: self.count(&v, "memorization_ratio"),
+                memorized: self.count(&v, "memorized") as usize,
             });
         }
         let separability = Some(self.count("fit", "loo_nearest_centroid_accuracy")).filter(|v| v.is_finite());
@@ -850,25 +916,36 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
         c.prior.kind,
         c.run.seed
     ));
-    t.push_str("| domain | real maps | synthetic | accepted / tried | PS slope real | PS slope synthetic | slope distance t | KS D (PDF) | near-copies |\n");
-    t.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    t.push_str("| domain | real maps | synthetic | accepted / tried | per-map PS slope real | synthetic | Welch t | level spread ratio | PDF Hellinger | memorization ratio | near-copies |\n");
+    t.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for d in domains {
         let rel: Vec<String> = d.synthetic.iter().map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string()).collect();
         t.push_str(&format!(
-            "| {} | {} | {} | {} / {} ({:.1} %) | {:.3} | {:.3} | {:.2} | {:.3} | {} |\n",
+            "| {} | {} | {} | {} / {} ({:.1} %) | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.2} | {:.2} | {:.3} ± {:.3} | {:.2} | {} |\n",
             d.name,
             d.maps,
             rel.join(", "),
             d.accepted,
             d.tried,
             100.0 * d.accepted as f64 / d.tried.max(1) as f64,
-            d.slope_real,
-            d.slope_synthetic,
-            d.spectrum_distance,
-            d.ks_statistic,
+            d.slope_real.0,
+            d.slope_real.1,
+            d.slope_synthetic.0,
+            d.slope_synthetic.1,
+            d.slope_welch_t,
+            d.level_spread_ratio,
+            d.hellinger,
+            d.hellinger_std,
+            d.memorization_ratio,
             d.memorized
         ));
     }
+    t.push_str(
+        "\nPer map, not pooled: slopes are fitted map by map (Welch's t compares the two means); the level spread ratio is the standard \
+         deviation of the synthetic maps' mean levels over the real ones'; the PDF distance uses bins over the real maps' range plus \
+         one below and one above it (± from resampling whole maps); memorization ratio = closest synthetic–real over closest \
+         real–real distance. Details in `report/<domain>/report.md`.\n",
+    );
     if let Some(s) = separability {
         t.push_str(&format!(
             "\nSeparability of the domains in latent space: leave-one-out nearest-centroid accuracy {:.1} % (chance: {:.1} %).\n",

@@ -72,9 +72,88 @@ pub struct DomainDiagnostics {
     pub pairwise_distance: Summary,
     pub origin_angle_deg: Summary,
     pub pair_angle_deg: Summary,
+    /// The structure a Gaussian prior has to reproduce, measured on the latents.
+    pub structure: LatentStructure,
     /// The values behind the summaries (for figures; not serialized).
     #[serde(skip)]
     pub values: DomainValues,
+}
+
+/// Second-order structure of a domain's latents about their mean, in the unitary Fourier basis
+/// of each channel (see [`super::spectral`]): what a prior must reproduce for decoded maps to
+/// keep the real maps' levels, contrast and colour balance.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatentStructure {
+    /// Per channel: power of the k = 0 mode (the channel's mean level) over the mean power of
+    /// the other modes. A white (scalar-prior) draw has 1.
+    pub level_power_ratio: Vec<f64>,
+    /// Standard deviation of the latents' norms over what a Gaussian with their mean and
+    /// (stationary) covariance would give: √(2·tr Σ² + 4·μᵀΣμ) / (2·mean norm).
+    pub norm_spread_ratio: f64,
+    /// Mean correlation between the residuals of different channels (0 with one channel).
+    pub channel_correlation: f64,
+    /// Mean residual power per mode in each ring of equal |k| (ring 0 is k = 0), summed over
+    /// channels: flat for white residuals.
+    pub ring_power: Vec<f64>,
+}
+
+impl LatentStructure {
+    /// The structure of latents `z` (rows) of shape (C, H, W) about `mean`.
+    pub fn measure(z: &Array2<f64>, mean: &Array1<f64>, shape: [usize; 3]) -> LatentStructure {
+        let [c, h, w] = shape;
+        let s = super::spectral::CrossSpectra::estimate(z, mean.view(), shape);
+        let level_power_ratio = (0..c)
+            .map(|a| {
+                let rest = (s.re.slice(ndarray::s![.., .., a, a]).sum() - s.re[[0, 0, a, a]]) / (h * w - 1).max(1) as f64;
+                s.re[[0, 0, a, a]] / rest
+            })
+            .collect();
+        let (ring, count) = super::spectral::rings(h, w);
+        let traces = s.traces();
+        let mut ring_power = vec![0.0; count];
+        let mut members = vec![0usize; count];
+        for (k, &r) in ring.iter().enumerate() {
+            ring_power[r] += traces[k];
+            members[r] += 1;
+        }
+        for (p, m) in ring_power.iter_mut().zip(&members) {
+            *p /= (*m).max(1) as f64;
+        }
+        // tr Σ² and μᵀΣμ of the stationary covariance with these cross-spectra.
+        let m = super::spectral::modes(mean.view(), shape);
+        let (mut tr2, mut quad) = (0.0, 0.0);
+        for k in 0..h * w {
+            let (y, x) = (k / w, k % w);
+            for a in 0..c {
+                for b in 0..c {
+                    let (re, im) = (s.re[[y, x, a, b]], s.im[[y, x, a, b]]);
+                    tr2 += re * re + im * im;
+                    let v = m[a][k].conj() * rustfft::num_complex::Complex::new(re, im) * m[b][k];
+                    quad += v.re;
+                }
+            }
+        }
+        let norms: Vec<f64> = z.rows().into_iter().map(|r| r.dot(&r).sqrt()).collect();
+        let mean_norm = norms.iter().sum::<f64>() / norms.len() as f64;
+        let sd = (norms.iter().map(|v| (v - mean_norm).powi(2)).sum::<f64>() / (norms.len().max(2) - 1) as f64).sqrt();
+        let gaussian_sd = (2.0 * tr2 + 4.0 * quad).max(0.0).sqrt() / (2.0 * mean_norm);
+        let mut corr = Vec::new();
+        for a in 0..c {
+            for b in a + 1..c {
+                let (cab, caa, cbb) = (0..h * w).fold((0.0, 0.0, 0.0), |(x, y, q), k| {
+                    let (yy, xx) = (k / w, k % w);
+                    (x + s.re[[yy, xx, a, b]], y + s.re[[yy, xx, a, a]], q + s.re[[yy, xx, b, b]])
+                });
+                corr.push(cab / (caa * cbb).sqrt());
+            }
+        }
+        LatentStructure {
+            level_power_ratio,
+            norm_spread_ratio: sd / gaussian_sd,
+            channel_correlation: if corr.is_empty() { 0.0 } else { corr.iter().sum::<f64>() / corr.len() as f64 },
+            ring_power,
+        }
+    }
 }
 
 /// Raw values behind the summaries (for figures).
@@ -153,6 +232,7 @@ pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
         pairwise_distance: Summary::of(&distances),
         origin_angle_deg: Summary::of(&origin_angles),
         pair_angle_deg: Summary::of(&pair_angles),
+        structure: LatentStructure::measure(z, &prior.mean, prior.shape),
         values: DomainValues { norms, distances, origin_angles, pair_angles },
     }
 }
@@ -249,15 +329,18 @@ pub fn figure(diags: &[DomainDiagnostics], kind: PriorKind) -> PanelFigure {
 /// The text table `fit` prints: one line per domain, then the separations.
 pub fn table(diags: &[DomainDiagnostics], sep: Option<&Separability>) -> String {
     let mut t = format!(
-        "{:<16} {:>5} {:>7} {:>9} {:>9} {:>8} {:>9} {:>10} {:>10}\n",
-        "domain", "N", "d", "sigma", "|mu|", "KS D", "KS p", "origin°", "pair°"
+        "{:<16} {:>5} {:>7} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10} {:>11} {:>8}\n",
+        "domain", "N", "d", "sigma", "|mu|", "KS D", "origin°", "pair°", "k=0 power", "norm spread", "channel r"
     );
     for d in diags {
+        let s = &d.structure;
+        let level = s.level_power_ratio.iter().sum::<f64>() / s.level_power_ratio.len().max(1) as f64;
         t.push_str(&format!(
-            "{:<16} {:>5} {:>7} {:>9.4} {:>9.3} {:>8.4} {:>9.2e} {:>10.2} {:>10.2}\n",
-            d.name, d.n, d.d, d.sigma, d.mean_norm, d.ks.statistic, d.ks.p_value, d.origin_angle_deg.mean, d.pair_angle_deg.mean
+            "{:<16} {:>5} {:>7} {:>9.4} {:>9.3} {:>8.4} {:>10.2} {:>10.2} {:>10.3} {:>11.2} {:>8.2}\n",
+            d.name, d.n, d.d, d.sigma, d.mean_norm, d.ks.statistic, d.origin_angle_deg.mean, d.pair_angle_deg.mean, level, s.norm_spread_ratio, s.channel_correlation
         ));
     }
+    t.push_str("(k=0 power: the channels' level mode over the mean of the other modes, 1 for white latents; norm spread: sd of the norms over a Gaussian's; channel r: residual correlation between channels)\n");
     if let Some(s) = sep {
         for p in &s.pairs {
             t.push_str(&format!(
@@ -303,5 +386,37 @@ mod tests {
         assert!(diag.ks.statistic < 0.02, "{:?}", diag.ks);
         assert!((diag.pair_angle_deg.mean - 60.0).abs() < 3.0, "{:?}", diag.pair_angle_deg);
         assert!((diag.mean_norm_debiased - 0.3 * (d as f64).sqrt()).abs() < 1.0);
+        // White Gaussian latents: flat ring power, level mode like the rest, norms spread as a
+        // Gaussian's.
+        let st = &diag.structure;
+        assert!((st.level_power_ratio[0] - 1.0).abs() < 0.8, "{st:?}");
+        assert!((st.norm_spread_ratio - 1.0).abs() < 0.5, "{st:?}");
+        let rp = &st.ring_power[1..];
+        assert!(rp.iter().all(|&p| (p - 1.0).abs() < 0.5), "{rp:?}");
+    }
+
+    #[test]
+    fn structure_finds_a_suppressed_level_equal_norms_and_coherent_channels() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let (n, shape) = (30, [2usize, 8, 8]);
+        let d = 128;
+        let mut z = Array2::from_shape_fn((n, d), |_| rng.sample::<f64, _>(StandardNormal));
+        for mut row in z.rows_mut() {
+            // Channel 1 shares most of channel 0; both channels' means removed; unit norm × √d.
+            for j in 0..64 {
+                row[64 + j] = 0.8 * row[j] + 0.6 * row[64 + j];
+            }
+            for ch in 0..2 {
+                let m = row.slice(ndarray::s![ch * 64..(ch + 1) * 64]).mean().unwrap();
+                row.slice_mut(ndarray::s![ch * 64..(ch + 1) * 64]).mapv_inplace(|v| v - m);
+            }
+            let norm = row.dot(&row).sqrt();
+            row.mapv_inplace(|v| v * (d as f64).sqrt() / norm);
+        }
+        let mean = z.mean_axis(Axis(0)).unwrap();
+        let st = LatentStructure::measure(&z, &mean, shape);
+        assert!(st.level_power_ratio.iter().all(|&r| r < 0.01), "{st:?}");
+        assert!(st.norm_spread_ratio < 0.05, "{st:?}");
+        assert!((st.channel_correlation - 0.8).abs() < 0.08, "{st:?}");
     }
 }

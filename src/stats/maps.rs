@@ -50,6 +50,9 @@ pub struct Memorization {
     /// Synthetic maps closer to a real map than half the smallest real–real distance.
     pub threshold: f64,
     pub flagged: Vec<usize>,
+    /// The closest synthetic–real distance over the closest real–real distance: below 1, some
+    /// synthetic map lies nearer a real map than any two real maps lie to each other.
+    pub ratio: f64,
 }
 
 fn rms(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
@@ -68,9 +71,12 @@ pub fn memorization(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Memoriza
             real.iter().enumerate().map(|(j, r)| (j, rms(s, r))).min_by(|a, b| a.1.partial_cmp(&b.1).expect("finite")).expect("real maps")
         })
         .collect();
-    let threshold = 0.5 * real_nn.iter().cloned().fold(f64::INFINITY, f64::min);
+    let closest_real = real_nn.iter().cloned().fold(f64::INFINITY, f64::min);
+    let closest_synthetic = synthetic_nn.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+    let threshold = 0.5 * closest_real;
     let flagged = synthetic_nn.iter().enumerate().filter(|(_, (_, d))| *d < threshold).map(|(i, _)| i).collect();
-    Memorization { real_nn, synthetic_nn, threshold, flagged }
+    let ratio = if closest_real > 0.0 { closest_synthetic / closest_real } else { f64::INFINITY };
+    Memorization { real_nn, synthetic_nn, threshold, flagged, ratio }
 }
 
 #[cfg(test)]
@@ -92,8 +98,12 @@ mod tests {
         let real: Vec<Array2<f64>> = (0..4).map(|k| Array2::from_shape_fn((8, 8), |(i, j)| ((i + 2 * j + 3 * k) as f64).sin())).collect();
         let copy = real[2].mapv(|v| v + 1e-3);
         let new = Array2::from_shape_fn((8, 8), |(i, j)| ((3 * i + j) as f64 * 0.7).cos());
-        let m = memorization(&real, &[copy, new]);
+        let m = memorization(&real, &[copy, new.clone()]);
         assert_eq!(m.flagged, vec![0]);
         assert_eq!(m.synthetic_nn[0].0, 2);
+        assert!(m.ratio < 0.01, "a copy gives a ratio near 0: {}", m.ratio);
+        let fresh = memorization(&real, std::slice::from_ref(&new));
+        let closest_real = fresh.real_nn.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!((fresh.ratio - fresh.synthetic_nn[0].1 / closest_real).abs() < 1e-12);
     }
 }

@@ -1,0 +1,581 @@
+//! `expanse fidelity`: the fidelity benchmark. One TOML file holds a base run config (model,
+//! grid, sampling, validation and several `[[domain]]`s), the seeds and a list of
+//! `[[variant]]`s, each overriding a few keys (prior kind, grid, few-shot correction, norm,
+//! tests, clipping). Every (variant, seed) is a complete `expanse run` in its own folder
+//! (`<out>/runs/<variant>/seed<k>/`), so each row of the benchmark can be opened, resumed and
+//! rerun like any run; inverted latents are shared between runs through a latent cache, and the
+//! reconstruction error of each grid is measured once per domain. The rows, the per-domain
+//! tables and the targets met go to `<out>/fidelity.json`, `fidelity.csv` and `fidelity.md`.
+//!
+//! Rerunning into the same folder keeps every finished run (a killed benchmark resumes).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::diffusion::{reconstruction_errors, Ddim};
+use crate::error::{Error, Result};
+use crate::latents;
+use crate::model::{self, Ddpm};
+use crate::pipeline::config::{
+    DebiasKey, DomainSection, InversionSection, ModelSection, PriorSection, RunSection, SamplingSection, ValidationSection,
+};
+use crate::pipeline::{Manifest, Plan, RunConfig, RunOptions};
+
+/// The targets a variant should meet on every domain.
+pub const TARGET_WELCH_T: f64 = 2.0;
+pub const TARGET_HELLINGER: f64 = 0.1;
+pub const TARGET_LEVEL_RATIO: f64 = 2.0;
+pub const TARGET_MEMORIZATION: f64 = 0.5;
+pub const TARGET_RECONSTRUCTION_DB: f64 = 35.0;
+
+/// `[benchmark]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchmarkSection {
+    /// Run seeds; every variant runs once per seed.
+    pub seeds: Vec<u64>,
+}
+
+/// `[[variant]]`: a name and the keys it changes in the base config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub name: String,
+    /// One line saying what the variant tests.
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub prior: Option<String>,
+    #[serde(default)]
+    pub steps: Option<usize>,
+    #[serde(default)]
+    pub t0: Option<usize>,
+    #[serde(default)]
+    pub fixed_point: Option<usize>,
+    #[serde(default)]
+    pub clip: Option<f64>,
+    #[serde(default)]
+    pub decode_clip: Option<f64>,
+    #[serde(default)]
+    pub candidates: Option<String>,
+    #[serde(default)]
+    pub debias: Option<DebiasKey>,
+    #[serde(default)]
+    pub norm: Option<String>,
+    #[serde(default)]
+    pub tests: Option<Vec<String>>,
+    #[serde(default)]
+    pub band: Option<[f64; 2]>,
+}
+
+impl Variant {
+    /// The base config with this variant's keys and the run's seed and name.
+    pub fn apply(&self, base: &RunConfig, seed: u64) -> RunConfig {
+        let mut c = base.clone();
+        c.run.name = Some(format!("{}-seed{seed}", self.name));
+        c.run.seed = seed;
+        c.run.formats = vec!["fits".into()];
+        fn set<T: Clone>(dst: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *dst = v.clone();
+            }
+        }
+        set(&mut c.prior.kind, &self.prior);
+        set(&mut c.inversion.steps, &self.steps);
+        set(&mut c.inversion.t0, &self.t0);
+        set(&mut c.inversion.fixed_point, &self.fixed_point);
+        if self.clip.is_some() {
+            c.inversion.clip = self.clip;
+        }
+        if self.decode_clip.is_some() {
+            c.inversion.decode_clip = self.decode_clip;
+        }
+        set(&mut c.sampling.candidates, &self.candidates);
+        set(&mut c.sampling.debias, &self.debias);
+        set(&mut c.sampling.norm, &self.norm);
+        set(&mut c.sampling.tests, &self.tests);
+        set(&mut c.sampling.band, &self.band);
+        c
+    }
+}
+
+/// The benchmark file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FidelityFile {
+    benchmark: BenchmarkSection,
+    #[serde(rename = "variant")]
+    variants: Vec<Variant>,
+    #[serde(default)]
+    run: RunSection,
+    model: ModelSection,
+    #[serde(default)]
+    inversion: InversionSection,
+    #[serde(default)]
+    prior: PriorSection,
+    #[serde(default)]
+    sampling: SamplingSection,
+    #[serde(default)]
+    validation: ValidationSection,
+    #[serde(rename = "domain", default)]
+    domains: Vec<DomainSection>,
+}
+
+/// A checked benchmark: the base config, seeds and variants (each variant's config checked).
+#[derive(Debug, Clone)]
+pub struct FidelityConfig {
+    pub path: PathBuf,
+    pub base: RunConfig,
+    pub seeds: Vec<u64>,
+    pub variants: Vec<Variant>,
+}
+
+impl FidelityConfig {
+    pub fn read(path: &Path) -> Result<FidelityConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
+        let f: FidelityFile = toml::from_str(&text).map_err(|e| Error::format(path, crate::pipeline::config::toml_error(&text, &e)))?;
+        let mut base = RunConfig {
+            run: f.run,
+            model: f.model,
+            inversion: f.inversion,
+            prior: f.prior,
+            sampling: f.sampling,
+            validation: f.validation,
+            domains: f.domains,
+        };
+        let dir = std::path::absolute(path).map_err(|e| Error::open(path, e))?.parent().map(Path::to_path_buf).unwrap_or_default();
+        base.resolve(path, &dir)?;
+        base.check(path)?;
+        if f.benchmark.seeds.is_empty() {
+            return Err(Error::content(path, "benchmark.seeds: name at least one seed"));
+        }
+        if f.variants.is_empty() {
+            return Err(Error::content(path, "no [[variant]] table: name at least one variant"));
+        }
+        for (i, v) in f.variants.iter().enumerate() {
+            if v.name.is_empty() || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(Error::content(path, format!("variant[{i}].name: '{}' must be letters, digits, '_' or '-'", v.name)));
+            }
+            if f.variants[..i].iter().any(|o| o.name == v.name) {
+                return Err(Error::content(path, format!("variant[{i}].name: two variants are named '{}'", v.name)));
+            }
+            v.apply(&base, 0).check(path).map_err(|e| match e {
+                Error::Content { path, cause } => Error::Content { path, cause: format!("variant '{}': {cause}", v.name) },
+                other => other,
+            })?;
+        }
+        Ok(FidelityConfig { path: path.to_path_buf(), base, seeds: f.benchmark.seeds, variants: f.variants })
+    }
+}
+
+/// One (variant, seed, domain) of the benchmark.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FidelityRow {
+    pub variant: String,
+    pub seed: u64,
+    pub domain: String,
+    /// The run folder.
+    pub run: PathBuf,
+    /// Why the run failed (then every number is NaN).
+    pub error: Option<String>,
+    pub accepted: usize,
+    pub tried: usize,
+    pub slope_real: (f64, f64),
+    pub slope_synthetic: (f64, f64),
+    pub welch_t: f64,
+    pub level_ratio: f64,
+    pub hellinger: f64,
+    pub hellinger_std: f64,
+    pub hellinger_real_halves: f64,
+    pub outside_real_range: f64,
+    pub memorization_ratio: f64,
+    /// Mean and worst reconstruction PSNR (dB, model space) of the real maps on this grid.
+    pub reconstruction_db: (f64, f64),
+    /// Seconds of sampling and decoding for this domain.
+    pub seconds: f64,
+}
+
+impl FidelityRow {
+    /// Which targets the row meets: Welch t, Hellinger, level spread, memorization,
+    /// reconstruction.
+    pub fn targets(&self) -> [bool; 5] {
+        [
+            self.welch_t.abs() < TARGET_WELCH_T,
+            self.hellinger < TARGET_HELLINGER,
+            self.level_ratio <= TARGET_LEVEL_RATIO && self.level_ratio >= 1.0 / TARGET_LEVEL_RATIO,
+            self.memorization_ratio > TARGET_MEMORIZATION,
+            self.reconstruction_db.0 >= TARGET_RECONSTRUCTION_DB,
+        ]
+    }
+}
+
+/// What `expanse fidelity` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct FidelityReport {
+    pub config: PathBuf,
+    pub seeds: Vec<u64>,
+    pub variants: Vec<Variant>,
+    pub domains: Vec<String>,
+    pub rows: Vec<FidelityRow>,
+    pub threads: usize,
+    pub written: Vec<PathBuf>,
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// Reconstruction PSNR (mean, worst) of a run's real latents on its grid, once per (domain,
+/// grid), kept in `cache`.
+fn reconstruction(run: &Path, domain: &str, config: &RunConfig, model: &mut Option<Ddpm>, cache: &mut BTreeMap<String, (f64, f64)>) -> Result<(f64, f64)> {
+    let inv = &config.inversion;
+    let key = format!("{domain} steps {} t0 {} fixed point {} clip {:?}", inv.steps, inv.t0, inv.fixed_point, inv.clip);
+    if let Some(v) = cache.get(&key) {
+        return Ok(*v);
+    }
+    if model.is_none() {
+        *model = Some(Ddpm::load(&config.model.path, &model::parse_device(&config.model.device)?, model::parse_dtype(&config.model.dtype)?)?);
+    }
+    let m = model.as_ref().expect("loaded");
+    let real = latents::read_model_input(&run.join("stacks").join(format!("{domain}.h5")))?;
+    let z = latents::read_model_input(&run.join("latents").join(format!("{domain}.h5")))?;
+    let ddim = Ddim::for_model(m, inv.steps, inv.t0, inv.fixed_point, inv.clip)?;
+    let back = ddim.generate(m, &z.data, 0.0, 0, config.model.batch, &indicatif::ProgressBar::hidden())?;
+    let psnr: Vec<f64> = reconstruction_errors(&real.data, &back).iter().map(|e| e.psnr_db).collect();
+    let v = (psnr.iter().sum::<f64>() / psnr.len() as f64, psnr.iter().cloned().fold(f64::INFINITY, f64::min));
+    cache.insert(key, v);
+    Ok(v)
+}
+
+/// Runs (or resumes) every variant × seed of the benchmark into `out`, calling `on_row` as each
+/// domain's row is ready. `only` restricts the variants run.
+pub fn run(config: &FidelityConfig, out: &Path, only: Option<&[String]>, mut on_row: impl FnMut(&FidelityRow)) -> Result<FidelityReport> {
+    if let Some(names) = only {
+        for n in names {
+            if !config.variants.iter().any(|v| &v.name == n) {
+                let all: Vec<&str> = config.variants.iter().map(|v| v.name.as_str()).collect();
+                return Err(Error::Invalid(format!("no variant '{n}' in {} (variants: {})", config.path.display(), all.join(", "))));
+            }
+        }
+    }
+    let variants: Vec<&Variant> = config.variants.iter().filter(|v| only.is_none_or(|n| n.contains(&v.name))).collect();
+    std::fs::create_dir_all(out).map_err(|e| Error::write(out, e))?;
+    let cache_dir = out.join("cache");
+    let recon_file = cache_dir.join("reconstruction.json");
+    let mut recon: BTreeMap<String, (f64, f64)> =
+        std::fs::read_to_string(&recon_file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let mut model: Option<Ddpm> = None;
+    let mut rows = Vec::new();
+    for v in &variants {
+        for &seed in &config.seeds {
+            let cfg = v.apply(&config.base, seed);
+            let dir = out.join("runs").join(&v.name).join(format!("seed{seed}"));
+            let opts = RunOptions { resume: true, echo: false, latent_cache: Some(cache_dir.clone()) };
+            let outcome = Plan::new(cfg.clone(), &config.path).and_then(|plan| plan.execute(&config.path, &dir, &opts));
+            let manifest = Manifest::read(&dir.join("manifest.json")).ok();
+            for d in &cfg.domains {
+                let mut row = FidelityRow {
+                    variant: v.name.clone(),
+                    seed,
+                    domain: d.name.clone(),
+                    run: dir.clone(),
+                    error: None,
+                    accepted: 0,
+                    tried: 0,
+                    slope_real: (f64::NAN, f64::NAN),
+                    slope_synthetic: (f64::NAN, f64::NAN),
+                    welch_t: f64::NAN,
+                    level_ratio: f64::NAN,
+                    hellinger: f64::NAN,
+                    hellinger_std: f64::NAN,
+                    hellinger_real_halves: f64::NAN,
+                    outside_real_range: f64::NAN,
+                    memorization_ratio: f64::NAN,
+                    reconstruction_db: (f64::NAN, f64::NAN),
+                    seconds: f64::NAN,
+                };
+                if let Err(e) = &outcome {
+                    row.error = Some(e.to_string());
+                }
+                if let Some(m) = &manifest {
+                    let stage = |s: &str| m.stages.get(&format!("{s}/{}", d.name));
+                    if let Some(s) = stage("sample") {
+                        row.accepted = s.counts.get("accepted").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+                        row.tried = s.counts.get("tried").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+                    }
+                    if let (Some(a), Some(b)) = (stage("sample"), stage("decode")) {
+                        row.seconds = a.seconds + b.seconds;
+                    }
+                }
+                let report_file = dir.join("report").join(&d.name).join("report.json");
+                if row.error.is_none() {
+                    let text = std::fs::read_to_string(&report_file).map_err(|e| Error::open(&report_file, crate::io::io_cause(&e)))?;
+                    let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::format(&report_file, e.to_string()))?;
+                    row.slope_real = (f(&r["slopes"]["real"]["mean"]), f(&r["slopes"]["real"]["std"]));
+                    row.slope_synthetic = (f(&r["slopes"]["synthetic"]["mean"]), f(&r["slopes"]["synthetic"]["std"]));
+                    row.welch_t = f(&r["slopes"]["welch_t"]);
+                    row.level_ratio = f(&r["level"]["ratio"]);
+                    row.hellinger = f(&r["pdf"]["hellinger"]);
+                    row.hellinger_std = f(&r["pdf"]["hellinger_std"]);
+                    row.hellinger_real_halves = f(&r["pdf"]["hellinger_real_halves"]);
+                    row.outside_real_range = f(&r["pdf"]["synthetic_outside"]);
+                    row.memorization_ratio = f(&r["memorization"]["ratio"]);
+                    row.reconstruction_db = reconstruction(&dir, &d.name, &cfg, &mut model, &mut recon)?;
+                    crate::io::write_text(&recon_file, &serde_json::to_string_pretty(&recon).expect("serializes"))?;
+                }
+                on_row(&row);
+                rows.push(row);
+            }
+        }
+    }
+    let mut report = FidelityReport {
+        config: config.path.clone(),
+        seeds: config.seeds.clone(),
+        variants: variants.into_iter().cloned().collect(),
+        domains: config.base.domains.iter().map(|d| d.name.clone()).collect(),
+        rows,
+        threads: candle_core::utils::get_num_threads(),
+        written: Vec::new(),
+    };
+    let json_path = out.join("fidelity.json");
+    let md_path = out.join("fidelity.md");
+    let csv_path = out.join("fidelity.csv");
+    report.written = vec![json_path.clone(), md_path.clone(), csv_path.clone()];
+    let files = crate::io::AtomicFiles::new(&report.written)?;
+    std::fs::write(files.temp(0), serde_json::to_string_pretty(&report).expect("serializes")).map_err(|e| Error::write(&json_path, e))?;
+    std::fs::write(files.temp(1), markdown(&report)).map_err(|e| Error::write(&md_path, e))?;
+    std::fs::write(files.temp(2), csv(&report)).map_err(|e| Error::write(&csv_path, e))?;
+    files.commit()?;
+    Ok(report)
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let s = if v.len() > 1 { (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    (m, s)
+}
+
+/// Seed-averaged numbers of one (variant, domain).
+struct Cell {
+    acceptance: f64,
+    slope_real: (f64, f64),
+    slope_synthetic: (f64, f64),
+    welch_t: (f64, f64),
+    level: (f64, f64),
+    hellinger: (f64, f64),
+    halves: f64,
+    outside: f64,
+    memorization: f64,
+    reconstruction: (f64, f64),
+    seconds: f64,
+    /// Targets met by the seed-averaged numbers.
+    met: [bool; 5],
+    failed: usize,
+    runs: usize,
+}
+
+fn cell(rows: &[&FidelityRow]) -> Cell {
+    let col = |g: fn(&FidelityRow) -> f64| mean_std(&rows.iter().map(|r| g(r)).collect::<Vec<_>>());
+    let accepted: usize = rows.iter().map(|r| r.accepted).sum();
+    let tried: usize = rows.iter().map(|r| r.tried).sum();
+    let avg = FidelityRow {
+        welch_t: col(|r| r.welch_t).0,
+        hellinger: col(|r| r.hellinger).0,
+        level_ratio: col(|r| r.level_ratio).0,
+        memorization_ratio: col(|r| r.memorization_ratio).0,
+        reconstruction_db: (col(|r| r.reconstruction_db.0).0, col(|r| r.reconstruction_db.1).0),
+        ..rows[0].clone()
+    };
+    Cell {
+        acceptance: accepted as f64 / tried.max(1) as f64,
+        slope_real: (col(|r| r.slope_real.0).0, col(|r| r.slope_real.1).0),
+        slope_synthetic: (col(|r| r.slope_synthetic.0).0, col(|r| r.slope_synthetic.1).0),
+        welch_t: col(|r| r.welch_t),
+        level: col(|r| r.level_ratio),
+        hellinger: col(|r| r.hellinger),
+        halves: col(|r| r.hellinger_real_halves).0,
+        outside: col(|r| r.outside_real_range).0,
+        memorization: col(|r| r.memorization_ratio).0,
+        reconstruction: avg.reconstruction_db,
+        seconds: col(|r| r.seconds).0,
+        met: avg.targets(),
+        failed: rows.iter().filter(|r| r.error.is_some()).count(),
+        runs: rows.len(),
+    }
+}
+
+/// The benchmark as Markdown: one table per domain (a row per variant, numbers averaged over
+/// the seeds, ± the spread between seeds), then the targets met.
+pub fn markdown(r: &FidelityReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "Benchmark `{}`: {} variant(s) × {} domain(s) × {} seed(s) ({:?}), {} thread(s). Each cell averages the seeds; ± is the standard deviation between seeds \
+         (slopes: the mean over seeds of each run's per-map mean ± per-map standard deviation).\n\n",
+        r.config.display(),
+        r.variants.len(),
+        r.domains.len(),
+        r.seeds.len(),
+        r.seeds,
+        r.threads
+    ));
+    s.push_str(&format!(
+        "Targets: |Welch t| of per-map slopes < {TARGET_WELCH_T}; PDF Hellinger < {TARGET_HELLINGER}; level spread ratio within {TARGET_LEVEL_RATIO}× of 1; \
+         memorization ratio > {TARGET_MEMORIZATION}; reconstruction ≥ {TARGET_RECONSTRUCTION_DB} dB. ✓ marks a target met by the seed-averaged value.\n\n"
+    ));
+    let tick = |b: bool| if b { "✓" } else { "✗" };
+    for d in &r.domains {
+        s.push_str(&format!("### {d}\n\n"));
+        s.push_str("| variant | acceptance | per-map slope (real) | per-map slope (synthetic) | Welch t | level spread ratio | PDF Hellinger (real halves) | outside real range | memorization ratio | reconstruction dB (worst) | s per set | targets |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for v in &r.variants {
+            let rows: Vec<&FidelityRow> = r.rows.iter().filter(|x| &x.domain == d && x.variant == v.name).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let c = cell(&rows);
+            if c.failed == c.runs {
+                let e = rows[0].error.clone().unwrap_or_default();
+                s.push_str(&format!("| {} | failed in every seed: {} | | | | | | | | | | |\n", v.name, e.replace('|', "/")));
+                continue;
+            }
+            s.push_str(&format!(
+                "| {} | {:.1} % | {:.2} ± {:.2} | {:.2} ± {:.2} | {} {:.2} ± {:.2} | {} {:.2} ± {:.2} | {} {:.3} ± {:.3} ({:.3}) | {:.2} % | {} {:.2} | {} {:.1} ({:.1}) | {:.1} | {}/5{} |\n",
+                v.name,
+                100.0 * c.acceptance,
+                c.slope_real.0,
+                c.slope_real.1,
+                c.slope_synthetic.0,
+                c.slope_synthetic.1,
+                tick(c.met[0]),
+                c.welch_t.0,
+                c.welch_t.1,
+                tick(c.met[2]),
+                c.level.0,
+                c.level.1,
+                tick(c.met[1]),
+                c.hellinger.0,
+                c.hellinger.1,
+                c.halves,
+                100.0 * c.outside,
+                tick(c.met[3]),
+                c.memorization,
+                tick(c.met[4]),
+                c.reconstruction.0,
+                c.reconstruction.1,
+                c.seconds,
+                c.met.iter().filter(|&&b| b).count(),
+                if c.failed > 0 { format!(" ({} of {} seeds failed)", c.failed, c.runs) } else { String::new() }
+            ));
+        }
+        s.push('\n');
+    }
+    s.push_str("### Summary: targets met per variant (of 5 per domain)\n\n| variant | description |");
+    for d in &r.domains {
+        s.push_str(&format!(" {d} |"));
+    }
+    s.push_str(" all |\n|---|---|");
+    s.push_str(&"---|".repeat(r.domains.len() + 1));
+    s.push('\n');
+    for v in &r.variants {
+        s.push_str(&format!("| {} | {} |", v.name, v.description.clone().unwrap_or_default()));
+        let mut total = 0;
+        for d in &r.domains {
+            let rows: Vec<&FidelityRow> = r.rows.iter().filter(|x| &x.domain == d && x.variant == v.name).collect();
+            if rows.is_empty() {
+                s.push_str(" – |");
+                continue;
+            }
+            let c = cell(&rows);
+            let met = if c.failed == c.runs { 0 } else { c.met.iter().filter(|&&b| b).count() };
+            total += met;
+            s.push_str(&format!(" {met} |"));
+        }
+        s.push_str(&format!(" {total}/{} |\n", 5 * r.domains.len()));
+    }
+    s
+}
+
+fn csv(r: &FidelityReport) -> String {
+    let mut s = String::from(
+        "variant,seed,domain,accepted,tried,slope_real_mean,slope_real_std,slope_synthetic_mean,slope_synthetic_std,welch_t,level_ratio,hellinger,hellinger_std,hellinger_real_halves,outside_real_range,memorization_ratio,reconstruction_db_mean,reconstruction_db_worst,seconds,error\n",
+    );
+    for x in &r.rows {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},\"{}\"\n",
+            x.variant,
+            x.seed,
+            x.domain,
+            x.accepted,
+            x.tried,
+            x.slope_real.0,
+            x.slope_real.1,
+            x.slope_synthetic.0,
+            x.slope_synthetic.1,
+            x.welch_t,
+            x.level_ratio,
+            x.hellinger,
+            x.hellinger_std,
+            x.hellinger_real_halves,
+            x.outside_real_range,
+            x.memorization_ratio,
+            x.reconstruction_db.0,
+            x.reconstruction_db.1,
+            x.seconds,
+            x.error.clone().unwrap_or_default().replace('"', "'")
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variant_changes_only_its_keys() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.toml")).unwrap();
+        let base: RunConfig = toml::from_str(&text).unwrap();
+        let v: Variant = toml::from_str("name = \"x\"\nprior = \"stationary\"\nt0 = 300\nnorm = \"match\"\ndebias = \"rings\"").unwrap();
+        let c = v.apply(&base, 7);
+        assert_eq!((c.prior.kind.as_str(), c.inversion.t0, c.sampling.norm.as_str(), c.run.seed), ("stationary", 300, "match", 7));
+        assert_eq!(c.sampling.debias, DebiasKey::Name("rings".into()));
+        assert_eq!(c.inversion.steps, base.inversion.steps);
+        assert_eq!(c.sampling.tests, base.sampling.tests);
+        assert_eq!(c.run.name.as_deref(), Some("x-seed7"));
+        assert!(toml::from_str::<Variant>("name = \"x\"\npriors = \"scalar\"").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn targets_are_checked_as_documented() {
+        let row = |t: f64, h: f64, l: f64, m: f64, r: f64| FidelityRow {
+            variant: "v".into(),
+            seed: 0,
+            domain: "d".into(),
+            run: PathBuf::new(),
+            error: None,
+            accepted: 1,
+            tried: 1,
+            slope_real: (0.0, 0.0),
+            slope_synthetic: (0.0, 0.0),
+            welch_t: t,
+            level_ratio: l,
+            hellinger: h,
+            hellinger_std: 0.0,
+            hellinger_real_halves: 0.0,
+            outside_real_range: 0.0,
+            memorization_ratio: m,
+            reconstruction_db: (r, r),
+            seconds: 0.0,
+        };
+        assert_eq!(row(-1.9, 0.09, 1.9, 0.6, 35.0).targets(), [true; 5]);
+        assert_eq!(row(2.1, 0.11, 0.4, 0.5, 34.9).targets(), [false; 5]);
+        assert_eq!(row(f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN).targets(), [false; 5]);
+    }
+}
