@@ -148,7 +148,7 @@ struct FitArgs {
     out: PathBuf,
     /// Covariance model: scalar (the paper's σ² I), diagonal, lowrank:K (probabilistic PCA),
     /// stationary (per-mode channel cross-spectra) or empirical (the sample covariance).
-    #[arg(long, default_value = "scalar")]
+    #[arg(long, default_value_t = expanse::prior::PriorKind::DEFAULT.to_string())]
     kind: String,
     /// Domain names, one per latents file (default: the file stems).
     #[arg(long, value_delimiter = ',')]
@@ -185,7 +185,7 @@ struct SampleArgs {
     #[arg(long, default_value = "5,95")]
     band: String,
     /// Tests to apply: any of distance, origin, pair, norm.
-    #[arg(long, value_delimiter = ',', default_value = "distance,origin,pair")]
+    #[arg(long, value_delimiter = ',', default_values_t = geometry::TEST_NAMES.map(String::from))]
     tests: Vec<String>,
     /// Most candidates to examine before giving up.
     #[arg(long, default_value_t = 10000)]
@@ -195,10 +195,10 @@ struct SampleArgs {
     seed: u64,
     /// Few-shot correction of the draws: rings (James–Stein per ring of equal |k|), global
     /// (one factor for the whole mean) or none (the fitted N(μ̂, Σ) as is).
-    #[arg(long, default_value = "global")]
+    #[arg(long, default_value_t = geometry::Debias::DEFAULT.to_string())]
     debias: String,
     /// Candidate norms: match (drawn from the real latents' norm distribution) or free.
-    #[arg(long, default_value = "free")]
+    #[arg(long, default_value_t = geometry::NormMode::DEFAULT.to_string())]
     norm: String,
 }
 
@@ -233,10 +233,10 @@ struct ModelArgs {
 #[derive(Args, Clone)]
 struct GridArgs {
     /// Grid points N: levels floor(k·t0/(N−1)), k = 0…N−1 (inversion takes N−1 steps, generation N).
-    #[arg(long, default_value_t = 80)]
+    #[arg(long, default_value_t = expanse::diffusion::DEFAULT_STEPS)]
     steps: usize,
-    /// Top level of the grid (the latents' noise level).
-    #[arg(long, default_value_t = 900)]
+    /// Top level of the grid (the latents' noise level; the paper uses 900).
+    #[arg(long, default_value_t = expanse::diffusion::DEFAULT_T0)]
     t0: usize,
     /// Clip the predicted clean image to [−C, C] at every step (default: no clipping).
     #[arg(long)]

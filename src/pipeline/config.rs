@@ -123,7 +123,7 @@ pub struct SamplingSection {
     /// Accepted central band of the leave-one-out statistics, percent.
     #[serde(default = "d_band")]
     pub band: [f64; 2],
-    /// Any of `distance`, `origin`, `pair`.
+    /// Any of `distance`, `origin`, `pair`, `norm`; empty keeps every candidate (no filter).
     #[serde(default = "d_tests")]
     pub tests: Vec<String>,
     /// Most candidates examined per domain.
@@ -248,13 +248,13 @@ fn d_batch() -> usize {
     8
 }
 fn d_steps() -> usize {
-    50
+    crate::diffusion::DEFAULT_STEPS
 }
 fn d_t0() -> usize {
-    900
+    crate::diffusion::DEFAULT_T0
 }
 fn d_kind() -> String {
-    "scalar".into()
+    PriorKind::DEFAULT.to_string()
 }
 fn d_count() -> usize {
     16
@@ -269,16 +269,16 @@ fn d_band() -> [f64; 2] {
     [5.0, 95.0]
 }
 fn d_tests() -> Vec<String> {
-    vec!["distance".into(), "origin".into(), "pair".into()]
+    crate::prior::geometry::TEST_NAMES.iter().map(|t| t.to_string()).collect()
 }
 fn d_budget() -> usize {
     10000
 }
 fn d_debias() -> DebiasKey {
-    DebiasKey::Name("global".into())
+    DebiasKey::Name(Debias::DEFAULT.to_string())
 }
 fn d_norm() -> String {
-    "free".into()
+    NormMode::DEFAULT.to_string()
 }
 fn d_linear() -> String {
     "linear".into()
@@ -387,10 +387,7 @@ impl RunConfig {
             return Err(bad(path, "sampling.count", "must be at least 1"));
         }
         s.candidates.parse::<CandidateKind>().map_err(|e| bad(path, "sampling.candidates", e))?;
-        let tests = self.tests().map_err(|e| bad(path, "sampling.tests", e))?;
-        if !(tests.distance || tests.origin_angle || tests.pair_angle || tests.norm) {
-            return Err(bad(path, "sampling.tests", "name at least one of distance, origin, pair, norm"));
-        }
+        self.tests().map_err(|e| bad(path, "sampling.tests", e))?;
         s.debias.parse().map_err(|e| bad(path, "sampling.debias", e))?;
         s.norm.parse::<NormMode>().map_err(|e| bad(path, "sampling.norm", e))?;
         if s.k < 2 {
@@ -584,8 +581,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = RunConfig::read(&write(dir.path(), MINIMAL)).unwrap();
         assert_eq!(c.name(), "c");
-        assert_eq!(c.inversion.steps, 50);
+        assert_eq!((c.inversion.steps, c.inversion.t0), (30, 300));
         assert_eq!(c.sampling.band, [5.0, 95.0]);
+        assert_eq!(c.prior.kind, "empirical");
+        assert_eq!((c.sampling.debias.parse().unwrap(), c.sampling.norm.as_str()), (Debias::Rings, "match"));
+        assert_eq!(c.sampling.tests, ["distance", "origin", "pair", "norm"]);
+        // Older configs wrote the few-shot correction as a boolean.
+        let old = RunConfig::read(&write(dir.path(), &format!("{MINIMAL}[sampling]\ndebias = false\n"))).unwrap();
+        assert_eq!(old.sampling.debias.parse().unwrap(), Debias::None);
         assert!(c.model.path.is_absolute() && c.model.path.ends_with("m"));
         assert_eq!(c.domains[0].inputs[0], std::path::absolute(dir.path()).unwrap().join("x.fits"));
         let again: RunConfig = toml::from_str(&c.to_toml()).unwrap();
@@ -601,6 +604,9 @@ mod tests {
             (format!("{MINIMAL}[inversion]\nsteps = 20\nt0 = 10\n"), "inversion.steps"),
             (format!("{MINIMAL}[sampling]\nband = [50, 20]\n"), "sampling.band"),
             (format!("{MINIMAL}[sampling]\ntests = [\"angle\"]\n"), "sampling.tests"),
+            (format!("{MINIMAL}[sampling]\ndebias = \"always\"\n"), "sampling.debias"),
+            (format!("{MINIMAL}[sampling]\nnorm = \"fixed\"\n"), "sampling.norm"),
+            (format!("{MINIMAL}[inversion]\ndecode_clip = -1.0\n"), "inversion.decode_clip"),
             (format!("{MINIMAL}[prior]\nkind = \"full\"\n"), "prior.kind"),
             (format!("{MINIMAL}[run]\nformats = [\"png\"]\n"), "run.formats"),
             (MINIMAL.replace("path = \"m\"", "path = \"m\"\nbatch = 0"), "model.batch"),

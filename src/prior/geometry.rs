@@ -216,6 +216,10 @@ pub enum Debias {
     Rings,
 }
 
+impl Debias {
+    pub const DEFAULT: Debias = Debias::Rings;
+}
+
 impl std::str::FromStr for Debias {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -247,6 +251,10 @@ pub enum NormMode {
     /// Its deviation from the centre rescaled so that its norm is a draw from N(m, s²), m and s
     /// the mean and standard deviation of the real latents' norms.
     Match,
+}
+
+impl NormMode {
+    pub const DEFAULT: NormMode = NormMode::Match;
 }
 
 impl std::str::FromStr for NormMode {

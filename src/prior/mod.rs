@@ -37,6 +37,12 @@ pub enum PriorKind {
     Empirical,
 }
 
+impl PriorKind {
+    /// The default: the empirical prior, the most faithful in the fidelity benchmark
+    /// (FIDELITY.md).
+    pub const DEFAULT: PriorKind = PriorKind::Empirical;
+}
+
 impl std::str::FromStr for PriorKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
