@@ -217,8 +217,11 @@ impl Plan {
                 }
             }
             activations = activations.max(batch * (skips + attention + 6.0 * widest) * bytes);
-            // Model-space stack, latents, and decoded samples, float32.
+            // Model-space stack, latents, and decoded samples, float32; the fit and sample stages
+            // hold the latents as float64 rows and their deviations from the mean (which the
+            // empirical prior keeps).
             stacks += 4.0 * (c * h * w) as f64 * (2 * d.images + 2 * self.config.sampling.count) as f64;
+            stacks += 8.0 * (c * h * w) as f64 * (2 * d.images) as f64;
         }
         MemoryEstimate { runtime: PROCESS_MIB, weights: weights / MIB, activations: activations / MIB, stacks: stacks / MIB }
     }
