@@ -71,7 +71,7 @@ pub struct Variant {
 }
 
 impl Variant {
-    /// The base config with this variant's keys and the run's seed and name.
+    /// The base config with this variant's keys, the run's seed and name, and FITS output only.
     pub fn apply(&self, base: &RunConfig, seed: u64) -> RunConfig {
         let mut c = base.clone();
         c.run.name = Some(format!("{}-seed{seed}", self.name));
@@ -351,15 +351,14 @@ pub fn run(config: &FidelityConfig, out: &Path, only: Option<&[String]>, mut on_
     Ok(report)
 }
 
+/// Mean and standard deviation of the finite values (NaN when there are none).
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return (f64::NAN, f64::NAN);
     }
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let s = if v.len() > 1 { (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
-    (m, s)
+    let p = crate::validate::PerMap::of(v);
+    (p.mean, p.std)
 }
 
 /// Seed-averaged numbers of one (variant, domain).

@@ -22,7 +22,7 @@ use crate::io::{self, AtomicFiles, Selection};
 use crate::plot::{HistogramPanel, MapGrid, Panel, PanelFigure, SpectrumComparison};
 use crate::prep::Normalization;
 use crate::stats::maps::{memorization, Memorization};
-use crate::stats::onepoint::{compare, welch_t, PdfComparison};
+use crate::stats::onepoint::{compare, hellinger, welch_t, PdfComparison};
 use crate::stats::power_spectrum::{slope_distance, EnsembleSpectrum, PowerSpectrumOptions};
 
 /// Resamples of the bootstrap over maps, and its seed (fixed: reports are reproducible).
@@ -184,11 +184,6 @@ fn counts(map: &Array2<f64>, edges: &[f64]) -> Vec<f64> {
         c[b] += 1.0;
     }
     c
-}
-
-fn hellinger(a: &[f64], b: &[f64]) -> f64 {
-    let (sa, sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
-    (a.iter().zip(b).map(|(p, q)| ((p / sa).sqrt() - (q / sb).sqrt()).powi(2)).sum::<f64>() / 2.0).sqrt()
 }
 
 fn sum_counts<'a>(rows: impl Iterator<Item = &'a Vec<f64>>, len: usize) -> Vec<f64> {

@@ -108,17 +108,7 @@ impl LatentStructure {
                 s.re[[0, 0, a, a]] / rest
             })
             .collect();
-        let (ring, count) = super::spectral::rings(h, w);
-        let traces = s.traces();
-        let mut ring_power = vec![0.0; count];
-        let mut members = vec![0usize; count];
-        for (k, &r) in ring.iter().enumerate() {
-            ring_power[r] += traces[k];
-            members[r] += 1;
-        }
-        for (p, m) in ring_power.iter_mut().zip(&members) {
-            *p /= (*m).max(1) as f64;
-        }
+        let ring_power = super::spectral::ring_means(&s.traces(), h, w);
         // tr Σ² and μᵀΣμ of the stationary covariance with these cross-spectra.
         let m = super::spectral::modes(mean.view(), shape);
         let (mut tr2, mut quad) = (0.0, 0.0);

@@ -93,6 +93,11 @@ pub struct TestSpec {
 pub const TEST_NAMES: [&str; 4] = ["distance", "origin", "pair", "norm"];
 
 impl TestSpec {
+    /// Which tests are on, in the order of [`TEST_NAMES`].
+    pub fn enabled(&self) -> [bool; 4] {
+        [self.distance, self.origin_angle, self.pair_angle, self.norm]
+    }
+
     /// K, the band (percent) and the tests named (any of `distance`, `origin`, `pair`, `norm`).
     pub fn parse(k: usize, band: (f64, f64), tests: &[String]) -> Result<TestSpec> {
         let mut spec = TestSpec { k, band, distance: false, origin_angle: false, pair_angle: false, norm: false };
@@ -174,12 +179,14 @@ impl Targets {
     /// Which enabled tests a point passes, in the order of [`TEST_NAMES`]; disabled tests pass.
     pub fn check(&self, g: &Geometry) -> [bool; 4] {
         let inside = |v: f64, (a, b): (f64, f64)| v >= a && v <= b;
-        [
-            !self.spec.distance || inside(g.distance, self.distance),
-            !self.spec.origin_angle || inside(g.origin_angle, self.origin_angle),
-            !self.spec.pair_angle || inside(g.pair_angle, self.pair_angle),
-            !self.spec.norm || inside(g.norm, self.norm),
-        ]
+        let pass = [
+            inside(g.distance, self.distance),
+            inside(g.origin_angle, self.origin_angle),
+            inside(g.pair_angle, self.pair_angle),
+            inside(g.norm, self.norm),
+        ];
+        let on = self.spec.enabled();
+        [0, 1, 2, 3].map(|i| !on[i] || pass[i])
     }
 }
 
@@ -318,7 +325,7 @@ impl SamplingOutcome {
     /// "distance 47.2 %, origin 94.5 %, …" for the enabled tests.
     pub fn rates_text(&self) -> String {
         let (rates, _) = self.rates();
-        let on = [self.targets.spec.distance, self.targets.spec.origin_angle, self.targets.spec.pair_angle, self.targets.spec.norm];
+        let on = self.targets.spec.enabled();
         let parts: Vec<String> = TEST_NAMES.iter().zip(rates).zip(on).filter(|(_, o)| *o).map(|((n, r), _)| format!("{n} {:.1} %", 100.0 * r)).collect();
         if parts.is_empty() {
             "no tests".into()
@@ -330,7 +337,7 @@ impl SamplingOutcome {
     /// Acceptance per enabled test, as a JSON object keyed by [`TEST_NAMES`].
     pub fn rates_json(&self) -> serde_json::Value {
         let (rates, _) = self.rates();
-        let on = [self.targets.spec.distance, self.targets.spec.origin_angle, self.targets.spec.pair_angle, self.targets.spec.norm];
+        let on = self.targets.spec.enabled();
         let map: serde_json::Map<String, serde_json::Value> =
             TEST_NAMES.iter().zip(rates).zip(on).filter(|(_, o)| *o).map(|((n, r), _)| (n.to_string(), serde_json::json!(r))).collect();
         serde_json::Value::Object(map)

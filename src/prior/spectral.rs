@@ -58,6 +58,17 @@ pub fn rings(h: usize, w: usize) -> (Vec<usize>, usize) {
     (out, count)
 }
 
+/// The mean of a per-mode quantity (row-major, H·W) over each ring.
+pub fn ring_means(values: &[f64], h: usize, w: usize) -> Vec<f64> {
+    let (ring, count) = rings(h, w);
+    let (mut sum, mut members) = (vec![0.0; count], vec![0usize; count]);
+    for (&r, v) in ring.iter().zip(values) {
+        sum[r] += v;
+        members[r] += 1;
+    }
+    sum.iter().zip(&members).map(|(s, &m)| s / m.max(1) as f64).collect()
+}
+
 /// Per-mode cross-spectra of a set of latents about a mean: S(k)_ab = Σ_n R_na(k) R̄_nb(k) / (N−1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CrossSpectra {

@@ -44,6 +44,13 @@ pub fn welch_t(a: &[f64], b: &[f64]) -> (f64, f64) {
     ((ma - mb) / se2.sqrt(), se2 * se2 / (sa * sa / (na - 1.0) + sb * sb / (nb - 1.0)))
 }
 
+/// Hellinger distance (1/√2)·√Σ(√p − √q)² of two histograms on the same bins, each normalized to
+/// unit sum (counts, densities on equal bins or fractions alike).
+pub fn hellinger(a: &[f64], b: &[f64]) -> f64 {
+    let (sa, sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
+    (a.iter().zip(b).map(|(p, q)| ((p / sa).sqrt() - (q / sb).sqrt()).powi(2)).sum::<f64>() / 2.0).sqrt()
+}
+
 /// Two samples compared on common bins.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PdfComparison {
@@ -158,12 +165,7 @@ pub fn compare(a: &[f64], b: &[f64], nbins: Option<usize>) -> Result<PdfComparis
     let edges: Vec<f64> = (0..points).map(|i| lo + (hi - lo) * i as f64 / (points - 1) as f64).collect();
     let density_a = histogram(&a, &edges);
     let density_b = histogram(&b, &edges);
-    let frac = |d: &[f64]| -> Vec<f64> {
-        let s: f64 = d.iter().sum();
-        d.iter().map(|v| v / s).collect()
-    };
-    let (pa, pb) = (frac(&density_a), frac(&density_b));
-    let hellinger = (pa.iter().zip(&pb).map(|(p, q)| (p.sqrt() - q.sqrt()).powi(2)).sum::<f64>()).sqrt() / 2f64.sqrt();
+    let hellinger = hellinger(&density_a, &density_b);
     let (ks_statistic, _) = ks_two_sample(&a, &b);
     Ok(PdfComparison {
         edges,
