@@ -28,6 +28,9 @@ use ndarray::{Array4, Axis};
 #[derive(Parser)]
 #[command(name = "expanse", version, about, long_about = None)]
 struct Cli {
+    /// Worker threads (default: RAYON_NUM_THREADS, else every core). Results do not depend on it.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -212,6 +215,12 @@ struct BenchArgs {
     /// Timed repetitions (after one warm-up).
     #[arg(long, default_value_t = 10)]
     repeats: usize,
+    /// CPU operations: fast (expanse's convolution and group-norm kernels) or candle (candle's own).
+    #[arg(long, default_value = "fast")]
+    kernels: String,
+    /// Also time each kind of operation over the repetitions and print the table.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Args, Clone)]
@@ -412,8 +421,13 @@ struct SimulateArgs {
 }
 
 fn main() -> ExitCode {
+    expanse::runtime::keep_freed_memory();
     let cli = Cli::parse();
-    let result = match cli.command {
+    let threads = match cli.threads.map(expanse::runtime::set_threads).transpose() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context("--threads")),
+    };
+    let result = threads.and_then(|_| match cli.command {
         Command::Inspect(a) => run_inspect(a),
         Command::Ingest(a) => run_ingest(a),
         Command::Simulate(a) => run_simulate(a),
@@ -426,9 +440,9 @@ fn main() -> ExitCode {
         Command::Sample(a) => run_sample(a),
         Command::PowerSpectrum(a) => run_power_spectrum(a),
         Command::Validate(a) => run_validate(a),
-        Command::Run(a) => run_run(a),
+        Command::Run(a) => run_run(a, cli.threads.is_some()),
         Command::Fidelity(a) => run_fidelity(a),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -668,6 +682,11 @@ fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
 
 
 fn run_bench(a: BenchArgs) -> Result<()> {
+    match a.kernels.as_str() {
+        "fast" => expanse::model::kernels::set_enabled(true),
+        "candle" => expanse::model::kernels::set_enabled(false),
+        o => bail!("--kernels: '{o}' is not fast or candle"),
+    }
     let ddpm = load_model(&a.model)?;
     let size = a.size.or_else(|| ddpm.config.native_size().map(|s| s[0])).unwrap_or(32);
     let c = ddpm.config.in_channels;
@@ -689,12 +708,13 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     let median = times[times.len() / 2];
     let params: usize = std::fs::metadata(&ddpm.weights_file).map(|m| m.len() as usize / 4).unwrap_or(0);
     println!(
-        "model {} (~{:.2} M parameters), {} {:?}, batch {b}, {size}x{size}, threads {}",
+        "model {} (~{:.2} M parameters), {} {:?}, batch {b}, {size}x{size}, threads {}, kernels {}",
         ddpm.dir.display(),
         params as f64 / 1e6,
         model::device_name(&ddpm.device),
         ddpm.dtype,
-        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into())
+        expanse::runtime::threads(),
+        a.kernels
     );
     println!(
         "UNet forward: median {:.1} ms per batch ({:.2} ms per map, {:.1} maps/s) over {} runs; min {:.1} ms, max {:.1} ms",
@@ -705,6 +725,29 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         1e3 * times[0],
         1e3 * times[times.len() - 1]
     );
+    if a.profile {
+        use expanse::model::profile;
+        profile::enable(true);
+        let t = std::time::Instant::now();
+        for i in 0..a.repeats.max(1) {
+            sync(&ddpm.forward(&x, (i * 97 % 1000) as f64)?)?;
+        }
+        let total = t.elapsed().as_secs_f64();
+        profile::enable(false);
+        let n = a.repeats.max(1) as f64;
+        let table = profile::table();
+        println!("{:<34} {:>8} {:>12} {:>8} {:>10}", "operation (per forward)", "calls", "ms", "share", "GFLOP/s");
+        let mut accounted = 0.0;
+        let mut rows: Vec<_> = table.iter().collect();
+        rows.sort_by(|p, q| q.1.seconds.total_cmp(&p.1.seconds));
+        for (op, v) in rows {
+            accounted += v.seconds;
+            let gflops = if v.flops > 0.0 { format!("{:.1}", v.flops / v.seconds / 1e9) } else { "-".into() };
+            println!("{op:<34} {:>8.0} {:>12.2} {:>7.1} % {gflops:>10}", v.calls as f64 / n, 1e3 * v.seconds / n, 100.0 * v.seconds / total);
+        }
+        println!("{:<34} {:>8} {:>12.2} {:>7.1} %", "other (embedding, linear, copies)", "", 1e3 * (total - accounted) / n, 100.0 * (total - accounted) / total);
+        println!("{:<34} {:>8} {:>12.2}", "forward", "", 1e3 * total / n);
+    }
     if let Some(m) = expanse::runtime::peak_memory_mib() {
         println!("peak resident memory: {m:.0} MiB");
     }
@@ -902,8 +945,12 @@ fn run_fidelity(a: FidelityArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_run(a: RunArgs) -> Result<()> {
+/// `threads_given`: `--threads` was passed (it wins over `run.threads`).
+fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
     let config = RunConfig::read(&a.config)?;
+    if let (Some(n), false) = (config.run.threads, threads_given) {
+        expanse::runtime::set_threads(n).with_context(|| format!("{}: run.threads", a.config.display()))?;
+    }
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.name()));
     let plan = Plan::new(config, &a.config)?;
     print!("{}", plan.describe(&out));

@@ -220,7 +220,7 @@ fn config_errors_name_the_key_and_nothing_is_written() {
         assert!(!out.exists(), "{extra}: the run folder was created");
     }
     for (from, to, needle) in [("steps = 10", "steps = 10\nt0 = 2000", "t0 must be in 1..999"), ("size = 32", "size = 30", "divisible by 4"), ("max_maps = 8", "max_maps = 5", "sampling.k = 5 needs at least 6 maps"),
-        ("batch = 2", "batch = 2\ndevice = \"gpu\"", "model.device"),
+        ("batch = 2", "batch = 2\ndevice = \"gpu\"", "model.device"), ("seed = 3", "seed = 3\nthreads = 0", "run.threads"),
         ("batch = 2", "batch = 2\ndevice = \"cuda\"", "without CUDA support")]
     {
         if cfg!(feature = "cuda") && to.contains("cuda") {
@@ -233,6 +233,11 @@ fn config_errors_name_the_key_and_nothing_is_written() {
         assert!(r.status.code() == Some(1) && err.contains(needle), "{to}: {err}");
         assert!(!out.exists(), "{to}: the run folder was created");
     }
+    let config = small_config(dir.path(), "");
+    let r = expanse(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "0"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.code() == Some(1) && err.contains("--threads") && err.contains("at least 1"), "{err}");
+    assert!(!out.exists());
 }
 
 fn replace_in(path: &Path, from: &str, to: &str) {

@@ -80,6 +80,24 @@ fn every_fixture_model_matches_diffusers_to_1e_4() {
     }
 }
 
+/// The fast CPU kernels give the same bits at any thread count (each task sums in a fixed order).
+#[test]
+fn the_forward_pass_does_not_depend_on_the_thread_count() {
+    let dir = root().join("attn_multihead");
+    let ddpm = Ddpm::load(&dir, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
+    let x = tensor(&npy4(&dir.join("input.npy")));
+    let t = Tensor::from_vec(vec![421f32; x.dim(0).unwrap()], x.dim(0).unwrap(), &Device::Cpu).unwrap();
+    let outputs: Vec<Array4<f32>> = [1, 2, 5]
+        .iter()
+        .map(|&n| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+            pool.install(|| to_array(&ddpm.unet.forward(&x, &t).unwrap()))
+        })
+        .collect();
+    assert_eq!(max_abs_diff(&outputs[0], &outputs[1]), 0.0);
+    assert_eq!(max_abs_diff(&outputs[0], &outputs[2]), 0.0);
+}
+
 #[test]
 fn schedules_match_the_reference() {
     for (folder, schedule) in [

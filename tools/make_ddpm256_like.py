@@ -5,6 +5,11 @@ and their linear-beta scheduler config, for benchmarks and dry runs without a do
 The weights are random: the folder is for timing and memory only, never for samples.
 
     /opt/ref/bin/python tools/make_ddpm256_like.py --out out/ddpm256-like
+    /opt/ref/bin/python tools/make_ddpm256_like.py --arch unet64 --out out/unet64-attn
+
+`--arch unet64` writes instead the benchmarks' 64x64 four-level UNet with attention: channels
+64-128-128-256, two resnets per level, multi-head attention (head dim 32) at 16x16 and in the
+middle block, 32 groups.
 
 Needs torch and diffusers.
 """
@@ -36,6 +41,18 @@ CONFIG = dict(
     norm_eps=1e-6,
 )
 
+UNET64 = dict(
+    sample_size=64,
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    block_out_channels=(64, 128, 128, 256),
+    layers_per_block=2,
+    attention_head_dim=32,
+    norm_num_groups=32,
+)
+
 SCHEDULER = {
     "_class_name": "DDPMScheduler",
     "beta_start": 0.0001,
@@ -49,9 +66,10 @@ SCHEDULER = {
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
+    p.add_argument("--arch", choices=["ddpm256", "unet64"], default="ddpm256")
     a = p.parse_args()
     torch.manual_seed(0)
-    model = UNet2DModel(**CONFIG)
+    model = UNet2DModel(**(CONFIG if a.arch == "ddpm256" else UNET64))
     model.save_pretrained(a.out, safe_serialization=True)
     with open(os.path.join(a.out, "scheduler_config.json"), "w") as f:
         json.dump(SCHEDULER, f, indent=2)

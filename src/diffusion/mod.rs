@@ -125,7 +125,10 @@ impl Ddim {
             ),
             (
                 "model",
-                serde_json::json!({"folder": model.dir, "weights": model.weights_file, "dtype": format!("{:?}", model.dtype), "device": crate::model::device_name(&model.device)}),
+                serde_json::json!({
+                    "folder": model.dir, "weights": model.weights_file, "dtype": format!("{:?}", model.dtype),
+                    "device": crate::model::device_name(&model.device), "threads": crate::runtime::threads(),
+                }),
             ),
         ]
     }

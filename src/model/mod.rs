@@ -3,6 +3,8 @@
 //! Nothing here knows about astronomy or about sampling.
 
 pub mod config;
+pub mod kernels;
+pub mod profile;
 pub mod unet;
 
 use std::collections::{HashMap, HashSet};

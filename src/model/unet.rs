@@ -2,12 +2,148 @@
 //! arithmetic (checked against diffusers by tests/unet_parity.rs).
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{conv2d, group_norm, linear, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{linear, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 
 use super::config::UNet2DConfig;
+use super::kernels::{self, CpuAttention, CpuConv2d, CpuGroupNorm};
+use super::profile;
 
-fn conv3(cin: usize, cout: usize, stride: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
-    conv2d(cin, cout, 3, Conv2dConfig { padding, stride, ..Default::default() }, vb)
+fn on_cpu_f32(vb: &VarBuilder) -> bool {
+    vb.device().is_cpu() && vb.dtype() == DType::F32
+}
+
+fn fast(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && kernels::enabled()
+}
+
+/// A 2-D convolution: [`CpuConv2d`] for f32 on the CPU, candle's `Conv2d` elsewhere. `pad_end`
+/// pads the bottom and right once more before it (the original DDPM's downsampling).
+#[derive(Debug, Clone)]
+pub struct Conv {
+    conv: candle_nn::Conv2d,
+    cpu: Option<CpuConv2d>,
+    pad_end: usize,
+    label: &'static str,
+}
+
+impl Conv {
+    pub fn new(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, padding: usize, pad_end: usize) -> Result<Self> {
+        let conv = candle_nn::conv2d(cin, cout, k, Conv2dConfig { padding, stride, ..Default::default() }, vb.clone())?;
+        let cpu = if on_cpu_f32(&vb) {
+            let bias = conv.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
+            Some(CpuConv2d::new(conv.weight(), bias, stride, padding, pad_end)?)
+        } else {
+            None
+        };
+        let label = match (k, stride) {
+            (1, _) => "conv 1×1",
+            (_, 1) => "conv 3×3",
+            _ => "conv 3×3 stride 2",
+        };
+        Ok(Self { conv, cpu, pad_end, label })
+    }
+
+    fn flops(&self, x: &Tensor) -> Result<f64> {
+        let (b, _, h, w) = x.dims4()?;
+        let wd = self.conv.weight().dims4()?;
+        let c = self.conv.config();
+        let pad = 2 * c.padding + self.pad_end;
+        let (ho, wo) = ((h + pad - wd.2) / c.stride + 1, (w + pad - wd.3) / c.stride + 1);
+        Ok(2.0 * (b * wd.0 * wd.1 * wd.2 * wd.3 * ho * wo) as f64)
+    }
+
+    fn reference(&self, x: &Tensor) -> Result<Tensor> {
+        if self.pad_end > 0 {
+            self.conv.forward(&x.pad_with_zeros(3, 0, self.pad_end)?.pad_with_zeros(2, 0, self.pad_end)?)
+        } else {
+            self.conv.forward(x)
+        }
+    }
+
+    /// (conv(x) + extra) · scale, with `extra` (B, Cout) added per image and channel or (B, Cout,
+    /// Ho, Wo) element by element — one pass on the CPU.
+    pub fn forward_add(&self, x: &Tensor, extra: &Tensor, scale: f64) -> Result<Tensor> {
+        let flops = self.flops(x)?;
+        match &self.cpu {
+            Some(k) if fast(x) => profile::record(self.label, flops, || {
+                x.contiguous()?.apply_op2_no_bwd(&extra.contiguous()?, &kernels::ConvAdd { conv: k, scale: scale as f32 })
+            }),
+            _ => {
+                let y = profile::record(self.label, flops, || self.reference(x))?;
+                profile::record("adds and scales", 0.0, || {
+                    let y = if extra.rank() == 2 { y.broadcast_add(&extra.unsqueeze(2)?.unsqueeze(3)?)? } else { (y + extra)? };
+                    if scale == 1.0 { Ok(y) } else { y * scale }
+                })
+            }
+        }
+    }
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let flops = self.flops(x)?;
+        match &self.cpu {
+            Some(k) if fast(x) => profile::record(self.label, flops, || x.contiguous()?.apply_op1_no_bwd(k)),
+            _ => profile::record(self.label, flops, || self.reference(x)),
+        }
+    }
+}
+
+/// Channel concatenation of two (B, C, H, W) tensors.
+fn concat(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    profile::record("upsampling, concatenation", 0.0, || {
+        if fast(a) && fast(b) {
+            a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &kernels::ChannelConcat)
+        } else {
+            Tensor::cat(&[a, b], 1)
+        }
+    })
+}
+
+fn conv3(cin: usize, cout: usize, stride: usize, padding: usize, vb: VarBuilder) -> Result<Conv> {
+    Conv::new(vb, cin, cout, 3, stride, padding, 0)
+}
+
+/// GroupNorm, optionally followed by SiLU: one fused [`CpuGroupNorm`] pass for f32 on the CPU,
+/// candle's operations elsewhere.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    norm: GroupNorm,
+    cpu: Option<CpuGroupNorm>,
+    cpu_silu: Option<CpuGroupNorm>,
+}
+
+impl Norm {
+    pub fn new(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
+        let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
+        let (cpu, cpu_silu) = if on_cpu_f32(&vb) {
+            let (g, b) = (weight.to_vec1::<f32>()?, bias.to_vec1::<f32>()?);
+            (Some(CpuGroupNorm::new(g.clone(), b.clone(), groups, eps, false)), Some(CpuGroupNorm::new(g, b, groups, eps, true)))
+        } else {
+            (None, None)
+        };
+        Ok(Self { norm: GroupNorm::new(weight, bias, channels, groups, eps)?, cpu, cpu_silu })
+    }
+
+    /// GroupNorm.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.cpu {
+            Some(k) if fast(x) => profile::record("group norm", 0.0, || x.contiguous()?.apply_op1_no_bwd(k)),
+            _ => profile::record("group norm", 0.0, || self.norm.forward(x)),
+        }
+    }
+
+    /// SiLU(GroupNorm(x)).
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.cpu_silu {
+            Some(k) if fast(x) => profile::record("group norm + SiLU", 0.0, || x.contiguous()?.apply_op1_no_bwd(k)),
+            _ => {
+                let n = profile::record("group norm", 0.0, || self.norm.forward(x))?;
+                profile::record("SiLU", 0.0, || candle_nn::ops::silu(&n))
+            }
+        }
+    }
 }
 
 /// Sinusoidal embedding of (possibly fractional) timesteps, as diffusers' `Timesteps`.
@@ -60,27 +196,23 @@ impl TimestepEmbedding {
 /// `ResnetBlock2D` (pre-norm, time embedding added after conv1, default time-scale shift).
 #[derive(Debug, Clone)]
 pub struct ResnetBlock2D {
-    norm1: GroupNorm,
-    conv1: Conv2d,
+    norm1: Norm,
+    conv1: Conv,
     time_emb_proj: Linear,
-    norm2: GroupNorm,
-    conv2: Conv2d,
-    conv_shortcut: Option<Conv2d>,
+    norm2: Norm,
+    conv2: Conv,
+    conv_shortcut: Option<Conv>,
     output_scale_factor: f64,
 }
 
 impl ResnetBlock2D {
     pub fn new(vb: VarBuilder, cin: usize, cout: usize, temb: usize, groups: usize, eps: f64, scale: f64) -> Result<Self> {
-        let conv_shortcut = if cin != cout {
-            Some(conv2d(cin, cout, 1, Conv2dConfig::default(), vb.pp("conv_shortcut"))?)
-        } else {
-            None
-        };
+        let conv_shortcut = if cin != cout { Some(Conv::new(vb.pp("conv_shortcut"), cin, cout, 1, 1, 0, 0)?) } else { None };
         Ok(Self {
-            norm1: group_norm(groups, cin, eps, vb.pp("norm1"))?,
+            norm1: Norm::new(vb.pp("norm1"), groups, cin, eps)?,
             conv1: conv3(cin, cout, 1, 1, vb.pp("conv1"))?,
             time_emb_proj: linear(temb, cout, vb.pp("time_emb_proj"))?,
-            norm2: group_norm(groups, cout, eps, vb.pp("norm2"))?,
+            norm2: Norm::new(vb.pp("norm2"), groups, cout, eps)?,
             conv2: conv3(cout, cout, 1, 1, vb.pp("conv2"))?,
             conv_shortcut,
             output_scale_factor: scale,
@@ -88,17 +220,13 @@ impl ResnetBlock2D {
     }
 
     pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
-        let silu = candle_nn::ops::silu;
-        let h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
-        let t = self.time_emb_proj.forward(&silu(temb)?)?.unsqueeze(2)?.unsqueeze(3)?;
-        let h = h.broadcast_add(&t)?;
-        let h = self.conv2.forward(&silu(&self.norm2.forward(&h)?)?)?;
+        let t = self.time_emb_proj.forward(&candle_nn::ops::silu(temb)?)?;
+        let h = self.conv1.forward_add(&self.norm1.forward_silu(x)?, &t, 1.0)?;
         let x = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let out = (x + h)?;
-        if self.output_scale_factor == 1.0 { Ok(out) } else { out / self.output_scale_factor }
+        self.conv2.forward_add(&self.norm2.forward_silu(&h)?, &x, 1.0 / self.output_scale_factor)
     }
 }
 
@@ -106,13 +234,14 @@ impl ResnetBlock2D {
 /// `rescale_output_factor`, as built by the UNet2D attention blocks).
 #[derive(Debug, Clone)]
 pub struct SpatialAttention {
-    group_norm: GroupNorm,
+    group_norm: Norm,
     to_q: Linear,
     to_k: Linear,
     to_v: Linear,
     to_out: Linear,
     heads: usize,
     rescale_output_factor: f64,
+    cpu: Option<CpuAttention>,
 }
 
 impl SpatialAttention {
@@ -121,21 +250,47 @@ impl SpatialAttention {
         let dim_head = head_dim.unwrap_or(channels);
         let heads = (channels / dim_head).max(1);
         let inner = heads * dim_head;
+        let (to_q, to_k, to_v) = (linear(channels, inner, vb.pp("to_q"))?, linear(channels, inner, vb.pp("to_k"))?, linear(channels, inner, vb.pp("to_v"))?);
+        let to_out = linear(inner, channels, vb.pp("to_out").pp("0"))?;
+        let cpu = if on_cpu_f32(&vb) {
+            let parts = |l: &Linear| -> Result<(Vec<f32>, Vec<f32>)> {
+                let bias = match l.bias() {
+                    Some(b) => b.to_vec1::<f32>()?,
+                    None => vec![0.0; l.weight().dim(0)?],
+                };
+                Ok((l.weight().flatten_all()?.to_vec1::<f32>()?, bias))
+            };
+            Some(CpuAttention::new(parts(&to_q)?, parts(&to_k)?, parts(&to_v)?, parts(&to_out)?, channels, heads, rescale))
+        } else {
+            None
+        };
         Ok(Self {
-            group_norm: group_norm(groups, channels, eps, vb.pp("group_norm"))?,
-            to_q: linear(channels, inner, vb.pp("to_q"))?,
-            to_k: linear(channels, inner, vb.pp("to_k"))?,
-            to_v: linear(channels, inner, vb.pp("to_v"))?,
-            to_out: linear(inner, channels, vb.pp("to_out").pp("0"))?,
+            group_norm: Norm::new(vb.pp("group_norm"), groups, channels, eps)?,
+            to_q,
+            to_k,
+            to_v,
+            to_out,
             heads,
             rescale_output_factor: rescale,
+            cpu,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let n = self.group_norm.forward(x)?;
+        let (b, c, h, w) = x.dims4()?;
+        let inner = self.to_q.weight().dim(0)?;
+        let flops = 2.0 * (b * h * w) as f64 * (4.0 * (c * inner) as f64 + 2.0 * (h * w * inner) as f64);
+        match &self.cpu {
+            Some(k) if fast(x) => profile::record("attention", flops, || x.contiguous()?.apply_op2_no_bwd(&n, k)),
+            _ => profile::record("attention", flops, || self.attend(x, &n)),
+        }
+    }
+
+    fn attend(&self, x: &Tensor, normed: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let residual = x;
-        let hs = self.group_norm.forward(x)?.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
+        let hs = normed.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
         let q = self.to_q.forward(&hs)?;
         let k = self.to_k.forward(&hs)?;
         let v = self.to_v.forward(&hs)?;
@@ -157,28 +312,23 @@ impl SpatialAttention {
 /// Stride-2 3×3 convolution; `padding = 0` pads one pixel right and bottom first (original DDPM).
 #[derive(Debug, Clone)]
 struct Downsample2D {
-    conv: Conv2d,
-    padding: usize,
+    conv: Conv,
 }
 
 impl Downsample2D {
     fn new(vb: VarBuilder, channels: usize, padding: usize) -> Result<Self> {
-        Ok(Self { conv: conv3(channels, channels, 2, padding, vb.pp("conv"))?, padding })
+        let pad_end = usize::from(padding == 0);
+        Ok(Self { conv: Conv::new(vb.pp("conv"), channels, channels, 3, 2, padding, pad_end)? })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.padding == 0 {
-            let x = x.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?;
-            self.conv.forward(&x)
-        } else {
-            self.conv.forward(x)
-        }
+        self.conv.forward(x)
     }
 }
 
 /// Nearest-neighbour ×2, then a 3×3 convolution.
 #[derive(Debug, Clone)]
 struct Upsample2D {
-    conv: Conv2d,
+    conv: Conv,
 }
 
 impl Upsample2D {
@@ -187,7 +337,14 @@ impl Upsample2D {
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        self.conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+        let up = profile::record("upsampling, concatenation", 0.0, || {
+            if fast(x) {
+                x.contiguous()?.apply_op1_no_bwd(&kernels::Upsample2x)
+            } else {
+                x.upsample_nearest2d(2 * h, 2 * w)
+            }
+        })?;
+        self.conv.forward(&up)
     }
 }
 
@@ -230,7 +387,7 @@ impl UpBlock {
         let mut h = x.clone();
         for (i, r) in self.resnets.iter().enumerate() {
             let skip = states.pop().ok_or_else(|| candle_core::Error::Msg("UNet skip connections exhausted".into()))?;
-            h = r.forward(&Tensor::cat(&[&h, &skip], 1)?, temb)?;
+            h = r.forward(&concat(&h, &skip)?, temb)?;
             if let Some(a) = self.attentions.get(i) {
                 h = a.forward(&h)?;
             }
@@ -256,12 +413,12 @@ pub struct UNet2DModel {
     config: UNet2DConfig,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
-    conv_in: Conv2d,
+    conv_in: Conv,
     down_blocks: Vec<DownBlock>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock>,
-    conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_norm_out: Norm,
+    conv_out: Conv,
 }
 
 impl UNet2DModel {
@@ -347,7 +504,7 @@ impl UNet2DModel {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: group_norm(groups, ch[0], eps, vb.pp("conv_norm_out"))?,
+            conv_norm_out: Norm::new(vb.pp("conv_norm_out"), groups, ch[0], eps)?,
             conv_out: conv3(ch[0], config.out_channels, 1, 1, vb.pp("conv_out"))?,
         })
     }
@@ -378,7 +535,119 @@ impl UNet2DModel {
         for u in &self.up_blocks {
             h = u.forward(&h, &emb, &mut states)?;
         }
-        let h = candle_nn::ops::silu(&self.conv_norm_out.forward(&h)?)?;
+        let h = self.conv_norm_out.forward_silu(&h)?;
         self.conv_out.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The CPU kernels against candle's own operations on the same random weights, at sizes
+    //! that are not multiples of the SIMD width: channels 5 and 7, odd maps, batches 1 and 7.
+    use super::*;
+    use candle_core::Device;
+    use std::collections::HashMap;
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn builder(tensors: HashMap<String, Tensor>) -> VarBuilder<'static> {
+        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn convolutions_match_candle() {
+        // (cin, cout, k, stride, padding, pad_end, batch, h, w)
+        let cases = [
+            (5, 7, 3, 1, 1, 0, 7, 9, 11),
+            (5, 7, 1, 1, 0, 0, 1, 9, 11),
+            (6, 4, 3, 2, 1, 0, 7, 13, 10),
+            (6, 4, 3, 2, 0, 1, 1, 12, 12),
+            (3, 9, 3, 1, 0, 0, 2, 5, 6),
+            (64, 33, 3, 1, 1, 0, 3, 33, 17),
+            // Tiles of two rows: im2col reads the unpadded image.
+            (100, 9, 3, 1, 1, 0, 2, 7, 100),
+        ];
+        for (i, &(cin, cout, k, stride, padding, pad_end, b, h, w)) in cases.iter().enumerate() {
+            let mut t = HashMap::new();
+            t.insert("weight".to_string(), randn(&[cout, cin, k, k], 10 + i as u64));
+            t.insert("bias".to_string(), randn(&[cout], 20 + i as u64));
+            let conv = Conv::new(builder(t), cin, cout, k, stride, padding, pad_end).unwrap();
+            let x = randn(&[b, cin, h, w], 30 + i as u64);
+            let fast = x.apply_op1_no_bwd(conv.cpu.as_ref().unwrap()).unwrap();
+            // The same bits whatever the number of threads.
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let again = pool.install(|| x.apply_op1_no_bwd(conv.cpu.as_ref().unwrap()).unwrap());
+                assert_eq!(max_diff(&again, &fast), 0.0, "case {i}: {threads} threads");
+            }
+            let reference = conv.reference(&x).unwrap();
+            assert_eq!(fast.dims(), reference.dims(), "case {i}");
+            let err = max_diff(&fast, &reference);
+            assert!(err < 2e-5 * (cin * k * k) as f32, "case {i}: {err}");
+            // The fused epilogues: per-channel bias, residual and scale.
+            let (ho, wo) = (reference.dim(2).unwrap(), reference.dim(3).unwrap());
+            let cb = randn(&[b, cout], 40 + i as u64);
+            let want = reference.broadcast_add(&cb.unsqueeze(2).unwrap().unsqueeze(3).unwrap()).unwrap();
+            let got = x.apply_op2_no_bwd(&cb, &kernels::ConvAdd { conv: conv.cpu.as_ref().unwrap(), scale: 1.0 }).unwrap();
+            assert!(max_diff(&got, &want) < 2e-5 * (cin * k * k) as f32, "case {i}: channel bias");
+            let res = randn(&[b, cout, ho, wo], 50 + i as u64);
+            let want = ((&reference + &res).unwrap() * 0.5).unwrap();
+            let got = x.apply_op2_no_bwd(&res, &kernels::ConvAdd { conv: conv.cpu.as_ref().unwrap(), scale: 0.5 }).unwrap();
+            assert!(max_diff(&got, &want) < 2e-5 * (cin * k * k) as f32, "case {i}: residual");
+        }
+    }
+
+    #[test]
+    fn norms_concatenation_and_upsampling_match_candle() {
+        for (i, &(groups, c, b, h, w)) in [(1, 5, 1, 7, 3), (4, 12, 7, 9, 9), (32, 64, 2, 16, 16)].iter().enumerate() {
+            let mut t = HashMap::new();
+            t.insert("weight".to_string(), randn(&[c], 60 + i as u64));
+            t.insert("bias".to_string(), randn(&[c], 70 + i as u64));
+            let norm = Norm::new(builder(t), groups, c, 1e-6).unwrap();
+            let x = (randn(&[b, c, h, w], 80 + i as u64) * 3.0).unwrap();
+            let reference = norm.norm.forward(&x).unwrap();
+            assert!(max_diff(&x.apply_op1_no_bwd(norm.cpu.as_ref().unwrap()).unwrap(), &reference) < 2e-5, "norm {i}");
+            let silu = candle_nn::ops::silu(&reference).unwrap();
+            assert!(max_diff(&x.apply_op1_no_bwd(norm.cpu_silu.as_ref().unwrap()).unwrap(), &silu) < 2e-5, "norm + SiLU {i}");
+            let y = randn(&[b, 3, h, w], 90 + i as u64);
+            let cat = x.apply_op2_no_bwd(&y, &kernels::ChannelConcat).unwrap();
+            assert_eq!(max_diff(&cat, &Tensor::cat(&[&x, &y], 1).unwrap()), 0.0);
+            let up = x.apply_op1_no_bwd(&kernels::Upsample2x).unwrap();
+            assert_eq!(max_diff(&up, &x.upsample_nearest2d(2 * h, 2 * w).unwrap()), 0.0);
+        }
+    }
+
+    #[test]
+    fn attention_matches_candle() {
+        for (i, &(c, head_dim, b, h, w, rescale)) in [(8, None, 1, 5, 3, 1.0), (12, Some(4), 7, 4, 4, 2.0), (64, Some(16), 2, 8, 8, 1.0)].iter().enumerate() {
+            let inner = head_dim.map(|d| (c / d).max(1) * d).unwrap_or(c);
+            let mut t = HashMap::new();
+            let s = 100 + 10 * i as u64;
+            t.insert("group_norm.weight".to_string(), randn(&[c], s));
+            t.insert("group_norm.bias".to_string(), randn(&[c], s + 1));
+            for (j, name) in ["to_q", "to_k", "to_v"].iter().enumerate() {
+                t.insert(format!("{name}.weight"), (randn(&[inner, c], s + 2 + j as u64) * 0.3).unwrap());
+                t.insert(format!("{name}.bias"), randn(&[inner], s + 5 + j as u64));
+            }
+            t.insert("to_out.0.weight".to_string(), (randn(&[c, inner], s + 8) * 0.3).unwrap());
+            t.insert("to_out.0.bias".to_string(), randn(&[c], s + 9));
+            let attn = SpatialAttention::new(builder(t), c, head_dim, 4.min(c), 1e-6, rescale).unwrap();
+            let x = randn(&[b, c, h, w], s + 20);
+            let normed = attn.group_norm.norm.forward(&x).unwrap();
+            let reference = attn.attend(&x, &normed).unwrap();
+            let fast = x.apply_op2_no_bwd(&normed, attn.cpu.as_ref().unwrap()).unwrap();
+            let err = max_diff(&fast, &reference);
+            assert!(err < 1e-4, "attention {i}: {err}");
+        }
     }
 }

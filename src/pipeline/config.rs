@@ -47,11 +47,15 @@ pub struct RunSection {
     /// Formats of the synthetic maps, any of `fits`, `h5`, `npy`; the first is used by validation.
     #[serde(default = "d_formats")]
     pub formats: Vec<String>,
+    /// Worker threads (`--threads` on the command line wins; default RAYON_NUM_THREADS, else
+    /// every core); recorded in the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 impl Default for RunSection {
     fn default() -> Self {
-        RunSection { name: None, seed: 0, formats: d_formats() }
+        RunSection { name: None, seed: 0, formats: d_formats(), threads: None }
     }
 }
 
@@ -343,6 +347,9 @@ impl RunConfig {
         let name = self.name();
         if !is_file_name(name) {
             return Err(bad(path, "run.name", format!("'{name}' must be letters, digits, '_' or '-'")));
+        }
+        if self.run.threads == Some(0) {
+            return Err(bad(path, "run.threads", "must be at least 1"));
         }
         if self.run.formats.is_empty() {
             return Err(bad(path, "run.formats", "name at least one of fits, h5, npy"));

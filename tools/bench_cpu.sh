@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# CPU benchmark of BENCHMARKS.md: expanse (its kernels, and candle's own operations) against
+# diffusers/PyTorch on the same weights, batch, map size and thread count, both sides in one run.
+# Run it on a quiet machine (no build or other work: contention skews PyTorch far more).
+#
+#   bash tools/bench_cpu.sh [RESULTS_FILE]     (default out/bench_cpu.txt)
+#
+# Needs target/release/expanse, /opt/ref/bin/python with torch and diffusers, and the random-weight
+# models from tools/make_ddpm256_like.py (written here when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-out/bench_cpu.txt}
+py=${PYTHON:-/opt/ref/bin/python}
+mkdir -p "$(dirname "$out")"
+[ -d out/unet64-attn ] || $py tools/make_ddpm256_like.py --arch unet64 --out out/unet64-attn
+[ -d out/ddpm256-like ] || $py tools/make_ddpm256_like.py --out out/ddpm256-like
+{
+    echo "# $(date -u +%FT%TZ) $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+    for spec in "data/models/expanse-natural-32 8 10" "out/unet64-attn 4 10" "out/ddpm256-like 1 3"; do
+        set -- $spec
+        for t in 1 2; do
+            echo "## $1 batch $2 threads $t"
+            target/release/expanse --threads "$t" bench --model "$1" --batch "$2" --repeats "$3" | grep -E "UNet forward|peak"
+            target/release/expanse --threads "$t" bench --model "$1" --batch "$2" --repeats "$3" --kernels candle | grep -E "UNet forward|peak" | sed 's/^/candle ops: /'
+            OMP_NUM_THREADS=$t $py tools/bench_diffusers.py --model "$1" --batch "$2" --threads "$t" --repeats "$3" 2>/dev/null | grep -E "UNet forward|peak" | sed 's/^/diffusers: /'
+        done
+    done
+    for spec in "data/models/expanse-natural-32 8" "out/unet64-attn 4" "out/ddpm256-like 1"; do
+        set -- $spec
+        echo "## profile $1 batch $2 threads 2"
+        target/release/expanse --threads 2 bench --model "$1" --batch "$2" --repeats 3 --profile | tail -n +3
+    done
+} | tee "$out"
