@@ -20,6 +20,10 @@ pub enum Error {
     /// A user option or parameter is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A run folder was refused before any work: it is busy, not empty, or holds a run of another
+    /// config or inputs.
+    #[error("{0}")]
+    Refused(Box<Error>),
 }
 
 impl Error {

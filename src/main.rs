@@ -96,6 +96,24 @@ struct RunArgs {
     dry_run: bool,
 }
 
+/// Which image of a FITS file or dataset of an HDF5 file holds the maps.
+#[derive(Args)]
+struct SelectionArgs {
+    /// FITS HDU to read: an index (0 = primary) or an EXTNAME. Default: the first HDU holding an image.
+    #[arg(long)]
+    hdu: Option<String>,
+    /// HDF5 dataset path, e.g. /sim/snap_010/density (leading slash optional). Default: `maps`,
+    /// or the only 2-D/3-D numeric dataset.
+    #[arg(long)]
+    dataset: Option<String>,
+}
+
+impl SelectionArgs {
+    fn selection(&self) -> Result<Selection> {
+        Ok(Selection { hdu: self.hdu.as_deref().map(str::parse::<HduSelector>).transpose()?, dataset: self.dataset.clone() })
+    }
+}
+
 #[derive(Args)]
 struct SpectrumArgs {
     /// Apodize before the FFT: tukey:ALPHA or hanning.
@@ -122,6 +140,8 @@ struct PowerSpectrumArgs {
     #[arg(long)]
     summary: Option<PathBuf>,
     #[command(flatten)]
+    selection: SelectionArgs,
+    #[command(flatten)]
     spectrum: SpectrumArgs,
 }
 
@@ -136,6 +156,9 @@ struct ValidateArgs {
     /// Output folder: report.json, report.md, power_spectra/pdfs/maps .png and .svg.
     #[arg(long, short)]
     out: PathBuf,
+    /// Which HDU / dataset of both files (the real and the synthetic) holds the maps.
+    #[command(flatten)]
+    selection: SelectionArgs,
     #[command(flatten)]
     spectrum: SpectrumArgs,
 }
@@ -345,13 +368,8 @@ struct IngestArgs {
     /// Output file; its extension picks the format: .npy, .h5 or .fits.
     #[arg(long, short)]
     out: PathBuf,
-    /// FITS HDU to read: an index (0 = primary) or an EXTNAME. Default: the first HDU holding an image.
-    #[arg(long)]
-    hdu: Option<String>,
-    /// HDF5 dataset path, e.g. /sim/snap_010/density (leading slash optional). Default: `maps`,
-    /// or the only 2-D/3-D numeric dataset.
-    #[arg(long)]
-    dataset: Option<String>,
+    #[command(flatten)]
+    selection: SelectionArgs,
     /// Write the maps exactly as read: float32 (N, H, W), NaN where blank, no normalization, no geometry.
     #[arg(long)]
     raw: bool,
@@ -477,10 +495,7 @@ fn prep_spec(a: &IngestArgs) -> Result<PrepSpec> {
 }
 
 fn run_ingest(a: IngestArgs) -> Result<()> {
-    let selection = Selection {
-        hdu: a.hdu.as_deref().map(str::parse::<HduSelector>).transpose()?,
-        dataset: a.dataset.clone(),
-    };
+    let selection = a.selection.selection()?;
     if a.raw {
         let shaped = a.crop.is_some() || a.tile.is_some() || a.size.is_some() || a.band_map.is_some() || a.channels != 1;
         let scaled = a.transform != "linear" || a.range != "minmax" || a.offset.is_some() || a.softening.is_some();
@@ -598,7 +613,7 @@ fn run_invert(a: InvertArgs) -> Result<()> {
     let z = ddim.invert(&ddpm, &input.data, a.model.batch, &pb)?;
     pb.finish_and_clear();
     let evals = diffusion::unet_evaluations(&ddim, n, true, false);
-    let written = latents::write_model_output(&a.out, &z, "invert", &input, ddim.records(&ddpm))?;
+    let written = latents::write_model_output(&a.out, &z, "invert", &input, ddim.records(&ddpm)?)?;
     println!(
         "inverted {n} map(s) to level {} in {} steps ({} UNet evaluations per map, {:.1} s); wrote {}",
         a.grid.t0,
@@ -621,7 +636,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
     let pb = progress(ddim.seq.len() as u64 * batches(n, a.model.batch), "generate");
     let x = ddim.generate(&ddpm, &input.data, a.eta, a.seed, a.model.batch, &pb)?;
     pb.finish_and_clear();
-    let mut rec = ddim.records(&ddpm);
+    let mut rec = ddim.records(&ddpm)?;
     rec.push(("generation", serde_json::json!({"eta": a.eta, "seed": a.seed})));
     let written = latents::write_model_output(&a.out, &x, "generate", &input, rec)?;
     println!("generated {n} map(s) in {} steps; wrote {}", ddim.seq.len(), written[0].display());
@@ -660,7 +675,7 @@ fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
         diffusion::unet_evaluations(&ddim, n, false, true)
     );
     if let Some(out) = &a.out {
-        let mut rec = ddim.records(&ddpm);
+        let mut rec = ddim.records(&ddpm)?;
         rec.push(("reconstruction_mse", serde_json::json!(errors.iter().map(|e| e.mse).collect::<Vec<_>>())));
         let written = latents::write_model_output(out, &x, "reconstruct", &input, rec)?;
         println!("wrote {}", written[0].display());
@@ -830,7 +845,8 @@ fn run_sample(a: SampleArgs) -> Result<()> {
     let pb = progress(ddim.seq.len() as u64 * batches(a.count, a.model.batch), "decode");
     let images = ddim.generate(&ddpm, &accepted, 0.0, 0, a.model.batch, &pb)?;
     pb.finish_and_clear();
-    let records = vec![("sampling", sampling_record), ("ddim", serde_json::json!({"seq": ddim.seq}))];
+    let mut records = ddim.records(&ddpm)?;
+    records.push(("sampling", sampling_record));
     let title = format!("{} synthetic maps of '{}'", a.count, prior.name);
     let (files, physical) = latents::write_maps(std::slice::from_ref(&a.out), &images, "sample", &input, records, &title)?;
     written.extend(files);
@@ -865,7 +881,7 @@ fn spectrum_options(a: &SpectrumArgs) -> Result<PowerSpectrumOptions> {
 
 fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
     let opts = spectrum_options(&a.spectrum)?;
-    let (maps, _) = ingest::read_inputs(&a.maps, &Selection::default())?;
+    let (maps, _) = ingest::read_inputs(&a.maps, &a.selection.selection()?)?;
     let stack = expanse::io::stack(&maps)?;
     let arrays: Vec<ndarray::Array2<f64>> = stack.outer_iter().map(|m| m.mapv(|v| v as f64)).collect();
     let ens = EnsembleSpectrum::compute(&arrays, &opts)?;
@@ -895,7 +911,7 @@ fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
 
 fn run_validate(a: ValidateArgs) -> Result<()> {
     let opts = spectrum_options(&a.spectrum)?;
-    let r = expanse::validate::validate(&a.real, &a.synthetic, &a.out, &opts)?;
+    let r = expanse::validate::validate(&a.real, &a.synthetic, &a.selection.selection()?, &a.out, &opts)?;
     println!(
         "per-map power-spectrum slopes: real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (Welch t = {:.2})",
         r.slopes.real.mean, r.slopes.real.std, r.slopes.synthetic.mean, r.slopes.synthetic.std, r.slopes.welch_t
@@ -952,6 +968,9 @@ fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
         expanse::runtime::set_threads(n).with_context(|| format!("{}: run.threads", a.config.display()))?;
     }
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.name()));
+    if !a.dry_run {
+        expanse::pipeline::check_run_folder(&out, a.resume)?;
+    }
     let plan = Plan::new(config, &a.config)?;
     print!("{}", plan.describe(&out));
     if a.dry_run {
@@ -961,6 +980,7 @@ fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
     let earlier_run = out.join("manifest.json").is_file();
     let summary = match plan.execute(&a.config, &out, &opts) {
         Ok(s) => s,
+        Err(e @ expanse::Error::Refused(_)) => return Err(e.into()),
         Err(e) if earlier_run && !a.resume => return Err(e.into()),
         Err(e) if out.join("manifest.json").is_file() => {
             return Err(anyhow::Error::new(e).context(format!(

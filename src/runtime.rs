@@ -63,3 +63,45 @@ pub fn keep_freed_memory() {
         }
     }
 }
+
+/// The file removed when SIGTERM or SIGINT ends the process (a run folder's `.lock`); null when
+/// none. The C strings it points to are leaked on purpose: the handler may read one at any time.
+#[cfg(unix)]
+static REMOVE_ON_SIGNAL: std::sync::atomic::AtomicPtr<libc::c_char> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+#[cfg(unix)]
+extern "C" fn remove_and_die(signal: libc::c_int) {
+    let path = REMOVE_ON_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: unlink, signal and raise are async-signal-safe; `path` is null or a leaked,
+    // never-freed C string.
+    unsafe {
+        if !path.is_null() {
+            libc::unlink(path);
+        }
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
+
+/// Removes `path` if SIGTERM or SIGINT (Ctrl-C, `scancel`, a batch system's time limit) ends the
+/// process, which then dies of that signal as it would have; `None` forgets it. Only one path is
+/// kept (the latest). Nothing can run on SIGKILL (`kill -9`).
+pub fn remove_on_signal(path: Option<&std::path::Path>) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        let c = path.and_then(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).ok());
+        let ptr = c.map_or(std::ptr::null_mut(), |c| c.into_raw());
+        REMOVE_ON_SIGNAL.store(ptr, std::sync::atomic::Ordering::SeqCst);
+        INSTALLED.call_once(|| {
+            // SAFETY: the handler only calls async-signal-safe functions.
+            unsafe {
+                libc::signal(libc::SIGTERM, remove_and_die as *const () as libc::sighandler_t);
+                libc::signal(libc::SIGINT, remove_and_die as *const () as libc::sighandler_t);
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}

@@ -146,8 +146,8 @@ pub struct ValidationReport {
     pub written: Vec<PathBuf>,
 }
 
-fn read_stack(path: &Path) -> Result<(Vec<Array2<f64>>, Option<String>)> {
-    let maps = io::read_maps(path, &Selection::default())?;
+fn read_stack(path: &Path, selection: &Selection) -> Result<(Vec<Array2<f64>>, Option<String>)> {
+    let maps = io::read_maps(path, selection)?;
     let units = io::common_units(&maps);
     let stack = io::stack(&maps)?;
     Ok((stack.axis_iter(Axis(0)).map(|m| m.mapv(|v| v as f64)).collect(), units))
@@ -270,11 +270,11 @@ fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Result<(Bi
     Ok((pdf, level))
 }
 
-/// Compares real and synthetic maps (FITS/HDF5/NPY stacks of one map size) and writes the
-/// report and figures into `out_dir`.
-pub fn validate(real: &Path, synthetic: &Path, out_dir: &Path, ps: &PowerSpectrumOptions) -> Result<ValidationReport> {
-    let (r, units) = read_stack(real)?;
-    let (s, _) = read_stack(synthetic)?;
+/// Compares real and synthetic maps (FITS/HDF5/NPY stacks of one map size; `selection` picks the
+/// HDU or dataset in both) and writes the report and figures into `out_dir`.
+pub fn validate(real: &Path, synthetic: &Path, selection: &Selection, out_dir: &Path, ps: &PowerSpectrumOptions) -> Result<ValidationReport> {
+    let (r, units) = read_stack(real, selection)?;
+    let (s, _) = read_stack(synthetic, selection)?;
     if r[0].dim() != s[0].dim() {
         return Err(Error::Invalid(format!(
             "{} holds {}x{} maps but {} holds {}x{}: compare maps of one size",

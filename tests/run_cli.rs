@@ -121,6 +121,14 @@ fn a_killed_and_resumed_run_writes_the_same_files_as_an_uninterrupted_one() {
         assert!(reference.contains_key(Path::new(f)), "missing {f}: {:?}", reference.keys());
     }
     assert!(!out.join("latents/clouds.partial").exists() && !out.join("samples/clouds.partial").exists());
+    // The synthetic maps name the model that made them and the whole grid.
+    let side: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("samples/clouds.npy.json")).unwrap()).unwrap();
+    let records = &side["provenance"]["records"];
+    let weights = m["model"].as_array().unwrap().iter().find(|f| f["path"].as_str().unwrap().ends_with(".safetensors")).unwrap();
+    assert_eq!(records["model"]["weights_sha256"], weights["sha256"], "{records}");
+    assert!(records["model"]["folder"].as_str().unwrap().ends_with("expanse-natural-32"));
+    assert_eq!((records["ddim"]["steps"].as_u64(), records["ddim"]["t0"].as_u64()), (Some(10), Some(300)), "{records}");
+    assert!(records["ddim"].get("clip").is_some() && records["sampling"].is_object());
 
     // The same run in the same folder, killed during inversion and again during decoding.
     std::fs::remove_dir_all(&out).unwrap();
@@ -155,6 +163,7 @@ fn a_run_folder_is_not_overwritten_and_resume_needs_the_same_config() {
     assert_eq!(r.status.code(), Some(1));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("already exists and is not empty"), "{err}");
+    assert!(r.stdout.is_empty(), "the plan printed before the refusal");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 
     // A run killed before its manifest existed is started afresh by --resume.
@@ -172,8 +181,13 @@ fn a_run_folder_is_not_overwritten_and_resume_needs_the_same_config() {
     let r = expanse(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.code() == Some(1) && err.contains("another expanse process"), "{err}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(!err.contains("--resume") && !err.contains("stopped"), "a refusal must not suggest the refused command: {err}");
+    // SIGTERM (scancel, a time limit) removes the lock; the process dies of the signal.
+    // SAFETY: sends a signal to our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
+    assert!(!out.join(".lock").exists(), "SIGTERM left the lock behind");
     // The config changes: resume refuses and names the keys.
     small_config(dir.path(), "range = \"percentile:1,99\"\n");
     replace_in(&config, "count = 4", "count = 5");
@@ -181,6 +195,7 @@ fn a_run_folder_is_not_overwritten_and_resume_needs_the_same_config() {
     assert_eq!(r.status.code(), Some(1));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("domain[0].range") && err.contains("sampling.count"), "{err}");
+    assert!(!err.contains("continue with"), "{err}");
 }
 
 #[test]

@@ -57,3 +57,21 @@ fn validate_accepts_a_twin_simulation_and_flags_copies() {
     assert!(String::from_utf8_lossy(&e.stderr).contains("maps of one size"));
     assert!(!dir.path().join("x").join("report.json").exists());
 }
+
+#[test]
+fn statistics_commands_choose_the_hdf5_dataset_and_errors_name_flags_that_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/io/hdf5_sim.h5");
+    let csv = dir.path().join("ps.csv");
+    let e = expanse(&["power-spectrum", file.to_str().unwrap(), "--out", csv.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert_eq!(e.status.code(), Some(1), "{err}");
+    assert!(err.contains("choose one with --dataset") && !csv.exists(), "{err}");
+    let out = ok(&["power-spectrum", file.to_str().unwrap(), "--dataset", "sim/snap_010/metals", "--out", csv.to_str().unwrap()]);
+    assert!(out.contains("(3 map(s)"), "{out}");
+    let report = dir.path().join("val");
+    let e = expanse(&["validate", "--real", file.to_str().unwrap(), "--synthetic", file.to_str().unwrap(), "--out", report.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--dataset") && !report.exists());
+    ok(&["validate", "--real", file.to_str().unwrap(), "--synthetic", file.to_str().unwrap(), "--dataset", "/sim/snap_010/metals", "--out", report.to_str().unwrap()]);
+    assert!(report.join("report.json").exists());
+}

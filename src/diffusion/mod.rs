@@ -117,8 +117,8 @@ impl Ddim {
     }
 
     /// Provenance records of outputs made with this grid and `model`: `ddim` and `model`.
-    pub fn records(&self, model: &Ddpm) -> Vec<(&'static str, serde_json::Value)> {
-        vec![
+    pub fn records(&self, model: &Ddpm) -> crate::Result<Vec<(&'static str, serde_json::Value)>> {
+        Ok(vec![
             (
                 "ddim",
                 serde_json::json!({"seq": self.seq, "steps": self.seq.len(), "t0": self.seq.last(), "fixed_point": self.fixed_point, "clip": self.clip, "epsilon_at": "source level"}),
@@ -126,11 +126,11 @@ impl Ddim {
             (
                 "model",
                 serde_json::json!({
-                    "folder": model.dir, "weights": model.weights_file, "dtype": format!("{:?}", model.dtype),
-                    "device": crate::model::device_name(&model.device), "threads": crate::runtime::threads(),
+                    "folder": model.dir, "weights": model.weights_file, "weights_sha256": model.weights_sha256()?,
+                    "dtype": format!("{:?}", model.dtype), "device": crate::model::device_name(&model.device), "threads": crate::runtime::threads(),
                 }),
             ),
-        ]
+        ])
     }
 
     fn schedule(&self) -> &NoiseSchedule {

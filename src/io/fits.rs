@@ -277,7 +277,7 @@ pub fn read(path: &Path, hdu: Option<&super::HduSelector>) -> Result<(Source, Ar
         let cards = h.cards()?;
         return Err(Error::content(
             path,
-            format!("{} is a table, not an image; choose an image HDU with --hdu", label(index, &cards)),
+            format!("{} is a table, not an image; choose an image HDU with --hdu (`hdu` in a run config)", label(index, &cards)),
         ));
     }
     let cards = h.cards()?;

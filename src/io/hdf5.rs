@@ -164,7 +164,7 @@ pub fn read(path: &Path, dataset: Option<&str>) -> Result<(Source, ArrayD<f32>)>
                     _ => {
                         return Err(Error::content(
                             path,
-                            format!("several datasets could be maps; choose one with --dataset ({})", list_for_error(&file)),
+                            format!("several datasets could be maps; choose one with --dataset (`dataset` in a run config) ({})", list_for_error(&file)),
                         ))
                     }
                 }

@@ -214,6 +214,24 @@ impl Map {
     }
 }
 
+/// Size in bytes and SHA-256 (hex) of a file's content.
+pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).map_err(|e| Error::open(path, io_cause(&e)))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::open(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok((bytes, h.finalize().iter().map(|b| format!("{b:02x}")).collect()))
+}
+
 /// Reads every map of one file (a 2-D image gives one map, a 3-D cube one map per plane).
 ///
 /// Rejects 1-D data, data of more than three non-degenerate axes, and maps that are entirely

@@ -139,6 +139,7 @@ pub struct Ddpm {
     pub weights_file: PathBuf,
     pub device: Device,
     pub dtype: DType,
+    weights_sha256: std::sync::OnceLock<String>,
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -201,6 +202,15 @@ impl ModelFolder {
 }
 
 impl Ddpm {
+    /// SHA-256 (hex) of the weights file, computed on first use.
+    pub fn weights_sha256(&self) -> Result<String> {
+        if let Some(h) = self.weights_sha256.get() {
+            return Ok(h.clone());
+        }
+        let (_, h) = crate::io::sha256_file(&self.weights_file)?;
+        Ok(self.weights_sha256.get_or_init(|| h).clone())
+    }
+
     /// Loads `config.json`, the weights and `scheduler_config.json` (defaults when absent) from a
     /// diffusers model folder (or its `unet/` subfolder, as in pipeline repositories).
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Ddpm> {
@@ -235,7 +245,7 @@ impl Ddpm {
                 ),
             ));
         }
-        Ok(Ddpm { unet, config, scheduler, prediction, dir: dir.to_path_buf(), weights_file, device: device.clone(), dtype })
+        Ok(Ddpm { unet, config, scheduler, prediction, dir: dir.to_path_buf(), weights_file, device: device.clone(), dtype, weights_sha256: Default::default() })
     }
 
     /// Checks that maps of `h`×`w` pixels with `c` channels fit this model.

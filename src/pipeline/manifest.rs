@@ -3,7 +3,6 @@
 //! manifest says it finished and its outputs still hash the same.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -22,19 +21,7 @@ pub struct FileHash {
 impl FileHash {
     /// Hashes `path` (recorded as `shown`, e.g. relative to the run folder).
     pub fn of(path: &Path, shown: &Path) -> Result<FileHash> {
-        let mut f = std::fs::File::open(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut bytes = 0u64;
-        loop {
-            let n = f.read(&mut buf).map_err(|e| Error::open(path, e))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            bytes += n as u64;
-        }
-        let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let (bytes, sha256) = crate::io::sha256_file(path)?;
         Ok(FileHash { path: shown.to_path_buf(), bytes, sha256 })
     }
 }

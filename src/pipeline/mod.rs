@@ -304,7 +304,7 @@ impl Plan {
     /// Runs (or resumes) every stage in `run_dir`.
     pub fn execute(&self, config_path: &Path, run_dir: &Path, opts: &RunOptions) -> Result<RunSummary> {
         model::parse_device(&self.config.model.device).map_err(|e| Error::content(config_path, format!("model.device: {e}")))?;
-        let mut runner = Runner::open(self, config_path, run_dir, opts)?;
+        let mut runner = Runner::open(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
         let names: Vec<String> = self.domains.iter().map(|d| d.name.clone()).collect();
         let start = Instant::now();
         for d in &names {
@@ -384,8 +384,26 @@ impl Log {
     }
 }
 
-/// `.lock` in a run folder: the id of the process working on it, removed when it ends. A lock
-/// whose process is gone (a killed run) is taken over.
+/// Refuses, before any work, an output folder that a run would overwrite: one that exists and is
+/// not empty, unless `resume` and it holds a run (a manifest) or what a run killed before its
+/// manifest leaves behind (config.toml, run.log, .lock).
+pub fn check_run_folder(dir: &Path, resume: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::write(dir, "exists and is not a folder"));
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let manifest = names.iter().any(|n| n == "manifest.json");
+    let unstarted = names.iter().all(|n| matches!(n.as_str(), "config.toml" | "run.log" | ".lock"));
+    if names.is_empty() || (resume && (manifest || unstarted)) {
+        return Ok(());
+    }
+    let hint = if manifest { "pass --resume to continue it, or" } else { "not a run folder:" };
+    Err(Error::write(dir, format!("already exists and is not empty; {hint} choose another --out")))
+}
+
+/// `.lock` in a run folder: the id of the process working on it, removed when it ends (also on
+/// SIGTERM and SIGINT). A lock whose process is gone (`kill -9`) is taken over.
 struct RunLock(PathBuf);
 
 impl RunLock {
@@ -400,12 +418,14 @@ impl RunLock {
             }
         }
         std::fs::write(&path, std::process::id().to_string()).map_err(|e| Error::write(&path, e))?;
+        crate::runtime::remove_on_signal(Some(&path));
         Ok(RunLock(path))
     }
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        crate::runtime::remove_on_signal(None);
         let _ = std::fs::remove_file(&self.0);
     }
 }
@@ -468,9 +488,7 @@ impl<'a> Runner<'a> {
         let config_file = dir.join("config.toml");
         let manifest_file = dir.join("manifest.json");
         let exists = dir.is_dir() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
-        if dir.exists() && !dir.is_dir() {
-            return Err(Error::write(dir, "exists and is not a folder"));
-        }
+        check_run_folder(dir, opts.resume)?;
         let log = Log { path: dir.join("run.log"), echo: opts.echo };
         let inputs: Vec<PathBuf> = plan.config.domains.iter().flat_map(|d| d.inputs.iter().cloned()).collect();
         let (manifest, lock) = if exists && manifest_file.is_file() && opts.resume {
@@ -498,20 +516,11 @@ impl<'a> Runner<'a> {
             log.line(&format!("resuming run '{}' in {} ({} stage(s) recorded)", plan.config.name(), dir.display(), old.stages.len()))?;
             (old, lock)
         } else {
-            // A run killed before its manifest was written left at most these behind.
-            let unstarted = || {
-                std::fs::read_dir(dir).map(|entries| {
-                    entries.flatten().all(|e| matches!(e.file_name().to_str(), Some("config.toml" | "run.log" | ".lock")))
-                })
-            };
-            if exists && opts.resume && !manifest_file.is_file() && unstarted().unwrap_or(false) {
+            if exists && opts.resume && !manifest_file.is_file() {
                 let _lock = RunLock::acquire(dir)?;
                 for f in ["config.toml", "run.log"] {
                     let _ = std::fs::remove_file(dir.join(f));
                 }
-            } else if exists {
-                let hint = if manifest_file.is_file() { "pass --resume to continue it, or" } else { "not a run folder:" };
-                return Err(Error::write(dir, format!("already exists and is not empty; {hint} choose another --out")));
             }
             std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
             let lock = RunLock::acquire(dir)?;
@@ -748,7 +757,7 @@ impl<'a> Runner<'a> {
                 (z, reused, false)
             }
         };
-        let records = ddim.records(self.model()?);
+        let records = ddim.records(self.model()?)?;
         let written = latents::write_model_output(&self.path(&["latents", &format!("{d}.h5")]), &z, "run: invert", &input, records)?;
         let mut counts = BTreeMap::new();
         counts.insert("latents".into(), json!(z.len_of(Axis(0))));
@@ -838,7 +847,8 @@ impl<'a> Runner<'a> {
             ddim.generate(m, chunk, 0.0, 0, chunk.len_of(Axis(0)), pb)
         })?;
         let sampling = input.provenance.as_ref().and_then(|p| p.records.get("sampling")).cloned().unwrap_or(Value::Null);
-        let records = vec![("sampling", sampling), ("ddim", json!({"seq": ddim.seq, "clip": ddim.clip})), ("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}))];
+        let mut records = ddim.records(self.model()?)?;
+        records.extend([("sampling", sampling), ("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}))]);
         let paths: Vec<PathBuf> = self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
         let title = format!("{} synthetic maps of '{d}'", images.len_of(Axis(0)));
         let (written, physical) = latents::write_maps(&paths, &images, "run: decode", &input, records, &title)?;
@@ -854,7 +864,7 @@ impl<'a> Runner<'a> {
         let synthetic = self.path(&["samples", &format!("{d}.{}", self.plan.config.run.formats[0])]);
         let out_dir = self.path(&["report", d]);
         let opts = self.plan.config.spectrum_options()?;
-        let report = crate::validate::validate(&self.real_path(d), &synthetic, &out_dir, &opts)?;
+        let report = crate::validate::validate(&self.real_path(d), &synthetic, &crate::io::Selection::default(), &out_dir, &opts)?;
         let mut counts = BTreeMap::new();
         counts.insert("slope_real".into(), json!(report.slopes.real.mean));
         counts.insert("slope_real_std".into(), json!(report.slopes.real.std));
