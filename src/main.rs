@@ -431,7 +431,7 @@ struct SimulateArgs {
     #[arg(long, default_value_t = 1.0)]
     sigma_ln: f64,
     /// Mean column density in cm⁻².
-    #[arg(long, default_value_t = 1e21)]
+    #[arg(long, default_value = "1e21")]
     mean: f64,
     /// Random seed.
     #[arg(long, default_value_t = 1)]
@@ -888,7 +888,8 @@ fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
     let ps = &ens.mean;
     let mut csv = String::from("k,power,power_std,count\n");
     for i in 0..ps.nbins() {
-        csv.push_str(&format!("{},{},{},{}\n", ps.freqs[i], ps.power[i], ps.power_std[i], ps.counts[i]));
+        let n = expanse::io::number::<f64>;
+        csv.push_str(&format!("{},{},{},{}\n", n(ps.freqs[i]), n(ps.power[i]), n(ps.power_std[i]), ps.counts[i]));
     }
     let mut targets = vec![a.out.clone()];
     targets.extend(a.summary.clone());
@@ -905,7 +906,7 @@ fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
     for w in files.commit()? {
         println!("wrote {}", w.display());
     }
-    println!("slope {:.4} ± {:.4} over {} < k <= {} ({} map(s), {} bins)", ps.slope, ps.slope_err, ps.low_cut, ps.high_cut, arrays.len(), ps.nbins());
+    println!("slope {:.4} ± {:.4} over {:.4} < k <= {:.4} ({} map(s), {} bins)", ps.slope, ps.slope_err, ps.low_cut, ps.high_cut, arrays.len(), ps.nbins());
     Ok(())
 }
 

@@ -140,7 +140,15 @@ fn a_killed_and_resumed_run_writes_the_same_files_as_an_uninterrupted_one() {
     assert!(m["stages"]["invert/clouds"]["counts"]["batches_from_checkpoints"].as_u64().unwrap() >= 1);
     let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
     assert!(stdout.contains("invert/clouds: finished earlier, kept"), "{stdout}");
-    assert!(manifest(&out)["stages"]["decode/clouds"]["counts"]["batches_from_checkpoints"].as_u64().unwrap() >= 1);
+    // UNet evaluations count the work of the invocation that finished the stage, not the
+    // batches it took from checkpoints (batch 2: 9 evaluations a map inverting, 10 decoding).
+    let m = manifest(&out);
+    for (stage, maps, per_map) in [("invert/clouds", 8, 9), ("decode/clouds", 4, 10)] {
+        let c = &m["stages"][stage]["counts"];
+        let reused = c["batches_from_checkpoints"].as_u64().unwrap();
+        assert!(reused >= 1, "{stage}: {c}");
+        assert_eq!(c["unet_evaluations"].as_u64().unwrap(), per_map * (maps - 2 * reused), "{stage}: {c}");
+    }
     assert_eq!(hashes(&out), reference);
 
     // Resuming a finished run redoes nothing; a damaged output is redone, with what follows it.
@@ -205,6 +213,12 @@ fn dry_run_prints_the_plan_and_cost_and_writes_nothing() {
     let out = dir.path().join("run");
     let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dry-run"]);
     assert!(stdout.contains("domain clouds: 32 map(s) read, 8 image(s) of 3x32x32"), "{stdout}");
+    assert!(!stdout.contains("warning"), "{stdout}");
+    // Maps of another size than the model's training size run, with a warning in the plan.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, std::fs::read_to_string(&config).unwrap().replace("size = 32", "size = 16")).unwrap();
+    let stdout = ok(&["run", other.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dry-run"]);
+    assert!(stdout.contains("warning: domain clouds: the model was trained on 32x32 images, these are 16x16"), "{stdout}");
     assert!(stdout.contains("invert/clouds") && stdout.contains(" 72\n"), "{stdout}");
     assert!(stdout.contains("decode/clouds") && stdout.contains(" 40\n"), "{stdout}");
     assert!(stdout.contains("total") && stdout.contains(" 112\n"), "{stdout}");
@@ -235,7 +249,7 @@ fn config_errors_name_the_key_and_nothing_is_written() {
         assert!(!out.exists(), "{extra}: the run folder was created");
     }
     for (from, to, needle) in [("steps = 10", "steps = 10\nt0 = 2000", "t0 must be in 1..999"), ("size = 32", "size = 30", "divisible by 4"), ("max_maps = 8", "max_maps = 5", "sampling.k = 5 needs at least 6 maps"),
-        ("batch = 2", "batch = 2\ndevice = \"gpu\"", "model.device"), ("seed = 3", "seed = 3\nthreads = 0", "run.threads"),
+        ("batch = 2", "batch = 2\ndevice = \"gpu\"", "model.device"), ("seed = 3", "seed = 3\nthreads = 0", "run.threads"), ("transform = \"log10\"", "transform = \"log\"", "transform 'log' is ambiguous: write log10"),
         ("batch = 2", "batch = 2\ndevice = \"cuda\"", "without CUDA support")]
     {
         if cfg!(feature = "cuda") && to.contains("cuda") {

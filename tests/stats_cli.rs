@@ -75,3 +75,21 @@ fn statistics_commands_choose_the_hdf5_dataset_and_errors_name_flags_that_exist(
     ok(&["validate", "--real", file.to_str().unwrap(), "--synthetic", file.to_str().unwrap(), "--dataset", "/sim/snap_010/metals", "--out", report.to_str().unwrap()]);
     assert!(report.join("report.json").exists());
 }
+
+#[test]
+fn large_values_print_in_scientific_notation() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("ps.csv");
+    ok(&["power-spectrum", sample("clouds_64.fits").to_str().unwrap(), "--out", csv.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    for field in text.lines().skip(1).flat_map(|l| l.split(',')) {
+        assert!(field.len() <= 24, "{field}");
+        assert!(field.parse::<f64>().is_ok(), "{field}");
+    }
+    assert!(text.lines().nth(1).unwrap().split(',').nth(1).unwrap().contains('e'), "{text}");
+    let flat = dir.path().join("flat.npy");
+    ndarray_npy::write_npy(&flat, &ndarray::Array3::<f32>::from_elem((2, 8, 8), 1e21)).unwrap();
+    let e = expanse(&["ingest", flat.to_str().unwrap(), "--out", dir.path().join("s.h5").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(err.contains("every pixel is 1e21"), "{err}");
+}

@@ -214,6 +214,18 @@ impl Map {
     }
 }
 
+/// `v` written exactly (shortest round-trip digits) and readably: plain between 1e-3 and 1e6,
+/// scientific notation outside (1e21, not 22 digits), as numpy and astropy read it back.
+/// f32 values keep their own shortest digits.
+pub fn number<T: Copy + Into<f64> + fmt::Display + fmt::LowerExp>(v: T) -> String {
+    let x: f64 = v.into();
+    if x != 0.0 && x.is_finite() && (x.abs() >= 1e6 || x.abs() < 1e-3) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
 /// Size in bytes and SHA-256 (hex) of a file's content.
 pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
     use sha2::{Digest, Sha256};
@@ -459,5 +471,23 @@ fn retarget(e: Error, path: &Path) -> Error {
     match e {
         Error::Write { cause, .. } => Error::write(path, cause),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::number;
+
+    #[test]
+    fn numbers_are_exact_and_never_long_integers() {
+        assert_eq!(number(1e21), "1e21");
+        assert_eq!(number(1.6e29), "1.6e29");
+        assert_eq!(number(-2.5e-5), "-2.5e-5");
+        assert_eq!(number(0.03125), "0.03125");
+        assert_eq!(number(123456.5), "123456.5");
+        assert_eq!(number(0.0), "0");
+        let v = 1.2345678901234567e48;
+        assert_eq!(number(v).parse::<f64>().unwrap(), v);
+        assert_eq!(number(1e21f32), "1e21");
     }
 }

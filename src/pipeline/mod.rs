@@ -280,6 +280,12 @@ impl Plan {
                 d.units.as_deref().unwrap_or("-"),
                 files.join(", ")
             ));
+            if let Some([h, w]) = self.model.config.native_size().filter(|&[h, w]| [h, w] != [d.shape[1], d.shape[2]]) {
+                t.push_str(&format!(
+                    "warning: domain {}: the model was trained on {h}x{w} images, these are {}x{}; it runs, but a UNet is only known to reconstruct and generate well at its training size (set `size = {h}` to resize, or `crop`/`tile`)\n",
+                    d.name, d.shape[1], d.shape[2]
+                ));
+            }
         }
         t.push_str(&format!("{:<24} {:>16}\n", "stage", "UNet evaluations"));
         let mut total = 0;
@@ -483,6 +489,20 @@ fn progress_bar(total: u64, what: &str, echo: bool) -> ProgressBar {
 
 type StageOutput = (Vec<PathBuf>, BTreeMap<String, Value>);
 
+/// What a checkpointed stage took from earlier work instead of computing it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reused {
+    batches: usize,
+    maps: usize,
+}
+
+impl Reused {
+    /// UNet evaluations this invocation ran, of `planned` for `n` maps (the same number per map).
+    fn evaluations_done(&self, planned: usize, n: usize) -> usize {
+        if n == 0 { 0 } else { planned / n * (n - self.maps.min(n)) }
+    }
+}
+
 impl<'a> Runner<'a> {
     fn open(plan: &'a Plan, config_path: &Path, dir: &Path, opts: &RunOptions) -> Result<Runner<'a>> {
         let config_file = dir.join("config.toml");
@@ -684,7 +704,7 @@ impl<'a> Runner<'a> {
         what: &str,
         steps_per_batch: u64,
         mut f: impl FnMut(&mut Self, &Array4<f32>, &ProgressBar) -> Result<Array4<f32>>,
-    ) -> Result<(Array4<f32>, usize)> {
+    ) -> Result<(Array4<f32>, Reused)> {
         let key_file = partial.join("key.txt");
         if partial.is_dir() && std::fs::read_to_string(&key_file).ok().as_deref() != Some(key) {
             std::fs::remove_dir_all(partial).map_err(|e| Error::write(partial, e))?;
@@ -697,7 +717,7 @@ impl<'a> Runner<'a> {
         let batches = n.div_ceil(batch);
         let pb = progress_bar(steps_per_batch * batches as u64, what, self.echo);
         let mut parts = Vec::with_capacity(batches);
-        let mut reused = 0;
+        let mut reused = Reused::default();
         for b in 0..batches {
             let (start, end) = (b * batch, ((b + 1) * batch).min(n));
             let file = partial.join(format!("batch_{b:05}.npy"));
@@ -705,7 +725,8 @@ impl<'a> Runner<'a> {
             let kept: Option<Array4<f32>> = ndarray_npy::read_npy(&file).ok().filter(|a: &Array4<f32>| a.dim() == chunk.dim());
             let out = match kept {
                 Some(a) => {
-                    reused += 1;
+                    reused.batches += 1;
+                    reused.maps += end - start;
                     pb.inc(steps_per_batch);
                     a
                 }
@@ -739,8 +760,9 @@ impl<'a> Runner<'a> {
         let cached = self.latent_cache.as_ref().map(|dir| dir.join(format!("latents-{}.npy", &self.cache_key(&input, &ddim)[..24])));
         let from_cache: Option<Array4<f32>> =
             cached.as_ref().and_then(|f| ndarray_npy::read_npy(f).ok()).filter(|a: &Array4<f32>| a.dim() == input.data.dim());
+        let n = input.data.len_of(Axis(0));
         let (z, reused, hit) = match from_cache {
-            Some(z) => (z, 0, true),
+            Some(z) => (z, Reused { batches: 0, maps: n }, true),
             None => {
                 let partial = self.partial_dir(&format!("invert/{d}")).expect("inversion checkpoints");
                 let steps = (ddim.seq.len() - 1) as u64;
@@ -761,8 +783,8 @@ impl<'a> Runner<'a> {
         let written = latents::write_model_output(&self.path(&["latents", &format!("{d}.h5")]), &z, "run: invert", &input, records)?;
         let mut counts = BTreeMap::new();
         counts.insert("latents".into(), json!(z.len_of(Axis(0))));
-        counts.insert("unet_evaluations".into(), json!(if hit { 0 } else { self.plan.unet_evaluations(&format!("invert/{d}")) }));
-        counts.insert("batches_from_checkpoints".into(), json!(reused));
+        counts.insert("unet_evaluations".into(), json!(reused.evaluations_done(self.plan.unet_evaluations(&format!("invert/{d}")), n)));
+        counts.insert("batches_from_checkpoints".into(), json!(reused.batches));
         if cached.is_some() {
             counts.insert("from_latent_cache".into(), json!(hit));
         }
@@ -855,8 +877,8 @@ impl<'a> Runner<'a> {
         let mut counts = BTreeMap::new();
         counts.insert("maps".into(), json!(images.len_of(Axis(0))));
         counts.insert("physical_units".into(), json!(physical));
-        counts.insert("unet_evaluations".into(), json!(self.plan.unet_evaluations(&format!("decode/{d}"))));
-        counts.insert("batches_from_checkpoints".into(), json!(reused));
+        counts.insert("unet_evaluations".into(), json!(reused.evaluations_done(self.plan.unet_evaluations(&format!("decode/{d}")), images.len_of(Axis(0)))));
+        counts.insert("batches_from_checkpoints".into(), json!(reused.batches));
         Ok((written, counts))
     }
 

@@ -125,7 +125,7 @@ pub fn normalize(maps: Vec<Map>, spec: &PrepSpec) -> Result<(ModelStack, Vec<Map
         if lo == hi {
             return Err(Error::content(
                 &m.source.path,
-                format!("{}: constant map (every pixel is {lo}); it cannot be normalized", m.label()),
+                format!("{}: constant map (every pixel is {}); it cannot be normalized", m.label(), crate::io::number(lo)),
             ));
         }
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::io::number;
 
 /// A fitted transform. `lo`/`hi` are the stretched values sent to -1 and +1:
 /// `y = 2 (s(x) - lo) / (hi - lo) - 1` with `s` the identity, `log10(x + offset)` or
@@ -46,8 +47,11 @@ impl TransformSpec {
         }
         match kind {
             "linear" => Ok(TransformSpec::Linear { range }),
-            "log10" | "log" => Ok(TransformSpec::Log10 { range, offset }),
+            "log10" => Ok(TransformSpec::Log10 { range, offset }),
             "asinh" => Ok(TransformSpec::Asinh { range, softening }),
+            "log" | "ln" => Err(Error::Invalid(format!(
+                "transform '{kind}' is ambiguous: write log10 (the normalization is the same for any base)"
+            ))),
             other => Err(Error::Invalid(format!(
                 "unknown transform '{other}' (choose linear, log10 or asinh)"
             ))),
@@ -154,7 +158,9 @@ impl Transform {
         let (lo, hi) = t.bounds();
         if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
             return Err(Error::Invalid(format!(
-                "the chosen range gives an empty interval [{lo}, {hi}]; widen the percentiles"
+                "the chosen range gives an empty interval [{}, {}]; widen the percentiles",
+                number(lo),
+                number(hi)
             )));
         }
         Ok(t)
@@ -196,12 +202,18 @@ impl Transform {
     /// A one-line description for logs and FITS HISTORY.
     pub fn describe(&self) -> String {
         match *self {
-            Transform::Linear { lo, hi } => format!("linear: y = 2 (x - lo) / (hi - lo) - 1 with lo = {lo}, hi = {hi}"),
-            Transform::Log10 { offset, lo, hi } => {
-                format!("log10: y = 2 (log10(x + offset) - lo) / (hi - lo) - 1 with offset = {offset}, lo = {lo}, hi = {hi}")
-            }
+            Transform::Linear { lo, hi } => format!("linear: y = 2 (x - lo) / (hi - lo) - 1 with lo = {}, hi = {}", number(lo), number(hi)),
+            Transform::Log10 { offset, lo, hi } => format!(
+                "log10: y = 2 (log10(x + offset) - lo) / (hi - lo) - 1 with offset = {}, lo = {}, hi = {}",
+                number(offset),
+                number(lo),
+                number(hi)
+            ),
             Transform::Asinh { softening, lo, hi } => format!(
-                "asinh: y = 2 (asinh(x / softening) - lo) / (hi - lo) - 1 with softening = {softening}, lo = {lo}, hi = {hi}"
+                "asinh: y = 2 (asinh(x / softening) - lo) / (hi - lo) - 1 with softening = {}, lo = {}, hi = {}",
+                number(softening),
+                number(lo),
+                number(hi)
             ),
         }
     }
