@@ -3,8 +3,9 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A progress bar of `total` steps labelled `what`, with rate, elapsed time and ETA (drawn
-/// only on a terminal).
+/// A progress bar of `total` steps labelled `what`, with rate, elapsed time and ETA, drawn on a
+/// terminal. When stderr is not a terminal (a batch job's log) it prints instead a line every
+/// `EXPANSE_PROGRESS_SECONDS` seconds (default 30) while the work goes on.
 pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(total);
     pb.set_style(
@@ -13,7 +14,34 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
             .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        let every = std::env::var("EXPANSE_PROGRESS_SECONDS").ok().and_then(|v| v.parse::<f64>().ok()).filter(|s| *s >= 0.0).unwrap_or(30.0);
+        log_progress(pb.downgrade(), what.to_string(), std::time::Duration::from_secs_f64(every));
+    }
     pb
+}
+
+/// Prints `what`'s progress to stderr every `every` until the bar is finished or dropped.
+fn log_progress(bar: indicatif::WeakProgressBar, what: String, every: std::time::Duration) {
+    std::thread::spawn(move || {
+        let tick = std::time::Duration::from_millis(100).min(every.max(std::time::Duration::from_millis(10)));
+        let mut last = std::time::Instant::now();
+        loop {
+            std::thread::sleep(tick);
+            let Some(pb) = bar.upgrade() else { return };
+            if pb.is_finished() {
+                return;
+            }
+            if last.elapsed() < every {
+                continue;
+            }
+            last = std::time::Instant::now();
+            let (pos, len) = (pb.position(), pb.length().unwrap_or(0));
+            let eta = if pos > 0 { format!(", about {:.0} s left", pb.eta().as_secs_f64()) } else { String::new() };
+            eprintln!("{what}: {pos}/{len} steps ({:.0} %), {:.0} s elapsed{eta}", 100.0 * pos as f64 / len.max(1) as f64, pb.elapsed().as_secs_f64());
+        }
+    });
 }
 
 /// Peak resident memory of this process in MiB (Linux; None elsewhere).

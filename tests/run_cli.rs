@@ -179,7 +179,16 @@ fn a_run_folder_is_not_overwritten_and_resume_needs_the_same_config() {
     std::fs::create_dir(&out3).unwrap();
     std::fs::write(out3.join("config.toml"), "partial").unwrap();
     std::fs::write(out3.join(".lock"), "4000000000").unwrap();
-    ok(&["run", config.to_str().unwrap(), "--out", out3.to_str().unwrap(), "--resume"]);
+    // With stderr not a terminal (a batch job's log), progress comes as lines at an interval.
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_expanse"))
+        .args(["run", config.to_str().unwrap(), "--out", out3.to_str().unwrap(), "--resume"])
+        .env("EXPANSE_PROGRESS_SECONDS", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("invert clouds: ") && l.contains(" steps (")), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("decode clouds: ")), "{err}");
     assert_eq!(manifest(&out3)["complete"], true);
     assert!(!out3.join(".lock").exists());
 
