@@ -204,7 +204,8 @@ pub enum HduKey {
 pub struct DomainSection {
     /// Letters, digits, `_` and `-`: it names the domain's files.
     pub name: String,
-    /// FITS/HDF5/NPY files, relative to the config file.
+    /// FITS/HDF5/NPY files, folders (their map files) or glob patterns, relative to the config
+    /// file; after reading, the files in sorted order.
     pub inputs: Vec<PathBuf>,
     #[serde(default)]
     pub hdu: Option<HduKey>,
@@ -310,6 +311,35 @@ fn lexical_normalize(p: &Path) -> PathBuf {
 }
 
 /// An error about `key` of the config file `path`.
+/// File extensions a folder given as an input contributes.
+const MAP_EXTENSIONS: [&str; 7] = ["fits", "fit", "fts", "h5", "hdf5", "he5", "npy"];
+
+/// One `inputs` entry as files, in sorted order: a folder gives its map files (by extension, not
+/// recursive), a pattern with `*`, `?` or `[` the files it matches, anything else itself. A folder
+/// or pattern that gives no file is an error.
+fn expand_input(p: &Path) -> std::result::Result<Vec<PathBuf>, String> {
+    let text = p.to_string_lossy();
+    let mut files: Vec<PathBuf> = if p.is_dir() {
+        let entries = std::fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|f| f.is_file() && f.extension().and_then(|x| x.to_str()).is_some_and(|x| MAP_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str())))
+            .collect()
+    } else if text.contains(['*', '?', '[']) {
+        let paths = glob::glob(&text).map_err(|e| format!("'{text}' is not a valid pattern: {e}"))?;
+        paths.flatten().filter(|f| f.is_file()).collect()
+    } else {
+        return Ok(vec![p.to_path_buf()]);
+    };
+    if files.is_empty() {
+        let what = if p.is_dir() { format!("folder {} holds no map file ({})", p.display(), MAP_EXTENSIONS.join(", ")) } else { format!("'{text}' matches no file") };
+        return Err(what);
+    }
+    files.sort();
+    Ok(files)
+}
+
 fn bad(path: &Path, key: &str, cause: impl std::fmt::Display) -> Error {
     Error::content(path, format!("{key}: {cause}"))
 }
@@ -336,8 +366,12 @@ impl RunConfig {
             self.run.name = Some(path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
         }
         self.model.path = abs(&self.model.path);
-        for d in &mut self.domains {
-            d.inputs = d.inputs.iter().map(|p| abs(p)).collect();
+        for (i, d) in self.domains.iter_mut().enumerate() {
+            let mut inputs = Vec::new();
+            for p in &d.inputs {
+                inputs.extend(expand_input(&abs(p)).map_err(|cause| bad(path, &format!("domain[{i}].inputs"), cause))?);
+            }
+            d.inputs = inputs;
         }
         Ok(())
     }
@@ -600,6 +634,26 @@ mod tests {
         assert_eq!(c.domains[0].inputs[0], std::path::absolute(dir.path()).unwrap().join("x.fits"));
         let again: RunConfig = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn inputs_take_folders_and_patterns_in_sorted_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let maps = dir.path().join("maps");
+        std::fs::create_dir(&maps).unwrap();
+        for f in ["b.fits", "a.fits", "c.h5", "notes.txt"] {
+            std::fs::write(maps.join(f), "").unwrap();
+        }
+        let with = |inputs: &str| RunConfig::read(&write(dir.path(), &MINIMAL.replace("[\"x.fits\"]", inputs)));
+        let names = |c: &RunConfig| c.domains[0].inputs.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&with("[\"maps/*.fits\"]").unwrap()), ["a.fits", "b.fits"]);
+        assert_eq!(names(&with("[\"maps\"]").unwrap()), ["a.fits", "b.fits", "c.h5"]);
+        assert_eq!(names(&with("[\"x.fits\", \"maps/?.h5\"]").unwrap()), ["x.fits", "c.h5"]);
+        let e = with("[\"maps/*.npy\"]").unwrap_err().to_string();
+        assert!(e.contains("domain[0].inputs") && e.contains("matches no file"), "{e}");
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        let e = with("[\"empty\"]").unwrap_err().to_string();
+        assert!(e.contains("holds no map file"), "{e}");
     }
 
     #[test]
