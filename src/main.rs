@@ -792,7 +792,7 @@ fn run_fit(a: FitArgs) -> Result<()> {
     if let Some(dup) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
         bail!("two domains are named '{}': pass --names", dup.1);
     }
-    let fitted = prior_file::fit_files(&domains, kind, &a.out)?;
+    let fitted = prior_file::fit_files(&domains, kind, &a.out, None)?;
     print!("{}", diagnostics::table(&fitted.diagnostics, fitted.separability.as_ref()));
     for w in fitted.written {
         println!("wrote {}", w.display());
@@ -912,7 +912,7 @@ fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
 
 fn run_validate(a: ValidateArgs) -> Result<()> {
     let opts = spectrum_options(&a.spectrum)?;
-    let r = expanse::validate::validate(&a.real, &a.synthetic, &a.selection.selection()?, &a.out, &opts)?;
+    let r = expanse::validate::validate(&a.real, &a.synthetic, &a.selection.selection()?, &a.out, &opts, None)?;
     println!(
         "per-map power-spectrum slopes: real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (Welch t = {:.2})",
         r.slopes.real.mean, r.slopes.real.std, r.slopes.synthetic.mean, r.slopes.synthetic.std, r.slopes.welch_t

@@ -272,7 +272,16 @@ fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Result<(Bi
 
 /// Compares real and synthetic maps (FITS/HDF5/NPY stacks of one map size; `selection` picks the
 /// HDU or dataset in both) and writes the report and figures into `out_dir`.
-pub fn validate(real: &Path, synthetic: &Path, selection: &Selection, out_dir: &Path, ps: &PowerSpectrumOptions) -> Result<ValidationReport> {
+///
+/// Paths inside `relative_to` (a run folder) are recorded relative to it.
+pub fn validate(
+    real: &Path,
+    synthetic: &Path,
+    selection: &Selection,
+    out_dir: &Path,
+    ps: &PowerSpectrumOptions,
+    relative_to: Option<&Path>,
+) -> Result<ValidationReport> {
     let (r, units) = read_stack(real, selection)?;
     let (s, _) = read_stack(synthetic, selection)?;
     if r[0].dim() != s[0].dim() {
@@ -373,14 +382,17 @@ pub fn validate(real: &Path, synthetic: &Path, selection: &Selection, out_dir: &
     let labels: Vec<String> = (0..r.len().min(6)).map(|i| format!("real {i}")).chain((0..s.len().min(6)).map(|i| format!("synthetic {i}"))).collect();
     let grid = MapGrid::with_reference("Real (first) and synthetic maps, one colour scale: the real range", shown, labels, units.clone(), r.len().min(6));
     written.extend(grid.save(&out_dir.join("maps"))?);
-    let md = markdown(&report);
     let json_path = out_dir.join("report.json");
     let md_path = out_dir.join("report.md");
     report.written = written.clone();
     report.written.extend([json_path.clone(), md_path.clone()]);
+    let mut shown = report.clone();
+    shown.real = io::shown_path(real, relative_to);
+    shown.synthetic = io::shown_path(synthetic, relative_to);
+    shown.written = report.written.iter().map(|p| io::shown_path(p, relative_to)).collect();
     let files = AtomicFiles::new(&[json_path, md_path])?;
-    std::fs::write(files.temp(0), serde_json::to_string_pretty(&report).expect("report serializes")).map_err(|e| Error::write(out_dir, e))?;
-    std::fs::write(files.temp(1), md).map_err(|e| Error::write(out_dir, e))?;
+    std::fs::write(files.temp(0), serde_json::to_string_pretty(&shown).expect("report serializes")).map_err(|e| Error::write(out_dir, e))?;
+    std::fs::write(files.temp(1), markdown(&shown)).map_err(|e| Error::write(out_dir, e))?;
     files.commit()?;
     Ok(report)
 }

@@ -114,6 +114,11 @@ fn a_killed_and_resumed_run_writes_the_same_files_as_an_uninterrupted_one() {
     assert_eq!(m["seeds"]["run"], 3);
     assert_eq!(m["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
     let reference = hashes(&out);
+    // The same run into another folder writes the same bytes (paths inside a run are recorded
+    // relative to it).
+    let elsewhere = dir.path().join("elsewhere/run");
+    ok(&["run", config.to_str().unwrap(), "--out", elsewhere.to_str().unwrap()]);
+    assert_eq!(hashes(&elsewhere), reference);
     for f in ["config.toml", "summary.md", "stacks/clouds.h5", "stacks/clouds.real.fits", "latents/clouds.h5", "prior/prior.h5",
         "samples/clouds.latents.npy", "samples/clouds.fits", "samples/clouds.npy", "samples/clouds.npy.json", "samples/clouds.png",
         "report/clouds/report.json", "report/clouds/power_spectra.png"]

@@ -226,6 +226,12 @@ pub fn number<T: Copy + Into<f64> + fmt::Display + fmt::LowerExp>(v: T) -> Strin
     }
 }
 
+/// `path` as recorded in provenance: relative to `base` (a run folder) when it lies inside it, so
+/// that the same run into two folders writes the same bytes; otherwise as given.
+pub fn shown_path(path: &Path, base: Option<&Path>) -> PathBuf {
+    base.and_then(|b| path.strip_prefix(b).ok()).map_or_else(|| path.to_path_buf(), Path::to_path_buf)
+}
+
 /// Size in bytes and SHA-256 (hex) of a file's content.
 pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
     use sha2::{Digest, Sha256};

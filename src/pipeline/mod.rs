@@ -815,7 +815,7 @@ impl<'a> Runner<'a> {
         let domains: Vec<(String, PathBuf)> =
             self.plan.domains.iter().map(|d| (d.name.clone(), self.path(&["latents", &format!("{}.h5", d.name)]))).collect();
         let kind = self.plan.config.prior_kind()?;
-        let fitted = prior_file::fit_files(&domains, kind, &self.path(&["prior", "prior.h5"]))?;
+        let fitted = prior_file::fit_files(&domains, kind, &self.path(&["prior", "prior.h5"]), Some(&self.dir))?;
         let text = crate::prior::diagnostics::table(&fitted.diagnostics, fitted.separability.as_ref());
         for line in text.lines() {
             self.log.line(&format!("fit: {line}"))?;
@@ -839,7 +839,7 @@ impl<'a> Runner<'a> {
         let spec = c.sampling_spec(seed)?;
         let outcome = geometry::sample_latents(&prior, &z, &spec)?;
         let accepted = outcome.accepted_array(prior.shape);
-        let mut records = vec![("sampling", outcome.record(&prior, &prior_path, &spec))];
+        let mut records = vec![("sampling", outcome.record(&prior, &crate::io::shown_path(&prior_path, Some(&self.dir)), &spec))];
         if let Some(g) = input.provenance.as_ref().and_then(|p| p.records.get("ddim")) {
             records.push(("ddim", g.clone()));
         }
@@ -886,7 +886,7 @@ impl<'a> Runner<'a> {
         let synthetic = self.path(&["samples", &format!("{d}.{}", self.plan.config.run.formats[0])]);
         let out_dir = self.path(&["report", d]);
         let opts = self.plan.config.spectrum_options()?;
-        let report = crate::validate::validate(&self.real_path(d), &synthetic, &crate::io::Selection::default(), &out_dir, &opts)?;
+        let report = crate::validate::validate(&self.real_path(d), &synthetic, &crate::io::Selection::default(), &out_dir, &opts, Some(&self.dir))?;
         let mut counts = BTreeMap::new();
         counts.insert("slope_real".into(), json!(report.slopes.real.mean));
         counts.insert("slope_real_std".into(), json!(report.slopes.real.std));

@@ -142,8 +142,8 @@ pub struct FitResult {
 }
 
 /// Fits one prior per domain (name, latents file), writes the prior file `out` and, beside it,
-/// `<stem>.diagnostics.json` and `<stem>.diagnostics.png/.svg`.
-pub fn fit_files(domains: &[(String, PathBuf)], kind: PriorKind, out: &Path) -> Result<FitResult> {
+/// `<stem>.diagnostics.json` and `<stem>.diagnostics.png/.svg`. Latents paths inside `relative_to` (a run folder) are recorded relative to it.
+pub fn fit_files(domains: &[(String, PathBuf)], kind: PriorKind, out: &Path, relative_to: Option<&Path>) -> Result<FitResult> {
     let mut priors: Vec<GaussianPrior> = Vec::new();
     let mut mats = Vec::new();
     for (name, path) in domains {
@@ -158,7 +158,7 @@ pub fn fit_files(domains: &[(String, PathBuf)], kind: PriorKind, out: &Path) -> 
             other => other,
         })?;
         prior.provenance = serde_json::json!({
-            "latents": path,
+            "latents": crate::io::shown_path(path, relative_to),
             "records": input.provenance.as_ref().map(|p| serde_json::to_value(&p.records).unwrap_or_default()),
         });
         priors.push(prior);
