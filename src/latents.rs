@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array4, Ix4};
+use ndarray::{Array4, Axis, Ix4};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -134,7 +134,26 @@ pub fn write_maps(
     }
     let shown: Vec<_> = maps.outer_iter().take(PICTURE_MAPS).map(|m| m.to_owned()).collect();
     let labels = (0..shown.len()).map(|i| format!("synthetic {i}")).collect();
-    let grid = crate::plot::MapGrid::new(title, shown, labels, provenance.units.clone());
+    let title = if shown.len() < maps.len_of(Axis(0)) { format!("{title} (the first {} shown)", shown.len()) } else { title.to_string() };
+    let grid = crate::plot::MapGrid::new(&title, shown, labels, provenance.units.clone());
     written.extend(grid.save(&io::with_suffix(&paths[0], ""))?);
     Ok((written, physical))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_picture_of_many_maps_says_how_many_it_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Array4::from_shape_fn((20, 1, 8, 8), |(n, _, i, j)| (n + i * j) as f32 / 100.0 - 0.5);
+        let input = ModelInput { data: images.clone(), provenance: None, normalization: None };
+        let path = dir.path().join("maps.npy");
+        let (written, physical) = write_maps(&[path], &images, "test", &input, vec![], "20 synthetic maps of x").unwrap();
+        assert!(!physical);
+        let svg = written.iter().find(|p| p.extension().is_some_and(|e| e == "svg")).unwrap();
+        let text = std::fs::read_to_string(svg).unwrap();
+        assert!(text.contains(&format!("20 synthetic maps of x (the first {PICTURE_MAPS} shown)")), "title");
+    }
 }

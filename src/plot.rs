@@ -31,6 +31,42 @@ pub fn register_font() {
     });
 }
 
+/// PNG pixels per SVG pixel: 2 makes every figure 1280–1680 px wide, above 300 dpi at a journal's
+/// single-column width (3.5 in = 1050 px).
+const PNG_ZOOM: f32 = 2.0;
+
+/// Writes `<stem>.svg` drawn by `draw` on a `size` canvas and `<stem>.png` rendered from that SVG
+/// (by resvg, with the embedded font: the PNG looks exactly like the SVG), atomically.
+fn save_figure(stem: &Path, size: (u32, u32), draw: impl Fn(&DrawingArea<SVGBackend, plotters::coord::Shift>) -> DrawResult) -> Result<Vec<PathBuf>> {
+    register_font();
+    let (png, svg) = (with_suffix(stem, ".png"), with_suffix(stem, ".svg"));
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        draw(&root).map_err(|e| Error::write(&svg, e))?;
+    }
+    let image = rasterize(&text, PNG_ZOOM).map_err(|e| Error::write(&png, e))?;
+    let files = AtomicFiles::new(&[png.clone(), svg.clone()])?;
+    std::fs::write(files.temp(0), image).map_err(|e| Error::write(&png, e))?;
+    std::fs::write(files.temp(1), text).map_err(|e| Error::write(&svg, e))?;
+    files.commit()
+}
+
+/// PNG bytes of an SVG document rendered at `zoom`, its text in the embedded DejaVu Sans.
+fn rasterize(svg: &str, zoom: f32) -> std::result::Result<Vec<u8>, String> {
+    use resvg::{tiny_skia, usvg};
+    let mut options = usvg::Options::default();
+    options.fontdb_mut().load_font_data(FONT.to_vec());
+    options.fontdb_mut().set_sans_serif_family("DejaVu Sans");
+    options.font_family = "DejaVu Sans".into();
+    let tree = usvg::Tree::from_str(svg, &options).map_err(|e| format!("SVG: {e}"))?;
+    let size = tree.size().to_int_size().scale_by(zoom).ok_or("empty figure")?;
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height()).ok_or("empty figure")?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::from_scale(zoom, zoom), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| format!("PNG: {e}"))
+}
+
 /// A grid of maps on one colour scale, with a colour bar in physical units. Row 0 of each map
 /// is drawn at the bottom (FITS / ds9 / `origin='lower'` convention).
 #[derive(Debug, Clone)]
@@ -44,8 +80,8 @@ pub struct MapGrid {
     /// spanning more than 1.5 decades).
     pub log: bool,
     /// When set, the colour scale spans the full range of the first this many maps (the real
-    /// ones) and pixels of any map outside that range are marked, magenta above and cyan below,
-    /// rather than clipped to the ends of the scale.
+    /// ones); else the 1st to 99th percentiles of all maps. Pixels outside the scale are marked,
+    /// magenta above and cyan below, never clipped to its ends.
     pub reference: Option<usize>,
 }
 
@@ -53,10 +89,10 @@ pub struct MapGrid {
 const ABOVE: RGBColor = RGBColor(255, 0, 255);
 const BELOW: RGBColor = RGBColor(0, 255, 255);
 
-const CELL: u32 = 128;
+const CELL: u32 = 160;
 const GAP: u32 = 6;
-const TOP: u32 = 44;
-const BAR: u32 = 130;
+const TOP: u32 = 48;
+const BAR: u32 = 200;
 const MAX_COLS: usize = 8;
 
 impl MapGrid {
@@ -121,9 +157,9 @@ impl MapGrid {
         let cols = ((n as f64).sqrt().ceil() as usize).clamp(1, MAX_COLS);
         let rows = n.div_ceil(cols);
         let w = cols as u32 * (CELL + GAP) + GAP + BAR;
-        let h = TOP + rows as u32 * (CELL + GAP + 16) + GAP;
-        // Room below the colour bar for its label and, with a reference range, the legend.
-        let h = h.max(TOP + 2 * CELL + GAP + if self.reference.is_some() { 72 } else { 28 });
+        let h = TOP + rows as u32 * (CELL + GAP + 20) + GAP;
+        // Room below the colour bar for its label and the legend of out-of-range pixels.
+        let h = h.max(TOP + 2 * CELL + GAP + 90);
         (cols, rows, w, h)
     }
 
@@ -139,10 +175,12 @@ impl MapGrid {
                 let v = map[[r, c]];
                 let rgb = if v.is_finite() && self.value(v).is_finite() {
                     let t = (self.value(v) - lim.0) / (lim.1 - lim.0);
-                    match self.reference {
-                        Some(_) if t > 1.0 => ABOVE,
-                        Some(_) if t < 0.0 => BELOW,
-                        _ => ViridisRGB.get_color(t.clamp(0.0, 1.0) as f32),
+                    if t > 1.0 {
+                        ABOVE
+                    } else if t < 0.0 {
+                        BELOW
+                    } else {
+                        ViridisRGB.get_color(t as f32)
                     }
                 } else {
                     RGBColor(200, 200, 200)
@@ -158,16 +196,16 @@ impl MapGrid {
         root.fill(&WHITE).map_err(e)?;
         let (cols, _rows, w, _h) = self.layout();
         let lim = self.limits();
-        root.draw(&Text::new(self.title.clone(), (GAP as i32, 12), ("sans-serif", 20).into_font())).map_err(e)?;
+        root.draw(&Text::new(self.title.clone(), (GAP as i32, 12), ("sans-serif", 22).into_font())).map_err(e)?;
         for (i, map) in self.maps.iter().enumerate() {
             let (col, row) = ((i % cols) as u32, (i / cols) as u32);
             let x = (GAP + col * (CELL + GAP)) as i32;
-            let y = (TOP + row * (CELL + GAP + 16)) as i32;
+            let y = (TOP + row * (CELL + GAP + 20)) as i32;
             let img = BitMapElement::with_owned_buffer((x, y), (CELL, CELL), self.tile(map, lim))
                 .ok_or("bitmap size mismatch")?;
             root.draw(&img).map_err(e)?;
             if let Some(label) = self.labels.get(i) {
-                root.draw(&Text::new(label.clone(), (x, y + CELL as i32 + 2), ("sans-serif", 11).into_font()))
+                root.draw(&Text::new(label.clone(), (x, y + CELL as i32 + 2), ("sans-serif", 14).into_font()))
                     .map_err(e)?;
             }
         }
@@ -181,22 +219,31 @@ impl MapGrid {
                 .map_err(e)?;
         }
         root.draw(&Rectangle::new([(bx, by), (bx + 18, by + bh)], BLACK.stroke_width(1))).map_err(e)?;
-        for j in 0..=4 {
-            let f = j as f64 / 4.0;
-            let v = lim.0 + f * (lim.1 - lim.0);
-            let yy = by + bh - (f * bh as f64) as i32;
-            let text = if self.log { format!("{:.2e}", 10f64.powf(v)) } else { crate::inspect::fmt_num(v) };
+        // Round ticks: decades (or 1-2-5 multiples) on a log scale, 1-2-5 steps on a linear one.
+        let ticks: Vec<(f64, String)> = if self.log {
+            log_ticks(10f64.powf(lim.0), 10f64.powf(lim.1)).into_iter().map(|v| (v.log10(), tick_label(v, v))).collect()
+        } else {
+            let (values, step) = linear_ticks(lim.0, lim.1, 5);
+            values.into_iter().map(|v| (v, tick_label(v, step))).collect()
+        };
+        for (v, text) in ticks {
+            let f = (v - lim.0) / (lim.1 - lim.0);
+            let yy = by + bh - (f * bh as f64).round() as i32;
             root.draw(&PathElement::new(vec![(bx + 18, yy), (bx + 23, yy)], BLACK)).map_err(e)?;
-            root.draw(&Text::new(text, (bx + 26, yy - 6), ("sans-serif", 11).into_font())).map_err(e)?;
+            root.draw(&Text::new(text, (bx + 26, yy - 7), ("sans-serif", 14).into_font())).map_err(e)?;
         }
         let units = self.units.clone().unwrap_or_else(|| "value".into());
         let label = if self.log { format!("{units} (log scale)") } else { units };
-        root.draw(&Text::new(label, (bx - 4, by + bh + 8), ("sans-serif", 12).into_font())).map_err(e)?;
-        if self.reference.is_some() {
-            for (k, (colour, text)) in [(ABOVE, "above the real range"), (BELOW, "below the real range")].into_iter().enumerate() {
-                let yy = by + bh + 28 + 16 * k as i32;
+        root.draw(&Text::new(label, (bx - 4, by + bh + 8), ("sans-serif", 14).into_font())).map_err(e)?;
+        {
+            let legend = match self.reference {
+                Some(_) => [(ABOVE, "above the real range"), (BELOW, "below the real range")],
+                None => [(ABOVE, "above the 99th percentile"), (BELOW, "below the 1st percentile")],
+            };
+            for (k, (colour, text)) in legend.into_iter().enumerate() {
+                let yy = by + bh + 32 + 20 * k as i32;
                 root.draw(&Rectangle::new([(bx - 4, yy), (bx + 6, yy + 10)], colour.filled())).map_err(e)?;
-                root.draw(&Text::new(text, (bx + 10, yy - 1), ("sans-serif", 10).into_font())).map_err(e)?;
+                root.draw(&Text::new(text, (bx + 10, yy - 2), ("sans-serif", 13).into_font())).map_err(e)?;
             }
         }
         root.present().map_err(e)
@@ -204,24 +251,11 @@ impl MapGrid {
 
     /// Writes `<stem>.png` and `<stem>.svg` atomically.
     pub fn save(&self, stem: &Path) -> Result<Vec<PathBuf>> {
-        register_font();
         if self.maps.is_empty() {
             return Err(Error::Invalid("no maps to plot".into()));
         }
-        let (png, svg) = (with_suffix(stem, ".png"), with_suffix(stem, ".svg"));
-        let files = AtomicFiles::new(&[png.clone(), svg.clone()])?;
         let (_, _, w, h) = self.layout();
-        {
-            let tmp = files.temp(0);
-            let root = BitMapBackend::new(&tmp, (w, h)).into_drawing_area();
-            self.draw(&root).map_err(|e| Error::write(&png, e))?;
-        }
-        {
-            let tmp = files.temp(1);
-            let root = SVGBackend::new(&tmp, (w, h)).into_drawing_area();
-            self.draw(&root).map_err(|e| Error::write(&svg, e))?;
-        }
-        files.commit()
+        save_figure(stem, (w, h), |root| self.draw(root))
     }
 }
 
@@ -246,6 +280,28 @@ mod tests {
         let svg = std::fs::read_to_string(&written[1]).unwrap();
         assert!(svg.contains("<svg") && svg.contains("test grid") && svg.contains("cm-2"));
         assert!(svg.matches("<image").count() >= 5, "maps are embedded as images");
+        // ≥ 300 dpi at a journal's single-column width (3.5 in).
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        assert!(width >= 1050, "PNG {width} px wide");
+        // Round colour-bar ticks: the maps span 1e19 … 10^22.4, so decades.
+        for t in ["1e20", "1e21", "1e22"] {
+            assert!(svg.contains(&format!("\n{t}\n")), "tick {t} missing");
+        }
+    }
+
+    #[test]
+    fn ticks_are_round_numbers() {
+        assert_eq!(linear_ticks(0.13, 0.97, 5), (vec![0.2, 0.4, 0.6000000000000001, 0.8], 0.2));
+        let (t, step) = linear_ticks(-3.0, 3.0, 6);
+        assert_eq!((t.first().copied(), t.last().copied(), step), (Some(-3.0), Some(3.0), 1.0));
+        assert_eq!(log_ticks(0.03, 0.55), vec![0.05, 0.1, 0.2, 0.5]);
+        assert_eq!(log_ticks(2.9e19, 1.18e22), vec![1e20, 1e21, 1e22]);
+        assert_eq!(log_ticks(1e-20, 1e20), [-20, -14, -8, -2, 4, 10, 16].map(|d| 10f64.powi(d)));
+        let labels: Vec<String> = [0.05, 0.1, 0.2, 0.5, 2e21, 1e43, 1.5e-5].iter().map(|&v| tick_label(v, v)).collect();
+        assert_eq!(labels, ["0.05", "0.1", "0.2", "0.5", "2e21", "1e43", "2e-5"]);
+        assert_eq!(tick_label(0.6000000000000001, 0.2), "0.6");
+        assert_eq!(tick_label(1.5e-5, 1e-6), "1.5e-5");
+        assert_eq!(tick_label(2.5e21, 5e20), "2.5e21");
     }
 }
 
@@ -293,14 +349,61 @@ type DrawResult = std::result::Result<(), String>;
 
 /// A tick label with as many decimals as an axis spanning `span` needs.
 fn tick(v: f64, span: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
+    let step = if span > 0.0 { linear_ticks(0.0, span, 5).1 } else { v.abs() };
+    tick_label(v, step)
+}
+
+/// About `n` round tick values in [lo, hi]: the multiples of a 1-2-5 step; returns them and the
+/// step.
+fn linear_ticks(lo: f64, hi: f64, n: usize) -> (Vec<f64>, f64) {
+    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+        return (vec![lo], 1.0);
     }
-    if v.abs() >= 1e5 || v.abs() < 1e-3 || !(span > 0.0) {
-        return format!("{v:.2e}");
+    let raw = (hi - lo) / n.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw * 0.999).unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    ((first..=last).map(|k| k as f64 * step).collect(), step)
+}
+
+/// Round tick values on a log axis over [lo, hi] (lo > 0): the decades when three or more fit
+/// (every n-th when more than eight would), else 1, 2 and 5 times each decade, else (a range narrower
+/// than that) linear 1-2-5 ticks.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo) {
+        return vec![];
     }
-    let decimals = (1.0 - (span / 5.0).log10().floor()).clamp(0.0, 4.0) as usize;
-    format!("{v:.decimals$}")
+    let (d0, d1) = (lo.log10().ceil() as i32, hi.log10().floor() as i32);
+    let decades: Vec<i32> = (d0..=d1).collect();
+    if decades.len() >= 3 {
+        let every = decades.len().div_ceil(8) as i32;
+        return decades.iter().filter(|d| (*d - d0) % every == 0).map(|&d| 10f64.powi(d)).collect();
+    }
+    let multiples: Vec<f64> =
+        (d0 - 1..=d1).flat_map(|d| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(d))).filter(|v| *v >= lo * 0.999_999 && *v <= hi * 1.000_001).collect();
+    if multiples.len() >= 3 {
+        return multiples;
+    }
+    linear_ticks(lo, hi, 4).0
+}
+
+/// `v` (a multiple of `step`) with the digits the step shows: 0.25, 300, 2e21, 1.5e-5.
+fn tick_label(v: f64, step: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let step = if step > 0.0 { step } else { v.abs() };
+    let (e_v, e_s) = (v.abs().log10().floor(), step.log10().floor());
+    if (1e-3..1e5).contains(&v.abs()) {
+        let decimals = (-e_s).clamp(0.0, 6.0) as usize;
+        return format!("{v:.decimals$}");
+    }
+    let digits = (e_v - e_s).clamp(0.0, 4.0) as usize;
+    let mantissa = v / 10f64.powf(e_v);
+    let text = format!("{mantissa:.digits$}");
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
+    format!("{text}e{e_v}")
 }
 
 fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, p: &HistogramPanel) -> DrawResult {
@@ -330,17 +433,19 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Sh
         .collect();
     let ymax = densities.iter().flatten().cloned().fold(0.0, f64::max) * 1.15;
     let mut chart = ChartBuilder::on(area)
-        .caption(&p.title, ("sans-serif", 15))
+        .caption(&p.title, ("sans-serif", 18))
         .margin(8)
-        .x_label_area_size(36)
-        .y_label_area_size(52)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
         .build_cartesian_2d(lo..hi, 0.0..ymax.max(f64::MIN_POSITIVE))
         .map_err(e)?;
     chart
         .configure_mesh()
         .x_desc(p.x_label.as_str())
         .y_desc("density")
-        .label_style(("sans-serif", 11))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 15))
+        .light_line_style(BLACK.mix(0.05))
         .x_labels(6)
         .y_labels(6)
         .x_label_formatter(&|v| tick(*v, hi - lo))
@@ -366,7 +471,7 @@ fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Sh
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .label_font(("sans-serif", 11))
+        .label_font(("sans-serif", 14))
         .draw()
         .map_err(e)
 }
@@ -376,17 +481,19 @@ fn draw_qq<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, p
     let all: Vec<f64> = p.series.iter().flat_map(|(_, v)| v.iter().flat_map(|&(a, b)| [a, b])).collect();
     let lim = all.iter().fold(1.0f64, |m, v| m.max(v.abs())) * 1.05;
     let mut chart = ChartBuilder::on(area)
-        .caption(&p.title, ("sans-serif", 15))
+        .caption(&p.title, ("sans-serif", 18))
         .margin(8)
-        .x_label_area_size(36)
-        .y_label_area_size(44)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
         .build_cartesian_2d(-lim..lim, -lim..lim)
         .map_err(e)?;
     chart
         .configure_mesh()
         .x_desc("N(0, 1) quantile")
         .y_desc("standardized latent quantile")
-        .label_style(("sans-serif", 11))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 15))
+        .light_line_style(BLACK.mix(0.05))
         .draw()
         .map_err(e)?;
     chart.draw_series(LineSeries::new(vec![(-lim, -lim), (lim, lim)], BLACK.mix(0.5))).map_err(e)?;
@@ -403,7 +510,7 @@ fn draw_qq<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, p
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .label_font(("sans-serif", 11))
+        .label_font(("sans-serif", 14))
         .draw()
         .map_err(e)
 }
@@ -418,7 +525,7 @@ impl PanelFigure {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, plotters::coord::Shift>) -> DrawResult {
         let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
         root.fill(&WHITE).map_err(e)?;
-        let body = root.titled(&self.title, ("sans-serif", 20)).map_err(e)?;
+        let body = root.titled(&self.title, ("sans-serif", 22)).map_err(e)?;
         let cols = self.columns.max(1);
         let rows = self.panels.len().div_ceil(cols);
         let areas = body.split_evenly((rows, cols));
@@ -433,21 +540,7 @@ impl PanelFigure {
 
     /// Writes `<stem>.png` and `<stem>.svg` atomically.
     pub fn save(&self, stem: &Path) -> Result<Vec<PathBuf>> {
-        register_font();
-        let (png, svg) = (with_suffix(stem, ".png"), with_suffix(stem, ".svg"));
-        let files = AtomicFiles::new(&[png.clone(), svg.clone()])?;
-        let size = self.size();
-        {
-            let tmp = files.temp(0);
-            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-            self.draw(&root).map_err(|e| Error::write(&png, e))?;
-        }
-        {
-            let tmp = files.temp(1);
-            let root = SVGBackend::new(&tmp, size).into_drawing_area();
-            self.draw(&root).map_err(|e| Error::write(&svg, e))?;
-        }
-        files.commit()
+        save_figure(stem, self.size(), |root| self.draw(root))
     }
 }
 
@@ -478,18 +571,23 @@ impl SpectrumComparison {
         let (y0, y1) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
         let unit = self.units.clone().map(|u| format!(" [({u})² pix²]")).unwrap_or_default();
         let mut chart = ChartBuilder::on(&top)
-            .caption(&self.title, ("sans-serif", 18))
+            .caption(&self.title, ("sans-serif", 22))
             .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
-            .build_cartesian_2d((f0 * 0.9..f1 * 1.1).log_scale(), (10f64.powf(y0 - 0.1)..10f64.powf(y1 + 0.1)).log_scale())
+            .x_label_area_size(36)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                (f0 * 0.9..f1 * 1.1).log_scale().with_key_points(log_ticks(f0 * 0.9, f1 * 1.1)),
+                (10f64.powf(y0 - 0.1)..10f64.powf(y1 + 0.1)).log_scale().with_key_points(log_ticks(10f64.powf(y0 - 0.1), 10f64.powf(y1 + 0.1))),
+            )
             .map_err(e)?;
         chart
             .configure_mesh()
             .y_desc(format!("P(k){unit}"))
-            .label_style(("sans-serif", 11))
-            .x_label_formatter(&|v| format!("{v:.2}"))
-            .y_label_formatter(&|v| format!("{v:.1e}"))
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 15))
+            .light_line_style(BLACK.mix(0.05))
+            .x_label_formatter(&|v| tick_label(*v, *v))
+            .y_label_formatter(&|v| tick_label(*v, *v))
             .draw()
             .map_err(e)?;
         for (k, (label, f, m, d, slope, err)) in self.series.iter().enumerate() {
@@ -506,23 +604,29 @@ impl SpectrumComparison {
                 .label(format!("{label}: slope {slope:.2} ± {err:.2}"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(e)?;
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 15)).draw().map_err(e)?;
         if self.series.len() >= 2 {
             let (a, b) = (&self.series[0], &self.series[1]);
             let ratio: Vec<(f64, f64)> = a.1.iter().zip(a.2.iter().zip(&b.2)).filter(|(_, (x, y))| x.is_finite() && y.is_finite()).map(|(f, (x, y))| (*f, 10f64.powf(y - x))).collect();
             let (r0, r1) = ratio.iter().fold((1.0f64, 1.0f64), |(lo, hi), &(_, r)| (lo.min(r), hi.max(r)));
             let mut rc = ChartBuilder::on(&bottom)
                 .margin(10)
-                .x_label_area_size(36)
-                .y_label_area_size(60)
-                .build_cartesian_2d((f0 * 0.9..f1 * 1.1).log_scale(), (r0 - 0.1 * (r1 - r0) - 0.01)..(r1 + 0.1 * (r1 - r0) + 0.01))
+                .x_label_area_size(44)
+                .y_label_area_size(70)
+                .build_cartesian_2d(
+                    (f0 * 0.9..f1 * 1.1).log_scale().with_key_points(log_ticks(f0 * 0.9, f1 * 1.1)),
+                    (r0 - 0.1 * (r1 - r0) - 0.01)..(r1 + 0.1 * (r1 - r0) + 0.01),
+                )
                 .map_err(e)?;
+            let ratio_step = linear_ticks(r0, r1, 4).1;
             rc.configure_mesh()
                 .x_desc("k [pixel⁻¹]")
                 .y_desc(format!("{} / {}", b.0, a.0))
-                .label_style(("sans-serif", 11))
-                .x_label_formatter(&|v| format!("{v:.2}"))
-                .y_label_formatter(&|v| format!("{v:.2}"))
+                .label_style(("sans-serif", 15))
+                .axis_desc_style(("sans-serif", 15))
+                .light_line_style(BLACK.mix(0.05))
+                .x_label_formatter(&|v| tick_label(*v, *v))
+                .y_label_formatter(&|v| tick_label(*v, ratio_step))
                 .draw()
                 .map_err(e)?;
             rc.draw_series(LineSeries::new(vec![(f0 * 0.9, 1.0), (f1 * 1.1, 1.0)], BLACK.mix(0.5))).map_err(e)?;
@@ -533,19 +637,6 @@ impl SpectrumComparison {
 
     /// Writes `<stem>.png` and `<stem>.svg` atomically.
     pub fn save(&self, stem: &Path) -> Result<Vec<PathBuf>> {
-        register_font();
-        let (png, svg) = (with_suffix(stem, ".png"), with_suffix(stem, ".svg"));
-        let files = AtomicFiles::new(&[png.clone(), svg.clone()])?;
-        {
-            let tmp = files.temp(0);
-            let root = BitMapBackend::new(&tmp, (760, 560)).into_drawing_area();
-            self.draw(&root).map_err(|e| Error::write(&png, e))?;
-        }
-        {
-            let tmp = files.temp(1);
-            let root = SVGBackend::new(&tmp, (760, 560)).into_drawing_area();
-            self.draw(&root).map_err(|e| Error::write(&svg, e))?;
-        }
-        files.commit()
+        save_figure(stem, (760, 560), |root| self.draw(root))
     }
 }
