@@ -88,14 +88,23 @@ pub fn read_inputs(inputs: &[PathBuf], selection: &Selection) -> Result<(Vec<Map
     Ok((maps, summaries))
 }
 
-/// Header cards worth carrying over: the WCS when every map comes from one HDU and the pixel
-/// grid is unchanged, and OBJECT when the sources agree.
+/// Header cards worth carrying over: the WCS when every map comes from one HDU and the same
+/// region of it (rescaled to the output grid after a crop or resize; none after tiling, whose
+/// maps lie at different places), and OBJECT when the sources agree.
 fn carried_cards(maps: &[Map], grid_unchanged: bool) -> Vec<String> {
     let first = &maps[0].source;
     let single = maps.iter().all(|m| Arc::ptr_eq(&m.source, first));
     let mut cards = Vec::new();
     if single && grid_unchanged {
         cards.extend(fits::wcs_cards(&first.cards));
+    } else if single && maps.iter().all(|m| m.region == maps[0].region) {
+        // A map without a region is the whole image (NAXIS2 rows of NAXIS1 columns).
+        let axis = |k: &str| first.card(k).and_then(|v| v.trim().parse::<usize>().ok());
+        let region = maps[0].region.or_else(|| Some([0, 0, axis("NAXIS2")?, axis("NAXIS1")?]));
+        if let Some(region) = region {
+            let (oh, ow) = maps[0].data.dim();
+            cards.extend(fits::resampled_wcs_cards(&first.cards, region, oh, ow));
+        }
     }
     if let Some(obj) = first.card("OBJECT") {
         if maps.iter().all(|m| m.source.card("OBJECT").as_deref() == Some(obj.as_str())) {

@@ -56,6 +56,50 @@ pub struct ItemReport {
     pub units: Option<String>,
     pub compressed: bool,
     pub stats: Option<ValueStats>,
+    /// FITS: the world coordinate system in one line (projection, reference, pixel scale).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wcs: Option<String>,
+    /// FITS: key header cards that are present (object, telescope, instrument, dates, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub header: Vec<(String, String)>,
+}
+
+/// Header cards `inspect` shows when present.
+const KEY_CARDS: [&str; 9] = ["OBJECT", "TELESCOP", "INSTRUME", "FILTER", "DATE-OBS", "EXPTIME", "ORIGIN", "BUNIT", "EXPCMD"];
+
+/// The WCS of a FITS header in one line: `RA---TAN / DEC--TAN at (53.1625, -27.7914) deg, pixel
+/// 0.054 x 0.054 arcsec` (CDELT, else the CD matrix's column lengths); None without CTYPE1.
+pub fn describe_wcs(cards: &[String]) -> Option<String> {
+    let get = |k: &str| fits::card_value(cards, k).map(|v| v.trim().to_string());
+    let num = |k: &str| get(k).and_then(|v| v.parse::<f64>().ok());
+    let (t1, t2) = (get("CTYPE1")?, get("CTYPE2").unwrap_or_default());
+    let mut s = if t2.is_empty() { t1.clone() } else { format!("{t1} / {t2}") };
+    if let (Some(v1), Some(v2)) = (num("CRVAL1"), num("CRVAL2")) {
+        s.push_str(&format!(" at ({}, {})", crate::io::number(v1), crate::io::number(v2)));
+    }
+    if let (Some(p1), Some(p2)) = (num("CRPIX1"), num("CRPIX2")) {
+        s.push_str(&format!(" (pixel {}, {})", crate::io::number(p1), crate::io::number(p2)));
+    }
+    let scale = |i: usize| {
+        num(&format!("CDELT{i}")).or_else(|| {
+            let (a, b) = (num(&format!("CD1_{i}")).unwrap_or(0.0), num(&format!("CD2_{i}")).unwrap_or(0.0));
+            (a != 0.0 || b != 0.0).then(|| a.hypot(b))
+        })
+    };
+    if let (Some(d1), Some(d2)) = (scale(1), scale(2)) {
+        let celestial = t1.starts_with("RA") || t1.starts_with("GLON") || t1.starts_with("ELON");
+        let unit = get("CUNIT1").filter(|u| !u.is_empty()).unwrap_or_else(|| if celestial { "deg".into() } else { String::new() });
+        if celestial && unit == "deg" {
+            s.push_str(&format!(", pixel {:.4} x {:.4} arcsec", d1.abs() * 3600.0, d2.abs() * 3600.0));
+        } else {
+            s.push_str(&format!(", pixel {} x {} {unit}", crate::io::number(d1.abs()), crate::io::number(d2.abs())));
+        }
+    }
+    Some(s)
+}
+
+fn key_cards(cards: &[String]) -> Vec<(String, String)> {
+    KEY_CARDS.iter().filter_map(|k| fits::card_value(cards, k).filter(|v| !v.trim().is_empty()).map(|v| (k.to_string(), v.trim().to_string()))).collect()
 }
 
 /// Everything `inspect` says about one file.
@@ -115,6 +159,8 @@ pub fn inspect(path: &Path) -> Result<FileReport> {
                     units: fits::card_value(&h.cards, "BUNIT").filter(|u| !u.is_empty()),
                     compressed: h.compressed,
                     stats,
+                    wcs: describe_wcs(&h.cards),
+                    header: key_cards(&h.cards),
                 });
             }
             items
@@ -132,6 +178,8 @@ pub fn inspect(path: &Path) -> Result<FileReport> {
                     units: hdf5::units_of(&d.attrs),
                     compressed: !d.filters.is_empty(),
                     stats,
+                    wcs: None,
+                    header: Vec::new(),
                 });
             }
             items
@@ -146,6 +194,8 @@ pub fn inspect(path: &Path) -> Result<FileReport> {
                 units: npy::read_sidecar(path)?.and_then(|s| s.units),
                 compressed: false,
                 stats: Some(ValueStats::of(data.iter().copied())),
+                wcs: None,
+                header: Vec::new(),
             }]
         }
     };
@@ -179,6 +229,13 @@ pub fn render(reports: &[FileReport]) -> String {
                 if it.compressed { "compressed  " } else { "" },
                 stats
             ));
+            if let Some(w) = &it.wcs {
+                s.push_str(&format!("    WCS {w}\n"));
+            }
+            if !it.header.is_empty() {
+                let cards: Vec<String> = it.header.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                s.push_str(&format!("    {}\n", cards.join(", ")));
+            }
         }
     }
     s

@@ -91,6 +91,31 @@ fn raw_fits_keeps_the_source_wcs_and_units() {
 }
 
 #[test]
+fn a_cropped_and_resized_stack_keeps_a_rescaled_wcs_and_inspect_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("small.fits");
+    // Rows 2..10 and columns 2..10 of the 12 x 16 image, resized to 4 x 4: pixels twice as large.
+    ok(&["ingest", &fixture("fits_bitpix_m32.fits"), "--crop", "2,2,8,8", "--size", "4", "--out", out.to_str().unwrap()]);
+    let (src, _) = fits::read(&out, None).unwrap();
+    let (orig, _) = fits::read(Path::new(&fixture("fits_bitpix_m32.fits")), None).unwrap();
+    let num = |s: &io::Source, k: &str| s.card(k).unwrap().trim().parse::<f64>().unwrap();
+    assert_eq!(src.card("CTYPE1"), orig.card("CTYPE1"));
+    assert_eq!(num(&src, "CRVAL1"), num(&orig, "CRVAL1"));
+    assert!((num(&src, "CDELT1") - 2.0 * num(&orig, "CDELT1")).abs() < 1e-15);
+    assert!((num(&src, "CRPIX1") - ((num(&orig, "CRPIX1") - 0.5 - 2.0) / 2.0 + 0.5)).abs() < 1e-12);
+    assert!((num(&src, "CRPIX2") - ((num(&orig, "CRPIX2") - 0.5 - 2.0) / 2.0 + 0.5)).abs() < 1e-12);
+    // Tiles lie at different places of the image: no single WCS, so none.
+    let tiles = dir.path().join("tiles.fits");
+    ok(&["ingest", &fixture("fits_bitpix_m32.fits"), "--tile", "4", "--out", tiles.to_str().unwrap()]);
+    assert!(fits::read(&tiles, None).unwrap().0.card("CRPIX1").is_none());
+    let text = ok(&["inspect", out.to_str().unwrap(), fixture("fits_bitpix_m32.fits").as_str()]);
+    assert!(text.contains("WCS RA---TAN / DEC--TAN at (53.1625, -27.7914) (pixel 3.5, 2.5), pixel 0.1080 x 0.1080 arcsec"), "{text}");
+    assert!(text.contains("OBJECT = fits_bitpix_m32"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&["inspect", "--json", out.to_str().unwrap()])).unwrap();
+    assert!(json[0]["items"][0]["wcs"].as_str().unwrap().contains("0.1080 x 0.1080 arcsec"));
+}
+
+#[test]
 fn normalized_ingest_records_a_normalization_that_inverts() {
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("sim.fits");

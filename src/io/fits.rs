@@ -356,6 +356,40 @@ pub fn wcs_cards(cards: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The WCS cards of an image (`cards`, see [`wcs_cards`]) for a map cut out of it and resampled:
+/// rows `r0..r0+h` and columns `c0..c0+w` of the image (0-based, numpy order: FITS axis 1 is the
+/// column) resampled to `out_h` × `out_w` pixels, each new pixel covering the same area. CRPIX
+/// moves and scales, CDELTi and the columns of CDi_j scale by the pixel size; CRVAL, CTYPE, PC and
+/// the rest are unchanged. Only 2-D celestial or linear WCS (axes 1 and 2) is rescaled.
+pub fn resampled_wcs_cards(cards: &[String], region: [usize; 4], out_h: usize, out_w: usize) -> Vec<String> {
+    let [r0, c0, h, w] = region;
+    let scale = [w as f64 / out_w.max(1) as f64, h as f64 / out_h.max(1) as f64];
+    let offset = [c0 as f64, r0 as f64];
+    wcs_cards(cards)
+        .into_iter()
+        .map(|card| {
+            let key = card.get(..8).unwrap_or(&card).trim_end().to_string();
+            let value = || card_value(std::slice::from_ref(&card), &key).and_then(|v| v.trim().parse::<f64>().ok());
+            let axis = |k: &str| key.strip_prefix(k).and_then(|a| a.parse::<usize>().ok()).filter(|a| (1..=2).contains(a));
+            let comment = "expanse: rescaled to the resampled grid";
+            if let (Some(a), Some(v)) = (axis("CRPIX"), value()) {
+                return format_card(&key, CardValue::Float((v - 0.5 - offset[a - 1]) / scale[a - 1] + 0.5), comment);
+            }
+            if let (Some(a), Some(v)) = (axis("CDELT"), value()) {
+                return format_card(&key, CardValue::Float(v * scale[a - 1]), comment);
+            }
+            if let Some((_, j)) = key.strip_prefix("CD").and_then(|ij| ij.split_once('_')) {
+                if let (Ok(j), Some(v)) = (j.parse::<usize>(), value()) {
+                    if (1..=2).contains(&j) {
+                        return format_card(&key, CardValue::Float(v * scale[j - 1]), comment);
+                    }
+                }
+            }
+            card
+        })
+        .collect()
+}
+
 /// Writes a float32 image/cube (primary HDU) with BUNIT, copied cards, provenance HISTORY cards
 /// and, when given, a `MASK` uint8 extension (1 = blank).
 pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
@@ -507,6 +541,25 @@ mod tests {
         assert_eq!(card_value(&[f], "SIMMEAN").unwrap().parse::<f64>().unwrap(), 1e21);
         let q = format_card("OBJECT", CardValue::Str("O'Neil cloud".into()), "");
         assert_eq!(card_value(&[q], "OBJECT").as_deref(), Some("O'Neil cloud"));
+    }
+
+    #[test]
+    fn a_resampled_cut_out_keeps_the_sky_position_of_every_pixel() {
+        let card = |k: &str, v: f64| format_card(k, CardValue::Float(v), "");
+        let cards = vec![card("CRPIX1", 100.5), card("CRPIX2", 50.0), card("CDELT1", -0.001), card("CDELT2", 0.002), card("CD1_2", 0.5), card("CRVAL1", 150.0)];
+        // Rows 20..60 and columns 40..120 of the image, resampled to 20 x 20 pixels.
+        let out = resampled_wcs_cards(&cards, [20, 40, 40, 80], 20, 20);
+        let get = |k: &str| card_value(&out, k).unwrap().trim().parse::<f64>().unwrap();
+        // Old pixel x (1-based) seen at new pixel x' = (x - 0.5 - 40) / 4 + 0.5.
+        assert!((get("CRPIX1") - ((100.5 - 0.5 - 40.0) / 4.0 + 0.5)).abs() < 1e-12);
+        assert!((get("CRPIX2") - ((50.0 - 0.5 - 20.0) / 2.0 + 0.5)).abs() < 1e-12);
+        assert!((get("CDELT1") + 0.004).abs() < 1e-15 && (get("CDELT2") - 0.004).abs() < 1e-15);
+        assert!((get("CD1_2") - 1.0).abs() < 1e-15, "column 2 scales with axis 2");
+        assert_eq!(get("CRVAL1"), 150.0);
+        // The world position of a pixel centre is unchanged: old x = 60 is new x' = 5.375.
+        let old_offset = (60.0 - 100.5) * -0.001;
+        let new_offset = ((60.0 - 0.5 - 40.0) / 4.0 + 0.5 - get("CRPIX1")) * get("CDELT1");
+        assert!((old_offset - new_offset).abs() < 1e-12);
     }
 
     #[test]
