@@ -31,7 +31,7 @@ pub fn register_font() {
     });
 }
 
-/// PNG pixels per SVG pixel: 2 makes every figure 1280–1680 px wide, above 300 dpi at a journal's
+/// PNG pixels per SVG pixel: 2 makes every figure 1120–1760 px wide, above 300 dpi at a journal's
 /// single-column width (3.5 in = 1050 px).
 const PNG_ZOOM: f32 = 2.0;
 
@@ -353,15 +353,16 @@ fn tick(v: f64, span: f64) -> String {
     tick_label(v, step)
 }
 
-/// About `n` round tick values in [lo, hi]: the multiples of a 1-2-5 step; returns them and the
-/// step.
+/// About `n` round tick values in [lo, hi]: the multiples of the 1-2-5 step that gives closest to
+/// `n`; returns them and the step.
 fn linear_ticks(lo: f64, hi: f64, n: usize) -> (Vec<f64>, f64) {
     if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
         return (vec![lo], 1.0);
     }
     let raw = (hi - lo) / n.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw * 0.999).unwrap_or(10.0 * mag);
+    let count = |step: f64| ((hi - lo) / step - n as f64).abs();
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).min_by(|a, b| count(*a).total_cmp(&count(*b))).unwrap_or(mag);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
     ((first..=last).map(|k| k as f64 * step).collect(), step)
@@ -519,13 +520,13 @@ impl PanelFigure {
     fn size(&self) -> (u32, u32) {
         let cols = self.columns.max(1);
         let rows = self.panels.len().div_ceil(cols);
-        ((cols as u32 * 420).max(640), rows as u32 * 320 + 40)
+        ((cols as u32 * 360).max(560), rows as u32 * 290 + 40)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, plotters::coord::Shift>) -> DrawResult {
         let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
         root.fill(&WHITE).map_err(e)?;
-        let body = root.titled(&self.title, ("sans-serif", 22)).map_err(e)?;
+        let body = root.titled(&self.title, ("sans-serif", 19)).map_err(e)?;
         let cols = self.columns.max(1);
         let rows = self.panels.len().div_ceil(cols);
         let areas = body.split_evenly((rows, cols));
@@ -558,7 +559,7 @@ impl SpectrumComparison {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, plotters::coord::Shift>) -> DrawResult {
         let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
         root.fill(&WHITE).map_err(e)?;
-        let (top, bottom) = root.split_vertically(360);
+        let (top, bottom) = root.split_vertically(300);
         let finite = |v: &f64| v.is_finite();
         let fs: Vec<f64> = self.series.iter().flat_map(|s| s.1.iter().copied()).filter(|f| *f > 0.0).collect();
         let (f0, f1) = fs.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &f| (a.min(f), b.max(f)));
@@ -637,6 +638,6 @@ impl SpectrumComparison {
 
     /// Writes `<stem>.png` and `<stem>.svg` atomically.
     pub fn save(&self, stem: &Path) -> Result<Vec<PathBuf>> {
-        save_figure(stem, (760, 560), |root| self.draw(root))
+        save_figure(stem, (600, 470), |root| self.draw(root))
     }
 }

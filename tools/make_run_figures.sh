@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the quickstart and two-domain configs and copies their figures into figures/.
+# Runs the quickstart and two-domain configs and copies their figures into figures/, and redraws
+# the sample-data previews.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
@@ -14,3 +15,7 @@ cp out/two_domains/prior/prior.diagnostics.png figures/two_domains_latents.png
 cp out/two_domains/prior/prior.diagnostics.svg figures/two_domains_latents.svg
 cp out/two_domains/report/hubble/maps.png figures/two_domains_hubble_maps.png
 cp out/two_domains/report/hubble/maps.svg figures/two_domains_hubble_maps.svg
+# The sample-data previews of the README.
+for s in clouds_64 hubble_xdf_64; do
+    ./target/release/expanse ingest data/samples/$s.fits --raw --out out/preview_$s.fits --preview figures/samples_$s
+done
