@@ -356,7 +356,7 @@ fn tick(v: f64, span: f64) -> String {
 /// About `n` round tick values in [lo, hi]: the multiples of the 1-2-5 step that gives closest to
 /// `n`; returns them and the step.
 fn linear_ticks(lo: f64, hi: f64, n: usize) -> (Vec<f64>, f64) {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi <= lo || !lo.is_finite() || !hi.is_finite() {
         return (vec![lo], 1.0);
     }
     let raw = (hi - lo) / n.max(1) as f64;
