@@ -46,6 +46,11 @@ fn help_explains_every_subcommand() {
     for flag in ["--out", "--hdu", "--dataset", "--raw", "--transform", "--range", "--crop", "--tile", "--size", "--channels", "--band-map"] {
         assert!(ingest.contains(flag), "ingest --help lacks {flag}");
     }
+    for cmd in ["power-spectrum", "validate"] {
+        let help = ok(&[cmd, "--help"]);
+        assert!(help.contains("--hdu") && help.contains("--dataset"), "{cmd} --help lacks --hdu/--dataset");
+    }
+    assert!(ok(&["simulate", "--help"]).contains("[default: 1e21]"), "large defaults print in scientific notation");
 }
 
 #[test]
