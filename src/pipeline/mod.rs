@@ -85,7 +85,7 @@ pub struct RunOptions {
 /// Rough memory need of a run, MiB.
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryEstimate {
-    /// The program itself (libraries, fonts, buffers), measured.
+    /// The program itself (libraries, fonts, buffers, rendering a figure), measured.
     pub runtime: f64,
     pub weights: f64,
     pub activations: f64,
@@ -101,6 +101,9 @@ impl MemoryEstimate {
 const MIB: f64 = 1024.0 * 1024.0;
 /// Peak resident memory of `expanse inspect` on a small file: the program's own footprint.
 const PROCESS_MIB: f64 = 15.0;
+/// Rendering a figure's PNG from its SVG at twice the size (pixmap, font database, encoder),
+/// measured: the quickstart's peak went from 51 to 66 MiB when figures were rendered this way.
+const FIGURE_MIB: f64 = 15.0;
 
 /// The stage names of a run, in order.
 pub fn stage_names(domains: &[String]) -> Vec<String> {
@@ -223,7 +226,7 @@ impl Plan {
             stacks += 4.0 * (c * h * w) as f64 * (2 * d.images + 2 * self.config.sampling.count) as f64;
             stacks += 8.0 * (c * h * w) as f64 * (2 * d.images) as f64;
         }
-        MemoryEstimate { runtime: PROCESS_MIB, weights: weights / MIB, activations: activations / MIB, stacks: stacks / MIB }
+        MemoryEstimate { runtime: PROCESS_MIB + FIGURE_MIB, weights: weights / MIB, activations: activations / MIB, stacks: stacks / MIB }
     }
 
     /// What `--dry-run` prints: the domains, the grid, the stages with their UNet evaluations,
