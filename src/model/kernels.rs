@@ -50,6 +50,13 @@ fn input<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     Ok(&data[a..b])
 }
 
+/// (Ho, Wo) of a convolution with kernel `k` = (kh, kw) on an (H, W) input padded by `padding`
+/// on every side and `pad_end` more at the bottom and right.
+pub fn conv_output_size(hw: (usize, usize), k: (usize, usize), stride: usize, padding: usize, pad_end: usize) -> (usize, usize) {
+    let pad = 2 * padding + pad_end;
+    ((hw.0 + pad - k.0) / stride + 1, (hw.1 + pad - k.1) / stride + 1)
+}
+
 /// A 2-D convolution with fixed weights (PyTorch layout (Cout, Cin, kh, kw)) and optional bias.
 /// `padding` pads every side; `pad_end` pads the bottom and right once more (the original DDPM's
 /// stride-2 downsampling pads (0, 1, 0, 1) instead of 1 all round). The weights are the model's
@@ -88,21 +95,9 @@ impl CpuConv2d {
         Ok(CpuConv2d { weight: weight.contiguous()?, bias, cin, cout, kh, kw, stride, padding, pad_end })
     }
 
-    /// Multiply-adds × 2 of one call on an input of `dims` (B, C, H, W).
-    pub fn flops(&self, dims: (usize, usize, usize, usize)) -> f64 {
-        let (b, _, h, w) = dims;
-        let (ho, wo) = self.output_size(h, w);
-        2.0 * (b * self.cout * ho * wo * self.cin * self.kh * self.kw) as f64
-    }
-
     /// (Ho, Wo) for an H × W input.
-    pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
-        let pad = 2 * self.padding + self.pad_end;
-        ((h + pad - self.kh) / self.stride + 1, (w + pad - self.kw) / self.stride + 1)
-    }
-
-    pub fn out_channels(&self) -> usize {
-        self.cout
+    fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        conv_output_size((h, w), (self.kh, self.kw), self.stride, self.padding, self.pad_end)
     }
 
     fn pointwise(&self) -> bool {
@@ -482,7 +477,7 @@ mod simd {
     dispatch!(softmax, softmax_impl, softmax_avx2, (row: &mut [f32]) -> ());
 }
 
-/// GroupNorm (affine) with an optional SiLU after it, in one pass for the statistics (f64
+/// GroupNorm (affine), with an optional SiLU after it, in one pass for the statistics (f64
 /// accumulation) and one for the output.
 #[derive(Debug, Clone)]
 pub struct CpuGroupNorm {
@@ -490,16 +485,21 @@ pub struct CpuGroupNorm {
     beta: Vec<f32>,
     groups: usize,
     eps: f64,
-    silu: bool,
 }
 
 impl CpuGroupNorm {
-    pub fn new(gamma: Vec<f32>, beta: Vec<f32>, groups: usize, eps: f64, silu: bool) -> CpuGroupNorm {
-        CpuGroupNorm { gamma, beta, groups, eps, silu }
+    pub fn new(gamma: Vec<f32>, beta: Vec<f32>, groups: usize, eps: f64) -> CpuGroupNorm {
+        CpuGroupNorm { gamma, beta, groups, eps }
     }
 
-    /// Normalizes a contiguous (B, C, spatial…) f32 array with `plane` values per channel.
-    pub fn run(&self, x: &[f32], c: usize, plane: usize) -> Result<Vec<f32>> {
+    /// The operation on tensors: the normalization, followed by SiLU when `silu`.
+    pub fn op(&self, silu: bool) -> GroupNormOp<'_> {
+        GroupNormOp { norm: self, silu }
+    }
+
+    /// Normalizes a contiguous (B, C, spatial…) f32 array with `plane` values per channel, then
+    /// applies SiLU when `silu`.
+    pub fn run(&self, x: &[f32], c: usize, plane: usize, silu: bool) -> Result<Vec<f32>> {
         if c % self.groups != 0 || c != self.gamma.len() {
             return Err(candle_core::Error::Msg(format!("group norm: {c} channels for {} groups of {} weights", self.groups, self.gamma.len())));
         }
@@ -518,14 +518,20 @@ impl CpuGroupNorm {
                 let scale = (self.gamma[ch] as f64 * inv) as f32;
                 let shift = (self.beta[ch] as f64 - mean * self.gamma[ch] as f64 * inv) as f32;
                 let (src, dst) = (&xi[cc * plane..(cc + 1) * plane], &mut o[cc * plane..(cc + 1) * plane]);
-                simd::affine(src, dst, scale, shift, self.silu);
+                simd::affine(src, dst, scale, shift, silu);
             }
         });
         Ok(out)
     }
 }
 
-impl CustomOp1 for CpuGroupNorm {
+/// [`CpuGroupNorm`] as a candle operation, with or without the SiLU.
+pub struct GroupNormOp<'a> {
+    norm: &'a CpuGroupNorm,
+    silu: bool,
+}
+
+impl CustomOp1 for GroupNormOp<'_> {
     fn name(&self) -> &'static str {
         "expanse-group-norm"
     }
@@ -537,7 +543,7 @@ impl CustomOp1 for CpuGroupNorm {
             return Err(candle_core::Error::Msg("group norm: need (B, C, ...)".into()));
         }
         let plane: usize = dims[2..].iter().product();
-        let out = self.run(x, dims[1], plane)?;
+        let out = self.norm.run(x, dims[1], plane, self.silu)?;
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }

@@ -47,8 +47,7 @@ impl Conv {
         let (b, _, h, w) = x.dims4()?;
         let wd = self.conv.weight().dims4()?;
         let c = self.conv.config();
-        let pad = 2 * c.padding + self.pad_end;
-        let (ho, wo) = ((h + pad - wd.2) / c.stride + 1, (w + pad - wd.3) / c.stride + 1);
+        let (ho, wo) = kernels::conv_output_size((h, w), (wd.2, wd.3), c.stride, c.padding, self.pad_end);
         Ok(2.0 * (b * wd.0 * wd.1 * wd.2 * wd.3 * ho * wo) as f64)
     }
 
@@ -110,34 +109,28 @@ fn conv3(cin: usize, cout: usize, stride: usize, padding: usize, vb: VarBuilder)
 pub struct Norm {
     norm: GroupNorm,
     cpu: Option<CpuGroupNorm>,
-    cpu_silu: Option<CpuGroupNorm>,
 }
 
 impl Norm {
     pub fn new(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
         let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
         let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
-        let (cpu, cpu_silu) = if on_cpu_f32(&vb) {
-            let (g, b) = (weight.to_vec1::<f32>()?, bias.to_vec1::<f32>()?);
-            (Some(CpuGroupNorm::new(g.clone(), b.clone(), groups, eps, false)), Some(CpuGroupNorm::new(g, b, groups, eps, true)))
-        } else {
-            (None, None)
-        };
-        Ok(Self { norm: GroupNorm::new(weight, bias, channels, groups, eps)?, cpu, cpu_silu })
+        let cpu = if on_cpu_f32(&vb) { Some(CpuGroupNorm::new(weight.to_vec1::<f32>()?, bias.to_vec1::<f32>()?, groups, eps)) } else { None };
+        Ok(Self { norm: GroupNorm::new(weight, bias, channels, groups, eps)?, cpu })
     }
 
     /// GroupNorm.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.cpu {
-            Some(k) if fast(x) => profile::record("group norm", 0.0, || x.contiguous()?.apply_op1_no_bwd(k)),
+            Some(k) if fast(x) => profile::record("group norm", 0.0, || x.contiguous()?.apply_op1_no_bwd(&k.op(false))),
             _ => profile::record("group norm", 0.0, || self.norm.forward(x)),
         }
     }
 
     /// SiLU(GroupNorm(x)).
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.cpu_silu {
-            Some(k) if fast(x) => profile::record("group norm + SiLU", 0.0, || x.contiguous()?.apply_op1_no_bwd(k)),
+        match &self.cpu {
+            Some(k) if fast(x) => profile::record("group norm + SiLU", 0.0, || x.contiguous()?.apply_op1_no_bwd(&k.op(true))),
             _ => {
                 let n = profile::record("group norm", 0.0, || self.norm.forward(x))?;
                 profile::record("SiLU", 0.0, || candle_nn::ops::silu(&n))
@@ -616,9 +609,9 @@ mod tests {
             let norm = Norm::new(builder(t), groups, c, 1e-6).unwrap();
             let x = (randn(&[b, c, h, w], 80 + i as u64) * 3.0).unwrap();
             let reference = norm.norm.forward(&x).unwrap();
-            assert!(max_diff(&x.apply_op1_no_bwd(norm.cpu.as_ref().unwrap()).unwrap(), &reference) < 2e-5, "norm {i}");
+            assert!(max_diff(&x.apply_op1_no_bwd(&norm.cpu.as_ref().unwrap().op(false)).unwrap(), &reference) < 2e-5, "norm {i}");
             let silu = candle_nn::ops::silu(&reference).unwrap();
-            assert!(max_diff(&x.apply_op1_no_bwd(norm.cpu_silu.as_ref().unwrap()).unwrap(), &silu) < 2e-5, "norm + SiLU {i}");
+            assert!(max_diff(&x.apply_op1_no_bwd(&norm.cpu.as_ref().unwrap().op(true)).unwrap(), &silu) < 2e-5, "norm + SiLU {i}");
             let y = randn(&[b, 3, h, w], 90 + i as u64);
             let cat = x.apply_op2_no_bwd(&y, &kernels::ChannelConcat).unwrap();
             assert_eq!(max_diff(&cat, &Tensor::cat(&[&x, &y], 1).unwrap()), 0.0);
