@@ -1,8 +1,12 @@
 //! Statistics astronomers use to judge synthetic maps. Plain arrays in, numbers out; nothing
 //! here knows about models.
 
+pub mod bispectrum;
 pub mod maps;
+pub mod minkowski;
 pub mod onepoint;
+pub mod peaks;
 pub mod power_spectrum;
+pub mod scattering;
 
 pub use power_spectrum::{Apodization, PowerSpectrum, PowerSpectrumOptions};
