@@ -17,6 +17,7 @@ use expanse::model::{self, Ddpm};
 use expanse::prior::geometry::{self, CandidateKind, SamplingSpec, TestSpec};
 use expanse::prior::{diagnostics, file as prior_file, PriorKind};
 use expanse::simulate::{self, CloudSpec};
+use expanse::stats::battery::{parse_range, BatteryOptions, Statistic};
 use expanse::stats::power_spectrum::EnsembleSpectrum;
 use expanse::stats::{Apodization, PowerSpectrumOptions};
 use candle_core::{DType, Tensor};
@@ -59,7 +60,16 @@ enum Command {
     Sample(SampleArgs),
     /// Radial power spectrum with TurbuStat's conventions and its power-law fit.
     PowerSpectrum(PowerSpectrumArgs),
-    /// Compare real and synthetic maps: power spectra, PDFs, distances, memorization; report + figures.
+    /// Minkowski functionals V0, V1, V2 of standardized maps over thresholds ν (CSV, averaged over the maps).
+    Minkowski(MinkowskiArgs),
+    /// Densities of local maxima and minima by height in σ (CSV, averaged over the maps).
+    Peaks(PeaksArgs),
+    /// Bicoherence profile with TurbuStat's `Bispectrum` conventions (CSV, averaged over the maps).
+    Bispectrum(BispectrumArgs),
+    /// Isotropic wavelet-scattering coefficients with kymatio's transform (CSV, averaged over the maps).
+    Scattering(ScatteringArgs),
+    /// Compare real and synthetic maps: power spectra, PDFs, the battery of statistics (Minkowski,
+    /// peaks, bispectrum, scattering) with bootstrap bands, memorization; report + figures.
     Validate(ValidateArgs),
     /// Every stage from one TOML config (ingest → invert → fit → sample → decode → validate) in
     /// one run folder, resumable.
@@ -153,7 +163,7 @@ struct ValidateArgs {
     /// Synthetic maps (e.g. written by `expanse sample`).
     #[arg(long)]
     synthetic: PathBuf,
-    /// Output folder: report.json, report.md, power_spectra/pdfs/maps .png and .svg.
+    /// Output folder: report.json, report.md, power_spectra/pdfs/maps/battery .png and .svg.
     #[arg(long, short)]
     out: PathBuf,
     /// Which HDU / dataset of both files (the real and the synthetic) holds the maps.
@@ -161,6 +171,94 @@ struct ValidateArgs {
     selection: SelectionArgs,
     #[command(flatten)]
     spectrum: SpectrumArgs,
+    #[command(flatten)]
+    battery: BatteryArgs,
+}
+
+/// The battery's options (the `[validation]` keys of a run config).
+#[derive(Args)]
+struct BatteryArgs {
+    /// Statistics of the battery, comma-separated: power_spectrum, pdf, minkowski, peaks, bispectrum,
+    /// scattering (default: all but bispectrum, the costly one), or none.
+    #[arg(long, value_delimiter = ',')]
+    statistics: Option<Vec<String>>,
+    /// Minkowski thresholds in σ, LO:HI:N (default -3:3:25).
+    #[arg(long, allow_hyphen_values = true)]
+    thresholds: Option<String>,
+    /// Peak-height bin edges in σ, LO:HI:N (default -5:5:41).
+    #[arg(long, allow_hyphen_values = true)]
+    peak_edges: Option<String>,
+    /// Scattering scales J (default: from the map size) and angles L (default 8).
+    #[arg(long)]
+    scattering_j: Option<usize>,
+    #[arg(long)]
+    scattering_l: Option<usize>,
+    /// Random triangle orientations per (k1, k2) of the bispectrum (TurbuStat's nsamples, default 100).
+    #[arg(long)]
+    bispectrum_samples: Option<usize>,
+    /// Bootstrap resamples of whole maps (default 200) and their seed (default 0).
+    #[arg(long)]
+    resamples: Option<usize>,
+    #[arg(long)]
+    bootstrap_seed: Option<u64>,
+}
+
+/// Maps in and the CSV out, for the one-statistic commands.
+#[derive(Args)]
+struct StatisticArgs {
+    /// Maps (FITS/HDF5/NPY map or stack); every map of every file counts once.
+    #[arg(required = true)]
+    maps: Vec<PathBuf>,
+    /// CSV: the x column, the statistic averaged over the maps, then `_std` columns (standard deviation across maps).
+    #[arg(long, short)]
+    out: PathBuf,
+    #[command(flatten)]
+    selection: SelectionArgs,
+}
+
+#[derive(Args)]
+struct MinkowskiArgs {
+    #[command(flatten)]
+    common: StatisticArgs,
+    /// Thresholds ν in σ of each map about its own mean, LO:HI:N.
+    #[arg(long, default_value = "-3:3:25", allow_hyphen_values = true)]
+    thresholds: String,
+}
+
+#[derive(Args)]
+struct PeaksArgs {
+    #[command(flatten)]
+    common: StatisticArgs,
+    /// Bin edges of peak heights in σ, LO:HI:N (default -5:5:41).
+    #[arg(long, allow_hyphen_values = true)]
+    edges: Option<String>,
+}
+
+#[derive(Args)]
+struct BispectrumArgs {
+    #[command(flatten)]
+    common: StatisticArgs,
+    /// Random triangle orientations per (k1, k2) (TurbuStat's nsamples).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Seed of those orientations.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Subtract each map's mean first (TurbuStat's mean_subtract).
+    #[arg(long)]
+    mean_subtract: bool,
+}
+
+#[derive(Args)]
+struct ScatteringArgs {
+    #[command(flatten)]
+    common: StatisticArgs,
+    /// Scales J (default: from the map size).
+    #[arg(long)]
+    j: Option<usize>,
+    /// Angles L.
+    #[arg(long, default_value_t = 8)]
+    l: usize,
 }
 
 #[derive(Args)]
@@ -457,6 +555,25 @@ fn main() -> ExitCode {
         Command::Fit(a) => run_fit(a),
         Command::Sample(a) => run_sample(a),
         Command::PowerSpectrum(a) => run_power_spectrum(a),
+        Command::Minkowski(a) => {
+            let thresholds = parse_range(&a.thresholds).context("--thresholds")?;
+            run_statistic(Statistic::Minkowski, BatteryOptions { thresholds, ..BatteryOptions::default() }, &a.common)
+        }
+        Command::Peaks(a) => {
+            let mut o = BatteryOptions::default();
+            if let Some(e) = &a.edges {
+                o.peak_edges = parse_range(e).context("--edges")?;
+            }
+            run_statistic(Statistic::Peaks, o, &a.common)
+        }
+        Command::Bispectrum(a) => {
+            let mut o = BatteryOptions::default();
+            o.bispectrum.nsamples = a.samples.unwrap_or(o.bispectrum.nsamples);
+            o.bispectrum.seed = a.seed.unwrap_or(o.bispectrum.seed);
+            o.bispectrum.mean_subtract = a.mean_subtract;
+            run_statistic(Statistic::Bispectrum, o, &a.common)
+        }
+        Command::Scattering(a) => run_statistic(Statistic::Scattering, BatteryOptions { scattering_j: a.j, scattering_l: a.l, ..BatteryOptions::default() }, &a.common),
         Command::Validate(a) => run_validate(a),
         Command::Run(a) => run_run(a, cli.threads.is_some()),
         Command::Fidelity(a) => run_fidelity(a),
@@ -910,8 +1027,49 @@ fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_statistic(statistic: Statistic, options: BatteryOptions, a: &StatisticArgs) -> Result<()> {
+    let values = expanse::validate::statistic_of_files(statistic, &options, &a.maps, &a.selection.selection()?)?;
+    let files = expanse::io::AtomicFiles::new(std::slice::from_ref(&a.out))?;
+    std::fs::write(files.temp(0), values.csv()).with_context(|| format!("writing {}", a.out.display()))?;
+    for w in files.commit()? {
+        println!("wrote {}", w.display());
+    }
+    println!("{} of {} map(s)", statistic.title(), values.values.len());
+    Ok(())
+}
+
+fn battery_options(a: &ValidateArgs) -> Result<BatteryOptions> {
+    let spectrum = spectrum_options(&a.spectrum)?;
+    let b = &a.battery;
+    let statistics = match &b.statistics {
+        Some(v) if v.len() == 1 && v[0] == "none" => Some(Vec::new()),
+        v => v.clone(),
+    };
+    let section = expanse::pipeline::config::ValidationSection {
+        statistics,
+        thresholds: b.thresholds.clone(),
+        peak_edges: b.peak_edges.clone(),
+        scattering_j: b.scattering_j,
+        scattering_l: b.scattering_l,
+        bispectrum_samples: b.bispectrum_samples,
+        resamples: b.resamples,
+        bootstrap_seed: b.bootstrap_seed,
+        ..Default::default()
+    };
+    let mut o = section.battery_options().map_err(|e| {
+        let msg = e.to_string();
+        let keys = ["thresholds", "peak_edges", "scattering_j", "scattering_l", "bispectrum_samples", "resamples"];
+        match keys.iter().find(|k| msg.starts_with(*k)) {
+            Some(k) => anyhow::anyhow!("--{}{}", k.replace('_', "-"), &msg[k.len()..]),
+            None => anyhow::anyhow!("--statistics: {msg}"),
+        }
+    })?;
+    o.spectrum = spectrum;
+    Ok(o)
+}
+
 fn run_validate(a: ValidateArgs) -> Result<()> {
-    let opts = spectrum_options(&a.spectrum)?;
+    let opts = battery_options(&a)?;
     let r = expanse::validate::validate(&a.real, &a.synthetic, &a.selection.selection()?, &a.out, &opts, None)?;
     println!(
         "per-map power-spectrum slopes: real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (Welch t = {:.2})",
@@ -932,6 +1090,21 @@ fn run_validate(a: ValidateArgs) -> Result<()> {
         r.pdf.hellinger_real_halves,
         100.0 * r.pdf.synthetic_outside
     );
+    if let Some(b) = &r.battery {
+        for st in &b.statistics {
+            println!(
+                "{}: χ²/dof {:.2} ± {:.2} (real halves {:.2}), D {:.3} ± {:.3} real-map σ ({:.2} s)",
+                st.statistic.title(),
+                st.chi2.value,
+                st.chi2.std,
+                st.chi2_real_halves,
+                st.distance.value,
+                st.distance.std,
+                st.seconds
+            );
+        }
+        println!("battery overall: χ²/dof {:.2} ± {:.2}, D {:.3} ± {:.3}", b.chi2.value, b.chi2.std, b.distance.value, b.distance.std);
+    }
     println!(
         "memorization: ratio {:.3} (closest synthetic–real / closest real–real); {} of {} synthetic map(s) flagged as near-copies",
         r.memorization.ratio,

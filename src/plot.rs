@@ -641,3 +641,170 @@ impl SpectrumComparison {
         save_figure(stem, (600, 470), |root| self.draw(root))
     }
 }
+
+/// Curves of the validation battery: per curve, both sets' means with their bootstrap bands and,
+/// below, the residual (synthetic − real) in units of the real maps' per-map scatter with its band
+/// and lines at 0 and ±1.
+#[derive(Debug, Clone)]
+pub struct BatteryFigure {
+    pub title: String,
+    /// (panel title, curve).
+    pub panels: Vec<(String, crate::stats::battery::CurveComparison)>,
+    pub columns: usize,
+}
+
+/// Finite (x, y) points of a band's edge.
+fn band_points(x: &[f64], y: &[f64]) -> Vec<(f64, f64)> {
+    x.iter().zip(y).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(a, b)| (*a, *b)).collect()
+}
+
+fn band_polygon(x: &[f64], b: &crate::stats::battery::Band) -> Vec<(f64, f64)> {
+    let mut poly = band_points(x, &b.hi);
+    poly.extend(band_points(x, &b.lo).into_iter().rev());
+    poly
+}
+
+fn padded_range(values: impl Iterator<Item = f64>, at_least: Option<(f64, f64)>) -> (f64, f64) {
+    let (mut lo, mut hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if let Some((a, b)) = at_least {
+        lo = lo.min(a);
+        hi = hi.max(b);
+    }
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (-1.0, 1.0);
+    }
+    if hi <= lo {
+        let d = lo.abs().max(1e-12) * 0.1;
+        return (lo - d, hi + d);
+    }
+    let pad = 0.06 * (hi - lo);
+    (lo - pad, hi + pad)
+}
+
+/// A chart builder for one half of a battery panel.
+fn battery_chart<'a, 'b, DB: DrawingBackend>(a: &'a DrawingArea<DB, plotters::coord::Shift>, caption: Option<&'b str>, x_area: u32) -> ChartBuilder<'a, 'b, DB> {
+    let mut b = ChartBuilder::on(a);
+    if let Some(t) = caption {
+        b.caption(t, ("sans-serif", 15));
+    }
+    b.margin(6).x_label_area_size(x_area).y_label_area_size(62);
+    b
+}
+
+fn draw_battery_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, title: &str, c: &crate::stats::battery::CurveComparison) -> DrawResult {
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+    let (top, bottom) = area.split_vertically((area.dim_in_pixel().1 as f64 * 0.68) as u32);
+    let x = &c.axes.x;
+    let (x0, x1) = if c.axes.x_log {
+        let pos: Vec<f64> = x.iter().copied().filter(|v| *v > 0.0).collect();
+        let (a, b) = pos.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
+        (a / 1.15, b * 1.15)
+    } else {
+        let (a, b) = padded_range(x.iter().copied(), None);
+        (a, b)
+    };
+    let (y0, y1) = padded_range(c.real.lo.iter().chain(&c.real.hi).chain(&c.synthetic.lo).chain(&c.synthetic.hi).chain(&c.real.mean).chain(&c.synthetic.mean).copied(), None);
+    let (r0, r1) = padded_range(c.residual.lo.iter().chain(&c.residual.hi).copied(), Some((-2.0, 2.0)));
+    let names = c.axes.x_names.clone();
+    let x_log = c.axes.x_log;
+    let x_fmt = move |v: &f64| -> String {
+        match &names {
+            Some(n) => {
+                let i = v.round();
+                if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n.len() {
+                    n[i as usize].clone()
+                } else {
+                    String::new()
+                }
+            }
+            None if x_log => tick_label(*v, *v),
+            None => tick_label(*v, linear_ticks(x0, x1, 5).1),
+        }
+    };
+    let n_ticks = c.axes.x_names.as_ref().map_or(6, |n| n.len().min(12));
+    let y_step = linear_ticks(y0, y1, 5).1;
+    let r_step = linear_ticks(r0, r1, 4).1;
+    macro_rules! body {
+        ($chart:expr, $rc:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .y_desc(c.axes.y_label.as_str())
+                .label_style(("sans-serif", 13))
+                .axis_desc_style(("sans-serif", 14))
+                .light_line_style(BLACK.mix(0.05))
+                .x_labels(n_ticks)
+                .y_labels(5)
+                .x_label_formatter(&|_| String::new())
+                .y_label_formatter(&|v| tick_label(*v, y_step))
+                .draw()
+                .map_err(e)?;
+            for (k, (label, b)) in [("real", &c.real), ("synthetic", &c.synthetic)].into_iter().enumerate() {
+                let color = PALETTE[k];
+                chart.draw_series(std::iter::once(Polygon::new(band_polygon(x, b), color.mix(0.25)))).map_err(e)?;
+                chart
+                    .draw_series(LineSeries::new(band_points(x, &b.mean), color.stroke_width(2)))
+                    .map_err(e)?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            }
+            chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(e)?;
+            let mut rc = $rc;
+            rc.configure_mesh()
+                .x_desc(c.axes.x_label.as_str())
+                .y_desc("Δ / σ_real")
+                .label_style(("sans-serif", 13))
+                .axis_desc_style(("sans-serif", 14))
+                .light_line_style(BLACK.mix(0.05))
+                .x_labels(n_ticks)
+                .y_labels(4)
+                .x_label_formatter(&x_fmt)
+                .y_label_formatter(&|v| tick_label(*v, r_step))
+                .draw()
+                .map_err(e)?;
+            for level in [-1.0, 0.0, 1.0] {
+                let style = if level == 0.0 { BLACK.mix(0.6).stroke_width(1) } else { BLACK.mix(0.3).stroke_width(1) };
+                rc.draw_series(LineSeries::new(vec![(x0, level), (x1, level)], style)).map_err(e)?;
+            }
+            rc.draw_series(std::iter::once(Polygon::new(band_polygon(x, &c.residual), PALETTE[1].mix(0.25)))).map_err(e)?;
+            rc.draw_series(LineSeries::new(band_points(x, &c.residual.mean), PALETTE[1].stroke_width(2))).map_err(e)?;
+        }};
+    }
+    if c.axes.x_log {
+        let kp = log_ticks(x0, x1);
+        let chart = battery_chart(&top, Some(title), 6).build_cartesian_2d((x0..x1).log_scale().with_key_points(kp.clone()), y0..y1).map_err(e)?;
+        let rc = battery_chart(&bottom, None, 40).build_cartesian_2d((x0..x1).log_scale().with_key_points(kp), r0..r1).map_err(e)?;
+        body!(chart, rc);
+    } else {
+        let chart = battery_chart(&top, Some(title), 6).build_cartesian_2d(x0..x1, y0..y1).map_err(e)?;
+        let rc = battery_chart(&bottom, None, 40).build_cartesian_2d(x0..x1, r0..r1).map_err(e)?;
+        body!(chart, rc);
+    }
+    Ok(())
+}
+
+impl BatteryFigure {
+    fn size(&self) -> (u32, u32) {
+        let cols = self.columns.max(1).min(self.panels.len().max(1));
+        let rows = self.panels.len().div_ceil(cols);
+        ((cols as u32 * 380).max(560), rows as u32 * 330 + 36)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, plotters::coord::Shift>) -> DrawResult {
+        let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let body = root.titled(&self.title, ("sans-serif", 17)).map_err(e)?;
+        let cols = self.columns.max(1).min(self.panels.len().max(1));
+        let rows = self.panels.len().div_ceil(cols);
+        let areas = body.split_evenly((rows, cols));
+        for ((title, curve), area) in self.panels.iter().zip(areas.iter()) {
+            draw_battery_panel(area, title, curve)?;
+        }
+        root.present().map_err(e)
+    }
+
+    /// Writes `<stem>.png` and `<stem>.svg` atomically.
+    pub fn save(&self, stem: &Path) -> Result<Vec<PathBuf>> {
+        save_figure(stem, self.size(), |root| self.draw(root))
+    }
+}

@@ -4,7 +4,8 @@
 //! Every comparison is made per map or over maps, so that a few very bright maps cannot decide
 //! it: per-map power-spectrum slopes (mean ± standard deviation of each set and Welch's t between
 //! the means), the spread of per-map levels, the one-point PDF on bins fixed by the real maps'
-//! range (with bins for values outside it) and a memorization ratio. Uncertainties come from
+//! range (with bins for values outside it), the battery of [`crate::stats::battery`] (Minkowski
+//! functionals, peaks, scattering, … with bands and distances) and a memorization ratio. Uncertainties come from
 //! resampling whole maps (bootstrap), never from treating correlated pixels as independent.
 //! One-point statistics, levels and distances use the domain's model space (the normalization
 //! the maps were fitted with, read from the synthetic file's provenance) when it is known, else
@@ -19,17 +20,13 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::io::{self, AtomicFiles, Selection};
-use crate::plot::{HistogramPanel, MapGrid, Panel, PanelFigure, SpectrumComparison};
+use crate::plot::{BatteryFigure, HistogramPanel, MapGrid, Panel, PanelFigure, SpectrumComparison};
 use crate::prep::Normalization;
+use crate::stats::battery::{self, Battery, BatteryOptions, PerMapValues, Statistic};
 use crate::stats::maps::{memorization, Memorization};
 use crate::stats::onepoint::{compare, hellinger, welch_t, PdfComparison};
-use crate::stats::power_spectrum::{slope_distance, EnsembleSpectrum, PowerSpectrumOptions};
+use crate::stats::power_spectrum::{slope_distance, EnsembleSpectrum};
 
-/// Resamples of the bootstrap over maps, and its seed (fixed: reports are reproducible).
-pub const BOOTSTRAP_RESAMPLES: usize = 200;
-pub const BOOTSTRAP_SEED: u64 = 0;
-/// Bins of the one-point PDF inside the real maps' range (plus one below and one above it).
-pub const PDF_BINS: usize = 32;
 
 /// Summary of one ensemble's power spectrum.
 #[derive(Debug, Clone, Serialize)]
@@ -95,7 +92,7 @@ pub struct LevelSpread {
     pub real_contrast: f64,
 }
 
-/// The one-point PDF on bins fixed by the real maps: `PDF_BINS` equal bins over the real range,
+/// The one-point PDF on bins fixed by the real maps: equal bins over the real range,
 /// plus one bin for values below it and one above.
 #[derive(Debug, Clone, Serialize)]
 pub struct BinnedPdf {
@@ -142,6 +139,9 @@ pub struct ValidationReport {
     /// Pooled-pixel comparison on TurbuStat's common bins (moments, KS D, W1; for the figure).
     pub pooled: PdfComparison,
     pub memorization: Memorization,
+    /// The battery of statistics (power spectrum, PDF, Minkowski functionals, peaks, bispectrum,
+    /// scattering, as chosen) with bands and distances, in the analysis scale.
+    pub battery: Option<Battery>,
     pub bootstrap: serde_json::Value,
     pub written: Vec<PathBuf>,
 }
@@ -164,26 +164,6 @@ fn normalization(files: &[&Path]) -> Option<Normalization> {
         let p = io::read_provenance(f).ok()??;
         serde_json::from_value(p.records.get("normalization")?.clone()).ok()
     })
-}
-
-/// Per-map bin counts on `edges` with a bin below and one above: [below, bins…, above].
-fn counts(map: &Array2<f64>, edges: &[f64]) -> Vec<f64> {
-    let nb = edges.len() - 1;
-    let (lo, hi) = (edges[0], edges[nb]);
-    let mut c = vec![0.0; nb + 2];
-    for &x in map.iter().filter(|v| v.is_finite()) {
-        let b = if x < lo {
-            0
-        } else if x > hi {
-            nb + 1
-        } else if x == hi {
-            nb
-        } else {
-            edges.partition_point(|&e| e <= x).clamp(1, nb)
-        };
-        c[b] += 1.0;
-    }
-    c
 }
 
 fn sum_counts<'a>(rows: impl Iterator<Item = &'a Vec<f64>>, len: usize) -> Vec<f64> {
@@ -217,17 +197,11 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
 }
 
 /// The PDF on the real maps' bins and the level spread, with bootstrap uncertainties.
-fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Result<(BinnedPdf, LevelSpread)> {
-    let values = real.iter().flat_map(|m| m.iter().copied()).filter(|v| v.is_finite());
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-    if !(lo.is_finite() && hi.is_finite()) {
-        return Err(Error::Invalid("the real maps hold no finite values".into()));
-    }
-    let hi = if hi > lo { hi } else { lo + 1.0 };
-    let edges: Vec<f64> = (0..=PDF_BINS).map(|i| lo + (hi - lo) * i as f64 / PDF_BINS as f64).collect();
-    let cr: Vec<Vec<f64>> = real.iter().map(|m| counts(m, &edges)).collect();
-    let cs: Vec<Vec<f64>> = synthetic.iter().map(|m| counts(m, &edges)).collect();
-    let len = PDF_BINS + 2;
+fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>], opts: &BatteryOptions) -> Result<(BinnedPdf, LevelSpread)> {
+    let edges = battery::pdf_edges(real, opts.pdf_bins)?;
+    let cr: Vec<Vec<f64>> = real.iter().map(|m| battery::pdf_counts(m, &edges)).collect();
+    let cs: Vec<Vec<f64>> = synthetic.iter().map(|m| battery::pdf_counts(m, &edges)).collect();
+    let len = opts.pdf_bins + 2;
     let (tr, ts) = (sum_counts(cr.iter(), len), sum_counts(cs.iter(), len));
     let h = hellinger(&tr, &ts);
     let even = sum_counts(cr.iter().step_by(2), len);
@@ -235,9 +209,9 @@ fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Result<(Bi
     let lr: Vec<f64> = real.iter().map(finite_mean).collect();
     let ls: Vec<f64> = synthetic.iter().map(finite_mean).collect();
     let ratio = |a: &[f64], b: &[f64]| sample_std(b) / sample_std(a);
-    let mut rng = ChaCha8Rng::seed_from_u64(BOOTSTRAP_SEED);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let (mut hs, mut rs) = (Vec::new(), Vec::new());
-    for _ in 0..BOOTSTRAP_RESAMPLES {
+    for _ in 0..opts.resamples {
         let ir: Vec<usize> = (0..real.len()).map(|_| rng.random_range(0..real.len())).collect();
         let is: Vec<usize> = (0..synthetic.len()).map(|_| rng.random_range(0..synthetic.len())).collect();
         hs.push(hellinger(&sum_counts(ir.iter().map(|&i| &cr[i]), len), &sum_counts(is.iter().map(|&i| &cs[i]), len)));
@@ -270,8 +244,26 @@ fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Result<(Bi
     Ok((pdf, level))
 }
 
+/// One statistic of every map of `files` (each a map or a stack; `selection` picks the HDU or
+/// dataset), in the values as read. Files with maps of another shape are fine where the statistic's
+/// curves do not depend on it (Minkowski, peaks); otherwise the error names the file.
+pub fn statistic_of_files(statistic: Statistic, opts: &BatteryOptions, files: &[PathBuf], selection: &Selection) -> Result<PerMapValues> {
+    let mut all: Option<PerMapValues> = None;
+    for file in files {
+        let maps: Vec<Array2<f64>> = io::read_maps(file, selection)?.iter().map(|m| m.data.mapv(|v| v as f64)).collect();
+        let v = battery::per_map_of_file(statistic, opts, &maps, file)?;
+        match &mut all {
+            None => all = Some(v),
+            Some(a) if a.curves == v.curves => a.values.extend(v.values),
+            Some(_) => return Err(Error::content(file, format!("its maps give {statistic} curves of another shape than {}'s: give maps of one size", files[0].display()))),
+        }
+    }
+    all.ok_or_else(|| Error::Invalid("no input files given".into()))
+}
+
 /// Compares real and synthetic maps (FITS/HDF5/NPY stacks of one map size; `selection` picks the
-/// HDU or dataset in both) and writes the report and figures into `out_dir`.
+/// HDU or dataset in both) and writes the report and figures into `out_dir`. `opts` holds the
+/// power-spectrum options, the battery's statistics and the bootstrap's resamples and seed.
 ///
 /// Paths inside `relative_to` (a run folder) are recorded relative to it.
 pub fn validate(
@@ -279,9 +271,10 @@ pub fn validate(
     synthetic: &Path,
     selection: &Selection,
     out_dir: &Path,
-    ps: &PowerSpectrumOptions,
+    opts: &BatteryOptions,
     relative_to: Option<&Path>,
 ) -> Result<ValidationReport> {
+    let ps = &opts.spectrum;
     let (r, units) = read_stack(real, selection)?;
     let (s, _) = read_stack(synthetic, selection)?;
     if r[0].dim() != s[0].dim() {
@@ -320,7 +313,8 @@ pub fn validate(
     };
     let pool = |v: &[Array2<f64>]| -> Vec<f64> { v.iter().flat_map(|m| m.iter().copied()).filter(|x| x.is_finite()).collect() };
     let pooled = compare(&pool(&rt), &pool(&st), None)?;
-    let (pdf, level) = pdf_and_levels(&rt, &st)?;
+    let (pdf, level) = pdf_and_levels(&rt, &st, opts)?;
+    let battery = if opts.statistics.is_empty() { None } else { Some(battery::run(&rt, &st, opts, real, synthetic)?) };
     let mem = memorization(&rt, &st);
     let ratio = er.freqs.iter().zip(er.mean.power.iter().zip(&es.mean.power)).map(|(f, (a, b))| (*f, b / a)).collect();
     let mut report = ValidationReport {
@@ -346,7 +340,8 @@ pub fn validate(
         pdf,
         pooled,
         memorization: mem,
-        bootstrap: serde_json::json!({"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "unit": "whole maps, both sets"}),
+        battery,
+        bootstrap: serde_json::json!({"resamples": opts.resamples, "seed": opts.seed, "unit": "whole maps, both sets"}),
         written: Vec::new(),
     };
     let mut written = Vec::new();
@@ -382,6 +377,9 @@ pub fn validate(
     let labels: Vec<String> = (0..r.len().min(6)).map(|i| format!("real {i}")).chain((0..s.len().min(6)).map(|i| format!("synthetic {i}"))).collect();
     let grid = MapGrid::with_reference("Real (first) and synthetic maps, one colour scale: the real range", shown, labels, units.clone(), r.len().min(6));
     written.extend(grid.save(&out_dir.join("maps"))?);
+    if let Some(b) = &report.battery {
+        written.extend(battery_figures(b, &report.scale, out_dir)?);
+    }
     let json_path = out_dir.join("report.json");
     let md_path = out_dir.join("report.md");
     report.written = written.clone();
@@ -402,14 +400,15 @@ fn markdown(r: &ValidationReport) -> String {
     s.push_str(&format!("# Validation: {} vs {}\n\n", r.synthetic.display(), r.real.display()));
     s.push_str(&format!(
         "{} real and {} synthetic maps of {}x{} pixels{}. One-point statistics, levels and distances use {}; \
-         uncertainties come from {} bootstrap resamples of whole maps.\n\n",
+         uncertainties come from {} bootstrap resamples of whole maps (seed {}).\n\n",
         r.n_real,
         r.n_synthetic,
         r.shape[0],
         r.shape[1],
         r.units.as_ref().map(|u| format!(" in {u}")).unwrap_or_default(),
         r.scale,
-        BOOTSTRAP_RESAMPLES
+        r.bootstrap["resamples"],
+        r.bootstrap["seed"]
     ));
     s.push_str("| statistic | real | synthetic | comparison |\n| --- | --- | --- | --- |\n");
     let sl = &r.slopes;
@@ -440,7 +439,7 @@ fn markdown(r: &ValidationReport) -> String {
     ));
     s.push_str(&format!(
         "| one-point PDF ({} bins over the real range) | | {:.2} % outside the real range | Hellinger = {:.4} ± {:.4} (real halves: {:.4}) |\n",
-        PDF_BINS,
+        r.pdf.edges.len() - 1,
         100.0 * r.pdf.synthetic_outside,
         r.pdf.hellinger,
         r.pdf.hellinger_std,
@@ -464,12 +463,80 @@ fn markdown(r: &ValidationReport) -> String {
         m.threshold,
         if m.flagged.is_empty() { String::new() } else { format!(": {:?}", m.flagged) }
     ));
+    if let Some(b) = &r.battery {
+        s.push_str(&battery_markdown(b, &r.scale));
+    }
     s.push_str("Figures: `power_spectra.png`");
     if r.spectrum_model.is_some() {
         s.push_str(", `power_spectra_model.png`");
     }
-    s.push_str(", `pdfs.png`, `maps.png` (and `.svg`).\n");
+    s.push_str(", `pdfs.png`, `maps.png`");
+    if let Some(b) = &r.battery {
+        s.push_str(", `battery.png`");
+        for st in &b.statistics {
+            s.push_str(&format!(", `battery_{}.png`", st.statistic));
+        }
+    }
+    s.push_str(" (and `.svg`).\n");
     s
+}
+
+/// The battery's table: one row per statistic and the overall score.
+fn battery_markdown(b: &Battery, scale: &str) -> String {
+    let mut s = format!(
+        "## Battery of statistics ({scale})\n\n\
+         Distance D: root-mean-square over a statistic's entries of (synthetic mean − real mean) in units of the real maps' \
+         per-map standard deviation. χ²/dof: the same differences over their standard errors (σ²_real/n_real + σ²_syn/n_syn); \
+         about 1 when both sets sample one distribution, whatever their sizes, and about 1 between the two halves of the \
+         real maps (last column). Uncertainties: standard deviations over {} bootstrap resamples of whole maps.\n\n\
+         | statistic | entries | D | χ²/dof | χ²/dof, real halves |\n| --- | --- | --- | --- | --- |\n",
+        b.options.resamples
+    );
+    let fmt = |i: &battery::Estimate, d: usize| format!("{:.d$} ± {:.d$}", i.value, i.std);
+    for st in &b.statistics {
+        let entries = if st.excluded > 0 { format!("{} (+{} without real scatter)", st.entries, st.excluded) } else { st.entries.to_string() };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2} |\n",
+            st.statistic.title(),
+            entries,
+            fmt(&st.distance, 3),
+            fmt(&st.chi2, 2),
+            st.chi2_real_halves
+        ));
+    }
+    s.push_str(&format!("| **overall** (mean χ², RMS D) | | {} | {} | |\n\n", fmt(&b.distance, 3), fmt(&b.chi2, 2)));
+    s
+}
+
+/// One figure per statistic (curves with bands above, residuals below) and a summary of all curves.
+fn battery_figures(b: &Battery, scale: &str, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let mut all = Vec::new();
+    for st in &b.statistics {
+        let panels: Vec<_> = st
+            .curves
+            .iter()
+            .map(|c| {
+                let part = if c.axes.name.len() == 2 { c.axes.name.to_uppercase() } else { c.axes.name.clone() };
+                let name = if st.curves.len() > 1 { format!("{} ({part})", st.statistic.title()) } else { st.statistic.title().to_string() };
+                (format!("{name}: χ²/dof {:.2}, D {:.2}", st.chi2.value, st.distance.value), c.clone())
+            })
+            .collect();
+        all.extend(panels.iter().cloned());
+        let fig = BatteryFigure {
+            title: format!("{} ({scale}): real vs synthetic, 68 % bootstrap bands", st.statistic.title()),
+            columns: panels.len(),
+            panels,
+        };
+        written.extend(fig.save(&out_dir.join(format!("battery_{}", st.statistic)))?);
+    }
+    let fig = BatteryFigure {
+        title: format!("Battery ({scale}): overall χ²/dof {:.2} ± {:.2}, D {:.2} ± {:.2}", b.chi2.value, b.chi2.std, b.distance.value, b.distance.std),
+        columns: 3,
+        panels: all,
+    };
+    written.extend(fig.save(&out_dir.join("battery"))?);
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -487,13 +554,14 @@ mod tests {
     fn levels_pdf_and_bootstrap_see_what_pooled_pixels_hide() {
         let real: Vec<Array2<f64>> = (0..16).map(|i| field(i, 0.0, 1.0)).collect();
         let twin: Vec<Array2<f64>> = (100..116).map(|i| field(i, 0.0, 1.0)).collect();
-        let (pdf, level) = pdf_and_levels(&real, &twin).unwrap();
+        let opts = BatteryOptions::default();
+        let (pdf, level) = pdf_and_levels(&real, &twin, &opts).unwrap();
         assert!(pdf.hellinger < 0.1 && pdf.hellinger_std > 0.0, "{pdf:?}");
         assert!(level.ratio_interval.0 <= level.ratio && level.ratio <= level.ratio_interval.1);
         // Maps with random overall levels: pooled pixels still overlap the real range, but the
         // level spread is many times the real one.
         let shifted: Vec<Array2<f64>> = (100..116).map(|i| field(i, if i % 2 == 0 { 3.0 } else { -3.0 }, 1.0)).collect();
-        let (pdf2, level2) = pdf_and_levels(&real, &shifted).unwrap();
+        let (pdf2, level2) = pdf_and_levels(&real, &shifted, &opts).unwrap();
         assert!(level2.ratio > 5.0 * level.ratio, "{} vs {}", level2.ratio, level.ratio);
         assert!(pdf2.hellinger > pdf.hellinger + 3.0 * pdf.hellinger_std);
         assert!(pdf2.synthetic_outside > 0.05);

@@ -7,7 +7,7 @@ cargo build --release --locked
 rm -rf out/quickstart out/two_domains
 ./target/release/expanse run configs/quickstart.toml --out out/quickstart
 ./target/release/expanse run configs/two_domains.toml --out out/two_domains
-for f in maps power_spectra pdfs; do
+for f in maps power_spectra pdfs battery; do
     cp out/quickstart/report/clouds/$f.png figures/quickstart_$f.png
     cp out/quickstart/report/clouds/$f.svg figures/quickstart_$f.svg
 done

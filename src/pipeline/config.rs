@@ -10,6 +10,7 @@ use crate::io::{HduSelector, Selection};
 use crate::prep::{PrepOptions, PrepSpec};
 use crate::prior::geometry::{CandidateKind, Debias, NormMode, SamplingSpec, TestSpec};
 use crate::prior::PriorKind;
+use crate::stats::battery::{parse_range, BatteryOptions, Statistic};
 use crate::stats::{Apodization, PowerSpectrumOptions};
 
 /// Output formats synthetic maps can be written in.
@@ -175,7 +176,7 @@ impl Default for SamplingSection {
     }
 }
 
-/// `[validation]`: power-spectrum options (TurbuStat conventions).
+/// `[validation]`: power-spectrum options (TurbuStat conventions) and the battery of statistics.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationSection {
@@ -188,6 +189,90 @@ pub struct ValidationSection {
     /// Gaussian beam FWHM in pixels to divide out.
     #[serde(default)]
     pub beam_fwhm: Option<f64>,
+    /// Statistics of the battery (default: all but `bispectrum`, which is opt-in; `[]` for none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<Vec<String>>,
+    /// Minkowski thresholds `LO:HI:N` in σ (default -3:3:25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<String>,
+    /// Peak-height bin edges `LO:HI:N` in σ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_edges: Option<String>,
+    /// Scattering scales J (default from the map size) and angles L (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scattering_j: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scattering_l: Option<usize>,
+    /// Random triangle orientations per (k1, k2) of the bispectrum (TurbuStat's nsamples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bispectrum_samples: Option<usize>,
+    /// Bootstrap resamples of whole maps (default 200) and their seed (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resamples: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_seed: Option<u64>,
+}
+
+impl ValidationSection {
+    /// The power-spectrum options.
+    pub fn spectrum_options(&self) -> Result<PowerSpectrumOptions> {
+        let v = self;
+        if let Some([lo, hi]) = v.fit_range {
+            if !(lo >= 0.0 && lo < hi) {
+                return Err(Error::Invalid(format!("fit_range [{lo}, {hi}]: need 0 <= LOW < HIGH")));
+            }
+        }
+        if let Some(b) = v.beam_fwhm {
+            if !(b > 0.0 && b.is_finite()) {
+                return Err(Error::Invalid(format!("beam_fwhm must be a positive number of pixels, got {b}")));
+            }
+        }
+        Ok(PowerSpectrumOptions {
+            apodize: v.apodize.as_deref().map(str::parse::<Apodization>).transpose()?,
+            beam_fwhm: v.beam_fwhm,
+            fit_range: v.fit_range.map(|[a, b]| (a, b)),
+            log_bins: false,
+            binsize: None,
+        })
+    }
+
+    /// The validation options: power spectrum, battery and bootstrap.
+    pub fn battery_options(&self) -> Result<BatteryOptions> {
+        let v = self;
+        let mut o = BatteryOptions { spectrum: self.spectrum_options()?, ..BatteryOptions::default() };
+        if let Some(list) = &v.statistics {
+            o.statistics = list.iter().map(|s| s.parse::<Statistic>()).collect::<Result<_>>()?;
+        }
+        if let Some(t) = &v.thresholds {
+            o.thresholds = parse_range(t).map_err(|e| Error::Invalid(format!("thresholds: {e}")))?;
+        }
+        if let Some(t) = &v.peak_edges {
+            o.peak_edges = parse_range(t).map_err(|e| Error::Invalid(format!("peak_edges: {e}")))?;
+        }
+        match v.scattering_j {
+            Some(0) => return Err(Error::Invalid("scattering_j must be at least 1".into())),
+            j => o.scattering_j = j,
+        }
+        match v.scattering_l {
+            Some(0) => return Err(Error::Invalid("scattering_l must be at least 1".into())),
+            Some(l) => o.scattering_l = l,
+            None => {}
+        }
+        match v.bispectrum_samples {
+            Some(0) => return Err(Error::Invalid("bispectrum_samples must be at least 1".into())),
+            Some(n) => o.bispectrum.nsamples = n,
+            None => {}
+        }
+        match v.resamples {
+            Some(n) if n < 10 => return Err(Error::Invalid(format!("resamples must be at least 10, got {n}"))),
+            Some(n) => o.resamples = n,
+            None => {}
+        }
+        if let Some(seed) = v.bootstrap_seed {
+            o.seed = seed;
+        }
+        Ok(o)
+    }
 }
 
 /// An HDU given as an index or an EXTNAME.
@@ -441,7 +526,7 @@ impl RunConfig {
         if s.budget < s.count {
             return Err(bad(path, "sampling.budget", format!("{} candidates cannot give {} maps", s.budget, s.count)));
         }
-        self.spectrum_options().map_err(|e| bad(path, "validation", e))?;
+        self.battery_options().map_err(|e| bad(path, "validation", e))?;
         if self.domains.is_empty() {
             return Err(bad(path, "domain", "no [[domain]] table: name at least one set of maps"));
         }
@@ -501,25 +586,9 @@ impl RunConfig {
         })
     }
 
-    pub fn spectrum_options(&self) -> Result<PowerSpectrumOptions> {
-        let v = &self.validation;
-        if let Some([lo, hi]) = v.fit_range {
-            if !(lo >= 0.0 && lo < hi) {
-                return Err(Error::Invalid(format!("fit_range [{lo}, {hi}]: need 0 <= LOW < HIGH")));
-            }
-        }
-        if let Some(b) = v.beam_fwhm {
-            if !(b > 0.0 && b.is_finite()) {
-                return Err(Error::Invalid(format!("beam_fwhm must be a positive number of pixels, got {b}")));
-            }
-        }
-        Ok(PowerSpectrumOptions {
-            apodize: v.apodize.as_deref().map(str::parse::<Apodization>).transpose()?,
-            beam_fwhm: v.beam_fwhm,
-            fit_range: v.fit_range.map(|[a, b]| (a, b)),
-            log_bins: false,
-            binsize: None,
-        })
+    /// The validation options: power spectrum, battery and bootstrap.
+    pub fn battery_options(&self) -> Result<BatteryOptions> {
+        self.validation.battery_options()
     }
 
     /// Which HDU or dataset of the domain's files to read.

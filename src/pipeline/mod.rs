@@ -357,6 +357,9 @@ pub struct DomainSummary {
     /// Closest synthetic–real over closest real–real distance.
     pub memorization_ratio: f64,
     pub memorized: usize,
+    /// The battery's χ²/dof per statistic (in report order) and overall (NaN without a battery).
+    pub battery: Vec<(crate::stats::battery::Statistic, f64)>,
+    pub battery_chi2: f64,
 }
 
 /// What a finished run reports.
@@ -888,7 +891,7 @@ impl<'a> Runner<'a> {
     fn validate(&mut self, d: &str) -> Result<StageOutput> {
         let synthetic = self.path(&["samples", &format!("{d}.{}", self.plan.config.run.formats[0])]);
         let out_dir = self.path(&["report", d]);
-        let opts = self.plan.config.spectrum_options()?;
+        let opts = self.plan.config.battery_options()?;
         let report = crate::validate::validate(&self.real_path(d), &synthetic, &crate::io::Selection::default(), &out_dir, &opts, Some(&self.dir))?;
         let mut counts = BTreeMap::new();
         counts.insert("slope_real".into(), json!(report.slopes.real.mean));
@@ -903,6 +906,13 @@ impl<'a> Runner<'a> {
         counts.insert("outside_real_range".into(), json!(report.pdf.synthetic_outside));
         counts.insert("memorization_ratio".into(), json!(report.memorization.ratio));
         counts.insert("memorized".into(), json!(report.memorization.flagged.len()));
+        if let Some(b) = &report.battery {
+            counts.insert("battery_chi2".into(), json!(b.chi2.value));
+            counts.insert("battery_distance".into(), json!(b.distance.value));
+            for st in &b.statistics {
+                counts.insert(format!("chi2_{}", st.statistic), json!(st.chi2.value));
+            }
+        }
         Ok((report.written, counts))
     }
 
@@ -930,6 +940,12 @@ impl<'a> Runner<'a> {
                 hellinger_std: self.count(&v, "hellinger_std"),
                 memorization_ratio: self.count(&v, "memorization_ratio"),
                 memorized: self.count(&v, "memorized") as usize,
+                battery: crate::stats::battery::Statistic::ALL
+                    .into_iter()
+                    .map(|st| (st, self.count(&v, &format!("chi2_{st}"))))
+                    .filter(|(_, c)| c.is_finite())
+                    .collect(),
+                battery_chi2: self.count(&v, "battery_chi2"),
             });
         }
         let separability = Some(self.count("fit", "loo_nearest_centroid_accuracy")).filter(|v| v.is_finite());
@@ -984,6 +1000,23 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
          one below and one above it (± from resampling whole maps); memorization ratio = closest synthetic–real over closest \
          real–real distance. Details in `report/<domain>/report.md`.\n",
     );
+    if let Some(first) = domains.iter().find(|d| !d.battery.is_empty()) {
+        t.push_str("\nBattery of statistics, χ²/dof of synthetic against real means (about 1 when both sample one distribution; \
+                    bands, distances and figures in `report/<domain>/`):\n\n| domain |");
+        for (st, _) in &first.battery {
+            t.push_str(&format!(" {} |", st.title()));
+        }
+        t.push_str(" overall |\n|---|");
+        t.push_str(&"---|".repeat(first.battery.len() + 1));
+        t.push('\n');
+        for d in domains {
+            t.push_str(&format!("| {} |", d.name));
+            for (_, c) in &d.battery {
+                t.push_str(&format!(" {c:.2} |"));
+            }
+            t.push_str(&format!(" {:.2} |\n", d.battery_chi2));
+        }
+    }
     if let Some(s) = separability {
         t.push_str(&format!(
             "\nSeparability of the domains in latent space: leave-one-out nearest-centroid accuracy {:.1} % (chance: {:.1} %).\n",

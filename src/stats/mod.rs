@@ -1,6 +1,7 @@
 //! Statistics astronomers use to judge synthetic maps. Plain arrays in, numbers out; nothing
 //! here knows about models.
 
+pub mod battery;
 pub mod bispectrum;
 pub mod maps;
 pub mod minkowski;
