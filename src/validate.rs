@@ -191,11 +191,6 @@ fn sample_std(v: &[f64]) -> f64 {
     PerMap::of(v.to_vec()).std
 }
 
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    crate::prep::transform::percentile_sorted(v, q)
-}
-
 /// The PDF on the real maps' bins and the level spread, with bootstrap uncertainties.
 fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>], opts: &BatteryOptions) -> Result<(BinnedPdf, LevelSpread)> {
     let edges = battery::pdf_edges(real, opts.pdf_bins)?;
@@ -236,7 +231,7 @@ fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>], opts: &Batter
     };
     let level = LevelSpread {
         ratio: ratio(&lr, &ls),
-        ratio_interval: if rs.is_empty() { (f64::NAN, f64::NAN) } else { (percentile(&mut rs, 16.0), percentile(&mut rs, 84.0)) },
+        ratio_interval: battery::percentiles(rs),
         real_contrast: real.iter().map(finite_std).sum::<f64>() / real.len() as f64,
         real: PerMap::of(lr),
         synthetic: PerMap::of(ls),

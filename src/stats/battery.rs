@@ -116,12 +116,7 @@ pub fn parse_range(s: &str) -> Result<Vec<f64>> {
     if !(lo.is_finite() && hi.is_finite() && lo < hi && n >= 2) {
         return Err(bad());
     }
-    Ok(evenly_spaced(lo, hi, n))
-}
-
-/// `n` values from `lo` to `hi`, both included.
-pub fn evenly_spaced(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    (0..n).map(|i| if i + 1 == n { hi } else { lo + (hi - lo) * i as f64 / (n - 1) as f64 }).collect()
+    Ok(crate::stats::power_spectrum::linspace(lo, hi, n - 1))
 }
 
 /// Options of the battery.
@@ -484,7 +479,8 @@ pub struct Battery {
     pub options: BatteryOptions,
 }
 
-fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+/// The 16th and 84th percentiles of the finite values of `v` (NaN when there are none).
+pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return (f64::NAN, f64::NAN);
@@ -667,7 +663,7 @@ mod tests {
     #[test]
     fn ranges_parse_and_refuse() {
         assert_eq!(parse_range("-1:1:3").unwrap(), vec![-1.0, 0.0, 1.0]);
-        assert_eq!(evenly_spaced(-3.0, 3.0, 25).len(), 25);
+        assert_eq!(parse_range("-3:3:25").unwrap(), minkowski::default_thresholds());
         for bad in ["1:0:5", "0:1:1", "a:1:3", "0:1", "0:1:3:4", "nan:1:3"] {
             assert!(parse_range(bad).is_err(), "{bad}");
         }

@@ -137,7 +137,7 @@ fn fft2_power(data: &[f64], ny: usize, nx: usize) -> Vec<f64> {
 }
 
 /// numpy's `linspace(a, b, n + 1)` with the last value set exactly.
-fn linspace(a: f64, b: f64, intervals: usize) -> Vec<f64> {
+pub(crate) fn linspace(a: f64, b: f64, intervals: usize) -> Vec<f64> {
     let step = (b - a) / intervals as f64;
     let mut v: Vec<f64> = (0..=intervals).map(|i| i as f64 * step + a).collect();
     v[intervals] = b;
