@@ -504,7 +504,10 @@ fn battery_markdown(b: &Battery, scale: &str) -> String {
 }
 
 /// One figure per statistic (curves with bands above, residuals below) and a summary of all curves.
+/// Titles name the scale without its parameters (`model space`, `log10`, `linear`): report.md
+/// states them in full.
 fn battery_figures(b: &Battery, scale: &str, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let scale = scale.split(" (").next().unwrap_or(scale);
     let mut written = Vec::new();
     let mut all = Vec::new();
     for st in &b.statistics {
