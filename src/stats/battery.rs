@@ -687,6 +687,7 @@ mod tests {
         let diff = run(&real, &skewed, &opts, p, p).unwrap();
         assert_eq!(same.statistics.len(), Statistic::ALL.len());
         for (a, b) in same.statistics.iter().zip(&diff.statistics) {
+            eprintln!("{}: χ²/dof twins {:.2}, v·|v| {:.2}", a.statistic, a.chi2.value, b.chi2.value);
             assert!(a.chi2.std > 0.0 && a.chi2.std < a.chi2.value + 2.0, "{:?}", a.chi2);
             assert!(a.chi2.value < 4.0, "{}: twins χ² {}", a.statistic, a.chi2.value);
             assert!(a.entries > 0);
