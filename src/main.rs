@@ -346,7 +346,8 @@ struct BenchArgs {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// diffusers model folder (config.json + diffusion_pytorch_model.safetensors [+ scheduler_config.json]).
+    /// Model folder: diffusers (config.json + diffusion_pytorch_model.safetensors [+ scheduler_config.json]),
+    /// guided-diffusion ADM (adm.json + *.pt) or original DDPM (ddpm.json + *.ckpt).
     #[arg(long)]
     model: PathBuf,
     /// cpu, cuda, cuda:N or metal (GPU backends need the `cuda` / `metal` cargo feature).
@@ -706,7 +707,7 @@ fn run_unet_eval(a: UnetEvalArgs) -> Result<()> {
     pb.finish_and_clear();
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
     let out = ndarray::concatenate(Axis(0), &views)?;
-    let rec = vec![("timestep", serde_json::json!(a.timestep)), ("model", serde_json::json!({"folder": ddpm.dir}))];
+    let rec = vec![("timestep", serde_json::json!(a.timestep)), ("model", serde_json::json!({"folder": ddpm.dir, "format": ddpm.format.as_str()}))];
     let written = latents::write_model_output(&a.out, &out, "unet-eval", &input, rec)?;
     println!("wrote {} (shape {:?})", written[0].display(), out.shape());
     Ok(())
@@ -821,7 +822,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     }
     let ddpm = load_model(&a.model)?;
     let size = a.size.or_else(|| ddpm.config.native_size().map(|s| s[0])).unwrap_or(32);
-    let c = ddpm.config.in_channels;
+    let c = ddpm.config.in_channels();
     ddpm.check_input(c, size, size)?;
     let b = a.model.batch;
     let x = Tensor::randn(0f32, 1f32, (b, c, size, size), &ddpm.device)?;
@@ -838,11 +839,11 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     }
     times.sort_by(|p, q| p.partial_cmp(q).expect("finite"));
     let median = times[times.len() / 2];
-    let params: usize = std::fs::metadata(&ddpm.weights_file).map(|m| m.len() as usize / 4).unwrap_or(0);
     println!(
-        "model {} (~{:.2} M parameters), {} {:?}, batch {b}, {size}x{size}, threads {}, kernels {}",
+        "model {} ({}, {:.2} M parameters), {} {:?}, batch {b}, {size}x{size}, threads {}, kernels {}",
         ddpm.dir.display(),
-        params as f64 / 1e6,
+        ddpm.format.as_str(),
+        ddpm.parameters as f64 / 1e6,
         model::device_name(&ddpm.device),
         ddpm.dtype,
         expanse::runtime::threads(),

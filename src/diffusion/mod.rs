@@ -40,7 +40,7 @@ impl Denoiser for Ddpm {
         self.prediction
     }
     fn channels(&self) -> usize {
-        self.config.in_channels
+        self.config.in_channels()
     }
     fn device(&self) -> &Device {
         &self.device
@@ -126,7 +126,7 @@ impl Ddim {
             (
                 "model",
                 serde_json::json!({
-                    "folder": model.dir, "weights": model.weights_file, "weights_sha256": model.weights_sha256()?,
+                    "folder": model.dir, "format": model.format.as_str(), "weights": model.weights_file, "weights_sha256": model.weights_sha256()?,
                     "dtype": format!("{:?}", model.dtype), "device": crate::model::device_name(&model.device), "threads": crate::runtime::threads(),
                 }),
             ),

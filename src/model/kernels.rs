@@ -497,9 +497,21 @@ impl CpuGroupNorm {
         GroupNormOp { norm: self, silu }
     }
 
+    /// The operation on tensors x (B, C, …) and m (B, 2C): the normalization, then
+    /// `· (1 + m[:, :C]) + m[:, C:]` per image and channel (ADM's scale-shift norm), then SiLU
+    /// when `silu`.
+    pub fn scale_shift_op(&self, silu: bool) -> GroupNormScaleShift<'_> {
+        GroupNormScaleShift { norm: self, silu }
+    }
+
     /// Normalizes a contiguous (B, C, spatial…) f32 array with `plane` values per channel, then
     /// applies SiLU when `silu`.
     pub fn run(&self, x: &[f32], c: usize, plane: usize, silu: bool) -> Result<Vec<f32>> {
+        self.run_modulated(x, c, plane, silu, None)
+    }
+
+    /// [`run`](Self::run) with an optional (B, 2C) scale-and-shift after the affine GroupNorm.
+    pub fn run_modulated(&self, x: &[f32], c: usize, plane: usize, silu: bool, modulation: Option<&[f32]>) -> Result<Vec<f32>> {
         if c % self.groups != 0 || c != self.gamma.len() {
             return Err(candle_core::Error::Msg(format!("group norm: {c} channels for {} groups of {} weights", self.groups, self.gamma.len())));
         }
@@ -513,10 +525,15 @@ impl CpuGroupNorm {
             let mean = sum / n;
             let var = (sq / n - mean * mean).max(0.0);
             let inv = 1.0 / (var + self.eps).sqrt();
+            let b = idx / self.groups;
             for cc in 0..per {
                 let ch = g * per + cc;
-                let scale = (self.gamma[ch] as f64 * inv) as f32;
-                let shift = (self.beta[ch] as f64 - mean * self.gamma[ch] as f64 * inv) as f32;
+                let (mut scale, mut shift) = (self.gamma[ch] as f64 * inv, self.beta[ch] as f64 - mean * self.gamma[ch] as f64 * inv);
+                if let Some(m) = modulation {
+                    let (s, t) = (1.0 + m[b * 2 * c + ch] as f64, m[b * 2 * c + c + ch] as f64);
+                    (scale, shift) = (scale * s, shift * s + t);
+                }
+                let (scale, shift) = (scale as f32, shift as f32);
                 let (src, dst) = (&xi[cc * plane..(cc + 1) * plane], &mut o[cc * plane..(cc + 1) * plane]);
                 simd::affine(src, dst, scale, shift, silu);
             }
@@ -545,6 +562,31 @@ impl CustomOp1 for GroupNormOp<'_> {
         let plane: usize = dims[2..].iter().product();
         let out = self.norm.run(x, dims[1], plane, self.silu)?;
         Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+/// [`CpuGroupNorm`] followed by a per-image, per-channel scale and shift (and SiLU), as a candle
+/// operation on (x, modulation).
+pub struct GroupNormScaleShift<'a> {
+    norm: &'a CpuGroupNorm,
+    silu: bool,
+}
+
+impl CustomOp2 for GroupNormScaleShift<'_> {
+    fn name(&self) -> &'static str {
+        "expanse-group-norm-scale-shift"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = input(s1, l1, "group norm")?;
+        let m = input(s2, l2, "group norm modulation")?;
+        let dims = l1.shape().dims();
+        if dims.len() < 2 || l2.shape().dims() != [dims[0], 2 * dims[1]] {
+            return Err(candle_core::Error::Msg(format!("group norm: modulation {:?} for input {dims:?}", l2.shape().dims())));
+        }
+        let plane: usize = dims[2..].iter().product();
+        let out = self.norm.run_modulated(x, dims[1], plane, self.silu, Some(m))?;
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 

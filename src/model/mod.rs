@@ -1,9 +1,13 @@
-//! The frozen DDPM: a diffusers-format `UNet2DModel` folder (`config.json`,
-//! `diffusion_pytorch_model.safetensors`, optional `scheduler_config.json`) loaded into candle.
-//! Nothing here knows about astronomy or about sampling.
+//! The frozen DDPM, loaded into candle from a model folder of one of three families: a diffusers
+//! `UNet2DModel` (`config.json`, `diffusion_pytorch_model.safetensors`, optional
+//! `scheduler_config.json`), a guided-diffusion / improved-diffusion ADM checkpoint (`adm.json` +
+//! the released `*.pt`), or an original DDPM checkpoint of ermongroup/ddim (`ddpm.json` +
+//! `*.ckpt`). Nothing here knows about astronomy or about sampling.
 
+pub mod adm;
 pub mod config;
 pub mod kernels;
+pub mod original;
 pub mod profile;
 pub mod unet;
 
@@ -15,7 +19,9 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
+pub use adm::{AdmConfig, AdmUNet};
 pub use config::{SchedulerConfig, UNet2DConfig};
+pub use original::OriginalDdpmConfig;
 pub use unet::UNet2DModel;
 
 use crate::error::{Error, Result};
@@ -129,16 +135,137 @@ pub fn modern_key(name: &str) -> String {
         .join(".")
 }
 
+/// Which family of checkpoint a model folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelFormat {
+    /// A diffusers `UNet2DModel` folder.
+    Diffusers,
+    /// guided-diffusion / improved-diffusion `UNetModel` (ADM): `adm.json` + `*.pt`.
+    Adm,
+    /// ermongroup/ddim's original DDPM `Model`: `ddpm.json` + `*.ckpt`, mapped onto diffusers'
+    /// `UNet2DModel`.
+    OriginalDdpm,
+}
+
+impl ModelFormat {
+    /// `diffusers`, `adm`, `original_ddpm`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ModelFormat::Diffusers => "diffusers",
+            ModelFormat::Adm => "adm",
+            ModelFormat::OriginalDdpm => "original_ddpm",
+        }
+    }
+}
+
+/// The network's architecture.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Architecture {
+    UNet2D(UNet2DConfig),
+    Adm(AdmConfig),
+}
+
+impl Architecture {
+    /// Channels of the data the network takes.
+    pub fn in_channels(&self) -> usize {
+        match self {
+            Architecture::UNet2D(c) => c.in_channels,
+            Architecture::Adm(c) => c.in_channels(),
+        }
+    }
+
+    /// Channels of the raw output (the first `in_channels` are the prediction).
+    pub fn out_channels(&self) -> usize {
+        match self {
+            Architecture::UNet2D(c) => c.out_channels,
+            Architecture::Adm(c) => c.out_channels(),
+        }
+    }
+
+    /// Maps must be multiples of this many pixels on each side.
+    pub fn size_multiple(&self) -> usize {
+        match self {
+            Architecture::UNet2D(c) => c.size_multiple(),
+            Architecture::Adm(c) => c.size_multiple(),
+        }
+    }
+
+    /// Per resolution level (full resolution first): channels, res blocks, and attention heads
+    /// where the level has attention.
+    pub fn levels(&self) -> Vec<Level> {
+        match self {
+            Architecture::UNet2D(c) => c
+                .block_out_channels
+                .iter()
+                .zip(&c.down_block_types)
+                .map(|(&channels, kind)| Level {
+                    channels,
+                    blocks: c.layers_per_block,
+                    heads: kind.contains("Attn").then(|| c.attention_head_dim.map(|hd| (channels / hd.max(1)).max(1)).unwrap_or(1)),
+                })
+                .collect(),
+            Architecture::Adm(c) => {
+                let rates = c.attention_rates().unwrap_or_default();
+                c.level_channels()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(l, channels)| Level { channels, blocks: c.num_res_blocks, heads: rates.contains(&(1 << l)).then(|| c.heads(channels, false).unwrap_or(1)) })
+                    .collect()
+            }
+        }
+    }
+
+    /// The size the network was trained on, when known.
+    pub fn native_size(&self) -> Option<[usize; 2]> {
+        match self {
+            Architecture::UNet2D(c) => c.native_size(),
+            Architecture::Adm(c) => Some([c.image_size, c.image_size]),
+        }
+    }
+}
+
+/// One resolution level of a UNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    pub channels: usize,
+    /// Res blocks on the way down.
+    pub blocks: usize,
+    /// Attention heads, where the level has attention.
+    pub heads: Option<usize>,
+}
+
+/// The network of a loaded model.
+#[derive(Debug, Clone)]
+pub enum Network {
+    UNet2D(UNet2DModel),
+    Adm(AdmUNet),
+}
+
+impl Network {
+    /// Raw output (B, out_channels, H, W) for x (B, C, H, W) at timesteps `t` (B,).
+    pub fn forward(&self, x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Network::UNet2D(m) => m.forward(x, t),
+            Network::Adm(m) => m.forward(x, t),
+        }
+    }
+}
+
 /// A loaded model folder.
 pub struct Ddpm {
-    pub unet: UNet2DModel,
-    pub config: UNet2DConfig,
+    pub unet: Network,
+    pub format: ModelFormat,
+    pub config: Architecture,
     pub scheduler: SchedulerConfig,
     pub prediction: Prediction,
     pub dir: PathBuf,
     pub weights_file: PathBuf,
     pub device: Device,
     pub dtype: DType,
+    /// Number of weights the network uses.
+    pub parameters: usize,
     weights_sha256: std::sync::OnceLock<String>,
 }
 
@@ -147,7 +274,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))
 }
 
-/// Finds the weights file of a model folder.
+/// Finds the weights file of a diffusers model folder.
 fn weights_path(dir: &Path) -> Result<PathBuf> {
     for name in ["diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin"] {
         let p = dir.join(name);
@@ -158,31 +285,68 @@ fn weights_path(dir: &Path) -> Result<PathBuf> {
     Err(Error::open(dir, "no diffusion_pytorch_model.safetensors (or .bin) in the model folder"))
 }
 
-/// What a diffusers model folder holds, read without loading the weights.
+/// The one checkpoint (`*.pt`, `*.pth`, `*.ckpt`, `*.bin` or `*.safetensors`) of an ADM or
+/// original DDPM folder.
+fn checkpoint_path(dir: &Path, flags: &str) -> Result<PathBuf> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::open(dir, crate::io::io_cause(&e)))?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["pt", "pth", "ckpt", "bin", "safetensors"].contains(&e)))
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::open(dir, format!("{flags} but no checkpoint (*.pt, *.pth, *.ckpt or *.safetensors) in the model folder"))),
+        _ => Err(Error::open(
+            dir,
+            format!(
+                "more than one checkpoint in the model folder ({}): keep one",
+                found.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+/// What a model folder holds, read without loading the weights.
 #[derive(Debug, Clone)]
 pub struct ModelFolder {
-    pub config: UNet2DConfig,
+    pub format: ModelFormat,
+    pub config: Architecture,
     pub scheduler: SchedulerConfig,
     pub prediction: Prediction,
-    /// `config.json`, `scheduler_config.json` (when present) and the weights file.
+    /// The config file(s) and the weights file.
     pub files: Vec<PathBuf>,
     pub weights_file: PathBuf,
 }
 
 impl ModelFolder {
-    /// Reads `config.json` and `scheduler_config.json` (defaults when absent) of a diffusers
-    /// model folder (or its `unet/` subfolder, as in pipeline repositories) and finds the
-    /// weights file.
+    /// Reads the folder's config: a diffusers folder (`config.json` and `scheduler_config.json`,
+    /// defaults when absent; or their `unet/` and `scheduler/` subfolders, as in pipeline
+    /// repositories), an ADM folder (`adm.json`) or an original DDPM folder (`ddpm.json`); and
+    /// finds the weights file.
     pub fn read(dir: &Path) -> Result<ModelFolder> {
         if !dir.exists() {
             return Err(Error::open(dir, "no such model folder"));
+        }
+        let kinds: Vec<&str> = ["config.json", "adm.json", "ddpm.json"].into_iter().filter(|f| dir.join(f).is_file()).collect();
+        if kinds.len() > 1 {
+            return Err(Error::open(dir, format!("the model folder holds {}: keep the one of its model", kinds.join(" and "))));
+        }
+        if dir.join("adm.json").is_file() {
+            return Self::read_adm(dir);
+        }
+        if dir.join("ddpm.json").is_file() {
+            return Self::read_original(dir);
         }
         let (unet_dir, sched_path) = if dir.join("config.json").is_file() {
             (dir.to_path_buf(), dir.join("scheduler_config.json"))
         } else if dir.join("unet").join("config.json").is_file() {
             (dir.join("unet"), dir.join("scheduler").join("scheduler_config.json"))
         } else {
-            return Err(Error::open(dir, "not a diffusers model folder (no config.json)"));
+            return Err(Error::open(
+                dir,
+                "not a model folder: expected config.json (diffusers), adm.json + *.pt (guided-diffusion ADM) or ddpm.json + *.ckpt (original DDPM)",
+            ));
         };
         let config_path = unet_dir.join("config.json");
         let config: UNet2DConfig = read_json(&config_path)?;
@@ -197,8 +361,90 @@ impl ModelFolder {
         let prediction: Prediction = scheduler.prediction_type.parse().map_err(|e: Error| Error::content(&sched_path, e))?;
         let weights_file = weights_path(&unet_dir)?;
         files.push(weights_file.clone());
-        Ok(ModelFolder { config, scheduler, prediction, files, weights_file })
+        Ok(ModelFolder { format: ModelFormat::Diffusers, config: Architecture::UNet2D(config), scheduler, prediction, files, weights_file })
     }
+
+    fn read_adm(dir: &Path) -> Result<ModelFolder> {
+        let path = dir.join("adm.json");
+        let config: AdmConfig = read_json(&path)?;
+        config.validate().map_err(|e| Error::content(&path, e))?;
+        let weights_file = checkpoint_path(dir, "adm.json")?;
+        Ok(ModelFolder {
+            format: ModelFormat::Adm,
+            scheduler: config.scheduler(),
+            prediction: config.prediction(),
+            config: Architecture::Adm(config),
+            files: vec![path, weights_file.clone()],
+            weights_file,
+        })
+    }
+
+    fn read_original(dir: &Path) -> Result<ModelFolder> {
+        let path = dir.join("ddpm.json");
+        let config: OriginalDdpmConfig = read_json(&path)?;
+        config.validate().map_err(|e| Error::content(&path, e))?;
+        let unet = config.unet_config();
+        unet.validate().map_err(|e| Error::content(&path, e))?;
+        let weights_file = checkpoint_path(dir, "ddpm.json")?;
+        Ok(ModelFolder {
+            format: ModelFormat::OriginalDdpm,
+            scheduler: config.scheduler(),
+            prediction: Prediction::Epsilon,
+            config: Architecture::UNet2D(unet),
+            files: vec![path, weights_file.clone()],
+            weights_file,
+        })
+    }
+
+    /// The config file that describes the network (named in weight errors).
+    fn config_file(&self) -> &Path {
+        &self.files[0]
+    }
+}
+
+/// Reads every tensor of a safetensors file or a PyTorch `state_dict` (`torch.save` zip format).
+fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let raw: Vec<(String, Tensor)> = if path.extension().is_some_and(|e| e == "safetensors") {
+        candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| Error::format(path, format!("cannot read safetensors: {e}")))?
+            .into_iter()
+            .collect()
+    } else {
+        candle_core::pickle::read_all(path).map_err(|e| {
+            Error::format(path, format!("cannot read PyTorch weights (a torch.save zip file of a state_dict is expected): {e}"))
+        })?
+    };
+    if raw.is_empty() {
+        return Err(Error::format(path, "holds no tensors: not a state_dict (save model.state_dict(), not the model or a training state)"));
+    }
+    Ok(raw)
+}
+
+/// The weights of a checkpoint named as the network of `format` names them.
+fn named_weights(raw: Vec<(String, Tensor)>, folder: &ModelFolder) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::with_capacity(raw.len());
+    for (name, t) in raw {
+        match folder.format {
+            ModelFormat::Diffusers => {
+                out.insert(modern_key(&name), t);
+            }
+            ModelFormat::Adm => {
+                out.insert(name.strip_prefix("module.").unwrap_or(&name).to_string(), t);
+            }
+            ModelFormat::OriginalDdpm => {
+                let Architecture::UNet2D(c) = &folder.config else { unreachable!("original DDPM maps onto UNet2D") };
+                let Some(key) = original::diffusers_key(&name, c.block_out_channels.len()) else { continue };
+                let t = if original::is_attention_projection(&key) && t.rank() == 4 {
+                    let (o, i, _, _) = t.dims4().map_err(model_err)?;
+                    t.reshape((o, i)).map_err(|e| Error::content(&folder.weights_file, format!("weight '{name}': {e}")))?
+                } else {
+                    t
+                };
+                out.insert(key, t);
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Ddpm {
@@ -211,56 +457,64 @@ impl Ddpm {
         Ok(self.weights_sha256.get_or_init(|| h).clone())
     }
 
-    /// Loads `config.json`, the weights and `scheduler_config.json` (defaults when absent) from a
-    /// diffusers model folder (or its `unet/` subfolder, as in pipeline repositories).
+    /// Loads a model folder (see [`ModelFolder::read`]) onto `device` in `dtype` (weights stored
+    /// in another precision are converted).
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Ddpm> {
-        let ModelFolder { config, scheduler, prediction, weights_file, .. } = ModelFolder::read(dir)?;
+        let folder = ModelFolder::read(dir)?;
         check_dtype_support(device, dtype)?;
-        let raw: Vec<(String, Tensor)> = if weights_file.extension().is_some_and(|e| e == "bin") {
-            candle_core::pickle::read_all(&weights_file)
-                .map_err(|e| Error::format(&weights_file, format!("cannot read PyTorch weights: {e}")))?
-        } else {
-            candle_core::safetensors::load(&weights_file, &Device::Cpu)
-                .map_err(|e| Error::format(&weights_file, format!("cannot read safetensors: {e}")))?
-                .into_iter()
-                .collect()
-        };
-        let tensors: HashMap<String, Tensor> = raw.into_iter().map(|(k, v)| (modern_key(&k), v)).collect();
+        let tensors = named_weights(read_tensors(&folder.weights_file)?, &folder)?;
         let keys: Vec<String> = tensors.keys().cloned().collect();
         let weights = std::sync::Arc::new(TrackedWeights { tensors, used: Mutex::new(HashSet::new()) });
         let vb = VarBuilder::from_backend(Box::new(ArcBackend(weights.clone())), dtype, device.clone());
-        let unet = UNet2DModel::new(vb, &config).map_err(|e| Error::content(&weights_file, e))?;
+        let config_name = folder.config_file().file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let unet = match &folder.config {
+            Architecture::UNet2D(c) => UNet2DModel::new(vb, c).map(Network::UNet2D),
+            Architecture::Adm(c) => AdmUNet::new(vb, c).map(Network::Adm),
+        }
+        .map_err(|e| Error::content(&folder.weights_file, format!("{e} (the model described in {config_name})")))?;
         let used = weights.used.lock().expect("lock").clone();
         let mut extra: Vec<&String> = keys.iter().filter(|k| !used.contains(*k)).collect();
         if !extra.is_empty() {
             extra.sort();
             let shown: Vec<&str> = extra.iter().take(8).map(|s| s.as_str()).collect();
             return Err(Error::content(
-                &weights_file,
+                &folder.weights_file,
                 format!(
-                    "{} weight(s) not used by the model described in config.json: {}{}",
+                    "{} weight(s) not used by the model described in {config_name}: {}{}",
                     extra.len(),
                     shown.join(", "),
                     if extra.len() > 8 { ", ..." } else { "" }
                 ),
             ));
         }
-        Ok(Ddpm { unet, config, scheduler, prediction, dir: dir.to_path_buf(), weights_file, device: device.clone(), dtype, weights_sha256: Default::default() })
+        let parameters = used.iter().filter_map(|k| weights.tensors.get(k)).map(|t| t.elem_count()).sum();
+        let ModelFolder { format, config, scheduler, prediction, weights_file, .. } = folder;
+        Ok(Ddpm {
+            unet,
+            format,
+            config,
+            scheduler,
+            prediction,
+            dir: dir.to_path_buf(),
+            weights_file,
+            device: device.clone(),
+            dtype,
+            parameters,
+            weights_sha256: Default::default(),
+        })
     }
 
     /// Checks that maps of `h`×`w` pixels with `c` channels fit this model.
     pub fn check_input(&self, c: usize, h: usize, w: usize) -> Result<()> {
-        if c != self.config.in_channels {
-            return Err(Error::Invalid(format!(
-                "the model takes {} channel(s), the input has {c} (use --channels {} at ingest)",
-                self.config.in_channels, self.config.in_channels
-            )));
+        let want = self.config.in_channels();
+        if c != want {
+            return Err(Error::Invalid(format!("the model takes {want} channel(s), the input has {c} (use --channels {want} at ingest)")));
         }
         let m = self.config.size_multiple();
         if h % m != 0 || w % m != 0 || h == 0 || w == 0 {
             return Err(Error::Invalid(format!(
                 "the model cannot take {h}x{w} maps: sides must be multiples of {m} (it downsamples {} times)",
-                self.config.block_out_channels.len() - 1
+                m.trailing_zeros()
             )));
         }
         Ok(())

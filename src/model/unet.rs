@@ -89,7 +89,7 @@ impl Module for Conv {
 }
 
 /// Channel concatenation of two (B, C, H, W) tensors.
-fn concat(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub(crate) fn concat(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     profile::record("upsampling, concatenation", 0.0, || {
         if fast(a) && fast(b) {
             a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &kernels::ChannelConcat)
@@ -124,6 +124,24 @@ impl Norm {
         match &self.cpu {
             Some(k) if fast(x) => profile::record("group norm", 0.0, || x.contiguous()?.apply_op1_no_bwd(&k.op(false))),
             _ => profile::record("group norm", 0.0, || self.norm.forward(x)),
+        }
+    }
+
+    /// SiLU(GroupNorm(x) · (1 + scale) + shift), with `modulation` (B, 2C) = [scale | shift]
+    /// per image and channel (ADM's scale-shift norm).
+    pub fn forward_scale_shift_silu(&self, x: &Tensor, modulation: &Tensor) -> Result<Tensor> {
+        match &self.cpu {
+            Some(k) if fast(x) => profile::record("group norm + scale-shift + SiLU", 0.0, || {
+                x.contiguous()?.apply_op2_no_bwd(&modulation.contiguous()?, &k.scale_shift_op(true))
+            }),
+            _ => {
+                let c = x.dim(1)?;
+                let scale = modulation.narrow(1, 0, c)?.unsqueeze(2)?.unsqueeze(3)?;
+                let shift = modulation.narrow(1, c, c)?.unsqueeze(2)?.unsqueeze(3)?;
+                let n = profile::record("group norm", 0.0, || self.norm.forward(x))?;
+                let n = profile::record("scale and shift", 0.0, || n.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift))?;
+                profile::record("SiLU", 0.0, || candle_nn::ops::silu(&n))
+            }
         }
     }
 
@@ -612,6 +630,11 @@ mod tests {
             assert!(max_diff(&x.apply_op1_no_bwd(&norm.cpu.as_ref().unwrap().op(false)).unwrap(), &reference) < 2e-5, "norm {i}");
             let silu = candle_nn::ops::silu(&reference).unwrap();
             assert!(max_diff(&x.apply_op1_no_bwd(&norm.cpu.as_ref().unwrap().op(true)).unwrap(), &silu) < 2e-5, "norm + SiLU {i}");
+            let m = randn(&[b, 2 * c], 75 + i as u64);
+            let (scale, shift) = (m.narrow(1, 0, c).unwrap().unsqueeze(2).unwrap().unsqueeze(3).unwrap(), m.narrow(1, c, c).unwrap().unsqueeze(2).unwrap().unsqueeze(3).unwrap());
+            let want = candle_nn::ops::silu(&reference.broadcast_mul(&(scale + 1.0).unwrap()).unwrap().broadcast_add(&shift).unwrap()).unwrap();
+            let got = x.apply_op2_no_bwd(&m, &norm.cpu.as_ref().unwrap().scale_shift_op(true)).unwrap();
+            assert!(max_diff(&got, &want) < 1e-4, "norm + scale-shift + SiLU {i}: {}", max_diff(&got, &want));
             let y = randn(&[b, 3, h, w], 90 + i as u64);
             let cat = x.apply_op2_no_bwd(&y, &kernels::ChannelConcat).unwrap();
             assert_eq!(max_diff(&cat, &Tensor::cat(&[&x, &y], 1).unwrap()), 0.0);

@@ -129,7 +129,7 @@ impl Plan {
             .map_err(|e| Error::content(config_path, format!("inversion: {e}")))?;
         let mut domains = Vec::new();
         for d in &config.domains {
-            let spec = config.prep_spec(d, folder.config.in_channels)?;
+            let spec = config.prep_spec(d, folder.config.in_channels())?;
             let (mut maps, _) = ingest::read_inputs(&d.inputs, &RunConfig::selection(d)?)?;
             let maps_read = maps.len();
             if let Some(m) = d.max_maps {
@@ -141,10 +141,10 @@ impl Plan {
             })?;
             let (n, c, h, w) = stack.data.dim();
             let who = format!("domain '{}'", d.name);
-            if c != folder.config.in_channels {
+            if c != folder.config.in_channels() {
                 return Err(Error::content(
                     config_path,
-                    format!("{}: {c} channel(s) but the model takes {}", who, folder.config.in_channels),
+                    format!("{}: {c} channel(s) but the model takes {}", who, folder.config.in_channels()),
                 ));
             }
             let m = folder.config.size_multiple();
@@ -201,22 +201,20 @@ impl Plan {
             "f16" | "bf16" => 2.0,
             _ => 4.0,
         };
-        let cfg = &self.model.config;
-        let ch = &cfg.block_out_channels;
+        let levels = self.model.config.levels();
         let batch = self.config.model.batch as f64;
         let mut activations: f64 = 0.0;
         let mut stacks: f64 = 0.0;
         for d in &self.domains {
             let [c, h, w] = d.shape;
             let (mut skips, mut widest, mut attention) = (0.0, 0.0f64, 0.0f64);
-            for (l, kind) in cfg.down_block_types.iter().enumerate() {
+            for (l, level) in levels.iter().enumerate() {
                 let hw = ((h >> l) * (w >> l)) as f64;
-                skips += ch[l] as f64 * hw * (cfg.layers_per_block + 1) as f64;
-                let below = ch[(l + 1).min(ch.len() - 1)];
-                widest = widest.max((ch[l] + below) as f64 * hw);
-                if kind.contains("Attn") {
-                    let heads = cfg.attention_head_dim.map(|hd| (ch[l] / hd.max(1)).max(1)).unwrap_or(1) as f64;
-                    attention = attention.max(heads * hw * hw);
+                skips += level.channels as f64 * hw * (level.blocks + 1) as f64;
+                let below = levels[(l + 1).min(levels.len() - 1)].channels;
+                widest = widest.max((level.channels + below) as f64 * hw);
+                if let Some(heads) = level.heads {
+                    attention = attention.max(heads as f64 * hw * hw);
                 }
             }
             activations = activations.max(batch * (skips + attention + 6.0 * widest) * bytes);
@@ -237,9 +235,10 @@ impl Plan {
         t.push_str(&format!("run '{}' into {}\n", c.name(), run_dir.display()));
         let size = self.model.config.native_size().map(|[h, w]| format!("{h}x{w}")).unwrap_or_else(|| "any size".into());
         t.push_str(&format!(
-            "model {} ({} channel(s), trained at {size}, {} prediction), {} {}, batch {}\n",
+            "model {} ({}, {} channel(s), trained at {size}, {} prediction), {} {}, batch {}\n",
             c.model.path.display(),
-            self.model.config.in_channels,
+            self.model.format.as_str(),
+            self.model.config.in_channels(),
             self.model.scheduler.prediction_type,
             c.model.device,
             c.model.dtype,
@@ -686,7 +685,7 @@ impl<'a> Runner<'a> {
         let opts = IngestOptions {
             selection: RunConfig::selection(&dom)?,
             raw: false,
-            prep: self.plan.config.prep_spec(&dom, self.plan.model.config.in_channels)?,
+            prep: self.plan.config.prep_spec(&dom, self.plan.model.config.in_channels())?,
             preview: Some(self.path(&["stacks", d])),
             max_maps: dom.max_maps,
             real: Some(self.real_path(d)),
