@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Reference timing for BENCHMARKS.md: guided-diffusion's own `UNetModel` forward pass on an ADM
+model folder (adm.json + model.pt), at the batch, map size and thread count of `expanse bench`.
+
+    PYTHONPATH=/tmp/gdsdk /opt/ref/bin/python tools/bench_adm.py --model DIR --batch 1 --threads 2 --repeats 3
+
+Needs torch and guided-diffusion-sdk 1.0.0 (`pip install --no-deps --target /tmp/gdsdk
+guided-diffusion-sdk==1.0.0`). The model is built with `guided_diffusion.script_util.create_model`
+from the flags in adm.json (guided-diffusion's defaults for the missing ones) and runs in float32
+(as `expanse bench --dtype f32`; `use_fp16` only matters on a GPU). Prints the median milliseconds
+per batch and per map, and the peak resident memory.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+
+import torch
+from guided_diffusion.script_util import create_model, model_and_diffusion_defaults
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    flags = model_and_diffusion_defaults()
+    with open(os.path.join(a.model, "adm.json")) as f:
+        flags.update(json.load(f))
+    keys = create_model.__code__.co_varnames[: create_model.__code__.co_argcount]
+    kwargs = {k: flags[k] for k in keys if k in flags}
+    kwargs["use_fp16"] = False
+    model = create_model(**kwargs)
+    ckpt = [f for f in os.listdir(a.model) if f.endswith((".pt", ".pth", ".ckpt"))][0]
+    model.load_state_dict(torch.load(os.path.join(a.model, ckpt), map_location="cpu", weights_only=True))
+    model.eval()
+    size = a.size or flags["image_size"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(a.batch, 3, size, size, generator=g)
+    times = []
+    with torch.no_grad():
+        model(x, torch.full((a.batch,), 500))
+        for i in range(a.repeats):
+            t = time.perf_counter()
+            model(x, torch.full((a.batch,), (i * 97) % 1000))
+            times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"guided-diffusion torch {torch.__version__} threads {a.threads} batch {a.batch} {size}x{size}, {params / 1e6:.2f} M parameters")
+    print(f"UNet forward: median {1e3 * med:.1f} ms per batch ({1e3 * med / a.batch:.2f} ms per map, "
+          f"{a.batch / med:.1f} maps/s) over {len(times)} runs; min {1e3 * min(times):.1f} ms, max {1e3 * max(times):.1f} ms")
+    print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
