@@ -12,7 +12,7 @@ use expanse::io::{HduSelector, Selection};
 use expanse::prep::{PrepOptions, PrepSpec};
 use expanse::diffusion::{self, Ddim};
 use expanse::latents;
-use expanse::pipeline::{Plan, RunConfig, RunOptions};
+use expanse::pipeline::{Plan, RunConfig, RunOptions, RunPart, Shard};
 use expanse::model::{self, Ddpm};
 use expanse::prior::geometry::{self, CandidateKind, SamplingSpec, TestSpec};
 use expanse::prior::{diagnostics, file as prior_file, PriorKind};
@@ -74,6 +74,9 @@ enum Command {
     /// Every stage from one TOML config (ingest → invert → fit → sample → decode → validate) in
     /// one run folder, resumable.
     Run(RunArgs),
+    /// Write (and with --submit, submit) the Slurm jobs of a run: ingest, an inversion job array,
+    /// fit + sample, a decoding job array, validate; each after the previous one succeeded.
+    Slurm(SlurmArgs),
     /// The fidelity benchmark: every variant × seed of a benchmark config as a run, and the table of per-map statistics against the targets
     Fidelity(FidelityArgs),
 }
@@ -104,6 +107,51 @@ struct RunArgs {
     /// Check the config, inputs and model, print the plan and its cost, and stop.
     #[arg(long)]
     dry_run: bool,
+    /// Run one part of the run, as one Slurm job does (see `expanse slurm`): ingest; invert (one
+    /// shard); fit (assembles the inversion shards, fits, samples); decode (one shard); validate
+    /// (assembles the decoding shards, validates, writes the summary).
+    #[arg(long)]
+    stage: Option<String>,
+    /// The shard of --stage invert/decode, I/N (0 <= I < N). Default: SLURM_ARRAY_TASK_ID /
+    /// SLURM_ARRAY_TASK_COUNT.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Number of shards that --stage fit/validate assemble.
+    #[arg(long)]
+    shards: Option<usize>,
+}
+
+#[derive(Args)]
+struct SlurmArgs {
+    /// Run configuration (TOML).
+    config: PathBuf,
+    /// Run folder (default: runs/<run name>); the scripts go to DIR/slurm/, their logs to DIR/slurm/logs/.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Tasks of each job array (inversion and decoding).
+    #[arg(long)]
+    shards: usize,
+    /// Submit the jobs with sbatch (in order, with --dependency=afterok) and print their ids.
+    #[arg(long)]
+    submit: bool,
+    /// Wall-time limit of every job (sbatch --time).
+    #[arg(long)]
+    time: Option<String>,
+    /// Memory of every job (sbatch --mem), e.g. 8G.
+    #[arg(long)]
+    mem: Option<String>,
+    /// Partition of every job.
+    #[arg(long)]
+    partition: Option<String>,
+    /// Account charged for every job.
+    #[arg(long)]
+    account: Option<String>,
+    /// GPUs of every job (sbatch --gres=gpu:G); set model.device = "cuda" in the config.
+    #[arg(long)]
+    gpus: Option<usize>,
+    /// Another #SBATCH argument for every job, e.g. --sbatch-arg=--qos=long (repeatable).
+    #[arg(long = "sbatch-arg", allow_hyphen_values = true)]
+    sbatch_arg: Vec<String>,
 }
 
 /// Which image of a FITS file or dataset of an HDF5 file holds the maps.
@@ -577,6 +625,7 @@ fn main() -> ExitCode {
         Command::Scattering(a) => run_statistic(Statistic::Scattering, BatteryOptions { scattering_j: a.j, scattering_l: a.l, ..BatteryOptions::default() }, &a.common),
         Command::Validate(a) => run_validate(a),
         Command::Run(a) => run_run(a, cli.threads.is_some()),
+        Command::Slurm(a) => run_slurm(a),
         Command::Fidelity(a) => run_fidelity(a),
     });
     match result {
@@ -1137,18 +1186,78 @@ fn run_fidelity(a: FidelityArgs) -> Result<()> {
 }
 
 /// `threads_given`: `--threads` was passed (it wins over `run.threads`).
+fn run_slurm(a: SlurmArgs) -> Result<()> {
+    use expanse::pipeline::slurm;
+    let config = RunConfig::read(&a.config)?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.name()));
+    let plan = Plan::new(config, &a.config)?;
+    let opts = slurm::SlurmOptions {
+        shards: a.shards,
+        time: a.time,
+        mem: a.mem,
+        partition: a.partition,
+        account: a.account,
+        gpus: a.gpus,
+        sbatch_args: a.sbatch_arg,
+    };
+    let exe = std::env::current_exe().context("cannot find the expanse binary's path")?;
+    let jobs = slurm::write_scripts(&plan, &a.config, &out, &exe, &opts)?;
+    println!("wrote {} job scripts into {}", jobs.len(), out.join("slurm").display());
+    if !a.submit {
+        println!("submit them in order (or pass --submit):\n");
+        print!("{}", slurm::submit_commands(&jobs));
+        return Ok(());
+    }
+    let ids = slurm::submit(&jobs, &out)?;
+    for (stage, id) in &ids {
+        println!("{stage}: job {id}");
+    }
+    println!("job ids in {}; logs in {}", out.join("slurm/jobs.json").display(), out.join("slurm/logs").display());
+    Ok(())
+}
+
 fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
     let config = RunConfig::read(&a.config)?;
     if let (Some(n), false) = (config.run.threads, threads_given) {
         expanse::runtime::set_threads(n).with_context(|| format!("{}: run.threads", a.config.display()))?;
     }
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.name()));
-    if !a.dry_run {
+    let part = match &a.stage {
+        Some(stage) => {
+            let shard = match &a.shard {
+                Some(s) => Some(s.parse::<Shard>()?),
+                None => match (std::env::var("SLURM_ARRAY_TASK_ID"), std::env::var("SLURM_ARRAY_TASK_COUNT")) {
+                    (Ok(i), Ok(n)) => Some(format!("{i}/{n}").parse::<Shard>().context("SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT")?),
+                    _ => None,
+                },
+            };
+            Some(RunPart::new(stage, shard, a.shards)?)
+        }
+        None if a.shard.is_some() || a.shards.is_some() => bail!("--shard and --shards go with --stage"),
+        None => None,
+    };
+    let sharded = matches!(part, Some(RunPart::InvertShard(_) | RunPart::DecodeShard(_)));
+    if !a.dry_run && !sharded {
         expanse::pipeline::check_run_folder(&out, a.resume)?;
     }
     let plan = Plan::new(config, &a.config)?;
-    print!("{}", plan.describe(&out));
+    if part.is_none() || a.dry_run {
+        print!("{}", plan.describe(&out));
+    }
     if a.dry_run {
+        return Ok(());
+    }
+    if let Some(part) = part {
+        let opts = RunOptions { resume: a.resume, echo: true, latent_cache: None };
+        let outcome = plan.execute_part(&a.config, &out, part, &opts)?;
+        if let Some(r) = &outcome.shard {
+            println!("{} shard {}/{}: {} batch(es) in {:.1} s", r.stage, r.index, r.count, r.batches.len(), outcome.seconds);
+        } else {
+            println!("{} stage(s) run, {} kept, {:.1} s", outcome.ran.len(), outcome.kept.len(), outcome.seconds);
+        }
+        if let Some(summary) = &outcome.summary {
+            print!("\n{}", summary.text);
+        }
         return Ok(());
     }
     let opts = RunOptions { resume: a.resume, echo: true, latent_cache: None };

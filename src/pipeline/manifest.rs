@@ -69,6 +69,28 @@ pub struct Manifest {
     pub complete: bool,
     /// Peak resident memory of the process that last worked on the run, MiB (Linux).
     pub peak_memory_mib: Option<f64>,
+    /// The shards that computed a sharded stage (`invert`, `decode`), when it ran as a job array.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shards: BTreeMap<String, Vec<ShardRecord>>,
+}
+
+/// What one shard of a sharded stage computed (`shards/<stage>_<I>_of_<N>.json` until the stage
+/// is assembled, then in the manifest): its batch checkpoints with their hashes, and the Slurm job
+/// that ran it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// `invert` or `decode`.
+    pub stage: String,
+    pub index: usize,
+    pub count: usize,
+    /// Batch checkpoints written (or kept from an earlier attempt), relative to the run folder.
+    pub batches: Vec<FileHash>,
+    /// `SLURM_*` variables of the job (job id, array job id and task id, node, restart count).
+    pub job: BTreeMap<String, String>,
+    pub host: String,
+    pub threads: usize,
+    pub seconds: f64,
+    pub finished: String,
 }
 
 impl Manifest {

@@ -19,10 +19,14 @@
 //! samples/<domain>.latents.npy     accepted latents (+ .json: targets, acceptance, seed)
 //! samples/<domain>.<fmt>           synthetic maps, physical units; <domain>.png/.svg
 //! report/<domain>/                 report.json, report.md, figures
+//! slurm/                           job scripts and logs of `expanse slurm` (see [`slurm`])
+//! shards/<stage>_<I>_of_<N>.json   a shard's record until its stage is assembled (see [`shard`])
 //! ```
 
 pub mod config;
 pub mod manifest;
+pub mod shard;
+pub mod slurm;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -35,6 +39,7 @@ use serde_json::{json, Value};
 
 pub use config::RunConfig;
 pub use manifest::Manifest;
+pub use shard::{PartOutcome, RunPart, Shard, ShardedStage};
 
 use crate::diffusion::{Ddim, NoiseSchedule};
 use crate::error::{Error, Result};
@@ -333,6 +338,80 @@ impl Plan {
         }
         runner.finish(start.elapsed().as_secs_f64())
     }
+
+    /// Runs one part of the run in `run_dir` (see [`shard`]), as one Slurm job does. The folder
+    /// must have been started by the `ingest` part (any part but a shard resumes it); a shard
+    /// writes only its batch checkpoints and its record.
+    pub fn execute_part(&self, config_path: &Path, run_dir: &Path, part: RunPart, opts: &RunOptions) -> Result<PartOutcome> {
+        model::parse_device(&self.config.model.device).map_err(|e| Error::content(config_path, format!("model.device: {e}")))?;
+        let start = Instant::now();
+        let names: Vec<String> = self.domains.iter().map(|d| d.name.clone()).collect();
+        let sharded = match part {
+            RunPart::InvertShard(s) => Some((ShardedStage::Invert, s)),
+            RunPart::DecodeShard(s) => Some((ShardedStage::Decode, s)),
+            _ => None,
+        };
+        if let Some((stage, s)) = sharded {
+            let mut runner = Runner::attach(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
+            let record = runner.run_shard(stage, s)?;
+            return Ok(PartOutcome { ran: vec![], kept: vec![], shard: Some(record), summary: None, seconds: start.elapsed().as_secs_f64() });
+        }
+        let mut runner = Runner::open(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
+        let stages = |prefix: &str| -> Vec<String> { names.iter().map(|d| format!("{prefix}/{d}")).collect() };
+        match part {
+            RunPart::Ingest => {
+                for n in stages("ingest") {
+                    let d = n.split_once('/').expect("domain stage").1.to_string();
+                    runner.stage(&n, |r| r.ingest(&d))?;
+                }
+            }
+            RunPart::Fit { shards } => {
+                for n in stages("ingest") {
+                    runner.require(&n, "ingest")?;
+                }
+                runner.check_shards(ShardedStage::Invert, shards)?;
+                for d in &names {
+                    runner.stage(&format!("ingest/{d}"), |r| r.ingest(d))?;
+                }
+                for d in &names {
+                    runner.stage(&format!("invert/{d}"), |r| r.invert(d))?;
+                }
+                runner.remove_shard_records(ShardedStage::Invert)?;
+                runner.stage("fit", |r| r.fit())?;
+                for d in &names {
+                    runner.stage(&format!("sample/{d}"), |r| r.sample(d))?;
+                }
+            }
+            RunPart::Validate { shards } => {
+                for n in stages("sample") {
+                    runner.require(&n, "fit")?;
+                }
+                runner.check_shards(ShardedStage::Decode, shards)?;
+                for d in &names {
+                    runner.stage(&format!("ingest/{d}"), |r| r.ingest(d))?;
+                }
+                for d in &names {
+                    runner.stage(&format!("invert/{d}"), |r| r.invert(d))?;
+                }
+                runner.stage("fit", |r| r.fit())?;
+                for d in &names {
+                    runner.stage(&format!("sample/{d}"), |r| r.sample(d))?;
+                }
+                for d in &names {
+                    runner.stage(&format!("decode/{d}"), |r| r.decode(d))?;
+                }
+                runner.remove_shard_records(ShardedStage::Decode)?;
+                for d in &names {
+                    runner.stage(&format!("validate/{d}"), |r| r.validate(d))?;
+                }
+                let summary = runner.finish(start.elapsed().as_secs_f64())?;
+                let (ran, kept) = (summary.ran.clone(), summary.kept.clone());
+                return Ok(PartOutcome { ran, kept, shard: None, summary: Some(summary), seconds: start.elapsed().as_secs_f64() });
+            }
+            RunPart::InvertShard(_) | RunPart::DecodeShard(_) => unreachable!("handled above"),
+        }
+        Ok(PartOutcome { ran: runner.ran.clone(), kept: runner.kept.clone(), shard: None, summary: None, seconds: start.elapsed().as_secs_f64() })
+    }
 }
 
 /// Per-domain results of a finished run.
@@ -405,7 +484,8 @@ pub fn check_run_folder(dir: &Path, resume: bool) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     let manifest = names.iter().any(|n| n == "manifest.json");
-    let unstarted = names.iter().all(|n| matches!(n.as_str(), "config.toml" | "run.log" | ".lock"));
+    // `slurm/`: the job scripts `expanse slurm` writes before the first job starts the run.
+    let unstarted = names.iter().all(|n| matches!(n.as_str(), "config.toml" | "run.log" | ".lock" | "slurm"));
     if names.is_empty() || (resume && (manifest || unstarted)) {
         return Ok(());
     }
@@ -443,7 +523,9 @@ impl Drop for RunLock {
 
 struct Runner<'a> {
     plan: &'a Plan,
-    _lock: RunLock,
+    /// None for a shard, which writes only its own files.
+    _lock: Option<RunLock>,
+    config_path: PathBuf,
     dir: PathBuf,
     manifest: Manifest,
     /// A stage ran in this invocation: every later stage runs too.
@@ -493,6 +575,23 @@ fn progress_bar(total: u64, what: &str, echo: bool) -> ProgressBar {
 }
 
 type StageOutput = (Vec<PathBuf>, BTreeMap<String, Value>);
+
+/// Makes the checkpoint folder of a stage for input `key`, discarding checkpoints of another input.
+fn prepare_partial(partial: &Path, key: &str) -> Result<()> {
+    let key_file = partial.join("key.txt");
+    if partial.is_dir() && std::fs::read_to_string(&key_file).ok().as_deref() != Some(key) {
+        std::fs::remove_dir_all(partial).map_err(|e| Error::write(partial, e))?;
+    }
+    if !key_file.is_file() {
+        crate::io::write_text(&key_file, key)?;
+    }
+    Ok(())
+}
+
+/// The checkpoint of batch `b` in a stage's checkpoint folder.
+fn batch_file(partial: &Path, b: usize) -> PathBuf {
+    partial.join(format!("batch_{b:05}.npy"))
+}
 
 /// What a checkpointed stage took from earlier work instead of computing it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -568,6 +667,7 @@ impl<'a> Runner<'a> {
                 stages: BTreeMap::new(),
                 complete: false,
                 peak_memory_mib: None,
+                shards: BTreeMap::new(),
             };
             m.write(&manifest_file)?;
             log.line(&format!("run '{}' from {} into {}", plan.config.name(), config_path.display(), dir.display()))?;
@@ -575,7 +675,8 @@ impl<'a> Runner<'a> {
         };
         Ok(Runner {
             plan,
-            _lock: lock,
+            _lock: Some(lock),
+            config_path: config_path.to_path_buf(),
             dir: dir.to_path_buf(),
             manifest,
             redo: false,
@@ -583,6 +684,53 @@ impl<'a> Runner<'a> {
             log,
             echo: opts.echo,
             latent_cache: opts.latent_cache.clone(),
+            ran: Vec::new(),
+            kept: Vec::new(),
+        })
+    }
+
+    /// Opens a started run folder for a shard, without the lock (shards run side by side and write
+    /// only their own files) and without writing the manifest: the folder must hold a run of the
+    /// same config, inputs and model.
+    fn attach(plan: &'a Plan, config_path: &Path, dir: &Path, opts: &RunOptions) -> Result<Runner<'a>> {
+        let manifest_file = dir.join("manifest.json");
+        if !manifest_file.is_file() {
+            return Err(Error::Invalid(format!(
+                "{}: no run has started here: run `expanse run {} --out {} --resume --stage ingest` first",
+                dir.display(),
+                config_path.display(),
+                dir.display()
+            )));
+        }
+        let manifest = Manifest::read(&manifest_file)?;
+        let config_file = dir.join("config.toml");
+        let stored_text = std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(&e)))?;
+        let stored: RunConfig = toml::from_str(&stored_text).map_err(|e| Error::format(&config_file, config::toml_error(&stored_text, &e)))?;
+        let keys = config::differing_keys(&stored, &plan.config);
+        if !keys.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: the run folder holds a run of another config (differs at {}): use the run's own config or another --out",
+                dir.display(),
+                keys.join(", ")
+            )));
+        }
+        let inputs: Vec<PathBuf> = plan.config.domains.iter().flat_map(|d| d.inputs.iter().cloned()).collect();
+        for (now, then) in hash_files(&inputs)?.iter().zip(&manifest.inputs).chain(hash_files(&plan.model.files)?.iter().zip(&manifest.model)) {
+            if now != then {
+                return Err(Error::content(&now.path, format!("changed since the run in {} started (SHA-256 differs)", dir.display())));
+            }
+        }
+        Ok(Runner {
+            plan,
+            _lock: None,
+            config_path: config_path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            manifest,
+            redo: false,
+            model: None,
+            log: Log { path: dir.join("run.log"), echo: opts.echo },
+            echo: opts.echo,
+            latent_cache: None,
             ran: Vec::new(),
             kept: Vec::new(),
         })
@@ -699,8 +847,9 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs `f` over `x` in batches of the configured size, keeping each batch's result in
-    /// `partial/` so that an interrupted stage resumes where it stopped. `key` identifies the
-    /// input: checkpoints made for another input are discarded.
+    /// `partial/` so that an interrupted stage resumes where it stopped (and so that the shards of
+    /// a job array can compute the batches). `key` identifies the input: checkpoints made for
+    /// another input are discarded.
     fn checkpointed(
         &mut self,
         partial: &Path,
@@ -710,13 +859,7 @@ impl<'a> Runner<'a> {
         steps_per_batch: u64,
         mut f: impl FnMut(&mut Self, &Array4<f32>, &ProgressBar) -> Result<Array4<f32>>,
     ) -> Result<(Array4<f32>, Reused)> {
-        let key_file = partial.join("key.txt");
-        if partial.is_dir() && std::fs::read_to_string(&key_file).ok().as_deref() != Some(key) {
-            std::fs::remove_dir_all(partial).map_err(|e| Error::write(partial, e))?;
-        }
-        if !partial.is_dir() {
-            crate::io::write_text(&key_file, key)?;
-        }
+        prepare_partial(partial, key)?;
         let batch = self.plan.config.model.batch;
         let n = x.len_of(Axis(0));
         let batches = n.div_ceil(batch);
@@ -725,24 +868,13 @@ impl<'a> Runner<'a> {
         let mut reused = Reused::default();
         for b in 0..batches {
             let (start, end) = (b * batch, ((b + 1) * batch).min(n));
-            let file = partial.join(format!("batch_{b:05}.npy"));
             let chunk = x.slice(s![start..end, .., .., ..]).to_owned();
-            let kept: Option<Array4<f32>> = ndarray_npy::read_npy(&file).ok().filter(|a: &Array4<f32>| a.dim() == chunk.dim());
-            let out = match kept {
-                Some(a) => {
-                    reused.batches += 1;
-                    reused.maps += end - start;
-                    pb.inc(steps_per_batch);
-                    a
-                }
-                None => {
-                    let out = f(self, &chunk, &pb)?;
-                    let files = crate::io::AtomicFiles::new(std::slice::from_ref(&file))?;
-                    ndarray_npy::write_npy(files.temp(0), &out).map_err(|e| Error::write(&file, e))?;
-                    files.commit()?;
-                    out
-                }
-            };
+            let (out, kept) = self.checkpoint_batch(&batch_file(partial, b), &chunk, |r, c| f(r, c, &pb))?;
+            if kept {
+                reused.batches += 1;
+                reused.maps += end - start;
+                pb.inc(steps_per_batch);
+            }
             parts.push(out);
         }
         pb.finish_and_clear();
@@ -750,7 +882,28 @@ impl<'a> Runner<'a> {
         Ok((ndarray::concatenate(Axis(0), &views).expect("same shapes"), reused))
     }
 
-    fn invert(&mut self, d: &str) -> Result<StageOutput> {
+    /// One batch: its checkpoint `file` when it holds a result of the right shape, else `f` on
+    /// `chunk`, written atomically to `file`. Also says whether the checkpoint was kept.
+    fn checkpoint_batch(
+        &mut self,
+        file: &Path,
+        chunk: &Array4<f32>,
+        f: impl FnOnce(&mut Self, &Array4<f32>) -> Result<Array4<f32>>,
+    ) -> Result<(Array4<f32>, bool)> {
+        let kept: Option<Array4<f32>> = ndarray_npy::read_npy(file).ok().filter(|a: &Array4<f32>| a.dim() == chunk.dim());
+        if let Some(a) = kept {
+            return Ok((a, true));
+        }
+        let out = f(self, chunk)?;
+        let files = crate::io::AtomicFiles::new(&[file.to_path_buf()])?;
+        ndarray_npy::write_npy(files.temp(0), &out).map_err(|e| Error::write(file, e))?;
+        files.commit()?;
+        Ok((out, false))
+    }
+
+    /// What inversion of domain `d` reads: the model-space stack, the grid, and the key of its
+    /// checkpoints.
+    fn invert_setup(&mut self, d: &str) -> Result<(ModelInput, Ddim, String)> {
         let stack_path = self.path(&["stacks", &format!("{d}.h5")]);
         let input = latents::read_model_input(&stack_path)?;
         let ddim = self.ddim()?;
@@ -762,6 +915,24 @@ impl<'a> Runner<'a> {
             ddim.clip,
             self.plan.config.model.batch
         );
+        Ok((input, ddim, key))
+    }
+
+    /// What decoding of domain `d` reads: the accepted latents, the grid (with the decoding
+    /// clip), and the key of its checkpoints.
+    fn decode_setup(&mut self, d: &str) -> Result<(ModelInput, Ddim, String)> {
+        let latents_path = self.path(&["samples", &format!("{d}.latents.npy")]);
+        let input: ModelInput = latents::read_model_input(&latents_path)?;
+        let mut ddim = self.ddim()?;
+        if let Some(c) = self.plan.config.inversion.decode_clip {
+            ddim.clip = Some(c);
+        }
+        let key = format!("{}\n{:?} clip {:?}\nbatch {}\n", FileHash::of(&latents_path, &latents_path)?.sha256, ddim.seq, ddim.clip, self.plan.config.model.batch);
+        Ok((input, ddim, key))
+    }
+
+    fn invert(&mut self, d: &str) -> Result<StageOutput> {
+        let (input, ddim, key) = self.invert_setup(d)?;
         let cached = self.latent_cache.as_ref().map(|dir| dir.join(format!("latents-{}.npy", &self.cache_key(&input, &ddim)[..24])));
         let from_cache: Option<Array4<f32>> =
             cached.as_ref().and_then(|f| ndarray_npy::read_npy(f).ok()).filter(|a: &Array4<f32>| a.dim() == input.data.dim());
@@ -860,13 +1031,7 @@ impl<'a> Runner<'a> {
     }
 
     fn decode(&mut self, d: &str) -> Result<StageOutput> {
-        let latents_path = self.path(&["samples", &format!("{d}.latents.npy")]);
-        let input: ModelInput = latents::read_model_input(&latents_path)?;
-        let mut ddim = self.ddim()?;
-        if let Some(c) = self.plan.config.inversion.decode_clip {
-            ddim.clip = Some(c);
-        }
-        let key = format!("{}\n{:?} clip {:?}\nbatch {}\n", FileHash::of(&latents_path, &latents_path)?.sha256, ddim.seq, ddim.clip, self.plan.config.model.batch);
+        let (input, ddim, key) = self.decode_setup(d)?;
         let partial = self.partial_dir(&format!("decode/{d}")).expect("decoding checkpoints");
         let steps = ddim.seq.len() as u64;
         let (images, reused) = self.checkpointed(&partial, &key, &input.data, &format!("decode {d}"), steps, |r, chunk, pb| {
