@@ -28,6 +28,7 @@ def main():
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -40,23 +41,28 @@ def main():
     model = create_model(**kwargs)
     ckpt = [f for f in os.listdir(a.model) if f.endswith((".pt", ".pth", ".ckpt"))][0]
     model.load_state_dict(torch.load(os.path.join(a.model, ckpt), map_location="cpu", weights_only=True))
-    model.eval()
+    model.eval().to(a.device)
     size = a.size or flags["image_size"]
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(a.batch, 3, size, size, generator=g)
+    x = torch.randn(a.batch, 3, size, size, generator=g).to(a.device)
+    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     times = []
     with torch.no_grad():
-        model(x, torch.full((a.batch,), 500))
+        model(x, torch.full((a.batch,), 500, device=a.device))
+        sync()
         for i in range(a.repeats):
             t = time.perf_counter()
-            model(x, torch.full((a.batch,), (i * 97) % 1000))
+            model(x, torch.full((a.batch,), (i * 97) % 1000, device=a.device))
+            sync()
             times.append(time.perf_counter() - t)
     med = statistics.median(times)
     params = sum(p.numel() for p in model.parameters())
-    print(f"guided-diffusion torch {torch.__version__} threads {a.threads} batch {a.batch} {size}x{size}, {params / 1e6:.2f} M parameters")
+    print(f"guided-diffusion torch {torch.__version__} {a.device} threads {a.threads} batch {a.batch} {size}x{size}, {params / 1e6:.2f} M parameters")
     print(f"UNet forward: median {1e3 * med:.1f} ms per batch ({1e3 * med / a.batch:.2f} ms per map, "
           f"{a.batch / med:.1f} maps/s) over {len(times)} runs; min {1e3 * min(times):.1f} ms, max {1e3 * max(times):.1f} ms")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if a.device.startswith("cuda"):
+        print(f"peak device memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
