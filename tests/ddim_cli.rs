@@ -61,11 +61,25 @@ fn reconstruct_reports_per_map_errors_and_cost() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
     let x0 = fixtures().join("ddim/x0.npy");
-    let text = ok(&["reconstruct", "--model", &model(), "--input", x0.to_str().unwrap(), "--steps", "6", "--fixed-point", "1", "--report", report.to_str().unwrap()]);
+    let rec = dir.path().join("rec.npy");
+    let text = ok(&["reconstruct", "--model", &model(), "--input", x0.to_str().unwrap(), "--steps", "6", "--fixed-point", "1", "--report", report.to_str().unwrap(), "--out", rec.to_str().unwrap()]);
     assert!(text.contains("PSNR") && text.contains("inversion 20 UNet evaluations (2 per step"), "{text}");
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(r["per_map"].as_array().unwrap().len(), 2);
-    assert!(r["mean_mse"].as_f64().unwrap() > 0.0);
+    // The reported errors are those of the written reconstructions: MSE per map and PSNR for a
+    // data range of 2 (model space).
+    let (x, y) = (npy(&x0), npy(&rec));
+    let mut mean = 0.0;
+    for (i, m) in r["per_map"].as_array().unwrap().iter().enumerate() {
+        let (a, b) = (x.index_axis(ndarray::Axis(0), i), y.index_axis(ndarray::Axis(0), i));
+        let mse = a.iter().zip(b.iter()).map(|(p, q)| ((p - q) as f64).powi(2)).sum::<f64>() / a.len() as f64;
+        let got = m["mse"].as_f64().unwrap();
+        assert!((got - mse).abs() <= 1e-6 * mse.max(1e-12), "map {i}: reported MSE {got}, recomputed {mse}");
+        let psnr = m["psnr_db"].as_f64().unwrap();
+        assert!((psnr - 10.0 * (4.0 / mse).log10()).abs() < 1e-6, "map {i}: PSNR {psnr}");
+        mean += mse / 2.0;
+    }
+    assert!((r["mean_mse"].as_f64().unwrap() - mean).abs() <= 1e-6 * mean, "{r}");
 }
 
 #[test]

@@ -41,7 +41,11 @@ fn fit_then_sample_makes_reproducible_maps_in_physical_units() {
     let diag: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("prior.diagnostics.json")).unwrap()).unwrap();
     assert_eq!(diag["domains"][0]["n"], 32);
     assert!(diag["domains"][0]["ks"]["p_value"].is_number());
-    assert!(diag["separability"]["loo_nearest_centroid_accuracy"].as_f64().unwrap() > 0.5);
+    let accuracy = diag["separability"]["loo_nearest_centroid_accuracy"].as_f64().unwrap();
+    println!("leave-one-out nearest-centroid accuracy, clouds against Hubble: {accuracy}");
+    // Chance is 0.5 (a standard deviation of 0.06 for 64 latents); measured 0.875 with this
+    // 3-point grid on 16×16 crops.
+    assert!(accuracy >= 0.8, "{accuracy}");
 
     let run = |out: &Path| {
         ok(&[

@@ -53,6 +53,24 @@ fn the_main_job_command_runs() {
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["complete"], true);
     assert_eq!(manifest["stages"]["sample/clouds"]["counts"]["accepted"], 16);
+    // The quickstart's numbers, as README and BENCHMARKS quote them: a run is deterministic (and
+    // bit-identical at any thread count), so these move only when the method or the model does;
+    // 1 % leaves room for nothing but rounding.
+    let counts = |stage: &str, key: &str| manifest["stages"][stage]["counts"][key].as_f64().unwrap_or_else(|| panic!("{stage} {key}"));
+    for (stage, key, want) in [
+        ("sample/clouds", "tried", 175.0),
+        ("validate/clouds", "slope_real", -3.0434),
+        ("validate/clouds", "slope_synthetic", -3.0652),
+        ("validate/clouds", "level_spread_ratio", 1.6109),
+        ("validate/clouds", "hellinger", 0.07244),
+        ("validate/clouds", "memorization_ratio", 0.8022),
+        ("validate/clouds", "chi2_power_spectrum", 1.7139),
+        ("validate/clouds", "chi2_scattering", 30.862),
+        ("validate/clouds", "battery_chi2", 7.6297),
+    ] {
+        let got = counts(stage, key);
+        assert!((got - want).abs() <= 0.01 * want.abs(), "{stage} {key}: {got}, stored {want}");
+    }
     for f in ["samples/clouds.fits", "samples/clouds.h5", "samples/clouds.png", "report/clouds/report.json",
         "report/clouds/power_spectra.png", "report/clouds/maps.png", "prior/prior.diagnostics.png", "summary.md"]
     {

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use expanse::diffusion::{Ddim, NoiseSchedule};
 use expanse::model::Ddpm;
 use indicatif::ProgressBar;
-use ndarray::{Array1, Array4, ArrayD};
+use ndarray::{Array1, Array4};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -142,7 +142,8 @@ fn ddim_inversion_and_generation_match_the_float64_reference() {
     let zf = ddim.invert(&ddpm, &x0, 2, &pb).unwrap();
     close(&zf, &npy4(&root().join("ddim/latents_fixed_point3.npy")), 5e-4, 1e-3, "fixed-point latents");
     let recf = ddim.generate(&ddpm, &zf, 0.0, 0, 2, &pb).unwrap();
-    close(&recf, &npy4(&root().join("ddim/reconstruction_fixed_point3.npy")), 5e-2, 1e-3, "fixed-point reconstruction");
+    // The reference's own float32 run differs from its float64 one by 7.1e-3 here (grid.json).
+    close(&recf, &npy4(&root().join("ddim/reconstruction_fixed_point3.npy")), 1e-2, 1e-3, "fixed-point reconstruction");
 }
 
 /// Copies a fixture model with its weights edited by `edit`.
@@ -203,17 +204,66 @@ fn unsupported_configs_and_sizes_are_clear_errors() {
 
 #[test]
 fn half_precision_runs_where_candle_supports_it() {
-    // On CPU candle runs f16/bf16; the result stays close to f32.
+    // On the CPU candle runs f16 (its own operations): the error against diffusers' float32
+    // output is that of the 10-bit mantissa (measured 1.8e-3 of the output RMS), not of a wrong
+    // layer. candle's CPU matmul has no bf16: that is one clear error.
     let dir = root().join("attn_multihead");
     let x = npy4(&dir.join("input.npy"));
-    let f32_out = Ddpm::load(&dir, &Device::Cpu, DType::F32).unwrap().forward(&tensor(&x), 500.0).unwrap();
+    let ts: Array1<i64> = ndarray_npy::read_npy(dir.join("timesteps.npy")).unwrap();
+    let t = Tensor::from_vec(ts.iter().map(|&v| v as f32).collect::<Vec<_>>(), ts.len(), &Device::Cpu).unwrap();
+    let want = npy4(&dir.join("output.npy"));
+    let rms = |a: &Array4<f32>| (a.iter().map(|v| (v * v) as f64).sum::<f64>() / a.len() as f64).sqrt();
+    let m = Ddpm::load(&dir, &Device::Cpu, DType::F16).unwrap();
+    let got = to_array(&m.unet.forward(&tensor(&x).to_dtype(DType::F16).unwrap(), &t).unwrap().to_dtype(DType::F32).unwrap());
+    let rel = rms(&(&got - &want)) / rms(&want);
+    println!("f16: relative RMS error {rel:.2e}");
+    assert!(rel < 5e-3, "f16 deviates by {rel} of the output RMS");
     match Ddpm::load(&dir, &Device::Cpu, DType::BF16) {
         Ok(m) => {
-            let out = m.forward(&tensor(&x), 500.0).unwrap().to_dtype(DType::F32).unwrap();
-            let err = max_abs_diff(&to_array(&out), &to_array(&f32_out));
-            assert!(err < 0.2, "bf16 deviates by {err}");
+            let got = to_array(&m.unet.forward(&tensor(&x).to_dtype(DType::BF16).unwrap(), &t).unwrap().to_dtype(DType::F32).unwrap());
+            let rel = rms(&(&got - &want)) / rms(&want);
+            assert!(rel < 3e-2, "bf16 deviates by {rel} of the output RMS");
         }
-        Err(e) => assert!(e.to_string().contains("not supported"), "{e}"),
+        Err(e) => assert!(e.to_string().contains("dtype BF16 is not supported on cpu"), "{e}"),
     }
-    let _unused: Option<ArrayD<f32>> = None;
+}
+
+#[test]
+fn schedules_match_diffusers_with_and_without_zero_terminal_snr() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schedules");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let files = manifest["files"].as_object().unwrap();
+    assert_eq!(files.len(), 6);
+    for (file, cfg) in files {
+        let config: expanse::model::SchedulerConfig = serde_json::from_value(cfg.clone()).unwrap();
+        let ours = NoiseSchedule::from_config(&config).unwrap();
+        let want: Array1<f64> = ndarray_npy::read_npy(dir.join(file)).unwrap();
+        // diffusers builds the schedule in float32.
+        let err = want.iter().enumerate().map(|(t, w)| (ours.alpha_bar(t) - w).abs()).fold(0.0, f64::max);
+        assert!(err < 2e-6, "{file}: {err}");
+        if config.rescale_betas_zero_snr {
+            assert_eq!(ours.alpha_bar(999), 0.0, "{file}");
+            // The zero-SNR level cannot be a DDIM end point.
+            let e = Ddim::new(ours.clone(), 10, 999).unwrap_err().to_string();
+            assert!(e.contains("zero-SNR") && e.contains("t0 < 999"), "{e}");
+            assert!(Ddim::new(ours, 10, 998).is_ok());
+        }
+    }
+}
+
+#[test]
+fn scheduler_keys_that_change_the_steps_are_refused_by_name() {
+    for (key, value, cause) in [
+        ("thresholding", serde_json::json!(true), "thresholding = true"),
+        ("_class_name", serde_json::json!("ScoreSdeVeScheduler"), "_class_name 'ScoreSdeVeScheduler'"),
+        ("variance_type", serde_json::json!("fixed_huge"), "variance_type 'fixed_huge'"),
+    ] {
+        let d = edited_model(|_| {});
+        let path = d.path().join("scheduler_config.json");
+        let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        cfg[key] = value;
+        std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
+        let e = load_err(d.path());
+        assert!(e.contains(cause) && e.contains("scheduler_config.json"), "{key}: {e}");
+    }
 }

@@ -105,6 +105,11 @@ impl Ddim {
     /// The paper's grid of `points` levels up to `t0` on `schedule`.
     pub fn new(schedule: NoiseSchedule, points: usize, t0: usize) -> Result<Ddim> {
         let seq = paper_grid(points, t0, schedule.len())?;
+        if schedule.alpha_bar(t0) <= 0.0 {
+            return Err(Error::Invalid(format!(
+                "t0 = {t0} is the zero-SNR level of this schedule (ᾱ = 0: nothing of the data is left to invert to or generate from); choose t0 < {t0}"
+            )));
+        }
         Ok(Ddim { seq, fixed_point: 0, clip: None, schedule: Some(schedule) })
     }
 

@@ -46,22 +46,36 @@ impl NoiseSchedule {
         }))
     }
 
-    /// The schedule a diffusers `scheduler_config.json` describes.
+    /// The schedule a diffusers `scheduler_config.json` describes (with
+    /// `rescale_betas_zero_snr`, rescaled as diffusers does).
     pub fn from_config(c: &SchedulerConfig) -> Result<Self> {
-        if let Some(b) = &c.trained_betas {
-            return Ok(Self::from_betas(b.iter().copied()));
-        }
-        if c.num_train_timesteps < 2 {
-            return Err(Error::Invalid("num_train_timesteps must be at least 2".into()));
-        }
-        match c.beta_schedule.as_str() {
-            "linear" => Ok(Self::linear(c.beta_start, c.beta_end, c.num_train_timesteps)),
-            "scaled_linear" => Ok(Self::scaled_linear(c.beta_start, c.beta_end, c.num_train_timesteps)),
-            "squaredcos_cap_v2" => Ok(Self::squaredcos_cap_v2(c.num_train_timesteps)),
-            other => Err(Error::Invalid(format!(
-                "unsupported beta_schedule '{other}' (linear, scaled_linear, squaredcos_cap_v2)"
-            ))),
-        }
+        let schedule = if let Some(b) = &c.trained_betas {
+            Self::from_betas(b.iter().copied())
+        } else {
+            if c.num_train_timesteps < 2 {
+                return Err(Error::Invalid("num_train_timesteps must be at least 2".into()));
+            }
+            match c.beta_schedule.as_str() {
+                "linear" => Self::linear(c.beta_start, c.beta_end, c.num_train_timesteps),
+                "scaled_linear" => Self::scaled_linear(c.beta_start, c.beta_end, c.num_train_timesteps),
+                "squaredcos_cap_v2" => Self::squaredcos_cap_v2(c.num_train_timesteps),
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "unsupported beta_schedule '{other}' (linear, scaled_linear, squaredcos_cap_v2)"
+                    )))
+                }
+            }
+        };
+        Ok(if c.rescale_betas_zero_snr { schedule.zero_terminal_snr() } else { schedule })
+    }
+
+    /// Rescaled so that √ᾱ keeps its first value and reaches 0 at the last level (Lin et al. 2023,
+    /// diffusers' `rescale_zero_terminal_snr`): √ᾱ' = (√ᾱ − √ᾱ_T) · √ᾱ_0 / (√ᾱ_0 − √ᾱ_T).
+    pub fn zero_terminal_snr(&self) -> Self {
+        let s: Vec<f64> = self.alphas_cumprod.iter().map(|a| a.sqrt()).collect();
+        let (first, last) = (s[0], s[s.len() - 1]);
+        let alphas_cumprod = s.iter().map(|v| ((v - last) * first / (first - last)).powi(2)).collect();
+        NoiseSchedule { alphas_cumprod }
     }
 
     /// Number of training timesteps.

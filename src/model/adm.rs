@@ -272,7 +272,7 @@ impl AdmConfig {
             beta_end: 0.02 * scale,
             beta_schedule: if self.noise_schedule == "cosine" { "squaredcos_cap_v2".into() } else { "linear".into() },
             prediction_type: if self.predict_xstart { "sample".into() } else { "epsilon".into() },
-            trained_betas: None,
+            ..SchedulerConfig::default()
         }
     }
 

@@ -175,7 +175,11 @@ fn d_beta_end() -> f64 { 0.02 }
 fn d_linear() -> String { "linear".into() }
 fn d_epsilon() -> String { "epsilon".into() }
 
-/// The fields of a diffusers `scheduler_config.json` that define the noise schedule.
+/// The fields of a diffusers `scheduler_config.json` that define the noise schedule, and those
+/// that would change what a step computes (checked by [`SchedulerConfig::validate`]). The
+/// sampler's own options (`timestep_spacing`, `steps_offset`, `set_alpha_to_one`, `clip_sample`,
+/// `clip_sample_range`, `sample_max_value`) do not apply: expanse's DDIM uses the paper's grid on
+/// the full schedule and clips x̂₀ only with `--clip`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SchedulerConfig {
     #[serde(default = "d_timesteps")]
@@ -190,6 +194,59 @@ pub struct SchedulerConfig {
     pub prediction_type: String,
     #[serde(default)]
     pub trained_betas: Option<Vec<f64>>,
+    /// Rescale the betas to zero terminal SNR (Lin et al. 2023), as diffusers does.
+    #[serde(default)]
+    pub rescale_betas_zero_snr: bool,
+    /// Dynamic thresholding of x̂₀ (refused: it changes every step).
+    #[serde(default)]
+    pub thresholding: bool,
+    /// The variance of DDPM's ancestral steps; DDIM does not use it (learned variances are the
+    /// second half of the output, which DDIM ignores).
+    #[serde(default)]
+    pub variance_type: Option<String>,
+    /// The scheduler class; it must be one of the variance-preserving DDPM family.
+    #[serde(default, rename = "_class_name")]
+    pub class_name: Option<String>,
+}
+
+/// diffusers schedulers that share DDPM's variance-preserving ᾱ schedule (their differences are
+/// in how they sample, which expanse's DDIM replaces).
+const VP_SCHEDULERS: [&str; 14] = [
+    "DDPMScheduler",
+    "DDIMScheduler",
+    "DDIMInverseScheduler",
+    "DDPMParallelScheduler",
+    "DDIMParallelScheduler",
+    "PNDMScheduler",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "DEISMultistepScheduler",
+    "UniPCMultistepScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler",
+];
+
+impl SchedulerConfig {
+    /// Refuses what would change the computation and is not implemented; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(c) = self.class_name.as_deref().filter(|c| !VP_SCHEDULERS.contains(c)) {
+            return Err(format!(
+                "_class_name '{c}' is not a scheduler of DDPM's variance-preserving family ({})",
+                VP_SCHEDULERS.join(", ")
+            ));
+        }
+        if self.thresholding {
+            return Err("thresholding = true (dynamic thresholding of x̂₀ at every step) is not supported: set it to false to run DDIM without it".into());
+        }
+        if let Some(v) = self.variance_type.as_deref() {
+            if !["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"].contains(&v) {
+                return Err(format!("unknown variance_type '{v}'"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for SchedulerConfig {

@@ -359,6 +359,7 @@ impl ModelFolder {
             SchedulerConfig::default()
         };
         let prediction: Prediction = scheduler.prediction_type.parse().map_err(|e: Error| Error::content(&sched_path, e))?;
+        scheduler.validate().map_err(|e| Error::content(&sched_path, e))?;
         let weights_file = weights_path(&unet_dir)?;
         files.push(weights_file.clone());
         Ok(ModelFolder { format: ModelFormat::Diffusers, config: Architecture::UNet2D(config), scheduler, prediction, files, weights_file })

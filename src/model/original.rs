@@ -130,7 +130,7 @@ impl OriginalDdpmConfig {
             beta_end: d.beta_end,
             beta_schedule: if d.beta_schedule == "quad" { "scaled_linear".into() } else { "linear".into() },
             prediction_type: "epsilon".into(),
-            trained_betas: None,
+            ..SchedulerConfig::default()
         }
     }
 }
