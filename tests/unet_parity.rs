@@ -267,3 +267,25 @@ fn scheduler_keys_that_change_the_steps_are_refused_by_name() {
         assert!(e.contains(cause) && e.contains("scheduler_config.json"), "{key}: {e}");
     }
 }
+
+#[test]
+fn the_shipped_base_model_is_the_one_its_training_record_describes() {
+    use sha2::Digest;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/expanse-natural-32");
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("training.json")).unwrap()).unwrap();
+    let weights = std::fs::read(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let sha = format!("{:x}", sha2::Sha256::digest(&weights));
+    assert_eq!(record["weights_sha256"].as_str(), Some(sha.as_str()), "the weights are not those of the recorded training run");
+    assert!(std::fs::read_to_string(dir.join("MODEL_CARD.md")).unwrap().contains(&sha), "MODEL_CARD.md does not quote the weights' SHA-256");
+    // The script's defaults are the recorded run's.
+    let script = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/train_base.py")).unwrap();
+    let steps = record["steps_requested"].as_u64().unwrap();
+    assert!(script.contains(&format!("\"--steps\", type=int, default={steps}")), "tools/train_base.py's default --steps is not {steps}");
+    assert_eq!(record["stop_reason"].as_str(), Some(format!("reached --steps {steps}").as_str()));
+    assert_eq!(record["seed"], 0);
+    // The architecture the record describes is the shipped config.
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    for (k, v) in record["model_config"].as_object().unwrap() {
+        assert_eq!(&config[k], v, "config.json {k}");
+    }
+}

@@ -51,6 +51,12 @@ Every checkpoint is first written into a sibling temp folder and then swapped
 in with renames, so the folder is never half-written (there is only a window of
 two rename() calls in which it does not exist).
 
+Reproducing the shipped model: `python tools/train_base.py` (the defaults are the shipped run's:
+2400 steps, seed 0, batch 32, one thread; the shipped run also had `--minutes 75` as a safety
+net, and stopped on its step count after 3986 s). The run is deterministic for a given torch build
+on one thread; training.json records the SHA-256 of the weights it wrote, and the shipped one is
+dd9226e4902a7f85625e384ff97024dc61284a9d95b6675ae98c84fd20aaf615 (torch 2.15.0, diffusers 0.42.1).
+
 Stopping: after --steps steps, or when --minutes of wall clock have passed
 (checked after every step), or on SIGINT / SIGTERM: the current step finishes,
 a final checkpoint is written and the script exits with status 0.
@@ -223,7 +229,7 @@ def ema_decay_at(step):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    ap.add_argument("--steps", type=int, default=2400, help="optimizer steps (default 2400, the shipped run)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="wall-clock budget in minutes; stop cleanly (with a checkpoint) when exceeded")
     ap.add_argument("--batch", type=int, default=32)
@@ -363,8 +369,11 @@ def main():
                 w.writerow(["step", "loss", "seconds"])
                 for s, l, sec in log_rows:
                     w.writerow([s, f"{l:.6f}", f"{sec:.1f}"])
+            record = settings_json(final)
+            # The hash of the weights just written: tests/unet_parity.rs checks the shipped file.
+            record["weights_sha256"] = sha256(os.path.join(d, "diffusion_pytorch_model.safetensors"))
             with open(os.path.join(d, "training.json"), "w") as f:
-                json.dump(settings_json(final), f, indent=2)
+                json.dump(record, f, indent=2)
                 f.write("\n")
 
         atomic_write_dir(args.out, fill)
