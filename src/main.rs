@@ -341,7 +341,7 @@ struct SampleArgs {
     #[arg(long)]
     latents: PathBuf,
     /// Number of synthetic maps to make.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = geometry::DEFAULT_COUNT)]
     count: usize,
     /// Synthetic maps in physical units (.fits, .h5 or .npy); the accepted latents go to
     /// <stem>.latents.npy and a picture to <stem>.png/.svg.
@@ -351,16 +351,16 @@ struct SampleArgs {
     #[arg(long, default_value = "draw")]
     candidates: String,
     /// Real latents per test.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = geometry::DEFAULT_K)]
     k: usize,
     /// Accepted central band of the leave-one-out statistics, in percent: LOW,HIGH.
-    #[arg(long, default_value = "5,95")]
+    #[arg(long, default_value_t = format!("{},{}", geometry::DEFAULT_BAND[0], geometry::DEFAULT_BAND[1]))]
     band: String,
     /// Tests to apply: any of distance, origin, pair, norm.
     #[arg(long, value_delimiter = ',', default_values_t = geometry::TEST_NAMES.map(String::from))]
     tests: Vec<String>,
     /// Most candidates to examine before giving up.
-    #[arg(long, default_value_t = 10000)]
+    #[arg(long, default_value_t = geometry::DEFAULT_BUDGET)]
     budget: usize,
     /// Seed of every random choice (targets, candidates).
     #[arg(long, default_value_t = 0)]
@@ -405,7 +405,7 @@ struct ModelArgs {
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Maps per UNet evaluation.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = model::DEFAULT_BATCH)]
     batch: usize,
 }
 

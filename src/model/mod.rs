@@ -26,6 +26,9 @@ pub use unet::UNet2DModel;
 
 use crate::error::{Error, Result};
 
+/// Maps per UNet evaluation by default (`--batch`, `model.batch`).
+pub const DEFAULT_BATCH: usize = 8;
+
 /// What the network predicts (`prediction_type` in the scheduler config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

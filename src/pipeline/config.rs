@@ -335,7 +335,7 @@ fn d_f32() -> String {
     "f32".into()
 }
 fn d_batch() -> usize {
-    8
+    crate::model::DEFAULT_BATCH
 }
 fn d_steps() -> usize {
     crate::diffusion::DEFAULT_STEPS
@@ -347,22 +347,22 @@ fn d_kind() -> String {
     PriorKind::DEFAULT.to_string()
 }
 fn d_count() -> usize {
-    16
+    crate::prior::geometry::DEFAULT_COUNT
 }
 fn d_candidates() -> String {
     "draw".into()
 }
 fn d_k() -> usize {
-    10
+    crate::prior::geometry::DEFAULT_K
 }
 fn d_band() -> [f64; 2] {
-    [5.0, 95.0]
+    crate::prior::geometry::DEFAULT_BAND
 }
 fn d_tests() -> Vec<String> {
     crate::prior::geometry::TEST_NAMES.iter().map(|t| t.to_string()).collect()
 }
 fn d_budget() -> usize {
-    10000
+    crate::prior::geometry::DEFAULT_BUDGET
 }
 fn d_debias() -> DebiasKey {
     DebiasKey::Name(Debias::DEFAULT.to_string())

@@ -92,6 +92,15 @@ pub struct TestSpec {
 /// The names of the tests, in the order of [`Targets::check`].
 pub const TEST_NAMES: [&str; 4] = ["distance", "origin", "pair", "norm"];
 
+/// Synthetic maps made by default (`sample --count`, `sampling.count`).
+pub const DEFAULT_COUNT: usize = 16;
+/// Real latents per test by default (`--k`, `sampling.k`).
+pub const DEFAULT_K: usize = 10;
+/// The accepted central band of the leave-one-out statistics by default, percent.
+pub const DEFAULT_BAND: [f64; 2] = [5.0, 95.0];
+/// Candidates examined at most by default (`--budget`, `sampling.budget`).
+pub const DEFAULT_BUDGET: usize = 10000;
+
 impl TestSpec {
     /// Which tests are on, in the order of [`TEST_NAMES`].
     pub fn enabled(&self) -> [bool; 4] {
