@@ -110,15 +110,18 @@ const PROCESS_MIB: f64 = 15.0;
 /// measured: the quickstart's peak went from 51 to 66 MiB when figures were rendered this way.
 const FIGURE_MIB: f64 = 15.0;
 
+/// The kinds of stage of a run, in order: `fit` runs once, the others once per domain.
+pub const STAGE_KINDS: [&str; 6] = ["ingest", "invert", "fit", "sample", "decode", "validate"];
+
 /// The stage names of a run, in order.
 pub fn stage_names(domains: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    for stage in ["ingest", "invert"] {
-        out.extend(domains.iter().map(|d| format!("{stage}/{d}")));
-    }
-    out.push("fit".into());
-    for stage in ["sample", "decode", "validate"] {
-        out.extend(domains.iter().map(|d| format!("{stage}/{d}")));
+    for kind in STAGE_KINDS {
+        if kind == "fit" {
+            out.push("fit".into());
+        } else {
+            out.extend(domains.iter().map(|d| format!("{kind}/{d}")));
+        }
     }
     out
 }
@@ -318,24 +321,8 @@ impl Plan {
     pub fn execute(&self, config_path: &Path, run_dir: &Path, opts: &RunOptions) -> Result<RunSummary> {
         model::parse_device(&self.config.model.device).map_err(|e| Error::content(config_path, format!("model.device: {e}")))?;
         let mut runner = Runner::open(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
-        let names: Vec<String> = self.domains.iter().map(|d| d.name.clone()).collect();
         let start = Instant::now();
-        for d in &names {
-            runner.stage(&format!("ingest/{d}"), |r| r.ingest(d))?;
-        }
-        for d in &names {
-            runner.stage(&format!("invert/{d}"), |r| r.invert(d))?;
-        }
-        runner.stage("fit", |r| r.fit())?;
-        for d in &names {
-            runner.stage(&format!("sample/{d}"), |r| r.sample(d))?;
-        }
-        for d in &names {
-            runner.stage(&format!("decode/{d}"), |r| r.decode(d))?;
-        }
-        for d in &names {
-            runner.stage(&format!("validate/{d}"), |r| r.validate(d))?;
-        }
+        runner.stages(&STAGE_KINDS)?;
         runner.finish(start.elapsed().as_secs_f64())
     }
 
@@ -357,53 +344,25 @@ impl Plan {
             return Ok(PartOutcome { ran: vec![], kept: vec![], shard: Some(record), summary: None, seconds: start.elapsed().as_secs_f64() });
         }
         let mut runner = Runner::open(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
-        let stages = |prefix: &str| -> Vec<String> { names.iter().map(|d| format!("{prefix}/{d}")).collect() };
         match part {
-            RunPart::Ingest => {
-                for n in stages("ingest") {
-                    let d = n.split_once('/').expect("domain stage").1.to_string();
-                    runner.stage(&n, |r| r.ingest(&d))?;
-                }
-            }
+            RunPart::Ingest => runner.stages(&["ingest"])?,
             RunPart::Fit { shards } => {
-                for n in stages("ingest") {
-                    runner.require(&n, "ingest")?;
+                for d in &names {
+                    runner.require(&format!("ingest/{d}"), "ingest")?;
                 }
                 runner.check_shards(ShardedStage::Invert, shards)?;
-                for d in &names {
-                    runner.stage(&format!("ingest/{d}"), |r| r.ingest(d))?;
-                }
-                for d in &names {
-                    runner.stage(&format!("invert/{d}"), |r| r.invert(d))?;
-                }
+                runner.stages(&["ingest", "invert"])?;
                 runner.remove_shard_records(ShardedStage::Invert)?;
-                runner.stage("fit", |r| r.fit())?;
-                for d in &names {
-                    runner.stage(&format!("sample/{d}"), |r| r.sample(d))?;
-                }
+                runner.stages(&["fit", "sample"])?;
             }
             RunPart::Validate { shards } => {
-                for n in stages("sample") {
-                    runner.require(&n, "fit")?;
+                for d in &names {
+                    runner.require(&format!("sample/{d}"), "fit")?;
                 }
                 runner.check_shards(ShardedStage::Decode, shards)?;
-                for d in &names {
-                    runner.stage(&format!("ingest/{d}"), |r| r.ingest(d))?;
-                }
-                for d in &names {
-                    runner.stage(&format!("invert/{d}"), |r| r.invert(d))?;
-                }
-                runner.stage("fit", |r| r.fit())?;
-                for d in &names {
-                    runner.stage(&format!("sample/{d}"), |r| r.sample(d))?;
-                }
-                for d in &names {
-                    runner.stage(&format!("decode/{d}"), |r| r.decode(d))?;
-                }
+                runner.stages(&["ingest", "invert", "fit", "sample", "decode"])?;
                 runner.remove_shard_records(ShardedStage::Decode)?;
-                for d in &names {
-                    runner.stage(&format!("validate/{d}"), |r| r.validate(d))?;
-                }
+                runner.stages(&["validate"])?;
                 let summary = runner.finish(start.elapsed().as_secs_f64())?;
                 let (ran, kept) = (summary.ran.clone(), summary.kept.clone());
                 return Ok(PartOutcome { ran, kept, shard: None, summary: Some(summary), seconds: start.elapsed().as_secs_f64() });
@@ -576,6 +535,39 @@ fn progress_bar(total: u64, what: &str, echo: bool) -> ProgressBar {
 
 type StageOutput = (Vec<PathBuf>, BTreeMap<String, Value>);
 
+/// Fails when the run folder `dir` holds a `config.toml` that differs from `config` (naming the
+/// keys that differ); a folder without one passes.
+pub(crate) fn check_same_config(dir: &Path, config: &RunConfig) -> Result<()> {
+    let config_file = dir.join("config.toml");
+    if !config_file.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(&e)))?;
+    let stored: RunConfig = toml::from_str(&text).map_err(|e| Error::format(&config_file, config::toml_error(&text, &e)))?;
+    let keys = config::differing_keys(&stored, config);
+    if keys.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{}: the run folder holds a run of another config (differs at {}); continue it with the same config or choose another --out",
+        dir.display(),
+        keys.join(", ")
+    )))
+}
+
+/// Fails unless the run in `dir` (its `config.toml` and `manifest`) was started with `plan`'s
+/// config, inputs and model files.
+fn check_same_run(plan: &Plan, dir: &Path, manifest: &Manifest) -> Result<()> {
+    check_same_config(dir, &plan.config)?;
+    let inputs: Vec<PathBuf> = plan.config.domains.iter().flat_map(|d| d.inputs.iter().cloned()).collect();
+    for (now, then) in hash_files(&inputs)?.iter().zip(&manifest.inputs).chain(hash_files(&plan.model.files)?.iter().zip(&manifest.model)) {
+        if now != then {
+            return Err(Error::content(&now.path, format!("changed since the run in {} started (SHA-256 differs); start a new run folder", dir.display())));
+        }
+    }
+    Ok(())
+}
+
 /// Makes the checkpoint folder of a stage for input `key`, discarding checkpoints of another input.
 fn prepare_partial(partial: &Path, key: &str) -> Result<()> {
     let key_file = partial.join("key.txt");
@@ -618,24 +610,7 @@ impl<'a> Runner<'a> {
         let (manifest, lock) = if exists && manifest_file.is_file() && opts.resume {
             let lock = RunLock::acquire(dir)?;
             let old = Manifest::read(&manifest_file)?;
-            let stored_text = std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(&e)))?;
-            let stored: RunConfig = toml::from_str(&stored_text).map_err(|e| Error::format(&config_file, config::toml_error(&stored_text, &e)))?;
-            let keys = config::differing_keys(&stored, &plan.config);
-            if !keys.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "{}: the run was made with a different config (differs at {}); resume with the same config or start a new run folder",
-                    dir.display(),
-                    keys.join(", ")
-                )));
-            }
-            for (now, then) in hash_files(&inputs)?.iter().zip(&old.inputs).chain(hash_files(&plan.model.files)?.iter().zip(&old.model)) {
-                if now != then {
-                    return Err(Error::content(
-                        &now.path,
-                        format!("changed since the run in {} started (SHA-256 differs); start a new run folder", dir.display()),
-                    ));
-                }
-            }
+            check_same_run(plan, dir, &old)?;
             remove_stale_temporaries(dir);
             log.line(&format!("resuming run '{}' in {} ({} stage(s) recorded)", plan.config.name(), dir.display(), old.stages.len()))?;
             (old, lock)
@@ -703,23 +678,7 @@ impl<'a> Runner<'a> {
             )));
         }
         let manifest = Manifest::read(&manifest_file)?;
-        let config_file = dir.join("config.toml");
-        let stored_text = std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(&e)))?;
-        let stored: RunConfig = toml::from_str(&stored_text).map_err(|e| Error::format(&config_file, config::toml_error(&stored_text, &e)))?;
-        let keys = config::differing_keys(&stored, &plan.config);
-        if !keys.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{}: the run folder holds a run of another config (differs at {}): use the run's own config or another --out",
-                dir.display(),
-                keys.join(", ")
-            )));
-        }
-        let inputs: Vec<PathBuf> = plan.config.domains.iter().flat_map(|d| d.inputs.iter().cloned()).collect();
-        for (now, then) in hash_files(&inputs)?.iter().zip(&manifest.inputs).chain(hash_files(&plan.model.files)?.iter().zip(&manifest.model)) {
-            if now != then {
-                return Err(Error::content(&now.path, format!("changed since the run in {} started (SHA-256 differs)", dir.display())));
-            }
-        }
+        check_same_run(plan, dir, &manifest)?;
         Ok(Runner {
             plan,
             _lock: None,
@@ -780,6 +739,30 @@ impl<'a> Runner<'a> {
         self.remove_checkpoints(name)?;
         self.log.line(&format!("{name}: done in {seconds:.1} s ({})", shown.join(", ")))?;
         self.ran.push(name.to_string());
+        Ok(())
+    }
+
+    /// Runs (or keeps) the stages of each kind in `kinds`, in order: `fit` once, the others once
+    /// per domain.
+    fn stages(&mut self, kinds: &[&str]) -> Result<()> {
+        let names: Vec<String> = self.plan.domains.iter().map(|d| d.name.clone()).collect();
+        for &kind in kinds {
+            if kind == "fit" {
+                self.stage("fit", |r| r.fit())?;
+                continue;
+            }
+            let f: fn(&mut Self, &str) -> Result<StageOutput> = match kind {
+                "ingest" => Self::ingest,
+                "invert" => Self::invert,
+                "sample" => Self::sample,
+                "decode" => Self::decode,
+                "validate" => Self::validate,
+                other => unreachable!("no stage kind '{other}'"),
+            };
+            for d in &names {
+                self.stage(&format!("{kind}/{d}"), |r| f(r, d))?;
+            }
+        }
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{check_run_folder, config, Plan, RunConfig};
+use super::{check_run_folder, check_same_config, Plan};
 use crate::error::{Error, Result};
 
 /// What `expanse slurm` is asked for.
@@ -77,19 +77,7 @@ pub fn write_scripts(plan: &Plan, config_path: &Path, run_dir: &Path, exe: &Path
             )));
         }
     }
-    let config_file = run_dir.join("config.toml");
-    if config_file.is_file() {
-        let text = std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(&e)))?;
-        let stored: RunConfig = toml::from_str(&text).map_err(|e| Error::format(&config_file, config::toml_error(&text, &e)))?;
-        let keys = config::differing_keys(&stored, &plan.config);
-        if !keys.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{}: the run folder holds a run of another config (differs at {}): choose another --out",
-                run_dir.display(),
-                keys.join(", ")
-            )));
-        }
-    }
+    check_same_config(run_dir, &plan.config)?;
     check_run_folder(run_dir, true)?;
     let (config_path, run_dir, exe) = (absolute(config_path)?, absolute(run_dir)?, absolute(exe)?);
     let slurm_dir = run_dir.join("slurm");
