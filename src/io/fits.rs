@@ -28,6 +28,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         if !self.ptr.is_null() {
             let mut status = 0;
+            // SAFETY: `ptr` is a handle cfitsio opened (non-null checked) and nothing uses it after drop.
             unsafe { sys::ffclos(self.ptr, &mut status) };
         }
     }
@@ -40,14 +41,18 @@ fn cstring(path: &Path, s: &str) -> Result<CString> {
 /// cfitsio's text for a status code plus the most recent message on its error stack.
 fn status_text(status: c_int) -> String {
     let mut buf = [0 as c_char; 81];
+    // SAFETY: ffgerr writes at most 30 characters + NUL into the 81-byte buffer.
     unsafe { sys::ffgerr(status, buf.as_mut_ptr()) };
+    // SAFETY: the buffer was zeroed and ffgerr NUL-terminates what it writes.
     let mut text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().trim().to_string();
     let mut detail = Vec::new();
     loop {
         let mut msg = [0 as c_char; 81];
+        // SAFETY: ffgmsg writes at most 80 characters + NUL into the 81-byte buffer.
         if unsafe { sys::ffgmsg(msg.as_mut_ptr()) } == 0 {
             break;
         }
+        // SAFETY: zeroed buffer, NUL-terminated by ffgmsg.
         let m = unsafe { CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().trim().to_string();
         if !m.is_empty() {
             detail.push(m);
@@ -68,6 +73,7 @@ impl Handle {
         let mut ptr = std::ptr::null_mut();
         let mut status = 0;
         // ffdkopn: open the named disk file literally (no extended-filename syntax).
+        // SAFETY: `c` is a NUL-terminated path alive for the call; cfitsio sets `ptr` only on success (status 0).
         unsafe { sys::ffdkopn(&mut ptr, c.as_ptr(), READONLY, &mut status) };
         if status != 0 {
             // The file starts like FITS (checked before), so a failure here means it is damaged.
@@ -84,6 +90,7 @@ impl Handle {
         let c = cstring(path, name)?;
         let mut ptr = std::ptr::null_mut();
         let mut status = 0;
+        // SAFETY: as in `open`: a live NUL-terminated path, `ptr` valid only when status is 0.
         unsafe { sys::ffdkinit(&mut ptr, c.as_ptr(), &mut status) };
         if status != 0 {
             return Err(Error::write(path, status_text(status)));
@@ -102,6 +109,7 @@ impl Handle {
     fn num_hdus(&self) -> Result<usize> {
         let mut n = 0;
         let mut status = 0;
+        // SAFETY: `self.ptr` is an open handle (a Handle exists only after a successful open/create).
         unsafe { sys::ffthdu(self.ptr, &mut n, &mut status) };
         self.check(status, "cannot count HDUs")?;
         Ok(n as usize)
@@ -112,9 +120,11 @@ impl Handle {
     fn goto(&self, index: usize) -> Result<bool> {
         let mut kind = 0;
         let mut status = 0;
+        // SAFETY: open handle; out-parameters are local integers.
         unsafe { sys::ffmahd(self.ptr, index as c_int + 1, &mut kind, &mut status) };
         self.check(status, &format!("cannot read HDU {index}"))?;
         let mut status = 0;
+        // SAFETY: open handle; out-parameters are local integers.
         unsafe { sys::ffghdt(self.ptr, &mut kind, &mut status) };
         self.check(status, &format!("cannot read HDU {index}"))?;
         Ok(kind == IMAGE_HDU)
@@ -126,6 +136,7 @@ impl Handle {
         let mut naxis = 0;
         let mut naxes = [0i64; 9];
         let mut status = 0;
+        // SAFETY: open handle; cfitsio writes at most `maxdim` = 9 axis lengths into the 9-element array.
         unsafe { sys::ffgiprll(self.ptr, 9, &mut bitpix, &mut naxis, naxes.as_mut_ptr(), &mut status) };
         self.check(status, "cannot read image size")?;
         if naxis > 9 {
@@ -139,13 +150,16 @@ impl Handle {
         let mut nkeys = 0;
         let mut more = 0;
         let mut status = 0;
+        // SAFETY: open handle; out-parameters are local integers.
         unsafe { sys::ffghsp(self.ptr, &mut nkeys, &mut more, &mut status) };
         self.check(status, "cannot read header")?;
         let mut cards = Vec::with_capacity(nkeys as usize);
         for k in 1..=nkeys {
             let mut buf = [0 as c_char; 81];
+            // SAFETY: open handle; a header record is 80 characters + NUL, the buffer holds 81.
             unsafe { sys::ffgrec(self.ptr, k, buf.as_mut_ptr(), &mut status) };
             self.check(status, "cannot read header")?;
+            // SAFETY: zeroed buffer, NUL-terminated by ffgrec.
             cards.push(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned());
         }
         Ok(cards)
@@ -157,6 +171,7 @@ impl Handle {
         let mut anynul = 0;
         let mut status = 0;
         // nulval = NaN: pixels equal to BLANK (integers) or NaN (floats) come back as NaN.
+        // SAFETY: open handle; `values` holds `count` f64 elements, the number ffgpvd writes.
         unsafe {
             sys::ffgpvd(self.ptr, 1, 1, count as i64, f64::NAN, values.as_mut_ptr(), &mut anynul, &mut status)
         };
@@ -404,9 +419,11 @@ pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
     let data = out.data.as_standard_layout();
     let mut naxes: Vec<i64> = data.shape().iter().rev().map(|&a| a as i64).collect();
     let mut status = 0;
+    // SAFETY: open handle; `naxes` holds exactly `naxis` lengths.
     unsafe { sys::ffcrimll(h.ptr, FLOAT_IMG, naxes.len() as c_int, naxes.as_mut_ptr(), &mut status) };
     werr(status, "cannot create image")?;
     let mut values: Vec<f32> = data.iter().copied().collect();
+    // SAFETY: open handle; `values` holds the `len` f32 (TFLOAT) elements cfitsio reads.
     unsafe { sys::ffppr(h.ptr, TFLOAT, 1, values.len() as i64, values.as_mut_ptr().cast(), &mut status) };
     werr(status, "cannot write pixels")?;
     if let Some(u) = &out.units {
@@ -414,6 +431,7 @@ pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
     }
     for card in &out.fits_cards {
         let c = cstring(path, card)?;
+        // SAFETY: open handle; `c` is a live NUL-terminated card.
         unsafe { sys::ffprec(h.ptr, c.as_ptr(), &mut status) };
         werr(status, "cannot copy header card")?;
     }
@@ -421,6 +439,7 @@ pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
     put_string(&h, "EXPCMD", &out.provenance.command, "expanse command")?;
     for line in provenance_lines(out.provenance) {
         let c = cstring(path, &line)?;
+        // SAFETY: open handle; `c` is a live NUL-terminated line.
         unsafe { sys::ffphis(h.ptr, c.as_ptr(), &mut status) };
         werr(status, "cannot write HISTORY")?;
     }
@@ -429,21 +448,26 @@ pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
     let key = cstring(path, "EXPPROV")?;
     let val = cstring(path, &json)?;
     let com = cstring(path, "expanse provenance (JSON)")?;
+    // SAFETY: open handle; no pointers passed but the status.
     unsafe { sys::ffplsw(h.ptr, &mut status) };
+    // SAFETY: open handle; key, value and comment are live NUL-terminated strings.
     unsafe { sys::ffpkls(h.ptr, key.as_ptr(), val.as_ptr(), com.as_ptr(), &mut status) };
     werr(status, "cannot write provenance")?;
     if let Some(mask) = &out.mask {
         let mask = mask.as_standard_layout();
         let mut maxes: Vec<i64> = mask.shape().iter().rev().map(|&a| a as i64).collect();
+        // SAFETY: open handle; `maxes` holds exactly `naxis` lengths.
         unsafe { sys::ffcrimll(h.ptr, BYTE_IMG, maxes.len() as c_int, maxes.as_mut_ptr(), &mut status) };
         werr(status, "cannot create MASK extension")?;
         let mut bytes: Vec<u8> = mask.iter().copied().collect();
+        // SAFETY: open handle; `bytes` holds the `len` u8 (TBYTE) elements cfitsio reads.
         unsafe { sys::ffppr(h.ptr, TBYTE, 1, bytes.len() as i64, bytes.as_mut_ptr().cast(), &mut status) };
         werr(status, "cannot write MASK")?;
         put_string(&h, "EXTNAME", "MASK", "1 = blank (NaN) pixel in the source map")?;
     }
     let ptr = h.ptr;
     std::mem::forget(h);
+    // SAFETY: `ptr` came from the forgotten Handle, so it is closed exactly once, here.
     unsafe { sys::ffclos(ptr, &mut status) };
     werr(status, "cannot close file")
 }
@@ -453,6 +477,7 @@ fn put_string(h: &Handle, key: &str, value: &str, comment: &str) -> Result<()> {
     let v = cstring(&h.path, value)?;
     let c = cstring(&h.path, comment)?;
     let mut status = 0;
+    // SAFETY: open handle; key, value and comment are live NUL-terminated strings.
     unsafe { sys::ffukys(h.ptr, k.as_ptr(), v.as_ptr(), c.as_ptr(), &mut status) };
     if status != 0 {
         return Err(Error::write(&h.path, format!("cannot write {key}: {}", status_text(status))));
@@ -482,12 +507,15 @@ pub fn read_provenance(path: &Path) -> Result<Option<super::Provenance>> {
     let key = cstring(path, "EXPPROV")?;
     let mut value: *mut c_char = std::ptr::null_mut();
     let mut status = 0;
+    // SAFETY: open handle; cfitsio allocates `value` (freed below with fffree); a null comment pointer is allowed.
     unsafe { sys::ffgkls(h.ptr, key.as_ptr(), &mut value, std::ptr::null_mut(), &mut status) };
     if status == 202 {
         return Ok(None);
     }
     h.check(status, "cannot read EXPPROV")?;
+    // SAFETY: status 0 here, so `value` is cfitsio's NUL-terminated allocation.
     let text = unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned();
+    // SAFETY: `value` was allocated by ffgkls and is not used afterwards.
     unsafe { sys::fffree(value.cast(), &mut status) };
     serde_json::from_str(&text)
         .map(Some)
