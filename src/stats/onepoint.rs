@@ -85,8 +85,12 @@ fn histogram(v: &[f64], edges: &[f64]) -> Vec<f64> {
     c.iter().zip(edges.windows(2)).map(|(k, w)| k / (total * (w[1] - w[0]))).collect()
 }
 
-/// Asymptotic p-value of a Kolmogorov–Smirnov statistic `d` for an effective sample size `n`
-/// (Kolmogorov distribution with Stephens' correction); 1 for d = 0.
+/// Asymptotic p-value of a Kolmogorov–Smirnov statistic `d` for an effective sample size `n`:
+/// the Kolmogorov distribution's survival function Q(λ) = 2 Σ (−1)^(k−1) exp(−2k²λ²) at Stephens'
+/// λ = (√n + 0.12 + 0.11/√n)·d (Numerical Recipes' `probks`; SciPy < 1.5's `ks_2samp` p-value,
+/// = `scipy.special.kolmogorov(λ)` to 1e-11). 1 for d = 0. Not SciPy ≥ 1.5's `method='asymp'`,
+/// which evaluates the finite-n one-sample distribution `kstwo.sf(d, round(n))`: see
+/// tests/stats_claims.rs for how far apart they are.
 pub fn kolmogorov_p_value(d: f64, n: f64) -> f64 {
     if d <= 0.0 {
         return 1.0;
@@ -97,10 +101,12 @@ pub fn kolmogorov_p_value(d: f64, n: f64) -> f64 {
         let term = 2.0 * (-1f64).powi(k - 1) * (-2.0 * (k as f64).powi(2) * lambda * lambda).exp();
         p += term;
         if term.abs() < 1e-12 {
-            break;
+            return p.clamp(0.0, 1.0);
         }
     }
-    p.clamp(0.0, 1.0)
+    // The series has not converged: λ < 0.038, where Q(λ) = 1 − O(exp(−π²/(8λ²))) is 1 in double
+    // precision (the truncated sum would be anything between 0 and 1).
+    1.0
 }
 
 /// Walks the distinct values x of two samples in increasing order, calling `f(x, F_a(x),
@@ -129,7 +135,8 @@ fn ecdf_walk(a: &[f64], b: &[f64], mut f: impl FnMut(f64, f64, f64)) {
     }
 }
 
-/// Two-sample Kolmogorov–Smirnov statistic and asymptotic p-value. (statrs 0.19's
+/// Two-sample Kolmogorov–Smirnov statistic and asymptotic p-value ([`kolmogorov_p_value`] with
+/// n = n_a·n_b/(n_a + n_b)); D is `scipy.stats.ks_2samp`'s. (statrs 0.19's
 /// `ks_twosample` loops forever when the statistic is 0, i.e. for identical samples.)
 pub fn ks_two_sample(a: &[f64], b: &[f64]) -> (f64, f64) {
     let mut d = 0.0f64;
@@ -151,7 +158,8 @@ pub fn wasserstein1(a: &[f64], b: &[f64]) -> f64 {
     total
 }
 
-/// Compares two samples (finite values only).
+/// Compares two samples (finite values only). `nbins` counts bins (TurbuStat's `nbins` counts
+/// edges); the default is TurbuStat's (`PDF_Distance`, checked in tests/stats_claims.rs).
 pub fn compare(a: &[f64], b: &[f64], nbins: Option<usize>) -> Result<PdfComparison> {
     let a: Vec<f64> = a.iter().copied().filter(|v| v.is_finite()).collect();
     let b: Vec<f64> = b.iter().copied().filter(|v| v.is_finite()).collect();
