@@ -25,8 +25,16 @@ fn readme_has_two_set_up_commands_and_ci_runs_the_test_one() {
     assert_eq!(cmds.len(), 2, "README set-up commands: {cmds:?}");
     assert!(cmds[0].starts_with("cargo run --release -- "));
     let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
-    let last = ci.lines().rev().find(|l| !l.trim().is_empty()).unwrap().trim();
-    assert_eq!(last, cmds[1], ".ci/run must end with the README's test command");
+    let lines: Vec<&str> = ci.lines().map(str::trim).collect();
+    let test = lines
+        .iter()
+        .position(|l| *l == cmds[1])
+        .unwrap_or_else(|| panic!(".ci/run must run the README's test command `{}` as a line of its own", cmds[1]));
+    let check = lines
+        .iter()
+        .position(|l| !l.starts_with('#') && l.contains("tools/check_outputs.py"))
+        .expect(".ci/run must run tools/check_outputs.py");
+    assert!(check > test, ".ci/run must run tools/check_outputs.py after the README's test command");
 }
 
 #[test]

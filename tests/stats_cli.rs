@@ -93,3 +93,31 @@ fn large_values_print_in_scientific_notation() {
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(err.contains("every pixel is 1e21"), "{err}");
 }
+
+#[test]
+fn validate_leaves_blank_pixels_of_the_real_maps_out() {
+    // Real maps with blank (NaN) pixels, as an ingested survey has: the report is written, and
+    // every distance is over the pixels both maps have.
+    let dir = tempfile::tempdir().unwrap();
+    let maps = expanse::io::read_maps(&sample("clouds_64.fits"), &Default::default()).unwrap();
+    let stack = |from: usize, blank: bool| -> ndarray::Array3<f32> {
+        let mut a = ndarray::Array3::<f32>::zeros((8, 64, 64));
+        for i in 0..8 {
+            a.index_axis_mut(ndarray::Axis(0), i).assign(&maps[from + i].data.mapv(|v| v as f32));
+        }
+        if blank {
+            a[[0, 10, 10]] = f32::NAN;
+            a.slice_mut(ndarray::s![1, 20..22, 30..32]).fill(f32::NAN);
+        }
+        a
+    };
+    let (real, synthetic) = (dir.path().join("real.npy"), dir.path().join("synthetic.npy"));
+    ndarray_npy::write_npy(&real, &stack(0, true)).unwrap();
+    ndarray_npy::write_npy(&synthetic, &stack(8, false)).unwrap();
+    let out = dir.path().join("report");
+    ok(&["validate", "--real", real.to_str().unwrap(), "--synthetic", synthetic.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let m = &r["memorization"];
+    assert!(m["ratio"].as_f64().unwrap().is_finite(), "{m}");
+    assert!(m["real_nn"].as_array().unwrap().iter().all(|d| d.as_f64().is_some_and(f64::is_finite)), "{m}");
+}

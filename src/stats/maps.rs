@@ -56,12 +56,16 @@ pub struct Memorization {
     pub ratio: f64,
 }
 
+/// RMS difference over the pixels finite in both maps (blank pixels of real maps are NaN); NaN
+/// when they share none.
 fn rms(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
-    mse(a.view(), b.view()).sqrt()
+    let (sum, n) = a.iter().zip(b.iter()).filter(|(x, y)| x.is_finite() && y.is_finite()).fold((0.0, 0usize), |(s, n), (x, y)| (s + (x - y).powi(2), n + 1));
+    if n == 0 { f64::NAN } else { (sum / n as f64).sqrt() }
 }
 
 /// The memorization check: a synthetic map is flagged as a near-copy when it lies closer to a
-/// real map than half of the smallest distance between two real maps.
+/// real map than half of the smallest distance between two real maps. Distances are RMS over the
+/// pixels finite in both maps, so blank (NaN) pixels of the real maps are left out.
 pub fn memorization(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Memorization {
     let real_nn: Vec<f64> = (0..real.len())
         .map(|i| (0..real.len()).filter(|&j| j != i).map(|j| rms(&real[i], &real[j])).fold(f64::INFINITY, f64::min))
@@ -69,7 +73,8 @@ pub fn memorization(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Memoriza
     let synthetic_nn: Vec<(usize, f64)> = synthetic
         .iter()
         .map(|s| {
-            real.iter().enumerate().map(|(j, r)| (j, rms(s, r))).min_by(|a, b| a.1.partial_cmp(&b.1).expect("finite")).expect("real maps")
+            // total_cmp puts NaN (no common finite pixel) after every distance.
+            real.iter().enumerate().map(|(j, r)| (j, rms(s, r))).min_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, f64::NAN))
         })
         .collect();
     let closest_real = real_nn.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -106,5 +111,12 @@ mod tests {
         let fresh = memorization(&real, std::slice::from_ref(&new));
         let closest_real = fresh.real_nn.iter().cloned().fold(f64::INFINITY, f64::min);
         assert!((fresh.ratio - fresh.synthetic_nn[0].1 / closest_real).abs() < 1e-12);
+        // Blank pixels in real maps are left out of the distances (no panic, same answer).
+        let mut blanked = real.clone();
+        blanked[2][[3, 3]] = f64::NAN;
+        blanked[1].row_mut(0).fill(f64::NAN);
+        let m = memorization(&blanked, &[real[2].mapv(|v| v + 1e-3), new]);
+        assert_eq!((m.flagged.clone(), m.synthetic_nn[0].0), (vec![0], 2));
+        assert!(m.real_nn.iter().all(|d| d.is_finite()) && m.ratio.is_finite() && m.ratio < 0.01, "{m:?}");
     }
 }
