@@ -545,13 +545,16 @@ impl PanelFigure {
     }
 }
 
+/// A power-spectrum curve: (label, frequencies, mean log10 P, std of log10 P, slope, slope error).
+pub type SpectrumSeries = (String, Vec<f64>, Vec<f64>, Vec<f64>, f64, f64);
+
 /// Real vs synthetic ensemble power spectra: mean ± 1σ of log10 P, fitted slopes in the legend,
 /// and the synthetic/real ratio below.
 #[derive(Debug, Clone)]
 pub struct SpectrumComparison {
     pub title: String,
-    /// (label, frequencies, mean log10 P, std of log10 P, slope, slope error) per ensemble.
-    pub series: Vec<(String, Vec<f64>, Vec<f64>, Vec<f64>, f64, f64)>,
+    /// One per ensemble.
+    pub series: Vec<SpectrumSeries>,
     pub units: Option<String>,
 }
 

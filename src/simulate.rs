@@ -85,6 +85,43 @@ pub fn lognormal_clouds(spec: &CloudSpec) -> Result<Array3<f32>> {
     Ok(out)
 }
 
+/// Simulates the clouds and writes them (format from the extension) with BUNIT `cm-2`, the
+/// parameters as SIM* header cards and in the provenance.
+pub fn write_clouds(spec: &CloudSpec, out: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    use crate::io::fits::{format_card, CardValue};
+    crate::io::Format::from_extension(out)?;
+    let maps = lognormal_clouds(spec)?;
+    let mut provenance = crate::io::Provenance {
+        tool: crate::io::TOOL.to_string(),
+        command: "simulate".into(),
+        sources: Vec::new(),
+        units: Some("cm-2".into()),
+        records: Default::default(),
+    };
+    provenance.records.insert(
+        "simulation".into(),
+        serde_json::json!({
+            "model": "lognormal: N = mean * exp(sigma_ln * delta - sigma_ln^2 / 2), delta a standardized Gaussian random field with P(k) ~ k^-beta",
+            "spec": spec,
+        }),
+    );
+    let cards = vec![
+        format_card("OBJECT", CardValue::Str("simulated lognormal turbulent cloud".into()), ""),
+        format_card("SIMBETA", CardValue::Float(spec.beta), "power-spectrum index of ln N field"),
+        format_card("SIMSIGMA", CardValue::Float(spec.sigma_ln), "standard deviation of ln N"),
+        format_card("SIMMEAN", CardValue::Float(spec.mean), "[cm-2] mean column density"),
+        format_card("SIMSEED", CardValue::Int(spec.seed as i64), "random seed (ChaCha8)"),
+    ];
+    let stack = crate::io::OutputStack {
+        data: maps.view().into_dyn(),
+        mask: None,
+        units: Some("cm-2".into()),
+        provenance: &provenance,
+        fits_cards: cards,
+    };
+    crate::io::write_stack(out, &stack)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,41 +177,4 @@ mod tests {
         let slope = (cnt * sxy - sx * sy) / (cnt * sxx - sx * sx);
         assert!((slope + beta).abs() < 0.1, "slope {slope}");
     }
-}
-
-/// Simulates the clouds and writes them (format from the extension) with BUNIT `cm-2`, the
-/// parameters as SIM* header cards and in the provenance.
-pub fn write_clouds(spec: &CloudSpec, out: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
-    use crate::io::fits::{format_card, CardValue};
-    crate::io::Format::from_extension(out)?;
-    let maps = lognormal_clouds(spec)?;
-    let mut provenance = crate::io::Provenance {
-        tool: crate::io::TOOL.to_string(),
-        command: "simulate".into(),
-        sources: Vec::new(),
-        units: Some("cm-2".into()),
-        records: Default::default(),
-    };
-    provenance.records.insert(
-        "simulation".into(),
-        serde_json::json!({
-            "model": "lognormal: N = mean * exp(sigma_ln * delta - sigma_ln^2 / 2), delta a standardized Gaussian random field with P(k) ~ k^-beta",
-            "spec": spec,
-        }),
-    );
-    let cards = vec![
-        format_card("OBJECT", CardValue::Str("simulated lognormal turbulent cloud".into()), ""),
-        format_card("SIMBETA", CardValue::Float(spec.beta), "power-spectrum index of ln N field"),
-        format_card("SIMSIGMA", CardValue::Float(spec.sigma_ln), "standard deviation of ln N"),
-        format_card("SIMMEAN", CardValue::Float(spec.mean), "[cm-2] mean column density"),
-        format_card("SIMSEED", CardValue::Int(spec.seed as i64), "random seed (ChaCha8)"),
-    ];
-    let stack = crate::io::OutputStack {
-        data: maps.view().into_dyn(),
-        mask: None,
-        units: Some("cm-2".into()),
-        provenance: &provenance,
-        fits_cards: cards,
-    };
-    crate::io::write_stack(out, &stack)
 }

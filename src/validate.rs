@@ -27,6 +27,8 @@ use crate::stats::maps::{memorization, Memorization};
 use crate::stats::onepoint::{compare, hellinger, welch_t, PdfComparison};
 use crate::stats::power_spectrum::{slope_distance, EnsembleSpectrum};
 
+/// A map-to-map transform (model space, or the identity) for figures.
+type MapTransform = Box<dyn Fn(&Array2<f64>) -> Array2<f64>>;
 
 /// Summary of one ensemble's power spectrum.
 #[derive(Debug, Clone, Serialize)]
@@ -290,9 +292,9 @@ pub fn validate(
     let es = EnsembleSpectrum::compute(&s, ps)?;
     let norm = normalization(&[synthetic, real]);
     let positive = r.iter().chain(&s).flat_map(|m| m.iter()).filter(|v| v.is_finite()).all(|&v| v > 0.0);
-    let (scale, tr): (String, Box<dyn Fn(&Array2<f64>) -> Array2<f64>>) = match &norm {
+    let (scale, tr): (String, MapTransform) = match &norm {
         Some(n) => {
-            let t = n.transform.clone();
+            let t = n.transform;
             (format!("model space ({})", t.describe()), Box::new(move |m: &Array2<f64>| m.mapv(|v| t.forward(v))))
         }
         None if positive => ("log10".into(), Box::new(|m: &Array2<f64>| m.mapv(f64::log10))),

@@ -52,7 +52,10 @@ fn the_main_job_command_runs() {
     // Same arguments, with outputs redirected into a temporary folder.
     let args: Vec<String> = args
         .into_iter()
-        .map(|a| if a.starts_with("out/") { dir.path().join(&a[4..]).display().to_string() } else { a })
+        .map(|a| match a.strip_prefix("out/") {
+            Some(rest) => dir.path().join(rest).display().to_string(),
+            None => a,
+        })
         .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_expanse")).args(&args).current_dir(root).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -103,7 +103,7 @@ fn validate_leaves_blank_pixels_of_the_real_maps_out() {
     let stack = |from: usize, blank: bool| -> ndarray::Array3<f32> {
         let mut a = ndarray::Array3::<f32>::zeros((8, 64, 64));
         for i in 0..8 {
-            a.index_axis_mut(ndarray::Axis(0), i).assign(&maps[from + i].data.mapv(|v| v as f32));
+            a.index_axis_mut(ndarray::Axis(0), i).assign(&maps[from + i].data);
         }
         if blank {
             a[[0, 10, 10]] = f32::NAN;

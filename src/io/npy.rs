@@ -53,21 +53,21 @@ where
 {
     let file = std::fs::File::open(path)?;
     let a = ArrayD::<T>::read_npy(file)?;
-    Ok(a.mapv(|v| v.as_f64() as f32))
+    Ok(a.mapv(|v| v.to_f64_lossy() as f32))
 }
 
 mod num_cast {
     /// Lossy conversion for 64-bit integers (which have no `Into<f64>`).
     pub trait AsF64 {
-        fn as_f64(self) -> f64;
+        fn to_f64_lossy(self) -> f64;
     }
     impl AsF64 for i64 {
-        fn as_f64(self) -> f64 {
+        fn to_f64_lossy(self) -> f64 {
             self as f64
         }
     }
     impl AsF64 for u64 {
-        fn as_f64(self) -> f64 {
+        fn to_f64_lossy(self) -> f64 {
             self as f64
         }
     }

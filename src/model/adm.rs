@@ -405,6 +405,7 @@ impl AttentionBlock {
 
 /// One module of a `TimestepEmbedSequential`.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // a few dozen per network, built once
 enum Layer {
     Conv(Conv),
     Res(ResBlock),

@@ -164,6 +164,7 @@ impl ModelFormat {
 
 /// The network's architecture.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one per loaded model: size does not matter
 pub enum Architecture {
     UNet2D(UNet2DConfig),
     Adm(AdmConfig),
@@ -239,11 +240,11 @@ pub struct Level {
     pub heads: Option<usize>,
 }
 
-/// The network of a loaded model.
+/// The network of a loaded model (boxed: the two differ much in size).
 #[derive(Debug, Clone)]
 pub enum Network {
-    UNet2D(UNet2DModel),
-    Adm(AdmUNet),
+    UNet2D(Box<UNet2DModel>),
+    Adm(Box<AdmUNet>),
 }
 
 impl Network {
@@ -472,8 +473,8 @@ impl Ddpm {
         let vb = VarBuilder::from_backend(Box::new(ArcBackend(weights.clone())), dtype, device.clone());
         let config_name = folder.config_file().file_name().unwrap_or_default().to_string_lossy().into_owned();
         let unet = match &folder.config {
-            Architecture::UNet2D(c) => UNet2DModel::new(vb, c).map(Network::UNet2D),
-            Architecture::Adm(c) => AdmUNet::new(vb, c).map(Network::Adm),
+            Architecture::UNet2D(c) => UNet2DModel::new(vb, c).map(|m| Network::UNet2D(Box::new(m))),
+            Architecture::Adm(c) => AdmUNet::new(vb, c).map(|m| Network::Adm(Box::new(m))),
         }
         .map_err(|e| Error::content(&folder.weights_file, format!("{e} (the model described in {config_name})")))?;
         let used = weights.used.lock().expect("lock").clone();

@@ -595,7 +595,7 @@ struct Reused {
 impl Reused {
     /// UNet evaluations this invocation ran, of `planned` for `n` maps (the same number per map).
     fn evaluations_done(&self, planned: usize, n: usize) -> usize {
-        if n == 0 { 0 } else { planned / n * (n - self.maps.min(n)) }
+        planned.checked_div(n).map_or(0, |per_map| per_map * (n - self.maps.min(n)))
     }
 }
 
