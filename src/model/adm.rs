@@ -10,8 +10,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::config::SchedulerConfig;
-use super::unet::{concat, Conv, Norm, SpatialAttention, Timesteps};
-use super::{kernels, profile, Prediction};
+use super::unet::{concat, upsample_nearest_2x, Conv, Norm, SpatialAttention, Timesteps};
+use super::{profile, Prediction};
 
 /// GroupNorm32: 32 groups, eps 1e-5, as guided-diffusion's `normalization()`.
 const GROUPS: usize = 32;
@@ -294,21 +294,10 @@ enum Resample {
     Down,
 }
 
-fn upsample(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    profile::record("upsampling, concatenation", 0.0, || {
-        if x.device().is_cpu() && x.dtype() == DType::F32 && kernels::enabled() {
-            x.contiguous()?.apply_op1_no_bwd(&kernels::Upsample2x)
-        } else {
-            x.upsample_nearest2d(2 * h, 2 * w)
-        }
-    })
-}
-
 impl Resample {
     fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Resample::Up => upsample(x),
+            Resample::Up => upsample_nearest_2x(x),
             Resample::Down => profile::record("average pooling", 0.0, || x.avg_pool2d(2)),
         }
     }
@@ -420,7 +409,7 @@ impl Layer {
             Layer::Conv(c) => c.forward(x),
             Layer::Res(r) => r.forward(x, emb_silu),
             Layer::Attention(a) => a.forward(x),
-            Layer::Upsample(c) => c.forward(&upsample(x)?),
+            Layer::Upsample(c) => c.forward(&upsample_nearest_2x(x)?),
         }
     }
 }

@@ -333,14 +333,11 @@ impl ModelFolder {
             return Err(Error::open(dir, "no such model folder"));
         }
         let kinds: Vec<&str> = ["config.json", "adm.json", "ddpm.json"].into_iter().filter(|f| dir.join(f).is_file()).collect();
-        if kinds.len() > 1 {
-            return Err(Error::open(dir, format!("the model folder holds {}: keep the one of its model", kinds.join(" and "))));
-        }
-        if dir.join("adm.json").is_file() {
-            return Self::read_adm(dir);
-        }
-        if dir.join("ddpm.json").is_file() {
-            return Self::read_original(dir);
+        match kinds.as_slice() {
+            ["adm.json"] => return Self::read_adm(dir),
+            ["ddpm.json"] => return Self::read_original(dir),
+            [] | ["config.json"] => {}
+            _ => return Err(Error::open(dir, format!("the model folder holds {}: keep the one of its model", kinds.join(" and ")))),
         }
         let (unet_dir, sched_path) = if dir.join("config.json").is_file() {
             (dir.to_path_buf(), dir.join("scheduler_config.json"))

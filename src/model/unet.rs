@@ -347,16 +347,21 @@ impl Upsample2D {
         Ok(Self { conv: conv3(channels, channels, 1, 1, vb.pp("conv"))? })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        let up = profile::record("upsampling, concatenation", 0.0, || {
-            if fast(x) {
-                x.contiguous()?.apply_op1_no_bwd(&kernels::Upsample2x)
-            } else {
-                x.upsample_nearest2d(2 * h, 2 * w)
-            }
-        })?;
-        self.conv.forward(&up)
+        self.conv.forward(&upsample_nearest_2x(x)?)
     }
+}
+
+/// Nearest-neighbour ×2 of (B, C, H, W): [`kernels::Upsample2x`] for f32 on the CPU, candle's
+/// operation elsewhere.
+pub(crate) fn upsample_nearest_2x(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    profile::record("upsampling, concatenation", 0.0, || {
+        if fast(x) {
+            x.contiguous()?.apply_op1_no_bwd(&kernels::Upsample2x)
+        } else {
+            x.upsample_nearest2d(2 * h, 2 * w)
+        }
+    })
 }
 
 /// `DownBlock2D` / `AttnDownBlock2D`.

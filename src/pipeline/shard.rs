@@ -160,13 +160,13 @@ impl Runner<'_> {
         }
     }
 
-    /// The batches of a sharded stage, from the stacks (inversion) or the accepted latents
-    /// (decoding).
+    /// The batches of a sharded stage: over the planned stacks (inversion; the plan counts their
+    /// images) or the accepted latents (decoding).
     fn stage_units(&self, stage: ShardedStage) -> Result<Vec<Unit>> {
         let mut maps = Vec::new();
         for d in &self.plan.domains {
             let n = match stage {
-                ShardedStage::Invert => crate::latents::read_model_input(&self.path(&["stacks", &format!("{}.h5", d.name)]))?.data.len_of(Axis(0)),
+                ShardedStage::Invert => d.images,
                 ShardedStage::Decode => crate::latents::read_model_input(&self.path(&["samples", &format!("{}.latents.npy", d.name)]))?.data.len_of(Axis(0)),
             };
             maps.push((d.name.clone(), n));
