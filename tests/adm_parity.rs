@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{load_err, max_abs_diff, npy4, tensor, to_array};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -20,27 +22,8 @@ fn fixtures(family: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(family)
 }
 
-fn npy4(path: &Path) -> Array4<f32> {
-    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn npy4_f64(path: &Path) -> Array4<f64> {
     ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn tensor(a: &Array4<f32>) -> Tensor {
-    let d = a.dim();
-    Tensor::from_vec(a.iter().copied().collect::<Vec<_>>(), (d.0, d.1, d.2, d.3), &Device::Cpu).unwrap()
-}
-
-fn to_array(t: &Tensor) -> Array4<f32> {
-    let (b, c, h, w) = t.dims4().unwrap();
-    Array4::from_shape_vec((b, c, h, w), t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()).unwrap()
-}
-
-fn max_abs_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// Model folders of a fixture family (every subfolder holding `marker`).
@@ -247,13 +230,6 @@ fn edited_adm(edit: impl FnOnce(&mut HashMap<String, Tensor>), flags: impl FnOnc
     flags(&mut cfg);
     std::fs::write(dir.path().join("adm.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
     dir
-}
-
-fn load_err(dir: &Path) -> String {
-    match Ddpm::load(dir, &Device::Cpu, DType::F32) {
-        Ok(_) => panic!("loading {} should fail", dir.display()),
-        Err(e) => e.to_string(),
-    }
 }
 
 #[test]

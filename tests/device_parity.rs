@@ -8,6 +8,9 @@
 //! (their 10- and 7-bit mantissas over a few dozen layers); DDIM latents 1e-3 and reconstructions
 //! 5e-3 absolute against the float64 reference (on the CPU: 1e-4 and 5e-3).
 
+mod common;
+
+use common::npy4;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -18,10 +21,6 @@ use ndarray::{Array1, Array4};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn npy4(path: &Path) -> Array4<f32> {
-    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn rms(a: &Array4<f32>) -> f32 {

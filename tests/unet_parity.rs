@@ -2,6 +2,9 @@
 //! by diffusers' `save_pretrained`, tools/make_unet_fixtures.py) equals diffusers' to 1e-4 in
 //! f32, and our DDIM inversion/generation equals a float64 reference of the paper's algorithm.
 
+mod common;
+
+use common::{load_err, max_abs_diff, npy4, tensor, to_array};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -18,25 +21,6 @@ fn root() -> PathBuf {
 
 fn manifest() -> Value {
     serde_json::from_str(&std::fs::read_to_string(root().join("manifest.json")).unwrap()).unwrap()
-}
-
-fn npy4(path: &Path) -> Array4<f32> {
-    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn tensor(a: &Array4<f32>) -> Tensor {
-    let d = a.dim();
-    Tensor::from_vec(a.iter().copied().collect::<Vec<_>>(), (d.0, d.1, d.2, d.3), &Device::Cpu).unwrap()
-}
-
-fn to_array(t: &Tensor) -> Array4<f32> {
-    let (b, c, h, w) = t.dims4().unwrap();
-    Array4::from_shape_vec((b, c, h, w), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).unwrap()
-}
-
-fn max_abs_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn run(model_dir: &Path, input: &str) -> (Array4<f32>, Array4<f32>) {
@@ -157,13 +141,6 @@ fn edited_model(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> tempfile::Te
     edit(&mut w);
     candle_core::safetensors::save(&w, dir.path().join("diffusion_pytorch_model.safetensors")).unwrap();
     dir
-}
-
-fn load_err(dir: &Path) -> String {
-    match Ddpm::load(dir, &Device::Cpu, DType::F32) {
-        Ok(_) => panic!("loading {} should fail", dir.display()),
-        Err(e) => e.to_string(),
-    }
 }
 
 #[test]
