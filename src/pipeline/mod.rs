@@ -571,7 +571,9 @@ fn check_same_run(plan: &Plan, dir: &Path, manifest: &Manifest) -> Result<()> {
 /// Makes the checkpoint folder of a stage for input `key`, discarding checkpoints of another input.
 fn prepare_partial(partial: &Path, key: &str) -> Result<()> {
     let key_file = partial.join("key.txt");
-    if partial.is_dir() && std::fs::read_to_string(&key_file).ok().as_deref() != Some(key) {
+    // Only a key that differs discards the folder: a folder without one yet is being set up by a
+    // shard running beside this one (the key is written, atomically, before any batch).
+    if std::fs::read_to_string(&key_file).is_ok_and(|k| k != key) {
         std::fs::remove_dir_all(partial).map_err(|e| Error::write(partial, e))?;
     }
     if !key_file.is_file() {
