@@ -178,24 +178,27 @@ fn a_real_slurm_runs_the_quickstart_in_two_shards_like_one_machine() {
     assert!(text.contains("validate: job "), "{text}");
     let jobs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("slurm/jobs.json")).unwrap()).unwrap();
 
-    // Wait until no job is left in the queue.
-    let t = Instant::now();
-    loop {
-        let q = Command::new("squeue").args(["-h", "-o", "%i %T"]).env("SLURM_CONF", &conf).output().unwrap();
-        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(900), "jobs still queued after 15 minutes: {}", String::from_utf8_lossy(&q.stdout));
-        std::thread::sleep(Duration::from_millis(500));
-    }
     let logs = || -> String {
         let mut all = String::new();
-        for e in std::fs::read_dir(run.join("slurm/logs")).unwrap() {
+        for e in std::fs::read_dir(run.join("slurm/logs")).into_iter().flatten() {
             let p = e.unwrap().path();
             all.push_str(&format!("--- {}\n{}\n", p.display(), std::fs::read_to_string(&p).unwrap_or_default()));
         }
         all
     };
+    // Wait until no job is left in the queue; a job whose dependency failed never runs, so stop
+    // at once and show the logs instead of waiting out the limit.
+    let t = Instant::now();
+    loop {
+        let q = Command::new("squeue").args(["-h", "-o", "%i %T %r"]).env("SLURM_CONF", &conf).output().unwrap();
+        let queue = String::from_utf8_lossy(&q.stdout).to_string();
+        if queue.trim().is_empty() {
+            break;
+        }
+        assert!(!queue.contains("DependencyNeverSatisfied"), "a job failed, the rest can never run:\n{queue}\n{}", logs());
+        assert!(t.elapsed() < Duration::from_secs(900), "jobs still queued after 15 minutes:\n{queue}\n{}", logs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let m = manifest(&run);
     assert_eq!(m["complete"], true, "the Slurm run did not finish:\n{}", logs());
     assert_eq!(hashes(&run), hashes(&plain), "the Slurm run differs from the plain run:\n{}", logs());

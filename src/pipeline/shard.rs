@@ -17,7 +17,8 @@ use std::time::Instant;
 use ndarray::{s, Axis};
 
 use super::manifest::{utc_now, FileHash, ShardRecord};
-use super::{Runner, RunSummary};
+use super::runner::Runner;
+use super::RunSummary;
 use crate::error::{Error, Result};
 
 /// A stage that runs as a job array.
@@ -206,15 +207,15 @@ impl Runner<'_> {
             }
             let (input, ddim, key) = setup.as_ref().expect("set for the domain");
             let partial = self.partial_dir(&format!("{}/{}", stage.as_str(), u.domain)).expect("a sharded stage checkpoints");
-            super::prepare_partial(&partial, key)?;
+            super::folder::prepare_partial(&partial, key)?;
             let chunk = input.data.slice(s![u.start..u.end, .., .., ..]).to_owned();
-            let file = super::batch_file(&partial, u.batch);
+            let file = super::folder::batch_file(&partial, u.batch);
             let what = format!("{} {} batch {}", stage.as_str(), u.domain, u.batch);
             let steps = match stage {
                 ShardedStage::Invert => ddim.seq.len() - 1,
                 ShardedStage::Decode => ddim.seq.len(),
             } as u64;
-            let pb = super::progress_bar(steps, &what, self.echo);
+            let pb = super::runner::progress_bar(steps, &what, self.echo);
             let ddim = ddim.clone();
             self.checkpoint_batch(&file, &chunk, |r, c| {
                 let m = r.model()?;
@@ -270,7 +271,7 @@ impl Runner<'_> {
             let want: Vec<PathBuf> = all[share(all.len(), s)]
                 .iter()
                 .map(|u| {
-                    let f = super::batch_file(&self.partial_dir(&format!("{name}/{}", u.domain)).expect("checkpoints"), u.batch);
+                    let f = super::folder::batch_file(&self.partial_dir(&format!("{name}/{}", u.domain)).expect("checkpoints"), u.batch);
                     f.strip_prefix(&self.dir).unwrap_or(&f).to_path_buf()
                 })
                 .collect();

@@ -1,0 +1,248 @@
+//! The plan of a run: a config checked against its model and inputs, the UNet evaluations of
+//! each stage, the memory estimate and the `--dry-run` text.
+
+use std::path::Path;
+
+use super::{stage_names, RunConfig};
+use crate::diffusion::NoiseSchedule;
+use crate::error::{Error, Result};
+use crate::ingest;
+use crate::model::{self, ModelFolder};
+
+/// One domain as planned: what is read and the model-space stack it becomes.
+#[derive(Debug, Clone)]
+pub struct DomainPlan {
+    pub name: String,
+    /// Maps read from the inputs (before `max_maps`).
+    pub maps_read: usize,
+    /// Images in the model-space stack.
+    pub images: usize,
+    /// (C, H, W) of each image.
+    pub shape: [usize; 3],
+    pub units: Option<String>,
+    pub transform: String,
+}
+
+/// A checked run: the resolved config, the model folder, the grid and the domains.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config: RunConfig,
+    pub model: ModelFolder,
+    pub grid: Vec<usize>,
+    pub domains: Vec<DomainPlan>,
+}
+
+/// Rough memory need of a run, MiB.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryEstimate {
+    /// The program itself (libraries, fonts, buffers, rendering a figure), measured.
+    pub runtime: f64,
+    pub weights: f64,
+    pub activations: f64,
+    pub stacks: f64,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> f64 {
+        self.runtime + self.weights + self.activations + self.stacks
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// Peak resident memory of `expanse inspect` on a small file: the program's own footprint.
+const PROCESS_MIB: f64 = 15.0;
+/// Rendering a figure's PNG from its SVG at twice the size (pixmap, font database, encoder),
+/// measured: the quickstart's peak went from 51 to 66 MiB when figures were rendered this way.
+const FIGURE_MIB: f64 = 15.0;
+
+impl Plan {
+    /// Checks a config against its model and inputs (reading them) before any work: the model
+    /// folder, the grid against the schedule, every input, the normalization, the stack shapes
+    /// against the model and the sampling K against the number of maps.
+    pub fn new(config: RunConfig, config_path: &Path) -> Result<Plan> {
+        let folder = ModelFolder::read(&config.model.path)?;
+        let train = NoiseSchedule::from_config(&folder.scheduler)?.len();
+        let grid = crate::diffusion::paper_grid(config.inversion.steps, config.inversion.t0, train)
+            .map_err(|e| Error::content(config_path, format!("inversion: {e}")))?;
+        let mut domains = Vec::new();
+        for d in &config.domains {
+            let spec = config.prep_spec(d, folder.config.in_channels())?;
+            let (mut maps, _) = ingest::read_inputs(&d.inputs, &RunConfig::selection(d)?)?;
+            let maps_read = maps.len();
+            if let Some(m) = d.max_maps {
+                maps.truncate(m);
+            }
+            let (stack, _) = crate::prep::normalize(maps, &spec).map_err(|e| match e {
+                Error::Invalid(m) => Error::content(config_path, format!("domain '{}': {m}", d.name)),
+                other => other,
+            })?;
+            let (n, c, h, w) = stack.data.dim();
+            let who = format!("domain '{}'", d.name);
+            if c != folder.config.in_channels() {
+                return Err(Error::content(
+                    config_path,
+                    format!("{}: {c} channel(s) but the model takes {}", who, folder.config.in_channels()),
+                ));
+            }
+            let m = folder.config.size_multiple();
+            if h % m != 0 || w % m != 0 {
+                return Err(Error::content(
+                    config_path,
+                    format!("{}: maps of {h}x{w} pixels; the model needs sides divisible by {m} (set size or tile)", who),
+                ));
+            }
+            if config.sampling.k + 1 > n {
+                return Err(Error::content(
+                    config_path,
+                    format!("sampling.k = {} needs at least {} maps per domain; {} has {n}", config.sampling.k, config.sampling.k + 1, who),
+                ));
+            }
+            domains.push(DomainPlan {
+                name: d.name.clone(),
+                maps_read,
+                images: n,
+                shape: [c, h, w],
+                units: stack.normalization.units.clone(),
+                transform: stack.normalization.transform.describe(),
+            });
+        }
+        Ok(Plan { config, model: folder, grid, domains })
+    }
+
+    /// UNet evaluations of a stage.
+    pub fn unet_evaluations(&self, stage: &str) -> usize {
+        let n = self.grid.len();
+        let (kind, domain) = stage.split_once('/').unwrap_or((stage, ""));
+        let Some(d) = self.domains.iter().find(|d| d.name == domain) else { return 0 };
+        match kind {
+            "invert" => d.images * (n - 1) * (1 + self.config.inversion.fixed_point),
+            "decode" => self.config.sampling.count * n,
+            _ => 0,
+        }
+    }
+
+    /// The stage names of this run, in order.
+    pub fn stages(&self) -> Vec<String> {
+        stage_names(&self.domains.iter().map(|d| d.name.clone()).collect::<Vec<_>>())
+    }
+
+    /// Memory estimate: the process itself, the weights, the activations one batch needs in
+    /// the UNet, and the stacks held in memory. Activations per map: the skip tensors kept for
+    /// the up path, the attention score matrices, and six times the widest convolution input
+    /// (candle's im2col buffers); the factor six was calibrated on the base model, whose
+    /// measured peak resident memory is 46 MiB at batch 8 and 116 MiB at batch 32, and it gives
+    /// 970 MiB for the google/ddpm-*-256 architecture at batch 1 against 964 MiB measured.
+    pub fn memory_estimate(&self) -> MemoryEstimate {
+        let weights = self.model.weights_file.metadata().map(|m| m.len() as f64).unwrap_or(0.0);
+        let bytes = match self.config.model.dtype.as_str() {
+            "f16" | "bf16" => 2.0,
+            _ => 4.0,
+        };
+        let levels = self.model.config.levels();
+        let batch = self.config.model.batch as f64;
+        let mut activations: f64 = 0.0;
+        let mut stacks: f64 = 0.0;
+        for d in &self.domains {
+            let [c, h, w] = d.shape;
+            let (mut skips, mut widest, mut attention) = (0.0, 0.0f64, 0.0f64);
+            for (l, level) in levels.iter().enumerate() {
+                let hw = ((h >> l) * (w >> l)) as f64;
+                skips += level.channels as f64 * hw * (level.blocks + 1) as f64;
+                let below = levels[(l + 1).min(levels.len() - 1)].channels;
+                widest = widest.max((level.channels + below) as f64 * hw);
+                if let Some(heads) = level.heads {
+                    attention = attention.max(heads as f64 * hw * hw);
+                }
+            }
+            activations = activations.max(batch * (skips + attention + 6.0 * widest) * bytes);
+            // Model-space stack, latents, and decoded samples, float32; the fit and sample stages
+            // hold the latents as float64 rows and their deviations from the mean (which the
+            // empirical prior keeps).
+            stacks += 4.0 * (c * h * w) as f64 * (2 * d.images + 2 * self.config.sampling.count) as f64;
+            stacks += 8.0 * (c * h * w) as f64 * (2 * d.images) as f64;
+        }
+        MemoryEstimate { runtime: PROCESS_MIB + FIGURE_MIB, weights: weights / MIB, activations: activations / MIB, stacks: stacks / MIB }
+    }
+
+    /// What `--dry-run` prints: the domains, the grid, the stages with their UNet evaluations,
+    /// and the memory estimate.
+    pub fn describe(&self, run_dir: &Path) -> String {
+        let c = &self.config;
+        let mut t = String::new();
+        t.push_str(&format!("run '{}' into {}\n", c.name(), run_dir.display()));
+        let size = self.model.config.native_size().map(|[h, w]| format!("{h}x{w}")).unwrap_or_else(|| "any size".into());
+        t.push_str(&format!(
+            "model {} ({}, {} channel(s), trained at {size}, {} prediction), {} {}, batch {}\n",
+            c.model.path.display(),
+            self.model.format.as_str(),
+            self.model.config.in_channels(),
+            self.model.scheduler.prediction_type,
+            c.model.device,
+            c.model.dtype,
+            c.model.batch
+        ));
+        if let Err(e) = model::parse_device(&c.model.device) {
+            t.push_str(&format!("note: {e}\n"));
+        }
+        t.push_str(&format!(
+            "grid {} points up to t0 = {} ({} inversion steps with {} fixed-point iteration(s), {} generation steps)\n",
+            self.grid.len(),
+            c.inversion.t0,
+            self.grid.len() - 1,
+            c.inversion.fixed_point,
+            self.grid.len()
+        ));
+        t.push_str(&format!(
+            "prior {}; {} synthetic map(s) per domain, candidates {} (norm {}, few-shot correction {}), tests {} (K {}, band {}-{} %), seed {}\n",
+            c.prior.kind,
+            c.sampling.count,
+            c.sampling.candidates,
+            c.sampling.norm,
+            c.sampling.debias.parse().map(|d| d.to_string()).unwrap_or_default(),
+            c.sampling.tests.join(","),
+            c.sampling.k,
+            c.sampling.band[0],
+            c.sampling.band[1],
+            c.run.seed
+        ));
+        for (d, cd) in self.domains.iter().zip(&c.domains) {
+            let files: Vec<String> = cd.inputs.iter().map(|p| p.display().to_string()).collect();
+            t.push_str(&format!(
+                "domain {}: {} map(s) read, {} image(s) of {}x{}x{} ({}, units {}) from {}\n",
+                d.name,
+                d.maps_read,
+                d.images,
+                d.shape[0],
+                d.shape[1],
+                d.shape[2],
+                d.transform,
+                d.units.as_deref().unwrap_or("-"),
+                files.join(", ")
+            ));
+            if let Some([h, w]) = self.model.config.native_size().filter(|&[h, w]| [h, w] != [d.shape[1], d.shape[2]]) {
+                t.push_str(&format!(
+                    "warning: domain {}: the model was trained on {h}x{w} images, these are {}x{}; it runs, but a UNet is only known to reconstruct and generate well at its training size (set `size = {h}` to resize, or `crop`/`tile`)\n",
+                    d.name, d.shape[1], d.shape[2]
+                ));
+            }
+        }
+        t.push_str(&format!("{:<24} {:>16}\n", "stage", "UNet evaluations"));
+        let mut total = 0;
+        for s in self.stages() {
+            let e = self.unet_evaluations(&s);
+            total += e;
+            t.push_str(&format!("{s:<24} {e:>16}\n"));
+        }
+        t.push_str(&format!("{:<24} {total:>16}\n", "total"));
+        let m = self.memory_estimate();
+        t.push_str(&format!(
+            "memory estimate ~{:.0} MiB: program {:.0} MiB, weights {:.1} MiB, activations of one batch {:.1} MiB, stacks {:.1} MiB\n",
+            m.total(),
+            m.runtime,
+            m.weights,
+            m.activations,
+            m.stacks
+        ));
+        t
+    }
+}

@@ -1,0 +1,51 @@
+//! Decode: the accepted latents to synthetic maps in physical units, batch by batch with
+//! checkpoints.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ndarray::Axis;
+use serde_json::{json, Value};
+
+use crate::diffusion::Ddim;
+use crate::error::Result;
+use crate::latents::{self, ModelInput};
+use crate::pipeline::manifest::FileHash;
+use crate::pipeline::runner::{Runner, StageOutput};
+
+impl Runner<'_> {
+    /// What decoding of domain `d` reads: the accepted latents, the grid (with the decoding
+    /// clip), and the key of its checkpoints.
+    pub(in crate::pipeline) fn decode_setup(&mut self, d: &str) -> Result<(ModelInput, Ddim, String)> {
+        let latents_path = self.path(&["samples", &format!("{d}.latents.npy")]);
+        let input: ModelInput = latents::read_model_input(&latents_path)?;
+        let mut ddim = self.ddim()?;
+        if let Some(c) = self.plan.config.inversion.decode_clip {
+            ddim.clip = Some(c);
+        }
+        let key = format!("{}\n{:?} clip {:?}\nbatch {}\n", FileHash::of(&latents_path, &latents_path)?.sha256, ddim.seq, ddim.clip, self.plan.config.model.batch);
+        Ok((input, ddim, key))
+    }
+
+    pub(in crate::pipeline) fn decode(&mut self, d: &str) -> Result<StageOutput> {
+        let (input, ddim, key) = self.decode_setup(d)?;
+        let partial = self.partial_dir(&format!("decode/{d}")).expect("decoding checkpoints");
+        let steps = ddim.seq.len() as u64;
+        let (images, reused) = self.checkpointed(&partial, &key, &input.data, &format!("decode {d}"), steps, |r, chunk, pb| {
+            let m = r.model()?;
+            ddim.generate(m, chunk, 0.0, 0, chunk.len_of(Axis(0)), pb)
+        })?;
+        let sampling = input.provenance.as_ref().and_then(|p| p.records.get("sampling")).cloned().unwrap_or(Value::Null);
+        let mut records = ddim.records(self.model()?)?;
+        records.extend([("sampling", sampling), ("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}))]);
+        let paths: Vec<PathBuf> = self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
+        let title = format!("{} synthetic maps of '{d}'", images.len_of(Axis(0)));
+        let (written, physical) = latents::write_maps(&paths, &images, "run: decode", &input, records, &title)?;
+        let mut counts = BTreeMap::new();
+        counts.insert("maps".into(), json!(images.len_of(Axis(0))));
+        counts.insert("physical_units".into(), json!(physical));
+        counts.insert("unet_evaluations".into(), json!(reused.evaluations_done(self.plan.unet_evaluations(&format!("decode/{d}")), images.len_of(Axis(0)))));
+        counts.insert("batches_from_checkpoints".into(), json!(reused.batches));
+        Ok((written, counts))
+    }
+}

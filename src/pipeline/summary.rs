@@ -1,0 +1,166 @@
+//! What a finished run reports: per-domain numbers from the manifest and `summary.md`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::runner::Runner;
+use super::RunConfig;
+use crate::error::Result;
+
+/// Per-domain results of a finished run.
+#[derive(Debug, Clone)]
+pub struct DomainSummary {
+    pub name: String,
+    pub maps: usize,
+    pub synthetic: Vec<PathBuf>,
+    pub accepted: usize,
+    pub tried: usize,
+    /// Per-map power-spectrum slopes: mean and standard deviation of each set.
+    pub slope_real: (f64, f64),
+    pub slope_synthetic: (f64, f64),
+    /// Welch's t of the per-map slopes (synthetic − real).
+    pub slope_welch_t: f64,
+    /// Spread of per-map levels, synthetic over real.
+    pub level_spread_ratio: f64,
+    /// One-point PDF on the real maps' bins.
+    pub hellinger: f64,
+    pub hellinger_std: f64,
+    /// Closest synthetic–real over closest real–real distance.
+    pub memorization_ratio: f64,
+    pub memorized: usize,
+    /// The battery's χ²/dof per statistic (in report order) and overall (NaN without a battery).
+    pub battery: Vec<(crate::stats::battery::Statistic, f64)>,
+    pub battery_chi2: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub dir: PathBuf,
+    pub domains: Vec<DomainSummary>,
+    /// Leave-one-out nearest-centroid accuracy between domains (two or more domains).
+    pub separability: Option<f64>,
+    /// Stages run in this invocation and kept from earlier ones.
+    pub ran: Vec<String>,
+    pub kept: Vec<String>,
+    pub seconds: f64,
+    pub text: String,
+}
+
+impl Runner<'_> {
+    fn count(&self, stage: &str, key: &str) -> f64 {
+        self.manifest.stages.get(stage).and_then(|r| r.counts.get(key)).and_then(Value::as_f64).unwrap_or(f64::NAN)
+    }
+
+    pub(super) fn finish(mut self, seconds: f64) -> Result<RunSummary> {
+        let mut domains = Vec::new();
+        for d in &self.plan.domains {
+            let n = &d.name;
+            let synthetic = self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{n}.{f}")])).collect();
+            let v = format!("validate/{n}");
+            domains.push(DomainSummary {
+                name: n.clone(),
+                maps: d.images,
+                synthetic,
+                accepted: self.count(&format!("sample/{n}"), "accepted") as usize,
+                tried: self.count(&format!("sample/{n}"), "tried") as usize,
+                slope_real: (self.count(&v, "slope_real"), self.count(&v, "slope_real_std")),
+                slope_synthetic: (self.count(&v, "slope_synthetic"), self.count(&v, "slope_synthetic_std")),
+                slope_welch_t: self.count(&v, "slope_welch_t"),
+                level_spread_ratio: self.count(&v, "level_spread_ratio"),
+                hellinger: self.count(&v, "hellinger"),
+                hellinger_std: self.count(&v, "hellinger_std"),
+                memorization_ratio: self.count(&v, "memorization_ratio"),
+                memorized: self.count(&v, "memorized") as usize,
+                battery: crate::stats::battery::Statistic::ALL
+                    .into_iter()
+                    .map(|st| (st, self.count(&v, &format!("chi2_{st}"))))
+                    .filter(|(_, c)| c.is_finite())
+                    .collect(),
+                battery_chi2: self.count(&v, "battery_chi2"),
+            });
+        }
+        let separability = Some(self.count("fit", "loo_nearest_centroid_accuracy")).filter(|v| v.is_finite());
+        let text = summary_text(&self.dir, &self.plan.config, &domains, separability);
+        crate::io::write_text(&self.dir.join("summary.md"), &text)?;
+        self.manifest.complete = true;
+        self.save()?;
+        self.log.line(&format!("run complete: {} stage(s) run, {} kept, {seconds:.1} s", self.ran.len(), self.kept.len()))?;
+        Ok(RunSummary { dir: self.dir.clone(), domains, separability, ran: self.ran, kept: self.kept, seconds, text })
+    }
+}
+
+/// The run's `summary.md`: where things are and the key numbers (no timings, so that it is
+/// reproducible).
+fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separability: Option<f64>) -> String {
+    let mut t = format!("# Run '{}'\n\n", c.name());
+    t.push_str(&format!(
+        "Model `{}`; grid of {} points up to t0 = {}; {} prior; seed {}.\n\n",
+        c.model.path.display(),
+        c.inversion.steps,
+        c.inversion.t0,
+        c.prior.kind,
+        c.run.seed
+    ));
+    t.push_str("| domain | real maps | synthetic | accepted / tried | per-map PS slope real | synthetic | Welch t | level spread ratio | PDF Hellinger | memorization ratio | near-copies |\n");
+    t.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for d in domains {
+        let rel: Vec<String> = d.synthetic.iter().map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string()).collect();
+        t.push_str(&format!(
+            "| {} | {} | {} | {} / {} ({:.1} %) | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.2} | {:.2} | {:.3} ± {:.3} | {:.2} | {} |\n",
+            d.name,
+            d.maps,
+            rel.join(", "),
+            d.accepted,
+            d.tried,
+            100.0 * d.accepted as f64 / d.tried.max(1) as f64,
+            d.slope_real.0,
+            d.slope_real.1,
+            d.slope_synthetic.0,
+            d.slope_synthetic.1,
+            d.slope_welch_t,
+            d.level_spread_ratio,
+            d.hellinger,
+            d.hellinger_std,
+            d.memorization_ratio,
+            d.memorized
+        ));
+    }
+    t.push_str(
+        "\nPer map, not pooled: slopes are fitted map by map (Welch's t compares the two means); the level spread ratio is the standard \
+         deviation of the synthetic maps' mean levels over the real ones'; the PDF distance uses bins over the real maps' range plus \
+         one below and one above it (± from resampling whole maps); memorization ratio = closest synthetic–real over closest \
+         real–real distance. Details in `report/<domain>/report.md`.\n",
+    );
+    if let Some(first) = domains.iter().find(|d| !d.battery.is_empty()) {
+        t.push_str("\nBattery of statistics, χ²/dof of synthetic against real means (about 1 when both sample one distribution; \
+                    bands, distances and figures in `report/<domain>/`):\n\n| domain |");
+        for (st, _) in &first.battery {
+            t.push_str(&format!(" {} |", st.title()));
+        }
+        t.push_str(" overall |\n|---|");
+        t.push_str(&"---|".repeat(first.battery.len() + 1));
+        t.push('\n');
+        for d in domains {
+            t.push_str(&format!("| {} |", d.name));
+            for (_, c) in &d.battery {
+                t.push_str(&format!(" {c:.2} |"));
+            }
+            t.push_str(&format!(" {:.2} |\n", d.battery_chi2));
+        }
+    }
+    if let Some(s) = separability {
+        t.push_str(&format!(
+            "\nSeparability of the domains in latent space: leave-one-out nearest-centroid accuracy {:.1} % (chance: {:.1} %).\n",
+            100.0 * s,
+            100.0 / domains.len() as f64
+        ));
+    }
+    t.push_str(
+        "\nFiles: `stacks/` normalized inputs and the real maps after geometry; `latents/` inverted latents; \
+         `prior/` priors and diagnostics; `samples/` synthetic maps (physical units) and their latents; \
+         `report/<domain>/` validation report and figures; `manifest.json` hashes, seeds, timings; `run.log`.\n",
+    );
+    t
+}
