@@ -8,9 +8,8 @@ use ndarray::{Array4, Axis, Ix4};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::ingest::read_model_stack;
-use crate::io::{self, Format, OutputStack, Provenance};
-use crate::prep::Normalization;
+use crate::io::{self, fits, Format, OutputStack, Provenance};
+use crate::prep::{self, Normalization};
 
 /// A model-space stack and what is known about it.
 #[derive(Debug, Clone)]
@@ -138,6 +137,60 @@ pub fn write_maps(
     let grid = crate::plot::MapGrid::new(&title, shown, labels, provenance.units.clone());
     written.extend(grid.save(&io::with_suffix(&paths[0], ""))?);
     Ok((written, physical))
+}
+
+/// Reads a normalized stack written by `ingest` back: images (N, C, H, W), mask (N, H, W) and
+/// the normalization.
+pub fn read_model_stack(path: &Path) -> Result<prep::ModelStack> {
+    let provenance = io::read_provenance(path)?;
+    let normalization: Normalization = provenance
+        .and_then(|p| p.records.get("normalization").cloned())
+        .ok_or_else(|| Error::content(path, "not a normalized stack written by `expanse ingest` (no normalization record)"))
+        .and_then(|v| serde_json::from_value(v).map_err(|e| Error::format(path, format!("bad normalization record: {e}"))))?;
+    let data = read_array(path, Format::detect(path)?, "maps")?;
+    let data = data
+        .into_dimensionality::<ndarray::Ix4>()
+        .map_err(|_| Error::content(path, "expected a (N, C, H, W) stack"))?;
+    let n = data.len_of(Axis(0));
+    let (h, w) = (data.shape()[2], data.shape()[3]);
+    let mask = match read_mask(path)? {
+        Some(m) => m,
+        None => ndarray::Array3::zeros((n, h, w)),
+    };
+    Ok(prep::ModelStack { data, mask, normalization })
+}
+
+fn read_array(path: &Path, format: Format, dataset: &str) -> Result<ndarray::ArrayD<f32>> {
+    match format {
+        Format::Fits => fits::read(path, Some(&io::HduSelector::Index(0))).map(|(_, d)| d),
+        Format::Hdf5 => io::hdf5::read(path, Some(dataset)).map(|(_, d)| d),
+        Format::Npy => io::npy::read_any(path).map(|(d, _)| d),
+    }
+}
+
+fn read_mask(path: &Path) -> Result<Option<ndarray::Array3<u8>>> {
+    let arr = match Format::detect(path)? {
+        Format::Fits => match fits::read(path, Some(&io::HduSelector::Name("MASK".into()))) {
+            Ok((_, d)) => Some(d),
+            Err(Error::Content { .. }) => None,
+            Err(e) => return Err(e),
+        },
+        Format::Hdf5 => match io::hdf5::read(path, Some("mask")) {
+            Ok((_, d)) => Some(d),
+            Err(Error::Content { .. }) => None,
+            Err(e) => return Err(e),
+        },
+        Format::Npy => {
+            let mp = io::npy::mask_path(path);
+            if mp.exists() { Some(io::npy::read_any(&mp)?.0) } else { None }
+        }
+    };
+    arr.map(|a| {
+        a.mapv(|v| u8::from(v != 0.0))
+            .into_dimensionality::<ndarray::Ix3>()
+            .map_err(|_| Error::content(path, "mask is not (N, H, W)"))
+    })
+    .transpose()
 }
 
 #[cfg(test)]

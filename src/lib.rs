@@ -18,6 +18,7 @@ pub mod error;
 pub mod fidelity;
 pub mod ingest;
 pub mod model;
+pub mod numerics;
 pub mod pipeline;
 pub mod inspect;
 pub mod io;
@@ -28,6 +29,7 @@ pub mod prep;
 pub mod runtime;
 pub mod simulate;
 pub mod stats;
+pub mod synthesis;
 pub mod validate;
 
 pub use error::{Error, Result};

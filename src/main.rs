@@ -17,12 +17,12 @@ use expanse::model::{self, Ddpm};
 use expanse::prior::geometry::{self, CandidateKind, SamplingSpec, TestSpec};
 use expanse::prior::{diagnostics, file as prior_file, PriorKind};
 use expanse::simulate::{self, CloudSpec};
+use expanse::synthesis;
 use expanse::stats::battery::{parse_range, BatteryOptions, Statistic};
 use expanse::stats::power_spectrum::EnsembleSpectrum;
 use expanse::stats::{Apodization, PowerSpectrumOptions};
 use candle_core::{DType, Tensor};
 use indicatif::ProgressBar;
-use ndarray::{Array4, Axis};
 
 /// Grow a handful of astrophysical maps into many statistically faithful synthetic maps with a
 /// frozen diffusion model (Zhu et al. 2023, arXiv 2310.09213).
@@ -740,22 +740,10 @@ fn batches(n: usize, batch: usize) -> u64 {
 
 fn run_unet_eval(a: UnetEvalArgs) -> Result<()> {
     let ddpm = load_model(&a.model)?;
-    let input = latents::read_model_input(&a.input)?;
-    let (b, c, h, w) = input.data.dim();
-    ddpm.check_input(c, h, w).with_context(|| format!("{}", a.input.display()))?;
-    let pb = progress(batches(b, a.model.batch), "unet-eval");
-    let mut parts = Vec::new();
-    for chunk in input.data.axis_chunks_iter(Axis(0), a.model.batch) {
-        let d = chunk.dim();
-        let x = Tensor::from_vec(chunk.iter().copied().collect::<Vec<f32>>(), (d.0, d.1, d.2, d.3), &ddpm.device)?;
-        let y = ddpm.forward(&x, a.timestep)?.to_dtype(DType::F32)?;
-        let (yb, yc, yh, yw) = y.dims4()?;
-        parts.push(Array4::from_shape_vec((yb, yc, yh, yw), y.flatten_all()?.to_vec1::<f32>()?)?);
-        pb.inc(1);
-    }
+    let input = invert_input(&ddpm, &a.input)?;
+    let pb = progress(batches(input.data.dim().0, a.model.batch), "unet-eval");
+    let out = diffusion::raw_outputs(&ddpm, &input.data, a.timestep, a.model.batch, &pb)?;
     pb.finish_and_clear();
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    let out = ndarray::concatenate(Axis(0), &views)?;
     let rec = vec![("timestep", serde_json::json!(a.timestep)), ("model", serde_json::json!({"folder": ddpm.dir, "format": ddpm.format.as_str()}))];
     let written = latents::write_model_output(&a.out, &out, "unet-eval", &input, rec)?;
     println!("wrote {} (shape {:?})", written[0].display(), out.shape());
@@ -814,54 +802,30 @@ fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
     let ddpm = load_model(&a.model)?;
     let ddim = ddim_for(&ddpm, &a.grid, a.inversion.fixed_point)?;
     let input = invert_input(&ddpm, &a.inversion.input)?;
-    let n = input.data.dim().0;
-    let nb = batches(n, a.model.batch);
-    let pb = progress((ddim.seq.len() - 1) as u64 * nb, "invert");
-    let t = std::time::Instant::now();
-    let z = ddim.invert(&ddpm, &input.data, a.model.batch, &pb)?;
-    pb.finish_and_clear();
-    let t_inv = t.elapsed().as_secs_f64();
-    let pb = progress(ddim.seq.len() as u64 * nb, "generate");
-    let t = std::time::Instant::now();
-    let x = ddim.generate(&ddpm, &z, 0.0, 0, a.model.batch, &pb)?;
-    pb.finish_and_clear();
-    let t_gen = t.elapsed().as_secs_f64();
-    let errors = diffusion::reconstruction_errors(&input.data, &x);
-    println!("{:>5} {:>12} {:>10}", "map", "MSE", "PSNR [dB]");
-    for (i, e) in errors.iter().enumerate() {
-        println!("{i:>5} {:>12.4e} {:>10.2}", e.mse, e.psnr_db);
-    }
-    let mean_mse = errors.iter().map(|e| e.mse).sum::<f64>() / n as f64;
-    let mean_psnr = errors.iter().map(|e| e.psnr_db).sum::<f64>() / n as f64;
-    println!("mean  {mean_mse:>12.4e} {mean_psnr:>10.2}");
-    let evals_inv = diffusion::unet_evaluations(&ddim, n, true, false);
+    let r = diffusion::Reconstruction::run(&ddim, &ddpm, &input.data, a.model.batch, &progress)?;
+    print!("{}", r.table());
     println!(
-        "cost: inversion {evals_inv} UNet evaluations ({} per step with {} fixed-point iteration(s)) in {t_inv:.1} s; generation {} in {t_gen:.1} s",
+        "cost: inversion {} UNet evaluations ({} per step with {} fixed-point iteration(s)) in {:.1} s; generation {} in {:.1} s",
+        r.unet_evaluations.inversion,
         1 + ddim.fixed_point,
         ddim.fixed_point,
-        diffusion::unet_evaluations(&ddim, n, false, true)
+        r.seconds.inversion,
+        r.unet_evaluations.generation,
+        r.seconds.generation
     );
     if let Some(out) = &a.out {
         let mut rec = ddim.records(&ddpm)?;
-        rec.push(("reconstruction_mse", serde_json::json!(errors.iter().map(|e| e.mse).collect::<Vec<_>>())));
-        let written = latents::write_model_output(out, &x, "reconstruct", &input, rec)?;
+        rec.push(("reconstruction_mse", serde_json::json!(r.per_map.iter().map(|e| e.mse).collect::<Vec<_>>())));
+        let written = latents::write_model_output(out, &r.images, "reconstruct", &input, rec)?;
         println!("wrote {}", written[0].display());
     }
     if let Some(path) = &a.report {
-        let report = serde_json::json!({
-            "input": a.inversion.input, "model": ddpm.dir, "steps": ddim.seq.len(), "t0": a.grid.t0,
-            "fixed_point": ddim.fixed_point, "per_map": errors, "mean_mse": mean_mse, "mean_psnr_db": mean_psnr,
-            "unet_evaluations": {"inversion": evals_inv, "generation": diffusion::unet_evaluations(&ddim, n, false, true)},
-            "seconds": {"inversion": t_inv, "generation": t_gen},
-        });
-        let files = expanse::io::AtomicFiles::new(std::slice::from_ref(path))?;
-        std::fs::write(files.temp(0), serde_json::to_string_pretty(&report)?)?;
-        files.commit()?;
+        let report = r.report(&a.inversion.input, &ddpm.dir, &ddim);
+        expanse::io::write_text(path, &serde_json::to_string_pretty(&report)?)?;
         println!("wrote {}", path.display());
     }
     Ok(())
 }
-
 
 fn run_bench(a: BenchArgs) -> Result<()> {
     match a.kernels.as_str() {
@@ -955,11 +919,7 @@ fn run_fit(a: FitArgs) -> Result<()> {
             (name, path.clone())
         })
         .collect();
-    let names: Vec<&String> = domains.iter().map(|d| &d.0).collect();
-    if let Some(dup) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
-        bail!("two domains are named '{}': pass --names", dup.1);
-    }
-    let fitted = prior_file::fit_files(&domains, kind, &a.out, None)?;
+    let fitted = expanse::prior::fit::fit_files(&domains, kind, &a.out, None)?;
     print!("{}", diagnostics::table(&fitted.diagnostics, fitted.separability.as_ref()));
     for w in fitted.written {
         println!("wrote {}", w.display());
@@ -980,7 +940,6 @@ fn run_sample(a: SampleArgs) -> Result<()> {
     }
     let prior = prior_file::read_domain(&a.prior, a.domain.as_deref())?;
     let input = latents::read_model_input(&a.latents)?;
-    let z = geometry::flatten(&input.data);
     let spec = SamplingSpec {
         count: a.count,
         candidates,
@@ -990,32 +949,29 @@ fn run_sample(a: SampleArgs) -> Result<()> {
         debias: a.debias.parse().context("--debias")?,
         norm: a.norm.parse().context("--norm")?,
     };
+    // The model and grid are checked before sampling, so that nothing is written when they do
+    // not fit the latents.
+    geometry::check_dimension(&prior, input.data.len() / input.data.dim().0.max(1)).with_context(|| format!("sampling domain '{}'", prior.name))?;
+    let ddpm = load_model(&a.model)?;
+    let [c, h, w] = prior.shape;
+    ddpm.check_input(c, h, w)?;
+    synthesis::grid_of(&ddpm, &input, &a.latents, None)?;
     let t = std::time::Instant::now();
-    let outcome = geometry::sample_latents(&prior, &z, &spec).with_context(|| format!("sampling domain '{}'", prior.name))?;
+    let latents_out = expanse::io::with_suffix(&a.out, ".latents.npy");
+    let (outcome, mut written) = synthesis::sample(&prior, &a.prior, &input, &spec, &latents_out, "sample")
+        .with_context(|| format!("sampling domain '{}'", prior.name))?;
     let (_, all) = outcome.rates();
     println!(
         "accepted {} of {} candidates ({:.1} %; {}) in {:.1} s",
         outcome.accepted.len(), outcome.tried, 100.0 * all, outcome.rates_text(), t.elapsed().as_secs_f64()
     );
-    let accepted = outcome.accepted_array(prior.shape);
-    let [c, h, w] = prior.shape;
-    let ddim_rec = input.provenance.as_ref().and_then(|p| p.records.get("ddim")).context("the latents record no DDIM grid (were they written by `expanse invert`?)")?;
-    let seq: Vec<usize> = serde_json::from_value(ddim_rec["seq"].clone()).context("bad DDIM grid record")?;
-    let ddpm = load_model(&a.model)?;
-    ddpm.check_input(c, h, w)?;
-    let ddim = Ddim::for_model(&ddpm, seq.len(), *seq.last().context("empty grid")?, 0, None)?;
-    if ddim.seq != seq {
-        bail!("the latents' grid {:?} is not the paper grid this model gives", seq);
-    }
-    let sampling_record = outcome.record(&prior, &a.prior, &spec);
-    let mut written = latents::write_model_output(&expanse::io::with_suffix(&a.out, ".latents.npy"), &accepted, "sample", &input, vec![("sampling", sampling_record.clone())])?;
+    let accepted = latents::read_model_input(&latents_out)?;
+    let ddim = synthesis::grid_of(&ddpm, &accepted, &latents_out, None)?;
     let pb = progress(ddim.seq.len() as u64 * batches(a.count, a.model.batch), "decode");
-    let images = ddim.generate(&ddpm, &accepted, 0.0, 0, a.model.batch, &pb)?;
+    let images = ddim.generate(&ddpm, &accepted.data, 0.0, 0, a.model.batch, &pb)?;
     pb.finish_and_clear();
-    let mut records = ddim.records(&ddpm)?;
-    records.push(("sampling", sampling_record));
-    let title = format!("{} synthetic maps of '{}'", a.count, prior.name);
-    let (files, physical) = latents::write_maps(std::slice::from_ref(&a.out), &images, "sample", &input, records, &title)?;
+    let (files, physical) =
+        synthesis::write_synthetic(std::slice::from_ref(&a.out), &images, "sample", &accepted, &ddim, &ddpm, &prior.name, vec![])?;
     written.extend(files);
     let label = if physical { "physical units" } else { "model space (the latents carry no normalization)" };
     println!("decoded {} map(s) into {label}", a.count);
@@ -1053,22 +1009,12 @@ fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
     let arrays: Vec<ndarray::Array2<f64>> = stack.outer_iter().map(|m| m.mapv(|v| v as f64)).collect();
     let ens = EnsembleSpectrum::compute(&arrays, &opts)?;
     let ps = &ens.mean;
-    let mut csv = String::from("k,power,power_std,count\n");
-    for i in 0..ps.nbins() {
-        let n = expanse::io::number::<f64>;
-        csv.push_str(&format!("{},{},{},{}\n", n(ps.freqs[i]), n(ps.power[i]), n(ps.power_std[i]), ps.counts[i]));
-    }
     let mut targets = vec![a.out.clone()];
     targets.extend(a.summary.clone());
     let files = expanse::io::AtomicFiles::new(&targets)?;
-    std::fs::write(files.temp(0), csv)?;
+    std::fs::write(files.temp(0), ens.csv())?;
     if a.summary.is_some() {
-        let summary = serde_json::json!({
-            "slope": ps.slope, "slope_err": ps.slope_err, "low_cut": ps.low_cut, "high_cut": ps.high_cut,
-            "nbins": ps.nbins(), "intercept": ps.intercept, "maps": arrays.len(), "per_map_slopes": ens.slopes,
-            "conventions": "TurbuStat 1.3 PowerSpectrum: k in pixel^-1, linear bins, HC3 slope error; several maps: mean power per bin",
-        });
-        std::fs::write(files.temp(1), serde_json::to_string_pretty(&summary)?)?;
+        std::fs::write(files.temp(1), serde_json::to_string_pretty(&ens.summary())?)?;
     }
     for w in files.commit()? {
         println!("wrote {}", w.display());

@@ -11,13 +11,13 @@ use plotters::style::colors::colormaps::ViridisRGB;
 
 use crate::error::{Error, Result};
 use crate::io::AtomicFiles;
-use crate::prep::transform::percentile_sorted;
+use crate::numerics::percentile_sorted;
 
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
 /// `stem` + `suffix` (the stem may itself contain dots, e.g. `prior.diagnostics`).
-fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+fn appended(stem: &Path, suffix: &str) -> PathBuf {
     let mut s = stem.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
@@ -39,7 +39,7 @@ const PNG_ZOOM: f32 = 2.0;
 /// (by resvg, with the embedded font: the PNG looks exactly like the SVG), atomically.
 fn save_figure(stem: &Path, size: (u32, u32), draw: impl Fn(&DrawingArea<SVGBackend, plotters::coord::Shift>) -> DrawResult) -> Result<Vec<PathBuf>> {
     register_font();
-    let (png, svg) = (with_suffix(stem, ".png"), with_suffix(stem, ".svg"));
+    let (png, svg) = (appended(stem, ".png"), appended(stem, ".svg"));
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, size).into_drawing_area();

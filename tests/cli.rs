@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{expanse, ok};
 
-use expanse::ingest::read_model_stack;
+use expanse::latents::read_model_stack;
 use expanse::io::{self, fits, Selection};
 use ndarray::{Array3, Axis};
 

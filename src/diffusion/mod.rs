@@ -224,7 +224,7 @@ impl Ddim {
 
     /// Inverts (N, C, H, W) images in batches of `batch`.
     pub fn invert(&self, model: &dyn Denoiser, x: &Array4<f32>, batch: usize, progress: &ProgressBar) -> Result<Array4<f32>> {
-        self.map_batches(x, batch, |t| self.invert_batch(model, t, progress), model.device())
+        map_batches(x, batch, model.device(), |t| self.invert_batch(model, t, progress))
     }
 
     /// Generates (N, C, H, W) images from latents in batches of `batch`; with η > 0 the noise
@@ -235,35 +235,36 @@ impl Ddim {
             return Err(Error::Invalid(format!("eta must be >= 0, got {eta}")));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        self.map_batches(z, batch, |t| self.generate_batch(model, t, eta, &mut rng, progress), model.device())
+        map_batches(z, batch, model.device(), |t| self.generate_batch(model, t, eta, &mut rng, progress))
     }
+}
 
-    fn map_batches(
-        &self,
-        x: &Array4<f32>,
-        batch: usize,
-        mut f: impl FnMut(&Tensor) -> Result<Tensor>,
-        device: &Device,
-    ) -> Result<Array4<f32>> {
-        if batch == 0 {
-            return Err(Error::Invalid("batch size must be at least 1".into()));
-        }
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Invalid("input holds NaN or infinite values (fill blanks at ingest)".into()));
-        }
-        let mut parts = Vec::new();
-        let n = x.len_of(Axis(0));
-        let mut start = 0;
-        while start < n {
-            let end = (start + batch).min(n);
-            let chunk = x.slice(ndarray::s![start..end, .., .., ..]).to_owned();
-            let out = f(&to_tensor(&chunk, device)?)?;
-            parts.push(to_array(&out)?);
-            start = end;
-        }
-        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        Ok(ndarray::concatenate(Axis(0), &views).expect("same shapes"))
+/// Runs `f` on (N, C, H, W) arrays in batches of `batch` on `device` and stacks the results: the
+/// one place a stack meets the UNet batch by batch (inversion, generation, `unet-eval`).
+pub fn map_batches(x: &Array4<f32>, batch: usize, device: &Device, mut f: impl FnMut(&Tensor) -> Result<Tensor>) -> Result<Array4<f32>> {
+    if batch == 0 {
+        return Err(Error::Invalid("batch size must be at least 1".into()));
     }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Invalid("input holds NaN or infinite values (fill blanks at ingest)".into()));
+    }
+    let mut parts = Vec::new();
+    for chunk in x.axis_chunks_iter(Axis(0), batch) {
+        let out = f(&to_tensor(&chunk.to_owned(), device)?)?;
+        parts.push(to_array(&out)?);
+    }
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    Ok(ndarray::concatenate(Axis(0), &views).expect("same shapes"))
+}
+
+/// The network's raw output (every output channel, float32) for (N, C, H, W) inputs at timestep
+/// `t`, in batches of `batch`; `progress` advances once per batch.
+pub fn raw_outputs(model: &dyn Denoiser, x: &Array4<f32>, t: f64, batch: usize, progress: &ProgressBar) -> Result<Array4<f32>> {
+    map_batches(x, batch, model.device(), |b| {
+        let y = model.raw(b, t)?;
+        progress.inc(1);
+        Ok(y)
+    })
 }
 
 /// Per-map reconstruction error in model space: MSE and PSNR for a data range of 2 ([−1, 1]).
@@ -278,12 +279,88 @@ pub fn reconstruction_errors(a: &Array4<f32>, b: &Array4<f32>) -> Vec<Reconstruc
     a.axis_iter(Axis(0))
         .zip(b.axis_iter(Axis(0)))
         .map(|(x, y)| {
-            let n = x.len() as f64;
-            let mse = x.iter().zip(y.iter()).map(|(p, q)| ((*p as f64) - (*q as f64)).powi(2)).sum::<f64>() / n;
-            let psnr_db = if mse > 0.0 { 10.0 * (4.0 / mse).log10() } else { f64::INFINITY };
-            ReconstructionError { mse, psnr_db }
+            let mse = crate::numerics::mse(x.mapv(f64::from).view(), y.mapv(f64::from).view());
+            ReconstructionError { mse, psnr_db: crate::numerics::psnr_of_mse(mse, 2.0) }
         })
         .collect()
+}
+
+/// UNet evaluations and seconds of each half of a round trip.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RoundTripCost<T> {
+    pub inversion: T,
+    pub generation: T,
+}
+
+/// A round trip of model-space maps through deterministic inversion and generation: the maps
+/// it gives back, their errors against the originals, and what it cost (`expanse reconstruct`).
+#[derive(Debug, Clone)]
+pub struct Reconstruction {
+    pub images: Array4<f32>,
+    pub per_map: Vec<ReconstructionError>,
+    pub mean_mse: f64,
+    pub mean_psnr_db: f64,
+    pub unet_evaluations: RoundTripCost<usize>,
+    pub seconds: RoundTripCost<f64>,
+}
+
+impl Reconstruction {
+    /// Inverts `x` on `ddim`'s grid and generates back with η = 0, in batches of `batch`;
+    /// `progress(total, what)` makes the bar of each half.
+    pub fn run(
+        ddim: &Ddim,
+        model: &dyn Denoiser,
+        x: &Array4<f32>,
+        batch: usize,
+        progress: &dyn Fn(u64, &str) -> ProgressBar,
+    ) -> Result<Reconstruction> {
+        let n = x.len_of(Axis(0));
+        let nb = n.div_ceil(batch.max(1)) as u64;
+        let pb = progress((ddim.seq.len() - 1) as u64 * nb, "invert");
+        let t = std::time::Instant::now();
+        let z = ddim.invert(model, x, batch, &pb)?;
+        pb.finish_and_clear();
+        let t_inv = t.elapsed().as_secs_f64();
+        let pb = progress(ddim.seq.len() as u64 * nb, "generate");
+        let t = std::time::Instant::now();
+        let images = ddim.generate(model, &z, 0.0, 0, batch, &pb)?;
+        pb.finish_and_clear();
+        let t_gen = t.elapsed().as_secs_f64();
+        let per_map = reconstruction_errors(x, &images);
+        let mean_mse = per_map.iter().map(|e| e.mse).sum::<f64>() / n as f64;
+        let mean_psnr_db = per_map.iter().map(|e| e.psnr_db).sum::<f64>() / n as f64;
+        Ok(Reconstruction {
+            images,
+            per_map,
+            mean_mse,
+            mean_psnr_db,
+            unet_evaluations: RoundTripCost {
+                inversion: unet_evaluations(ddim, n, true, false),
+                generation: unet_evaluations(ddim, n, false, true),
+            },
+            seconds: RoundTripCost { inversion: t_inv, generation: t_gen },
+        })
+    }
+
+    /// The per-map table: MSE and PSNR of each map, then the means.
+    pub fn table(&self) -> String {
+        let mut t = format!("{:>5} {:>12} {:>10}\n", "map", "MSE", "PSNR [dB]");
+        for (i, e) in self.per_map.iter().enumerate() {
+            t.push_str(&format!("{i:>5} {:>12.4e} {:>10.2}\n", e.mse, e.psnr_db));
+        }
+        t.push_str(&format!("mean  {:>12.4e} {:>10.2}\n", self.mean_mse, self.mean_psnr_db));
+        t
+    }
+
+    /// The JSON report: what was reconstructed with which model and grid, errors per map and
+    /// mean, evaluations and seconds.
+    pub fn report(&self, input: &std::path::Path, model_dir: &std::path::Path, ddim: &Ddim) -> serde_json::Value {
+        serde_json::json!({
+            "input": input, "model": model_dir, "steps": ddim.seq.len(), "t0": ddim.seq.last(),
+            "fixed_point": ddim.fixed_point, "per_map": self.per_map, "mean_mse": self.mean_mse,
+            "mean_psnr_db": self.mean_psnr_db, "unet_evaluations": self.unet_evaluations, "seconds": self.seconds,
+        })
+    }
 }
 
 #[cfg(test)]

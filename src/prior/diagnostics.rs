@@ -155,10 +155,6 @@ pub struct DomainValues {
     pub pair_angles: Vec<f64>,
 }
 
-fn angle(u: ndarray::ArrayView1<f64>, v: ndarray::ArrayView1<f64>) -> f64 {
-    (u.dot(&v) / (u.dot(&u).sqrt() * v.dot(&v).sqrt())).clamp(-1.0, 1.0).acos().to_degrees()
-}
-
 /// Diagnostics of one domain's latents `z` (rows) under its fitted prior.
 pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
     let (n, d) = z.dim();
@@ -180,7 +176,7 @@ pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
     sorted.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
     let normal = Normal::standard();
     let qq = (1..100)
-        .map(|q| (normal.inverse_cdf(q as f64 / 100.0), crate::prep::transform::percentile_sorted(&sorted, q as f64)))
+        .map(|q| (normal.inverse_cdf(q as f64 / 100.0), crate::numerics::percentile_sorted(&sorted, q as f64)))
         .collect();
     let norms: Vec<f64> = z.axis_iter(Axis(0)).map(|r| r.dot(&r).sqrt()).collect();
     let mut distances = Vec::new();
@@ -189,7 +185,7 @@ pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
         for j in i + 1..n {
             let diff = &z.row(i) - &z.row(j);
             distances.push(diff.dot(&diff).sqrt());
-            origin_angles.push(angle(z.row(i), z.row(j)));
+            origin_angles.push(crate::numerics::angle_deg(z.row(i), z.row(j)));
         }
     }
     let mut pair_angles = Vec::new();
@@ -201,7 +197,7 @@ pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
             }
             let a = &z.row(j) - &z.row(i);
             let b = &z.row(k) - &z.row(i);
-            pair_angles.push(angle(a.view(), b.view()));
+            pair_angles.push(crate::numerics::angle_deg(a.view(), b.view()));
         }
     }
     let sigma = prior.mean_variance().sqrt();

@@ -6,12 +6,10 @@ use std::path::{Path, PathBuf};
 use hdf5::types::VarLenUnicode;
 use ndarray::Array1;
 
-use super::diagnostics::{self, DomainDiagnostics, Separability};
-use super::{geometry, spectral, Covariance, GaussianPrior, PriorKind};
+use super::{spectral, Covariance, GaussianPrior, PriorKind};
 use crate::error::{Error, Result};
 use crate::io::hdf5::put_str;
-use crate::io::{self, AtomicFiles};
-use crate::latents;
+use crate::io::AtomicFiles;
 
 fn get_str(loc: &hdf5::Location, name: &str) -> hdf5::Result<String> {
     Ok(loc.attr(name)?.read_scalar::<VarLenUnicode>()?.as_str().to_string())
@@ -131,48 +129,6 @@ pub fn read_domain(path: &Path, domain: Option<&str>) -> Result<GaussianPrior> {
         None if priors.len() == 1 => Ok(priors.remove(0)),
         None => Err(Error::content(path, format!("holds {} domains ({}): choose one", priors.len(), names()))),
     }
-}
-
-/// Priors fitted by [`fit_files`], their diagnostics and the files written.
-pub struct FitResult {
-    pub priors: Vec<GaussianPrior>,
-    pub diagnostics: Vec<DomainDiagnostics>,
-    pub separability: Option<Separability>,
-    pub written: Vec<PathBuf>,
-}
-
-/// Fits one prior per domain (name, latents file), writes the prior file `out` and, beside it,
-/// `<stem>.diagnostics.json` and `<stem>.diagnostics.png/.svg`. Latents paths inside `relative_to` (a run folder) are recorded relative to it.
-pub fn fit_files(domains: &[(String, PathBuf)], kind: PriorKind, out: &Path, relative_to: Option<&Path>) -> Result<FitResult> {
-    let mut priors: Vec<GaussianPrior> = Vec::new();
-    let mut mats = Vec::new();
-    for (name, path) in domains {
-        if priors.iter().any(|p| &p.name == name) {
-            return Err(Error::Invalid(format!("two domains are named '{name}'")));
-        }
-        let input = latents::read_model_input(path)?;
-        let (_, c, h, w) = input.data.dim();
-        let z = geometry::flatten(&input.data);
-        let mut prior = GaussianPrior::fit(name, &z, [c, h, w], kind).map_err(|e| match e {
-            Error::Invalid(m) => Error::content(path, m),
-            other => other,
-        })?;
-        prior.provenance = serde_json::json!({
-            "latents": crate::io::shown_path(path, relative_to),
-            "records": input.provenance.as_ref().map(|p| serde_json::to_value(&p.records).unwrap_or_default()),
-        });
-        priors.push(prior);
-        mats.push(z);
-    }
-    let diags: Vec<DomainDiagnostics> = priors.iter().zip(&mats).map(|(p, z)| diagnostics::domain(p, z)).collect();
-    let same_d = priors.iter().all(|p| p.dim() == priors[0].dim());
-    let sep = if same_d { diagnostics::separability(&priors, &mats) } else { None };
-    let report = serde_json::json!({"domains": diags, "separability": sep, "tool": io::TOOL});
-    let mut written = write(out, &priors, &serde_json::json!({"kind": kind.to_string()}))?;
-    let json = serde_json::to_string_pretty(&report).expect("diagnostics serialize");
-    written.push(io::write_text(&io::with_suffix(out, ".diagnostics.json"), &json)?);
-    written.extend(diagnostics::figure(&diags, kind).save(&io::with_suffix(out, ".diagnostics"))?);
-    Ok(FitResult { priors, diagnostics: diags, separability: sep, written })
 }
 
 #[cfg(test)]

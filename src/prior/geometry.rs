@@ -53,11 +53,6 @@ pub fn slerp(a: ArrayView1<f64>, b: ArrayView1<f64>, t: f64) -> Array1<f64> {
     dir * ((1.0 - t) * na + t * nb)
 }
 
-fn angle_deg(u: ArrayView1<f64>, v: ArrayView1<f64>) -> f64 {
-    let c = u.dot(&v) / (u.dot(&u).sqrt() * v.dot(&v).sqrt());
-    c.clamp(-1.0, 1.0).acos().to_degrees()
-}
-
 /// The statistics of a point against reference latents, and its own norm.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Geometry {
@@ -72,8 +67,8 @@ pub fn geometry_of(x: ArrayView1<f64>, z: &Array2<f64>, refs: &[usize]) -> Geome
     let k = refs.len() as f64;
     let diffs: Vec<Array1<f64>> = refs.iter().map(|&r| &z.row(r) - &x).collect();
     let distance = diffs.iter().map(|d| d.dot(d).sqrt()).sum::<f64>() / k;
-    let origin_angle = refs.iter().map(|&r| angle_deg(x, z.row(r))).sum::<f64>() / k;
-    let pairs = diffs.windows(2).map(|w| angle_deg(w[0].view(), w[1].view())).sum::<f64>() / (k - 1.0);
+    let origin_angle = refs.iter().map(|&r| crate::numerics::angle_deg(x, z.row(r))).sum::<f64>() / k;
+    let pairs = diffs.windows(2).map(|w| crate::numerics::angle_deg(w[0].view(), w[1].view())).sum::<f64>() / (k - 1.0);
     Geometry { distance, origin_angle, pair_angle: pairs, norm: x.dot(&x).sqrt() }
 }
 
@@ -146,7 +141,7 @@ pub struct Targets {
 
 fn quantile(values: &mut [f64], q: f64) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-    crate::prep::transform::percentile_sorted(values, q)
+    crate::numerics::percentile_sorted(values, q)
 }
 
 impl Targets {
@@ -416,12 +411,18 @@ pub fn match_norm(x: &Array1<f64>, centre: &Array1<f64>, target: f64) -> Array1<
     centre + &(r * scale.max(0.0))
 }
 
+/// Fails unless latents of `d` values per map fit `prior`.
+pub fn check_dimension(prior: &GaussianPrior, d: usize) -> Result<()> {
+    if d != prior.dim() {
+        return Err(Error::Invalid(format!("latents have d = {d}, the prior d = {}", prior.dim())));
+    }
+    Ok(())
+}
+
 /// Draws candidates until `spec.count` pass every enabled test, or fails with the acceptance
 /// rates when the budget cannot reach the count.
 pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpec) -> Result<SamplingOutcome> {
-    if z.ncols() != prior.dim() {
-        return Err(Error::Invalid(format!("latents have d = {}, the prior d = {}", z.ncols(), prior.dim())));
-    }
+    check_dimension(prior, z.ncols())?;
     super::check_latents(z, &prior.name)?;
     if spec.count == 0 {
         return Err(Error::Invalid("count must be at least 1".into()));

@@ -10,6 +10,7 @@
 
 pub mod diagnostics;
 pub mod file;
+pub mod fit;
 pub mod geometry;
 pub(crate) mod linalg;
 pub mod spectral;

@@ -486,7 +486,7 @@ pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
         return (f64::NAN, f64::NAN);
     }
     v.sort_by(f64::total_cmp);
-    (crate::prep::transform::percentile_sorted(&v, 16.0), crate::prep::transform::percentile_sorted(&v, 84.0))
+    (crate::numerics::percentile_sorted(&v, 16.0), crate::numerics::percentile_sorted(&v, 84.0))
 }
 
 /// Scales of one statistic's entries: σ_real and σ_syn per entry, and which entries count.

@@ -6,12 +6,12 @@ use serde::Serialize;
 
 /// Mean squared error.
 pub fn mse(a: ArrayView2<f64>, b: ArrayView2<f64>) -> f64 {
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64
+    crate::numerics::mse(a, b)
 }
 
 /// Peak signal-to-noise ratio (dB) for a given data range.
 pub fn psnr(a: ArrayView2<f64>, b: ArrayView2<f64>, data_range: f64) -> f64 {
-    10.0 * (data_range * data_range / mse(a, b)).log10()
+    crate::numerics::psnr_of_mse(mse(a, b), data_range)
 }
 
 /// Structural similarity as scikit-image's `structural_similarity(a, b, data_range=…)` computes it

@@ -292,6 +292,29 @@ pub struct EnsembleSpectrum {
 }
 
 impl EnsembleSpectrum {
+    /// The binned spectrum as CSV with columns `k,power,power_std,count` (k in pixel⁻¹; the
+    /// ensemble's mean power per bin), numbers written to round-trip.
+    pub fn csv(&self) -> String {
+        let ps = &self.mean;
+        let n = crate::io::number::<f64>;
+        let mut csv = String::from("k,power,power_std,count\n");
+        for i in 0..ps.nbins() {
+            csv.push_str(&format!("{},{},{},{}\n", n(ps.freqs[i]), n(ps.power[i]), n(ps.power_std[i]), ps.counts[i]));
+        }
+        csv
+    }
+
+    /// The fit as JSON: slope, its error, the fitted range, bins, intercept, the per-map slopes
+    /// and the conventions.
+    pub fn summary(&self) -> serde_json::Value {
+        let ps = &self.mean;
+        serde_json::json!({
+            "slope": ps.slope, "slope_err": ps.slope_err, "low_cut": ps.low_cut, "high_cut": ps.high_cut,
+            "nbins": ps.nbins(), "intercept": ps.intercept, "maps": self.slopes.len(), "per_map_slopes": self.slopes,
+            "conventions": "TurbuStat 1.3 PowerSpectrum: k in pixel^-1, linear bins, HC3 slope error; several maps: mean power per bin",
+        })
+    }
+
     /// Spectra of every map (all of one shape).
     pub fn compute(maps: &[ndarray::Array2<f64>], opts: &PowerSpectrumOptions) -> Result<EnsembleSpectrum> {
         let first = maps.first().ok_or_else(|| Error::Invalid("no maps".into()))?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ndarray::Axis;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::diffusion::Ddim;
 use crate::error::Result;
@@ -19,10 +19,9 @@ impl Runner<'_> {
     pub(in crate::pipeline) fn decode_setup(&mut self, d: &str) -> Result<(ModelInput, Ddim, String)> {
         let latents_path = self.path(&["samples", &format!("{d}.latents.npy")]);
         let input: ModelInput = latents::read_model_input(&latents_path)?;
-        let mut ddim = self.ddim()?;
-        if let Some(c) = self.plan.config.inversion.decode_clip {
-            ddim.clip = Some(c);
-        }
+        let inv = &self.plan.config.inversion;
+        let clip = inv.decode_clip.or(inv.clip);
+        let ddim = crate::synthesis::grid_of(self.model()?, &input, &latents_path, clip)?;
         let key = format!("{}\n{:?} clip {:?}\nbatch {}\n", FileHash::of(&latents_path, &latents_path)?.sha256, ddim.seq, ddim.clip, self.plan.config.model.batch);
         Ok((input, ddim, key))
     }
@@ -35,12 +34,9 @@ impl Runner<'_> {
             let m = r.model()?;
             ddim.generate(m, chunk, 0.0, 0, chunk.len_of(Axis(0)), pb)
         })?;
-        let sampling = input.provenance.as_ref().and_then(|p| p.records.get("sampling")).cloned().unwrap_or(Value::Null);
-        let mut records = ddim.records(self.model()?)?;
-        records.extend([("sampling", sampling), ("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}))]);
         let paths: Vec<PathBuf> = self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
-        let title = format!("{} synthetic maps of '{d}'", images.len_of(Axis(0)));
-        let (written, physical) = latents::write_maps(&paths, &images, "run: decode", &input, records, &title)?;
+        let run = ("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}));
+        let (written, physical) = crate::synthesis::write_synthetic(&paths, &images, "run: decode", &input, &ddim, self.model()?, d, vec![run])?;
         let mut counts = BTreeMap::new();
         counts.insert("maps".into(), json!(images.len_of(Axis(0))));
         counts.insert("physical_units".into(), json!(physical));

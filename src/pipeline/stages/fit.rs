@@ -7,14 +7,13 @@ use serde_json::json;
 
 use crate::error::Result;
 use crate::pipeline::runner::{Runner, StageOutput};
-use crate::prior::file as prior_file;
 
 impl Runner<'_> {
     pub(in crate::pipeline) fn fit(&mut self) -> Result<StageOutput> {
         let domains: Vec<(String, PathBuf)> =
             self.plan.domains.iter().map(|d| (d.name.clone(), self.path(&["latents", &format!("{}.h5", d.name)]))).collect();
         let kind = self.plan.config.prior_kind()?;
-        let fitted = prior_file::fit_files(&domains, kind, &self.path(&["prior", "prior.h5"]), Some(&self.dir))?;
+        let fitted = crate::prior::fit::fit_files(&domains, kind, &self.path(&["prior", "prior.h5"]), Some(&self.dir))?;
         let text = crate::prior::diagnostics::table(&fitted.diagnostics, fitted.separability.as_ref());
         for line in text.lines() {
             self.log.line(&format!("fit: {line}"))?;

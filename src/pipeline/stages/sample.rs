@@ -9,24 +9,18 @@ use crate::latents;
 use crate::pipeline::manifest::derive_seed;
 use crate::pipeline::runner::{Runner, StageOutput};
 use crate::prior::file as prior_file;
-use crate::prior::geometry;
 
 impl Runner<'_> {
     pub(in crate::pipeline) fn sample(&mut self, d: &str) -> Result<StageOutput> {
         let prior_path = self.path(&["prior", "prior.h5"]);
         let prior = prior_file::read_domain(&prior_path, Some(d))?;
         let input = latents::read_model_input(&self.path(&["latents", &format!("{d}.h5")]))?;
-        let z = geometry::flatten(&input.data);
         let c = &self.plan.config;
         let seed = self.manifest.seeds.get(&format!("sample/{d}")).copied().unwrap_or_else(|| derive_seed(c.run.seed, &format!("sample/{d}")));
         let spec = c.sampling_spec(seed)?;
-        let outcome = geometry::sample_latents(&prior, &z, &spec)?;
-        let accepted = outcome.accepted_array(prior.shape);
-        let mut records = vec![("sampling", outcome.record(&prior, &crate::io::shown_path(&prior_path, Some(&self.dir)), &spec))];
-        if let Some(g) = input.provenance.as_ref().and_then(|p| p.records.get("ddim")) {
-            records.push(("ddim", g.clone()));
-        }
-        let written = latents::write_model_output(&self.path(&["samples", &format!("{d}.latents.npy")]), &accepted, "run: sample", &input, records)?;
+        let out = self.path(&["samples", &format!("{d}.latents.npy")]);
+        let shown = crate::io::shown_path(&prior_path, Some(&self.dir));
+        let (outcome, written) = crate::synthesis::sample(&prior, &shown, &input, &spec, &out, "run: sample")?;
         let (_, all) = outcome.rates();
         let mut counts = BTreeMap::new();
         counts.insert("accepted".into(), json!(outcome.accepted.len()));
