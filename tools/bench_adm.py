@@ -2,10 +2,10 @@
 """Reference timing for BENCHMARKS.md: guided-diffusion's own `UNetModel` forward pass on an ADM
 model folder (adm.json + model.pt), at the batch, map size and thread count of `expanse bench`.
 
-    PYTHONPATH=/tmp/gdsdk /opt/ref/bin/python tools/bench_adm.py --model DIR --batch 1 --threads 2 --repeats 3
+    PYTHONPATH=.venv-gdsdk python3 tools/bench_adm.py --model DIR --batch 1 --threads 2 --repeats 3
 
-Needs torch and guided-diffusion-sdk 1.0.0 (`pip install --no-deps --target /tmp/gdsdk
-guided-diffusion-sdk==1.0.0`). The model is built with `guided_diffusion.script_util.create_model`
+Needs torch (python3 in a venv made from tools/requirements.txt) and guided-diffusion-sdk 1.0.0
+(`pip install --no-deps --target .venv-gdsdk -r tools/requirements-adm.txt`). The model is built with `guided_diffusion.script_util.create_model`
 from the flags in adm.json (guided-diffusion's defaults for the missing ones) and runs in float32
 (as `expanse bench --dtype f32`; `use_fp16` only matters on a GPU). Prints the median milliseconds
 per batch and per map, and the peak resident memory.

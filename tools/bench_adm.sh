@@ -5,15 +5,18 @@
 #
 #   bash tools/bench_adm.sh [RESULTS_FILE]     (default out/bench_adm.txt)
 #
-# Needs target/release/expanse, /opt/ref/bin/python with torch, and guided-diffusion-sdk 1.0.0 in
-# /tmp/gdsdk (`/opt/ref/bin/pip install --no-deps --target /tmp/gdsdk guided-diffusion-sdk==1.0.0`).
+# Needs target/release/expanse, a python3 with torch (PYTHON=..., default python3: a venv made from
+# tools/requirements.txt, e.g. PYTHON=.venv-ref/bin/python), and guided-diffusion-sdk 1.0.0 in
+# .venv-gdsdk (`.venv-ref/bin/pip install --no-deps --target .venv-gdsdk -r tools/requirements-adm.txt`;
+# GUIDED_DIFFUSION=DIR to use another folder). Paths are relative to the repository root.
 # The random-weight models (AFHQ-dog P2 flags, 0.37 GB; ImageNet 256² unconditional flags, 2.2 GB)
 # are written into out/adm/ by tools/make_adm_fixtures.py --bench-model when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out/bench_adm.txt}
-py=${PYTHON:-/opt/ref/bin/python}
-export PYTHONPATH=${GUIDED_DIFFUSION:-/tmp/gdsdk}
+py=${PYTHON:-python3}
+export PYTHONPATH=${GUIDED_DIFFUSION:-.venv-gdsdk}
+[ -d "$PYTHONPATH/guided_diffusion" ] || { echo "bench_adm.sh: no guided_diffusion in $PYTHONPATH: see tools/requirements-adm.txt, or set GUIDED_DIFFUSION" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
 for m in afhqdog256_p2 imagenet256_uncond; do
     [ -f out/adm/$m/model.pt ] || $py tools/make_adm_fixtures.py --bench-model $m out/adm/$m

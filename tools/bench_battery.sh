@@ -4,16 +4,20 @@
 #
 #   bash tools/bench_battery.sh            # from the repo root, after `cargo build --release`
 #
-# Python environments (the fixture scripts' docstrings give the pinned installs):
-#   MORPH_PY   quantimpy 0.2.6 + lenstools 1.2   (tools/make_morphology_fixtures.py)
-#   SCAT_PY    kymatio 0.3.0                     (tools/make_scattering_fixtures.py)
-#   TURB_PY    turbustat 1.3                     (tools/make_bispectrum_fixtures.py)
+# Python environments, one venv each (they need different numpy versions), by default in the
+# repository root; each requirements file's header says how to make it:
+#   MORPH_PY   quantimpy 0.2.6 + lenstools 1.2   default .venv-morphology/bin/python  (tools/requirements-morphology.txt)
+#   SCAT_PY    kymatio 0.3.0                     default .venv-scattering/bin/python  (tools/requirements-scattering.txt)
+#   TURB_PY    turbustat 1.3                     default .venv-turbustat/bin/python   (tools/requirements-turbustat.txt)
 # Run it on a quiet machine: contention skews single-threaded Python and Rust alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MORPH_PY=${MORPH_PY:-/tmp/venv-morphology/bin/python}
-SCAT_PY=${SCAT_PY:-/tmp/venv-scattering/bin/python}
-TURB_PY=${TURB_PY:-/opt/turbustat/bin/python}
+MORPH_PY=${MORPH_PY:-.venv-morphology/bin/python}
+SCAT_PY=${SCAT_PY:-.venv-scattering/bin/python}
+TURB_PY=${TURB_PY:-.venv-turbustat/bin/python}
+for py in "$MORPH_PY" "$SCAT_PY" "$TURB_PY"; do
+    command -v "$py" >/dev/null 2>&1 || { echo "bench_battery.sh: no python at $py: make the venvs as tools/requirements-{morphology,scattering,turbustat}.txt say, or set MORPH_PY, SCAT_PY and TURB_PY" >&2; exit 1; }
+done
 N=${N:-8}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT

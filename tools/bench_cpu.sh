@@ -5,12 +5,13 @@
 #
 #   bash tools/bench_cpu.sh [RESULTS_FILE]     (default out/bench_cpu.txt)
 #
-# Needs target/release/expanse, /opt/ref/bin/python with torch and diffusers, and the random-weight
+# Needs target/release/expanse, a python3 with torch and diffusers (PYTHON=..., default python3: a
+# venv made from tools/requirements.txt, e.g. PYTHON=.venv-ref/bin/python), and the random-weight
 # models from tools/make_ddpm256_like.py (written here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out/bench_cpu.txt}
-py=${PYTHON:-/opt/ref/bin/python}
+py=${PYTHON:-python3}
 mkdir -p "$(dirname "$out")"
 [ -d out/unet64-attn ] || $py tools/make_ddpm256_like.py --arch unet64 --out out/unet64-attn
 [ -d out/ddpm256-like ] || $py tools/make_ddpm256_like.py --out out/ddpm256-like

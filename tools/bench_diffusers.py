@@ -4,7 +4,8 @@ batch, map size and thread count as `expanse bench`.
 
     python3 tools/bench_diffusers.py --model DIR --batch 8 --size 32 --threads 1 --repeats 10 [--device cuda]
 
-Needs torch and diffusers (e.g. `python3 -m venv /opt/ref && /opt/ref/bin/pip install torch diffusers`).
+Needs torch and diffusers: python3 in a venv made from tools/requirements.txt
+(`python3 -m venv .venv-ref && .venv-ref/bin/pip install -r tools/requirements.txt`).
 Prints the median milliseconds per batch and per map, and the peak resident memory.
 """
 

@@ -2,7 +2,9 @@
 """Compares expanse's raw UNet output with diffusers' on one random input: the check behind the
 parity lines of BENCHMARKS.md for models too large to commit as fixtures.
 
-    /opt/ref/bin/python tools/check_unet_parity.py --model out/unet64-attn --batch 2 --timestep 421
+    python3 tools/check_unet_parity.py --model out/unet64-attn --batch 2 --timestep 421
+
+(python3 in a venv made from tools/requirements.txt.)
 
 Runs `target/release/expanse unet-eval` (build it first) and diffusers' UNet2DModel on the same
 float32 input and prints the largest absolute difference and the output's scale.

@@ -5,13 +5,14 @@
 #
 #   bash tools/evaluate_base.sh [MODEL_DIR] [OUT_DIR]
 #
-# Needs a release build of expanse, numpy, and for the figure torch + diffusers + matplotlib
-# (the training environment, /opt/ref/bin/python by default; override with PYTHON=...).
+# Needs a release build of expanse, numpy, and for the figure torch + diffusers + matplotlib + h5py
+# (the training environment: PYTHON=..., default python3; a venv made from tools/requirements.txt,
+# e.g. PYTHON=.venv-ref/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=${1:-data/models/expanse-natural-32}
 OUT=${2:-out/base-eval}
-PY=${PYTHON:-/opt/ref/bin/python}
+PY=${PYTHON:-python3}
 E=target/release/expanse
 cargo build --release --quiet
 mkdir -p "$OUT"

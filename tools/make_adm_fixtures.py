@@ -5,8 +5,9 @@ Reference implementation: openai/guided-diffusion as packaged on PyPI,
     guided-diffusion-sdk==1.0.0
       (sdist guided_diffusion_sdk-1.0.0.tar.gz, sha256
        ab7578c5d7bf0a74cfe5d6d10da95f46527457ca4d52785f1db2eb446d08f365)
-installed next to, not into, the reference venv:
-    /opt/ref/bin/pip install --no-deps --target /tmp/gdsdk guided-diffusion-sdk
+installed next to, not into, the reference venv (tools/requirements.txt), from the
+repository root:
+    .venv-ref/bin/pip install --no-deps --target .venv-gdsdk -r tools/requirements-adm.txt
 Its UNetModel / AttentionBlock / ResBlock / QKVAttention* / nn.py /
 script_util.create_model / gaussian_diffusion.get_named_beta_schedule are
 identical to openai/guided-diffusion@22e0df8 except that upstream's
@@ -17,10 +18,11 @@ forward numerics are the same. Only guided_diffusion.script_util,
 torch and numpy; dist_util / image_datasets / train_util, which need blobfile
 and mpi4py, are never imported, so nothing is stubbed).
 
-Run from anywhere:  PYTHONPATH=/tmp/gdsdk /opt/ref/bin/python tools/make_adm_fixtures.py [OUT_DIR]
-Reproducibility:    PYTHONPATH=/tmp/gdsdk /opt/ref/bin/python tools/make_adm_fixtures.py --check
-Read-back check:    PYTHONPATH=/tmp/gdsdk /opt/ref/bin/python tools/make_adm_fixtures.py --verify [DIR]
-Benchmark model:    PYTHONPATH=/tmp/gdsdk /opt/ref/bin/python tools/make_adm_fixtures.py --bench-model NAME OUT_DIR
+Run:                PYTHONPATH=.venv-gdsdk python3 tools/make_adm_fixtures.py [OUT_DIR]
+Reproducibility:    PYTHONPATH=.venv-gdsdk python3 tools/make_adm_fixtures.py --check
+Read-back check:    PYTHONPATH=.venv-gdsdk python3 tools/make_adm_fixtures.py --verify [DIR]
+Benchmark model:    PYTHONPATH=.venv-gdsdk python3 tools/make_adm_fixtures.py --bench-model NAME OUT_DIR
+(python3 in the reference venv; from the repository root, as PYTHONPATH is relative.)
 (OUT_DIR defaults to tests/fixtures/adm next to this script's repository.)
 
 Determinism: fixed seeds (one torch.Generator / numpy default_rng per model),
@@ -187,7 +189,6 @@ model.pt (float32, same init rule, fixed seed), no forward pass.
 import collections
 import contextlib
 import copy
-import hashlib
 import importlib.metadata
 import inspect
 import json
@@ -196,7 +197,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import warnings
 
 import numpy as np
@@ -216,6 +216,9 @@ from guided_diffusion.script_util import (  # noqa: E402
     create_model,
     model_and_diffusion_defaults,
 )
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixturelib import check_reproducible, maxabs, save_npy, sha256_file, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, os.pardir))
@@ -308,12 +311,6 @@ DDIM_SEED = 4343
 # helpers
 
 
-def write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
 def write_json_compact_lists(path, obj):
     """write_json, but lists of numbers and [name, [numbers]] pairs on one line."""
     text = json.dumps(obj, indent=2, sort_keys=True)
@@ -323,19 +320,6 @@ def write_json_compact_lists(path, obj):
     assert json.loads(text) == obj
     with open(path, "w") as f:
         f.write(text + "\n")
-
-
-def save_npy(path, arr):
-    np.save(path, np.ascontiguousarray(arr))
-
-
-def sha256_file(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def maxabs(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 def all_flags(overrides):
@@ -764,7 +748,7 @@ def build(out, log=print):
     manifest = {
         "generator": "tools/make_adm_fixtures.py",
         "package": {"name": PACKAGE, "version": importlib.metadata.version(PACKAGE),
-                    "install": "/opt/ref/bin/pip install --no-deps --target /tmp/gdsdk guided-diffusion-sdk"},
+                    "install": "pip install --no-deps --target .venv-gdsdk -r tools/requirements-adm.txt"},
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
         "model_and_diffusion_defaults": DEFAULTS,
         "weight_init": "every parameter overwritten in named_parameters() order from torch.Generator(seed): "
@@ -780,15 +764,6 @@ def build(out, log=print):
     }
     write_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
-
-
-def sha_tree(root):
-    res = {}
-    for dp, _, fns in os.walk(root):
-        for fn in fns:
-            p = os.path.join(dp, fn)
-            res[os.path.relpath(p, root)] = sha256_file(p)
-    return res
 
 
 def verify(folder):
@@ -827,19 +802,7 @@ def bench_model(name, folder):
 
 def main(argv):
     if argv[1:2] == ["--check"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
-            build(a, log=lambda s: None)
-            build(b, log=lambda s: None)
-            ha, hb = sha_tree(a), sha_tree(b)
-            bad = sorted(k for k in set(ha) | set(hb) if ha.get(k) != hb.get(k))
-            for k in sorted(ha):
-                print(f"{ha[k][:16]}  {k}")
-            if bad:
-                print("NOT reproducible:", bad)
-                return 1
-            print(f"reproducible: {len(ha)} files identical")
-            return 0
+        return check_reproducible(lambda d: build(d, log=lambda s: None))
     if argv[1:2] == ["--verify"]:
         return verify(os.path.abspath(argv[2] if len(argv) > 2 else DEFAULT_OUT))
     if argv[1:2] == ["--bench-model"]:

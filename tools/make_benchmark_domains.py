@@ -3,12 +3,16 @@
 write: powerbox (Murray 2018, https://github.com/steven-murray/powerbox) and TurbuStat's
 `make_extended` (Koch et al. 2019).
 
-    python3 -m venv /opt/turbustat
-    /opt/turbustat/bin/pip install "numpy<2" "astropy<6.1" "scipy<1.14" "setuptools<70" six statsmodels
-    printf 'numpy<2\\nastropy<6.1\\nscipy<1.14\\nsetuptools<70\\n' > /tmp/c.txt
-    /opt/turbustat/bin/pip install -c /tmp/c.txt --no-build-isolation turbustat==1.3
-    /opt/turbustat/bin/pip install -c /tmp/c.txt powerbox==0.9.0
-    /opt/turbustat/bin/python tools/make_benchmark_domains.py [--heldout] [OUT_DIR]
+In the TurbuStat venv of tools/requirements-turbustat.txt (which has powerbox), made from the
+repository root with
+
+    python3 -m venv .venv-turbustat
+    .venv-turbustat/bin/pip install setuptools==65.5.0 wheel==0.42.0 numpy==1.26.4
+    .venv-turbustat/bin/pip install --no-build-isolation --no-deps -r tools/requirements-turbustat.txt
+
+run (from anywhere; OUT_DIR defaults to this repository's data/samples):
+
+    .venv-turbustat/bin/python tools/make_benchmark_domains.py [--heldout] [OUT_DIR]
 
 Writes float32 FITS cubes (one 64x64 map per plane, BUNIT set, every parameter in header cards
 and HISTORY) into OUT_DIR (default data/samples):

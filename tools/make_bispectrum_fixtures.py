@@ -1,17 +1,16 @@
 #!/usr/bin/env python3
 """Generate TurbuStat `Bispectrum` parity fixtures for src/stats/bispectrum.rs.
 
-Reference: TurbuStat 1.3 with numpy 1.26.4, astropy 6.0.1, scipy 1.13.1 (the project's TurbuStat venv):
+Reference: TurbuStat 1.3 with numpy 1.26.4, astropy 6.0.1, scipy 1.13.1 (the project's TurbuStat venv,
+pinned in tools/requirements-turbustat.txt), made from the repository root with
 
-    python3 -m venv /opt/turbustat
-    /opt/turbustat/bin/pip install "numpy==1.26.4" "astropy==6.0.1" "scipy==1.13.1" \
-        "setuptools<70" six statsmodels matplotlib
-    printf 'numpy==1.26.4\\nastropy==6.0.1\\nscipy==1.13.1\\nsetuptools<70\\n' > /tmp/c.txt
-    /opt/turbustat/bin/pip install -c /tmp/c.txt --no-build-isolation turbustat==1.3
+    python3 -m venv .venv-turbustat
+    .venv-turbustat/bin/pip install setuptools==65.5.0 wheel==0.42.0 numpy==1.26.4
+    .venv-turbustat/bin/pip install --no-build-isolation --no-deps -r tools/requirements-turbustat.txt
 
-Run from the repository root (not needed at test time):
+Run from anywhere (not needed at test time; writes into this repository's tests/fixtures):
 
-    /opt/turbustat/bin/python tools/make_bispectrum_fixtures.py
+    .venv-turbustat/bin/python tools/make_bispectrum_fixtures.py
 
 Deterministic (fixed seeds, sorted JSON keys): re-running gives byte-identical files. Outputs in
 tests/fixtures/stats/bispectrum/:
@@ -41,7 +40,8 @@ import scipy  # noqa: E402
 import turbustat  # noqa: E402
 from turbustat.statistics import Bispectrum  # noqa: E402
 
-OUT = os.path.join("tests", "fixtures", "stats", "bispectrum")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(REPO, "tests", "fixtures", "stats", "bispectrum")
 
 
 def power_law_field(shape, index, seed):

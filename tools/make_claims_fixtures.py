@@ -29,20 +29,19 @@ time). Each statistic is computed here by the library expanse's documentation na
   power over the bin's pixels (which bounds the ratio of the two corrected bin means) and a numpy
   re-implementation of expanse's analytic correction on TurbuStat's binning.
 
-Install (Python 3.11; the TurbuStat venv of tools/make_turbustat_fixtures.py plus scikit-image):
+Install (Python 3.11; the TurbuStat venv of tools/requirements-turbustat.txt, which has
+scikit-image), from the repository root:
 
-    python3 -m venv /opt/turbustat
-    /opt/turbustat/bin/pip install "numpy<2" "astropy<6.1" "scipy<1.14" \\
-        "setuptools<70" six statsmodels matplotlib scikit-image==0.26.0
-    printf 'numpy<2\\nastropy<6.1\\nscipy<1.14\\nsetuptools<70\\n' > /tmp/c.txt
-    /opt/turbustat/bin/pip install -c /tmp/c.txt --no-build-isolation turbustat==1.3
+    python3 -m venv .venv-turbustat
+    .venv-turbustat/bin/pip install setuptools==65.5.0 wheel==0.42.0 numpy==1.26.4
+    .venv-turbustat/bin/pip install --no-build-isolation --no-deps -r tools/requirements-turbustat.txt
 
 Versions used: Python 3.11.7, numpy 1.26.4, scipy 1.13.1, scikit-image 0.26.0, turbustat 1.3,
 astropy 6.0.1, radio-beam 0.3.9 (checked at start-up; recorded in manifest.json).
 
-Run from the repository root:
+Run (from anywhere; the default --out is this repository's tests/fixtures/stats/claims):
 
-    /opt/turbustat/bin/python tools/make_claims_fixtures.py [--out DIR]
+    .venv-turbustat/bin/python tools/make_claims_fixtures.py [--out DIR]
 
 Deterministic (fixed seeds, sorted JSON keys, no timestamps): re-running gives byte-identical files.
 """

@@ -4,14 +4,14 @@ hub models (LSUN church/cat/bedroom: 6 levels of 128-512 channels, attention at 
 and their linear-beta scheduler config, for benchmarks and dry runs without a download.
 The weights are random: the folder is for timing and memory only, never for samples.
 
-    /opt/ref/bin/python tools/make_ddpm256_like.py --out out/ddpm256-like
-    /opt/ref/bin/python tools/make_ddpm256_like.py --arch unet64 --out out/unet64-attn
+    python3 tools/make_ddpm256_like.py --out out/ddpm256-like
+    python3 tools/make_ddpm256_like.py --arch unet64 --out out/unet64-attn
 
 `--arch unet64` writes instead the benchmarks' 64x64 four-level UNet with attention: channels
 64-128-128-256, two resnets per level, multi-head attention (head dim 32) at 16x16 and in the
 middle block, 32 groups.
 
-Needs torch and diffusers.
+Needs torch and diffusers (python3 in a venv made from tools/requirements.txt).
 """
 
 import argparse

@@ -20,13 +20,16 @@ script imports them from paths you give it:
                    https://github.com/huggingface/diffusers/blob/58eb52c0803ea9af3abec60841c2a093bdf1f951/scripts/convert_ddpm_original_checkpoint_to_diffusers.py
   (SHA-256 of both files: KNOWN_SOURCES below; the manifest records what was used.)
 
-Run:    DDPM_MODEL_PY=/tmp/ddpmsrc/diffusion.py \
-        DDPM_CONVERT_PY=/tmp/ddpmsrc/convert_ddpm_original_checkpoint_to_diffusers.py \
-        /opt/ref/bin/python tools/make_ddpm_original_fixtures.py [OUT_DIR]
+Get:    mkdir -p out/ddpmsrc   # (out/ is git-ignored) then fetch the two files at the commits above:
+        curl -sSfo out/ddpmsrc/diffusion.py https://raw.githubusercontent.com/ermongroup/ddim/e8df66cf02e457719930748b5c26e37e3126dfdd/models/diffusion.py
+        curl -sSfo out/ddpmsrc/convert_ddpm_original_checkpoint_to_diffusers.py https://raw.githubusercontent.com/huggingface/diffusers/58eb52c0803ea9af3abec60841c2a093bdf1f951/scripts/convert_ddpm_original_checkpoint_to_diffusers.py
+Run:    DDPM_MODEL_PY=out/ddpmsrc/diffusion.py \
+        DDPM_CONVERT_PY=out/ddpmsrc/convert_ddpm_original_checkpoint_to_diffusers.py \
+        python3 tools/make_ddpm_original_fixtures.py [OUT_DIR]
         (or --model-py PATH --convert-py PATH instead of the environment)
 Check:  same with --check: builds the tree twice in temporary folders and
         compares the SHA-256 of every file.
-(/opt/ref is a venv with torch (CPU), diffusers, numpy, pyyaml.)
+(python3 in a venv made from tools/requirements.txt: torch (CPU), diffusers, numpy, pyyaml.)
 
 Determinism: fixed seeds, one CPU thread, torch.use_deterministic_algorithms,
 float32 weights, every file rewritten from scratch.
@@ -111,7 +114,6 @@ the hand-written rule map rule_key() (asserted).
 import argparse
 import contextlib
 import copy
-import hashlib
 import importlib.util
 import json
 import math
@@ -119,7 +121,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import warnings
 
 import numpy as np
@@ -135,6 +136,9 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 diffusers_logging.set_verbosity_error()
 warnings.filterwarnings("ignore")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixturelib import check_reproducible, maxabs, save_npy, sha256_file, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, os.pardir, "tests", "fixtures", "ddpm_original")
@@ -293,25 +297,6 @@ FILES = {
 
 # --------------------------------------------------------------------------
 # helpers
-
-
-def write_json(path, obj, sort_keys=True):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=sort_keys)
-        f.write("\n")
-
-
-def save_npy(path, arr):
-    np.save(path, np.ascontiguousarray(arr))
-
-
-def sha256_file(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def maxabs(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 def exc_text(e):
@@ -836,15 +821,6 @@ def build(out, ddim_path, conv_path, log=print):
     return manifest
 
 
-def sha_tree(root):
-    res = {}
-    for dp, _, fns in os.walk(root):
-        for fn in fns:
-            p = os.path.join(dp, fn)
-            res[os.path.relpath(p, root)] = sha256_file(p)
-    return res
-
-
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", nargs="?", default=DEFAULT_OUT)
@@ -859,19 +835,7 @@ def main(argv):
             ap.error(f"{flag}: file not found ({p!r}); see the module docstring for where to get it")
     ddim_path, conv_path = os.path.abspath(args.model_py), os.path.abspath(args.convert_py)
     if args.check:
-        with tempfile.TemporaryDirectory() as tmp:
-            a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
-            build(a, ddim_path, conv_path, log=lambda s: None)
-            build(b, ddim_path, conv_path, log=lambda s: None)
-            ha, hb = sha_tree(a), sha_tree(b)
-            bad = sorted(k for k in set(ha) | set(hb) if ha.get(k) != hb.get(k))
-            for k in sorted(ha):
-                print(f"{ha[k][:16]}  {k}")
-            if bad:
-                print("NOT reproducible:", bad)
-                return 1
-            print(f"reproducible: {len(ha)} files identical")
-            return 0
+        return check_reproducible(lambda d: build(d, ddim_path, conv_path, log=lambda s: None))
     out = os.path.abspath(args.out)
     build(out, ddim_path, conv_path)
     print(f"wrote {out}")

@@ -4,11 +4,17 @@ Deep Field JPEG and write them as one float32 FITS cube.
 
     python3 tools/make_hubble_cutouts.py [SOURCE_JPEG] [OUT_DIR]
 
-Defaults: SOURCE_JPEG = /work/shared/data/astro/hubble_deep_field.jpg (the
-NASA image shipped in scikit-image's data bundle), OUT_DIR = data/samples.
+(from the repository root, with numpy, astropy and Pillow: e.g. in a venv made
+from tools/requirements-turbustat.txt.)
+
+Defaults: SOURCE_JPEG = data/samples/hubble_deep_field.jpg, the copy this
+repository ships (the NASA image of scikit-image's data bundle; source, SHA-256
+and credit in data/samples/README.md), OUT_DIR = data/samples. Both are taken
+relative to the repository root, wherever the script is run from.
 
 Writes OUT_DIR/hubble_xdf_64.fits and a copy of the source JPEG,
-OUT_DIR/hubble_deep_field.jpg.
+OUT_DIR/hubble_deep_field.jpg (nothing to copy when the source is already
+there, as with the defaults).
 
 Method (every step is recorded as HISTORY in the FITS header):
 1. Decode the JPEG with Pillow to 8-bit RGB.
@@ -41,10 +47,10 @@ SEED = 20240917
 SIZE = 64
 COUNT = 32
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_SRC = "/work/shared/data/astro/hubble_deep_field.jpg"
-DEFAULT_OUT = os.path.normpath(os.path.join(HERE, os.pardir, "data", "samples"))
 FITS_NAME = "hubble_xdf_64.fits"
 JPEG_NAME = "hubble_deep_field.jpg"
+DEFAULT_OUT = os.path.normpath(os.path.join(HERE, os.pardir, "data", "samples"))
+DEFAULT_SRC = os.path.join(DEFAULT_OUT, JPEG_NAME)
 
 
 def luma(path):
@@ -119,8 +125,16 @@ def build(src, out):
 
 
 def main(argv):
+    if len(argv) > 3 or argv[1:2] in (["-h"], ["--help"]):
+        print(f"usage: {argv[0]} [SOURCE_JPEG] [OUT_DIR]   (defaults: {DEFAULT_SRC}, {DEFAULT_OUT})",
+              file=sys.stderr)
+        return 2
     src = argv[1] if len(argv) > 1 else DEFAULT_SRC
     out = argv[2] if len(argv) > 2 else DEFAULT_OUT
+    if not os.path.isfile(src):
+        print(f"{argv[0]}: no source JPEG at {src} (the Hubble XDF image; data/samples/README.md "
+              "says where it comes from)", file=sys.stderr)
+        return 2
     corners = build(src, out)
     path = os.path.join(out, FITS_NAME)
     with open(path, "rb") as fh:

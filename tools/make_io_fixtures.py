@@ -10,6 +10,8 @@ and the expected arrays, so they run without Python.
 Run from anywhere:  python3 tools/make_io_fixtures.py [OUT_DIR]
 Reproducibility:    python3 tools/make_io_fixtures.py --check
 Read-back check:    python3 tools/make_io_fixtures.py --verify [DIR]
+(python3 with numpy, astropy and h5py: a venv made from tools/requirements-check.txt, whose
+versions reproduce the committed files.)
 
 The output is deterministic: fixed RNG seed, no DATE / CHECKSUM cards, HDF5
 objects without timestamps, and every file is rewritten from scratch. Running

@@ -20,13 +20,14 @@ References (see src/stats/minkowski.rs and src/stats/peaks.rs for the convention
   fixtures record (lenstools leaves the last bin open; no peak falls on the last edge here, asserted).
 
 Install (Python 3.11; lenstools needs numpy < 1.24 and both packages build from source against it; checked in
-a fresh venv, which reproduces the fixtures byte for byte):
-    pip install numpy==1.23.5 scipy==1.13.1 astropy==6.0.1 pandas==2.2.2 matplotlib==3.8.4 contourpy==1.2.1 \
-        emcee==2.2.1 Cython==0.29.37 setuptools wheel
-    pip install --no-build-isolation --no-deps quantimpy==0.2.6 edt==3.1.2 lenstools==1.2
+a fresh venv, which reproduces the fixtures byte for byte), from the repository root, with the pins of
+tools/requirements-morphology.txt:
+    python3 -m venv .venv-morphology
+    .venv-morphology/bin/pip install setuptools==65.5.0 wheel==0.48.0 Cython==0.29.37 numpy==1.23.5
+    .venv-morphology/bin/pip install --no-build-isolation --no-deps -r tools/requirements-morphology.txt
 
-Run from the repository root:
-    python tools/make_morphology_fixtures.py
+Run (from anywhere; it writes into this repository's tests/fixtures):
+    .venv-morphology/bin/python tools/make_morphology_fixtures.py
 """
 
 import importlib.metadata
@@ -43,7 +44,8 @@ warnings.filterwarnings("ignore", message="Could not import mpi4py")
 from lenstools.extern import _topology  # noqa: E402
 from quantimpy import minkowski as qmk  # noqa: E402
 
-OUT_DIR = os.path.join("tests", "fixtures", "stats", "morphology")
+OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures", "stats",
+                       "morphology")
 DEFAULT_THRESHOLDS = np.linspace(-3.0, 3.0, 25)
 DEFAULT_EDGES = np.linspace(-5.0, 5.0, 41)
 

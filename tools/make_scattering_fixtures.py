@@ -2,11 +2,11 @@
 """Generate kymatio Scattering2D parity fixtures for src/stats/scattering.rs.
 
 Reference: kymatio 0.3.0, NumPy frontend (`kymatio.numpy.Scattering2D`, no torch needed).
-Set up once and run FROM THE REPO ROOT (not needed at test time):
+Set up once, from the repository root, with the pins of tools/requirements-scattering.txt, and
+run (from anywhere; it writes into this repository's tests/fixtures; not needed at test time):
 
-    python3 -m venv /tmp/venv-scattering && . /tmp/venv-scattering/bin/activate
-    pip install kymatio==0.3.0 numpy==1.26.4 scipy==1.13.1
-    python tools/make_scattering_fixtures.py
+    python3 -m venv .venv-scattering && .venv-scattering/bin/pip install -r tools/requirements-scattering.txt
+    .venv-scattering/bin/python tools/make_scattering_fixtures.py
 
 Precision. kymatio's NumPy backend computes the FFTs in the dtype of the input (float64 input ->
 complex128 arithmetic), but `filter_bank.gabor_2d` hard-codes complex64 for the spatial filters and
@@ -44,7 +44,8 @@ import kymatio  # noqa: E402
 import kymatio.scattering2d.filter_bank as kymatio_filter_bank  # noqa: E402
 from kymatio.numpy import Scattering2D  # noqa: E402
 
-OUT = os.path.join("tests", "fixtures", "stats", "scattering")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(REPO, "tests", "fixtures", "stats", "scattering")
 
 
 class Float64Namespace:

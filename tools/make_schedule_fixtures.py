@@ -3,8 +3,9 @@
 schedule expanse supports, with and without `rescale_betas_zero_snr`, so that
 src/diffusion/schedule.rs is checked against diffusers itself.
 
-Run:    /opt/ref/bin/python tools/make_schedule_fixtures.py [OUT_DIR]
-        (/opt/ref: a venv with torch and diffusers 0.42.1; default OUT_DIR tests/fixtures/schedules)
+Run:    python3 tools/make_schedule_fixtures.py [OUT_DIR]
+        (in a venv made from tools/requirements.txt: torch and diffusers 0.42.1; default OUT_DIR
+        tests/fixtures/schedules of this repository)
 
 Files: <schedule>[_zero_snr].npy, float64 casts of diffusers' float32 alphas_cumprod (1000
 values), and manifest.json (versions and the scheduler configs).

@@ -1,17 +1,16 @@
 #!/usr/bin/env python3
 """Generate TurbuStat PowerSpectrum parity fixtures for the Rust power spectrum.
 
-Run with the dedicated TurbuStat 1.3 venv (not needed at test time):
+Run with the dedicated TurbuStat 1.3 venv (not needed at test time), made
+from the repository root with the pins of tools/requirements-turbustat.txt:
 
-    python3 -m venv /opt/turbustat
-    /opt/turbustat/bin/pip install "numpy<2" "astropy<6.1" "scipy<1.14" \
-        "setuptools<70" six statsmodels matplotlib
-    printf 'numpy<2\\nastropy<6.1\\nscipy<1.14\\nsetuptools<70\\n' > /tmp/c.txt
-    /opt/turbustat/bin/pip install -c /tmp/c.txt --no-build-isolation turbustat==1.3
-    /opt/turbustat/bin/python tools/make_turbustat_fixtures.py [--out DIR]
+    python3 -m venv .venv-turbustat
+    .venv-turbustat/bin/pip install setuptools==65.5.0 wheel==0.42.0 numpy==1.26.4
+    .venv-turbustat/bin/pip install --no-build-isolation --no-deps -r tools/requirements-turbustat.txt
+    .venv-turbustat/bin/python tools/make_turbustat_fixtures.py [--out DIR]
 
-(The constraints file matters: without it pip upgrades numpy to 2.x and
-astropy to 8.x to satisfy the newest spectral-cube.)
+(The pins matter: without them pip upgrades numpy to 2.x and astropy to 8.x
+to satisfy the newest spectral-cube.)
 
 Everything is deterministic (fixed seeds, no timestamps, sorted JSON keys):
 re-running must give byte-identical files. Outputs, in tests/fixtures/stats/:

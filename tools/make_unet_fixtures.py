@@ -9,11 +9,12 @@ on the CPU. `manifest.json` describes every folder; the Rust tests read only
 the manifest, the configs, the safetensors and the .npy arrays, so they run
 without Python.
 
-Run from anywhere:  /opt/ref/bin/python tools/make_unet_fixtures.py [OUT_DIR]
-Reproducibility:    /opt/ref/bin/python tools/make_unet_fixtures.py --check
-Read-back check:    /opt/ref/bin/python tools/make_unet_fixtures.py --verify [DIR]
+Run from anywhere:  python3 tools/make_unet_fixtures.py [OUT_DIR]
+Reproducibility:    python3 tools/make_unet_fixtures.py --check
+Read-back check:    python3 tools/make_unet_fixtures.py --verify [DIR]
 
-(/opt/ref is a venv with torch (CPU), diffusers, safetensors and numpy.)
+(python3 in a venv made from tools/requirements.txt: torch (CPU), diffusers,
+safetensors and numpy.)
 
 Determinism: fixed seeds (torch.Generator / numpy default_rng per model), one
 CPU thread, torch.use_deterministic_algorithms(True), float32 weights, every
@@ -60,13 +61,11 @@ attn_multihead model in float64, see ddim/grid.json and ddim_reference().
 """
 
 import copy
-import hashlib
 import json
 import math
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 
 import numpy as np
@@ -83,6 +82,9 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 diffusers_logging.set_verbosity_error()
 warnings.filterwarnings("ignore")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixturelib import check_reproducible, maxabs, save_npy, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, os.pardir, "tests", "fixtures", "unet")
@@ -224,16 +226,6 @@ DDIM_FIXED_POINT_ITERS = 3
 # helpers
 
 
-def write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
-def save_npy(path, arr):
-    np.save(path, np.ascontiguousarray(arr))
-
-
 def randomize_parameters(model, seed):
     """Overwrite every parameter (see module docstring for the rule)."""
     gen = torch.Generator().manual_seed(seed)
@@ -367,10 +359,6 @@ def summarize_config(cfg):
         "time_embedding_dim",
     ]
     return {k: (list(cfg[k]) if isinstance(cfg[k], (tuple, list)) else cfg[k]) for k in keys}
-
-
-def maxabs(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 # --------------------------------------------------------------------------
@@ -746,16 +734,6 @@ def build(out, log=print):
     return manifest
 
 
-def sha_tree(root):
-    res = {}
-    for dp, _, fns in os.walk(root):
-        for fn in fns:
-            p = os.path.join(dp, fn)
-            with open(p, "rb") as f:
-                res[os.path.relpath(p, root)] = hashlib.sha256(f.read()).hexdigest()
-    return res
-
-
 def verify(folder):
     """Reload every folder with diffusers and recompute output.npy."""
     with open(os.path.join(folder, "manifest.json")) as f:
@@ -777,19 +755,7 @@ def verify(folder):
 
 def main(argv):
     if argv[1:2] == ["--check"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
-            build(a, log=lambda s: None)
-            build(b, log=lambda s: None)
-            ha, hb = sha_tree(a), sha_tree(b)
-            bad = sorted(k for k in set(ha) | set(hb) if ha.get(k) != hb.get(k))
-            for k in sorted(ha):
-                print(f"{ha[k][:16]}  {k}")
-            if bad:
-                print("NOT reproducible:", bad)
-                return 1
-            print(f"reproducible: {len(ha)} files identical")
-            return 0
+        return check_reproducible(lambda d: build(d, log=lambda s: None))
     if argv[1:2] == ["--verify"]:
         return verify(os.path.abspath(argv[2] if len(argv) > 2 else DEFAULT_OUT))
     out = os.path.abspath(argv[1] if len(argv) > 1 else DEFAULT_OUT)

@@ -1,7 +1,9 @@
 """Per-operator CPU profile of one diffusers UNet2DModel forward (torch.profiler): the reference
 side of `expanse bench --profile`.
 
-    OMP_NUM_THREADS=1 /opt/ref/bin/python tools/profile_diffusers.py MODEL_DIR BATCH THREADS
+    OMP_NUM_THREADS=1 python3 tools/profile_diffusers.py MODEL_DIR BATCH THREADS
+
+(python3 in a venv made from tools/requirements.txt.)
 
 Prints torch's table for three forwards after two warm-ups (divide its times by three).
 """

@@ -7,12 +7,13 @@ beta_schedule="linear", beta_start=1e-4, beta_end=0.02), trained on 32x32 RGB
 random crops of the CC0 / public-domain photographs in data/natural/ (see
 data/natural/README.md for their sources and licences).
 
-Run from anywhere (one CPU thread; the script forces it):
-    /opt/ref/bin/python tools/train_base.py --steps 20 --out /tmp/bench     # benchmark
-    nohup /opt/ref/bin/python tools/train_base.py --steps N --minutes 75 \\
-        --out data/models/expanse-natural-32 > /tmp/train_base.log 2>&1 &
+Run from the repository root (one CPU thread; the script forces it):
+    python3 tools/train_base.py --steps 20 --out out/bench-train     # benchmark
+    mkdir -p out && nohup python3 tools/train_base.py --steps N --minutes 75 \\
+        --out data/models/expanse-natural-32 > out/train_base.log 2>&1 &
 
-(/opt/ref is a venv with torch (CPU), diffusers, safetensors, numpy, pillow.)
+(python3 in a venv made from tools/requirements.txt: torch (CPU), diffusers, safetensors, numpy,
+pillow.)
 
 Data, per sample (numpy Generator seeded with --seed):
   * pick one of the images uniformly (grayscale ones are loaded as 3 equal
