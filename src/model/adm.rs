@@ -10,7 +10,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::config::SchedulerConfig;
-use super::unet::{concat, upsample_nearest_2x, Conv, Norm, SpatialAttention, Timesteps};
+use super::unet::{concat, upsample_nearest_2x, AttentionConfig, Conv, Norm, SpatialAttention, Timesteps};
 use super::{profile, Prediction};
 
 /// GroupNorm32: 32 groups, eps 1e-5, as guided-diffusion's `normalization()`.
@@ -287,9 +287,39 @@ impl AdmConfig {
     }
 }
 
+/// What the blocks of an [`AdmUNet`] share (from the [`AdmConfig`] flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmBlockConfig {
+    /// Width of the time embedding (4 × `num_channels`).
+    pub emb_channels: usize,
+    pub use_scale_shift_norm: bool,
+    /// Downsampling and upsampling by ResBlocks instead of convolutions.
+    pub resblock_updown: bool,
+    pub use_new_attention_order: bool,
+}
+
+impl AdmBlockConfig {
+    pub fn new(config: &AdmConfig) -> Self {
+        Self {
+            emb_channels: 4 * config.num_channels,
+            use_scale_shift_norm: config.use_scale_shift_norm,
+            resblock_updown: config.resblock_updown,
+            use_new_attention_order: config.use_new_attention_order,
+        }
+    }
+
+    fn res_block(&self, out_channels: usize, resample: Option<Resample>) -> ResBlockConfig {
+        ResBlockConfig { out_channels, emb_channels: self.emb_channels, use_scale_shift_norm: self.use_scale_shift_norm, resample }
+    }
+
+    fn attention(&self, num_heads: usize) -> AttentionBlockConfig {
+        AttentionBlockConfig { num_heads, use_new_attention_order: self.use_new_attention_order }
+    }
+}
+
 /// ResBlock's optional resampling of both paths (`resblock_updown`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resample {
+pub enum Resample {
     Up,
     Down,
 }
@@ -303,10 +333,22 @@ impl Resample {
     }
 }
 
+/// A [`ResBlock`]'s settings besides its input channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResBlockConfig {
+    pub out_channels: usize,
+    pub emb_channels: usize,
+    pub use_scale_shift_norm: bool,
+    pub resample: Option<Resample>,
+}
+
 /// guided-diffusion's `ResBlock`: GroupNorm, SiLU, conv; the time embedding added (or, with
 /// `use_scale_shift_norm`, applied as scale and shift after the second norm); GroupNorm, SiLU,
 /// conv; plus the skip path (identity or 1×1 conv). With up/down, both paths are resampled
 /// between the first norm and conv.
+///
+/// It takes the time embedding besides the input, so it has an inherent
+/// [`forward(x, emb_silu)`](Self::forward) instead of [`Module`].
 #[derive(Debug, Clone)]
 pub struct ResBlock {
     in_norm: Norm,
@@ -320,20 +362,23 @@ pub struct ResBlock {
 }
 
 impl ResBlock {
-    fn new(vb: VarBuilder, cin: usize, cout: usize, temb: usize, scale_shift: bool, resample: Option<Resample>) -> Result<Self> {
+    pub fn new(vb: VarBuilder, in_channels: usize, cfg: &ResBlockConfig) -> Result<Self> {
+        let (cin, cout) = (in_channels, cfg.out_channels);
+        let scale_shift = cfg.use_scale_shift_norm;
         Ok(Self {
             in_norm: Norm::new(vb.pp("in_layers.0"), GROUPS, cin, NORM_EPS)?,
             in_conv: Conv::new(vb.pp("in_layers.2"), cin, cout, 3, 1, 1, 0)?,
-            emb: linear(temb, if scale_shift { 2 * cout } else { cout }, vb.pp("emb_layers.1"))?,
+            emb: linear(cfg.emb_channels, if scale_shift { 2 * cout } else { cout }, vb.pp("emb_layers.1"))?,
             out_norm: Norm::new(vb.pp("out_layers.0"), GROUPS, cout, NORM_EPS)?,
             out_conv: Conv::new(vb.pp("out_layers.3"), cout, cout, 3, 1, 1, 0)?,
             skip: if cin != cout { Some(Conv::new(vb.pp("skip_connection"), cin, cout, 1, 1, 0, 0)?) } else { None },
             scale_shift,
-            resample,
+            resample: cfg.resample,
         })
     }
 
-    /// `emb_silu` is SiLU(time embedding), shared by every block.
+    /// `emb_silu` is SiLU(time embedding), shared by every block (the SiLU of `emb_layers`,
+    /// computed once per forward).
     pub fn forward(&self, x: &Tensor, emb_silu: &Tensor) -> Result<Tensor> {
         let e = self.emb.forward(emb_silu)?.to_dtype(x.dtype())?;
         let h = self.in_norm.forward_silu(x)?;
@@ -354,17 +399,26 @@ impl ResBlock {
     }
 }
 
+/// An [`AttentionBlock`]'s settings besides its channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionBlockConfig {
+    pub num_heads: usize,
+    /// `QKVAttention` (all q, all k, all v) instead of `QKVAttentionLegacy` (per head q, k, v).
+    pub use_new_attention_order: bool,
+}
+
 /// guided-diffusion's `AttentionBlock`: GroupNorm, a 1×1 `qkv` projection split into heads
 /// (legacy order: per head q, k, v; new order: all q, all k, all v), softmax(q·k/√d), `proj_out`,
-/// residual. Built as the equivalent [`SpatialAttention`] with the rows of `qkv` regrouped.
+/// residual. Built as the equivalent [`SpatialAttention`] with the rows of `qkv` regrouped, so it
+/// shares its arithmetic: the attention weights in f32 in every dtype.
 #[derive(Debug, Clone)]
 pub struct AttentionBlock {
     inner: SpatialAttention,
 }
 
 impl AttentionBlock {
-    fn new(vb: VarBuilder, channels: usize, heads: usize, new_order: bool) -> Result<Self> {
-        let c = channels;
+    pub fn new(vb: VarBuilder, channels: usize, cfg: &AttentionBlockConfig) -> Result<Self> {
+        let (c, heads, new_order) = (channels, cfg.num_heads, cfg.use_new_attention_order);
         let qkv_w = vb.get((3 * c, c, 1), "qkv.weight")?.squeeze(2)?.contiguous()?;
         let qkv_b = vb.get(3 * c, "qkv.bias")?.contiguous()?;
         let proj_w = vb.get((c, c, 1), "proj_out.weight")?.squeeze(2)?;
@@ -384,23 +438,81 @@ impl AttentionBlock {
         tensors.insert("group_norm.weight".into(), vb.get(c, "norm.weight")?);
         tensors.insert("group_norm.bias".into(), vb.get(c, "norm.bias")?);
         let regrouped = VarBuilder::from_tensors(tensors, vb.dtype(), vb.device());
-        Ok(Self { inner: SpatialAttention::new(regrouped, c, Some(hd), GROUPS, NORM_EPS, 1.0)? })
+        let attention = AttentionConfig { head_dim: Some(hd), groups: GROUPS, eps: NORM_EPS, rescale_output_factor: 1.0 };
+        Ok(Self { inner: SpatialAttention::new(regrouped, c, &attention)? })
     }
+}
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Module for AttentionBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.inner.forward(x)
     }
 }
 
-/// One module of a `TimestepEmbedSequential`.
+/// guided-diffusion's `Downsample` with `use_conv`: a stride-2 3×3 convolution (`op`).
+#[derive(Debug, Clone)]
+pub struct Downsample {
+    op: Conv,
+}
+
+impl Downsample {
+    pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
+        Ok(Self { op: Conv::new(vb.pp("op"), channels, channels, 3, 2, 1, 0)? })
+    }
+}
+
+impl Module for Downsample {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.op.forward(x)
+    }
+}
+
+/// guided-diffusion's `Upsample` with `use_conv`: nearest ×2, then a 3×3 convolution.
+#[derive(Debug, Clone)]
+pub struct Upsample {
+    conv: Conv,
+}
+
+impl Upsample {
+    pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
+        Ok(Self { conv: Conv::new(vb.pp("conv"), channels, channels, 3, 1, 1, 0)? })
+    }
+}
+
+impl Module for Upsample {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.conv.forward(&upsample_nearest_2x(x)?)
+    }
+}
+
+/// `time_embed`: linear → SiLU → linear.
+#[derive(Debug, Clone)]
+pub struct TimeEmbed {
+    linear_0: Linear,
+    linear_2: Linear,
+}
+
+impl TimeEmbed {
+    pub fn new(vb: VarBuilder, model_channels: usize, emb_channels: usize) -> Result<Self> {
+        Ok(Self { linear_0: linear(model_channels, emb_channels, vb.pp("0"))?, linear_2: linear(emb_channels, emb_channels, vb.pp("2"))? })
+    }
+}
+
+impl Module for TimeEmbed {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.linear_2.forward(&candle_nn::ops::silu(&self.linear_0.forward(x)?)?)
+    }
+}
+
+/// One module of a [`TimestepEmbedSequential`].
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // a few dozen per network, built once
 enum Layer {
     Conv(Conv),
     Res(ResBlock),
     Attention(AttentionBlock),
-    /// Nearest ×2 then a 3×3 convolution (`Upsample` with `conv_resample`).
-    Upsample(Conv),
+    Downsample(Downsample),
+    Upsample(Upsample),
 }
 
 impl Layer {
@@ -409,17 +521,82 @@ impl Layer {
             Layer::Conv(c) => c.forward(x),
             Layer::Res(r) => r.forward(x, emb_silu),
             Layer::Attention(a) => a.forward(x),
-            Layer::Upsample(c) => c.forward(&upsample_nearest_2x(x)?),
+            Layer::Downsample(d) => d.forward(x),
+            Layer::Upsample(u) => u.forward(x),
         }
     }
 }
 
-fn sequential(layers: &[Layer], x: &Tensor, emb_silu: &Tensor) -> Result<Tensor> {
-    let mut h = x.clone();
-    for l in layers {
-        h = l.forward(&h, emb_silu)?;
+/// guided-diffusion's `TimestepEmbedSequential`, each of `input_blocks`, `middle_block` and
+/// `output_blocks`: its modules in turn, the ResBlocks given the time embedding. Built by one
+/// constructor per kind of block; takes the time embedding: inherent `forward(x, emb_silu)`.
+#[derive(Debug, Clone)]
+pub struct TimestepEmbedSequential {
+    layers: Vec<Layer>,
+}
+
+impl TimestepEmbedSequential {
+    /// `input_blocks.0`: the 3×3 input convolution.
+    pub fn conv_in(vb: VarBuilder, in_channels: usize, out_channels: usize) -> Result<Self> {
+        Ok(Self { layers: vec![Layer::Conv(Conv::new(vb.pp("0"), in_channels, out_channels, 3, 1, 1, 0)?)] })
     }
-    Ok(h)
+
+    /// An input block: a ResBlock, then an attention of `heads` heads where given.
+    pub fn input_block(vb: VarBuilder, in_channels: usize, out_channels: usize, heads: Option<usize>, cfg: &AdmBlockConfig) -> Result<Self> {
+        Self::output_block(vb, in_channels, out_channels, heads, false, cfg)
+    }
+
+    /// The input block that halves the map: a down ResBlock with `resblock_updown`, else a
+    /// [`Downsample`].
+    pub fn downsample_block(vb: VarBuilder, channels: usize, cfg: &AdmBlockConfig) -> Result<Self> {
+        let vb = vb.pp("0");
+        let layer = if cfg.resblock_updown {
+            Layer::Res(ResBlock::new(vb, channels, &cfg.res_block(channels, Some(Resample::Down)))?)
+        } else {
+            Layer::Downsample(Downsample::new(vb, channels)?)
+        };
+        Ok(Self { layers: vec![layer] })
+    }
+
+    /// `middle_block`: ResBlock, attention of `heads` heads, ResBlock.
+    pub fn middle_block(vb: VarBuilder, channels: usize, heads: usize, cfg: &AdmBlockConfig) -> Result<Self> {
+        let res = cfg.res_block(channels, None);
+        Ok(Self {
+            layers: vec![
+                Layer::Res(ResBlock::new(vb.pp("0"), channels, &res)?),
+                Layer::Attention(AttentionBlock::new(vb.pp("1"), channels, &cfg.attention(heads))?),
+                Layer::Res(ResBlock::new(vb.pp("2"), channels, &res)?),
+            ],
+        })
+    }
+
+    /// An output block (its input is the previous output concatenated with a skip connection):
+    /// a ResBlock, an attention of `heads` heads where given, then with `upsample` an up
+    /// ResBlock (`resblock_updown`) or an [`Upsample`].
+    pub fn output_block(vb: VarBuilder, in_channels: usize, out_channels: usize, heads: Option<usize>, upsample: bool, cfg: &AdmBlockConfig) -> Result<Self> {
+        let mut layers = vec![Layer::Res(ResBlock::new(vb.pp("0"), in_channels, &cfg.res_block(out_channels, None))?)];
+        if let Some(heads) = heads {
+            layers.push(Layer::Attention(AttentionBlock::new(vb.pp("1"), out_channels, &cfg.attention(heads))?));
+        }
+        if upsample {
+            let vbu = vb.pp(layers.len());
+            layers.push(if cfg.resblock_updown {
+                Layer::Res(ResBlock::new(vbu, out_channels, &cfg.res_block(out_channels, Some(Resample::Up)))?)
+            } else {
+                Layer::Upsample(Upsample::new(vbu, out_channels)?)
+            });
+        }
+        Ok(Self { layers })
+    }
+
+    /// `emb_silu`: SiLU(time embedding), as [`ResBlock::forward`] takes it.
+    pub fn forward(&self, x: &Tensor, emb_silu: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = l.forward(&h, emb_silu)?;
+        }
+        Ok(h)
+    }
 }
 
 /// The unconditional guided-diffusion `UNetModel`.
@@ -427,11 +604,10 @@ fn sequential(layers: &[Layer], x: &Tensor, emb_silu: &Tensor) -> Result<Tensor>
 pub struct AdmUNet {
     config: AdmConfig,
     time_proj: Timesteps,
-    time_embed_0: Linear,
-    time_embed_2: Linear,
-    input_blocks: Vec<Vec<Layer>>,
-    middle_block: Vec<Layer>,
-    output_blocks: Vec<Vec<Layer>>,
+    time_embed: TimeEmbed,
+    input_blocks: Vec<TimestepEmbedSequential>,
+    middle_block: TimestepEmbedSequential,
+    output_blocks: Vec<TimestepEmbedSequential>,
     out_norm: Norm,
     out_conv: Conv,
 }
@@ -442,79 +618,55 @@ impl AdmUNet {
         config.validate().map_err(candle_core::Error::Msg)?;
         let err = |e: String| candle_core::Error::Msg(e);
         let mc = config.num_channels;
-        let temb = 4 * mc;
+        let cfg = AdmBlockConfig::new(config);
         let levels = config.level_channels().map_err(err)?;
         let rates = config.attention_rates().map_err(err)?;
-        let (ss, updown, order) = (config.use_scale_shift_norm, config.resblock_updown, config.use_new_attention_order);
-        let attention = |vb: VarBuilder, c: usize, up: bool| -> Result<Layer> {
-            Ok(Layer::Attention(AttentionBlock::new(vb, c, config.heads(c, up).map_err(err)?, order)?))
+        let heads = |ds: usize, c: usize, up: bool| -> Result<Option<usize>> {
+            if rates.contains(&ds) {
+                config.heads(c, up).map(Some).map_err(err)
+            } else {
+                Ok(None)
+            }
         };
 
         let input_ch = levels[0];
         let vbi = vb.pp("input_blocks");
-        let mut input_blocks = vec![vec![Layer::Conv(Conv::new(vbi.pp("0").pp("0"), config.in_channels(), input_ch, 3, 1, 1, 0)?)]];
+        let mut input_blocks = vec![TimestepEmbedSequential::conv_in(vbi.pp("0"), config.in_channels(), input_ch)?];
         let mut chans = vec![input_ch];
         let (mut ch, mut ds) = (input_ch, 1usize);
         for (level, &out) in levels.iter().enumerate() {
             for _ in 0..config.num_res_blocks {
-                let vbb = vbi.pp(input_blocks.len());
-                let mut layers = vec![Layer::Res(ResBlock::new(vbb.pp("0"), ch, out, temb, ss, None)?)];
+                input_blocks.push(TimestepEmbedSequential::input_block(vbi.pp(input_blocks.len()), ch, out, heads(ds, out, false)?, &cfg)?);
                 ch = out;
-                if rates.contains(&ds) {
-                    layers.push(attention(vbb.pp("1"), ch, false)?);
-                }
-                input_blocks.push(layers);
                 chans.push(ch);
             }
             if level + 1 < levels.len() {
-                let vbb = vbi.pp(input_blocks.len()).pp("0");
-                let layer = if updown {
-                    Layer::Res(ResBlock::new(vbb, ch, ch, temb, ss, Some(Resample::Down))?)
-                } else {
-                    Layer::Conv(Conv::new(vbb.pp("op"), ch, ch, 3, 2, 1, 0)?)
-                };
-                input_blocks.push(vec![layer]);
+                input_blocks.push(TimestepEmbedSequential::downsample_block(vbi.pp(input_blocks.len()), ch, &cfg)?);
                 chans.push(ch);
                 ds *= 2;
             }
         }
 
-        let vbm = vb.pp("middle_block");
-        let middle_block = vec![
-            Layer::Res(ResBlock::new(vbm.pp("0"), ch, ch, temb, ss, None)?),
-            attention(vbm.pp("1"), ch, false)?,
-            Layer::Res(ResBlock::new(vbm.pp("2"), ch, ch, temb, ss, None)?),
-        ];
+        let middle_block = TimestepEmbedSequential::middle_block(vb.pp("middle_block"), ch, config.heads(ch, false).map_err(err)?, &cfg)?;
 
         let vbo = vb.pp("output_blocks");
         let mut output_blocks = Vec::new();
         for (level, &out) in levels.iter().enumerate().rev() {
             for i in 0..=config.num_res_blocks {
-                let vbb = vbo.pp(output_blocks.len());
                 let skip = chans.pop().ok_or_else(|| err("skip channels exhausted".into()))?;
-                let mut layers = vec![Layer::Res(ResBlock::new(vbb.pp("0"), ch + skip, out, temb, ss, None)?)];
+                let upsample = level > 0 && i == config.num_res_blocks;
+                output_blocks.push(TimestepEmbedSequential::output_block(vbo.pp(output_blocks.len()), ch + skip, out, heads(ds, out, true)?, upsample, &cfg)?);
                 ch = out;
-                if rates.contains(&ds) {
-                    layers.push(attention(vbb.pp("1"), ch, true)?);
-                }
-                if level > 0 && i == config.num_res_blocks {
-                    let vbu = vbb.pp(layers.len());
-                    layers.push(if updown {
-                        Layer::Res(ResBlock::new(vbu, ch, ch, temb, ss, Some(Resample::Up))?)
-                    } else {
-                        Layer::Upsample(Conv::new(vbu.pp("conv"), ch, ch, 3, 1, 1, 0)?)
-                    });
+                if upsample {
                     ds /= 2;
                 }
-                output_blocks.push(layers);
             }
         }
 
         Ok(Self {
             config: config.clone(),
             time_proj: Timesteps::new(mc, true, 0.0),
-            time_embed_0: linear(mc, temb, vb.pp("time_embed.0"))?,
-            time_embed_2: linear(temb, temb, vb.pp("time_embed.2"))?,
+            time_embed: TimeEmbed::new(vb.pp("time_embed"), mc, cfg.emb_channels)?,
             input_blocks,
             middle_block,
             output_blocks,
@@ -533,18 +685,17 @@ impl AdmUNet {
         let dtype = x.dtype();
         let t = if self.config.rescale_timesteps { (t.to_dtype(DType::F32)? * (1000.0 / self.config.diffusion_steps as f64))? } else { t.clone() };
         let emb = self.time_proj.forward(&t)?.to_dtype(dtype)?;
-        let emb = self.time_embed_2.forward(&candle_nn::ops::silu(&self.time_embed_0.forward(&emb)?)?)?;
-        let emb_silu = candle_nn::ops::silu(&emb)?;
+        let emb_silu = candle_nn::ops::silu(&self.time_embed.forward(&emb)?)?;
         let mut h = x.clone();
         let mut states = Vec::with_capacity(self.input_blocks.len());
         for block in &self.input_blocks {
-            h = sequential(block, &h, &emb_silu)?;
+            h = block.forward(&h, &emb_silu)?;
             states.push(h.clone());
         }
-        h = sequential(&self.middle_block, &h, &emb_silu)?;
+        h = self.middle_block.forward(&h, &emb_silu)?;
         for block in &self.output_blocks {
             let skip = states.pop().ok_or_else(|| candle_core::Error::Msg("UNet skip connections exhausted".into()))?;
-            h = sequential(block, &concat(&h, &skip)?, &emb_silu)?;
+            h = block.forward(&concat(&h, &skip)?, &emb_silu)?;
         }
         self.out_conv.forward(&self.out_norm.forward_silu(&h)?)
     }

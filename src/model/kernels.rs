@@ -593,7 +593,8 @@ impl CustomOp2 for GroupNormScaleShift<'_> {
 /// Spatial self-attention over the H·W positions of each image, with the residual connection,
 /// computed in the channels-first layout of the UNet (no transposes): QKV = W·X + b, per head
 /// S = QᵀK/√d, softmax over each row, O = V·Pᵀ, then Y = W_o·O + b_o + x, divided by the rescale
-/// factor.
+/// factor. f32 only, scores included; half-precision models take candle's path in
+/// [`super::unet::SpatialAttention`], which computes the scores and softmax in f32 as well.
 #[derive(Debug, Clone)]
 pub struct CpuAttention {
     /// (3·inner, C): the query, key and value weights stacked.

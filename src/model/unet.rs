@@ -104,7 +104,7 @@ fn conv3(cin: usize, cout: usize, stride: usize, padding: usize, vb: VarBuilder)
 }
 
 /// GroupNorm, optionally followed by SiLU: one fused [`CpuGroupNorm`] pass for f32 on the CPU,
-/// candle's operations elsewhere.
+/// candle's operations elsewhere. [`Module::forward`] is the plain GroupNorm.
 #[derive(Debug, Clone)]
 pub struct Norm {
     norm: GroupNorm,
@@ -117,14 +117,6 @@ impl Norm {
         let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
         let cpu = if on_cpu_f32(&vb) { Some(CpuGroupNorm::new(weight.to_vec1::<f32>()?, bias.to_vec1::<f32>()?, groups, eps)) } else { None };
         Ok(Self { norm: GroupNorm::new(weight, bias, channels, groups, eps)?, cpu })
-    }
-
-    /// GroupNorm.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.cpu {
-            Some(k) if fast(x) => profile::record("group norm", 0.0, || x.contiguous()?.apply_op1_no_bwd(&k.op(false))),
-            _ => profile::record("group norm", 0.0, || self.norm.forward(x)),
-        }
     }
 
     /// SiLU(GroupNorm(x) · (1 + scale) + shift), with `modulation` (B, 2C) = [scale | shift]
@@ -157,7 +149,18 @@ impl Norm {
     }
 }
 
-/// Sinusoidal embedding of (possibly fractional) timesteps, as diffusers' `Timesteps`.
+impl Module for Norm {
+    /// GroupNorm.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.cpu {
+            Some(k) if fast(x) => profile::record("group norm", 0.0, || x.contiguous()?.apply_op1_no_bwd(&k.op(false))),
+            _ => profile::record("group norm", 0.0, || self.norm.forward(x)),
+        }
+    }
+}
+
+/// Sinusoidal embedding of (possibly fractional) timesteps, as diffusers' `Timesteps` (no
+/// weights, so no `VarBuilder`).
 #[derive(Debug, Clone)]
 pub struct Timesteps {
     dim: usize,
@@ -169,9 +172,11 @@ impl Timesteps {
     pub fn new(dim: usize, flip_sin_to_cos: bool, freq_shift: f64) -> Self {
         Timesteps { dim, flip_sin_to_cos, freq_shift }
     }
+}
 
+impl Module for Timesteps {
     /// (B,) timesteps → (B, dim) embedding, computed in f32 in diffusers' order of operations.
-    pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
+    fn forward(&self, t: &Tensor) -> Result<Tensor> {
         let half = self.dim / 2;
         let max_log = (10000f64).ln() as f32;
         let denom = (half as f64 - self.freq_shift) as f32;
@@ -190,21 +195,40 @@ impl Timesteps {
 
 /// `TimestepEmbedding`: linear → SiLU → linear.
 #[derive(Debug, Clone)]
-struct TimestepEmbedding {
+pub struct TimestepEmbedding {
     linear_1: Linear,
     linear_2: Linear,
 }
 
 impl TimestepEmbedding {
-    fn new(vb: VarBuilder, cin: usize, dim: usize) -> Result<Self> {
-        Ok(Self { linear_1: linear(cin, dim, vb.pp("linear_1"))?, linear_2: linear(dim, dim, vb.pp("linear_2"))? })
+    pub fn new(vb: VarBuilder, in_channels: usize, time_embed_dim: usize) -> Result<Self> {
+        Ok(Self { linear_1: linear(in_channels, time_embed_dim, vb.pp("linear_1"))?, linear_2: linear(time_embed_dim, time_embed_dim, vb.pp("linear_2"))? })
     }
+}
+
+impl Module for TimestepEmbedding {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.linear_2.forward(&candle_nn::ops::silu(&self.linear_1.forward(x)?)?)
     }
 }
 
+/// A [`ResnetBlock2D`]'s settings besides its input channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResnetBlock2DConfig {
+    pub out_channels: usize,
+    /// Width of the time embedding (`time_emb_proj` maps it to `out_channels`).
+    pub temb_channels: usize,
+    pub groups: usize,
+    pub eps: f64,
+    /// The output is divided by it (the mid block's `mid_block_scale_factor`, else 1).
+    pub output_scale_factor: f64,
+}
+
 /// `ResnetBlock2D` (pre-norm, time embedding added after conv1, default time-scale shift).
+///
+/// It takes the time embedding besides the input, so it has an inherent
+/// [`forward(x, temb)`](Self::forward) instead of [`Module`] (as candle-transformers'
+/// stable-diffusion `ResnetBlock2D` does).
 #[derive(Debug, Clone)]
 pub struct ResnetBlock2D {
     norm1: Norm,
@@ -217,19 +241,21 @@ pub struct ResnetBlock2D {
 }
 
 impl ResnetBlock2D {
-    pub fn new(vb: VarBuilder, cin: usize, cout: usize, temb: usize, groups: usize, eps: f64, scale: f64) -> Result<Self> {
+    pub fn new(vb: VarBuilder, in_channels: usize, cfg: &ResnetBlock2DConfig) -> Result<Self> {
+        let (cin, cout) = (in_channels, cfg.out_channels);
         let conv_shortcut = if cin != cout { Some(Conv::new(vb.pp("conv_shortcut"), cin, cout, 1, 1, 0, 0)?) } else { None };
         Ok(Self {
-            norm1: Norm::new(vb.pp("norm1"), groups, cin, eps)?,
+            norm1: Norm::new(vb.pp("norm1"), cfg.groups, cin, cfg.eps)?,
             conv1: conv3(cin, cout, 1, 1, vb.pp("conv1"))?,
-            time_emb_proj: linear(temb, cout, vb.pp("time_emb_proj"))?,
-            norm2: Norm::new(vb.pp("norm2"), groups, cout, eps)?,
+            time_emb_proj: linear(cfg.temb_channels, cout, vb.pp("time_emb_proj"))?,
+            norm2: Norm::new(vb.pp("norm2"), cfg.groups, cout, cfg.eps)?,
             conv2: conv3(cout, cout, 1, 1, vb.pp("conv2"))?,
             conv_shortcut,
-            output_scale_factor: scale,
+            output_scale_factor: cfg.output_scale_factor,
         })
     }
 
+    /// `x` (B, Cin, H, W) and the time embedding `temb` (B, temb_channels) → (B, Cout, H, W).
     pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let t = self.time_emb_proj.forward(&candle_nn::ops::silu(temb)?)?;
         let h = self.conv1.forward_add(&self.norm1.forward_silu(x)?, &t, 1.0)?;
@@ -241,8 +267,24 @@ impl ResnetBlock2D {
     }
 }
 
+/// A [`SpatialAttention`]'s settings besides its channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionConfig {
+    /// Width of each head; `None`: one head as wide as the block (diffusers passes the channel
+    /// count).
+    pub head_dim: Option<usize>,
+    pub groups: usize,
+    pub eps: f64,
+    /// The output (residual included) is divided by it.
+    pub rescale_output_factor: f64,
+}
+
 /// Spatial self-attention (`Attention` with a group norm, residual connection and
 /// `rescale_output_factor`, as built by the UNet2D attention blocks).
+///
+/// The attention weights are computed in f32 whatever the model's dtype: in f16/bf16, q and k
+/// are cast to f32 before q·kᵀ and the softmax runs in f32 (diffusers' `upcast_attention` and
+/// `upcast_softmax`), then the probabilities are cast back for the product with v.
 #[derive(Debug, Clone)]
 pub struct SpatialAttention {
     group_norm: Norm,
@@ -256,11 +298,11 @@ pub struct SpatialAttention {
 }
 
 impl SpatialAttention {
-    /// `head_dim = None`: one head as wide as the block (diffusers passes the channel count).
-    pub fn new(vb: VarBuilder, channels: usize, head_dim: Option<usize>, groups: usize, eps: f64, rescale: f64) -> Result<Self> {
-        let dim_head = head_dim.unwrap_or(channels);
+    pub fn new(vb: VarBuilder, channels: usize, cfg: &AttentionConfig) -> Result<Self> {
+        let dim_head = cfg.head_dim.unwrap_or(channels);
         let heads = (channels / dim_head).max(1);
         let inner = heads * dim_head;
+        let rescale = cfg.rescale_output_factor;
         let (to_q, to_k, to_v) = (linear(channels, inner, vb.pp("to_q"))?, linear(channels, inner, vb.pp("to_k"))?, linear(channels, inner, vb.pp("to_v"))?);
         let to_out = linear(inner, channels, vb.pp("to_out").pp("0"))?;
         let cpu = if on_cpu_f32(&vb) {
@@ -276,7 +318,7 @@ impl SpatialAttention {
             None
         };
         Ok(Self {
-            group_norm: Norm::new(vb.pp("group_norm"), groups, channels, eps)?,
+            group_norm: Norm::new(vb.pp("group_norm"), cfg.groups, channels, cfg.eps)?,
             to_q,
             to_k,
             to_v,
@@ -287,17 +329,7 @@ impl SpatialAttention {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let n = self.group_norm.forward(x)?;
-        let (b, c, h, w) = x.dims4()?;
-        let inner = self.to_q.weight().dim(0)?;
-        let flops = 2.0 * (b * h * w) as f64 * (4.0 * (c * inner) as f64 + 2.0 * (h * w * inner) as f64);
-        match &self.cpu {
-            Some(k) if fast(x) => profile::record("attention", flops, || x.contiguous()?.apply_op2_no_bwd(&n, k)),
-            _ => profile::record("attention", flops, || self.attend(x, &n)),
-        }
-    }
-
+    /// The attention with candle's operations, on `x` and its group-normalized copy `normed`.
     fn attend(&self, x: &Tensor, normed: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let residual = x;
@@ -310,8 +342,10 @@ impl SpatialAttention {
         let split = |t: Tensor| -> Result<Tensor> { t.reshape((b, h * w, self.heads, hd))?.transpose(1, 2)?.contiguous() };
         let (q, k, v) = (split(q)?, split(k)?, split(v)?);
         let dtype = q.dtype();
-        // Softmax in f32 (diffusers' upcast_softmax).
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.to_dtype(DType::F32)?;
+        // Scores and softmax in f32 (diffusers' upcast_attention + upcast_softmax): in half
+        // precision q·kᵀ alone can pass f16's 65504. No-ops in f32.
+        let (q, k) = (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?);
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, h * w, inner))?;
         let out = self.to_out.forward(&out)?.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
@@ -320,17 +354,35 @@ impl SpatialAttention {
     }
 }
 
+impl Module for SpatialAttention {
+    /// (B, C, H, W) → (B, C, H, W): [`CpuAttention`] for f32 on the CPU (all in f32), candle's
+    /// operations elsewhere.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let n = self.group_norm.forward(x)?;
+        let (b, c, h, w) = x.dims4()?;
+        let inner = self.to_q.weight().dim(0)?;
+        let flops = 2.0 * (b * h * w) as f64 * (4.0 * (c * inner) as f64 + 2.0 * (h * w * inner) as f64);
+        match &self.cpu {
+            Some(k) if fast(x) => profile::record("attention", flops, || x.contiguous()?.apply_op2_no_bwd(&n, k)),
+            _ => profile::record("attention", flops, || self.attend(x, &n)),
+        }
+    }
+}
+
 /// Stride-2 3×3 convolution; `padding = 0` pads one pixel right and bottom first (original DDPM).
 #[derive(Debug, Clone)]
-struct Downsample2D {
+pub struct Downsample2D {
     conv: Conv,
 }
 
 impl Downsample2D {
-    fn new(vb: VarBuilder, channels: usize, padding: usize) -> Result<Self> {
+    pub fn new(vb: VarBuilder, channels: usize, padding: usize) -> Result<Self> {
         let pad_end = usize::from(padding == 0);
         Ok(Self { conv: Conv::new(vb.pp("conv"), channels, channels, 3, 2, padding, pad_end)? })
     }
+}
+
+impl Module for Downsample2D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.conv.forward(x)
     }
@@ -338,14 +390,17 @@ impl Downsample2D {
 
 /// Nearest-neighbour ×2, then a 3×3 convolution.
 #[derive(Debug, Clone)]
-struct Upsample2D {
+pub struct Upsample2D {
     conv: Conv,
 }
 
 impl Upsample2D {
-    fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
+    pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
         Ok(Self { conv: conv3(channels, channels, 1, 1, vb.pp("conv"))? })
     }
+}
+
+impl Module for Upsample2D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.conv.forward(&upsample_nearest_2x(x)?)
     }
@@ -364,16 +419,49 @@ pub(crate) fn upsample_nearest_2x(x: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// `DownBlock2D` / `AttnDownBlock2D`.
+/// A [`DownBlock2D`]'s settings besides its channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DownBlock2DConfig {
+    pub num_layers: usize,
+    pub temb_channels: usize,
+    pub groups: usize,
+    pub eps: f64,
+    /// `Some`: `AttnDownBlock2D`, an attention after every resnet.
+    pub attention: Option<AttentionConfig>,
+    pub add_downsample: bool,
+    /// The downsampler's padding (0: the original DDPM's one pixel right and bottom).
+    pub downsample_padding: usize,
+}
+
+/// `DownBlock2D` / `AttnDownBlock2D`: resnets (each followed by an attention in the latter),
+/// then an optional downsampler. Takes the time embedding: inherent `forward(x, temb)`.
 #[derive(Debug, Clone)]
-struct DownBlock {
+pub struct DownBlock2D {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<SpatialAttention>,
     downsampler: Option<Downsample2D>,
 }
 
-impl DownBlock {
-    fn forward(&self, x: &Tensor, temb: &Tensor, states: &mut Vec<Tensor>) -> Result<Tensor> {
+impl DownBlock2D {
+    pub fn new(vb: VarBuilder, in_channels: usize, out_channels: usize, cfg: &DownBlock2DConfig) -> Result<Self> {
+        let resnet = ResnetBlock2DConfig { out_channels, temb_channels: cfg.temb_channels, groups: cfg.groups, eps: cfg.eps, output_scale_factor: 1.0 };
+        let mut resnets = Vec::with_capacity(cfg.num_layers);
+        let mut attentions = Vec::new();
+        for j in 0..cfg.num_layers {
+            let c = if j == 0 { in_channels } else { out_channels };
+            resnets.push(ResnetBlock2D::new(vb.pp("resnets").pp(j), c, &resnet)?);
+            if let Some(a) = &cfg.attention {
+                attentions.push(SpatialAttention::new(vb.pp("attentions").pp(j), out_channels, a)?);
+            }
+        }
+        let downsampler = if cfg.add_downsample { Some(Downsample2D::new(vb.pp("downsamplers").pp(0), out_channels, cfg.downsample_padding)?) } else { None };
+        Ok(Self { resnets, attentions, downsampler })
+    }
+
+    /// The output, and the states the up blocks take as skip connections (one per resnet, one
+    /// more after the downsampler), in order.
+    pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+        let mut states = Vec::with_capacity(self.resnets.len() + 1);
         let mut h = x.clone();
         for (i, r) in self.resnets.iter().enumerate() {
             h = r.forward(&h, temb)?;
@@ -386,24 +474,65 @@ impl DownBlock {
             h = d.forward(&h)?;
             states.push(h.clone());
         }
-        Ok(h)
+        Ok((h, states))
     }
 }
 
-/// `UpBlock2D` / `AttnUpBlock2D`.
+/// An [`UpBlock2D`]'s settings besides its channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpBlock2DConfig {
+    pub num_layers: usize,
+    pub temb_channels: usize,
+    pub groups: usize,
+    pub eps: f64,
+    /// `Some`: `AttnUpBlock2D`, an attention after every resnet.
+    pub attention: Option<AttentionConfig>,
+    pub add_upsample: bool,
+}
+
+/// `UpBlock2D` / `AttnUpBlock2D`: resnets on the input concatenated with a skip connection (each
+/// followed by an attention in the latter), then an optional upsampler. Takes the time embedding
+/// and the skips: inherent `forward(x, res_xs, temb)`.
 #[derive(Debug, Clone)]
-struct UpBlock {
+pub struct UpBlock2D {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<SpatialAttention>,
     upsampler: Option<Upsample2D>,
 }
 
-impl UpBlock {
-    fn forward(&self, x: &Tensor, temb: &Tensor, states: &mut Vec<Tensor>) -> Result<Tensor> {
+impl UpBlock2D {
+    /// `in_channels`: the channels of the last skip connection (the next level's output);
+    /// `prev_output_channels`: those of the block's input.
+    pub fn new(vb: VarBuilder, in_channels: usize, prev_output_channels: usize, out_channels: usize, cfg: &UpBlock2DConfig) -> Result<Self> {
+        let resnet = ResnetBlock2DConfig { out_channels, temb_channels: cfg.temb_channels, groups: cfg.groups, eps: cfg.eps, output_scale_factor: 1.0 };
+        let mut resnets = Vec::with_capacity(cfg.num_layers);
+        let mut attentions = Vec::new();
+        for j in 0..cfg.num_layers {
+            let skip = if j + 1 == cfg.num_layers { in_channels } else { out_channels };
+            let rin = if j == 0 { prev_output_channels } else { out_channels };
+            resnets.push(ResnetBlock2D::new(vb.pp("resnets").pp(j), rin + skip, &resnet)?);
+            if let Some(a) = &cfg.attention {
+                attentions.push(SpatialAttention::new(vb.pp("attentions").pp(j), out_channels, a)?);
+            }
+        }
+        let upsampler = if cfg.add_upsample { Some(Upsample2D::new(vb.pp("upsamplers").pp(0), out_channels)?) } else { None };
+        Ok(Self { resnets, attentions, upsampler })
+    }
+
+    /// Skip connections the block takes (one per resnet).
+    pub fn num_skips(&self) -> usize {
+        self.resnets.len()
+    }
+
+    /// `res_xs`: this block's skip connections in the order the down blocks made them (the
+    /// last is used first).
+    pub fn forward(&self, x: &Tensor, res_xs: &[Tensor], temb: &Tensor) -> Result<Tensor> {
+        if res_xs.len() != self.resnets.len() {
+            return Err(candle_core::Error::Msg(format!("up block: {} skip connections for {} resnets", res_xs.len(), self.resnets.len())));
+        }
         let mut h = x.clone();
-        for (i, r) in self.resnets.iter().enumerate() {
-            let skip = states.pop().ok_or_else(|| candle_core::Error::Msg("UNet skip connections exhausted".into()))?;
-            h = r.forward(&concat(&h, &skip)?, temb)?;
+        for (i, (r, skip)) in self.resnets.iter().zip(res_xs.iter().rev()).enumerate() {
+            h = r.forward(&concat(&h, skip)?, temb)?;
             if let Some(a) = self.attentions.get(i) {
                 h = a.forward(&h)?;
             }
@@ -415,12 +544,44 @@ impl UpBlock {
     }
 }
 
-/// `UNetMidBlock2D`: resnet, (attention, resnet) once.
+/// A [`UNetMidBlock2D`]'s settings besides its channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UNetMidBlock2DConfig {
+    pub temb_channels: usize,
+    pub groups: usize,
+    pub eps: f64,
+    /// Divides the output of both resnets (`mid_block_scale_factor`).
+    pub output_scale_factor: f64,
+    /// `Some`: the attention between the resnets (`add_attention`).
+    pub attention: Option<AttentionConfig>,
+}
+
+/// `UNetMidBlock2D`: resnet, (attention, resnet) once. Takes the time embedding: inherent
+/// `forward(x, temb)`.
 #[derive(Debug, Clone)]
-struct MidBlock {
+pub struct UNetMidBlock2D {
     resnet_0: ResnetBlock2D,
     attention: Option<SpatialAttention>,
     resnet_1: ResnetBlock2D,
+}
+
+impl UNetMidBlock2D {
+    pub fn new(vb: VarBuilder, channels: usize, cfg: &UNetMidBlock2DConfig) -> Result<Self> {
+        let resnet = ResnetBlock2DConfig { out_channels: channels, temb_channels: cfg.temb_channels, groups: cfg.groups, eps: cfg.eps, output_scale_factor: cfg.output_scale_factor };
+        Ok(Self {
+            resnet_0: ResnetBlock2D::new(vb.pp("resnets").pp(0), channels, &resnet)?,
+            attention: cfg.attention.as_ref().map(|a| SpatialAttention::new(vb.pp("attentions").pp(0), channels, a)).transpose()?,
+            resnet_1: ResnetBlock2D::new(vb.pp("resnets").pp(1), channels, &resnet)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
+        let mut h = self.resnet_0.forward(x, temb)?;
+        if let Some(a) = &self.attention {
+            h = a.forward(&h)?;
+        }
+        self.resnet_1.forward(&h, temb)
+    }
 }
 
 /// The unconditional diffusers `UNet2DModel`.
@@ -430,9 +591,9 @@ pub struct UNet2DModel {
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     conv_in: Conv,
-    down_blocks: Vec<DownBlock>,
-    mid_block: Option<MidBlock>,
-    up_blocks: Vec<UpBlock>,
+    down_blocks: Vec<DownBlock2D>,
+    mid_block: Option<UNetMidBlock2D>,
+    up_blocks: Vec<UpBlock2D>,
     conv_norm_out: Norm,
     conv_out: Conv,
 }
@@ -442,50 +603,40 @@ impl UNet2DModel {
     pub fn new(vb: VarBuilder, config: &UNet2DConfig) -> Result<Self> {
         config.validate().map_err(candle_core::Error::Msg)?;
         let ch = &config.block_out_channels;
+        let n = ch.len();
         let (groups, eps) = (config.groups(), config.norm_eps);
         let temb = config.time_embed_dim();
+        let attention = |groups: usize, rescale: f64| AttentionConfig { head_dim: config.attention_head_dim, groups, eps, rescale_output_factor: rescale };
         let time_proj = Timesteps::new(ch[0], config.flip_sin_to_cos, config.freq_shift);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), ch[0], temb)?;
         let conv_in = conv3(config.in_channels, ch[0], 1, 1, vb.pp("conv_in"))?;
-        let n = ch.len();
         let mut down_blocks = Vec::with_capacity(n);
         let mut cout = ch[0];
         for (i, kind) in config.down_block_types.iter().enumerate() {
-            let vbb = vb.pp("down_blocks").pp(i);
             let cin = cout;
             cout = ch[i];
-            let attn = kind == "AttnDownBlock2D";
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for j in 0..config.layers_per_block {
-                let c = if j == 0 { cin } else { cout };
-                resnets.push(ResnetBlock2D::new(vbb.pp("resnets").pp(j), c, cout, temb, groups, eps, 1.0)?);
-                if attn {
-                    attentions.push(SpatialAttention::new(vbb.pp("attentions").pp(j), cout, config.attention_head_dim, groups, eps, 1.0)?);
-                }
-            }
-            let downsampler = if i + 1 < n {
-                Some(Downsample2D::new(vbb.pp("downsamplers").pp(0), cout, config.downsample_padding)?)
-            } else {
-                None
+            let cfg = DownBlock2DConfig {
+                num_layers: config.layers_per_block,
+                temb_channels: temb,
+                groups,
+                eps,
+                attention: (kind == "AttnDownBlock2D").then(|| attention(groups, 1.0)),
+                add_downsample: i + 1 < n,
+                downsample_padding: config.downsample_padding,
             };
-            down_blocks.push(DownBlock { resnets, attentions, downsampler });
+            down_blocks.push(DownBlock2D::new(vb.pp("down_blocks").pp(i), cin, cout, &cfg)?);
         }
         let mid_block = match config.mid_block_type {
             Some(_) => {
-                let vbm = vb.pp("mid_block");
-                let c = ch[n - 1];
                 let s = config.mid_block_scale_factor;
-                let attn_groups = config.attn_norm_num_groups.unwrap_or(groups);
-                Some(MidBlock {
-                    resnet_0: ResnetBlock2D::new(vbm.pp("resnets").pp(0), c, c, temb, groups, eps, s)?,
-                    attention: if config.add_attention {
-                        Some(SpatialAttention::new(vbm.pp("attentions").pp(0), c, config.attention_head_dim, attn_groups, eps, s)?)
-                    } else {
-                        None
-                    },
-                    resnet_1: ResnetBlock2D::new(vbm.pp("resnets").pp(1), c, c, temb, groups, eps, s)?,
-                })
+                let cfg = UNetMidBlock2DConfig {
+                    temb_channels: temb,
+                    groups,
+                    eps,
+                    output_scale_factor: s,
+                    attention: config.add_attention.then(|| attention(config.attn_norm_num_groups.unwrap_or(groups), s)),
+                };
+                Some(UNetMidBlock2D::new(vb.pp("mid_block"), ch[n - 1], &cfg)?)
             }
             None => None,
         };
@@ -493,24 +644,18 @@ impl UNet2DModel {
         let mut up_blocks = Vec::with_capacity(n);
         let mut out_c = rev[0];
         for (i, kind) in config.up_block_types.iter().enumerate() {
-            let vbu = vb.pp("up_blocks").pp(i);
             let prev = out_c;
             out_c = rev[i];
             let in_c = rev[(i + 1).min(n - 1)];
-            let attn = kind == "AttnUpBlock2D";
-            let layers = config.layers_per_block + 1;
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for j in 0..layers {
-                let skip = if j == layers - 1 { in_c } else { out_c };
-                let rin = if j == 0 { prev } else { out_c };
-                resnets.push(ResnetBlock2D::new(vbu.pp("resnets").pp(j), rin + skip, out_c, temb, groups, eps, 1.0)?);
-                if attn {
-                    attentions.push(SpatialAttention::new(vbu.pp("attentions").pp(j), out_c, config.attention_head_dim, groups, eps, 1.0)?);
-                }
-            }
-            let upsampler = if i + 1 < n { Some(Upsample2D::new(vbu.pp("upsamplers").pp(0), out_c)?) } else { None };
-            up_blocks.push(UpBlock { resnets, attentions, upsampler });
+            let cfg = UpBlock2DConfig {
+                num_layers: config.layers_per_block + 1,
+                temb_channels: temb,
+                groups,
+                eps,
+                attention: (kind == "AttnUpBlock2D").then(|| attention(groups, 1.0)),
+                add_upsample: i + 1 < n,
+            };
+            up_blocks.push(UpBlock2D::new(vb.pp("up_blocks").pp(i), in_c, prev, out_c, &cfg)?);
         }
         Ok(Self {
             config: config.clone(),
@@ -539,17 +684,17 @@ impl UNet2DModel {
         let mut h = self.conv_in.forward(&x)?;
         let mut states = vec![h.clone()];
         for d in &self.down_blocks {
-            h = d.forward(&h, &emb, &mut states)?;
+            let (out, res) = d.forward(&h, &emb)?;
+            h = out;
+            states.extend(res);
         }
         if let Some(m) = &self.mid_block {
-            h = m.resnet_0.forward(&h, &emb)?;
-            if let Some(a) = &m.attention {
-                h = a.forward(&h)?;
-            }
-            h = m.resnet_1.forward(&h, &emb)?;
+            h = m.forward(&h, &emb)?;
         }
         for u in &self.up_blocks {
-            h = u.forward(&h, &emb, &mut states)?;
+            let at = states.len().checked_sub(u.num_skips()).ok_or_else(|| candle_core::Error::Msg("UNet skip connections exhausted".into()))?;
+            let skips = states.split_off(at);
+            h = u.forward(&h, &skips, &emb)?;
         }
         let h = self.conv_norm_out.forward_silu(&h)?;
         self.conv_out.forward(&h)
@@ -662,13 +807,48 @@ mod tests {
             }
             t.insert("to_out.0.weight".to_string(), (randn(&[c, inner], s + 8) * 0.3).unwrap());
             t.insert("to_out.0.bias".to_string(), randn(&[c], s + 9));
-            let attn = SpatialAttention::new(builder(t), c, head_dim, 4.min(c), 1e-6, rescale).unwrap();
+            let cfg = AttentionConfig { head_dim, groups: 4.min(c), eps: 1e-6, rescale_output_factor: rescale };
+            let attn = SpatialAttention::new(builder(t), c, &cfg).unwrap();
             let x = randn(&[b, c, h, w], s + 20);
             let normed = attn.group_norm.norm.forward(&x).unwrap();
             let reference = attn.attend(&x, &normed).unwrap();
             let fast = x.apply_op2_no_bwd(&normed, attn.cpu.as_ref().unwrap()).unwrap();
             let err = max_diff(&fast, &reference);
             assert!(err < 1e-4, "attention {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn half_precision_attention_weights_are_computed_in_f32() {
+        // f16 against the f32 CPU kernel on the same weights: random ones, then q and k of 128 in
+        // every dimension of the two 8-wide heads, whose q·kᵀ = 131072 is past f16's largest
+        // value (65504): with only the scores upcast, the softmax would see inf − inf = NaN.
+        let (c, b, h, w) = (16, 2, 5, 3);
+        for big in [false, true] {
+            let mut t = HashMap::new();
+            t.insert("group_norm.weight".to_string(), randn(&[c], 200));
+            t.insert("group_norm.bias".to_string(), randn(&[c], 201));
+            for (j, name) in ["to_q", "to_k", "to_v"].iter().enumerate() {
+                let (weight, bias) = if big && j < 2 {
+                    (Tensor::zeros((c, c), DType::F32, &Device::Cpu).unwrap(), Tensor::full(128f32, c, &Device::Cpu).unwrap())
+                } else {
+                    ((randn(&[c, c], 202 + j as u64) * 0.3).unwrap(), randn(&[c], 205 + j as u64))
+                };
+                t.insert(format!("{name}.weight"), weight);
+                t.insert(format!("{name}.bias"), bias);
+            }
+            t.insert("to_out.0.weight".to_string(), (randn(&[c, c], 208) * 0.3).unwrap());
+            t.insert("to_out.0.bias".to_string(), randn(&[c], 209));
+            let cfg = AttentionConfig { head_dim: Some(8), groups: 4, eps: 1e-6, rescale_output_factor: 1.0 };
+            let x = randn(&[b, c, h, w], 210);
+            let want = SpatialAttention::new(builder(t.clone()), c, &cfg).unwrap().forward(&x).unwrap();
+            let half = SpatialAttention::new(VarBuilder::from_tensors(t, DType::F16, &Device::Cpu), c, &cfg).unwrap();
+            assert!(half.cpu.is_none());
+            let got = half.forward(&x.to_dtype(DType::F16).unwrap()).unwrap();
+            assert_eq!(got.dtype(), DType::F16);
+            let got = got.to_dtype(DType::F32).unwrap();
+            let err = max_diff(&got, &want);
+            assert!(err.is_finite() && err < 2e-2, "big {big}: {err}");
         }
     }
 }
