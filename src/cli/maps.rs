@@ -1,0 +1,224 @@
+//! Commands on maps: inspect, ingest, simulate, the power spectrum and the battery statistics, validate.
+
+use anyhow::{bail, Context, Result};
+
+use super::args::*;
+use expanse::inspect::{self, fmt_num};
+use expanse::ingest::{self, IngestOptions};
+use expanse::prep::{PrepOptions, PrepSpec};
+use expanse::simulate::{self, CloudSpec};
+use expanse::stats::battery::{BatteryOptions, Statistic};
+use expanse::stats::power_spectrum::EnsembleSpectrum;
+use expanse::stats::{Apodization, PowerSpectrumOptions};
+
+pub fn run_inspect(a: InspectArgs) -> Result<()> {
+    let reports = inspect::inspect_all(&a.files)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print!("{}", inspect::render(&reports));
+    }
+    Ok(())
+}
+
+pub fn prep_spec(a: &IngestArgs) -> Result<PrepSpec> {
+    Ok(PrepSpec::parse(&PrepOptions {
+        transform: &a.transform,
+        range: &a.range,
+        offset: a.offset,
+        softening: a.softening,
+        crop: a.crop.as_deref(),
+        tile: a.tile.as_deref(),
+        size: a.size,
+        channels: a.channels,
+        band_map: a.band_map.as_deref(),
+    })?)
+}
+
+pub fn run_ingest(a: IngestArgs) -> Result<()> {
+    let selection = a.selection.selection()?;
+    if a.raw {
+        let shaped = a.crop.is_some() || a.tile.is_some() || a.size.is_some() || a.band_map.is_some() || a.channels != 1;
+        let scaled = a.transform != "linear" || a.range != "minmax" || a.offset.is_some() || a.softening.is_some();
+        if shaped || scaled {
+            bail!("--raw writes the maps exactly as read: drop the transform, geometry and channel options");
+        }
+    }
+    let opts = IngestOptions { selection, raw: a.raw, prep: prep_spec(&a)?, preview: a.preview.clone(), max_maps: a.max_maps, real: None };
+    let report = ingest::ingest(&a.inputs, &opts, &a.out)
+        .with_context(|| format!("ingest into {} failed; nothing was written", a.out.display()))?;
+    for s in &report.inputs {
+        println!(
+            "read {:<48} {:>3} map(s) {}x{}  units {:<8} NaN {:.2}%  min {}  max {}",
+            s.source,
+            s.maps,
+            s.shape[0],
+            s.shape[1],
+            s.units.as_deref().unwrap_or("-"),
+            100.0 * s.stats.nan_fraction,
+            s.stats.min.map(fmt_num).unwrap_or_else(|| "-".into()),
+            s.stats.max.map(fmt_num).unwrap_or_else(|| "-".into()),
+        );
+    }
+    if let Some(n) = &report.normalization {
+        println!("normalization: {}", n.transform.describe());
+        if report.blank_pixels > 0 {
+            println!(
+                "blank pixels: {} (filled with the domain median {} = {:.4} in model space; mask written)",
+                report.blank_pixels,
+                fmt_num(n.fill),
+                n.fill_model
+            );
+        }
+    }
+    let shape = report.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+    for w in &report.written {
+        println!("wrote {}", w.display());
+    }
+    println!("stack shape ({shape}){}", if a.raw { ", raw float32" } else { ", model space float32" });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+pub fn run_simulate(a: SimulateArgs) -> Result<()> {
+    let spec = CloudSpec { count: a.count, size: a.size, beta: a.beta, sigma_ln: a.sigma_ln, mean: a.mean, seed: a.seed };
+    let written = simulate::write_clouds(&spec, &a.out).context("simulate failed; nothing was written")?;
+    for w in written {
+        println!("wrote {} ({} lognormal maps of {}x{}, beta {}, sigma_ln {}, seed {})", w.display(), a.count, a.size, a.size, a.beta, a.sigma_ln, a.seed);
+    }
+    Ok(())
+}
+
+pub fn spectrum_options(a: &SpectrumArgs) -> Result<PowerSpectrumOptions> {
+    let fit_range = match &a.fit_range {
+        Some(r) => {
+            let (lo, hi) = r.split_once(':').context("--fit-range: expected LOW:HIGH")?;
+            let (lo, hi): (f64, f64) = (lo.trim().parse()?, hi.trim().parse()?);
+            if !(lo < hi && lo >= 0.0) {
+                bail!("--fit-range: need 0 <= LOW < HIGH");
+            }
+            Some((lo, hi))
+        }
+        None => None,
+    };
+    Ok(PowerSpectrumOptions {
+        apodize: a.apodize.as_deref().map(str::parse::<Apodization>).transpose()?,
+        beam_fwhm: a.beam_fwhm,
+        fit_range,
+        log_bins: false,
+        binsize: None,
+    })
+}
+
+pub fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
+    let opts = spectrum_options(&a.spectrum)?;
+    let (maps, _) = ingest::read_inputs(&a.maps, &a.selection.selection()?)?;
+    let stack = expanse::io::stack(&maps)?;
+    let arrays: Vec<ndarray::Array2<f64>> = stack.outer_iter().map(|m| m.mapv(|v| v as f64)).collect();
+    let ens = EnsembleSpectrum::compute(&arrays, &opts)?;
+    let ps = &ens.mean;
+    let mut targets = vec![a.out.clone()];
+    targets.extend(a.summary.clone());
+    let files = expanse::io::AtomicFiles::new(&targets)?;
+    std::fs::write(files.temp(0), ens.csv())?;
+    if a.summary.is_some() {
+        std::fs::write(files.temp(1), serde_json::to_string_pretty(&ens.summary())?)?;
+    }
+    for w in files.commit()? {
+        println!("wrote {}", w.display());
+    }
+    println!("slope {:.4} ± {:.4} over {:.4} < k <= {:.4} ({} map(s), {} bins)", ps.slope, ps.slope_err, ps.low_cut, ps.high_cut, arrays.len(), ps.nbins());
+    Ok(())
+}
+
+pub fn run_statistic(statistic: Statistic, options: BatteryOptions, a: &StatisticArgs) -> Result<()> {
+    let values = expanse::validate::statistic_of_files(statistic, &options, &a.maps, &a.selection.selection()?)?;
+    let files = expanse::io::AtomicFiles::new(std::slice::from_ref(&a.out))?;
+    std::fs::write(files.temp(0), values.csv()).with_context(|| format!("writing {}", a.out.display()))?;
+    for w in files.commit()? {
+        println!("wrote {}", w.display());
+    }
+    println!("{} of {} map(s)", statistic.title(), values.values.len());
+    Ok(())
+}
+
+pub fn battery_options(a: &ValidateArgs) -> Result<BatteryOptions> {
+    let spectrum = spectrum_options(&a.spectrum)?;
+    let b = &a.battery;
+    let statistics = match &b.statistics {
+        Some(v) if v.len() == 1 && v[0] == "none" => Some(Vec::new()),
+        v => v.clone(),
+    };
+    let section = expanse::pipeline::config::ValidationSection {
+        statistics,
+        thresholds: b.thresholds.clone(),
+        peak_edges: b.peak_edges.clone(),
+        scattering_j: b.scattering_j,
+        scattering_l: b.scattering_l,
+        bispectrum_samples: b.bispectrum_samples,
+        resamples: b.resamples,
+        bootstrap_seed: b.bootstrap_seed,
+        ..Default::default()
+    };
+    let mut o = section.battery_options().map_err(|e| {
+        let msg = e.to_string();
+        let keys = ["thresholds", "peak_edges", "scattering_j", "scattering_l", "bispectrum_samples", "resamples"];
+        match keys.iter().find(|k| msg.starts_with(*k)) {
+            Some(k) => anyhow::anyhow!("--{}{}", k.replace('_', "-"), &msg[k.len()..]),
+            None => anyhow::anyhow!("--statistics: {msg}"),
+        }
+    })?;
+    o.spectrum = spectrum;
+    Ok(o)
+}
+
+pub fn run_validate(a: ValidateArgs) -> Result<()> {
+    let opts = battery_options(&a)?;
+    let r = expanse::validate::validate(&a.real, &a.synthetic, &a.selection.selection()?, &a.out, &opts, None)?;
+    println!(
+        "per-map power-spectrum slopes: real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (Welch t = {:.2})",
+        r.slopes.real.mean, r.slopes.real.std, r.slopes.synthetic.mean, r.slopes.synthetic.std, r.slopes.welch_t
+    );
+    println!(
+        "ensemble slope (physical units): real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (distance t = {:.2})",
+        r.spectrum_real.slope, r.spectrum_real.slope_err, r.spectrum_synthetic.slope, r.spectrum_synthetic.slope_err, r.spectrum_distance
+    );
+    println!(
+        "{}: level spread ratio {:.2} (68 %: {:.2}–{:.2}); PDF Hellinger {:.4} ± {:.4} (real halves {:.4}), {:.2} % of synthetic pixels outside the real range",
+        r.scale,
+        r.level.ratio,
+        r.level.ratio_interval.0,
+        r.level.ratio_interval.1,
+        r.pdf.hellinger,
+        r.pdf.hellinger_std,
+        r.pdf.hellinger_real_halves,
+        100.0 * r.pdf.synthetic_outside
+    );
+    if let Some(b) = &r.battery {
+        for st in &b.statistics {
+            println!(
+                "{}: χ²/dof {:.2} ± {:.2} (real halves {:.2}), D {:.3} ± {:.3} real-map σ ({:.2} s)",
+                st.statistic.title(),
+                st.chi2.value,
+                st.chi2.std,
+                st.chi2_real_halves,
+                st.distance.value,
+                st.distance.std,
+                st.seconds
+            );
+        }
+        println!("battery overall: χ²/dof {:.2} ± {:.2}, D {:.3} ± {:.3}", b.chi2.value, b.chi2.std, b.distance.value, b.distance.std);
+    }
+    println!(
+        "memorization: ratio {:.3} (closest synthetic–real / closest real–real); {} of {} synthetic map(s) flagged as near-copies",
+        r.memorization.ratio,
+        r.memorization.flagged.len(),
+        r.n_synthetic
+    );
+    for w in &r.written {
+        println!("wrote {}", w.display());
+    }
+    Ok(())
+}

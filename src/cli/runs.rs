@@ -1,0 +1,130 @@
+//! Commands over a whole run: run, slurm, fidelity.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use super::args::*;
+use expanse::pipeline::{Plan, RunConfig, RunOptions, RunPart, Shard};
+
+pub fn run_fidelity(a: FidelityArgs) -> Result<()> {
+    let config = expanse::fidelity::FidelityConfig::read(&a.config)?;
+    let t = std::time::Instant::now();
+    let report = expanse::fidelity::run(&config, &a.out, a.variants.as_deref(), |r| match &r.error {
+        Some(e) => println!("{} seed {} {}: failed: {e}", r.variant, r.seed, r.domain),
+        None => println!(
+            "{} seed {} {}: accepted {}/{}, slopes {:.2} vs {:.2} (Welch t {:.2}), level ratio {:.2}, Hellinger {:.3}, memorization {:.2}, reconstruction {:.1} dB",
+            r.variant, r.seed, r.domain, r.accepted, r.tried, r.slope_synthetic.0, r.slope_real.0, r.welch_t, r.level_ratio, r.hellinger, r.memorization_ratio, r.reconstruction_db.0
+        ),
+    })?;
+    print!("\n{}", expanse::fidelity::markdown(&report));
+    println!("{} run(s) in {:.0} s", report.rows.len() / report.domains.len().max(1), t.elapsed().as_secs_f64());
+    for w in &report.written {
+        println!("wrote {}", w.display());
+    }
+    Ok(())
+}
+
+/// `threads_given`: `--threads` was passed (it wins over `run.threads`).
+
+pub fn run_slurm(a: SlurmArgs) -> Result<()> {
+    use expanse::pipeline::slurm;
+    let config = RunConfig::read(&a.config)?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.name()));
+    let plan = Plan::new(config, &a.config)?;
+    let opts = slurm::SlurmOptions {
+        shards: a.shards,
+        time: a.time,
+        mem: a.mem,
+        partition: a.partition,
+        account: a.account,
+        gpus: a.gpus,
+        sbatch_args: a.sbatch_arg,
+    };
+    let exe = std::env::current_exe().context("cannot find the expanse binary's path")?;
+    let jobs = slurm::write_scripts(&plan, &a.config, &out, &exe, &opts)?;
+    println!("wrote {} job scripts into {}", jobs.len(), out.join("slurm").display());
+    if !a.submit {
+        println!("submit them in order (or pass --submit):\n");
+        print!("{}", slurm::submit_commands(&jobs));
+        return Ok(());
+    }
+    let ids = slurm::submit(&jobs, &out)?;
+    for (stage, id) in &ids {
+        println!("{stage}: job {id}");
+    }
+    println!("job ids in {}; logs in {}", out.join("slurm/jobs.json").display(), out.join("slurm/logs").display());
+    Ok(())
+}
+
+pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
+    let config = RunConfig::read(&a.config)?;
+    if let (Some(n), false) = (config.run.threads, threads_given) {
+        expanse::runtime::set_threads(n).with_context(|| format!("{}: run.threads", a.config.display()))?;
+    }
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.name()));
+    let part = match &a.stage {
+        Some(stage) => {
+            let shard = match &a.shard {
+                Some(s) => Some(s.parse::<Shard>()?),
+                None => match (std::env::var("SLURM_ARRAY_TASK_ID"), std::env::var("SLURM_ARRAY_TASK_COUNT")) {
+                    (Ok(i), Ok(n)) => Some(format!("{i}/{n}").parse::<Shard>().context("SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT")?),
+                    _ => None,
+                },
+            };
+            Some(RunPart::new(stage, shard, a.shards)?)
+        }
+        None if a.shard.is_some() || a.shards.is_some() => bail!("--shard and --shards go with --stage"),
+        None => None,
+    };
+    let sharded = matches!(part, Some(RunPart::InvertShard(_) | RunPart::DecodeShard(_)));
+    if !a.dry_run && !sharded {
+        expanse::pipeline::check_run_folder(&out, a.resume)?;
+    }
+    let plan = Plan::new(config, &a.config)?;
+    if part.is_none() || a.dry_run {
+        print!("{}", plan.describe(&out));
+    }
+    if a.dry_run {
+        return Ok(());
+    }
+    if let Some(part) = part {
+        let opts = RunOptions { resume: a.resume, echo: true, latent_cache: None };
+        let outcome = plan.execute_part(&a.config, &out, part, &opts)?;
+        if let Some(r) = &outcome.shard {
+            println!("{} shard {}/{}: {} batch(es) in {:.1} s", r.stage, r.index, r.count, r.batches.len(), outcome.seconds);
+        } else {
+            println!("{} stage(s) run, {} kept, {:.1} s", outcome.ran.len(), outcome.kept.len(), outcome.seconds);
+        }
+        if let Some(summary) = &outcome.summary {
+            print!("\n{}", summary.text);
+        }
+        return Ok(());
+    }
+    let opts = RunOptions { resume: a.resume, echo: true, latent_cache: None };
+    let earlier_run = out.join("manifest.json").is_file();
+    let summary = match plan.execute(&a.config, &out, &opts) {
+        Ok(s) => s,
+        Err(e @ expanse::Error::Refused(_)) => return Err(e.into()),
+        Err(e) if earlier_run && !a.resume => return Err(e.into()),
+        Err(e) if out.join("manifest.json").is_file() => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the run stopped; finished stages are kept in {}: fix the cause and continue with `expanse run {} --out {} --resume`",
+                out.display(),
+                a.config.display(),
+                out.display()
+            )))
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("the run did not start; nothing was written")),
+    };
+    println!();
+    print!("{}", summary.text);
+    println!(
+        "\n{} stage(s) run, {} kept from an earlier invocation, {:.1} s; everything is in {}",
+        summary.ran.len(),
+        summary.kept.len(),
+        summary.seconds,
+        summary.dir.display()
+    );
+    Ok(())
+}
