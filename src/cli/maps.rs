@@ -96,9 +96,7 @@ pub fn spectrum_options(a: &SpectrumArgs) -> Result<PowerSpectrumOptions> {
         Some(r) => {
             let (lo, hi) = r.split_once(':').context("--fit-range: expected LOW:HIGH")?;
             let (lo, hi): (f64, f64) = (lo.trim().parse()?, hi.trim().parse()?);
-            if !(lo < hi && lo >= 0.0) {
-                bail!("--fit-range: need 0 <= LOW < HIGH");
-            }
+            expanse::stats::power_spectrum::check_fit_range(lo, hi).context("--fit-range")?;
             Some((lo, hi))
         }
         None => None,

@@ -50,30 +50,55 @@ impl std::str::FromStr for Prediction {
     }
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N` or `metal`; GPU devices need the matching cargo feature.
+/// A device as written in a config or on the command line: `cpu`, `cuda`, `cuda:N` or `metal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+    Metal,
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = Error;
+
+    /// The syntax only: whether this build and machine can open the device is [`parse_device`]'s
+    /// business.
+    fn from_str(s: &str) -> Result<DeviceSpec> {
+        let s = s.trim().to_lowercase();
+        match s.as_str() {
+            "cpu" => return Ok(DeviceSpec::Cpu),
+            "cuda" => return Ok(DeviceSpec::Cuda(0)),
+            "metal" => return Ok(DeviceSpec::Metal),
+            _ => {}
+        }
+        match s.strip_prefix("cuda:") {
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                n.parse::<usize>().map(DeviceSpec::Cuda).map_err(|_| Error::Invalid(format!("bad device '{s}' (use cuda or cuda:N)")))
+            }
+            Some(_) => Err(Error::Invalid(format!("bad device '{s}' (use cuda or cuda:N)"))),
+            None => Err(Error::Invalid(format!("unknown device '{s}' (use cpu, cuda, cuda:N or metal)"))),
+        }
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `metal` and opens the device; GPU devices need the matching
+/// cargo feature.
 pub fn parse_device(s: &str) -> Result<Device> {
-    let s = s.trim().to_lowercase();
-    if s == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    if let Some(rest) = s.strip_prefix("cuda") {
-        let ordinal = match rest.strip_prefix(':') {
-            Some(n) => n.parse::<usize>().map_err(|_| Error::Invalid(format!("bad device '{s}' (use cuda or cuda:N)")))?,
-            None if rest.is_empty() => 0,
-            None => return Err(Error::Invalid(format!("bad device '{s}' (use cpu, cuda, cuda:N or metal)"))),
-        };
-        if !cfg!(feature = "cuda") {
-            return Err(Error::Invalid("this expanse was built without CUDA support: rebuild with `cargo build --release --features cuda`".into()));
+    match s.parse::<DeviceSpec>()? {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Cuda(ordinal) => {
+            if !cfg!(feature = "cuda") {
+                return Err(Error::Invalid("this expanse was built without CUDA support: rebuild with `cargo build --release --features cuda`".into()));
+            }
+            Device::new_cuda(ordinal).map_err(|e| Error::Invalid(format!("cannot open CUDA device {ordinal}: {e}")))
         }
-        return Device::new_cuda(ordinal).map_err(|e| Error::Invalid(format!("cannot open CUDA device {ordinal}: {e}")));
-    }
-    if s == "metal" {
-        if !cfg!(feature = "metal") {
-            return Err(Error::Invalid("this expanse was built without Metal support: rebuild with `cargo build --release --features metal`".into()));
+        DeviceSpec::Metal => {
+            if !cfg!(feature = "metal") {
+                return Err(Error::Invalid("this expanse was built without Metal support: rebuild with `cargo build --release --features metal`".into()));
+            }
+            Device::new_metal(0).map_err(|e| Error::Invalid(format!("cannot open the Metal device: {e}")))
         }
-        return Device::new_metal(0).map_err(|e| Error::Invalid(format!("cannot open the Metal device: {e}")));
     }
-    Err(Error::Invalid(format!("unknown device '{s}' (use cpu, cuda, cuda:N or metal)")))
 }
 
 /// Parses `f32`, `f16` or `bf16`.

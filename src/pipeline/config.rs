@@ -218,9 +218,7 @@ impl ValidationSection {
     pub fn spectrum_options(&self) -> Result<PowerSpectrumOptions> {
         let v = self;
         if let Some([lo, hi]) = v.fit_range {
-            if !(lo >= 0.0 && lo < hi) {
-                return Err(Error::Invalid(format!("fit_range [{lo}, {hi}]: need 0 <= LOW < HIGH")));
-            }
+            crate::stats::power_spectrum::check_fit_range(lo, hi).map_err(|e| Error::Invalid(format!("fit_range: {e}")))?;
         }
         if let Some(b) = v.beam_fwhm {
             if !(b > 0.0 && b.is_finite()) {
@@ -481,11 +479,7 @@ impl RunConfig {
                 return Err(bad(path, "run.formats", format!("'{f}' is listed twice")));
             }
         }
-        let d = self.model.device.as_str();
-        let cuda_index = d.strip_prefix("cuda:").is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
-        if !(matches!(d, "cpu" | "cuda" | "metal") || cuda_index) {
-            return Err(bad(path, "model.device", format!("'{d}': expected cpu, cuda, cuda:N or metal")));
-        }
+        self.model.device.parse::<crate::model::DeviceSpec>().map_err(|e| bad(path, "model.device", e))?;
         crate::model::parse_dtype(&self.model.dtype).map_err(|e| bad(path, "model.dtype", e))?;
         if self.model.batch == 0 {
             return Err(bad(path, "model.batch", "must be at least 1"));
@@ -519,10 +513,7 @@ impl RunConfig {
         if s.k < 2 {
             return Err(bad(path, "sampling.k", format!("needs at least 2 real latents per test, got {}", s.k)));
         }
-        let [lo, hi] = s.band;
-        if !(0.0..100.0).contains(&lo) || !(lo < hi && hi <= 100.0) {
-            return Err(bad(path, "sampling.band", format!("[{lo}, {hi}]: need 0 <= LOW < HIGH <= 100")));
-        }
+        crate::prior::geometry::check_band(s.band[0], s.band[1]).map_err(|e| bad(path, "sampling.band", e))?;
         if s.budget < s.count {
             return Err(bad(path, "sampling.budget", format!("{} candidates cannot give {} maps", s.budget, s.count)));
         }

@@ -152,9 +152,7 @@ impl Targets {
             return Err(Error::Invalid(format!("K = {} real latents per test needs 2 <= K <= N − 1 = {}", spec.k, n - 1)));
         }
         let (lo, hi) = spec.band;
-        if !(0.0..100.0).contains(&lo) || !(lo < hi && hi <= 100.0) {
-            return Err(Error::Invalid(format!("band {lo}–{hi} %: need 0 <= LOW < HIGH <= 100")));
-        }
+        check_band(lo, hi)?;
         let real: Vec<Geometry> = (0..n)
             .map(|i| {
                 let refs: Vec<usize> = sample(rng, n - 1, spec.k).into_iter().map(|r| if r >= i { r + 1 } else { r }).collect();
@@ -409,6 +407,14 @@ pub fn match_norm(x: &Array1<f64>, centre: &Array1<f64>, target: f64) -> Array1<
     let disc = b * b - 4.0 * a * c;
     let scale = if disc >= 0.0 { (-b + disc.sqrt()) / (2.0 * a) } else { -b / (2.0 * a) };
     centre + &(r * scale.max(0.0))
+}
+
+/// Fails unless `lo`–`hi` is a band of percentiles: 0 <= LOW < HIGH <= 100.
+pub fn check_band(lo: f64, hi: f64) -> Result<()> {
+    if !(0.0..100.0).contains(&lo) || !(lo < hi && hi <= 100.0) {
+        return Err(Error::Invalid(format!("band {lo}–{hi} %: need 0 <= LOW < HIGH <= 100")));
+    }
+    Ok(())
 }
 
 /// Fails unless latents of `d` values per map fit `prior`.

@@ -279,6 +279,14 @@ pub fn ols_hc3(x: &[f64], y: &[f64]) -> (f64, f64, f64) {
     (a, b, var.sqrt())
 }
 
+/// Fails unless `lo`–`hi` (pixel⁻¹) can bound a power-law fit: 0 <= LOW < HIGH.
+pub fn check_fit_range(lo: f64, hi: f64) -> Result<()> {
+    if !(lo >= 0.0 && lo < hi) {
+        return Err(Error::Invalid(format!("[{lo}, {hi}]: need 0 <= LOW < HIGH")));
+    }
+    Ok(())
+}
+
 /// Power spectra of a set of maps of one shape: per-map spectra, the ensemble mean ± standard
 /// deviation of log10 P per bin, and the fit of the ensemble's mean spectrum.
 #[derive(Debug, Clone, Serialize)]
