@@ -135,7 +135,7 @@ pub struct FidelityConfig {
 impl FidelityConfig {
     pub fn read(path: &Path) -> Result<FidelityConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
-        let f: FidelityFile = toml::from_str(&text).map_err(|e| Error::format(path, crate::pipeline::config::toml_error(&text, &e)))?;
+        let f: FidelityFile = toml::from_str(&text).map_err(|e| Error::format(path, crate::pipeline::config::toml_error(&text, &e)).with_source(e))?;
         let mut base = RunConfig {
             run: f.run,
             model: f.model,
@@ -162,7 +162,7 @@ impl FidelityConfig {
                 return Err(Error::content(path, format!("variant[{i}].name: two variants are named '{}'", v.name)));
             }
             v.apply(&base, 0).check(path).map_err(|e| match e {
-                Error::Content { path, cause } => Error::Content { path, cause: format!("variant '{}': {cause}", v.name) },
+                Error::Content { path, cause } => Error::Content { path, cause: crate::error::Cause::described(format!("variant '{}': {cause}", v.name), cause) },
                 other => other,
             })?;
         }
@@ -312,7 +312,7 @@ pub fn run(config: &FidelityConfig, out: &Path, only: Option<&[String]>, mut on_
                 let report_file = dir.join("report").join(&d.name).join("report.json");
                 if row.error.is_none() {
                     let text = std::fs::read_to_string(&report_file).map_err(|e| Error::open(&report_file, crate::io::io_cause(&e)))?;
-                    let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::format(&report_file, e.to_string()))?;
+                    let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::format(&report_file, e))?;
                     row.slope_real = (f(&r["slopes"]["real"]["mean"]), f(&r["slopes"]["real"]["std"]));
                     row.slope_synthetic = (f(&r["slopes"]["synthetic"]["mean"]), f(&r["slopes"]["synthetic"]["std"]));
                     row.welch_t = f(&r["slopes"]["welch_t"]);

@@ -28,7 +28,7 @@ pub fn read_model_input(path: &Path) -> Result<ModelInput> {
         .and_then(|p| p.records.get("normalization"))
         .map(|v| serde_json::from_value::<Normalization>(v.clone()))
         .transpose()
-        .map_err(|e| Error::format(path, format!("bad normalization record: {e}")))?;
+        .map_err(|e| Error::format(path, format!("bad normalization record: {e}")).with_source(e))?;
     let data = if provenance.as_ref().is_some_and(|p| p.command.starts_with("ingest")) && normalization.is_some() {
         read_model_stack(path)?.data
     } else {
@@ -146,7 +146,7 @@ pub fn read_model_stack(path: &Path) -> Result<prep::ModelStack> {
     let normalization: Normalization = provenance
         .and_then(|p| p.records.get("normalization").cloned())
         .ok_or_else(|| Error::content(path, "not a normalized stack written by `expanse ingest` (no normalization record)"))
-        .and_then(|v| serde_json::from_value(v).map_err(|e| Error::format(path, format!("bad normalization record: {e}"))))?;
+        .and_then(|v| serde_json::from_value(v).map_err(|e| Error::format(path, format!("bad normalization record: {e}")).with_source(e)))?;
     let data = read_array(path, Format::detect(path)?, "maps")?;
     let data = data
         .into_dimensionality::<ndarray::Ix4>()

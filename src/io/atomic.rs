@@ -41,7 +41,7 @@ impl AtomicFiles {
                 }
                 if let Err(e) = std::fs::create_dir_all(&dir) {
                     remove_empty_dirs(&created_dirs);
-                    return Err(Error::write(t, format!("cannot create folder {}: {e}", dir.display())));
+                    return Err(Error::write(t, format!("cannot create folder {}: {e}", dir.display())).with_source(e));
                 }
                 // Deepest first, so that removal on failure works bottom-up.
                 created_dirs.extend(missing);
@@ -65,7 +65,7 @@ impl AtomicFiles {
     /// Renames every temporary onto its target; returns the targets.
     pub fn commit(mut self) -> Result<Vec<PathBuf>> {
         for (tmp, target) in self.temps.iter().zip(&self.targets) {
-            std::fs::rename(tmp, target).map_err(|e| Error::write(target, e.to_string()))?;
+            std::fs::rename(tmp, target).map_err(|e| Error::write(target, e))?;
         }
         self.committed = true;
         Ok(self.targets.clone())

@@ -64,6 +64,11 @@ fn status_text(status: c_int) -> String {
     text
 }
 
+/// cfitsio's error for a status code, [`status_text`] its message (kept as the source of ours).
+fn status_error(status: c_int) -> fitsio::errors::FitsError {
+    fitsio::errors::FitsError { status, message: status_text(status) }
+}
+
 impl Handle {
     fn open(path: &Path) -> Result<Handle> {
         let name = path
@@ -77,10 +82,8 @@ impl Handle {
         unsafe { sys::ffdkopn(&mut ptr, c.as_ptr(), READONLY, &mut status) };
         if status != 0 {
             // The file starts like FITS (checked before), so a failure here means it is damaged.
-            return Err(Error::format(
-                path,
-                format!("truncated or corrupt FITS file: {}", status_text(status)),
-            ));
+            let e = status_error(status);
+            return Err(Error::format(path, format!("truncated or corrupt FITS file: {}", e.message)).with_source(e));
         }
         Ok(Handle { ptr, path: path.to_path_buf() })
     }
@@ -93,7 +96,7 @@ impl Handle {
         // SAFETY: as in `open`: a live NUL-terminated path, `ptr` valid only when status is 0.
         unsafe { sys::ffdkinit(&mut ptr, c.as_ptr(), &mut status) };
         if status != 0 {
-            return Err(Error::write(path, status_text(status)));
+            return Err(Error::write(path, status_error(status)));
         }
         Ok(Handle { ptr, path: path.to_path_buf() })
     }
@@ -102,7 +105,8 @@ impl Handle {
         if status == 0 {
             Ok(())
         } else {
-            Err(Error::format(&self.path, format!("{what}: {}", status_text(status))))
+            let e = status_error(status);
+            Err(Error::format(&self.path, format!("{what}: {}", e.message)).with_source(e))
         }
     }
 
@@ -176,14 +180,15 @@ impl Handle {
             sys::ffgpvd(self.ptr, 1, 1, count as i64, f64::NAN, values.as_mut_ptr(), &mut anynul, &mut status)
         };
         if status != 0 {
-            let text = status_text(status);
+            let e = status_error(status);
+            let text = &e.message;
             let truncated = matches!(status, 107 | 108 | 252) || text.contains("END");
             let cause = if truncated {
                 format!("{what}: truncated or corrupt data ({text})")
             } else {
                 format!("{what}: cannot read pixels ({text})")
             };
-            return Err(Error::format(&self.path, cause));
+            return Err(Error::format(&self.path, cause).with_source(e));
         }
         Ok(values)
     }
@@ -413,7 +418,8 @@ pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
         if status == 0 {
             Ok(())
         } else {
-            Err(Error::write(path, format!("{what}: {}", status_text(status))))
+            let e = status_error(status);
+            Err(Error::write(path, format!("{what}: {}", e.message)).with_source(e))
         }
     };
     let data = out.data.as_standard_layout();
@@ -480,7 +486,8 @@ fn put_string(h: &Handle, key: &str, value: &str, comment: &str) -> Result<()> {
     // SAFETY: open handle; key, value and comment are live NUL-terminated strings.
     unsafe { sys::ffukys(h.ptr, k.as_ptr(), v.as_ptr(), c.as_ptr(), &mut status) };
     if status != 0 {
-        return Err(Error::write(&h.path, format!("cannot write {key}: {}", status_text(status))));
+        let e = status_error(status);
+        return Err(Error::write(&h.path, format!("cannot write {key}: {}", e.message)).with_source(e));
     }
     Ok(())
 }
@@ -519,7 +526,7 @@ pub fn read_provenance(path: &Path) -> Result<Option<super::Provenance>> {
     unsafe { sys::fffree(value.cast(), &mut status) };
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| Error::format(path, format!("EXPPROV is not valid provenance JSON: {e}")))
+        .map_err(|e| Error::format(path, format!("EXPPROV is not valid provenance JSON: {e}")).with_source(e))
 }
 
 /// Formats a FITS header card `KEY = value / comment` (80 characters; strings quoted).

@@ -12,7 +12,7 @@ use super::{OutputStack, Source};
 use crate::error::{Error, Result};
 
 fn open(path: &Path) -> Result<hdf5::File> {
-    hdf5::File::open(path).map_err(|e| Error::format(path, format!("cannot open as HDF5: {e}")))
+    hdf5::File::open(path).map_err(|e| Error::format(path, format!("cannot open as HDF5: {e}")).with_source(e))
 }
 
 /// Every dataset in the file, as (absolute path, shape, dtype text), depth first.
@@ -171,18 +171,18 @@ pub fn read(path: &Path, dataset: Option<&str>) -> Result<(Source, ArrayD<f32>)>
             }
         }
     };
-    let ds = file.dataset(&name).map_err(|e| Error::content(path, format!("{name}: {e}")))?;
+    let ds = file.dataset(&name).map_err(|e| Error::content(path, format!("{name}: {e}")).with_source(e))?;
     let td = ds
         .dtype()
         .and_then(|t| t.to_descriptor())
-        .map_err(|e| Error::format(path, format!("{name}: unreadable datatype: {e}")))?;
+        .map_err(|e| Error::format(path, format!("{name}: unreadable datatype: {e}")).with_source(e))?;
     if !is_numeric(&td) {
         return Err(Error::content(path, format!("{name}: datatype {td} is not an integer or float type")));
     }
     let shape = ds.shape();
     let values: Vec<f64> = ds
         .read_raw::<f64>()
-        .map_err(|e| Error::format(path, format!("{name}: cannot read data: {e}")))?;
+        .map_err(|e| Error::format(path, format!("{name}: cannot read data: {e}")).with_source(e))?;
     let data = ArrayD::from_shape_vec(IxDyn(&shape), values.into_iter().map(|v| v as f32).collect())
         .map_err(|e| Error::format(path, format!("{name}: {e}")))?;
     let attrs = attributes(&ds);
@@ -231,12 +231,12 @@ pub fn list_datasets(path: &Path) -> Result<(BTreeMap<String, Value>, Vec<Datase
 /// Numeric values of a dataset as f32 (for inspect statistics), if numeric.
 pub fn read_numeric(path: &Path, name: &str) -> Result<Option<Vec<f32>>> {
     let file = open(path)?;
-    let ds = file.dataset(name).map_err(|e| Error::content(path, format!("{name}: {e}")))?;
+    let ds = file.dataset(name).map_err(|e| Error::content(path, format!("{name}: {e}")).with_source(e))?;
     let td = ds.dtype().and_then(|t| t.to_descriptor()).map_err(|e| Error::format(path, e))?;
     if !is_numeric(&td) {
         return Ok(None);
     }
-    let v = ds.read_raw::<f64>().map_err(|e| Error::format(path, format!("{name}: {e}")))?;
+    let v = ds.read_raw::<f64>().map_err(|e| Error::format(path, format!("{name}: {e}")).with_source(e))?;
     Ok(Some(v.into_iter().map(|x| x as f32).collect()))
 }
 
@@ -250,7 +250,7 @@ pub(crate) fn put_str(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Re
 /// `expanse_version`, `command`, `sources`, `provenance` (JSON); with a mask, dataset `mask`
 /// (uint8, 1 = blank).
 pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
-    let werr = |e: hdf5::Error| Error::write(path, e.to_string());
+    let werr = |e: hdf5::Error| Error::write(path, e);
     let file = hdf5::File::create(path).map_err(werr)?;
     let data = out.data.as_standard_layout();
     let mut chunk = data.shape().to_vec();
@@ -296,6 +296,6 @@ pub fn read_provenance(path: &Path) -> Result<Option<super::Provenance>> {
         None => Ok(None),
         Some(text) => serde_json::from_str(text)
             .map(Some)
-            .map_err(|e| Error::format(path, format!("attribute 'provenance' is not valid JSON: {e}"))),
+            .map_err(|e| Error::format(path, format!("attribute 'provenance' is not valid JSON: {e}")).with_source(e)),
     }
 }

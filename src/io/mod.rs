@@ -103,11 +103,17 @@ impl Format {
     }
 }
 
-pub(crate) fn io_cause(e: &std::io::Error) -> String {
+/// The cause of an input error: "no such file" or "permission denied", else the error's message;
+/// the error is kept as the source (a copy of the borrowed one, exact for an OS error).
+pub(crate) fn io_cause(e: &std::io::Error) -> crate::error::Cause {
+    let source = match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    };
     match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string(),
+        std::io::ErrorKind::NotFound => crate::error::Cause::described("no such file", source),
+        std::io::ErrorKind::PermissionDenied => crate::error::Cause::described("permission denied", source),
+        _ => source.into(),
     }
 }
 

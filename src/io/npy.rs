@@ -38,7 +38,7 @@ pub fn read_any(path: &Path) -> Result<(ArrayD<f32>, &'static str)> {
         match reader(path) {
             Ok(a) => return Ok((a, name)),
             Err(ReadNpyError::WrongDescriptor(d)) => last = Some(d),
-            Err(e) => return Err(Error::format(path, format!("cannot read NPY: {e}"))),
+            Err(e) => return Err(Error::format(path, format!("cannot read NPY: {e}")).with_source(e)),
         }
     }
     Err(Error::format(
@@ -110,10 +110,10 @@ pub struct Sidecar {
 
 /// Writes data, sidecar and optional mask to the given (temporary) paths.
 pub fn write(data_path: &Path, sidecar: &Path, mask_file: Option<&Path>, out: &OutputStack) -> Result<()> {
-    let werr = |p: &Path, e: String| Error::write(p, e);
+    let werr = |p: &Path, e: crate::error::Cause| Error::write(p, e);
     let data = out.data.as_standard_layout().into_owned();
-    let f = std::fs::File::create(data_path).map_err(|e| werr(data_path, e.to_string()))?;
-    data.write_npy(std::io::BufWriter::new(f)).map_err(|e| werr(data_path, e.to_string()))?;
+    let f = std::fs::File::create(data_path).map_err(|e| werr(data_path, e.into()))?;
+    data.write_npy(std::io::BufWriter::new(f)).map_err(|e| werr(data_path, e.into()))?;
     if let (Some(mp), Some(mask)) = (mask_file, &out.mask) {
         write_mask(mp, mask)?;
     }
@@ -124,14 +124,14 @@ pub fn write(data_path: &Path, sidecar: &Path, mask_file: Option<&Path>, out: &O
         provenance: out.provenance.clone(),
     };
     let text = serde_json::to_string_pretty(&meta).expect("sidecar serializes");
-    std::fs::write(sidecar, text).map_err(|e| werr(sidecar, e.to_string()))
+    std::fs::write(sidecar, text).map_err(|e| werr(sidecar, e.into()))
 }
 
 fn write_mask(path: &Path, mask: &ArrayView3<u8>) -> Result<()> {
-    let f = std::fs::File::create(path).map_err(|e| Error::write(path, e.to_string()))?;
+    let f = std::fs::File::create(path).map_err(|e| Error::write(path, e))?;
     mask.as_standard_layout()
         .write_npy(std::io::BufWriter::new(f))
-        .map_err(|e| Error::write(path, e.to_string()))
+        .map_err(|e| Error::write(path, e))
 }
 
 /// Reads the sidecar of an NPY output, if present.
@@ -140,7 +140,7 @@ pub fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
     match std::fs::read_to_string(&p) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| Error::format(&p, format!("not a valid expanse sidecar: {e}"))),
+            .map_err(|e| Error::format(&p, format!("not a valid expanse sidecar: {e}")).with_source(e)),
         Err(_) => Ok(None),
     }
 }

@@ -300,7 +300,11 @@ pub struct Ddpm {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))
+    serde_json::from_str(&text).map_err(|e| match e.classify() {
+        // JSON, but not a config we take: an unknown key, a value of the wrong type.
+        serde_json::error::Category::Data => Error::model(path, format!("invalid JSON: {e}")).with_source(e),
+        _ => Error::format(path, format!("invalid JSON: {e}")).with_source(e),
+    })
 }
 
 /// Finds the weights file of a diffusers model folder.
@@ -376,7 +380,7 @@ impl ModelFolder {
         };
         let config_path = unet_dir.join("config.json");
         let config: UNet2DConfig = read_json(&config_path)?;
-        config.validate().map_err(|e| Error::content(&config_path, e))?;
+        config.validate().map_err(|e| Error::model(&config_path, e))?;
         let mut files = vec![config_path];
         let scheduler: SchedulerConfig = if sched_path.is_file() {
             files.push(sched_path.clone());
@@ -384,8 +388,8 @@ impl ModelFolder {
         } else {
             SchedulerConfig::default()
         };
-        let prediction: Prediction = scheduler.prediction_type.parse().map_err(|e: Error| Error::content(&sched_path, e))?;
-        scheduler.validate().map_err(|e| Error::content(&sched_path, e))?;
+        let prediction: Prediction = scheduler.prediction_type.parse().map_err(|e: Error| Error::model(&sched_path, e))?;
+        scheduler.validate().map_err(|e| Error::model(&sched_path, e))?;
         let weights_file = weights_path(&unet_dir)?;
         files.push(weights_file.clone());
         Ok(ModelFolder { format: ModelFormat::Diffusers, config: Architecture::UNet2D(config), scheduler, prediction, files, weights_file })
@@ -394,7 +398,7 @@ impl ModelFolder {
     fn read_adm(dir: &Path) -> Result<ModelFolder> {
         let path = dir.join("adm.json");
         let config: AdmConfig = read_json(&path)?;
-        config.validate().map_err(|e| Error::content(&path, e))?;
+        config.validate().map_err(|e| Error::model(&path, e))?;
         let weights_file = checkpoint_path(dir, "adm.json")?;
         Ok(ModelFolder {
             format: ModelFormat::Adm,
@@ -409,9 +413,9 @@ impl ModelFolder {
     fn read_original(dir: &Path) -> Result<ModelFolder> {
         let path = dir.join("ddpm.json");
         let config: OriginalDdpmConfig = read_json(&path)?;
-        config.validate().map_err(|e| Error::content(&path, e))?;
+        config.validate().map_err(|e| Error::model(&path, e))?;
         let unet = config.unet_config();
-        unet.validate().map_err(|e| Error::content(&path, e))?;
+        unet.validate().map_err(|e| Error::model(&path, e))?;
         let weights_file = checkpoint_path(dir, "ddpm.json")?;
         Ok(ModelFolder {
             format: ModelFormat::OriginalDdpm,
@@ -433,12 +437,12 @@ impl ModelFolder {
 fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let raw: Vec<(String, Tensor)> = if path.extension().is_some_and(|e| e == "safetensors") {
         candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| Error::format(path, format!("cannot read safetensors: {e}")))?
+            .map_err(|e| Error::format(path, format!("cannot read safetensors: {e}")).with_source(e))?
             .into_iter()
             .collect()
     } else {
         candle_core::pickle::read_all(path).map_err(|e| {
-            Error::format(path, format!("cannot read PyTorch weights (a torch.save zip file of a state_dict is expected): {e}"))
+            Error::format(path, format!("cannot read PyTorch weights (a torch.save zip file of a state_dict is expected): {e}")).with_source(e)
         })?
     };
     if raw.is_empty() {
@@ -463,7 +467,7 @@ fn named_weights(raw: Vec<(String, Tensor)>, folder: &ModelFolder) -> Result<Has
                 let Some(key) = original::diffusers_key(&name, c.block_out_channels.len()) else { continue };
                 let t = if original::is_attention_projection(&key) && t.rank() == 4 {
                     let (o, i, _, _) = t.dims4().map_err(model_err)?;
-                    t.reshape((o, i)).map_err(|e| Error::content(&folder.weights_file, format!("weight '{name}': {e}")))?
+                    t.reshape((o, i)).map_err(|e| Error::model(&folder.weights_file, format!("weight '{name}': {e}")).with_source(e))?
                 } else {
                     t
                 };
@@ -498,13 +502,13 @@ impl Ddpm {
             Architecture::UNet2D(c) => UNet2DModel::new(vb, c).map(|m| Network::UNet2D(Box::new(m))),
             Architecture::Adm(c) => AdmUNet::new(vb, c).map(|m| Network::Adm(Box::new(m))),
         }
-        .map_err(|e| Error::content(&folder.weights_file, format!("{e} (the model described in {config_name})")))?;
+        .map_err(|e| Error::model(&folder.weights_file, format!("{e} (the model described in {config_name})")).with_source(e))?;
         let used = weights.used.lock().expect("lock").clone();
         let mut extra: Vec<&String> = keys.iter().filter(|k| !used.contains(*k)).collect();
         if !extra.is_empty() {
             extra.sort();
             let shown: Vec<&str> = extra.iter().take(8).map(|s| s.as_str()).collect();
-            return Err(Error::content(
+            return Err(Error::model(
                 &folder.weights_file,
                 format!(
                     "{} weight(s) not used by the model described in {config_name}: {}{}",

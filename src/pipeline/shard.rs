@@ -267,7 +267,7 @@ impl Runner<'_> {
                     self.dir.display()
                 ))
             })?;
-            let record: ShardRecord = serde_json::from_str(&text).map_err(|e| Error::format(&path, format!("not a shard record: {e}")))?;
+            let record: ShardRecord = serde_json::from_str(&text).map_err(|e| Error::format(&path, format!("not a shard record: {e}")).with_source(e))?;
             let want: Vec<PathBuf> = all[share(all.len(), s)]
                 .iter()
                 .map(|u| {

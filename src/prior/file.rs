@@ -19,7 +19,7 @@ fn get_str(loc: &hdf5::Location, name: &str) -> hdf5::Result<String> {
 pub fn write(path: &Path, priors: &[GaussianPrior], extra: &serde_json::Value) -> Result<Vec<PathBuf>> {
     let files = AtomicFiles::new(&[path.to_path_buf()])?;
     let tmp = files.temp(0);
-    let werr = |e: hdf5::Error| Error::write(path, e.to_string());
+    let werr = |e: hdf5::Error| Error::write(path, e);
     {
         let f = hdf5::File::create(&tmp).map_err(werr)?;
         put_str(&f, "expanse_version", crate::io::TOOL).map_err(werr)?;
@@ -64,7 +64,7 @@ pub fn write(path: &Path, priors: &[GaussianPrior], extra: &serde_json::Value) -
 
 /// Reads every prior in a file, in name order.
 pub fn read(path: &Path) -> Result<Vec<GaussianPrior>> {
-    let ferr = |e: hdf5::Error| Error::format(path, format!("not an expanse prior file: {e}"));
+    let ferr = |e: hdf5::Error| Error::format(path, format!("not an expanse prior file: {e}")).with_source(e);
     if crate::io::Format::detect(path)? != crate::io::Format::Hdf5 {
         return Err(Error::format(path, "not an expanse prior file (expected HDF5)"));
     }

@@ -404,8 +404,8 @@ impl StatisticContext {
 /// Per-map values of one statistic over the maps of one file; errors name the file and the map.
 pub fn per_map_of_file(statistic: Statistic, options: &BatteryOptions, maps: &[Array2<f64>], file: &Path) -> Result<PerMapValues> {
     let shape = maps.first().map(|m| m.dim()).ok_or_else(|| Error::content(file, "holds no maps"))?;
-    let ctx = StatisticContext::new(statistic, options, shape, maps).map_err(|e| Error::content(file, e.to_string()))?;
-    ctx.per_map(maps).map_err(|e| Error::content(file, e.to_string()))
+    let ctx = StatisticContext::new(statistic, options, shape, maps).map_err(|e| Error::content(file, e))?;
+    ctx.per_map(maps).map_err(|e| Error::content(file, e))
 }
 
 /// A band: a curve and its 16th–84th percentile interval.
@@ -643,9 +643,9 @@ pub fn run(real: &[Array2<f64>], synthetic: &[Array2<f64>], options: &BatteryOpt
     let mut pairs = Vec::new();
     for &statistic in &options.statistics {
         let start = Instant::now();
-        let ctx = StatisticContext::new(statistic, options, shape, real).map_err(|e| Error::content(real_file, e.to_string()))?;
-        let r = ctx.per_map(real).map_err(|e| Error::content(real_file, format!("{statistic}: {}", e)))?;
-        let s = ctx.per_map(synthetic).map_err(|e| Error::content(synthetic_file, format!("{statistic}: {}", e)))?;
+        let ctx = StatisticContext::new(statistic, options, shape, real).map_err(|e| Error::content(real_file, e))?;
+        let r = ctx.per_map(real).map_err(|e| Error::content(real_file, format!("{statistic}: {}", e)).with_source(e))?;
+        let s = ctx.per_map(synthetic).map_err(|e| Error::content(synthetic_file, format!("{statistic}: {}", e)).with_source(e))?;
         pairs.push((r, s, start.elapsed().as_secs_f64()));
     }
     compare(&pairs, options)
