@@ -2,6 +2,7 @@
 //! check of synthetic maps against the real ones.
 
 use ndarray::{s, Array2, ArrayView2};
+use rayon::prelude::*;
 use serde::Serialize;
 
 /// Mean squared error.
@@ -67,11 +68,14 @@ fn rms(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 /// real map than half of the smallest distance between two real maps. Distances are RMS over the
 /// pixels finite in both maps, so blank (NaN) pixels of the real maps are left out.
 pub fn memorization(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Memorization {
+    // Maps are independent: one task per map (the order of the results, and so every number, does
+    // not depend on the threads).
     let real_nn: Vec<f64> = (0..real.len())
+        .into_par_iter()
         .map(|i| (0..real.len()).filter(|&j| j != i).map(|j| rms(&real[i], &real[j])).fold(f64::INFINITY, f64::min))
         .collect();
     let synthetic_nn: Vec<(usize, f64)> = synthetic
-        .iter()
+        .par_iter()
         .map(|s| {
             // total_cmp puts NaN (no common finite pixel) after every distance.
             real.iter().enumerate().map(|(j, r)| (j, rms(s, r))).min_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, f64::NAN))
@@ -119,4 +123,21 @@ mod tests {
         assert_eq!((m.flagged.clone(), m.synthetic_nn[0].0), (vec![0], 2));
         assert!(m.real_nn.iter().all(|d| d.is_finite()) && m.ratio.is_finite() && m.ratio < 0.01, "{m:?}");
     }
+
+    #[test]
+    fn memorization_does_not_depend_on_the_threads() {
+        let maps = |n: usize, phase: f64| -> Vec<Array2<f64>> {
+            (0..n).map(|k| Array2::from_shape_fn((8, 8), |(i, j)| ((i + 2 * j) as f64 * 0.3 + phase * k as f64).sin())).collect()
+        };
+        let (real, synthetic) = (maps(6, 0.7), maps(5, 1.1));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| memorization(&real, &synthetic))
+        };
+        let (one, three) = (run(1), run(3));
+        assert_eq!(one.real_nn, three.real_nn);
+        assert_eq!(one.synthetic_nn, three.synthetic_nn);
+        assert_eq!(one.ratio, three.ratio);
+    }
+
 }
