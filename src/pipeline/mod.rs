@@ -86,7 +86,7 @@ pub fn stage_names(domains: &[String]) -> Vec<String> {
 impl Plan {
     /// Runs (or resumes) every stage in `run_dir`.
     pub fn execute(&self, config_path: &Path, run_dir: &Path, opts: &RunOptions) -> Result<RunSummary> {
-        model::parse_device(&self.config.model.device).map_err(|e| Error::content(config_path, format!("model.device: {e}")))?;
+        model::parse_device(&self.config.model.device).map_err(|e| Error::content(config_path, format!("model.device: {e}")).with_source(e))?;
         let mut runner = Runner::open(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
         let start = Instant::now();
         runner.stages(&STAGE_KINDS)?;
@@ -97,7 +97,7 @@ impl Plan {
     /// must have been started by the `ingest` part (any part but a shard resumes it); a shard
     /// writes only its batch checkpoints and its record.
     pub fn execute_part(&self, config_path: &Path, run_dir: &Path, part: RunPart, opts: &RunOptions) -> Result<PartOutcome> {
-        model::parse_device(&self.config.model.device).map_err(|e| Error::content(config_path, format!("model.device: {e}")))?;
+        model::parse_device(&self.config.model.device).map_err(|e| Error::content(config_path, format!("model.device: {e}")).with_source(e))?;
         let start = Instant::now();
         let names: Vec<String> = self.domains.iter().map(|d| d.name.clone()).collect();
         let sharded = match part {

@@ -63,7 +63,7 @@ impl Plan {
         let folder = ModelFolder::read(&config.model.path)?;
         let train = NoiseSchedule::from_config(&folder.scheduler)?.len();
         let grid = crate::diffusion::paper_grid(config.inversion.steps, config.inversion.t0, train)
-            .map_err(|e| Error::content(config_path, format!("inversion: {e}")))?;
+            .map_err(|e| Error::content(config_path, format!("inversion: {e}")).with_source(e))?;
         let mut domains = Vec::new();
         for d in &config.domains {
             let spec = config.prep_spec(d, folder.config.in_channels())?;
