@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{load_err, max_abs_diff, npy4, tensor, to_array};
+use common::{fixtures, json, load_err, max_abs_diff, npy, npy4, sample, tensor, to_array, usize_of};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,14 +17,6 @@ use expanse::model::{AdmConfig, AdmUNet, Ddpm, ModelFormat, OriginalDdpmConfig, 
 use indicatif::ProgressBar;
 use ndarray::{Array1, Array4};
 use serde_json::Value;
-
-fn fixtures(family: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(family)
-}
-
-fn npy4_f64(path: &Path) -> Array4<f64> {
-    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// Model folders of a fixture family (every subfolder holding `marker`).
 fn folders(family: &str, marker: &str) -> Vec<PathBuf> {
@@ -42,11 +34,11 @@ fn folders(family: &str, marker: &str) -> Vec<PathBuf> {
 fn outputs(dir: &Path) -> (Array4<f32>, Array4<f32>, Array4<f32>) {
     let ddpm = Ddpm::load(dir, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
     let x = npy4(&dir.join("input.npy"));
-    let ts: Array1<i64> = ndarray_npy::read_npy(dir.join("timesteps.npy")).unwrap();
+    let ts: Array1<i64> = npy(dir.join("timesteps.npy"));
     assert_eq!(ts.to_vec(), vec![0, 500, 999]);
     let t = Tensor::from_vec(ts.iter().map(|&v| v as f32).collect::<Vec<_>>(), ts.len(), &Device::Cpu).unwrap();
     let ours = to_array(&ddpm.unet.forward(&tensor(&x), &t).unwrap());
-    let f64_out = npy4_f64(&dir.join("output_f64.npy")).mapv(|v| v as f32);
+    let f64_out = npy::<Array4<f64>>(dir.join("output_f64.npy")).mapv(|v| v as f32);
     (ours, npy4(&dir.join("output.npy")), f64_out)
 }
 
@@ -109,8 +101,8 @@ fn every_original_ddpm_fixture_matches_ermongroups_model_to_1e_4() {
 #[test]
 fn original_keys_map_as_diffusers_conversion_script_maps_them() {
     for dir in folders("ddpm_original", "ddpm.json") {
-        let map: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("diffusers_keys.json")).unwrap()).unwrap();
-        let cfg: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ddpm.json")).unwrap()).unwrap();
+        let map = json(dir.join("diffusers_keys.json"));
+        let cfg = json(dir.join("ddpm.json"));
         let levels = cfg["model"]["ch_mult"].as_array().unwrap().len();
         let pairs = map["mapping"].as_object().unwrap();
         assert!(pairs.len() > 100);
@@ -151,7 +143,7 @@ impl candle_nn::var_builder::SimpleBackend for LayoutProbe {
 fn the_256_pixel_adm_layouts_are_guided_diffusions_tensor_for_tensor() {
     // ImageNet 256² unconditional and the AFHQ-dog (P2) flags: channel_mult derived from the
     // image size, num_head_channels, resblock_updown, learn_sigma — every state_dict key and shape.
-    let layouts: Value = serde_json::from_str(&std::fs::read_to_string(fixtures("adm").join("layouts.json")).unwrap()).unwrap();
+    let layouts = json(fixtures("adm").join("layouts.json"));
     for (name, layout) in layouts.as_object().unwrap() {
         let cfg: AdmConfig = serde_json::from_value(layout["adm_json"].clone()).unwrap();
         let probe = std::sync::Arc::new(LayoutProbe(Default::default()));
@@ -175,21 +167,21 @@ fn the_256_pixel_adm_layouts_are_guided_diffusions_tensor_for_tensor() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| (t[0].as_str().unwrap().to_string(), t[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()))
+            .map(|t| (t[0].as_str().unwrap().to_string(), t[1].as_array().unwrap().iter().map(usize_of).collect()))
             .collect();
         got.sort();
         want.sort();
-        assert_eq!(got.len(), layout["num_tensors"].as_u64().unwrap() as usize, "{name}");
+        assert_eq!(got.len(), usize_of(&layout["num_tensors"]), "{name}");
         assert_eq!(got, want, "{name}");
         let params: usize = got.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
-        assert_eq!(params, layout["num_parameters"].as_u64().unwrap() as usize, "{name}");
+        assert_eq!(params, usize_of(&layout["num_parameters"]), "{name}");
     }
 }
 
 #[test]
 fn adm_schedule_is_guided_diffusions() {
     let ddpm = Ddpm::load(&fixtures("adm").join("p2_like"), &Device::Cpu, DType::F32).unwrap();
-    let want: Array1<f64> = ndarray_npy::read_npy(fixtures("adm").join("ddim/alphas_cumprod.npy")).unwrap();
+    let want: Array1<f64> = npy(fixtures("adm").join("ddim/alphas_cumprod.npy"));
     let schedule = NoiseSchedule::from_config(&ddpm.scheduler).unwrap();
     assert_eq!(schedule.len(), want.len());
     for (t, w) in want.iter().enumerate() {
@@ -200,12 +192,12 @@ fn adm_schedule_is_guided_diffusions() {
 #[test]
 fn adm_ddim_inversion_and_generation_match_the_float64_reference() {
     let root = fixtures("adm").join("ddim");
-    let grid: Value = serde_json::from_str(&std::fs::read_to_string(root.join("grid.json")).unwrap()).unwrap();
+    let grid = json(root.join("grid.json"));
     let ddpm = Ddpm::load(&fixtures("adm").join(grid["model"].as_str().unwrap()), &Device::Cpu, DType::F32).unwrap();
-    let steps = grid["steps"].as_u64().unwrap() as usize;
-    let t0 = grid["t0"].as_u64().unwrap() as usize;
+    let steps = usize_of(&grid["steps"]);
+    let t0 = usize_of(&grid["t0"]);
     let ddim = Ddim::new(NoiseSchedule::from_config(&ddpm.scheduler).unwrap(), steps, t0).unwrap();
-    let seq: Vec<usize> = grid["seq"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let seq: Vec<usize> = grid["seq"].as_array().unwrap().iter().map(usize_of).collect();
     assert_eq!(ddim.seq, seq);
     let pb = ProgressBar::hidden();
     let x0 = npy4(&root.join("x0.npy"));
@@ -226,7 +218,7 @@ fn edited_adm(edit: impl FnOnce(&mut HashMap<String, Tensor>), flags: impl FnOnc
     let mut w: HashMap<String, Tensor> = candle_core::pickle::read_all(src.join("model.pt")).unwrap().into_iter().collect();
     edit(&mut w);
     candle_core::safetensors::save(&w, dir.path().join("model.safetensors")).unwrap();
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(src.join("adm.json")).unwrap()).unwrap();
+    let mut cfg = json(src.join("adm.json"));
     flags(&mut cfg);
     std::fs::write(dir.path().join("adm.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
     dir
@@ -302,7 +294,7 @@ fn cli_commands_take_adm_folders_like_diffusers_folders() {
     assert!(max_abs_diff(&z, &npy4(&fixtures("adm").join("ddim/latents.npy"))) < 1e-4);
     common::ok(&["reconstruct", "--model", &model, "--input", x0.to_str().unwrap(), "--steps", "6", "--t0", "500", "--out", &o("rec.npy"), "--report", &o("rec.json")]);
     assert!(max_abs_diff(&npy4(Path::new(&o("rec.npy"))), &npy4(&fixtures("adm").join("ddim/reconstruction.npy"))) < 1e-4);
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(o("rec.json")).unwrap()).unwrap();
+    let report = json(o("rec.json"));
     assert!(report.to_string().contains("mse"), "{report}");
     let bench = common::ok(&["bench", "--model", &model, "--batch", "1", "--size", "16", "--repeats", "1"]);
     assert!(bench.contains("adm") && bench.contains("M parameters"), "{bench}");
@@ -315,7 +307,7 @@ fn cli_commands_take_adm_folders_like_diffusers_folders() {
              [sampling]\ncount = 2\nk = 3\nbudget = 10000\n\n[[domain]]\nname = \"clouds\"\ninputs = [\"{}\"]\nmax_maps = 6\n\
              transform = \"log10\"\nsize = 16\n",
             model,
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples/clouds_64.fits").display()
+            sample("clouds_64.fits").display()
         ),
     )
     .unwrap();

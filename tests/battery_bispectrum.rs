@@ -6,18 +6,16 @@
 //! the largest coefficient). Errors in B are therefore bounded relative to Σ |F(q1) F(q2) F*(q3)|,
 //! the sum the bicoherence divides by: measured ≤ 3e-15 of it, tested at 1e-13.
 
-use expanse::error::Error;
+mod common;
+
+use common::{fixtures, invalid_cause, manifest, npy, npy_map, usize_of};
 use expanse::stats::bispectrum::{Bispectrum, BispectrumOptions, LegacyMt19937};
 use ndarray::{Array2, Array3};
-use ndarray_npy::read_npy;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stats/bispectrum");
+/// The fixtures' folder in tests/fixtures.
+const DIR: &str = "stats/bispectrum";
 /// |ΔB| / Σ|samples| and |Δ bicoherence| allowed (measured max 2.8e-15).
 const TOL: f64 = 1e-13;
-
-fn load_map(name: &str) -> Array2<f64> {
-    read_npy(format!("{DIR}/{name}.npy")).expect("fixture map")
-}
 
 struct Case {
     name: &'static str,
@@ -40,8 +38,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn manifest_lists_the_tested_cases() {
-    let text = std::fs::read_to_string(format!("{DIR}/manifest.json")).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let manifest = manifest(&fixtures(DIR));
     assert_eq!(manifest["versions"]["turbustat"], "1.3");
     let listed = manifest["cases"].as_array().unwrap();
     let ours = cases();
@@ -49,7 +46,7 @@ fn manifest_lists_the_tested_cases() {
     for (entry, case) in listed.iter().zip(&ours) {
         assert_eq!(entry["case"], case.name);
         assert_eq!(entry["map"], case.map);
-        assert_eq!(entry["nsamples"].as_u64().unwrap() as usize, case.opts.nsamples);
+        assert_eq!(usize_of(&entry["nsamples"]), case.opts.nsamples);
         assert_eq!(entry["seed"].as_u64().unwrap(), case.opts.seed);
         assert_eq!(entry["mean_subtract"].as_bool().unwrap(), case.opts.mean_subtract);
     }
@@ -57,7 +54,7 @@ fn manifest_lists_the_tested_cases() {
 
 #[test]
 fn angle_stream_is_numpy_legacy_uniform_bit_for_bit() {
-    let expected: Array2<f64> = read_npy(format!("{DIR}/rng_uniform_0_2pi.npy")).unwrap();
+    let expected = npy_map(fixtures(DIR).join("rng_uniform_0_2pi.npy"));
     for (row, seed) in [0u32, 7, 1000, u32::MAX].into_iter().enumerate() {
         let mut rng = LegacyMt19937::new(seed);
         for (i, &value) in expected.row(row).iter().enumerate() {
@@ -70,9 +67,9 @@ fn angle_stream_is_numpy_legacy_uniform_bit_for_bit() {
 #[test]
 fn matches_turbustat_fixtures() {
     for case in cases() {
-        let map = load_map(case.map);
+        let map = npy_map(fixtures(DIR).join(format!("{}.npy", case.map)));
         let ours = Bispectrum::compute(map.view(), &case.opts).unwrap();
-        let reference: Array3<f64> = read_npy(format!("{DIR}/{}.npy", case.name)).unwrap();
+        let reference: Array3<f64> = npy(fixtures(DIR).join(format!("{}.npy", case.name)));
         let (ny, nx) = map.dim();
         assert_eq!(ours.amplitude.dim(), (ny / 2, nx / 2), "{}", case.name);
         assert_eq!(reference.dim(), (4, ny / 2, nx / 2), "{}", case.name);
@@ -108,7 +105,7 @@ fn matches_turbustat_fixtures() {
 #[test]
 fn zero_wave_vector_lines_have_unit_bicoherence() {
     // k1 = 0 (or k2 = 0): every sample is F(0,0)|F(q)|², all with one phase.
-    let b = Bispectrum::compute(load_map("lognormal_32").view(), &BispectrumOptions::default()).unwrap();
+    let b = Bispectrum::compute(npy_map(fixtures(DIR).join("lognormal_32.npy")).view(), &BispectrumOptions::default()).unwrap();
     for k in 0..16 {
         assert!((b.bicoherence[[0, k]] - 1.0).abs() < 1e-12);
         assert!((b.bicoherence[[k, 0]] - 1.0).abs() < 1e-12);
@@ -118,7 +115,7 @@ fn zero_wave_vector_lines_have_unit_bicoherence() {
 
 #[test]
 fn scaling_the_map_scales_b_by_the_cube() {
-    let map = load_map("grf_29x31");
+    let map = npy_map(fixtures(DIR).join("grf_29x31.npy"));
     let opts = BispectrumOptions::default();
     let base = Bispectrum::compute(map.view(), &opts).unwrap();
     for factor in [2.5, -0.5] {
@@ -139,7 +136,7 @@ fn scaling_the_map_scales_b_by_the_cube() {
 
 #[test]
 fn mean_subtraction_ignores_an_offset() {
-    let map = load_map("lognormal_32");
+    let map = npy_map(fixtures(DIR).join("lognormal_32.npy"));
     let opts = BispectrumOptions { mean_subtract: true, ..BispectrumOptions::default() };
     let base = Bispectrum::compute(map.view(), &opts).unwrap();
     let shifted = Bispectrum::compute(map.mapv(|v| v + 3.0).view(), &opts).unwrap();
@@ -158,7 +155,7 @@ fn mean_subtraction_ignores_an_offset() {
 
 #[test]
 fn nan_pixels_are_zero_filled_as_turbustat() {
-    let map = load_map("nan_32");
+    let map = npy_map(fixtures(DIR).join("nan_32.npy"));
     assert!(map.iter().any(|v| v.is_nan()));
     let opts = BispectrumOptions::default();
     let with_nan = Bispectrum::compute(map.view(), &opts).unwrap();
@@ -168,7 +165,7 @@ fn nan_pixels_are_zero_filled_as_turbustat() {
 
 #[test]
 fn deterministic_and_seeded() {
-    let map = load_map("grf_32");
+    let map = npy_map(fixtures(DIR).join("grf_32.npy"));
     let opts = BispectrumOptions::default();
     let first = Bispectrum::compute(map.view(), &opts).unwrap();
     assert_eq!(first, Bispectrum::compute(map.view(), &opts).unwrap());
@@ -190,7 +187,7 @@ fn clearly_non_square_maps_wrap_indices() {
 
 #[test]
 fn profile_is_the_mean_bicoherence_per_unit_radius_bin() {
-    let b = Bispectrum::compute(load_map("grf_29x31").view(), &BispectrumOptions::default()).unwrap();
+    let b = Bispectrum::compute(npy_map(fixtures(DIR).join("grf_29x31.npy")).view(), &BispectrumOptions::default()).unwrap();
     let (centres, values) = b.bicoherence_profile();
     // 14 × 15 grid: r_max = √(13² + 14²) = 19.1 → bins 1..=19.
     assert_eq!(centres, (1..=19).map(|c| c as f64).collect::<Vec<_>>());
@@ -212,7 +209,7 @@ fn profile_is_the_mean_bicoherence_per_unit_radius_bin() {
 
 #[test]
 fn serde_round_trip() {
-    let b = Bispectrum::compute(load_map("grf_29x31").view(), &BispectrumOptions::default()).unwrap();
+    let b = Bispectrum::compute(npy_map(fixtures(DIR).join("grf_29x31.npy")).view(), &BispectrumOptions::default()).unwrap();
     let json = serde_json::to_string(&b).unwrap();
     let back: Bispectrum = serde_json::from_str(&json).unwrap();
     assert_eq!(back.amplitude.dim(), b.amplitude.dim());
@@ -226,10 +223,7 @@ fn serde_round_trip() {
 }
 
 fn invalid(map: Array2<f64>, opts: BispectrumOptions) -> String {
-    match Bispectrum::compute(map.view(), &opts) {
-        Err(Error::Invalid(cause)) => cause,
-        other => panic!("expected Error::Invalid, got {other:?}"),
-    }
+    invalid_cause(Bispectrum::compute(map.view(), &opts))
 }
 
 #[test]

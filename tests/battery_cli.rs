@@ -3,21 +3,14 @@
 //! distances that tell a twin simulation from another kind of field, and bad maps give one error
 //! naming the file and the cause with nothing written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::Array2;
-use ndarray_npy::{read_npy, write_npy};
+use ndarray_npy::write_npy;
 
 mod common;
-use common::{expanse, ok};
+use common::{expanse, fixtures, json, npy_map, ok, sample};
 
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples").join(name)
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stats").join(name)
-}
 
 fn rows(csv: &Path) -> (String, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(csv).unwrap();
@@ -29,15 +22,15 @@ fn rows(csv: &Path) -> (String, Vec<Vec<String>>) {
 #[test]
 fn minkowski_csv_is_the_library_average_over_maps() {
     let dir = tempfile::tempdir().unwrap();
-    let a = fixture("grf_k3_64.npy");
-    let b = fixture("lognormal_64.npy");
+    let a = fixtures("stats").join("grf_k3_64.npy");
+    let b = fixtures("stats").join("lognormal_64.npy");
     let csv = dir.path().join("mf.csv");
     ok(&["minkowski", a.to_str().unwrap(), b.to_str().unwrap(), "--out", csv.to_str().unwrap(), "--thresholds", "-2:2:9"]);
     let (header, rows) = rows(&csv);
     assert_eq!(header, "nu,v0,v1,v2,v0_std,v1_std,v2_std");
     assert_eq!(rows.len(), 9);
     let nu: Vec<f64> = (0..9).map(|i| -2.0 + 0.5 * i as f64).collect();
-    let maps: Vec<Array2<f64>> = [&a, &b].iter().map(|p| read_npy::<_, Array2<f64>>(p).unwrap()).collect();
+    let maps: Vec<Array2<f64>> = [&a, &b].iter().map(npy_map).collect();
     let mf: Vec<_> = maps.iter().map(|m| expanse::stats::minkowski::MinkowskiFunctionals::compute(m.view(), &nu).unwrap()).collect();
     for (i, row) in rows.iter().enumerate() {
         let v: Vec<f64> = row.iter().map(|x| x.parse().unwrap()).collect();
@@ -89,16 +82,16 @@ fn bad_maps_name_the_file_and_write_nothing() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(!csv.exists());
     }
-    let e = expanse(&["scattering", fixture("grf_k3_64.npy").to_str().unwrap(), "--j", "7", "--out", csv.to_str().unwrap()]);
+    let e = expanse(&["scattering", fixtures("stats").join("grf_k3_64.npy").to_str().unwrap(), "--j", "7", "--out", csv.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && err.contains("grf_k3_64.npy") && err.contains("J"), "{err}");
     assert!(!csv.exists());
-    let e = expanse(&["minkowski", fixture("grf_k3_64.npy").to_str().unwrap(), "--thresholds", "3:-3:5", "--out", csv.to_str().unwrap()]);
+    let e = expanse(&["minkowski", fixtures("stats").join("grf_k3_64.npy").to_str().unwrap(), "--thresholds", "3:-3:5", "--out", csv.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("--thresholds"));
 }
 
 fn battery(report: &Path) -> serde_json::Value {
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
+    let r = json(report.join("report.json"));
     r["battery"].clone()
 }
 

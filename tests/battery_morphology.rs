@@ -1,35 +1,20 @@
 //! Minkowski functionals and peak counts: parity with quantimpy 0.2.6 and lenstools 1.2 (fixtures from
 //! tools/make_morphology_fixtures.py), Gaussian-random-field theory, hand-built shapes and bad input.
 
+mod common;
+
 use std::f64::consts::PI;
 
+use common::{fixtures, floats, invalid_cause, json, max_relative_error, npy_map};
 use expanse::stats::minkowski::{default_thresholds, MinkowskiFunctionals};
 use expanse::stats::peaks::{default_edges, PeakCounts};
 use ndarray::{Array2, ArrayView2};
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
-use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stats/morphology");
+/// The fixtures' folder in tests/fixtures.
+const DIR: &str = "stats/morphology";
 const CASES: [&str; 4] = ["grf_a3_64", "grf_a4_48x80", "lognormal_64", "nan_64"];
-
-fn load_map(name: &str) -> Array2<f64> {
-    ndarray_npy::read_npy(format!("{FIXTURES}/{name}.npy")).unwrap()
-}
-
-fn load_json(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/{name}.json")).unwrap()).unwrap()
-}
-
-fn floats(value: &Value) -> Vec<f64> {
-    value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
-}
-
-/// Largest |a − b| / max(|b|, floor) over two series of equal length.
-fn max_relative_error(actual: &[f64], expected: &[f64], floor: f64) -> f64 {
-    assert_eq!(actual.len(), expected.len());
-    actual.iter().zip(expected).map(|(a, b)| (a - b).abs() / b.abs().max(floor)).fold(0.0, f64::max)
-}
 
 /// Both sides sum the same integer configuration counts, quantimpy through per-strip densities times strip
 /// areas, so V1 and V2 differ by rounding only: observed ≤ 6e-16 relative, asserted 1e-13 (room for the
@@ -38,8 +23,8 @@ fn max_relative_error(actual: &[f64], expected: &[f64], floor: f64) -> f64 {
 #[test]
 fn minkowski_matches_quantimpy() {
     for case in CASES {
-        let map = load_map(case);
-        let expected = load_json(&format!("{case}_minkowski"));
+        let map = npy_map(fixtures(DIR).join(format!("{case}.npy")));
+        let expected = json(fixtures(DIR).join(format!("{case}_minkowski.json")));
         for (variant, reference) in expected.as_object().unwrap() {
             let thresholds = floats(&reference["thresholds"]);
             if variant == "default" {
@@ -61,8 +46,8 @@ fn minkowski_matches_quantimpy() {
 #[test]
 fn peaks_match_lenstools_and_scipy() {
     for case in CASES {
-        let map = load_map(case);
-        let expected = load_json(&format!("{case}_peaks"));
+        let map = npy_map(fixtures(DIR).join(format!("{case}.npy")));
+        let expected = json(fixtures(DIR).join(format!("{case}_peaks.json")));
         for (variant, reference) in expected.as_object().unwrap() {
             let edges = floats(&reference["edges"]);
             if variant == "default" {
@@ -268,19 +253,12 @@ fn peaks_exclude_edges_and_masked_neighbours() {
     assert_eq!(masked.maxima, vec![0.0]);
 }
 
-fn invalid_message<T: std::fmt::Debug>(result: expanse::error::Result<T>) -> String {
-    match result {
-        Err(expanse::error::Error::Invalid(message)) => message,
-        other => panic!("expected Error::Invalid, got {other:?}"),
-    }
-}
-
 #[test]
 fn bad_input_is_an_error() {
     let nu = default_thresholds();
     let edges = default_edges();
-    let minkowski = |map: ArrayView2<f64>, nu: &[f64]| invalid_message(MinkowskiFunctionals::compute(map, nu));
-    let peaks = |map: ArrayView2<f64>, edges: &[f64]| invalid_message(PeakCounts::compute(map, edges));
+    let minkowski = |map: ArrayView2<f64>, nu: &[f64]| invalid_cause(MinkowskiFunctionals::compute(map, nu));
+    let peaks = |map: ArrayView2<f64>, edges: &[f64]| invalid_cause(PeakCounts::compute(map, edges));
     let all_nan = Array2::from_elem((8, 8), f64::NAN);
     assert!(minkowski(all_nan.view(), &nu).contains("no finite pixel"));
     assert!(peaks(all_nan.view(), &edges).contains("no finite pixel"));

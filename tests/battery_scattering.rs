@@ -7,16 +7,14 @@
 //! shipped, whose spatial filters are complex64/float32; that rounding (~6e-8 relative per filter value,
 //! then propagated through two modulus layers) allows 1e-5 of the channel maximum (measured 6.2e-7).
 
-use std::path::PathBuf;
+mod common;
 
-use expanse::error::Error;
+use common::{fixtures, floats, invalid_cause, json, npy, npy_map, num, relative_error, usize_of};
 use expanse::stats::scattering::{Scattering2d, ScatteringCoefficients};
 use ndarray::{Array2, Array3, Axis};
-use ndarray_npy::read_npy;
 
-fn fixture_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stats/scattering"))
-}
+/// The fixtures' folder in tests/fixtures.
+const DIR: &str = "stats/scattering";
 
 struct Case {
     name: &'static str,
@@ -43,16 +41,10 @@ struct Fixture {
 }
 
 fn load(case: &str) -> Fixture {
-    let dir = fixture_dir();
-    let text = std::fs::read_to_string(dir.join(format!("{case}.json"))).unwrap();
-    let meta: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let map: Array2<f64> = read_npy(dir.join(meta["map"].as_str().unwrap())).unwrap();
-    let expected: Array3<f64> = read_npy(dir.join(format!("{case}.npy"))).unwrap();
+    let meta = json(fixtures(DIR).join(format!("{case}.json")));
+    let map = npy_map(fixtures(DIR).join(meta["map"].as_str().unwrap()));
+    let expected: Array3<f64> = npy(fixtures(DIR).join(format!("{case}.npy")));
     Fixture { map, expected, meta }
-}
-
-fn usize_of(value: &serde_json::Value) -> usize {
-    value.as_u64().unwrap() as usize
 }
 
 fn bank_for(fixture: &Fixture) -> Scattering2d {
@@ -72,10 +64,6 @@ fn channel_relative_error(actual: &Array3<f64>, expected: &Array3<f64>) -> f64 {
             diff / scale
         })
         .fold(0.0, f64::max)
-}
-
-fn relative(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs()
 }
 
 #[test]
@@ -119,18 +107,18 @@ fn isotropic_coefficients_match_kymatio() {
         let coefficients = bank.coefficients(fixture.map.view()).unwrap();
         let meta = &fixture.meta;
         assert_eq!((coefficients.j, coefficients.l), (bank.j(), bank.l()));
-        let mut worst = relative(coefficients.s0, meta["s0"].as_f64().unwrap());
-        let s1: Vec<f64> = meta["s1"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let mut worst = relative_error(coefficients.s0, num(&meta["s0"]), 0.0);
+        let s1 = floats(&meta["s1"]);
         assert_eq!(coefficients.s1.len(), s1.len());
         for (a, b) in coefficients.s1.iter().zip(&s1) {
-            worst = worst.max(relative(*a, *b));
+            worst = worst.max(relative_error(*a, *b, 0.0));
         }
         let s2 = meta["s2"].as_array().unwrap();
         assert_eq!(coefficients.s2.len(), s2.len());
         for (&(j1, j2, value), expected) in coefficients.s2.iter().zip(s2) {
             let expected = expected.as_array().unwrap();
             assert_eq!((j1, j2), (usize_of(&expected[0]), usize_of(&expected[1])));
-            worst = worst.max(relative(value, expected[2].as_f64().unwrap()));
+            worst = worst.max(relative_error(value, num(&expected[2]), 0.0));
         }
         let reduced = coefficients.reduced();
         let expected_reduced = meta["reduced"].as_array().unwrap();
@@ -138,7 +126,7 @@ fn isotropic_coefficients_match_kymatio() {
         assert_eq!(coefficients.labels().len(), reduced.len());
         let mut worst_log = 0.0f64;
         for (a, b) in reduced.iter().zip(expected_reduced) {
-            worst_log = worst_log.max((a - b.as_f64().unwrap()).abs());
+            worst_log = worst_log.max((a - num(b)).abs());
         }
         println!("{}: isotropic max rel error {worst:.2e}, reduced max abs error {worst_log:.2e}", case.name);
         assert!(worst < case.tolerance, "{}: {worst:e}", case.name);
@@ -225,17 +213,8 @@ fn constant_map_has_zero_fluctuation_channels_and_no_coefficients() {
     assert!(s0_mean > 0.0);
     let largest_fluctuation = output.slice(ndarray::s![1.., .., ..]).iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(largest_fluctuation < 1e-12 * s0_mean, "{largest_fluctuation:e}");
-    match bank.coefficients(map.view()) {
-        Err(Error::Invalid(cause)) => assert!(cause.contains("constant"), "{cause}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
-fn invalid_cause<T: std::fmt::Debug>(result: expanse::error::Result<T>) -> String {
-    match result {
-        Err(Error::Invalid(cause)) => cause,
-        other => panic!("expected Error::Invalid, got {other:?}"),
-    }
+    let cause = invalid_cause(bank.coefficients(map.view()));
+    assert!(cause.contains("constant"), "{cause}");
 }
 
 #[test]

@@ -4,20 +4,20 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{expanse, ok};
+use common::{expanse, fixtures, ok};
 
 use expanse::latents::read_model_stack;
 use expanse::io::{self, fits, Selection};
 use ndarray::{Array3, Axis};
 
-
-
+/// A file of tests/fixtures/io, as a command-line argument.
 fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/io").join(name).display().to_string()
+    fixtures("io").join(name).display().to_string()
 }
 
+/// A file of data/samples, as a command-line argument.
 fn sample(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples").join(name).display().to_string()
+    common::sample(name).display().to_string()
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -72,8 +72,7 @@ fn raw_ingest_round_trips_through_every_format() {
         assert!(same_with_nan(&read_all(&out_nan), &a), "{ext}: NaN round trip");
     }
     // NPY provenance sidecar.
-    let side: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("raw.npy.json")).unwrap()).unwrap();
+    let side = common::json(dir.path().join("raw.npy.json"));
     assert_eq!(side["units"], "cm-2");
     assert_eq!(side["shape"], serde_json::json!([3, 16, 16]));
     // FITS output keeps units and names its sources.

@@ -1,44 +1,27 @@
 //! `unet-eval`, `invert`, `generate` and `reconstruct` on the diffusers fixture model: the CLI
 //! gives the reference numbers, records its grid, and fails cleanly on bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod common;
-use common::{expanse, ok};
+use common::{assert_close, expanse, fixtures, json, npy4, ok, sample};
 
 use ndarray::{s, Array4};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet")
-}
-
 fn model() -> String {
-    fixtures().join("attn_multihead").display().to_string()
-}
-
-
-
-fn npy(p: &Path) -> Array4<f32> {
-    ndarray_npy::read_npy(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn assert_close(got: &Array4<f32>, want: &Array4<f32>, abs: f32, rel: f32) {
-    assert_eq!(got.shape(), want.shape());
-    for (g, w) in got.iter().zip(want.iter()) {
-        assert!((g - w).abs() <= abs + rel * w.abs(), "{g} vs {w}");
-    }
+    fixtures("unet/attn_multihead").display().to_string()
 }
 
 #[test]
 fn unet_eval_gives_the_diffusers_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("y.npy");
-    let input = fixtures().join("attn_multihead/input.npy");
+    let input = fixtures("unet").join("attn_multihead/input.npy");
     // The fixture's first map was evaluated at timestep 3.
     ok(&["unet-eval", "--model", &model(), "--input", input.to_str().unwrap(), "--timestep", "3", "--batch", "1", "--out", out.to_str().unwrap()]);
-    let got = npy(&out);
-    let want = npy(&fixtures().join("attn_multihead/output.npy"));
-    assert_close(&got.slice(s![0..1, .., .., ..]).to_owned(), &want.slice(s![0..1, .., .., ..]).to_owned(), 1e-4, 0.0);
+    let got = npy4(&out);
+    let want = npy4(&fixtures("unet").join("attn_multihead/output.npy"));
+    assert_close(&got.slice(s![0..1, .., .., ..]).to_owned(), &want.slice(s![0..1, .., .., ..]).to_owned(), 1e-4, 0.0, "unet-eval output");
 }
 
 #[test]
@@ -46,29 +29,29 @@ fn invert_then_generate_reproduce_the_reference_ddim() {
     let dir = tempfile::tempdir().unwrap();
     let z = dir.path().join("z.npy");
     let x = dir.path().join("x.npy");
-    let x0 = fixtures().join("ddim/x0.npy");
+    let x0 = fixtures("unet").join("ddim/x0.npy");
     let text = ok(&["invert", "--model", &model(), "--input", x0.to_str().unwrap(), "--steps", "6", "--t0", "900", "--out", z.to_str().unwrap()]);
     assert!(text.contains("5 steps"), "{text}");
-    assert_close(&npy(&z), &npy(&fixtures().join("ddim/latents.npy")), 1e-4, 1e-4);
-    let side: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("z.npy.json")).unwrap()).unwrap();
+    assert_close(&npy4(&z), &npy4(&fixtures("unet").join("ddim/latents.npy")), 1e-4, 1e-4, "latents");
+    let side = json(dir.path().join("z.npy.json"));
     assert_eq!(side["provenance"]["records"]["ddim"]["seq"], serde_json::json!([0, 180, 360, 540, 720, 900]));
     ok(&["generate", "--model", &model(), "--latents", z.to_str().unwrap(), "--steps", "6", "--t0", "900", "--out", x.to_str().unwrap()]);
-    assert_close(&npy(&x), &npy(&fixtures().join("ddim/reconstruction.npy")), 5e-3, 1e-3);
+    assert_close(&npy4(&x), &npy4(&fixtures("unet").join("ddim/reconstruction.npy")), 5e-3, 1e-3, "reconstruction");
 }
 
 #[test]
 fn reconstruct_reports_per_map_errors_and_cost() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
-    let x0 = fixtures().join("ddim/x0.npy");
+    let x0 = fixtures("unet").join("ddim/x0.npy");
     let rec = dir.path().join("rec.npy");
     let text = ok(&["reconstruct", "--model", &model(), "--input", x0.to_str().unwrap(), "--steps", "6", "--fixed-point", "1", "--report", report.to_str().unwrap(), "--out", rec.to_str().unwrap()]);
     assert!(text.contains("PSNR") && text.contains("inversion 20 UNet evaluations (2 per step"), "{text}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r = json(&report);
     assert_eq!(r["per_map"].as_array().unwrap().len(), 2);
     // The reported errors are those of the written reconstructions: MSE per map and PSNR for a
     // data range of 2 (model space).
-    let (x, y) = (npy(&x0), npy(&rec));
+    let (x, y) = (npy4(&x0), npy4(&rec));
     let mut mean = 0.0;
     for (i, m) in r["per_map"].as_array().unwrap().iter().enumerate() {
         let (a, b) = (x.index_axis(ndarray::Axis(0), i), y.index_axis(ndarray::Axis(0), i));
@@ -86,7 +69,7 @@ fn reconstruct_reports_per_map_errors_and_cost() {
 fn ingest_stacks_feed_inversion_and_keep_their_normalization() {
     let dir = tempfile::tempdir().unwrap();
     let stack = dir.path().join("c.h5");
-    let clouds = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples/clouds_64.fits");
+    let clouds = sample("clouds_64.fits");
     ok(&["ingest", clouds.to_str().unwrap(), "--transform", "log10", "--crop", "0,0,16,16", "--channels", "3", "--out", stack.to_str().unwrap()]);
     let z = dir.path().join("z.h5");
     ok(&["invert", "--model", &model(), "--input", stack.to_str().unwrap(), "--steps", "3", "--batch", "32", "--out", z.to_str().unwrap()]);
@@ -110,7 +93,7 @@ fn assert_fails(args: &[&str], out: &Path, cause: &str) {
 fn bad_model_inputs_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("z.npy");
-    let gray = fixtures().join("gray_deep/input.npy");
+    let gray = fixtures("unet").join("gray_deep/input.npy");
     assert_fails(&["invert", "--model", &model(), "--input", gray.to_str().unwrap()], &out, "takes 3 channel(s)");
     let odd = dir.path().join("odd.npy");
     ndarray_npy::write_npy(&odd, &Array4::<f32>::zeros((1, 3, 15, 16))).unwrap();

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::npy4;
+use common::{fixtures, json, max_abs_diff, npy, npy4, root, usize_of};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -18,10 +18,6 @@ use expanse::diffusion::{Ddim, NoiseSchedule};
 use expanse::model::{parse_device, Ddpm};
 use indicatif::ProgressBar;
 use ndarray::{Array1, Array4};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn rms(a: &Array4<f32>) -> f32 {
     (a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32).sqrt()
@@ -31,7 +27,7 @@ fn rms(a: &Array4<f32>) -> f32 {
 fn model_folders() -> Vec<PathBuf> {
     let mut out = Vec::new();
     for family in ["unet", "adm", "ddpm_original"] {
-        for e in std::fs::read_dir(fixtures().join(family)).unwrap() {
+        for e in std::fs::read_dir(fixtures(family)).unwrap() {
             let p = e.unwrap().path();
             if p.join("input.npy").is_file() && p.join("output.npy").is_file() && p.join("timesteps.npy").is_file() {
                 out.push(p);
@@ -45,7 +41,7 @@ fn model_folders() -> Vec<PathBuf> {
 fn output(dir: &Path, device: &Device, dtype: DType) -> Array4<f32> {
     let ddpm = Ddpm::load(dir, device, dtype).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let x = npy4(&dir.join("input.npy"));
-    let ts: Array1<i64> = ndarray_npy::read_npy(dir.join("timesteps.npy")).unwrap();
+    let ts: Array1<i64> = npy(dir.join("timesteps.npy"));
     let d = x.dim();
     let xt = Tensor::from_vec(x.iter().copied().collect::<Vec<_>>(), (d.0, d.1, d.2, d.3), device).unwrap().to_dtype(dtype).unwrap();
     let t = Tensor::from_vec(ts.iter().map(|&v| v as f32).collect::<Vec<_>>(), ts.len(), device).unwrap();
@@ -65,9 +61,9 @@ fn every_fixture_model_matches_its_reference_on_the_device() {
     assert!(folders.len() >= 10, "{} fixture models", folders.len());
     for dir in &folders {
         let want = npy4(&dir.join("output.npy"));
-        let label = dir.strip_prefix(fixtures()).unwrap().display().to_string();
+        let label = dir.strip_prefix(root().join("tests/fixtures")).unwrap().display().to_string();
         let got = output(dir, &device, DType::F32);
-        let e = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let e = max_abs_diff(&got, &want);
         println!("{label} f32: max |device − reference| {e:.2e}");
         assert!(e < 1e-4, "{label} f32: {e}");
         for (dtype, tol) in [(DType::F16, 2e-2), (DType::BF16, 6e-2)] {
@@ -78,15 +74,15 @@ fn every_fixture_model_matches_its_reference_on_the_device() {
         }
     }
     // DDIM on the paper's grid against the float64 references (diffusers and ADM families).
-    for (grid_dir, model_root) in [(fixtures().join("unet/ddim"), fixtures().join("unet")), (fixtures().join("adm/ddim"), fixtures().join("adm"))] {
-        let grid: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(grid_dir.join("grid.json")).unwrap()).unwrap();
+    for (grid_dir, model_root) in [(fixtures("unet/ddim"), fixtures("unet")), (fixtures("adm/ddim"), fixtures("adm"))] {
+        let grid = json(grid_dir.join("grid.json"));
         let ddpm = Ddpm::load(&model_root.join(grid["model"].as_str().unwrap()), &device, DType::F32).unwrap();
-        let ddim = Ddim::new(NoiseSchedule::from_config(&ddpm.scheduler).unwrap(), grid["steps"].as_u64().unwrap() as usize, grid["t0"].as_u64().unwrap() as usize).unwrap();
+        let ddim = Ddim::new(NoiseSchedule::from_config(&ddpm.scheduler).unwrap(), usize_of(&grid["steps"]), usize_of(&grid["t0"])).unwrap();
         let pb = ProgressBar::hidden();
         let z = ddim.invert(&ddpm, &npy4(&grid_dir.join("x0.npy")), 2, &pb).unwrap();
         let rec = ddim.generate(&ddpm, &z, 0.0, 0, 2, &pb).unwrap();
-        let ez = z.iter().zip(npy4(&grid_dir.join("latents.npy")).iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        let er = rec.iter().zip(npy4(&grid_dir.join("reconstruction.npy")).iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let ez = max_abs_diff(&z, &npy4(&grid_dir.join("latents.npy")));
+        let er = max_abs_diff(&rec, &npy4(&grid_dir.join("reconstruction.npy")));
         println!("{}: DDIM latents {ez:.2e}, reconstruction {er:.2e} against float64", grid_dir.display());
         assert!(ez < 1e-3 && er < 5e-3, "{}: {ez} / {er}", grid_dir.display());
     }

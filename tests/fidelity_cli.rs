@@ -6,11 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{expanse, ok};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{expanse, json, manifest, ok, root, sample};
 
 /// Two variants (scalar and stationary priors on one 6-point grid) × two seeds on 8 cloud maps.
 fn bench(dir: &Path, extra: &str) -> PathBuf {
@@ -50,7 +46,7 @@ norm = "match"
 tests = ["distance", "origin", "pair", "norm"]
 {extra}"#,
         model = root().join("data/models/expanse-natural-32").display(),
-        maps = root().join("data/samples/clouds_64.fits").display(),
+        maps = sample("clouds_64.fits").display(),
     );
     let path = dir.join("bench.toml");
     std::fs::write(&path, text).unwrap();
@@ -67,7 +63,7 @@ fn every_variant_and_seed_is_a_run_and_the_tables_report_them() {
         for s in [0, 1] {
             let run = out.join("runs").join(v).join(format!("seed{s}"));
             assert!(run.join("report/clouds/report.json").is_file(), "{v} seed {s}");
-            let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+            let m = manifest(&run);
             assert_eq!(m["complete"], true);
         }
     }
@@ -75,12 +71,12 @@ fn every_variant_and_seed_is_a_run_and_the_tables_report_them() {
     let evals: Vec<u64> = ["paper/seed0", "paper/seed1", "stationary/seed0", "stationary/seed1"]
         .iter()
         .map(|r| {
-            let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("runs").join(r).join("manifest.json")).unwrap()).unwrap();
+            let m = manifest(&out.join("runs").join(r));
             m["stages"]["invert/clouds"]["counts"]["unet_evaluations"].as_u64().unwrap()
         })
         .collect();
     assert_eq!(evals, vec![8 * 5, 0, 0, 0], "{evals:?}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("fidelity.json")).unwrap()).unwrap();
+    let r = json(out.join("fidelity.json"));
     let rows = r["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
     for row in rows {

@@ -2,20 +2,20 @@
 //! tools/make_io_fixtures.py) is read with expanse and compared with what the reference library
 //! returned for the same file.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{fixtures, manifest, npy, usize_of};
 use expanse::io::{self, HduSelector, Selection};
 use expanse::prep::{self, PrepSpec};
 use ndarray::{Array3, Axis};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/io")
-}
+/// The fixtures' folder in tests/fixtures.
+const DIR: &str = "io";
 
-fn manifest() -> Vec<Value> {
-    let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+/// The cases of the fixtures' manifest.
+fn cases() -> Vec<Value> {
+    manifest(&fixtures(DIR)).as_array().expect("manifest.json holds a list of cases").clone()
 }
 
 fn selection(case: &Value) -> Selection {
@@ -23,7 +23,7 @@ fn selection(case: &Value) -> Selection {
     if let Some(s) = case["select"].as_object() {
         if let Some(h) = s.get("hdu") {
             sel.hdu = Some(match h {
-                Value::Number(n) => HduSelector::Index(n.as_u64().unwrap() as usize),
+                Value::Number(_) => HduSelector::Index(usize_of(h)),
                 Value::String(name) => HduSelector::Name(name.clone()),
                 _ => panic!("bad hdu selector"),
             });
@@ -46,23 +46,22 @@ fn same(ours: f32, theirs: f64) -> bool {
 }
 
 fn expected(case: &Value) -> Array3<f64> {
-    let name = case["expected"].as_str().unwrap();
-    ndarray_npy::read_npy(fixtures().join(name)).unwrap()
+    npy(fixtures(DIR).join(case["expected"].as_str().unwrap()))
 }
 
 #[test]
 fn every_good_case_matches_the_reference_reader() {
     let mut checked = 0;
-    for case in manifest() {
+    for case in cases() {
         let name = case["case"].as_str().unwrap();
         let err = case["error"].as_str();
         if !(err.is_none() || err == Some("constant")) {
             continue;
         }
-        let path = fixtures().join(case["file"].as_str().unwrap());
+        let path = fixtures(DIR).join(case["file"].as_str().unwrap());
         let maps = io::read_maps(&path, &selection(&case)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = expected(&case);
-        assert_eq!(maps.len(), case["n_maps"].as_u64().unwrap() as usize, "{name}: map count");
+        assert_eq!(maps.len(), usize_of(&case["n_maps"]), "{name}: map count");
         assert_eq!(maps.len(), want.len_of(Axis(0)), "{name}");
         for (k, (m, w)) in maps.iter().zip(want.axis_iter(Axis(0))).enumerate() {
             assert_eq!(m.data.shape(), w.shape(), "{name}: shape of map {k}");
@@ -111,11 +110,11 @@ fn assert_json_eq(got: &Value, want: &Value, what: &str) {
 #[test]
 fn every_bad_case_fails_with_a_message_naming_file_and_cause() {
     let mut checked = 0;
-    for case in manifest() {
+    for case in cases() {
         let name = case["case"].as_str().unwrap();
         let Some(kind) = case["error"].as_str() else { continue };
         let file = case["file"].as_str().unwrap();
-        let path = fixtures().join(file);
+        let path = fixtures(DIR).join(file);
         let result = io::read_maps(&path, &selection(&case));
         let err = match (kind, result) {
             ("constant", Ok(maps)) => prep::normalize(maps, &PrepSpec::default()).unwrap_err(),

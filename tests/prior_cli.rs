@@ -5,22 +5,16 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{expanse, ok};
-
-
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
+use common::{expanse, fixtures, json, ok};
 
 fn model() -> String {
-    root().join("tests/fixtures/unet/attn_multihead").display().to_string()
+    fixtures("unet/attn_multihead").display().to_string()
 }
 
 /// Ingest + invert one domain (16×16 crops, 3 channels, a 3-point grid) into `dir`.
 fn latents_of(dir: &Path, sample: &str, name: &str, transform: &str) -> PathBuf {
     let stack = dir.join(format!("{name}.h5"));
-    let src = root().join("data/samples").join(sample);
+    let src = common::sample(sample);
     ok(&["ingest", src.to_str().unwrap(), "--transform", transform, "--crop", "8,8,16,16", "--channels", "3", "--out", stack.to_str().unwrap()]);
     let z = dir.join(format!("z_{name}.h5"));
     ok(&["invert", "--model", &model(), "--input", stack.to_str().unwrap(), "--steps", "3", "--t0", "500", "--batch", "32", "--out", z.to_str().unwrap()]);
@@ -38,7 +32,7 @@ fn fit_then_sample_makes_reproducible_maps_in_physical_units() {
     for f in ["prior.h5", "prior.diagnostics.json", "prior.diagnostics.png", "prior.diagnostics.svg"] {
         assert!(dir.path().join(f).exists(), "{f} missing");
     }
-    let diag: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("prior.diagnostics.json")).unwrap()).unwrap();
+    let diag = json(dir.path().join("prior.diagnostics.json"));
     assert_eq!(diag["domains"][0]["n"], 32);
     assert!(diag["domains"][0]["ks"]["p_value"].is_number());
     let accuracy = diag["separability"]["loo_nearest_centroid_accuracy"].as_f64().unwrap();

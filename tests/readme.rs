@@ -1,11 +1,14 @@
 //! README.md promises exactly two set-up commands; this keeps them true: the test command is
 //! the one `.ci/run` runs, and the main-job command's arguments run successfully.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
+use common::{manifest, root};
+
 fn set_up_commands() -> Vec<String> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let section = readme.split("## Set up").nth(1).unwrap().split("\n## ").next().unwrap();
     let mut cmds = Vec::new();
     let mut in_block = false;
@@ -24,7 +27,7 @@ fn readme_has_two_set_up_commands_and_ci_runs_the_test_one() {
     let cmds = set_up_commands();
     assert_eq!(cmds.len(), 2, "README set-up commands: {cmds:?}");
     assert!(cmds[0].starts_with("cargo run --release -- "));
-    let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
     let lines: Vec<&str> = ci.lines().map(str::trim).collect();
     let test = lines
         .iter()
@@ -48,7 +51,6 @@ fn the_main_job_command_runs() {
         .map(str::to_string)
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Same arguments, with outputs redirected into a temporary folder.
     let args: Vec<String> = args
         .into_iter()
@@ -57,11 +59,11 @@ fn the_main_job_command_runs() {
             None => a,
         })
         .collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_expanse")).args(&args).current_dir(root).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_expanse")).args(&args).current_dir(root()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The quickstart run: every stage finished, synthetic maps in physical units, the report.
     let run = dir.path().join("quickstart");
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest = manifest(&run);
     assert_eq!(manifest["complete"], true);
     assert_eq!(manifest["stages"]["sample/clouds"]["counts"]["accepted"], 16);
     // The quickstart's numbers, as README and BENCHMARKS quote them: a run is deterministic (and

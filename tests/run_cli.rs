@@ -9,11 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{expanse, ok};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{expanse, json, manifest, ok, root, sample};
 
 /// A small run on the shipped base model: 8 cloud maps, batch 2, a 10-point grid, 4 samples.
 fn small_config(dir: &Path, extra: &str) -> PathBuf {
@@ -43,7 +39,7 @@ transform = "log10"
 size = 32
 {extra}"#,
         model = root().join("data/models/expanse-natural-32").display(),
-        maps = root().join("data/samples/clouds_64.fits").display(),
+        maps = sample("clouds_64.fits").display(),
     );
     let path = dir.join("small.toml");
     std::fs::write(&path, text).unwrap();
@@ -95,10 +91,6 @@ fn run_and_kill_at(config: &Path, out: &Path, resume: bool, marker: &str) {
     child.wait().unwrap();
 }
 
-fn manifest(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
-}
-
 #[test]
 fn a_killed_and_resumed_run_writes_the_same_files_as_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,7 +119,7 @@ fn a_killed_and_resumed_run_writes_the_same_files_as_an_uninterrupted_one() {
     }
     assert!(!out.join("latents/clouds.partial").exists() && !out.join("samples/clouds.partial").exists());
     // The synthetic maps name the model that made them and the whole grid.
-    let side: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("samples/clouds.npy.json")).unwrap()).unwrap();
+    let side = json(out.join("samples/clouds.npy.json"));
     let records = &side["provenance"]["records"];
     let weights = m["model"].as_array().unwrap().iter().find(|f| f["path"].as_str().unwrap().ends_with(".safetensors")).unwrap();
     assert_eq!(records["model"]["weights_sha256"], weights["sha256"], "{records}");

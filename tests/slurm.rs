@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{manifest, root, sample};
 
 /// A small run: 8 cloud maps in 4 batches of 2, a 10-point grid, 4 samples in 2 batches.
 fn small_config(dir: &Path, seed: u64) -> PathBuf {
@@ -21,7 +19,7 @@ fn small_config(dir: &Path, seed: u64) -> PathBuf {
          [inversion]\nsteps = 10\n\n[sampling]\ncount = 4\nk = 5\nbudget = 50000\n\n[[domain]]\nname = \"clouds\"\n\
          inputs = [\"{}\"]\nmax_maps = 8\ntransform = \"log10\"\nsize = 32\n",
         root().join("data/models/expanse-natural-32").display(),
-        root().join("data/samples/clouds_64.fits").display(),
+        sample("clouds_64.fits").display(),
     );
     let path = dir.join(format!("small_{seed}.toml"));
     std::fs::write(&path, text).unwrap();
@@ -47,10 +45,6 @@ fn hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
     walk(dir, dir, &mut out);
     out
-}
-
-fn manifest(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
 }
 
 fn fails(args: &[&str], cause: &str) -> String {
@@ -176,7 +170,7 @@ fn a_real_slurm_runs_the_quickstart_in_two_shards_like_one_machine() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "expanse slurm --submit: {}{}", text, String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("validate: job "), "{text}");
-    let jobs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("slurm/jobs.json")).unwrap()).unwrap();
+    let jobs = common::json(run.join("slurm/jobs.json"));
 
     let logs = || -> String {
         let mut all = String::new();

@@ -3,33 +3,21 @@
 //! scikit-image 0.26.0, the Hellinger distance against TurbuStat 1.3, the two-sample KS test against
 //! SciPy 1.13.1 and the beam-corrected power spectrum against TurbuStat 1.3.
 
+mod common;
+
+use common::{fixtures, floats_or_nan, json, npy, npy_map, num, usize_of};
 use expanse::stats::maps::ssim;
 use expanse::stats::onepoint::{compare, hellinger, kolmogorov_p_value, ks_two_sample};
 use expanse::stats::{PowerSpectrum, PowerSpectrumOptions};
-use ndarray::{Array1, Array2};
+use ndarray::Array1;
 use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stats/claims");
+/// The fixtures' folder in tests/fixtures.
+const DIR: &str = "stats/claims";
 
-fn load_json(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap()).unwrap()
-}
-
-fn map(name: &str) -> Array2<f64> {
-    ndarray_npy::read_npy(format!("{FIXTURES}/{name}")).unwrap()
-}
-
+/// A 1-D float64 `.npy` file of the fixtures as a vector.
 fn vector(name: &str) -> Vec<f64> {
-    let v: Array1<f64> = ndarray_npy::read_npy(format!("{FIXTURES}/{name}")).unwrap();
-    v.to_vec()
-}
-
-fn floats(value: &Value) -> Vec<f64> {
-    value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect()
-}
-
-fn num(value: &Value) -> f64 {
-    value.as_f64().unwrap()
+    npy::<Array1<f64>>(fixtures(DIR).join(name)).to_vec()
 }
 
 /// SSIM: scikit-image filters the whole map with 7×7 uniform windows (running sums) and averages
@@ -37,11 +25,11 @@ fn num(value: &Value) -> f64 {
 /// only summation order differs: observed ≤ 6e-16, asserted 1e-13 absolute (SSIM is O(1)).
 #[test]
 fn ssim_matches_scikit_image() {
-    let fixture = load_json("ssim.json");
+    let fixture = json(fixtures(DIR).join("ssim.json"));
     let mut worst = 0.0f64;
     for case in fixture["cases"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
-        let (mut a, mut b) = (map(case["a"].as_str().unwrap()), map(case["b"].as_str().unwrap()));
+        let (mut a, mut b) = (npy_map(fixtures(DIR).join(case["a"].as_str().unwrap())), npy_map(fixtures(DIR).join(case["b"].as_str().unwrap())));
         if let Some(affine) = case["affine"].as_array() {
             let (s, t) = (num(&affine[0]), num(&affine[1]));
             a.mapv_inplace(|v| s * v + t);
@@ -63,11 +51,11 @@ fn ssim_matches_scikit_image() {
 /// KS D (1e-12).
 #[test]
 fn hellinger_matches_turbustat() {
-    let fixture = load_json("hellinger.json");
+    let fixture = json(fixtures(DIR).join("hellinger.json"));
     let mut worst = 0.0f64;
     for case in fixture["histograms"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
-        let got = hellinger(&floats(&case["p"]), &floats(&case["q"]));
+        let got = hellinger(&floats_or_nan(&case["p"]), &floats_or_nan(&case["q"]));
         let want = num(&case["hellinger"]);
         let rel = (got - want).abs() / want.abs().max(1e-300);
         println!("hellinger {name:<24} expanse {got:.17} turbustat {want:.17} rel {rel:.1e}");
@@ -78,7 +66,7 @@ fn hellinger_matches_turbustat() {
     let e2e = &fixture["pdf_distance"];
     let (a, b) = (vector(e2e["a"].as_str().unwrap()), vector(e2e["b"].as_str().unwrap()));
     let c = compare(&a, &b, None).unwrap();
-    let edges = floats(&e2e["edges"]);
+    let edges = floats_or_nan(&e2e["edges"]);
     assert_eq!(c.edges.len(), edges.len(), "TurbuStat's common_histogram_bins: ⌊√((n_a+n_b)/2)⌋ edges");
     let span = edges[edges.len() - 1] - edges[0];
     let edge_err = c.edges.iter().zip(&edges).map(|(x, y)| (x - y).abs() / span).fold(0.0, f64::max);
@@ -87,7 +75,7 @@ fn hellinger_matches_turbustat() {
         assert_eq!(got.len(), want.len());
         got.iter().zip(want).map(|(x, y)| if *y == 0.0 { x.abs() } else { (x - y).abs() / y.abs() }).fold(0.0, f64::max)
     };
-    let (da, db) = (rel(&c.density_a, &floats(&e2e["pdf_a"])), rel(&c.density_b, &floats(&e2e["pdf_b"])));
+    let (da, db) = (rel(&c.density_a, &floats_or_nan(&e2e["pdf_a"])), rel(&c.density_b, &floats_or_nan(&e2e["pdf_b"])));
     assert!(da < 1e-12 && db < 1e-12, "densities: {da:e}, {db:e}");
     let h = (c.hellinger - num(&e2e["hellinger"])).abs() / num(&e2e["hellinger"]);
     let d = (c.ks_statistic - num(&e2e["ks_statistic"])).abs();
@@ -115,13 +103,13 @@ fn hellinger_matches_turbustat() {
 /// The near-identical case (λ = 0.016) checks the fix of the series' non-convergence for λ < 0.038.
 #[test]
 fn ks_matches_scipy() {
-    let fixture = load_json("ks.json");
+    let fixture = json(fixtures(DIR).join("ks.json"));
     let pool = vector("ks_samples.npy");
     let sample = |v: &Value| -> Vec<f64> {
         match v {
             Value::String(file) => vector(file),
             Value::Array(r) => {
-                let (start, len) = (r[0].as_u64().unwrap() as usize, r[1].as_u64().unwrap() as usize);
+                let (start, len) = (usize_of(&r[0]), usize_of(&r[1]));
                 pool[start..start + len].to_vec()
             }
             _ => panic!("sample {v}"),
@@ -135,7 +123,7 @@ fn ks_matches_scipy() {
         if let Some(x) = case["b_replace_first_with"].as_f64() {
             b[0] = x;
         }
-        assert_eq!((a.len(), b.len()), (case["n_a"].as_u64().unwrap() as usize, case["n_b"].as_u64().unwrap() as usize));
+        assert_eq!((a.len(), b.len()), (usize_of(&case["n_a"]), usize_of(&case["n_b"])));
         let (d, p) = ks_two_sample(&a, &b);
         let dd = (d - num(&case["statistic"])).abs();
         assert!(dd <= 1e-15 && (d - num(&case["statistic_exact_fraction"])).abs() <= 1e-15, "{name}: D {d} vs {}", case["statistic"]);
@@ -181,16 +169,16 @@ fn ks_matches_scipy() {
 /// ≤ 1 % for f < 0.43, last bin +38.5 % on 64², −22.4 % on 63²).
 #[test]
 fn beam_correction_against_turbustat() {
-    let fixture = load_json("beam.json");
+    let fixture = json(fixtures(DIR).join("beam.json"));
     for case in fixture["cases"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
-        let m = map(case["map"].as_str().unwrap());
+        let m = npy_map(fixtures(DIR).join(case["map"].as_str().unwrap()));
         let opts = PowerSpectrumOptions { beam_fwhm: Some(num(&case["fwhm_pix"])), ..Default::default() };
         let ps = PowerSpectrum::compute(m.view(), &opts).unwrap();
-        let (freqs, want, analytic) = (floats(&case["freqs"]), floats(&case["ps1D"]), floats(&case["analytic_ps1D"]));
-        let (lo, hi) = (floats(&case["pixel_ratio_min"]), floats(&case["pixel_ratio_max"]));
-        let counts_ts: Vec<usize> = case["counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-        let counts_all: Vec<usize> = case["counts_all_pixels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let (freqs, want, analytic) = (floats_or_nan(&case["freqs"]), floats_or_nan(&case["ps1D"]), floats_or_nan(&case["analytic_ps1D"]));
+        let (lo, hi) = (floats_or_nan(&case["pixel_ratio_min"]), floats_or_nan(&case["pixel_ratio_max"]));
+        let counts_ts: Vec<usize> = case["counts"].as_array().unwrap().iter().map(usize_of).collect();
+        let counts_all: Vec<usize> = case["counts_all_pixels"].as_array().unwrap().iter().map(usize_of).collect();
         assert_eq!(ps.nbins(), freqs.len(), "{name}");
         assert_eq!(ps.counts, counts_all, "{name}: expanse keeps every pixel (the analytic beam is never 0)");
         let (mut within_1e5, mut within_1pc, mut worst, mut worst_bin, mut self_err) = (None, None, 0.0f64, 0usize, 0.0f64);

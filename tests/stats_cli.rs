@@ -1,21 +1,13 @@
 //! `power-spectrum` and `validate` on the sample maps: outputs follow the documented format, a
 //! second simulation of the same clouds is statistically close, and copies are caught.
 
-use std::path::{Path, PathBuf};
-
 mod common;
-use common::{expanse, ok};
-
-
-
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples").join(name)
-}
+use common::{expanse, fixtures, json, ok, sample};
 
 #[test]
 fn power_spectrum_writes_the_documented_csv_and_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stats/grf_k3_64.npy");
+    let fixture = fixtures("stats").join("grf_k3_64.npy");
     let csv = dir.path().join("ps.csv");
     let json = dir.path().join("ps.json");
     ok(&["power-spectrum", fixture.to_str().unwrap(), "--out", csv.to_str().unwrap(), "--summary", json.to_str().unwrap()]);
@@ -23,7 +15,7 @@ fn power_spectrum_writes_the_documented_csv_and_summary() {
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("k,power,power_std,count"));
     assert_eq!(lines.count(), 46);
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let s = common::json(&json);
     // The fixture's TurbuStat slope (float32 storage of the map moves it by < 1e-4).
     assert!((s["slope"].as_f64().unwrap() + 2.893268972368598).abs() < 1e-4, "{s}");
     for key in ["slope_err", "low_cut", "high_cut", "nbins"] {
@@ -41,7 +33,7 @@ fn validate_accepts_a_twin_simulation_and_flags_copies() {
     let out = dir.path().join("report");
     let text = ok(&["validate", "--real", sample("clouds_64.fits").to_str().unwrap(), "--synthetic", twin.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(text.contains("0 of 16 synthetic map(s) flagged"), "{text}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let r = json(out.join("report.json"));
     assert!(r["spectrum_distance"].as_f64().unwrap() < 3.0, "same generator, same slope: {}", r["spectrum_distance"]);
     assert_eq!(r["scale"], "log10");
     assert!(r["pdf"]["hellinger"].as_f64().unwrap() < 0.2);
@@ -61,7 +53,7 @@ fn validate_accepts_a_twin_simulation_and_flags_copies() {
 #[test]
 fn statistics_commands_choose_the_hdf5_dataset_and_errors_name_flags_that_exist() {
     let dir = tempfile::tempdir().unwrap();
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/io/hdf5_sim.h5");
+    let file = fixtures("io").join("hdf5_sim.h5");
     let csv = dir.path().join("ps.csv");
     let e = expanse(&["power-spectrum", file.to_str().unwrap(), "--out", csv.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&e.stderr);
@@ -116,7 +108,7 @@ fn validate_leaves_blank_pixels_of_the_real_maps_out() {
     ndarray_npy::write_npy(&synthetic, &stack(8, false)).unwrap();
     let out = dir.path().join("report");
     ok(&["validate", "--real", real.to_str().unwrap(), "--synthetic", synthetic.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let r = json(out.join("report.json"));
     let m = &r["memorization"];
     assert!(m["ratio"].as_f64().unwrap().is_finite(), "{m}");
     assert!(m["real_nn"].as_array().unwrap().iter().all(|d| d.as_f64().is_some_and(f64::is_finite)), "{m}");

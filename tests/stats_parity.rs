@@ -2,31 +2,26 @@
 //! tools/make_turbustat_fixtures.py: profile to 1e-6 relative (the issue asks for ~1 %), slope to
 //! 1e-6 (the issue asks for ~0.02).
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{fixtures, json, manifest, npy_map, num_or_nan, usize_of};
 use expanse::stats::{Apodization, PowerSpectrum, PowerSpectrumOptions};
 use ndarray::Array2;
-use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stats")
-}
-
-fn num(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
-}
+/// The fixtures' folder in tests/fixtures.
+const DIR: &str = "stats";
 
 #[test]
 fn power_spectra_match_turbustat() {
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(root().join("manifest.json")).unwrap()).unwrap();
+    let manifest = manifest(&fixtures(DIR));
     let mut checked = 0;
     for case in manifest["cases"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
-        let c: Value = serde_json::from_str(&std::fs::read_to_string(root().join(case["json"].as_str().unwrap())).unwrap()).unwrap();
-        let map: Array2<f64> = ndarray_npy::read_npy(root().join(c["map"].as_str().unwrap())).unwrap();
+        let c = json(fixtures(DIR).join(case["json"].as_str().unwrap()));
+        let map = npy_map(fixtures(DIR).join(c["map"].as_str().unwrap()));
         let o = &c["options"];
         let apodize = match o["apodize_kernel"].as_str() {
-            Some("tukey") => Some(Apodization::Tukey { alpha: num(&o["alpha"]) }),
+            Some("tukey") => Some(Apodization::Tukey { alpha: num_or_nan(&o["alpha"]) }),
             Some("hanning") => Some(Apodization::Hanning),
             Some(other) => panic!("{name}: kernel {other}"),
             None => None,
@@ -38,13 +33,13 @@ fn power_spectra_match_turbustat() {
         let opts = PowerSpectrumOptions { apodize, beam_fwhm: None, fit_range, log_bins: o["logspacing"].as_bool().unwrap_or(false), binsize: o["binsize"].as_f64() };
         let ps = PowerSpectrum::compute(map.view(), &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
         let p = &c["profile"];
-        assert_eq!(ps.nbins(), p["nbins"].as_u64().unwrap() as usize, "{name}: nbins");
-        let want_counts: Vec<usize> = p["counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        assert_eq!(ps.nbins(), usize_of(&p["nbins"]), "{name}: nbins");
+        let want_counts: Vec<usize> = p["counts"].as_array().unwrap().iter().map(usize_of).collect();
         assert_eq!(ps.counts, want_counts, "{name}: counts");
-        let peak = p["ps1D"].as_array().unwrap().iter().map(num).filter(|v| v.is_finite()).fold(0.0, f64::max);
+        let peak = p["ps1D"].as_array().unwrap().iter().map(num_or_nan).filter(|v| v.is_finite()).fold(0.0, f64::max);
         for (i, ((f, pw), sd)) in ps.freqs.iter().zip(&ps.power).zip(&ps.power_std).enumerate() {
-            assert!((f - num(&p["freqs"][i])).abs() < 1e-12, "{name}: freq {i}");
-            let (wp, ws) = (num(&p["ps1D"][i]), num(&p["ps1D_stddev"][i]));
+            assert!((f - num_or_nan(&p["freqs"][i])).abs() < 1e-12, "{name}: freq {i}");
+            let (wp, ws) = (num_or_nan(&p["ps1D"][i]), num_or_nan(&p["ps1D_stddev"][i]));
             if wp.is_nan() {
                 assert!(pw.is_nan(), "{name}: bin {i} should be NaN");
                 continue;
@@ -59,9 +54,9 @@ fn power_spectra_match_turbustat() {
         }
         let fit = &c["fit"];
         if fit["slope_meaningful"].as_bool().unwrap_or(true) {
-            assert!((ps.slope - num(&fit["slope"])).abs() < 1e-6, "{name}: slope {} vs {}", ps.slope, num(&fit["slope"]));
-            assert!((ps.slope_err - num(&fit["slope_err"])).abs() < 1e-6, "{name}: slope_err {} vs {}", ps.slope_err, num(&fit["slope_err"]));
-            assert!((ps.low_cut - num(&fit["low_cut"])).abs() < 1e-12 && (ps.high_cut - num(&fit["high_cut"])).abs() < 1e-12, "{name}: cuts");
+            assert!((ps.slope - num_or_nan(&fit["slope"])).abs() < 1e-6, "{name}: slope {} vs {}", ps.slope, num_or_nan(&fit["slope"]));
+            assert!((ps.slope_err - num_or_nan(&fit["slope_err"])).abs() < 1e-6, "{name}: slope_err {} vs {}", ps.slope_err, num_or_nan(&fit["slope_err"]));
+            assert!((ps.low_cut - num_or_nan(&fit["low_cut"])).abs() < 1e-12 && (ps.high_cut - num_or_nan(&fit["high_cut"])).abs() < 1e-12, "{name}: cuts");
         }
         checked += 1;
     }

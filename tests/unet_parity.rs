@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{load_err, max_abs_diff, npy4, tensor, to_array};
+use common::{assert_close, fixtures, json, load_err, manifest, max_abs_diff, npy, npy4, root, tensor, to_array, usize_of};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use expanse::diffusion::{Ddim, NoiseSchedule};
@@ -15,18 +15,13 @@ use indicatif::ProgressBar;
 use ndarray::{Array1, Array4};
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet")
-}
-
-fn manifest() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(root().join("manifest.json")).unwrap()).unwrap()
-}
+/// The fixtures' folder in tests/fixtures.
+const DIR: &str = "unet";
 
 fn run(model_dir: &Path, input: &str) -> (Array4<f32>, Array4<f32>) {
     let ddpm = Ddpm::load(model_dir, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
     let x = npy4(&model_dir.join(format!("{input}.npy")));
-    let ts: Array1<i64> = ndarray_npy::read_npy(model_dir.join("timesteps.npy")).unwrap();
+    let ts: Array1<i64> = npy(model_dir.join("timesteps.npy"));
     let t = Tensor::from_vec(ts.iter().map(|&v| v as f32).collect::<Vec<_>>(), ts.len(), &Device::Cpu).unwrap();
     let out = ddpm.unet.forward(&tensor(&x), &t).unwrap();
     let want = npy4(&model_dir.join(input.replace("input", "output") + ".npy"));
@@ -35,11 +30,11 @@ fn run(model_dir: &Path, input: &str) -> (Array4<f32>, Array4<f32>) {
 
 #[test]
 fn every_fixture_model_matches_diffusers_to_1e_4() {
-    let m = manifest();
+    let m = manifest(&fixtures(DIR));
     let mut checked = Vec::new();
     for model in m["models"].as_array().unwrap() {
         let folder = model["folder"].as_str().unwrap();
-        let dir = root().join(folder);
+        let dir = fixtures(DIR).join(folder);
         let mut inputs = vec!["input"];
         if dir.join("input32.npy").exists() {
             inputs.push("input32");
@@ -52,7 +47,7 @@ fn every_fixture_model_matches_diffusers_to_1e_4() {
             checked.push(folder.to_string());
         }
         if let Some(legacy) = model["legacy_copy"]["folder"].as_str() {
-            let (got, want) = run(&root().join(legacy), "input");
+            let (got, want) = run(&fixtures(DIR).join(legacy), "input");
             let err = max_abs_diff(&got, &want);
             println!("{legacy}: max |expanse - diffusers| = {err:.2e}");
             assert!(err <= 1e-4, "{legacy}: max abs error {err}");
@@ -67,7 +62,7 @@ fn every_fixture_model_matches_diffusers_to_1e_4() {
 /// The fast CPU kernels give the same bits at any thread count (each task sums in a fixed order).
 #[test]
 fn the_forward_pass_does_not_depend_on_the_thread_count() {
-    let dir = root().join("attn_multihead");
+    let dir = fixtures(DIR).join("attn_multihead");
     let ddpm = Ddpm::load(&dir, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
     let x = tensor(&npy4(&dir.join("input.npy")));
     let t = Tensor::from_vec(vec![421f32; x.dim(0).unwrap()], x.dim(0).unwrap(), &Device::Cpu).unwrap();
@@ -88,51 +83,45 @@ fn schedules_match_the_reference() {
         ("attn_multihead", NoiseSchedule::linear(1e-4, 0.02, 1000)),
         ("gray_deep", NoiseSchedule::squaredcos_cap_v2(1000)),
     ] {
-        let want: Array1<f64> = ndarray_npy::read_npy(root().join(folder).join("alphas_cumprod_exact.npy")).unwrap();
+        let want: Array1<f64> = npy(fixtures(DIR).join(folder).join("alphas_cumprod_exact.npy"));
         for (t, w) in want.iter().enumerate() {
             assert!((schedule.alpha_bar(t) - w).abs() < 1e-12, "{folder} t={t}");
         }
-        let ddpm = Ddpm::load(&root().join(folder), &Device::Cpu, DType::F32).unwrap();
+        let ddpm = Ddpm::load(&fixtures(DIR).join(folder), &Device::Cpu, DType::F32).unwrap();
         assert_eq!(NoiseSchedule::from_config(&ddpm.scheduler).unwrap(), schedule, "{folder}: schedule from scheduler_config.json");
-    }
-}
-
-fn close(got: &Array4<f32>, want: &Array4<f32>, abs: f32, rel: f32, what: &str) {
-    for (g, w) in got.iter().zip(want.iter()) {
-        assert!((g - w).abs() <= abs + rel * w.abs(), "{what}: {g} vs {w}");
     }
 }
 
 #[test]
 fn ddim_inversion_and_generation_match_the_float64_reference() {
-    let grid: Value = serde_json::from_str(&std::fs::read_to_string(root().join("ddim/grid.json")).unwrap()).unwrap();
+    let grid = json(fixtures(DIR).join("ddim/grid.json"));
     let model = grid["model"].as_str().unwrap();
-    let ddpm = Ddpm::load(&root().join(model), &Device::Cpu, DType::F32).unwrap();
-    let steps = grid["steps"].as_u64().unwrap() as usize;
-    let t0 = grid["t0"].as_u64().unwrap() as usize;
+    let ddpm = Ddpm::load(&fixtures(DIR).join(model), &Device::Cpu, DType::F32).unwrap();
+    let steps = usize_of(&grid["steps"]);
+    let t0 = usize_of(&grid["t0"]);
     let mut ddim = Ddim::new(NoiseSchedule::from_config(&ddpm.scheduler).unwrap(), steps, t0).unwrap();
-    let seq: Vec<usize> = grid["seq"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let seq: Vec<usize> = grid["seq"].as_array().unwrap().iter().map(usize_of).collect();
     assert_eq!(ddim.seq, seq);
     let pb = ProgressBar::hidden();
-    let x0 = npy4(&root().join("ddim/x0.npy"));
+    let x0 = npy4(&fixtures(DIR).join("ddim/x0.npy"));
     // Batches of 1 and 2 must give the same numbers.
     let z = ddim.invert(&ddpm, &x0, 1, &pb).unwrap();
     let z2 = ddim.invert(&ddpm, &x0, 2, &pb).unwrap();
     assert!(max_abs_diff(&z, &z2) < 1e-5);
-    close(&z, &npy4(&root().join("ddim/latents.npy")), 1e-4, 1e-4, "latents");
+    assert_close(&z, &npy4(&fixtures(DIR).join("ddim/latents.npy")), 1e-4, 1e-4, "latents");
     let rec = ddim.generate(&ddpm, &z, 0.0, 0, 2, &pb).unwrap();
-    close(&rec, &npy4(&root().join("ddim/reconstruction.npy")), 5e-3, 1e-3, "reconstruction");
+    assert_close(&rec, &npy4(&fixtures(DIR).join("ddim/reconstruction.npy")), 5e-3, 1e-3, "reconstruction");
     ddim.fixed_point = 3;
     let zf = ddim.invert(&ddpm, &x0, 2, &pb).unwrap();
-    close(&zf, &npy4(&root().join("ddim/latents_fixed_point3.npy")), 5e-4, 1e-3, "fixed-point latents");
+    assert_close(&zf, &npy4(&fixtures(DIR).join("ddim/latents_fixed_point3.npy")), 5e-4, 1e-3, "fixed-point latents");
     let recf = ddim.generate(&ddpm, &zf, 0.0, 0, 2, &pb).unwrap();
     // The reference's own float32 run differs from its float64 one by 7.1e-3 here (grid.json).
-    close(&recf, &npy4(&root().join("ddim/reconstruction_fixed_point3.npy")), 1e-2, 1e-3, "fixed-point reconstruction");
+    assert_close(&recf, &npy4(&fixtures(DIR).join("ddim/reconstruction_fixed_point3.npy")), 1e-2, 1e-3, "fixed-point reconstruction");
 }
 
 /// Copies a fixture model with its weights edited by `edit`.
 fn edited_model(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> tempfile::TempDir {
-    let src = root().join("attn_multihead");
+    let src = fixtures(DIR).join("attn_multihead");
     let dir = tempfile::tempdir().unwrap();
     for f in ["config.json", "scheduler_config.json"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
@@ -166,12 +155,12 @@ fn weight_errors_name_the_key_and_the_shapes() {
 fn unsupported_configs_and_sizes_are_clear_errors() {
     let d = edited_model(|_| {});
     let cfg_path = d.path().join("config.json");
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg = json(&cfg_path);
     cfg["down_block_types"][0] = Value::String("SkipDownBlock2D".into());
     std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
     let e = load_err(d.path());
     assert!(e.contains("unsupported down block type 'SkipDownBlock2D'") && e.contains("config.json"), "{e}");
-    let ddpm = Ddpm::load(&root().join("attn_multihead"), &Device::Cpu, DType::F32).unwrap();
+    let ddpm = Ddpm::load(&fixtures(DIR).join("attn_multihead"), &Device::Cpu, DType::F32).unwrap();
     assert!(ddpm.check_input(3, 16, 16).is_ok());
     let e = ddpm.check_input(3, 15, 16).unwrap_err().to_string();
     assert!(e.contains("15x16") && e.contains("multiples of 2"), "{e}");
@@ -184,9 +173,9 @@ fn half_precision_runs_where_candle_supports_it() {
     // On the CPU candle runs f16 (its own operations): the error against diffusers' float32
     // output is that of the 10-bit mantissa (measured 1.8e-3 of the output RMS), not of a wrong
     // layer. candle's CPU matmul has no bf16: that is one clear error.
-    let dir = root().join("attn_multihead");
+    let dir = fixtures(DIR).join("attn_multihead");
     let x = npy4(&dir.join("input.npy"));
-    let ts: Array1<i64> = ndarray_npy::read_npy(dir.join("timesteps.npy")).unwrap();
+    let ts: Array1<i64> = npy(dir.join("timesteps.npy"));
     let t = Tensor::from_vec(ts.iter().map(|&v| v as f32).collect::<Vec<_>>(), ts.len(), &Device::Cpu).unwrap();
     let want = npy4(&dir.join("output.npy"));
     let rms = |a: &Array4<f32>| (a.iter().map(|v| (v * v) as f64).sum::<f64>() / a.len() as f64).sqrt();
@@ -207,14 +196,14 @@ fn half_precision_runs_where_candle_supports_it() {
 
 #[test]
 fn schedules_match_diffusers_with_and_without_zero_terminal_snr() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schedules");
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let dir = fixtures("schedules");
+    let manifest = manifest(&dir);
     let files = manifest["files"].as_object().unwrap();
     assert_eq!(files.len(), 6);
     for (file, cfg) in files {
         let config: expanse::model::SchedulerConfig = serde_json::from_value(cfg.clone()).unwrap();
         let ours = NoiseSchedule::from_config(&config).unwrap();
-        let want: Array1<f64> = ndarray_npy::read_npy(dir.join(file)).unwrap();
+        let want: Array1<f64> = npy(dir.join(file));
         // diffusers builds the schedule in float32.
         let err = want.iter().enumerate().map(|(t, w)| (ours.alpha_bar(t) - w).abs()).fold(0.0, f64::max);
         assert!(err < 2e-6, "{file}: {err}");
@@ -237,7 +226,7 @@ fn scheduler_keys_that_change_the_steps_are_refused_by_name() {
     ] {
         let d = edited_model(|_| {});
         let path = d.path().join("scheduler_config.json");
-        let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut cfg = json(&path);
         cfg[key] = value;
         std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
         let e = load_err(d.path());
@@ -248,20 +237,20 @@ fn scheduler_keys_that_change_the_steps_are_refused_by_name() {
 #[test]
 fn the_shipped_base_model_is_the_one_its_training_record_describes() {
     use sha2::Digest;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/expanse-natural-32");
-    let record: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("training.json")).unwrap()).unwrap();
+    let dir = root().join("data/models/expanse-natural-32");
+    let record = json(dir.join("training.json"));
     let weights = std::fs::read(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
     let sha = format!("{:x}", sha2::Sha256::digest(&weights));
     assert_eq!(record["weights_sha256"].as_str(), Some(sha.as_str()), "the weights are not those of the recorded training run");
     assert!(std::fs::read_to_string(dir.join("MODEL_CARD.md")).unwrap().contains(&sha), "MODEL_CARD.md does not quote the weights' SHA-256");
     // The script's defaults are the recorded run's.
-    let script = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/train_base.py")).unwrap();
+    let script = std::fs::read_to_string(root().join("tools/train_base.py")).unwrap();
     let steps = record["steps_requested"].as_u64().unwrap();
     assert!(script.contains(&format!("\"--steps\", type=int, default={steps}")), "tools/train_base.py's default --steps is not {steps}");
     assert_eq!(record["stop_reason"].as_str(), Some(format!("reached --steps {steps}").as_str()));
     assert_eq!(record["seed"], 0);
     // The architecture the record describes is the shipped config.
-    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config = json(dir.join("config.json"));
     for (k, v) in record["model_config"].as_object().unwrap() {
         assert_eq!(&config[k], v, "config.json {k}");
     }

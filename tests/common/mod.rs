@@ -1,11 +1,99 @@
-//! Helpers shared by the integration tests that run the `expanse` binary.
+//! Helpers shared by the integration tests (`mod common;` in each): running the `expanse`
+//! binary, fixture paths, reading `.npy` and JSON files, reading numbers out of JSON, closeness
+//! measures and the cause of an `Error::Invalid`. Not every test uses every helper.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
-use ndarray::Array4;
+use ndarray::{Array2, Array4};
+use ndarray_npy::ReadNpyExt;
+use serde_json::Value;
+
+/// The crate's root folder (`CARGO_MANIFEST_DIR`).
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A folder of `tests/fixtures`, e.g. `fixtures("stats/morphology")`.
+pub fn fixtures(folder: &str) -> PathBuf {
+    root().join("tests/fixtures").join(folder)
+}
+
+/// A file of `data/samples`.
+pub fn sample(name: &str) -> PathBuf {
+    root().join("data/samples").join(name)
+}
+
+/// An `.npy` file as any array type `ndarray_npy` reads (the test fails naming the file when it
+/// cannot be read).
+pub fn npy<T: ReadNpyExt>(path: impl AsRef<Path>) -> T {
+    let path = path.as_ref();
+    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A 2-D float64 `.npy` map.
+pub fn npy_map(path: impl AsRef<Path>) -> Array2<f64> {
+    npy(path)
+}
+
+/// A JSON file (the test fails naming the file when it cannot be read or parsed).
+pub fn json(path: impl AsRef<Path>) -> Value {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The `manifest.json` of a folder (a run's, or a fixture set's).
+pub fn manifest(dir: &Path) -> Value {
+    json(dir.join("manifest.json"))
+}
+
+/// A JSON number; anything else fails the test.
+pub fn num(value: &Value) -> f64 {
+    value.as_f64().unwrap_or_else(|| panic!("expected a number, got {value}"))
+}
+
+/// A JSON number, or NaN for anything else: the fixture writers store NaN as `null`
+/// (tests/fixtures/stats/manifest.json says so); a missing key reads as `null` too.
+pub fn num_or_nan(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
+}
+
+/// A JSON array of numbers (each as [`num`]: anything else fails the test).
+pub fn floats(value: &Value) -> Vec<f64> {
+    value.as_array().unwrap().iter().map(num).collect()
+}
+
+/// A JSON array of numbers, with NaN for any other element (as [`num_or_nan`]).
+pub fn floats_or_nan(value: &Value) -> Vec<f64> {
+    value.as_array().unwrap().iter().map(num_or_nan).collect()
+}
+
+/// A non-negative JSON integer as a `usize`.
+pub fn usize_of(value: &Value) -> usize {
+    value.as_u64().unwrap() as usize
+}
+
+/// |a − b| / max(|b|, floor); `floor = 0.0` gives the plain relative error |a − b| / |b|.
+pub fn relative_error(a: f64, b: f64, floor: f64) -> f64 {
+    (a - b).abs() / b.abs().max(floor)
+}
+
+/// Largest [`relative_error`] over two series of equal length.
+pub fn max_relative_error(actual: &[f64], expected: &[f64], floor: f64) -> f64 {
+    assert_eq!(actual.len(), expected.len());
+    actual.iter().zip(expected).map(|(a, b)| relative_error(*a, *b, floor)).fold(0.0, f64::max)
+}
+
+/// The cause of a result that must be an `Error::Invalid` (anything else fails the test).
+pub fn invalid_cause<T: std::fmt::Debug>(result: expanse::error::Result<T>) -> String {
+    match result {
+        Err(expanse::error::Error::Invalid(cause)) => cause,
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    }
+}
 
 /// Runs the binary with `args`.
 pub fn expanse(args: &[&str]) -> Output {
@@ -21,7 +109,7 @@ pub fn ok(args: &[&str]) -> String {
 
 /// A 4-D float32 `.npy` file (the test fails naming the file when it cannot be read).
 pub fn npy4(path: &Path) -> Array4<f32> {
-    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    npy(path)
 }
 
 /// An array as a CPU tensor of the same shape.
@@ -40,6 +128,14 @@ pub fn to_array(t: &Tensor) -> Array4<f32> {
 pub fn max_abs_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
     a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Fails the test unless both arrays have one shape and every |got − want| ≤ abs + rel·|want|.
+pub fn assert_close(got: &Array4<f32>, want: &Array4<f32>, abs: f32, rel: f32, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    for (g, w) in got.iter().zip(want.iter()) {
+        assert!((g - w).abs() <= abs + rel * w.abs(), "{what}: {g} vs {w}");
+    }
 }
 
 /// The error of loading a model folder that must not load.
