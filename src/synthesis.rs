@@ -56,10 +56,10 @@ pub fn grid_of(model: &Ddpm, latents: &ModelInput, path: &Path, clip: Option<f64
     Ok(ddim)
 }
 
-/// Writes decoded `images` of `latents` (accepted latents of domain `domain`) as maps to every
-/// path in `paths`: physical units when the latents carry the domain's normalization, with the
-/// grid, the model, the sampling record and `extra` records. Also says whether the maps are in
-/// physical units.
+/// Writes decoded `images` of accepted `latents` as maps to every path in `paths`: physical units
+/// when the latents carry the domain's normalization, with the grid, the model, the latents'
+/// sampling record (whose domain names the maps) and `extra` records. Also says whether the maps
+/// are in physical units.
 pub fn write_synthetic(
     paths: &[PathBuf],
     images: &Array4<f32>,
@@ -67,10 +67,10 @@ pub fn write_synthetic(
     latents: &ModelInput,
     ddim: &Ddim,
     model: &Ddpm,
-    domain: &str,
     extra: Vec<(&'static str, Value)>,
 ) -> Result<(Vec<PathBuf>, bool)> {
     let sampling = latents.provenance.as_ref().and_then(|p| p.records.get("sampling")).cloned().unwrap_or(Value::Null);
+    let domain = sampling["domain"].as_str().unwrap_or("the domain").to_string();
     let mut records = ddim.records(model)?;
     records.push(("sampling", sampling));
     records.extend(extra);

@@ -25,8 +25,6 @@ pub fn run_fidelity(a: FidelityArgs) -> Result<()> {
     Ok(())
 }
 
-/// `threads_given`: `--threads` was passed (it wins over `run.threads`).
-
 pub fn run_slurm(a: SlurmArgs) -> Result<()> {
     use expanse::pipeline::slurm;
     let config = RunConfig::read(&a.config)?;
@@ -57,6 +55,7 @@ pub fn run_slurm(a: SlurmArgs) -> Result<()> {
     Ok(())
 }
 
+/// `threads_given`: `--threads` was passed (it wins over `run.threads`).
 pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
     let config = RunConfig::read(&a.config)?;
     if let (Some(n), false) = (config.run.threads, threads_given) {

@@ -83,7 +83,7 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
     let images = ddim.generate(&ddpm, &accepted.data, 0.0, 0, a.model.batch, &pb)?;
     pb.finish_and_clear();
     let (files, physical) =
-        synthesis::write_synthetic(std::slice::from_ref(&a.out), &images, "sample", &accepted, &ddim, &ddpm, &prior.name, vec![])?;
+        synthesis::write_synthetic(std::slice::from_ref(&a.out), &images, "sample", &accepted, &ddim, &ddpm, vec![])?;
     written.extend(files);
     let label = if physical { "physical units" } else { "model space (the latents carry no normalization)" };
     println!("decoded {} map(s) into {label}", a.count);

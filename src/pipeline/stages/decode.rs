@@ -36,7 +36,7 @@ impl Runner<'_> {
         })?;
         let paths: Vec<PathBuf> = self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
         let run = ("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}));
-        let (written, physical) = crate::synthesis::write_synthetic(&paths, &images, "run: decode", &input, &ddim, self.model()?, d, vec![run])?;
+        let (written, physical) = crate::synthesis::write_synthetic(&paths, &images, "run: decode", &input, &ddim, self.model()?, vec![run])?;
         let mut counts = BTreeMap::new();
         counts.insert("maps".into(), json!(images.len_of(Axis(0))));
         counts.insert("physical_units".into(), json!(physical));
