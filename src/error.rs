@@ -54,7 +54,10 @@ pub enum Cause {
     Message(String),
     /// An underlying error reported in words of ours: `text` is what is displayed (it usually
     /// quotes the underlying error), `source` what it came from.
-    Described { text: String, source: Box<Cause> },
+    Described {
+        text: String,
+        source: Box<Cause>,
+    },
 }
 
 impl Cause {
@@ -149,7 +152,10 @@ impl From<Error> for Cause {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Open { path, cause } | Error::Format { path, cause } | Error::Content { path, cause } | Error::Model { path, cause } => {
+            Error::Open { path, cause }
+            | Error::Format { path, cause }
+            | Error::Content { path, cause }
+            | Error::Model { path, cause } => {
                 write!(f, "{}: {cause}", path.display())
             }
             Error::Write { path, cause } => write!(f, "cannot write {}: {cause}", path.display()),
@@ -207,7 +213,11 @@ impl Error {
     /// The file the error is about, if it names one (for [`Error::Refused`], the refusal's).
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
-            Error::Open { path, .. } | Error::Format { path, .. } | Error::Content { path, .. } | Error::Model { path, .. } | Error::Write { path, .. } => Some(path),
+            Error::Open { path, .. }
+            | Error::Format { path, .. }
+            | Error::Content { path, .. }
+            | Error::Model { path, .. }
+            | Error::Write { path, .. } => Some(path),
             Error::Invalid(_) => None,
             Error::Refused(e) => e.path(),
         }
@@ -217,7 +227,11 @@ impl Error {
     /// refusal's).
     pub fn cause(&self) -> Option<&Cause> {
         match self {
-            Error::Open { cause, .. } | Error::Format { cause, .. } | Error::Content { cause, .. } | Error::Model { cause, .. } | Error::Write { cause, .. } => Some(cause),
+            Error::Open { cause, .. }
+            | Error::Format { cause, .. }
+            | Error::Content { cause, .. }
+            | Error::Model { cause, .. }
+            | Error::Write { cause, .. } => Some(cause),
             Error::Invalid(_) => None,
             Error::Refused(e) => (**e).cause(),
         }
@@ -267,7 +281,8 @@ mod tests {
         for f in ["config.json", "scheduler_config.json"] {
             std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
         }
-        let mut w = candle_core::safetensors::load(src.join("diffusion_pytorch_model.safetensors"), &Device::Cpu).unwrap();
+        let mut w =
+            candle_core::safetensors::load(src.join("diffusion_pytorch_model.safetensors"), &Device::Cpu).unwrap();
         edit(&mut w);
         candle_core::safetensors::save(&w, dir.path().join("diffusion_pytorch_model.safetensors")).unwrap();
         dir
@@ -292,7 +307,10 @@ mod tests {
         assert!(matches!(e, Error::Format { .. }), "{e:?}");
         assert!(e.to_string().starts_with(&format!("{}: truncated or corrupt FITS file: ", path.display())), "{e}");
         let fits = e.source().and_then(|s| s.downcast_ref::<fitsio::errors::Error>()).expect("a cfitsio source");
-        assert!(matches!(fits, fitsio::errors::Error::Fits(f) if f.status != 0 && e.to_string().ends_with(&f.message)), "{fits:?}");
+        assert!(
+            matches!(fits, fitsio::errors::Error::Fits(f) if f.status != 0 && e.to_string().ends_with(&f.message)),
+            "{fits:?}"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let npy = dir.path().join("corrupt.npy");
@@ -315,7 +333,11 @@ mod tests {
         let e = load(d.path());
         let weights = d.path().join("diffusion_pytorch_model.safetensors");
         assert!(matches!(&e, Error::Model { path, .. } if *path == weights), "{e:?}");
-        assert!(e.to_string().starts_with(&format!("{}: missing weight 'mid_block.attentions.0.to_k.weight'", weights.display())), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: missing weight 'mid_block.attentions.0.to_k.weight'", weights.display())),
+            "{e}"
+        );
         assert!(e.to_string().ends_with("(the model described in config.json)"), "{e}");
         assert!(e.source().is_some_and(|s| s.is::<candle_core::Error>()), "{e:?}");
 
@@ -332,11 +354,17 @@ mod tests {
         c["down_block_types"][0] = "SkipDownBlock2D".into();
         std::fs::write(&config, c.to_string()).unwrap();
         let e = load(d.path());
-        assert!(matches!(e, Error::Model { .. }) && e.to_string().contains("unsupported down block type 'SkipDownBlock2D'"), "{e:?}");
+        assert!(
+            matches!(e, Error::Model { .. }) && e.to_string().contains("unsupported down block type 'SkipDownBlock2D'"),
+            "{e:?}"
+        );
         let adm = tempfile::tempdir().unwrap();
         std::fs::write(adm.path().join("adm.json"), r#"{"bogus_key": 1}"#).unwrap();
         let e = load(adm.path());
-        assert!(matches!(e, Error::Model { .. }) && e.to_string().contains("invalid JSON: unknown field `bogus_key`"), "{e}");
+        assert!(
+            matches!(e, Error::Model { .. }) && e.to_string().contains("invalid JSON: unknown field `bogus_key`"),
+            "{e}"
+        );
         assert!(e.source().is_some_and(|s| s.is::<serde_json::Error>()), "{e:?}");
         std::fs::write(adm.path().join("adm.json"), "{").unwrap();
         let e = load(adm.path());

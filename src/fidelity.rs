@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::latents;
 use crate::model::{self, Ddpm};
 use crate::pipeline::config::{
-    DebiasKey, DomainSection, InversionSection, ModelSection, PriorSection, RunSection, SamplingSection, ValidationSection,
+    DebiasKey, DomainSection, InversionSection, ModelSection, PriorSection, RunSection, SamplingSection,
+    ValidationSection,
 };
 use crate::pipeline::{Manifest, Plan, RunConfig, RunOptions};
 
@@ -135,7 +136,8 @@ pub struct FidelityConfig {
 impl FidelityConfig {
     pub fn read(path: &Path) -> Result<FidelityConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
-        let f: FidelityFile = toml::from_str(&text).map_err(|e| Error::format(path, crate::pipeline::config::toml_error(&text, &e)).with_source(e))?;
+        let f: FidelityFile = toml::from_str(&text)
+            .map_err(|e| Error::format(path, crate::pipeline::config::toml_error(&text, &e)).with_source(e))?;
         let mut base = RunConfig {
             run: f.run,
             model: f.model,
@@ -145,7 +147,11 @@ impl FidelityConfig {
             validation: f.validation,
             domains: f.domains,
         };
-        let dir = std::path::absolute(path).map_err(|e| Error::open(path, e))?.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = std::path::absolute(path)
+            .map_err(|e| Error::open(path, e))?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         base.resolve(path, &dir)?;
         base.check(path)?;
         if f.benchmark.seeds.is_empty() {
@@ -156,13 +162,19 @@ impl FidelityConfig {
         }
         for (i, v) in f.variants.iter().enumerate() {
             if v.name.is_empty() || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(Error::content(path, format!("variant[{i}].name: '{}' must be letters, digits, '_' or '-'", v.name)));
+                return Err(Error::content(
+                    path,
+                    format!("variant[{i}].name: '{}' must be letters, digits, '_' or '-'", v.name),
+                ));
             }
             if f.variants[..i].iter().any(|o| o.name == v.name) {
                 return Err(Error::content(path, format!("variant[{i}].name: two variants are named '{}'", v.name)));
             }
             v.apply(&base, 0).check(path).map_err(|e| match e {
-                Error::Content { path, cause } => Error::Content { path, cause: crate::error::Cause::described(format!("variant '{}': {cause}", v.name), cause) },
+                Error::Content { path, cause } => Error::Content {
+                    path,
+                    cause: crate::error::Cause::described(format!("variant '{}': {cause}", v.name), cause),
+                },
                 other => other,
             })?;
         }
@@ -229,14 +241,24 @@ fn f(v: &serde_json::Value) -> f64 {
 
 /// Reconstruction PSNR (mean, worst) of a run's real latents on its grid, once per (domain,
 /// grid), kept in `cache`.
-fn reconstruction(run: &Path, domain: &str, config: &RunConfig, model: &mut Option<Ddpm>, cache: &mut BTreeMap<String, (f64, f64)>) -> Result<(f64, f64)> {
+fn reconstruction(
+    run: &Path,
+    domain: &str,
+    config: &RunConfig,
+    model: &mut Option<Ddpm>,
+    cache: &mut BTreeMap<String, (f64, f64)>,
+) -> Result<(f64, f64)> {
     let inv = &config.inversion;
     let key = format!("{domain} steps {} t0 {} fixed point {} clip {:?}", inv.steps, inv.t0, inv.fixed_point, inv.clip);
     if let Some(v) = cache.get(&key) {
         return Ok(*v);
     }
     if model.is_none() {
-        *model = Some(Ddpm::load(&config.model.path, &model::parse_device(&config.model.device)?, model::parse_dtype(&config.model.dtype)?)?);
+        *model = Some(Ddpm::load(
+            &config.model.path,
+            &model::parse_device(&config.model.device)?,
+            model::parse_dtype(&config.model.dtype)?,
+        )?);
     }
     let m = model.as_ref().expect("loaded");
     let real = latents::read_model_input(&run.join("stacks").join(format!("{domain}.h5")))?;
@@ -251,12 +273,21 @@ fn reconstruction(run: &Path, domain: &str, config: &RunConfig, model: &mut Opti
 
 /// Runs (or resumes) every variant × seed of the benchmark into `out`, calling `on_row` as each
 /// domain's row is ready. `only` restricts the variants run.
-pub fn run(config: &FidelityConfig, out: &Path, only: Option<&[String]>, mut on_row: impl FnMut(&FidelityRow)) -> Result<FidelityReport> {
+pub fn run(
+    config: &FidelityConfig,
+    out: &Path,
+    only: Option<&[String]>,
+    mut on_row: impl FnMut(&FidelityRow),
+) -> Result<FidelityReport> {
     if let Some(names) = only {
         for n in names {
             if !config.variants.iter().any(|v| &v.name == n) {
                 let all: Vec<&str> = config.variants.iter().map(|v| v.name.as_str()).collect();
-                return Err(Error::Invalid(format!("no variant '{n}' in {} (variants: {})", config.path.display(), all.join(", "))));
+                return Err(Error::Invalid(format!(
+                    "no variant '{n}' in {} (variants: {})",
+                    config.path.display(),
+                    all.join(", ")
+                )));
             }
         }
     }
@@ -311,8 +342,10 @@ pub fn run(config: &FidelityConfig, out: &Path, only: Option<&[String]>, mut on_
                 }
                 let report_file = dir.join("report").join(&d.name).join("report.json");
                 if row.error.is_none() {
-                    let text = std::fs::read_to_string(&report_file).map_err(|e| Error::open(&report_file, crate::io::io_cause(&e)))?;
-                    let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::format(&report_file, e))?;
+                    let text = std::fs::read_to_string(&report_file)
+                        .map_err(|e| Error::open(&report_file, crate::io::io_cause(&e)))?;
+                    let r: serde_json::Value =
+                        serde_json::from_str(&text).map_err(|e| Error::format(&report_file, e))?;
                     row.slope_real = (f(&r["slopes"]["real"]["mean"]), f(&r["slopes"]["real"]["std"]));
                     row.slope_synthetic = (f(&r["slopes"]["synthetic"]["mean"]), f(&r["slopes"]["synthetic"]["std"]));
                     row.welch_t = f(&r["slopes"]["welch_t"]);
@@ -344,7 +377,8 @@ pub fn run(config: &FidelityConfig, out: &Path, only: Option<&[String]>, mut on_
     let csv_path = out.join("fidelity.csv");
     report.written = vec![json_path.clone(), md_path.clone(), csv_path.clone()];
     let files = crate::io::AtomicFiles::new(&report.written)?;
-    std::fs::write(files.temp(0), serde_json::to_string_pretty(&report).expect("serializes")).map_err(|e| Error::write(&json_path, e))?;
+    std::fs::write(files.temp(0), serde_json::to_string_pretty(&report).expect("serializes"))
+        .map_err(|e| Error::write(&json_path, e))?;
     std::fs::write(files.temp(1), markdown(&report)).map_err(|e| Error::write(&md_path, e))?;
     std::fs::write(files.temp(2), csv(&report)).map_err(|e| Error::write(&csv_path, e))?;
     files.commit()?;
@@ -415,7 +449,8 @@ fn cell(rows: &[&FidelityRow]) -> Cell {
 pub fn markdown(r: &FidelityReport) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "Benchmark `{}`: {} variant(s) × {} domain(s) × {} seed(s) ({:?}), {} thread(s). Each cell averages the seeds; ± is the standard deviation between seeds \
+        "Benchmark `{}`: {} variant(s) × {} domain(s) × {} seed(s) ({:?}), {} thread(s). Each cell averages the \
+            seeds; ± is the standard deviation between seeds \
          (slopes: the mean over seeds of each run's per-map mean ± per-map standard deviation).\n\n",
         r.config.display(),
         r.variants.len(),
@@ -425,13 +460,19 @@ pub fn markdown(r: &FidelityReport) -> String {
         r.threads
     ));
     s.push_str(&format!(
-        "Targets: |Welch t| of per-map slopes < {TARGET_WELCH_T}; PDF Hellinger < {TARGET_HELLINGER}; level spread ratio within {TARGET_LEVEL_RATIO}× of 1; \
-         memorization ratio > {TARGET_MEMORIZATION}; reconstruction ≥ {TARGET_RECONSTRUCTION_DB} dB. ✓ marks a target met by the seed-averaged value.\n\n"
+        "Targets: |Welch t| of per-map slopes < {TARGET_WELCH_T}; PDF Hellinger < {TARGET_HELLINGER}; level spread \
+            ratio within {TARGET_LEVEL_RATIO}× of 1; \
+         memorization ratio > {TARGET_MEMORIZATION}; reconstruction ≥ {TARGET_RECONSTRUCTION_DB} dB. ✓ marks a target \
+            met by the seed-averaged value.\n\n"
     ));
     let tick = |b: bool| if b { "✓" } else { "✗" };
     for d in &r.domains {
         s.push_str(&format!("### {d}\n\n"));
-        s.push_str("| variant | acceptance | per-map slope (real) | per-map slope (synthetic) | Welch t | level spread ratio | PDF Hellinger (real halves) | outside real range | memorization ratio | reconstruction dB (worst) | s per set | targets |\n");
+        s.push_str(
+            "| variant | acceptance | per-map slope (real) | per-map slope (synthetic) | Welch t | level \
+            spread ratio | PDF Hellinger (real halves) | outside real range | memorization ratio | reconstruction dB \
+            (worst) | s per set | targets |\n",
+        );
         s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for v in &r.variants {
             let rows: Vec<&FidelityRow> = r.rows.iter().filter(|x| &x.domain == d && x.variant == v.name).collect();
@@ -441,11 +482,16 @@ pub fn markdown(r: &FidelityReport) -> String {
             let c = cell(&rows);
             if c.failed == c.runs {
                 let e = rows[0].error.clone().unwrap_or_default();
-                s.push_str(&format!("| {} | failed in every seed: {} | | | | | | | | | | |\n", v.name, e.replace('|', "/")));
+                s.push_str(&format!(
+                    "| {} | failed in every seed: {} | | | | | | | | | | |\n",
+                    v.name,
+                    e.replace('|', "/")
+                ));
                 continue;
             }
             s.push_str(&format!(
-                "| {} | {:.1} % | {:.2} ± {:.2} | {:.2} ± {:.2} | {} {:.2} ± {:.2} | {} {:.2} ± {:.2} | {} {:.3} ± {:.3} ({:.3}) | {:.2} % | {} {:.2} | {} {:.1} ({:.1}) | {:.1} | {}/5{} |\n",
+                "| {} | {:.1} % | {:.2} ± {:.2} | {:.2} ± {:.2} | {} {:.2} ± {:.2} | {} {:.2} ± {:.2} | {} {:.3} ± \
+                    {:.3} ({:.3}) | {:.2} % | {} {:.2} | {} {:.1} ({:.1}) | {:.1} | {}/5{} |\n",
                 v.name,
                 100.0 * c.acceptance,
                 c.slope_real.0,
@@ -503,7 +549,9 @@ pub fn markdown(r: &FidelityReport) -> String {
 
 fn csv(r: &FidelityReport) -> String {
     let mut s = String::from(
-        "variant,seed,domain,accepted,tried,slope_real_mean,slope_real_std,slope_synthetic_mean,slope_synthetic_std,welch_t,level_ratio,hellinger,hellinger_std,hellinger_real_halves,outside_real_range,memorization_ratio,reconstruction_db_mean,reconstruction_db_worst,seconds,error\n",
+        "variant,seed,domain,accepted,tried,slope_real_mean,slope_real_std,slope_synthetic_mean,slope_synthetic_std,\
+         welch_t,level_ratio,hellinger,hellinger_std,hellinger_real_halves,outside_real_range,memorization_ratio,\
+         reconstruction_db_mean,reconstruction_db_worst,seconds,error\n",
     );
     for x in &r.rows {
         s.push_str(&format!(
@@ -541,9 +589,14 @@ mod tests {
     fn a_variant_changes_only_its_keys() {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.toml")).unwrap();
         let base: RunConfig = toml::from_str(&text).unwrap();
-        let v: Variant = toml::from_str("name = \"x\"\nprior = \"stationary\"\nt0 = 300\nnorm = \"match\"\ndebias = \"rings\"").unwrap();
+        let v: Variant =
+            toml::from_str("name = \"x\"\nprior = \"stationary\"\nt0 = 300\nnorm = \"match\"\ndebias = \"rings\"")
+                .unwrap();
         let c = v.apply(&base, 7);
-        assert_eq!((c.prior.kind.as_str(), c.inversion.t0, c.sampling.norm.as_str(), c.run.seed), ("stationary", 300, "match", 7));
+        assert_eq!(
+            (c.prior.kind.as_str(), c.inversion.t0, c.sampling.norm.as_str(), c.run.seed),
+            ("stationary", 300, "match", 7)
+        );
         assert_eq!(c.sampling.debias, DebiasKey::Name("rings".into()));
         assert_eq!(c.inversion.steps, base.inversion.steps);
         assert_eq!(c.sampling.tests, base.sampling.tests);

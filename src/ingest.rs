@@ -159,14 +159,10 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
     let grid_unchanged = opts.prep.geometry.is_identity();
     let (model, maps) = prep::normalize(maps, &opts.prep)?;
     let mut provenance = Provenance::new("ingest", &maps);
-    provenance.records.insert(
-        "normalization".into(),
-        serde_json::to_value(&model.normalization).expect("normalization serializes"),
-    );
-    provenance.records.insert(
-        "transform".into(),
-        serde_json::Value::String(model.normalization.transform.describe()),
-    );
+    provenance
+        .records
+        .insert("normalization".into(), serde_json::to_value(&model.normalization).expect("normalization serializes"));
+    provenance.records.insert("transform".into(), serde_json::Value::String(model.normalization.transform.describe()));
     let blank = model.mask.iter().filter(|&&b| b != 0).count();
     let out_stack = OutputStack {
         data: model.data.view().into_dyn(),
@@ -179,7 +175,9 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
     if let Some(real) = &opts.real {
         let stack = io::stack(&maps)?;
         let mut provenance = Provenance::new("ingest (real maps after geometry)", &maps);
-        provenance.records.insert("geometry".into(), serde_json::to_value(opts.prep.geometry).expect("geometry serializes"));
+        provenance
+            .records
+            .insert("geometry".into(), serde_json::to_value(opts.prep.geometry).expect("geometry serializes"));
         let real_stack = OutputStack {
             data: stack.view().into_dyn(),
             mask: None,

@@ -65,7 +65,8 @@ pub struct ItemReport {
 }
 
 /// Header cards `inspect` shows when present.
-const KEY_CARDS: [&str; 9] = ["OBJECT", "TELESCOP", "INSTRUME", "FILTER", "DATE-OBS", "EXPTIME", "ORIGIN", "BUNIT", "EXPCMD"];
+const KEY_CARDS: [&str; 9] =
+    ["OBJECT", "TELESCOP", "INSTRUME", "FILTER", "DATE-OBS", "EXPTIME", "ORIGIN", "BUNIT", "EXPCMD"];
 
 /// The WCS of a FITS header in one line: `RA---TAN / DEC--TAN at (53.1625, -27.7914) deg, pixel
 /// 0.054 x 0.054 arcsec` (CDELT, else the CD matrix's column lengths); None without CTYPE1.
@@ -88,7 +89,13 @@ pub fn describe_wcs(cards: &[String]) -> Option<String> {
     };
     if let (Some(d1), Some(d2)) = (scale(1), scale(2)) {
         let celestial = t1.starts_with("RA") || t1.starts_with("GLON") || t1.starts_with("ELON");
-        let unit = get("CUNIT1").filter(|u| !u.is_empty()).unwrap_or_else(|| if celestial { "deg".into() } else { String::new() });
+        let unit = get("CUNIT1").filter(|u| !u.is_empty()).unwrap_or_else(|| {
+            if celestial {
+                "deg".into()
+            } else {
+                String::new()
+            }
+        });
         if celestial && unit == "deg" {
             s.push_str(&format!(", pixel {:.4} x {:.4} arcsec", d1.abs() * 3600.0, d2.abs() * 3600.0));
         } else {
@@ -99,7 +106,12 @@ pub fn describe_wcs(cards: &[String]) -> Option<String> {
 }
 
 fn key_cards(cards: &[String]) -> Vec<(String, String)> {
-    KEY_CARDS.iter().filter_map(|k| fits::card_value(cards, k).filter(|v| !v.trim().is_empty()).map(|v| (k.to_string(), v.trim().to_string()))).collect()
+    KEY_CARDS
+        .iter()
+        .filter_map(|k| {
+            fits::card_value(cards, k).filter(|v| !v.trim().is_empty()).map(|v| (k.to_string(), v.trim().to_string()))
+        })
+        .collect()
 }
 
 /// Everything `inspect` says about one file.
@@ -254,4 +266,3 @@ pub fn fmt_num(v: f64) -> String {
 pub fn inspect_all(paths: &[PathBuf]) -> Result<Vec<FileReport>> {
     paths.iter().map(|p| inspect(p)).collect()
 }
-

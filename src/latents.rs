@@ -41,7 +41,10 @@ pub fn read_model_input(path: &Path) -> Result<ModelInput> {
             4 => raw.into_dimensionality::<Ix4>().expect("4-D"),
             3 => {
                 let s = raw.shape().to_vec();
-                raw.into_shape_with_order((s[0], 1, s[1], s[2])).expect("reshape").into_dimensionality::<Ix4>().expect("4-D")
+                raw.into_shape_with_order((s[0], 1, s[1], s[2]))
+                    .expect("reshape")
+                    .into_dimensionality::<Ix4>()
+                    .expect("4-D")
             }
             _ => {
                 return Err(Error::content(
@@ -55,7 +58,10 @@ pub fn read_model_input(path: &Path) -> Result<ModelInput> {
         return Err(Error::content(path, "the stack is empty"));
     }
     if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
-        return Err(Error::content(path, format!("the stack holds a non-finite value ({bad}); blanks must be filled (ingest does)")));
+        return Err(Error::content(
+            path,
+            format!("the stack holds a non-finite value ({bad}); blanks must be filled (ingest does)"),
+        ));
     }
     Ok(ModelInput { data, provenance, normalization })
 }
@@ -82,7 +88,13 @@ pub fn write_model_output(
     for (k, v) in records {
         provenance.records.insert(k.to_string(), v);
     }
-    let out = OutputStack { data: data.view().into_dyn(), mask: None, units: None, provenance: &provenance, fits_cards: Vec::new() };
+    let out = OutputStack {
+        data: data.view().into_dyn(),
+        mask: None,
+        units: None,
+        provenance: &provenance,
+        fits_cards: Vec::new(),
+    };
     io::write_stack(path, &out)
 }
 
@@ -133,7 +145,11 @@ pub fn write_maps(
     }
     let shown: Vec<_> = maps.outer_iter().take(PICTURE_MAPS).map(|m| m.to_owned()).collect();
     let labels = (0..shown.len()).map(|i| format!("synthetic {i}")).collect();
-    let title = if shown.len() < maps.len_of(Axis(0)) { format!("{title} (the first {} shown)", shown.len()) } else { title.to_string() };
+    let title = if shown.len() < maps.len_of(Axis(0)) {
+        format!("{title} (the first {} shown)", shown.len())
+    } else {
+        title.to_string()
+    };
     let grid = crate::plot::MapGrid::new(&title, shown, labels, provenance.units.clone());
     written.extend(grid.save(&io::with_suffix(&paths[0], ""))?);
     Ok((written, physical))
@@ -145,8 +161,13 @@ pub fn read_model_stack(path: &Path) -> Result<prep::ModelStack> {
     let provenance = io::read_provenance(path)?;
     let normalization: Normalization = provenance
         .and_then(|p| p.records.get("normalization").cloned())
-        .ok_or_else(|| Error::content(path, "not a normalized stack written by `expanse ingest` (no normalization record)"))
-        .and_then(|v| serde_json::from_value(v).map_err(|e| Error::format(path, format!("bad normalization record: {e}")).with_source(e)))?;
+        .ok_or_else(|| {
+            Error::content(path, "not a normalized stack written by `expanse ingest` (no normalization record)")
+        })
+        .and_then(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| Error::format(path, format!("bad normalization record: {e}")).with_source(e))
+        })?;
     let data = read_array(path, Format::detect(path)?, "maps")?;
     let data = data
         .into_dimensionality::<ndarray::Ix4>()
@@ -182,7 +203,11 @@ fn read_mask(path: &Path) -> Result<Option<ndarray::Array3<u8>>> {
         },
         Format::Npy => {
             let mp = io::npy::mask_path(path);
-            if mp.exists() { Some(io::npy::read_any(&mp)?.0) } else { None }
+            if mp.exists() {
+                Some(io::npy::read_any(&mp)?.0)
+            } else {
+                None
+            }
         }
     };
     arr.map(|a| {
@@ -203,7 +228,8 @@ mod tests {
         let images = Array4::from_shape_fn((20, 1, 8, 8), |(n, _, i, j)| (n + i * j) as f32 / 100.0 - 0.5);
         let input = ModelInput { data: images.clone(), provenance: None, normalization: None };
         let path = dir.path().join("maps.npy");
-        let (written, physical) = write_maps(&[path], &images, "test", &input, vec![], "20 synthetic maps of x").unwrap();
+        let (written, physical) =
+            write_maps(&[path], &images, "test", &input, vec![], "20 synthetic maps of x").unwrap();
         assert!(!physical);
         let svg = written.iter().find(|p| p.extension().is_some_and(|e| e == "svg")).unwrap();
         let text = std::fs::read_to_string(svg).unwrap();

@@ -67,7 +67,8 @@ enum Command {
     /// Write (and with --submit, submit) the Slurm jobs of a run: ingest, an inversion job array,
     /// fit + sample, a decoding job array, validate; each after the previous one succeeded.
     Slurm(SlurmArgs),
-    /// The fidelity benchmark: every variant × seed of a benchmark config as a run, and the table of per-map statistics against the targets
+    /// The fidelity benchmark: every variant × seed of a benchmark config as a run, and the table of per-map statistics
+    /// against the targets
     Fidelity(FidelityArgs),
 }
 
@@ -108,7 +109,11 @@ fn main() -> ExitCode {
             o.bispectrum.mean_subtract = a.mean_subtract;
             run_statistic(Statistic::Bispectrum, o, &a.common)
         }
-        Command::Scattering(a) => run_statistic(Statistic::Scattering, BatteryOptions { scattering_j: a.j, scattering_l: a.l, ..BatteryOptions::default() }, &a.common),
+        Command::Scattering(a) => run_statistic(
+            Statistic::Scattering,
+            BatteryOptions { scattering_j: a.j, scattering_l: a.l, ..BatteryOptions::default() },
+            &a.common,
+        ),
         Command::Validate(a) => run_validate(a),
         Command::Run(a) => run_run(a, cli.threads.is_some()),
         Command::Slurm(a) => run_slurm(a),

@@ -37,7 +37,11 @@ const PNG_ZOOM: f32 = 2.0;
 
 /// Writes `<stem>.svg` drawn by `draw` on a `size` canvas and `<stem>.png` rendered from that SVG
 /// (by resvg, with the embedded font: the PNG looks exactly like the SVG), atomically.
-fn save_figure(stem: &Path, size: (u32, u32), draw: impl Fn(&DrawingArea<SVGBackend, plotters::coord::Shift>) -> DrawResult) -> Result<Vec<PathBuf>> {
+fn save_figure(
+    stem: &Path,
+    size: (u32, u32),
+    draw: impl Fn(&DrawingArea<SVGBackend, plotters::coord::Shift>) -> DrawResult,
+) -> Result<Vec<PathBuf>> {
     register_font();
     let (png, svg) = (appended(stem, ".png"), appended(stem, ".svg"));
     let mut text = String::new();
@@ -108,7 +112,13 @@ impl MapGrid {
     /// A grid whose colour scale is the full range of its first `reference` maps, with pixels
     /// outside it marked (see [`MapGrid::reference`]); each other map's label gives the
     /// percentage of its pixels outside.
-    pub fn with_reference(title: &str, maps: Vec<Array2<f32>>, labels: Vec<String>, units: Option<String>, reference: usize) -> Self {
+    pub fn with_reference(
+        title: &str,
+        maps: Vec<Array2<f32>>,
+        labels: Vec<String>,
+        units: Option<String>,
+        reference: usize,
+    ) -> Self {
         let mut grid = MapGrid::new(title, maps, labels, units);
         grid.reference = Some(reference.clamp(1, grid.maps.len().max(1)));
         let lim = grid.limits();
@@ -125,7 +135,11 @@ impl MapGrid {
     }
 
     fn value(&self, v: f32) -> f64 {
-        if self.log { (v as f64).log10() } else { v as f64 }
+        if self.log {
+            (v as f64).log10()
+        } else {
+            v as f64
+        }
     }
 
     /// Colour limits: the full range of the reference maps, or else the 1st and 99th
@@ -149,7 +163,11 @@ impl MapGrid {
             Some(_) => (v[0], v[v.len() - 1]),
             None => (percentile_sorted(&v, 1.0), percentile_sorted(&v, 99.0)),
         };
-        if hi > lo { (lo, hi) } else { (lo - 0.5, lo + 0.5) }
+        if hi > lo {
+            (lo, hi)
+        } else {
+            (lo - 0.5, lo + 0.5)
+        }
     }
 
     fn layout(&self) -> (usize, usize, u32, u32) {
@@ -191,7 +209,10 @@ impl MapGrid {
         buf
     }
 
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, plotters::coord::Shift>) -> std::result::Result<(), String> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, plotters::coord::Shift>,
+    ) -> std::result::Result<(), String> {
         let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
         root.fill(&WHITE).map_err(e)?;
         let (cols, _rows, w, _h) = self.layout();
@@ -362,7 +383,8 @@ fn linear_ticks(lo: f64, hi: f64, n: usize) -> (Vec<f64>, f64) {
     let raw = (hi - lo) / n.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
     let count = |step: f64| ((hi - lo) / step - n as f64).abs();
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).min_by(|a, b| count(*a).total_cmp(&count(*b))).unwrap_or(mag);
+    let step =
+        [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).min_by(|a, b| count(*a).total_cmp(&count(*b))).unwrap_or(mag);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
     ((first..=last).map(|k| k as f64 * step).collect(), step)
@@ -381,8 +403,10 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
         let every = decades.len().div_ceil(8) as i32;
         return decades.iter().filter(|d| (*d - d0) % every == 0).map(|&d| 10f64.powi(d)).collect();
     }
-    let multiples: Vec<f64> =
-        (d0 - 1..=d1).flat_map(|d| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(d))).filter(|v| *v >= lo * 0.999_999 && *v <= hi * 1.000_001).collect();
+    let multiples: Vec<f64> = (d0 - 1..=d1)
+        .flat_map(|d| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(d)))
+        .filter(|v| *v >= lo * 0.999_999 && *v <= hi * 1.000_001)
+        .collect();
     if multiples.len() >= 3 {
         return multiples;
     }
@@ -407,7 +431,10 @@ fn tick_label(v: f64, step: f64) -> String {
     format!("{text}e{e_v}")
 }
 
-fn draw_histogram<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, p: &HistogramPanel) -> DrawResult {
+fn draw_histogram<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    p: &HistogramPanel,
+) -> DrawResult {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
     let all: Vec<f64> = p.series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite()).collect();
     if all.is_empty() {
@@ -581,7 +608,9 @@ impl SpectrumComparison {
             .y_label_area_size(70)
             .build_cartesian_2d(
                 (f0 * 0.9..f1 * 1.1).log_scale().with_key_points(log_ticks(f0 * 0.9, f1 * 1.1)),
-                (10f64.powf(y0 - 0.1)..10f64.powf(y1 + 0.1)).log_scale().with_key_points(log_ticks(10f64.powf(y0 - 0.1), 10f64.powf(y1 + 0.1))),
+                (10f64.powf(y0 - 0.1)..10f64.powf(y1 + 0.1))
+                    .log_scale()
+                    .with_key_points(log_ticks(10f64.powf(y0 - 0.1), 10f64.powf(y1 + 0.1))),
             )
             .map_err(e)?;
         chart
@@ -596,22 +625,44 @@ impl SpectrumComparison {
             .map_err(e)?;
         for (k, (label, f, m, d, slope, err)) in self.series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
-            let upper: Vec<(f64, f64)> = f.iter().zip(m.iter().zip(d)).filter(|(_, (m, _))| m.is_finite()).map(|(f, (m, d))| (*f, 10f64.powf(m + d))).collect();
-            let lower: Vec<(f64, f64)> = f.iter().zip(m.iter().zip(d)).filter(|(_, (m, _))| m.is_finite()).map(|(f, (m, d))| (*f, 10f64.powf(m - d))).collect();
+            let upper: Vec<(f64, f64)> = f
+                .iter()
+                .zip(m.iter().zip(d))
+                .filter(|(_, (m, _))| m.is_finite())
+                .map(|(f, (m, d))| (*f, 10f64.powf(m + d)))
+                .collect();
+            let lower: Vec<(f64, f64)> = f
+                .iter()
+                .zip(m.iter().zip(d))
+                .filter(|(_, (m, _))| m.is_finite())
+                .map(|(f, (m, d))| (*f, 10f64.powf(m - d)))
+                .collect();
             let mut poly = upper.clone();
             poly.extend(lower.iter().rev());
             chart.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.2)))).map_err(e)?;
-            let line: Vec<(f64, f64)> = f.iter().zip(m).filter(|(_, m)| m.is_finite()).map(|(f, m)| (*f, 10f64.powf(*m))).collect();
+            let line: Vec<(f64, f64)> =
+                f.iter().zip(m).filter(|(_, m)| m.is_finite()).map(|(f, m)| (*f, 10f64.powf(*m))).collect();
             chart
                 .draw_series(LineSeries::new(line, color.stroke_width(2)))
                 .map_err(e)?
                 .label(format!("{label}: slope {slope:.2} ± {err:.2}"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 15)).draw().map_err(e)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .draw()
+            .map_err(e)?;
         if self.series.len() >= 2 {
             let (a, b) = (&self.series[0], &self.series[1]);
-            let ratio: Vec<(f64, f64)> = a.1.iter().zip(a.2.iter().zip(&b.2)).filter(|(_, (x, y))| x.is_finite() && y.is_finite()).map(|(f, (x, y))| (*f, 10f64.powf(y - x))).collect();
+            let ratio: Vec<(f64, f64)> =
+                a.1.iter()
+                    .zip(a.2.iter().zip(&b.2))
+                    .filter(|(_, (x, y))| x.is_finite() && y.is_finite())
+                    .map(|(f, (x, y))| (*f, 10f64.powf(y - x)))
+                    .collect();
             let (r0, r1) = ratio.iter().fold((1.0f64, 1.0f64), |(lo, hi), &(_, r)| (lo.min(r), hi.max(r)));
             let mut rc = ChartBuilder::on(&bottom)
                 .margin(10)
@@ -668,7 +719,8 @@ fn band_polygon(x: &[f64], b: &crate::stats::battery::Band) -> Vec<(f64, f64)> {
 }
 
 fn padded_range(values: impl Iterator<Item = f64>, at_least: Option<(f64, f64)>) -> (f64, f64) {
-    let (mut lo, mut hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (mut lo, mut hi) =
+        values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if let Some((a, b)) = at_least {
         lo = lo.min(a);
         hi = hi.max(b);
@@ -685,7 +737,11 @@ fn padded_range(values: impl Iterator<Item = f64>, at_least: Option<(f64, f64)>)
 }
 
 /// A chart builder for one half of a battery panel.
-fn battery_chart<'a, 'b, DB: DrawingBackend>(a: &'a DrawingArea<DB, plotters::coord::Shift>, caption: Option<&'b str>, x_area: u32) -> ChartBuilder<'a, 'b, DB> {
+fn battery_chart<'a, 'b, DB: DrawingBackend>(
+    a: &'a DrawingArea<DB, plotters::coord::Shift>,
+    caption: Option<&'b str>,
+    x_area: u32,
+) -> ChartBuilder<'a, 'b, DB> {
     let mut b = ChartBuilder::on(a);
     if let Some(t) = caption {
         b.caption(t, ("sans-serif", 15));
@@ -694,7 +750,11 @@ fn battery_chart<'a, 'b, DB: DrawingBackend>(a: &'a DrawingArea<DB, plotters::co
     b
 }
 
-fn draw_battery_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, title: &str, c: &crate::stats::battery::CurveComparison) -> DrawResult {
+fn draw_battery_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    c: &crate::stats::battery::CurveComparison,
+) -> DrawResult {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
     let (top, bottom) = area.split_vertically((area.dim_in_pixel().1 as f64 * 0.68) as u32);
     let x = &c.axes.x;
@@ -706,7 +766,18 @@ fn draw_battery_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord
         let (a, b) = padded_range(x.iter().copied(), None);
         (a, b)
     };
-    let (y0, y1) = padded_range(c.real.lo.iter().chain(&c.real.hi).chain(&c.synthetic.lo).chain(&c.synthetic.hi).chain(&c.real.mean).chain(&c.synthetic.mean).copied(), None);
+    let (y0, y1) = padded_range(
+        c.real
+            .lo
+            .iter()
+            .chain(&c.real.hi)
+            .chain(&c.synthetic.lo)
+            .chain(&c.synthetic.hi)
+            .chain(&c.real.mean)
+            .chain(&c.synthetic.mean)
+            .copied(),
+        None,
+    );
     let (r0, r1) = padded_range(c.residual.lo.iter().chain(&c.residual.hi).copied(), Some((-2.0, 2.0)));
     let names = c.axes.x_names.clone();
     let x_log = c.axes.x_log;
@@ -751,7 +822,13 @@ fn draw_battery_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord
                     .label(label)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
             }
-            chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(e)?;
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 12))
+                .draw()
+                .map_err(e)?;
             let mut rc = $rc;
             rc.configure_mesh()
                 .x_desc(c.axes.x_label.as_str())
@@ -769,14 +846,19 @@ fn draw_battery_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord
                 let style = if level == 0.0 { BLACK.mix(0.6).stroke_width(1) } else { BLACK.mix(0.3).stroke_width(1) };
                 rc.draw_series(LineSeries::new(vec![(x0, level), (x1, level)], style)).map_err(e)?;
             }
-            rc.draw_series(std::iter::once(Polygon::new(band_polygon(x, &c.residual), PALETTE[1].mix(0.25)))).map_err(e)?;
+            rc.draw_series(std::iter::once(Polygon::new(band_polygon(x, &c.residual), PALETTE[1].mix(0.25))))
+                .map_err(e)?;
             rc.draw_series(LineSeries::new(band_points(x, &c.residual.mean), PALETTE[1].stroke_width(2))).map_err(e)?;
         }};
     }
     if c.axes.x_log {
         let kp = log_ticks(x0, x1);
-        let chart = battery_chart(&top, Some(title), 6).build_cartesian_2d((x0..x1).log_scale().with_key_points(kp.clone()), y0..y1).map_err(e)?;
-        let rc = battery_chart(&bottom, None, 40).build_cartesian_2d((x0..x1).log_scale().with_key_points(kp), r0..r1).map_err(e)?;
+        let chart = battery_chart(&top, Some(title), 6)
+            .build_cartesian_2d((x0..x1).log_scale().with_key_points(kp.clone()), y0..y1)
+            .map_err(e)?;
+        let rc = battery_chart(&bottom, None, 40)
+            .build_cartesian_2d((x0..x1).log_scale().with_key_points(kp), r0..r1)
+            .map_err(e)?;
         body!(chart, rc);
     } else {
         let chart = battery_chart(&top, Some(title), 6).build_cartesian_2d(x0..x1, y0..y1).map_err(e)?;

@@ -16,7 +16,11 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
     pb.set_message(what.to_string());
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        let every = std::env::var("EXPANSE_PROGRESS_SECONDS").ok().and_then(|v| v.parse::<f64>().ok()).filter(|s| *s >= 0.0).unwrap_or(30.0);
+        let every = std::env::var("EXPANSE_PROGRESS_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| *s >= 0.0)
+            .unwrap_or(30.0);
         log_progress(pb.downgrade(), what.to_string(), std::time::Duration::from_secs_f64(every));
     }
     pb
@@ -39,7 +43,11 @@ fn log_progress(bar: indicatif::WeakProgressBar, what: String, every: std::time:
             last = std::time::Instant::now();
             let (pos, len) = (pb.position(), pb.length().unwrap_or(0));
             let eta = if pos > 0 { format!(", about {:.0} s left", pb.eta().as_secs_f64()) } else { String::new() };
-            eprintln!("{what}: {pos}/{len} steps ({:.0} %), {:.0} s elapsed{eta}", 100.0 * pos as f64 / len.max(1) as f64, pb.elapsed().as_secs_f64());
+            eprintln!(
+                "{what}: {pos}/{len} steps ({:.0} %), {:.0} s elapsed{eta}",
+                100.0 * pos as f64 / len.max(1) as f64,
+                pb.elapsed().as_secs_f64()
+            );
         }
     });
 }
@@ -95,7 +103,8 @@ pub fn keep_freed_memory() {
 /// The file removed when SIGTERM or SIGINT ends the process (a run folder's `.lock`); null when
 /// none. The C strings it points to are leaked on purpose: the handler may read one at any time.
 #[cfg(unix)]
-static REMOVE_ON_SIGNAL: std::sync::atomic::AtomicPtr<libc::c_char> = std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+static REMOVE_ON_SIGNAL: std::sync::atomic::AtomicPtr<libc::c_char> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 
 #[cfg(unix)]
 extern "C" fn remove_and_die(signal: libc::c_int) {

@@ -55,8 +55,7 @@ impl CloudSpec {
 /// A standardized Gaussian random field with P(k) ∝ k^-β.
 pub fn gaussian_field(size: usize, beta: f64, rng: &mut ChaCha8Rng) -> Array2<f64> {
     let n = size;
-    let mut buf: Vec<Complex<f64>> =
-        (0..n * n).map(|_| Complex::new(StandardNormal.sample(rng), 0.0)).collect();
+    let mut buf: Vec<Complex<f64>> = (0..n * n).map(|_| Complex::new(StandardNormal.sample(rng), 0.0)).collect();
     fft2(&mut buf, n, n, false);
     for r in 0..n {
         for c in 0..n {
@@ -101,7 +100,8 @@ pub fn write_clouds(spec: &CloudSpec, out: &std::path::Path) -> Result<Vec<std::
     provenance.records.insert(
         "simulation".into(),
         serde_json::json!({
-            "model": "lognormal: N = mean * exp(sigma_ln * delta - sigma_ln^2 / 2), delta a standardized Gaussian random field with P(k) ~ k^-beta",
+            "model": "lognormal: N = mean * exp(sigma_ln * delta - sigma_ln^2 / 2), delta a standardized Gaussian \
+                random field with P(k) ~ k^-beta",
             "spec": spec,
         }),
     );

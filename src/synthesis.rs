@@ -37,16 +37,14 @@ pub fn sample(
 }
 
 /// The DDIM grid `latents` were inverted on (their `ddim` record: points, t0 and fixed-point
-/// iterations), rebuilt on `model`'s schedule with `clip` for decoding. Fails naming `path` when the latents carry no grid or one this model
-/// does not give.
+/// iterations), rebuilt on `model`'s schedule with `clip` for decoding. Fails naming `path` when
+/// the latents carry no grid or one this model does not give.
 pub fn grid_of(model: &Ddpm, latents: &ModelInput, path: &Path, clip: Option<f64>) -> Result<Ddim> {
-    let record = latents
-        .provenance
-        .as_ref()
-        .and_then(|p| p.records.get("ddim"))
-        .ok_or_else(|| Error::content(path, "the latents record no DDIM grid (were they written by `expanse invert`?)"))?;
-    let seq: Vec<usize> =
-        serde_json::from_value(record["seq"].clone()).map_err(|e| Error::content(path, format!("bad DDIM grid record: {e}")))?;
+    let record = latents.provenance.as_ref().and_then(|p| p.records.get("ddim")).ok_or_else(|| {
+        Error::content(path, "the latents record no DDIM grid (were they written by `expanse invert`?)")
+    })?;
+    let seq: Vec<usize> = serde_json::from_value(record["seq"].clone())
+        .map_err(|e| Error::content(path, format!("bad DDIM grid record: {e}")))?;
     let t0 = *seq.last().ok_or_else(|| Error::content(path, "bad DDIM grid record: empty grid"))?;
     let fixed_point = record["fixed_point"].as_u64().unwrap_or(0) as usize;
     let ddim = Ddim::for_model(model, seq.len(), t0, fixed_point, clip)?;

@@ -51,7 +51,11 @@ impl PerMap {
     pub fn of(values: Vec<f64>) -> PerMap {
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
-        let std = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+        let std = if values.len() > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
         PerMap { mean, std, values }
     }
 }
@@ -68,7 +72,12 @@ pub struct SlopeComparison {
 impl SlopeComparison {
     fn of(real: &EnsembleSpectrum, synthetic: &EnsembleSpectrum) -> SlopeComparison {
         let (welch_t, welch_dof) = welch_t(&synthetic.slopes, &real.slopes);
-        SlopeComparison { real: PerMap::of(real.slopes.clone()), synthetic: PerMap::of(synthetic.slopes.clone()), welch_t, welch_dof }
+        SlopeComparison {
+            real: PerMap::of(real.slopes.clone()),
+            synthetic: PerMap::of(synthetic.slopes.clone()),
+            welch_t,
+            welch_dof,
+        }
     }
 }
 
@@ -157,7 +166,12 @@ fn read_stack(path: &Path, selection: &Selection) -> Result<(Vec<Array2<f64>>, O
 
 fn summary(e: &EnsembleSpectrum) -> SpectrumSummary {
     let s = PerMap::of(e.slopes.clone());
-    SpectrumSummary { slope: e.mean.slope, slope_err: e.mean.slope_err, per_map_slope_mean: s.mean, per_map_slope_std: s.std }
+    SpectrumSummary {
+        slope: e.mean.slope,
+        slope_err: e.mean.slope_err,
+        per_map_slope_mean: s.mean,
+        per_map_slope_std: s.std,
+    }
 }
 
 /// The domain's normalization, from the provenance of the synthetic (else the real) file.
@@ -194,7 +208,11 @@ fn sample_std(v: &[f64]) -> f64 {
 }
 
 /// The PDF on the real maps' bins and the level spread, with bootstrap uncertainties.
-fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>], opts: &BatteryOptions) -> Result<(BinnedPdf, LevelSpread)> {
+fn pdf_and_levels(
+    real: &[Array2<f64>],
+    synthetic: &[Array2<f64>],
+    opts: &BatteryOptions,
+) -> Result<(BinnedPdf, LevelSpread)> {
     let edges = battery::pdf_edges(real, opts.pdf_bins)?;
     let cr: Vec<Vec<f64>> = real.iter().map(|m| battery::pdf_counts(m, &edges)).collect();
     let cs: Vec<Vec<f64>> = synthetic.iter().map(|m| battery::pdf_counts(m, &edges)).collect();
@@ -244,15 +262,29 @@ fn pdf_and_levels(real: &[Array2<f64>], synthetic: &[Array2<f64>], opts: &Batter
 /// One statistic of every map of `files` (each a map or a stack; `selection` picks the HDU or
 /// dataset), in the values as read. Files with maps of another shape are fine where the statistic's
 /// curves do not depend on it (Minkowski, peaks); otherwise the error names the file.
-pub fn statistic_of_files(statistic: Statistic, opts: &BatteryOptions, files: &[PathBuf], selection: &Selection) -> Result<PerMapValues> {
+pub fn statistic_of_files(
+    statistic: Statistic,
+    opts: &BatteryOptions,
+    files: &[PathBuf],
+    selection: &Selection,
+) -> Result<PerMapValues> {
     let mut all: Option<PerMapValues> = None;
     for file in files {
-        let maps: Vec<Array2<f64>> = io::read_maps(file, selection)?.iter().map(|m| m.data.mapv(|v| v as f64)).collect();
+        let maps: Vec<Array2<f64>> =
+            io::read_maps(file, selection)?.iter().map(|m| m.data.mapv(|v| v as f64)).collect();
         let v = battery::per_map_of_file(statistic, opts, &maps, file)?;
         match &mut all {
             None => all = Some(v),
             Some(a) if a.curves == v.curves => a.values.extend(v.values),
-            Some(_) => return Err(Error::content(file, format!("its maps give {statistic} curves of another shape than {}'s: give maps of one size", files[0].display()))),
+            Some(_) => {
+                return Err(Error::content(
+                    file,
+                    format!(
+                        "its maps give {statistic} curves of another shape than {}'s: give maps of one size",
+                        files[0].display()
+                    ),
+                ))
+            }
         }
     }
     all.ok_or_else(|| Error::Invalid("no input files given".into()))
@@ -308,7 +340,9 @@ pub fn validate(
         }
         None => None,
     };
-    let pool = |v: &[Array2<f64>]| -> Vec<f64> { v.iter().flat_map(|m| m.iter().copied()).filter(|x| x.is_finite()).collect() };
+    let pool = |v: &[Array2<f64>]| -> Vec<f64> {
+        v.iter().flat_map(|m| m.iter().copied()).filter(|x| x.is_finite()).collect()
+    };
     let pooled = compare(&pool(&rt), &pool(&st), None)?;
     let (pdf, level) = pdf_and_levels(&rt, &st, opts)?;
     let battery = if opts.statistics.is_empty() { None } else { Some(battery::run(&rt, &st, opts, real, synthetic)?) };
@@ -342,7 +376,16 @@ pub fn validate(
         written: Vec::new(),
     };
     let mut written = Vec::new();
-    let series = |name: &str, e: &EnsembleSpectrum| (name.to_string(), e.freqs.clone(), e.mean_log_power.clone(), e.std_log_power.clone(), e.mean.slope, e.mean.slope_err);
+    let series = |name: &str, e: &EnsembleSpectrum| {
+        (
+            name.to_string(),
+            e.freqs.clone(),
+            e.mean_log_power.clone(),
+            e.std_log_power.clone(),
+            e.mean.slope,
+            e.mean.slope_err,
+        )
+    };
     let spec = SpectrumComparison {
         title: "Power spectra: real vs synthetic (mean ± 1σ of log P)".into(),
         series: vec![series("real", &er), series("synthetic", &es)],
@@ -365,14 +408,30 @@ pub fn validate(
         (None, None, false) => "value".into(),
     };
     let pdfs = PanelFigure {
-        title: format!("One-point PDF (Hellinger = {:.3} ± {:.3}; real halves {:.3})", report.pdf.hellinger, report.pdf.hellinger_std, report.pdf.hellinger_real_halves),
+        title: format!(
+            "One-point PDF (Hellinger = {:.3} ± {:.3}; real halves {:.3})",
+            report.pdf.hellinger, report.pdf.hellinger_std, report.pdf.hellinger_real_halves
+        ),
         columns: 1,
-        panels: vec![Panel::Histogram(HistogramPanel { title: "PDF of pixel values".into(), x_label, series: vec![("real".into(), pool(&rt)), ("synthetic".into(), pool(&st))] })],
+        panels: vec![Panel::Histogram(HistogramPanel {
+            title: "PDF of pixel values".into(),
+            x_label,
+            series: vec![("real".into(), pool(&rt)), ("synthetic".into(), pool(&st))],
+        })],
     };
     written.extend(pdfs.save(&out_dir.join("pdfs"))?);
     let shown: Vec<Array2<f32>> = r.iter().take(6).chain(s.iter().take(6)).map(|m| m.mapv(|v| v as f32)).collect();
-    let labels: Vec<String> = (0..r.len().min(6)).map(|i| format!("real {i}")).chain((0..s.len().min(6)).map(|i| format!("synthetic {i}"))).collect();
-    let grid = MapGrid::with_reference("Real (first) and synthetic maps, one colour scale: the real range", shown, labels, units.clone(), r.len().min(6));
+    let labels: Vec<String> = (0..r.len().min(6))
+        .map(|i| format!("real {i}"))
+        .chain((0..s.len().min(6)).map(|i| format!("synthetic {i}")))
+        .collect();
+    let grid = MapGrid::with_reference(
+        "Real (first) and synthetic maps, one colour scale: the real range",
+        shown,
+        labels,
+        units.clone(),
+        r.len().min(6),
+    );
     written.extend(grid.save(&out_dir.join("maps"))?);
     if let Some(b) = &report.battery {
         written.extend(battery_figures(b, &report.scale, out_dir)?);
@@ -386,7 +445,8 @@ pub fn validate(
     shown.synthetic = io::shown_path(synthetic, relative_to);
     shown.written = report.written.iter().map(|p| io::shown_path(p, relative_to)).collect();
     let files = AtomicFiles::new(&[json_path, md_path])?;
-    std::fs::write(files.temp(0), serde_json::to_string_pretty(&shown).expect("report serializes")).map_err(|e| Error::write(out_dir, e))?;
+    std::fs::write(files.temp(0), serde_json::to_string_pretty(&shown).expect("report serializes"))
+        .map_err(|e| Error::write(out_dir, e))?;
     std::fs::write(files.temp(1), markdown(&shown)).map_err(|e| Error::write(out_dir, e))?;
     files.commit()?;
     Ok(report)
@@ -421,7 +481,11 @@ fn markdown(r: &ValidationReport) -> String {
     }
     s.push_str(&format!(
         "| ensemble slope (mean power, physical units) | {:.3} ± {:.3} | {:.3} ± {:.3} | t = {:.2} |\n",
-        r.spectrum_real.slope, r.spectrum_real.slope_err, r.spectrum_synthetic.slope, r.spectrum_synthetic.slope_err, r.spectrum_distance
+        r.spectrum_real.slope,
+        r.spectrum_real.slope_err,
+        r.spectrum_synthetic.slope,
+        r.spectrum_synthetic.slope_err,
+        r.spectrum_distance
     ));
     if let Some(m) = &r.spectrum_model {
         s.push_str(&format!(
@@ -435,7 +499,8 @@ fn markdown(r: &ValidationReport) -> String {
         l.real.mean, l.real.std, l.synthetic.mean, l.synthetic.std, l.ratio, l.ratio_interval.0, l.ratio_interval.1
     ));
     s.push_str(&format!(
-        "| one-point PDF ({} bins over the real range) | | {:.2} % outside the real range | Hellinger = {:.4} ± {:.4} (real halves: {:.4}) |\n",
+        "| one-point PDF ({} bins over the real range) | | {:.2} % outside the real range | Hellinger = {:.4} ± {:.4} \
+            (real halves: {:.4}) |\n",
         r.pdf.edges.len() - 1,
         100.0 * r.pdf.synthetic_outside,
         r.pdf.hellinger,
@@ -443,8 +508,14 @@ fn markdown(r: &ValidationReport) -> String {
         r.pdf.hellinger_real_halves
     ));
     let (a, b) = (&r.pooled.moments_a, &r.pooled.moments_b);
-    s.push_str(&format!("| mean | {:.4} | {:.4} | |\n| variance | {:.4} | {:.4} | |\n", a.mean, b.mean, a.variance, b.variance));
-    s.push_str(&format!("| skewness | {:.3} | {:.3} | |\n| excess kurtosis | {:.3} | {:.3} | |\n", a.skewness, b.skewness, a.kurtosis, b.kurtosis));
+    s.push_str(&format!(
+        "| mean | {:.4} | {:.4} | |\n| variance | {:.4} | {:.4} | |\n",
+        a.mean, b.mean, a.variance, b.variance
+    ));
+    s.push_str(&format!(
+        "| skewness | {:.3} | {:.3} | |\n| excess kurtosis | {:.3} | {:.3} | |\n",
+        a.skewness, b.skewness, a.kurtosis, b.kurtosis
+    ));
     s.push_str(&format!(
         "| pooled pixels | | | KS D = {:.4}, W1 = {:.4} (no p-value: pixels are correlated) |\n\n",
         r.pooled.ks_statistic, r.pooled.wasserstein1
@@ -453,8 +524,10 @@ fn markdown(r: &ValidationReport) -> String {
     let real_min = m.real_nn.iter().cloned().fold(f64::INFINITY, f64::min);
     let syn_min = m.synthetic_nn.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
     s.push_str(&format!(
-        "Memorization: the closest two real maps are {real_min:.4} apart (RMS per pixel), the closest synthetic–real pair {syn_min:.4}: ratio {:.3} \
-         (below 1, a synthetic map lies nearer a real one than any two real maps do). {} synthetic map(s) lie closer than half the real–real minimum ({:.4}) and are flagged as near-copies{}.\n\n",
+        "Memorization: the closest two real maps are {real_min:.4} apart (RMS per pixel), the closest synthetic–real \
+            pair {syn_min:.4}: ratio {:.3} \
+         (below 1, a synthetic map lies nearer a real one than any two real maps do). {} synthetic map(s) lie closer \
+            than half the real–real minimum ({:.4}) and are flagged as near-copies{}.\n\n",
         m.ratio,
         m.flagged.len(),
         m.threshold,
@@ -482,16 +555,23 @@ fn markdown(r: &ValidationReport) -> String {
 fn battery_markdown(b: &Battery, scale: &str) -> String {
     let mut s = format!(
         "## Battery of statistics ({scale})\n\n\
-         Distance D: root-mean-square over a statistic's entries of (synthetic mean − real mean) in units of the real maps' \
-         per-map standard deviation. χ²/dof: the same differences over their standard errors (σ²_real/n_real + σ²_syn/n_syn); \
-         about 1 when both sets sample one distribution, whatever their sizes, and about 1 between the two halves of the \
+         Distance D: root-mean-square over a statistic's entries of (synthetic mean − real mean) in units of the real \
+            maps' \
+         per-map standard deviation. χ²/dof: the same differences over their standard errors (σ²_real/n_real + \
+            σ²_syn/n_syn); \
+         about 1 when both sets sample one distribution, whatever their sizes, and about 1 between the two halves of \
+            the \
          real maps (last column). Uncertainties: standard deviations over {} bootstrap resamples of whole maps.\n\n\
          | statistic | entries | D | χ²/dof | χ²/dof, real halves |\n| --- | --- | --- | --- | --- |\n",
         b.options.resamples
     );
     let fmt = |i: &battery::Estimate, d: usize| format!("{:.d$} ± {:.d$}", i.value, i.std);
     for st in &b.statistics {
-        let entries = if st.excluded > 0 { format!("{} (+{} without real scatter)", st.entries, st.excluded) } else { st.entries.to_string() };
+        let entries = if st.excluded > 0 {
+            format!("{} (+{} without real scatter)", st.entries, st.excluded)
+        } else {
+            st.entries.to_string()
+        };
         s.push_str(&format!(
             "| {} | {} | {} | {} | {:.2} |\n",
             st.statistic.title(),
@@ -518,7 +598,11 @@ fn battery_figures(b: &Battery, scale: &str, out_dir: &Path) -> Result<Vec<PathB
             .iter()
             .map(|c| {
                 let part = if c.axes.name.len() == 2 { c.axes.name.to_uppercase() } else { c.axes.name.clone() };
-                let name = if st.curves.len() > 1 { format!("{} ({part})", st.statistic.title()) } else { st.statistic.title().to_string() };
+                let name = if st.curves.len() > 1 {
+                    format!("{} ({part})", st.statistic.title())
+                } else {
+                    st.statistic.title().to_string()
+                };
                 (format!("{name}: χ²/dof {:.2}, D {:.2}", st.chi2.value, st.distance.value), c.clone())
             })
             .collect();
@@ -531,7 +615,10 @@ fn battery_figures(b: &Battery, scale: &str, out_dir: &Path) -> Result<Vec<PathB
         written.extend(fig.save(&out_dir.join(format!("battery_{}", st.statistic)))?);
     }
     let fig = BatteryFigure {
-        title: format!("Battery ({scale}): overall χ²/dof {:.2} ± {:.2}, D {:.2} ± {:.2}", b.chi2.value, b.chi2.std, b.distance.value, b.distance.std),
+        title: format!(
+            "Battery ({scale}): overall χ²/dof {:.2} ± {:.2}, D {:.2} ± {:.2}",
+            b.chi2.value, b.chi2.std, b.distance.value, b.distance.std
+        ),
         columns: 3,
         panels: all,
     };
@@ -560,7 +647,8 @@ mod tests {
         assert!(level.ratio_interval.0 <= level.ratio && level.ratio <= level.ratio_interval.1);
         // Maps with random overall levels: pooled pixels still overlap the real range, but the
         // level spread is many times the real one.
-        let shifted: Vec<Array2<f64>> = (100..116).map(|i| field(i, if i % 2 == 0 { 3.0 } else { -3.0 }, 1.0)).collect();
+        let shifted: Vec<Array2<f64>> =
+            (100..116).map(|i| field(i, if i % 2 == 0 { 3.0 } else { -3.0 }, 1.0)).collect();
         let (pdf2, level2) = pdf_and_levels(&real, &shifted, &opts).unwrap();
         assert!(level2.ratio > 5.0 * level.ratio, "{} vs {}", level2.ratio, level.ratio);
         assert!(pdf2.hellinger > pdf.hellinger + 3.0 * pdf.hellinger_std);

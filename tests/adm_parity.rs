@@ -52,7 +52,10 @@ fn every_adm_fixture_matches_guided_diffusion_to_1e_4() {
         assert!(std > 0.1, "{}: output std {std} (a degenerate fixture)", dir.display());
         let e32 = max_abs_diff(&ours, &want);
         let e64 = max_abs_diff(&ours, &want64);
-        println!("{}: max |ours − torch f32| {e32:.2e}, |ours − torch f64| {e64:.2e} (output rms {std:.3})", dir.file_name().unwrap().to_string_lossy());
+        println!(
+            "{}: max |ours − torch f32| {e32:.2e}, |ours − torch f64| {e64:.2e} (output rms {std:.3})",
+            dir.file_name().unwrap().to_string_lossy()
+        );
         assert!(e32 < 1e-4 && e64 < 1e-4, "{}: {e32} / {e64}", dir.display());
         let ddpm = Ddpm::load(dir, &Device::Cpu, DType::F32).unwrap();
         assert_eq!(ddpm.format, ModelFormat::Adm);
@@ -92,7 +95,10 @@ fn every_original_ddpm_fixture_matches_ermongroups_model_to_1e_4() {
         let (ours, want, want64) = outputs(dir);
         let e32 = max_abs_diff(&ours, &want);
         let e64 = max_abs_diff(&ours, &want64);
-        println!("{}: max |ours − torch f32| {e32:.2e}, |ours − torch f64| {e64:.2e}", dir.file_name().unwrap().to_string_lossy());
+        println!(
+            "{}: max |ours − torch f32| {e32:.2e}, |ours − torch f64| {e64:.2e}",
+            dir.file_name().unwrap().to_string_lossy()
+        );
         assert!(e32 < 1e-4 && e64 < 1e-4, "{}: {e32} / {e64}", dir.display());
         assert_eq!(Ddpm::load(dir, &Device::Cpu, DType::F32).unwrap().format, ModelFormat::OriginalDdpm);
     }
@@ -107,14 +113,19 @@ fn original_keys_map_as_diffusers_conversion_script_maps_them() {
         let pairs = map["mapping"].as_object().unwrap();
         assert!(pairs.len() > 100);
         for (original, converted) in pairs {
-            assert_eq!(expanse::model::original::diffusers_key(original, levels).as_deref(), converted.as_str(), "{original}");
+            assert_eq!(
+                expanse::model::original::diffusers_key(original, levels).as_deref(),
+                converted.as_str(),
+                "{original}"
+            );
         }
         for r in map["reshaped"].as_array().unwrap() {
             assert!(expanse::model::original::is_attention_projection(r["diffusers"].as_str().unwrap()), "{r}");
         }
         // The UNet2DModel config we derive from ddpm.json is the one diffusers' conversion uses.
         let ours: OriginalDdpmConfig = serde_json::from_value(cfg).unwrap();
-        let want: UNet2DConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("diffusers_config.json")).unwrap()).unwrap();
+        let want: UNet2DConfig =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("diffusers_config.json")).unwrap()).unwrap();
         let mut got = ours.unet_config();
         got.num_train_timesteps = want.num_train_timesteps;
         got.dropout = want.dropout;
@@ -127,7 +138,14 @@ fn original_keys_map_as_diffusers_conversion_script_maps_them() {
 struct LayoutProbe(std::sync::Mutex<Vec<(String, Vec<usize>)>>);
 
 impl candle_nn::var_builder::SimpleBackend for LayoutProbe {
-    fn get(&self, s: candle_core::Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         self.0.lock().unwrap().push((name.to_string(), s.dims().to_vec()));
         Tensor::zeros((), dtype, dev)?.broadcast_as(s)
     }
@@ -149,7 +167,14 @@ fn the_256_pixel_adm_layouts_are_guided_diffusions_tensor_for_tensor() {
         let probe = std::sync::Arc::new(LayoutProbe(Default::default()));
         struct Shared(std::sync::Arc<LayoutProbe>);
         impl candle_nn::var_builder::SimpleBackend for Shared {
-            fn get(&self, s: candle_core::Shape, n: &str, h: candle_nn::Init, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+            fn get(
+                &self,
+                s: candle_core::Shape,
+                n: &str,
+                h: candle_nn::Init,
+                d: DType,
+                dev: &Device,
+            ) -> candle_core::Result<Tensor> {
                 self.0.get(s, n, h, d, dev)
             }
             fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -206,7 +231,10 @@ fn adm_ddim_inversion_and_generation_match_the_float64_reference() {
     let rec = ddim.generate(&ddpm, &z, 0.0, 0, 2, &pb).unwrap();
     let rw = npy4(&root.join("reconstruction.npy"));
     let (ez, er) = (max_abs_diff(&z, &zw), max_abs_diff(&rec, &rw));
-    println!("latents {ez:.2e}, reconstruction {er:.2e} against float64; reference f32-vs-f64: {}", grid["max_abs_diff_f32_run_vs_f64"]);
+    println!(
+        "latents {ez:.2e}, reconstruction {er:.2e} against float64; reference f32-vs-f64: {}",
+        grid["max_abs_diff_f32_run_vs_f64"]
+    );
     assert!(ez < 1e-4 && er < 1e-4, "{ez} / {er}");
 }
 
@@ -215,7 +243,8 @@ fn adm_ddim_inversion_and_generation_match_the_float64_reference() {
 fn edited_adm(edit: impl FnOnce(&mut HashMap<String, Tensor>), flags: impl FnOnce(&mut Value)) -> tempfile::TempDir {
     let src = fixtures("adm").join("legacy_heads");
     let dir = tempfile::tempdir().unwrap();
-    let mut w: HashMap<String, Tensor> = candle_core::pickle::read_all(src.join("model.pt")).unwrap().into_iter().collect();
+    let mut w: HashMap<String, Tensor> =
+        candle_core::pickle::read_all(src.join("model.pt")).unwrap().into_iter().collect();
     edit(&mut w);
     candle_core::safetensors::save(&w, dir.path().join("model.safetensors")).unwrap();
     let mut cfg = json(src.join("adm.json"));
@@ -239,8 +268,16 @@ fn bad_checkpoints_and_flags_name_the_file_and_the_key() {
 
     let d = edited_adm(|w| drop(w.remove("middle_block.1.qkv.weight")), |_| {});
     let e = load_err(d.path());
-    assert!(e.contains("missing weight 'middle_block.1.qkv.weight'") && e.contains("model.safetensors") && e.contains("adm.json"), "{e}");
-    let d = edited_adm(|w| drop(w.insert("label_emb.weight".into(), Tensor::zeros((10, 128), DType::F32, &Device::Cpu).unwrap())), |_| {});
+    assert!(
+        e.contains("missing weight 'middle_block.1.qkv.weight'")
+            && e.contains("model.safetensors")
+            && e.contains("adm.json"),
+        "{e}"
+    );
+    let d = edited_adm(
+        |w| drop(w.insert("label_emb.weight".into(), Tensor::zeros((10, 128), DType::F32, &Device::Cpu).unwrap())),
+        |_| {},
+    );
     let e = load_err(d.path());
     assert!(e.contains("not used") && e.contains("label_emb.weight"), "{e}");
     // Flags that do not match the tensors.
@@ -273,7 +310,17 @@ fn bad_checkpoints_and_flags_name_the_file_and_the_key() {
     let d = edited_adm(|_| {}, |c| c["num_chanels"] = Value::from(32));
     let out = d.path().join("raw.npy");
     let x0 = fixtures("adm").join("ddim/x0.npy");
-    let r = common::expanse(&["unet-eval", "--model", d.path().to_str().unwrap(), "--input", x0.to_str().unwrap(), "--timestep", "10", "--out", out.to_str().unwrap()]);
+    let r = common::expanse(&[
+        "unet-eval",
+        "--model",
+        d.path().to_str().unwrap(),
+        "--input",
+        x0.to_str().unwrap(),
+        "--timestep",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && err.contains("adm.json") && err.contains("num_chanels") && !out.exists(), "{err}");
     assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
@@ -287,13 +334,51 @@ fn cli_commands_take_adm_folders_like_diffusers_folders() {
     let x0 = fixtures("adm").join("ddim/x0.npy");
     let model = dir.to_string_lossy().into_owned();
     // unet-eval writes all six output channels.
-    common::ok(&["unet-eval", "--model", &model, "--input", x0.to_str().unwrap(), "--timestep", "500", "--out", &o("raw.npy")]);
+    common::ok(&[
+        "unet-eval",
+        "--model",
+        &model,
+        "--input",
+        x0.to_str().unwrap(),
+        "--timestep",
+        "500",
+        "--out",
+        &o("raw.npy"),
+    ]);
     assert_eq!(npy4(Path::new(&o("raw.npy"))).shape(), &[2, 6, 16, 16]);
-    common::ok(&["invert", "--model", &model, "--input", x0.to_str().unwrap(), "--steps", "6", "--t0", "500", "--out", &o("z.npy")]);
+    common::ok(&[
+        "invert",
+        "--model",
+        &model,
+        "--input",
+        x0.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--t0",
+        "500",
+        "--out",
+        &o("z.npy"),
+    ]);
     let z = npy4(Path::new(&o("z.npy")));
     assert!(max_abs_diff(&z, &npy4(&fixtures("adm").join("ddim/latents.npy"))) < 1e-4);
-    common::ok(&["reconstruct", "--model", &model, "--input", x0.to_str().unwrap(), "--steps", "6", "--t0", "500", "--out", &o("rec.npy"), "--report", &o("rec.json")]);
-    assert!(max_abs_diff(&npy4(Path::new(&o("rec.npy"))), &npy4(&fixtures("adm").join("ddim/reconstruction.npy"))) < 1e-4);
+    common::ok(&[
+        "reconstruct",
+        "--model",
+        &model,
+        "--input",
+        x0.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--t0",
+        "500",
+        "--out",
+        &o("rec.npy"),
+        "--report",
+        &o("rec.json"),
+    ]);
+    assert!(
+        max_abs_diff(&npy4(Path::new(&o("rec.npy"))), &npy4(&fixtures("adm").join("ddim/reconstruction.npy"))) < 1e-4
+    );
     let report = json(o("rec.json"));
     assert!(report.to_string().contains("mse"), "{report}");
     let bench = common::ok(&["bench", "--model", &model, "--batch", "1", "--size", "16", "--repeats", "1"]);
@@ -303,8 +388,10 @@ fn cli_commands_take_adm_folders_like_diffusers_folders() {
     std::fs::write(
         &config,
         format!(
-            "[run]\nname = \"adm\"\nseed = 1\nformats = [\"fits\"]\n\n[model]\npath = \"{}\"\nbatch = 4\n\n[inversion]\nsteps = 6\n\n\
-             [sampling]\ncount = 2\nk = 3\nbudget = 10000\n\n[[domain]]\nname = \"clouds\"\ninputs = [\"{}\"]\nmax_maps = 6\n\
+            "[run]\nname = \"adm\"\nseed = 1\nformats = [\"fits\"]\n\n[model]\npath = \"{}\"\nbatch = \
+                4\n\n[inversion]\nsteps = 6\n\n\
+             [sampling]\ncount = 2\nk = 3\nbudget = 10000\n\n[[domain]]\nname = \"clouds\"\ninputs = \
+            [\"{}\"]\nmax_maps = 6\n\
              transform = \"log10\"\nsize = 16\n",
             model,
             sample("clouds_64.fits").display()
@@ -322,8 +409,23 @@ fn cli_commands_take_original_ddpm_folders() {
     let dir = fixtures("ddpm_original").join("small");
     let out = tempfile::tempdir().unwrap();
     let raw = out.path().join("raw.npy");
-    common::ok(&["unet-eval", "--model", dir.to_str().unwrap(), "--input", dir.join("input.npy").to_str().unwrap(), "--timestep", "500", "--out", raw.to_str().unwrap()]);
+    common::ok(&[
+        "unet-eval",
+        "--model",
+        dir.to_str().unwrap(),
+        "--input",
+        dir.join("input.npy").to_str().unwrap(),
+        "--timestep",
+        "500",
+        "--out",
+        raw.to_str().unwrap(),
+    ]);
     let (got, want) = (npy4(&raw), npy4(&dir.join("output.npy")));
-    let e = got.index_axis(ndarray::Axis(0), 1).iter().zip(want.index_axis(ndarray::Axis(0), 1).iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let e = got
+        .index_axis(ndarray::Axis(0), 1)
+        .iter()
+        .zip(want.index_axis(ndarray::Axis(0), 1).iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     assert!(e < 1e-4, "{e}");
 }

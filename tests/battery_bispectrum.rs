@@ -105,7 +105,8 @@ fn matches_turbustat_fixtures() {
 #[test]
 fn zero_wave_vector_lines_have_unit_bicoherence() {
     // k1 = 0 (or k2 = 0): every sample is F(0,0)|F(q)|², all with one phase.
-    let b = Bispectrum::compute(npy_map(fixtures(DIR).join("lognormal_32.npy")).view(), &BispectrumOptions::default()).unwrap();
+    let b = Bispectrum::compute(npy_map(fixtures(DIR).join("lognormal_32.npy")).view(), &BispectrumOptions::default())
+        .unwrap();
     for k in 0..16 {
         assert!((b.bicoherence[[0, k]] - 1.0).abs() < 1e-12);
         assert!((b.bicoherence[[k, 0]] - 1.0).abs() < 1e-12);
@@ -187,7 +188,8 @@ fn clearly_non_square_maps_wrap_indices() {
 
 #[test]
 fn profile_is_the_mean_bicoherence_per_unit_radius_bin() {
-    let b = Bispectrum::compute(npy_map(fixtures(DIR).join("grf_29x31.npy")).view(), &BispectrumOptions::default()).unwrap();
+    let b = Bispectrum::compute(npy_map(fixtures(DIR).join("grf_29x31.npy")).view(), &BispectrumOptions::default())
+        .unwrap();
     let (centres, values) = b.bicoherence_profile();
     // 14 × 15 grid: r_max = √(13² + 14²) = 19.1 → bins 1..=19.
     assert_eq!(centres, (1..=19).map(|c| c as f64).collect::<Vec<_>>());
@@ -209,7 +211,8 @@ fn profile_is_the_mean_bicoherence_per_unit_radius_bin() {
 
 #[test]
 fn serde_round_trip() {
-    let b = Bispectrum::compute(npy_map(fixtures(DIR).join("grf_29x31.npy")).view(), &BispectrumOptions::default()).unwrap();
+    let b = Bispectrum::compute(npy_map(fixtures(DIR).join("grf_29x31.npy")).view(), &BispectrumOptions::default())
+        .unwrap();
     let json = serde_json::to_string(&b).unwrap();
     let back: Bispectrum = serde_json::from_str(&json).unwrap();
     assert_eq!(back.amplitude.dim(), b.amplitude.dim());

@@ -11,7 +11,6 @@ use ndarray_npy::write_npy;
 mod common;
 use common::{expanse, fixtures, json, npy_map, ok, sample};
 
-
 fn rows(csv: &Path) -> (String, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(csv).unwrap();
     let mut lines = text.lines();
@@ -25,13 +24,22 @@ fn minkowski_csv_is_the_library_average_over_maps() {
     let a = fixtures("stats").join("grf_k3_64.npy");
     let b = fixtures("stats").join("lognormal_64.npy");
     let csv = dir.path().join("mf.csv");
-    ok(&["minkowski", a.to_str().unwrap(), b.to_str().unwrap(), "--out", csv.to_str().unwrap(), "--thresholds", "-2:2:9"]);
+    ok(&[
+        "minkowski",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        csv.to_str().unwrap(),
+        "--thresholds",
+        "-2:2:9",
+    ]);
     let (header, rows) = rows(&csv);
     assert_eq!(header, "nu,v0,v1,v2,v0_std,v1_std,v2_std");
     assert_eq!(rows.len(), 9);
     let nu: Vec<f64> = (0..9).map(|i| -2.0 + 0.5 * i as f64).collect();
     let maps: Vec<Array2<f64>> = [&a, &b].iter().map(npy_map).collect();
-    let mf: Vec<_> = maps.iter().map(|m| expanse::stats::minkowski::MinkowskiFunctionals::compute(m.view(), &nu).unwrap()).collect();
+    let mf: Vec<_> =
+        maps.iter().map(|m| expanse::stats::minkowski::MinkowskiFunctionals::compute(m.view(), &nu).unwrap()).collect();
     for (i, row) in rows.iter().enumerate() {
         let v: Vec<f64> = row.iter().map(|x| x.parse().unwrap()).collect();
         assert!((v[0] - nu[i]).abs() < 1e-12);
@@ -39,7 +47,11 @@ fn minkowski_csv_is_the_library_average_over_maps() {
         for (c, (p, q)) in pairs.iter().enumerate() {
             let mean = 0.5 * (p[i] + q[i]);
             let std = (p[i] - q[i]).abs() / 2f64.sqrt();
-            assert!((v[1 + c] - mean).abs() <= 1e-12 * mean.abs().max(1e-300) + 1e-15, "row {i} col {c}: {} vs {mean}", v[1 + c]);
+            assert!(
+                (v[1 + c] - mean).abs() <= 1e-12 * mean.abs().max(1e-300) + 1e-15,
+                "row {i} col {c}: {} vs {mean}",
+                v[1 + c]
+            );
             assert!((v[4 + c] - std).abs() <= 1e-9 * std.max(1e-300) + 1e-15, "row {i} std {c}");
         }
     }
@@ -74,7 +86,12 @@ fn bad_maps_name_the_file_and_write_nothing() {
     let nan = dir.path().join("nan.npy");
     write_npy(&nan, &Array2::<f64>::from_elem((32, 32), f64::NAN)).unwrap();
     let csv = dir.path().join("out.csv");
-    for (cmd, file, cause) in [("minkowski", &constant, "constant"), ("peaks", &constant, "constant"), ("minkowski", &nan, "NaN"), ("scattering", &nan, "NaN")] {
+    for (cmd, file, cause) in [
+        ("minkowski", &constant, "constant"),
+        ("peaks", &constant, "constant"),
+        ("minkowski", &nan, "NaN"),
+        ("scattering", &nan, "NaN"),
+    ] {
         let e = expanse(&[cmd, file.to_str().unwrap(), "--out", csv.to_str().unwrap()]);
         assert!(!e.status.success(), "{cmd} {file:?}");
         let err = String::from_utf8_lossy(&e.stderr);
@@ -82,11 +99,25 @@ fn bad_maps_name_the_file_and_write_nothing() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(!csv.exists());
     }
-    let e = expanse(&["scattering", fixtures("stats").join("grf_k3_64.npy").to_str().unwrap(), "--j", "7", "--out", csv.to_str().unwrap()]);
+    let e = expanse(&[
+        "scattering",
+        fixtures("stats").join("grf_k3_64.npy").to_str().unwrap(),
+        "--j",
+        "7",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && err.contains("grf_k3_64.npy") && err.contains("J"), "{err}");
     assert!(!csv.exists());
-    let e = expanse(&["minkowski", fixtures("stats").join("grf_k3_64.npy").to_str().unwrap(), "--thresholds", "3:-3:5", "--out", csv.to_str().unwrap()]);
+    let e = expanse(&[
+        "minkowski",
+        fixtures("stats").join("grf_k3_64.npy").to_str().unwrap(),
+        "--thresholds",
+        "3:-3:5",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("--thresholds"));
 }
 
@@ -102,7 +133,15 @@ fn validate_reports_the_battery_and_tells_twins_from_other_fields() {
     ok(&["simulate", "--out", twin.to_str().unwrap(), "--count", "32", "--size", "64", "--seed", "77"]);
     let real = sample("clouds_64.fits");
     let same = dir.path().join("same");
-    let text = ok(&["validate", "--real", real.to_str().unwrap(), "--synthetic", twin.to_str().unwrap(), "--out", same.to_str().unwrap()]);
+    let text = ok(&[
+        "validate",
+        "--real",
+        real.to_str().unwrap(),
+        "--synthetic",
+        twin.to_str().unwrap(),
+        "--out",
+        same.to_str().unwrap(),
+    ]);
     assert!(text.contains("battery overall"), "{text}");
     let b = battery(&same);
     let stats = b["statistics"].as_array().unwrap();
@@ -115,7 +154,15 @@ fn validate_reports_the_battery_and_tells_twins_from_other_fields() {
     assert!(md.contains("| Minkowski functionals |") && md.contains("**overall**"), "{md}");
     // Another kind of field (anisotropic TurbuStat fields) against the same real clouds.
     let other = dir.path().join("other");
-    ok(&["validate", "--real", real.to_str().unwrap(), "--synthetic", sample("turbustat_aniso_64.fits").to_str().unwrap(), "--out", other.to_str().unwrap()]);
+    ok(&[
+        "validate",
+        "--real",
+        real.to_str().unwrap(),
+        "--synthetic",
+        sample("turbustat_aniso_64.fits").to_str().unwrap(),
+        "--out",
+        other.to_str().unwrap(),
+    ]);
     let o = battery(&other);
     let chi = |v: &serde_json::Value| v["chi2"]["value"].as_f64().unwrap();
     // The twin: every statistic within a few standard errors (χ²/dof about 1 for one distribution).
@@ -125,13 +172,45 @@ fn validate_reports_the_battery_and_tells_twins_from_other_fields() {
     assert!(chi(&o) > 20.0 * chi(&b), "other field {} vs twin {}", chi(&o), chi(&b));
     // A subset, and none.
     let some = dir.path().join("some");
-    ok(&["validate", "--real", real.to_str().unwrap(), "--synthetic", twin.to_str().unwrap(), "--out", some.to_str().unwrap(), "--statistics", "minkowski,peaks", "--resamples", "50"]);
+    ok(&[
+        "validate",
+        "--real",
+        real.to_str().unwrap(),
+        "--synthetic",
+        twin.to_str().unwrap(),
+        "--out",
+        some.to_str().unwrap(),
+        "--statistics",
+        "minkowski,peaks",
+        "--resamples",
+        "50",
+    ]);
     assert_eq!(battery(&some)["statistics"].as_array().unwrap().len(), 2);
     let none = dir.path().join("none");
-    ok(&["validate", "--real", real.to_str().unwrap(), "--synthetic", twin.to_str().unwrap(), "--out", none.to_str().unwrap(), "--statistics", "none"]);
+    ok(&[
+        "validate",
+        "--real",
+        real.to_str().unwrap(),
+        "--synthetic",
+        twin.to_str().unwrap(),
+        "--out",
+        none.to_str().unwrap(),
+        "--statistics",
+        "none",
+    ]);
     assert!(battery(&none).is_null());
     assert!(!none.join("battery.png").exists());
-    let e = expanse(&["validate", "--real", real.to_str().unwrap(), "--synthetic", twin.to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap(), "--statistics", "minkowsky"]);
+    let e = expanse(&[
+        "validate",
+        "--real",
+        real.to_str().unwrap(),
+        "--synthetic",
+        twin.to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+        "--statistics",
+        "minkowsky",
+    ]);
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(err.contains("--statistics") && err.contains("unknown statistic 'minkowsky'"), "{err}");
     assert!(!dir.path().join("x").exists() || !dir.path().join("x").join("report.json").exists());

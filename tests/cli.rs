@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{expanse, fixtures, ok};
 
-use expanse::latents::read_model_stack;
 use expanse::io::{self, fits, Selection};
+use expanse::latents::read_model_stack;
 use ndarray::{Array3, Axis};
 
 /// A file of tests/fixtures/io, as a command-line argument.
@@ -43,7 +43,19 @@ fn help_explains_every_subcommand() {
         assert!(help.contains("Usage: expanse"), "{cmd} --help: {help}");
     }
     let ingest = ok(&["ingest", "--help"]);
-    for flag in ["--out", "--hdu", "--dataset", "--raw", "--transform", "--range", "--crop", "--tile", "--size", "--channels", "--band-map"] {
+    for flag in [
+        "--out",
+        "--hdu",
+        "--dataset",
+        "--raw",
+        "--transform",
+        "--range",
+        "--crop",
+        "--tile",
+        "--size",
+        "--channels",
+        "--band-map",
+    ] {
         assert!(ingest.contains(flag), "ingest --help lacks {flag}");
     }
     for cmd in ["power-spectrum", "validate"] {
@@ -99,7 +111,16 @@ fn a_cropped_and_resized_stack_keeps_a_rescaled_wcs_and_inspect_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("small.fits");
     // Rows 2..10 and columns 2..10 of the 12 x 16 image, resized to 4 x 4: pixels twice as large.
-    ok(&["ingest", &fixture("fits_bitpix_m32.fits"), "--crop", "2,2,8,8", "--size", "4", "--out", out.to_str().unwrap()]);
+    ok(&[
+        "ingest",
+        &fixture("fits_bitpix_m32.fits"),
+        "--crop",
+        "2,2,8,8",
+        "--size",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let (src, _) = fits::read(&out, None).unwrap();
     let (orig, _) = fits::read(Path::new(&fixture("fits_bitpix_m32.fits")), None).unwrap();
     let num = |s: &io::Source, k: &str| s.card(k).unwrap().trim().parse::<f64>().unwrap();
@@ -113,7 +134,10 @@ fn a_cropped_and_resized_stack_keeps_a_rescaled_wcs_and_inspect_shows_it() {
     ok(&["ingest", &fixture("fits_bitpix_m32.fits"), "--tile", "4", "--out", tiles.to_str().unwrap()]);
     assert!(fits::read(&tiles, None).unwrap().0.card("CRPIX1").is_none());
     let text = ok(&["inspect", out.to_str().unwrap(), fixture("fits_bitpix_m32.fits").as_str()]);
-    assert!(text.contains("WCS RA---TAN / DEC--TAN at (53.1625, -27.7914) (pixel 3.5, 2.5), pixel 0.1080 x 0.1080 arcsec"), "{text}");
+    assert!(
+        text.contains("WCS RA---TAN / DEC--TAN at (53.1625, -27.7914) (pixel 3.5, 2.5), pixel 0.1080 x 0.1080 arcsec"),
+        "{text}"
+    );
     assert!(text.contains("OBJECT = fits_bitpix_m32"), "{text}");
     let json: serde_json::Value = serde_json::from_str(&ok(&["inspect", "--json", out.to_str().unwrap()])).unwrap();
     assert!(json[0]["items"][0]["wcs"].as_str().unwrap().contains("0.1080 x 0.1080 arcsec"));
@@ -127,7 +151,16 @@ fn normalized_ingest_records_a_normalization_that_inverts() {
     let original = read_all(&sim);
     for ext in ["npy", "h5", "fits"] {
         let out = dir.path().join(format!("norm.{ext}"));
-        let text = ok(&["ingest", sim.to_str().unwrap(), "--transform", "log10", "--channels", "3", "--out", out.to_str().unwrap()]);
+        let text = ok(&[
+            "ingest",
+            sim.to_str().unwrap(),
+            "--transform",
+            "log10",
+            "--channels",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         assert!(text.contains("normalization: log10"), "{text}");
         let ms = read_model_stack(&out).unwrap();
         assert_eq!(ms.data.dim(), (4, 3, 16, 16));
@@ -168,12 +201,34 @@ fn geometry_crops_tiles_and_resizes_to_the_model_size() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tiles.npy");
     // 4 maps of 256x256 → 2x2 tiles of 128 each → resized to 32.
-    ok(&["ingest", &sample("clouds_256.fits"), "--transform", "log10", "--tile", "128", "--size", "32", "--out", out.to_str().unwrap()]);
+    ok(&[
+        "ingest",
+        &sample("clouds_256.fits"),
+        "--transform",
+        "log10",
+        "--tile",
+        "128",
+        "--size",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let ms = read_model_stack(&out).unwrap();
     assert_eq!(ms.data.dim(), (16, 1, 32, 32));
     assert_eq!(ms.normalization.shape, [32, 32]);
     let out2 = dir.path().join("crop.npy");
-    ok(&["ingest", &sample("hubble_xdf_64.fits"), "--crop", "center:48", "--size", "16", "--transform", "asinh", "--out", out2.to_str().unwrap()]);
+    ok(&[
+        "ingest",
+        &sample("hubble_xdf_64.fits"),
+        "--crop",
+        "center:48",
+        "--size",
+        "16",
+        "--transform",
+        "asinh",
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
     assert_eq!(read_model_stack(&out2).unwrap().data.dim(), (32, 1, 16, 16));
 }
 
@@ -233,15 +288,27 @@ fn assert_clean_failure_at(args: &[&str], out: &Path) {
 fn bad_inputs_fail_cleanly() {
     let missing = fixture("does_not_exist.fits");
     assert_clean_failure(&["ingest", &missing], "does_not_exist.fits", "no such file");
-    assert_clean_failure(&["ingest", &fixture("bad_not_fits.fits")], "bad_not_fits.fits", "not a FITS, HDF5 or NPY file");
+    assert_clean_failure(
+        &["ingest", &fixture("bad_not_fits.fits")],
+        "bad_not_fits.fits",
+        "not a FITS, HDF5 or NPY file",
+    );
     assert_clean_failure(&["ingest", &fixture("bad_not_hdf5.h5")], "bad_not_hdf5.h5", "not a FITS, HDF5 or NPY file");
     assert_clean_failure(&["ingest", &fixture("bad_truncated_data.fits")], "bad_truncated_data.fits", "truncated");
     assert_clean_failure(&["ingest", &fixture("bad_truncated_header.fits")], "bad_truncated_header.fits", "truncated");
     assert_clean_failure(&["ingest", &fixture("bad_one_d.fits")], "bad_one_d.fits", "1-D data");
     assert_clean_failure(&["ingest", &fixture("bad_one_d.npy")], "bad_one_d.npy", "1-D data");
-    assert_clean_failure(&["ingest", &fixture("fits_mef.fits"), "--hdu", "NOPE"], "fits_mef.fits", "no HDU named 'NOPE'");
+    assert_clean_failure(
+        &["ingest", &fixture("fits_mef.fits"), "--hdu", "NOPE"],
+        "fits_mef.fits",
+        "no HDU named 'NOPE'",
+    );
     assert_clean_failure(&["ingest", &fixture("fits_mef.fits"), "--hdu", "7"], "fits_mef.fits", "no HDU 7");
-    assert_clean_failure(&["ingest", &fixture("hdf5_sim.h5"), "--dataset", "/no/such"], "hdf5_sim.h5", "no dataset '/no/such'");
+    assert_clean_failure(
+        &["ingest", &fixture("hdf5_sim.h5"), "--dataset", "/no/such"],
+        "hdf5_sim.h5",
+        "no dataset '/no/such'",
+    );
     assert_clean_failure(&["ingest", &fixture("bad_all_nan.fits"), "--raw"], "bad_all_nan.fits", "entirely NaN");
     assert_clean_failure(&["ingest", &fixture("bad_constant.fits")], "bad_constant.fits", "constant map");
     // Mixed shapes: a 12x16 map and an 8x5 map in one stack, without a geometry option.
@@ -251,7 +318,11 @@ fn bad_inputs_fail_cleanly() {
         "mixed map shapes",
     );
     // A later input failing must not leave the earlier ones' output behind.
-    assert_clean_failure(&["ingest", &sample("clouds_64.fits"), &fixture("bad_truncated_data.fits")], "bad_truncated_data.fits", "truncated");
+    assert_clean_failure(
+        &["ingest", &sample("clouds_64.fits"), &fixture("bad_truncated_data.fits")],
+        "bad_truncated_data.fits",
+        "truncated",
+    );
 }
 
 #[test]
@@ -272,7 +343,8 @@ fn a_failed_write_leaves_no_partial_file() {
     ok(&["ingest", &sample("clouds_64.fits"), "--raw", "--out", nested.to_str().unwrap()]);
     assert!(nested.exists());
     std::fs::remove_dir_all(dir.path().join("new")).unwrap();
-    let res = expanse(&["ingest", &sample("clouds_64.fits"), "--raw", "--out", dir.path().join("x.txt").to_str().unwrap()]);
+    let res =
+        expanse(&["ingest", &sample("clouds_64.fits"), "--raw", "--out", dir.path().join("x.txt").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&res.stderr).contains("unknown output extension"));
     assert!(files_in(dir.path()).is_empty());
 }

@@ -18,10 +18,28 @@ fn unet_eval_gives_the_diffusers_output() {
     let out = dir.path().join("y.npy");
     let input = fixtures("unet").join("attn_multihead/input.npy");
     // The fixture's first map was evaluated at timestep 3.
-    ok(&["unet-eval", "--model", &model(), "--input", input.to_str().unwrap(), "--timestep", "3", "--batch", "1", "--out", out.to_str().unwrap()]);
+    ok(&[
+        "unet-eval",
+        "--model",
+        &model(),
+        "--input",
+        input.to_str().unwrap(),
+        "--timestep",
+        "3",
+        "--batch",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let got = npy4(&out);
     let want = npy4(&fixtures("unet").join("attn_multihead/output.npy"));
-    assert_close(&got.slice(s![0..1, .., .., ..]).to_owned(), &want.slice(s![0..1, .., .., ..]).to_owned(), 1e-4, 0.0, "unet-eval output");
+    assert_close(
+        &got.slice(s![0..1, .., .., ..]).to_owned(),
+        &want.slice(s![0..1, .., .., ..]).to_owned(),
+        1e-4,
+        0.0,
+        "unet-eval output",
+    );
 }
 
 #[test]
@@ -30,12 +48,36 @@ fn invert_then_generate_reproduce_the_reference_ddim() {
     let z = dir.path().join("z.npy");
     let x = dir.path().join("x.npy");
     let x0 = fixtures("unet").join("ddim/x0.npy");
-    let text = ok(&["invert", "--model", &model(), "--input", x0.to_str().unwrap(), "--steps", "6", "--t0", "900", "--out", z.to_str().unwrap()]);
+    let text = ok(&[
+        "invert",
+        "--model",
+        &model(),
+        "--input",
+        x0.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--t0",
+        "900",
+        "--out",
+        z.to_str().unwrap(),
+    ]);
     assert!(text.contains("5 steps"), "{text}");
     assert_close(&npy4(&z), &npy4(&fixtures("unet").join("ddim/latents.npy")), 1e-4, 1e-4, "latents");
     let side = json(dir.path().join("z.npy.json"));
     assert_eq!(side["provenance"]["records"]["ddim"]["seq"], serde_json::json!([0, 180, 360, 540, 720, 900]));
-    ok(&["generate", "--model", &model(), "--latents", z.to_str().unwrap(), "--steps", "6", "--t0", "900", "--out", x.to_str().unwrap()]);
+    ok(&[
+        "generate",
+        "--model",
+        &model(),
+        "--latents",
+        z.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--t0",
+        "900",
+        "--out",
+        x.to_str().unwrap(),
+    ]);
     assert_close(&npy4(&x), &npy4(&fixtures("unet").join("ddim/reconstruction.npy")), 5e-3, 1e-3, "reconstruction");
 }
 
@@ -45,7 +87,21 @@ fn reconstruct_reports_per_map_errors_and_cost() {
     let report = dir.path().join("r.json");
     let x0 = fixtures("unet").join("ddim/x0.npy");
     let rec = dir.path().join("rec.npy");
-    let text = ok(&["reconstruct", "--model", &model(), "--input", x0.to_str().unwrap(), "--steps", "6", "--fixed-point", "1", "--report", report.to_str().unwrap(), "--out", rec.to_str().unwrap()]);
+    let text = ok(&[
+        "reconstruct",
+        "--model",
+        &model(),
+        "--input",
+        x0.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--fixed-point",
+        "1",
+        "--report",
+        report.to_str().unwrap(),
+        "--out",
+        rec.to_str().unwrap(),
+    ]);
     assert!(text.contains("PSNR") && text.contains("inversion 20 UNet evaluations (2 per step"), "{text}");
     let r = json(&report);
     assert_eq!(r["per_map"].as_array().unwrap().len(), 2);
@@ -70,9 +126,32 @@ fn ingest_stacks_feed_inversion_and_keep_their_normalization() {
     let dir = tempfile::tempdir().unwrap();
     let stack = dir.path().join("c.h5");
     let clouds = sample("clouds_64.fits");
-    ok(&["ingest", clouds.to_str().unwrap(), "--transform", "log10", "--crop", "0,0,16,16", "--channels", "3", "--out", stack.to_str().unwrap()]);
+    ok(&[
+        "ingest",
+        clouds.to_str().unwrap(),
+        "--transform",
+        "log10",
+        "--crop",
+        "0,0,16,16",
+        "--channels",
+        "3",
+        "--out",
+        stack.to_str().unwrap(),
+    ]);
     let z = dir.path().join("z.h5");
-    ok(&["invert", "--model", &model(), "--input", stack.to_str().unwrap(), "--steps", "3", "--batch", "32", "--out", z.to_str().unwrap()]);
+    ok(&[
+        "invert",
+        "--model",
+        &model(),
+        "--input",
+        stack.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--batch",
+        "32",
+        "--out",
+        z.to_str().unwrap(),
+    ]);
     let lat = expanse::latents::read_model_input(&z).unwrap();
     assert_eq!(lat.data.dim(), (32, 3, 16, 16));
     assert_eq!(lat.normalization.unwrap().units.as_deref(), Some("cm-2"));
@@ -98,9 +177,21 @@ fn bad_model_inputs_fail_cleanly() {
     let odd = dir.path().join("odd.npy");
     ndarray_npy::write_npy(&odd, &Array4::<f32>::zeros((1, 3, 15, 16))).unwrap();
     assert_fails(&["invert", "--model", &model(), "--input", odd.to_str().unwrap()], &out, "cannot take 15x16");
-    assert_fails(&["invert", "--model", "/no/such/model", "--input", gray.to_str().unwrap()], &out, "no such model folder");
-    assert_fails(&["invert", "--model", &model(), "--input", gray.to_str().unwrap(), "--device", "cuda"], &out, if cfg!(feature = "cuda") { "CUDA" } else { "--features cuda" });
-    assert_fails(&["generate", "--model", &model(), "--latents", odd.to_str().unwrap(), "--eta", "-1"], &out, "--eta must be >= 0");
+    assert_fails(
+        &["invert", "--model", "/no/such/model", "--input", gray.to_str().unwrap()],
+        &out,
+        "no such model folder",
+    );
+    assert_fails(
+        &["invert", "--model", &model(), "--input", gray.to_str().unwrap(), "--device", "cuda"],
+        &out,
+        if cfg!(feature = "cuda") { "CUDA" } else { "--features cuda" },
+    );
+    assert_fails(
+        &["generate", "--model", &model(), "--latents", odd.to_str().unwrap(), "--eta", "-1"],
+        &out,
+        "--eta must be >= 0",
+    );
     let nan = dir.path().join("nan.npy");
     let mut a = Array4::<f32>::zeros((1, 3, 16, 16));
     a[[0, 0, 0, 0]] = f32::NAN;

@@ -43,7 +43,10 @@ fn output(dir: &Path, device: &Device, dtype: DType) -> Array4<f32> {
     let x = npy4(&dir.join("input.npy"));
     let ts: Array1<i64> = npy(dir.join("timesteps.npy"));
     let d = x.dim();
-    let xt = Tensor::from_vec(x.iter().copied().collect::<Vec<_>>(), (d.0, d.1, d.2, d.3), device).unwrap().to_dtype(dtype).unwrap();
+    let xt = Tensor::from_vec(x.iter().copied().collect::<Vec<_>>(), (d.0, d.1, d.2, d.3), device)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
     let t = Tensor::from_vec(ts.iter().map(|&v| v as f32).collect::<Vec<_>>(), ts.len(), device).unwrap();
     let out = ddpm.unet.forward(&xt, &t).unwrap().to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap();
     let (b, c, h, w) = out.dims4().unwrap();
@@ -53,7 +56,9 @@ fn output(dir: &Path, device: &Device, dtype: DType) -> Array4<f32> {
 #[test]
 fn every_fixture_model_matches_its_reference_on_the_device() {
     let Ok(name) = std::env::var("EXPANSE_TEST_DEVICE") else {
-        eprintln!("device parity not run: set EXPANSE_TEST_DEVICE=cuda (tools/gpu_check.sh does) on a machine with a GPU");
+        eprintln!(
+            "device parity not run: set EXPANSE_TEST_DEVICE=cuda (tools/gpu_check.sh does) on a machine with a GPU"
+        );
         return;
     };
     let device = parse_device(&name).unwrap_or_else(|e| panic!("EXPANSE_TEST_DEVICE={name}: {e}"));
@@ -77,7 +82,12 @@ fn every_fixture_model_matches_its_reference_on_the_device() {
     for (grid_dir, model_root) in [(fixtures("unet/ddim"), fixtures("unet")), (fixtures("adm/ddim"), fixtures("adm"))] {
         let grid = json(grid_dir.join("grid.json"));
         let ddpm = Ddpm::load(&model_root.join(grid["model"].as_str().unwrap()), &device, DType::F32).unwrap();
-        let ddim = Ddim::new(NoiseSchedule::from_config(&ddpm.scheduler).unwrap(), usize_of(&grid["steps"]), usize_of(&grid["t0"])).unwrap();
+        let ddim = Ddim::new(
+            NoiseSchedule::from_config(&ddpm.scheduler).unwrap(),
+            usize_of(&grid["steps"]),
+            usize_of(&grid["t0"]),
+        )
+        .unwrap();
         let pb = ProgressBar::hidden();
         let z = ddim.invert(&ddpm, &npy4(&grid_dir.join("x0.npy")), 2, &pb).unwrap();
         let rec = ddim.generate(&ddpm, &z, 0.0, 0, 2, &pb).unwrap();

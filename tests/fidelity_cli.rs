@@ -88,7 +88,10 @@ fn every_variant_and_seed_is_a_run_and_the_tables_report_them() {
         assert_eq!(row["accepted"].as_u64(), Some(3));
     }
     let md = std::fs::read_to_string(out.join("fidelity.md")).unwrap();
-    assert!(md.contains("### clouds") && md.contains("| paper |") && md.contains("| stationary |") && md.contains("/5"), "{md}");
+    assert!(
+        md.contains("### clouds") && md.contains("| paper |") && md.contains("| stationary |") && md.contains("/5"),
+        "{md}"
+    );
     let csv = std::fs::read_to_string(out.join("fidelity.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5);
     assert!(text.contains("targets met per variant"), "{text}");
@@ -121,6 +124,13 @@ fn bad_benchmarks_are_refused_before_any_work() {
         assert!(!out.exists(), "nothing written for {extra}");
     }
     let config = bench(dir.path(), "");
-    let e = expanse(&["fidelity", config.to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap(), "--variants", "nope"]);
+    let e = expanse(&[
+        "fidelity",
+        config.to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+        "--variants",
+        "nope",
+    ]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("no variant 'nope'"));
 }

@@ -15,9 +15,34 @@ fn model() -> String {
 fn latents_of(dir: &Path, sample: &str, name: &str, transform: &str) -> PathBuf {
     let stack = dir.join(format!("{name}.h5"));
     let src = common::sample(sample);
-    ok(&["ingest", src.to_str().unwrap(), "--transform", transform, "--crop", "8,8,16,16", "--channels", "3", "--out", stack.to_str().unwrap()]);
+    ok(&[
+        "ingest",
+        src.to_str().unwrap(),
+        "--transform",
+        transform,
+        "--crop",
+        "8,8,16,16",
+        "--channels",
+        "3",
+        "--out",
+        stack.to_str().unwrap(),
+    ]);
     let z = dir.join(format!("z_{name}.h5"));
-    ok(&["invert", "--model", &model(), "--input", stack.to_str().unwrap(), "--steps", "3", "--t0", "500", "--batch", "32", "--out", z.to_str().unwrap()]);
+    ok(&[
+        "invert",
+        "--model",
+        &model(),
+        "--input",
+        stack.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--t0",
+        "500",
+        "--batch",
+        "32",
+        "--out",
+        z.to_str().unwrap(),
+    ]);
     z
 }
 
@@ -27,7 +52,18 @@ fn fit_then_sample_makes_reproducible_maps_in_physical_units() {
     let zc = latents_of(dir.path(), "clouds_64.fits", "clouds", "log10");
     let zh = latents_of(dir.path(), "hubble_xdf_64.fits", "hubble", "asinh");
     let prior = dir.path().join("prior.h5");
-    let text = ok(&["fit", "--latents", zc.to_str().unwrap(), zh.to_str().unwrap(), "--names", "clouds,hubble", "--kind", "diagonal", "--out", prior.to_str().unwrap()]);
+    let text = ok(&[
+        "fit",
+        "--latents",
+        zc.to_str().unwrap(),
+        zh.to_str().unwrap(),
+        "--names",
+        "clouds,hubble",
+        "--kind",
+        "diagonal",
+        "--out",
+        prior.to_str().unwrap(),
+    ]);
     assert!(text.contains("nearest-centroid accuracy"), "{text}");
     for f in ["prior.h5", "prior.diagnostics.json", "prior.diagnostics.png", "prior.diagnostics.svg"] {
         assert!(dir.path().join(f).exists(), "{f} missing");
@@ -43,8 +79,25 @@ fn fit_then_sample_makes_reproducible_maps_in_physical_units() {
 
     let run = |out: &Path| {
         ok(&[
-            "sample", "--model", &model(), "--prior", prior.to_str().unwrap(), "--domain", "clouds", "--latents", zc.to_str().unwrap(),
-            "--count", "3", "--k", "5", "--band", "2,98", "--seed", "4", "--out", out.to_str().unwrap(),
+            "sample",
+            "--model",
+            &model(),
+            "--prior",
+            prior.to_str().unwrap(),
+            "--domain",
+            "clouds",
+            "--latents",
+            zc.to_str().unwrap(),
+            "--count",
+            "3",
+            "--k",
+            "5",
+            "--band",
+            "2,98",
+            "--seed",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
         ])
     };
     let a = dir.path().join("a.fits");
@@ -62,12 +115,34 @@ fn fit_then_sample_makes_reproducible_maps_in_physical_units() {
     // Latents of another shape than the prior's.
     let small = dir.path().join("small.npy");
     ndarray_npy::write_npy(&small, &ndarray::Array4::<f32>::ones((5, 3, 4, 4))).unwrap();
-    let e = expanse(&["sample", "--model", &model(), "--prior", prior.to_str().unwrap(), "--domain", "clouds", "--latents", small.to_str().unwrap(), "--out", dir.path().join("d.fits").to_str().unwrap()]);
+    let e = expanse(&[
+        "sample",
+        "--model",
+        &model(),
+        "--prior",
+        prior.to_str().unwrap(),
+        "--domain",
+        "clouds",
+        "--latents",
+        small.to_str().unwrap(),
+        "--out",
+        dir.path().join("d.fits").to_str().unwrap(),
+    ]);
     let msg = String::from_utf8_lossy(&e.stderr);
     assert!(msg.contains("d = 48") && msg.contains("d = 768"), "{msg}");
     assert!(!dir.path().join("d.fits").exists());
     // Several domains in the file: the domain must be named.
-    let e = expanse(&["sample", "--model", &model(), "--prior", prior.to_str().unwrap(), "--latents", zc.to_str().unwrap(), "--out", dir.path().join("c.fits").to_str().unwrap()]);
+    let e = expanse(&[
+        "sample",
+        "--model",
+        &model(),
+        "--prior",
+        prior.to_str().unwrap(),
+        "--latents",
+        zc.to_str().unwrap(),
+        "--out",
+        dir.path().join("c.fits").to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("choose one with --domain"));
 }
 

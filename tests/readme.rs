@@ -43,13 +43,7 @@ fn readme_has_two_set_up_commands_and_ci_runs_the_test_one() {
 #[test]
 fn the_main_job_command_runs() {
     let cmds = set_up_commands();
-    let args: Vec<String> = cmds[0]
-        .split_once(" -- ")
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let args: Vec<String> = cmds[0].split_once(" -- ").unwrap().1.split_whitespace().map(str::to_string).collect();
     let dir = tempfile::tempdir().unwrap();
     // Same arguments, with outputs redirected into a temporary folder.
     let args: Vec<String> = args
@@ -69,7 +63,9 @@ fn the_main_job_command_runs() {
     // The quickstart's numbers, as README and BENCHMARKS quote them: a run is deterministic (and
     // bit-identical at any thread count), so these move only when the method or the model does;
     // 1 % leaves room for nothing but rounding.
-    let counts = |stage: &str, key: &str| manifest["stages"][stage]["counts"][key].as_f64().unwrap_or_else(|| panic!("{stage} {key}"));
+    let counts = |stage: &str, key: &str| {
+        manifest["stages"][stage]["counts"][key].as_f64().unwrap_or_else(|| panic!("{stage} {key}"))
+    };
     for (stage, key, want) in [
         ("sample/clouds", "tried", 175.0),
         ("validate/clouds", "slope_real", -3.0434),
@@ -84,9 +80,16 @@ fn the_main_job_command_runs() {
         let got = counts(stage, key);
         assert!((got - want).abs() <= 0.01 * want.abs(), "{stage} {key}: {got}, stored {want}");
     }
-    for f in ["samples/clouds.fits", "samples/clouds.h5", "samples/clouds.png", "report/clouds/report.json",
-        "report/clouds/power_spectra.png", "report/clouds/maps.png", "prior/prior.diagnostics.png", "summary.md"]
-    {
+    for f in [
+        "samples/clouds.fits",
+        "samples/clouds.h5",
+        "samples/clouds.png",
+        "report/clouds/report.json",
+        "report/clouds/power_spectra.png",
+        "report/clouds/maps.png",
+        "prior/prior.diagnostics.png",
+        "summary.md",
+    ] {
         assert!(run.join(f).is_file(), "missing {f}");
     }
     let maps = expanse::io::read_maps(&run.join("samples/clouds.fits"), &Default::default()).unwrap();

@@ -111,17 +111,29 @@ fn a_killed_and_resumed_run_writes_the_same_files_as_an_uninterrupted_one() {
     let elsewhere = dir.path().join("elsewhere/run");
     ok(&["run", config.to_str().unwrap(), "--out", elsewhere.to_str().unwrap()]);
     assert_eq!(hashes(&elsewhere), reference);
-    for f in ["config.toml", "summary.md", "stacks/clouds.h5", "stacks/clouds.real.fits", "latents/clouds.h5", "prior/prior.h5",
-        "samples/clouds.latents.npy", "samples/clouds.fits", "samples/clouds.npy", "samples/clouds.npy.json", "samples/clouds.png",
-        "report/clouds/report.json", "report/clouds/power_spectra.png"]
-    {
+    for f in [
+        "config.toml",
+        "summary.md",
+        "stacks/clouds.h5",
+        "stacks/clouds.real.fits",
+        "latents/clouds.h5",
+        "prior/prior.h5",
+        "samples/clouds.latents.npy",
+        "samples/clouds.fits",
+        "samples/clouds.npy",
+        "samples/clouds.npy.json",
+        "samples/clouds.png",
+        "report/clouds/report.json",
+        "report/clouds/power_spectra.png",
+    ] {
         assert!(reference.contains_key(Path::new(f)), "missing {f}: {:?}", reference.keys());
     }
     assert!(!out.join("latents/clouds.partial").exists() && !out.join("samples/clouds.partial").exists());
     // The synthetic maps name the model that made them and the whole grid.
     let side = json(out.join("samples/clouds.npy.json"));
     let records = &side["provenance"]["records"];
-    let weights = m["model"].as_array().unwrap().iter().find(|f| f["path"].as_str().unwrap().ends_with(".safetensors")).unwrap();
+    let weights =
+        m["model"].as_array().unwrap().iter().find(|f| f["path"].as_str().unwrap().ends_with(".safetensors")).unwrap();
     assert_eq!(records["model"]["weights_sha256"], weights["sha256"], "{records}");
     assert!(records["model"]["folder"].as_str().unwrap().ends_with("expanse-natural-32"));
     assert_eq!((records["ddim"]["steps"].as_u64(), records["ddim"]["t0"].as_u64()), (Some(10), Some(300)), "{records}");
@@ -195,7 +207,10 @@ fn a_run_folder_is_not_overwritten_and_resume_needs_the_same_config() {
     let r = expanse(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.code() == Some(1) && err.contains("another expanse process"), "{err}");
-    assert!(!err.contains("--resume") && !err.contains("stopped"), "a refusal must not suggest the refused command: {err}");
+    assert!(
+        !err.contains("--resume") && !err.contains("stopped"),
+        "a refusal must not suggest the refused command: {err}"
+    );
     // SIGTERM (scancel, a time limit) removes the lock; the process dies of the signal.
     // SAFETY: sends a signal to our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -224,7 +239,10 @@ fn dry_run_prints_the_plan_and_cost_and_writes_nothing() {
     let other = dir.path().join("other.toml");
     std::fs::write(&other, std::fs::read_to_string(&config).unwrap().replace("size = 32", "size = 16")).unwrap();
     let stdout = ok(&["run", other.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dry-run"]);
-    assert!(stdout.contains("warning: domain clouds: the model was trained on 32x32 images, these are 16x16"), "{stdout}");
+    assert!(
+        stdout.contains("warning: domain clouds: the model was trained on 32x32 images, these are 16x16"),
+        "{stdout}"
+    );
     assert!(stdout.contains("invert/clouds") && stdout.contains(" 72\n"), "{stdout}");
     assert!(stdout.contains("decode/clouds") && stdout.contains(" 40\n"), "{stdout}");
     assert!(stdout.contains("total") && stdout.contains(" 112\n"), "{stdout}");
@@ -254,10 +272,15 @@ fn config_errors_name_the_key_and_nothing_is_written() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(!out.exists(), "{extra}: the run folder was created");
     }
-    for (from, to, needle) in [("steps = 10", "steps = 10\nt0 = 2000", "t0 must be in 1..999"), ("size = 32", "size = 30", "divisible by 4"), ("max_maps = 8", "max_maps = 5", "sampling.k = 5 needs at least 6 maps"),
-        ("batch = 2", "batch = 2\ndevice = \"gpu\"", "model.device"), ("seed = 3", "seed = 3\nthreads = 0", "run.threads"), ("transform = \"log10\"", "transform = \"log\"", "transform 'log' is ambiguous: write log10"),
-        ("batch = 2", "batch = 2\ndevice = \"cuda\"", "without CUDA support")]
-    {
+    for (from, to, needle) in [
+        ("steps = 10", "steps = 10\nt0 = 2000", "t0 must be in 1..999"),
+        ("size = 32", "size = 30", "divisible by 4"),
+        ("max_maps = 8", "max_maps = 5", "sampling.k = 5 needs at least 6 maps"),
+        ("batch = 2", "batch = 2\ndevice = \"gpu\"", "model.device"),
+        ("seed = 3", "seed = 3\nthreads = 0", "run.threads"),
+        ("transform = \"log10\"", "transform = \"log\"", "transform 'log' is ambiguous: write log10"),
+        ("batch = 2", "batch = 2\ndevice = \"cuda\"", "without CUDA support"),
+    ] {
         if cfg!(feature = "cuda") && to.contains("cuda") {
             continue;
         }

@@ -66,13 +66,35 @@ fn the_parts_of_a_run_give_the_files_of_a_single_run_and_refuse_bad_input() {
     let split = tmp.path().join("split");
     let s = split.to_str().unwrap();
     // The scripts: five jobs, arrays of 2, the binary and the folders by absolute path.
-    let printed = common::ok(&["slurm", c, "--out", s, "--shards", "2", "--time", "01:00:00", "--mem", "4G", "--sbatch-arg=--qos=long"]);
+    let printed = common::ok(&[
+        "slurm",
+        c,
+        "--out",
+        s,
+        "--shards",
+        "2",
+        "--time",
+        "01:00:00",
+        "--mem",
+        "4G",
+        "--sbatch-arg=--qos=long",
+    ]);
     assert!(printed.contains("--dependency=afterok:$job4"), "{printed}");
     let invert = std::fs::read_to_string(split.join("slurm/2_invert.sbatch")).unwrap();
-    for want in ["#SBATCH --array=0-1", "#SBATCH --requeue", "#SBATCH --time=01:00:00", "#SBATCH --mem=4G", "#SBATCH --qos=long", "--stage invert --shard \"$SLURM_ARRAY_TASK_ID/2\""] {
+    for want in [
+        "#SBATCH --array=0-1",
+        "#SBATCH --requeue",
+        "#SBATCH --time=01:00:00",
+        "#SBATCH --mem=4G",
+        "#SBATCH --qos=long",
+        "--stage invert --shard \"$SLURM_ARRAY_TASK_ID/2\"",
+    ] {
         assert!(invert.contains(want), "{want} not in\n{invert}");
     }
-    assert!(invert.contains(env!("CARGO_BIN_EXE_expanse")) && invert.contains(&format!("--out {s} --resume")), "{invert}");
+    assert!(
+        invert.contains(env!("CARGO_BIN_EXE_expanse")) && invert.contains(&format!("--out {s} --resume")),
+        "{invert}"
+    );
     assert!(std::fs::read_to_string(split.join("slurm/3_fit.sbatch")).unwrap().contains("--stage fit --shards 2"));
 
     let part = |args: &[&str]| {
@@ -83,11 +105,17 @@ fn the_parts_of_a_run_give_the_files_of_a_single_run_and_refuse_bad_input() {
     // A shard before the run has started, and N larger than the batches.
     fails(&["run", c, "--out", s, "--resume", "--stage", "invert", "--shard", "0/2"], "--stage ingest");
     part(&["--stage", "ingest"]);
-    fails(&["run", c, "--out", s, "--resume", "--stage", "invert", "--shard", "0/5"], "stage invert: 5 shards for 4 batches");
+    fails(
+        &["run", c, "--out", s, "--resume", "--stage", "invert", "--shard", "0/5"],
+        "stage invert: 5 shards for 4 batches",
+    );
     fails(&["run", c, "--out", s, "--resume", "--stage", "invert"], "--shard I/N");
     // Shards in any order; the merge refuses while one is missing, naming the stage and shard.
     part(&["--stage", "invert", "--shard", "1/2"]);
-    fails(&["run", c, "--out", s, "--resume", "--stage", "fit", "--shards", "2"], "stage invert: shard 0/2 has not finished");
+    fails(
+        &["run", c, "--out", s, "--resume", "--stage", "fit", "--shards", "2"],
+        "stage invert: shard 0/2 has not finished",
+    );
     assert!(!split.join("latents/clouds.h5").exists());
     // A requeued shard keeps the batches it finished.
     part(&["--stage", "invert", "--shard", "1/2"]);
@@ -100,16 +128,25 @@ fn the_parts_of_a_run_give_the_files_of_a_single_run_and_refuse_bad_input() {
     let n = bad.len();
     bad[n - 1] ^= 1;
     std::fs::write(&batch, &bad).unwrap();
-    fails(&["run", c, "--out", s, "--resume", "--stage", "fit", "--shards", "2"], "shard 0/2's batch is missing or changed");
+    fails(
+        &["run", c, "--out", s, "--resume", "--stage", "fit", "--shards", "2"],
+        "shard 0/2's batch is missing or changed",
+    );
     std::fs::write(&batch, &kept).unwrap();
     part(&["--stage", "fit", "--shards", "2"]);
     assert!(!split.join("shards").exists(), "shard records move into the manifest");
     // A run folder made with another config is refused by shards and by `expanse slurm`.
     let other = small_config(tmp.path(), 4);
     let o = other.to_str().unwrap();
-    fails(&["run", o, "--out", s, "--resume", "--stage", "decode", "--shard", "0/2"], "another config (differs at run.seed)");
+    fails(
+        &["run", o, "--out", s, "--resume", "--stage", "decode", "--shard", "0/2"],
+        "another config (differs at run.seed)",
+    );
     fails(&["slurm", o, "--out", s, "--shards", "2"], "another config (differs at run.seed)");
-    fails(&["slurm", c, "--out", tmp.path().join("new").to_str().unwrap(), "--shards", "3"], "stage decode has only 2 batch(es)");
+    fails(
+        &["slurm", c, "--out", tmp.path().join("new").to_str().unwrap(), "--shards", "3"],
+        "stage decode has only 2 batch(es)",
+    );
     assert!(!tmp.path().join("new").exists());
     part(&["--stage", "decode", "--shard", "1/2"]);
     part(&["--stage", "decode", "--shard", "0/2"]);
@@ -122,7 +159,10 @@ fn the_parts_of_a_run_give_the_files_of_a_single_run_and_refuse_bad_input() {
     for stage in ["invert", "decode"] {
         let shards = m["shards"][stage].as_array().unwrap();
         assert_eq!(shards.len(), 2);
-        assert_eq!(shards.iter().map(|r| r["batches"].as_array().unwrap().len()).sum::<usize>(), if stage == "invert" { 4 } else { 2 });
+        assert_eq!(
+            shards.iter().map(|r| r["batches"].as_array().unwrap().len()).sum::<usize>(),
+            if stage == "invert" { 4 } else { 2 }
+        );
     }
     // The manifests agree on everything but times, hosts and the shard records.
     let (a, b) = (manifest(&plain), m);
@@ -147,11 +187,15 @@ fn a_real_slurm_runs_the_quickstart_in_two_shards_like_one_machine() {
     let required = std::env::var("EXPANSE_REQUIRE_SLURM").is_ok_and(|v| v == "1");
     let tmp = tempfile::tempdir().unwrap();
     let cluster = tmp.path().join("cluster");
-    let start = Command::new("bash").arg(root().join("tools/slurm_local.sh")).arg("start").arg(&cluster).output().unwrap();
+    let start =
+        Command::new("bash").arg(root().join("tools/slurm_local.sh")).arg("start").arg(&cluster).output().unwrap();
     let _guard = Cluster(cluster.clone());
     if !start.status.success() {
         let why = String::from_utf8_lossy(&start.stderr);
-        let msg = format!("\n\n*** SLURM TEST NOT RUN: a local Slurm could not start ***\n{why}\n(.ci/run installs slurmctld, slurmd, slurm-client and munge and requires this test)\n");
+        let msg = format!(
+            "\n\n*** SLURM TEST NOT RUN: a local Slurm could not start ***\n{why}\n(.ci/run installs \
+            slurmctld, slurmd, slurm-client and munge and requires this test)\n"
+        );
         assert!(!required, "{msg}");
         eprintln!("{msg}");
         return;
@@ -163,7 +207,17 @@ fn a_real_slurm_runs_the_quickstart_in_two_shards_like_one_machine() {
 
     let run = tmp.path().join("slurm run");
     let out = Command::new(env!("CARGO_BIN_EXE_expanse"))
-        .args(["slurm", config.to_str().unwrap(), "--out", run.to_str().unwrap(), "--shards", "2", "--mem", "2G", "--submit"])
+        .args([
+            "slurm",
+            config.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--shards",
+            "2",
+            "--mem",
+            "2G",
+            "--submit",
+        ])
         .env("SLURM_CONF", &conf)
         .output()
         .unwrap();
@@ -189,7 +243,11 @@ fn a_real_slurm_runs_the_quickstart_in_two_shards_like_one_machine() {
         if queue.trim().is_empty() {
             break;
         }
-        assert!(!queue.contains("DependencyNeverSatisfied"), "a job failed, the rest can never run:\n{queue}\n{}", logs());
+        assert!(
+            !queue.contains("DependencyNeverSatisfied"),
+            "a job failed, the rest can never run:\n{queue}\n{}",
+            logs()
+        );
         assert!(t.elapsed() < Duration::from_secs(900), "jobs still queued after 15 minutes:\n{queue}\n{}", logs());
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -29,7 +29,10 @@ fn ssim_matches_scikit_image() {
     let mut worst = 0.0f64;
     for case in fixture["cases"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
-        let (mut a, mut b) = (npy_map(fixtures(DIR).join(case["a"].as_str().unwrap())), npy_map(fixtures(DIR).join(case["b"].as_str().unwrap())));
+        let (mut a, mut b) = (
+            npy_map(fixtures(DIR).join(case["a"].as_str().unwrap())),
+            npy_map(fixtures(DIR).join(case["b"].as_str().unwrap())),
+        );
         if let Some(affine) = case["affine"].as_array() {
             let (s, t) = (num(&affine[0]), num(&affine[1]));
             a.mapv_inplace(|v| s * v + t);
@@ -80,7 +83,8 @@ fn hellinger_matches_turbustat() {
     let h = (c.hellinger - num(&e2e["hellinger"])).abs() / num(&e2e["hellinger"]);
     let d = (c.ks_statistic - num(&e2e["ks_statistic"])).abs();
     println!(
-        "PDF_Distance: edges {edge_err:.1e} (of range), densities {:.1e} rel, hellinger {} vs {} (rel {h:.1e}), KS D {} vs {} ({d:.1e})",
+        "PDF_Distance: edges {edge_err:.1e} (of range), densities {:.1e} rel, hellinger {} vs {} (rel {h:.1e}), KS D \
+            {} vs {} ({d:.1e})",
         da.max(db),
         c.hellinger,
         num(&e2e["hellinger"]),
@@ -115,7 +119,8 @@ fn ks_matches_scipy() {
             _ => panic!("sample {v}"),
         }
     };
-    let (mut worst_d, mut worst_stephens, mut worst_asymp, mut worst_exact) = (0.0f64, 0.0f64, (0.0f64, 0.0f64), (0.0f64, 0.0f64));
+    let (mut worst_d, mut worst_stephens, mut worst_asymp, mut worst_exact) =
+        (0.0f64, 0.0f64, (0.0f64, 0.0f64), (0.0f64, 0.0f64));
     for case in fixture["cases"].as_array().unwrap() {
         let name = case["case"].as_str().unwrap();
         let a = sample(&case["a"]);
@@ -126,15 +131,21 @@ fn ks_matches_scipy() {
         assert_eq!((a.len(), b.len()), (usize_of(&case["n_a"]), usize_of(&case["n_b"])));
         let (d, p) = ks_two_sample(&a, &b);
         let dd = (d - num(&case["statistic"])).abs();
-        assert!(dd <= 1e-15 && (d - num(&case["statistic_exact_fraction"])).abs() <= 1e-15, "{name}: D {d} vs {}", case["statistic"]);
+        assert!(
+            dd <= 1e-15 && (d - num(&case["statistic_exact_fraction"])).abs() <= 1e-15,
+            "{name}: D {d} vs {}",
+            case["statistic"]
+        );
         let n = num(&case["n_eff"]);
         assert_eq!(p, kolmogorov_p_value(d, n));
-        let (stephens, asymp, exact) = (num(&case["pvalue_stephens"]), num(&case["pvalue_asymp"]), num(&case["pvalue_exact"]));
+        let (stephens, asymp, exact) =
+            (num(&case["pvalue_stephens"]), num(&case["pvalue_asymp"]), num(&case["pvalue_exact"]));
         let ds = (p - stephens).abs();
         let (da, de) = ((p - asymp).abs(), (p - exact).abs());
         let (ra, re) = (da / asymp, de / exact);
         println!(
-            "ks {name:<22} D {d:.6} p {p:.6e} | kolmogorov(λ) {stephens:.6e} ({ds:.1e}) | asymp {asymp:.6e} ({da:.1e}, {:+.2}%) | exact=auto {exact:.6e} ({de:.1e}, {:+.2}%)",
+            "ks {name:<22} D {d:.6} p {p:.6e} | kolmogorov(λ) {stephens:.6e} ({ds:.1e}) | asymp {asymp:.6e} \
+                ({da:.1e}, {:+.2}%) | exact=auto {exact:.6e} ({de:.1e}, {:+.2}%)",
             100.0 * (p / asymp - 1.0),
             100.0 * (p / exact - 1.0)
         );
@@ -149,7 +160,8 @@ fn ks_matches_scipy() {
         worst_exact = (worst_exact.0.max(de), worst_exact.1.max(re));
     }
     println!(
-        "ks: max |ΔD| {worst_d:.1e}; p vs kolmogorov(λ) {worst_stephens:.1e}; vs asymp {:.1e} abs / {:.1}% rel; vs exact {:.1e} abs / {:.1}% rel",
+        "ks: max |ΔD| {worst_d:.1e}; p vs kolmogorov(λ) {worst_stephens:.1e}; vs asymp {:.1e} abs / {:.1}% rel; vs \
+            exact {:.1e} abs / {:.1}% rel",
         worst_asymp.0,
         100.0 * worst_asymp.1,
         worst_exact.0,
@@ -175,23 +187,41 @@ fn beam_correction_against_turbustat() {
         let m = npy_map(fixtures(DIR).join(case["map"].as_str().unwrap()));
         let opts = PowerSpectrumOptions { beam_fwhm: Some(num(&case["fwhm_pix"])), ..Default::default() };
         let ps = PowerSpectrum::compute(m.view(), &opts).unwrap();
-        let (freqs, want, analytic) = (floats_or_nan(&case["freqs"]), floats_or_nan(&case["ps1D"]), floats_or_nan(&case["analytic_ps1D"]));
+        let (freqs, want, analytic) =
+            (floats_or_nan(&case["freqs"]), floats_or_nan(&case["ps1D"]), floats_or_nan(&case["analytic_ps1D"]));
         let (lo, hi) = (floats_or_nan(&case["pixel_ratio_min"]), floats_or_nan(&case["pixel_ratio_max"]));
         let counts_ts: Vec<usize> = case["counts"].as_array().unwrap().iter().map(usize_of).collect();
         let counts_all: Vec<usize> = case["counts_all_pixels"].as_array().unwrap().iter().map(usize_of).collect();
         assert_eq!(ps.nbins(), freqs.len(), "{name}");
         assert_eq!(ps.counts, counts_all, "{name}: expanse keeps every pixel (the analytic beam is never 0)");
-        let (mut within_1e5, mut within_1pc, mut worst, mut worst_bin, mut self_err) = (None, None, 0.0f64, 0usize, 0.0f64);
-        println!("{name}: FWHM {} px; bin, f, TurbuStat/expanse − 1, pixel range of analytic/discrete − 1", num(&case["fwhm_pix"]));
+        let (mut within_1e5, mut within_1pc, mut worst, mut worst_bin, mut self_err) =
+            (None, None, 0.0f64, 0usize, 0.0f64);
+        println!(
+            "{name}: FWHM {} px; bin, f, TurbuStat/expanse − 1, pixel range of analytic/discrete − 1",
+            num(&case["fwhm_pix"])
+        );
         for i in 0..ps.nbins() {
             assert!((ps.freqs[i] - freqs[i]).abs() < 1e-12, "{name}: freq {i}");
             let own = (ps.power[i] / analytic[i] - 1.0).abs();
             assert!(own < 1e-6, "{name}: bin {i}: expanse {} vs its formula in numpy {}", ps.power[i], analytic[i]);
             self_err = self_err.max(own);
             let r = want[i] / ps.power[i];
-            println!("  {i:>2} {:.4} {:+.3e}  [{:+.2e}, {:+.2e}]  n {}/{}", freqs[i], r - 1.0, lo[i] - 1.0, hi[i] - 1.0, counts_ts[i], counts_all[i]);
+            println!(
+                "  {i:>2} {:.4} {:+.3e}  [{:+.2e}, {:+.2e}]  n {}/{}",
+                freqs[i],
+                r - 1.0,
+                lo[i] - 1.0,
+                hi[i] - 1.0,
+                counts_ts[i],
+                counts_all[i]
+            );
             if counts_ts[i] == counts_all[i] {
-                assert!(r >= lo[i] * (1.0 - 1e-6) && r <= hi[i] * (1.0 + 1e-6), "{name}: bin {i}: ratio {r} outside [{}, {}]", lo[i], hi[i]);
+                assert!(
+                    r >= lo[i] * (1.0 - 1e-6) && r <= hi[i] * (1.0 + 1e-6),
+                    "{name}: bin {i}: ratio {r} outside [{}, {}]",
+                    lo[i],
+                    hi[i]
+                );
             }
             if (lo[i] - 1.0).abs() < 1e-9 && (hi[i] - 1.0).abs() < 1e-9 {
                 assert!((r - 1.0).abs() < 1e-6, "{name}: bin {i}: {r}");
@@ -210,9 +240,10 @@ fn beam_correction_against_turbustat() {
         let (beyond_1e5, beyond_1pc) = (freqs[within_1e5.unwrap()], freqs[within_1pc.unwrap()]);
         let slope_ts = num(&case["slope"]);
         println!(
-            "{name}: expanse = its formula in numpy to {self_err:.1e}; = TurbuStat to 1e-5 for f < {beyond_1e5:.4}, to 1 % for f < {beyond_1pc:.4}; largest TurbuStat/expanse − 1 = {worst:+.4} in bin {worst_bin} (f = {:.4}); slope expanse {:.4}, TurbuStat {slope_ts:.4}",
-            freqs[worst_bin],
-            ps.slope
+            "{name}: expanse = its formula in numpy to {self_err:.1e}; = TurbuStat to 1e-5 for f < {beyond_1e5:.4}, \
+                to 1 % for f < {beyond_1pc:.4}; largest TurbuStat/expanse − 1 = {worst:+.4} in bin {worst_bin} (f = \
+            {:.4}); slope expanse {:.4}, TurbuStat {slope_ts:.4}",
+            freqs[worst_bin], ps.slope
         );
         // The numbers README.md and src/stats/power_spectrum.rs quote.
         let (quoted_worst, quoted_slope, quoted_slope_ts) = match name {
@@ -222,7 +253,14 @@ fn beam_correction_against_turbustat() {
         };
         assert_eq!(worst_bin, ps.nbins() - 1, "{name}: the last bin differs most");
         assert!((worst - quoted_worst).abs() < 5e-4, "{name}: docs quote {quoted_worst}, now {worst}");
-        assert!(beyond_1e5 >= 0.31 && beyond_1pc >= 0.43, "{name}: docs quote agreement to 1e-5 below f = 0.31 and to 1 % below 0.43");
-        assert!((ps.slope - quoted_slope).abs() < 5e-4 && (slope_ts - quoted_slope_ts).abs() < 5e-4, "{name}: slopes {} and {slope_ts}", ps.slope);
+        assert!(
+            beyond_1e5 >= 0.31 && beyond_1pc >= 0.43,
+            "{name}: docs quote agreement to 1e-5 below f = 0.31 and to 1 % below 0.43"
+        );
+        assert!(
+            (ps.slope - quoted_slope).abs() < 5e-4 && (slope_ts - quoted_slope_ts).abs() < 5e-4,
+            "{name}: slopes {} and {slope_ts}",
+            ps.slope
+        );
     }
 }

@@ -10,7 +10,14 @@ fn power_spectrum_writes_the_documented_csv_and_summary() {
     let fixture = fixtures("stats").join("grf_k3_64.npy");
     let csv = dir.path().join("ps.csv");
     let json = dir.path().join("ps.json");
-    ok(&["power-spectrum", fixture.to_str().unwrap(), "--out", csv.to_str().unwrap(), "--summary", json.to_str().unwrap()]);
+    ok(&[
+        "power-spectrum",
+        fixture.to_str().unwrap(),
+        "--out",
+        csv.to_str().unwrap(),
+        "--summary",
+        json.to_str().unwrap(),
+    ]);
     let text = std::fs::read_to_string(&csv).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("k,power,power_std,count"));
@@ -21,7 +28,8 @@ fn power_spectrum_writes_the_documented_csv_and_summary() {
     for key in ["slope_err", "low_cut", "high_cut", "nbins"] {
         assert!(s[key].is_number(), "{key}");
     }
-    let e = expanse(&["power-spectrum", fixture.to_str().unwrap(), "--out", csv.to_str().unwrap(), "--apodize", "gauss"]);
+    let e =
+        expanse(&["power-spectrum", fixture.to_str().unwrap(), "--out", csv.to_str().unwrap(), "--apodize", "gauss"]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("tukey:ALPHA"));
 }
 
@@ -31,7 +39,15 @@ fn validate_accepts_a_twin_simulation_and_flags_copies() {
     let twin = dir.path().join("twin.fits");
     ok(&["simulate", "--out", twin.to_str().unwrap(), "--count", "16", "--size", "64", "--seed", "77"]);
     let out = dir.path().join("report");
-    let text = ok(&["validate", "--real", sample("clouds_64.fits").to_str().unwrap(), "--synthetic", twin.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let text = ok(&[
+        "validate",
+        "--real",
+        sample("clouds_64.fits").to_str().unwrap(),
+        "--synthetic",
+        twin.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(text.contains("0 of 16 synthetic map(s) flagged"), "{text}");
     let r = json(out.join("report.json"));
     assert!(r["spectrum_distance"].as_f64().unwrap() < 3.0, "same generator, same slope: {}", r["spectrum_distance"]);
@@ -42,10 +58,26 @@ fn validate_accepts_a_twin_simulation_and_flags_copies() {
     }
     // The real maps against themselves: every map is a copy.
     let out2 = dir.path().join("copies");
-    let text = ok(&["validate", "--real", sample("clouds_64.fits").to_str().unwrap(), "--synthetic", sample("clouds_64.fits").to_str().unwrap(), "--out", out2.to_str().unwrap()]);
+    let text = ok(&[
+        "validate",
+        "--real",
+        sample("clouds_64.fits").to_str().unwrap(),
+        "--synthetic",
+        sample("clouds_64.fits").to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
     assert!(text.contains("32 of 32 synthetic map(s) flagged"), "{text}");
     // Maps of another size are refused.
-    let e = expanse(&["validate", "--real", sample("clouds_64.fits").to_str().unwrap(), "--synthetic", sample("clouds_256.fits").to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap()]);
+    let e = expanse(&[
+        "validate",
+        "--real",
+        sample("clouds_64.fits").to_str().unwrap(),
+        "--synthetic",
+        sample("clouds_256.fits").to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("maps of one size"));
     assert!(!dir.path().join("x").join("report.json").exists());
 }
@@ -59,12 +91,37 @@ fn statistics_commands_choose_the_hdf5_dataset_and_errors_name_flags_that_exist(
     let err = String::from_utf8_lossy(&e.stderr);
     assert_eq!(e.status.code(), Some(1), "{err}");
     assert!(err.contains("choose one with --dataset") && !csv.exists(), "{err}");
-    let out = ok(&["power-spectrum", file.to_str().unwrap(), "--dataset", "sim/snap_010/metals", "--out", csv.to_str().unwrap()]);
+    let out = ok(&[
+        "power-spectrum",
+        file.to_str().unwrap(),
+        "--dataset",
+        "sim/snap_010/metals",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
     assert!(out.contains("(3 map(s)"), "{out}");
     let report = dir.path().join("val");
-    let e = expanse(&["validate", "--real", file.to_str().unwrap(), "--synthetic", file.to_str().unwrap(), "--out", report.to_str().unwrap()]);
+    let e = expanse(&[
+        "validate",
+        "--real",
+        file.to_str().unwrap(),
+        "--synthetic",
+        file.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("--dataset") && !report.exists());
-    ok(&["validate", "--real", file.to_str().unwrap(), "--synthetic", file.to_str().unwrap(), "--dataset", "/sim/snap_010/metals", "--out", report.to_str().unwrap()]);
+    ok(&[
+        "validate",
+        "--real",
+        file.to_str().unwrap(),
+        "--synthetic",
+        file.to_str().unwrap(),
+        "--dataset",
+        "/sim/snap_010/metals",
+        "--out",
+        report.to_str().unwrap(),
+    ]);
     assert!(report.join("report.json").exists());
 }
 
@@ -107,7 +164,15 @@ fn validate_leaves_blank_pixels_of_the_real_maps_out() {
     ndarray_npy::write_npy(&real, &stack(0, true)).unwrap();
     ndarray_npy::write_npy(&synthetic, &stack(8, false)).unwrap();
     let out = dir.path().join("report");
-    ok(&["validate", "--real", real.to_str().unwrap(), "--synthetic", synthetic.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    ok(&[
+        "validate",
+        "--real",
+        real.to_str().unwrap(),
+        "--synthetic",
+        synthetic.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let r = json(out.join("report.json"));
     let m = &r["memorization"];
     assert!(m["ratio"].as_f64().unwrap().is_finite(), "{m}");

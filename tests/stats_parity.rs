@@ -30,7 +30,13 @@ fn power_spectra_match_turbustat() {
             (Some(l), Some(h)) => Some((l, h)),
             _ => None,
         };
-        let opts = PowerSpectrumOptions { apodize, beam_fwhm: None, fit_range, log_bins: o["logspacing"].as_bool().unwrap_or(false), binsize: o["binsize"].as_f64() };
+        let opts = PowerSpectrumOptions {
+            apodize,
+            beam_fwhm: None,
+            fit_range,
+            log_bins: o["logspacing"].as_bool().unwrap_or(false),
+            binsize: o["binsize"].as_f64(),
+        };
         let ps = PowerSpectrum::compute(map.view(), &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
         let p = &c["profile"];
         assert_eq!(ps.nbins(), usize_of(&p["nbins"]), "{name}: nbins");
@@ -54,9 +60,23 @@ fn power_spectra_match_turbustat() {
         }
         let fit = &c["fit"];
         if fit["slope_meaningful"].as_bool().unwrap_or(true) {
-            assert!((ps.slope - num_or_nan(&fit["slope"])).abs() < 1e-6, "{name}: slope {} vs {}", ps.slope, num_or_nan(&fit["slope"]));
-            assert!((ps.slope_err - num_or_nan(&fit["slope_err"])).abs() < 1e-6, "{name}: slope_err {} vs {}", ps.slope_err, num_or_nan(&fit["slope_err"]));
-            assert!((ps.low_cut - num_or_nan(&fit["low_cut"])).abs() < 1e-12 && (ps.high_cut - num_or_nan(&fit["high_cut"])).abs() < 1e-12, "{name}: cuts");
+            assert!(
+                (ps.slope - num_or_nan(&fit["slope"])).abs() < 1e-6,
+                "{name}: slope {} vs {}",
+                ps.slope,
+                num_or_nan(&fit["slope"])
+            );
+            assert!(
+                (ps.slope_err - num_or_nan(&fit["slope_err"])).abs() < 1e-6,
+                "{name}: slope_err {} vs {}",
+                ps.slope_err,
+                num_or_nan(&fit["slope_err"])
+            );
+            assert!(
+                (ps.low_cut - num_or_nan(&fit["low_cut"])).abs() < 1e-12
+                    && (ps.high_cut - num_or_nan(&fit["high_cut"])).abs() < 1e-12,
+                "{name}: cuts"
+            );
         }
         checked += 1;
     }
@@ -66,10 +86,19 @@ fn power_spectra_match_turbustat() {
 #[test]
 fn a_sinusoid_puts_its_power_in_its_bin_and_a_known_slope_is_recovered() {
     let n = 64;
-    let map = Array2::from_shape_fn((n, n), |(y, x)| (2.0 * std::f64::consts::PI * (5.0 * x as f64 + 3.0 * y as f64) / n as f64).sin());
+    let map = Array2::from_shape_fn((n, n), |(y, x)| {
+        (2.0 * std::f64::consts::PI * (5.0 * x as f64 + 3.0 * y as f64) / n as f64).sin()
+    });
     let ps = PowerSpectrum::compute(map.view(), &PowerSpectrumOptions::default()).unwrap();
     let f0 = (34f64).sqrt() / n as f64;
-    let best = ps.power.iter().enumerate().filter(|(_, p)| p.is_finite()).max_by(|a, b| a.1.partial_cmp(b.1).unwrap()).unwrap().0;
+    let best = ps
+        .power
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_finite())
+        .max_by(|a, b| a.1.partial_cmp(b.1).unwrap())
+        .unwrap()
+        .0;
     assert!(ps.edges[best] <= f0 && f0 < ps.edges[best + 1]);
     // A Gaussian random field with P ∝ k^-3 (the sample-data generator) has slope −3 within its error.
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(8);

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{assert_close, fixtures, json, load_err, manifest, max_abs_diff, npy, npy4, root, tensor, to_array, usize_of};
+use common::{
+    assert_close, fixtures, json, load_err, manifest, max_abs_diff, npy, npy4, root, tensor, to_array, usize_of,
+};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -54,7 +56,9 @@ fn every_fixture_model_matches_diffusers_to_1e_4() {
             checked.push(legacy.to_string());
         }
     }
-    for required in ["attn_multihead", "ddpm_legacy", "ddpm_legacy_keys", "learned_sigma", "gray_deep", "no_attention_key"] {
+    for required in
+        ["attn_multihead", "ddpm_legacy", "ddpm_legacy_keys", "learned_sigma", "gray_deep", "no_attention_key"]
+    {
         assert!(checked.iter().any(|c| c == required), "{required} not checked");
     }
 }
@@ -88,7 +92,11 @@ fn schedules_match_the_reference() {
             assert!((schedule.alpha_bar(t) - w).abs() < 1e-12, "{folder} t={t}");
         }
         let ddpm = Ddpm::load(&fixtures(DIR).join(folder), &Device::Cpu, DType::F32).unwrap();
-        assert_eq!(NoiseSchedule::from_config(&ddpm.scheduler).unwrap(), schedule, "{folder}: schedule from scheduler_config.json");
+        assert_eq!(
+            NoiseSchedule::from_config(&ddpm.scheduler).unwrap(),
+            schedule,
+            "{folder}: schedule from scheduler_config.json"
+        );
     }
 }
 
@@ -116,7 +124,13 @@ fn ddim_inversion_and_generation_match_the_float64_reference() {
     assert_close(&zf, &npy4(&fixtures(DIR).join("ddim/latents_fixed_point3.npy")), 5e-4, 1e-3, "fixed-point latents");
     let recf = ddim.generate(&ddpm, &zf, 0.0, 0, 2, &pb).unwrap();
     // The reference's own float32 run differs from its float64 one by 7.1e-3 here (grid.json).
-    assert_close(&recf, &npy4(&fixtures(DIR).join("ddim/reconstruction_fixed_point3.npy")), 1e-2, 1e-3, "fixed-point reconstruction");
+    assert_close(
+        &recf,
+        &npy4(&fixtures(DIR).join("ddim/reconstruction_fixed_point3.npy")),
+        1e-2,
+        1e-3,
+        "fixed-point reconstruction",
+    );
 }
 
 /// Copies a fixture model with its weights edited by `edit`.
@@ -180,13 +194,16 @@ fn half_precision_runs_where_candle_supports_it() {
     let want = npy4(&dir.join("output.npy"));
     let rms = |a: &Array4<f32>| (a.iter().map(|v| (v * v) as f64).sum::<f64>() / a.len() as f64).sqrt();
     let m = Ddpm::load(&dir, &Device::Cpu, DType::F16).unwrap();
-    let got = to_array(&m.unet.forward(&tensor(&x).to_dtype(DType::F16).unwrap(), &t).unwrap().to_dtype(DType::F32).unwrap());
+    let got =
+        to_array(&m.unet.forward(&tensor(&x).to_dtype(DType::F16).unwrap(), &t).unwrap().to_dtype(DType::F32).unwrap());
     let rel = rms(&(&got - &want)) / rms(&want);
     println!("f16: relative RMS error {rel:.2e}");
     assert!(rel < 5e-3, "f16 deviates by {rel} of the output RMS");
     match Ddpm::load(&dir, &Device::Cpu, DType::BF16) {
         Ok(m) => {
-            let got = to_array(&m.unet.forward(&tensor(&x).to_dtype(DType::BF16).unwrap(), &t).unwrap().to_dtype(DType::F32).unwrap());
+            let got = to_array(
+                &m.unet.forward(&tensor(&x).to_dtype(DType::BF16).unwrap(), &t).unwrap().to_dtype(DType::F32).unwrap(),
+            );
             let rel = rms(&(&got - &want)) / rms(&want);
             assert!(rel < 3e-2, "bf16 deviates by {rel} of the output RMS");
         }
@@ -241,12 +258,22 @@ fn the_shipped_base_model_is_the_one_its_training_record_describes() {
     let record = json(dir.join("training.json"));
     let weights = std::fs::read(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
     let sha = format!("{:x}", sha2::Sha256::digest(&weights));
-    assert_eq!(record["weights_sha256"].as_str(), Some(sha.as_str()), "the weights are not those of the recorded training run");
-    assert!(std::fs::read_to_string(dir.join("MODEL_CARD.md")).unwrap().contains(&sha), "MODEL_CARD.md does not quote the weights' SHA-256");
+    assert_eq!(
+        record["weights_sha256"].as_str(),
+        Some(sha.as_str()),
+        "the weights are not those of the recorded training run"
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("MODEL_CARD.md")).unwrap().contains(&sha),
+        "MODEL_CARD.md does not quote the weights' SHA-256"
+    );
     // The script's defaults are the recorded run's.
     let script = std::fs::read_to_string(root().join("tools/train_base.py")).unwrap();
     let steps = record["steps_requested"].as_u64().unwrap();
-    assert!(script.contains(&format!("\"--steps\", type=int, default={steps}")), "tools/train_base.py's default --steps is not {steps}");
+    assert!(
+        script.contains(&format!("\"--steps\", type=int, default={steps}")),
+        "tools/train_base.py's default --steps is not {steps}"
+    );
     assert_eq!(record["stop_reason"].as_str(), Some(format!("reached --steps {steps}").as_str()));
     assert_eq!(record["seed"], 0);
     // The architecture the record describes is the shipped config.

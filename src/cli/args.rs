@@ -11,9 +11,11 @@ use expanse::prior::geometry;
 
 #[derive(Args)]
 pub struct FidelityArgs {
-    /// Benchmark configuration (TOML): a base run config, [benchmark] seeds and [[variant]]s (see configs/fidelity.toml).
+    /// Benchmark configuration (TOML): a base run config, [benchmark] seeds and [[variant]]s (see
+    /// configs/fidelity.toml).
     pub config: PathBuf,
-    /// Benchmark folder: one run folder per variant and seed, the latent cache, fidelity.md/.json/.csv. Rerunning into it keeps finished runs.
+    /// Benchmark folder: one run folder per variant and seed, the latent cache, fidelity.md/.json/.csv. Rerunning into
+    /// it keeps finished runs.
     #[arg(long, short)]
     pub out: PathBuf,
     /// Run only these variants (comma-separated names).
@@ -96,7 +98,10 @@ pub struct SelectionArgs {
 
 impl SelectionArgs {
     pub fn selection(&self) -> Result<Selection> {
-        Ok(Selection { hdu: self.hdu.as_deref().map(str::parse::<HduSelector>).transpose()?, dataset: self.dataset.clone() })
+        Ok(Selection {
+            hdu: self.hdu.as_deref().map(str::parse::<HduSelector>).transpose()?,
+            dataset: self.dataset.clone(),
+        })
     }
 }
 

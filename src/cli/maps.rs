@@ -3,8 +3,8 @@
 use anyhow::{bail, Context, Result};
 
 use super::args::*;
-use expanse::inspect::{self, fmt_num};
 use expanse::ingest::{self, IngestOptions};
+use expanse::inspect::{self, fmt_num};
 use expanse::prep::{PrepOptions, PrepSpec};
 use expanse::simulate::{self, CloudSpec};
 use expanse::stats::battery::{BatteryOptions, Statistic};
@@ -38,13 +38,21 @@ pub fn prep_spec(a: &IngestArgs) -> Result<PrepSpec> {
 pub fn run_ingest(a: IngestArgs) -> Result<()> {
     let selection = a.selection.selection()?;
     if a.raw {
-        let shaped = a.crop.is_some() || a.tile.is_some() || a.size.is_some() || a.band_map.is_some() || a.channels != 1;
+        let shaped =
+            a.crop.is_some() || a.tile.is_some() || a.size.is_some() || a.band_map.is_some() || a.channels != 1;
         let scaled = a.transform != "linear" || a.range != "minmax" || a.offset.is_some() || a.softening.is_some();
         if shaped || scaled {
             bail!("--raw writes the maps exactly as read: drop the transform, geometry and channel options");
         }
     }
-    let opts = IngestOptions { selection, raw: a.raw, prep: prep_spec(&a)?, preview: a.preview.clone(), max_maps: a.max_maps, real: None };
+    let opts = IngestOptions {
+        selection,
+        raw: a.raw,
+        prep: prep_spec(&a)?,
+        preview: a.preview.clone(),
+        max_maps: a.max_maps,
+        real: None,
+    };
     let report = ingest::ingest(&a.inputs, &opts, &a.out)
         .with_context(|| format!("ingest into {} failed; nothing was written", a.out.display()))?;
     for s in &report.inputs {
@@ -83,10 +91,20 @@ pub fn run_ingest(a: IngestArgs) -> Result<()> {
 }
 
 pub fn run_simulate(a: SimulateArgs) -> Result<()> {
-    let spec = CloudSpec { count: a.count, size: a.size, beta: a.beta, sigma_ln: a.sigma_ln, mean: a.mean, seed: a.seed };
+    let spec =
+        CloudSpec { count: a.count, size: a.size, beta: a.beta, sigma_ln: a.sigma_ln, mean: a.mean, seed: a.seed };
     let written = simulate::write_clouds(&spec, &a.out).context("simulate failed; nothing was written")?;
     for w in written {
-        println!("wrote {} ({} lognormal maps of {}x{}, beta {}, sigma_ln {}, seed {})", w.display(), a.count, a.size, a.size, a.beta, a.sigma_ln, a.seed);
+        println!(
+            "wrote {} ({} lognormal maps of {}x{}, beta {}, sigma_ln {}, seed {})",
+            w.display(),
+            a.count,
+            a.size,
+            a.size,
+            a.beta,
+            a.sigma_ln,
+            a.seed
+        );
     }
     Ok(())
 }
@@ -127,7 +145,15 @@ pub fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
     for w in files.commit()? {
         println!("wrote {}", w.display());
     }
-    println!("slope {:.4} ± {:.4} over {:.4} < k <= {:.4} ({} map(s), {} bins)", ps.slope, ps.slope_err, ps.low_cut, ps.high_cut, arrays.len(), ps.nbins());
+    println!(
+        "slope {:.4} ± {:.4} over {:.4} < k <= {:.4} ({} map(s), {} bins)",
+        ps.slope,
+        ps.slope_err,
+        ps.low_cut,
+        ps.high_cut,
+        arrays.len(),
+        ps.nbins()
+    );
     Ok(())
 }
 
@@ -181,10 +207,15 @@ pub fn run_validate(a: ValidateArgs) -> Result<()> {
     );
     println!(
         "ensemble slope (physical units): real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (distance t = {:.2})",
-        r.spectrum_real.slope, r.spectrum_real.slope_err, r.spectrum_synthetic.slope, r.spectrum_synthetic.slope_err, r.spectrum_distance
+        r.spectrum_real.slope,
+        r.spectrum_real.slope_err,
+        r.spectrum_synthetic.slope,
+        r.spectrum_synthetic.slope_err,
+        r.spectrum_distance
     );
     println!(
-        "{}: level spread ratio {:.2} (68 %: {:.2}–{:.2}); PDF Hellinger {:.4} ± {:.4} (real halves {:.4}), {:.2} % of synthetic pixels outside the real range",
+        "{}: level spread ratio {:.2} (68 %: {:.2}–{:.2}); PDF Hellinger {:.4} ± {:.4} (real halves {:.4}), {:.2} % \
+            of synthetic pixels outside the real range",
         r.scale,
         r.level.ratio,
         r.level.ratio_interval.0,
@@ -207,10 +238,14 @@ pub fn run_validate(a: ValidateArgs) -> Result<()> {
                 st.seconds
             );
         }
-        println!("battery overall: χ²/dof {:.2} ± {:.2}, D {:.3} ± {:.3}", b.chi2.value, b.chi2.std, b.distance.value, b.distance.std);
+        println!(
+            "battery overall: χ²/dof {:.2} ± {:.2}, D {:.3} ± {:.3}",
+            b.chi2.value, b.chi2.std, b.distance.value, b.distance.std
+        );
     }
     println!(
-        "memorization: ratio {:.3} (closest synthetic–real / closest real–real); {} of {} synthetic map(s) flagged as near-copies",
+        "memorization: ratio {:.3} (closest synthetic–real / closest real–real); {} of {} synthetic map(s) flagged as \
+            near-copies",
         r.memorization.ratio,
         r.memorization.flagged.len(),
         r.n_synthetic

@@ -1,4 +1,5 @@
-//! Commands that run the UNet: unet-eval, invert, generate, reconstruct, bench; and what they share (loading the model, the grid, progress bars).
+//! Commands that run the UNet: unet-eval, invert, generate, reconstruct, bench; and what they share (loading the model,
+//! the grid, progress bars).
 
 use anyhow::{bail, Context, Result};
 
@@ -44,7 +45,10 @@ pub fn run_unet_eval(a: UnetEvalArgs) -> Result<()> {
     let pb = progress(batches(input.data.dim().0, a.model.batch), "unet-eval");
     let out = diffusion::raw_outputs(&ddpm, &input.data, a.timestep, a.model.batch, &pb)?;
     pb.finish_and_clear();
-    let rec = vec![("timestep", serde_json::json!(a.timestep)), ("model", serde_json::json!({"folder": ddpm.dir, "format": ddpm.format.as_str()}))];
+    let rec = vec![
+        ("timestep", serde_json::json!(a.timestep)),
+        ("model", serde_json::json!({"folder": ddpm.dir, "format": ddpm.format.as_str()})),
+    ];
     let written = latents::write_model_output(&a.out, &out, "unet-eval", &input, rec)?;
     println!("wrote {} (shape {:?})", written[0].display(), out.shape());
     Ok(())
@@ -98,7 +102,8 @@ pub fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
     let r = diffusion::Reconstruction::run(&ddim, &ddpm, &input.data, a.model.batch, &progress)?;
     print!("{}", r.table());
     println!(
-        "cost: inversion {} UNet evaluations ({} per step with {} fixed-point iteration(s)) in {:.1} s; generation {} in {:.1} s",
+        "cost: inversion {} UNet evaluations ({} per step with {} fixed-point iteration(s)) in {:.1} s; generation {} \
+            in {:.1} s",
         r.unet_evaluations.inversion,
         1 + ddim.fixed_point,
         ddim.fixed_point,
@@ -156,7 +161,8 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         a.kernels
     );
     println!(
-        "UNet forward: median {:.1} ms per batch ({:.2} ms per map, {:.1} maps/s) over {} runs; min {:.1} ms, max {:.1} ms",
+        "UNet forward: median {:.1} ms per batch ({:.2} ms per map, {:.1} maps/s) over {} runs; min {:.1} ms, max \
+            {:.1} ms",
         1e3 * median,
         1e3 * median / b as f64,
         b as f64 / median,
@@ -182,9 +188,20 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         for (op, v) in rows {
             accounted += v.seconds;
             let gflops = if v.flops > 0.0 { format!("{:.1}", v.flops / v.seconds / 1e9) } else { "-".into() };
-            println!("{op:<34} {:>8.0} {:>12.2} {:>7.1} % {gflops:>10}", v.calls as f64 / n, 1e3 * v.seconds / n, 100.0 * v.seconds / total);
+            println!(
+                "{op:<34} {:>8.0} {:>12.2} {:>7.1} % {gflops:>10}",
+                v.calls as f64 / n,
+                1e3 * v.seconds / n,
+                100.0 * v.seconds / total
+            );
         }
-        println!("{:<34} {:>8} {:>12.2} {:>7.1} %", "other (embedding, linear, copies)", "", 1e3 * (total - accounted) / n, 100.0 * (total - accounted) / total);
+        println!(
+            "{:<34} {:>8} {:>12.2} {:>7.1} %",
+            "other (embedding, linear, copies)",
+            "",
+            1e3 * (total - accounted) / n,
+            100.0 * (total - accounted) / total
+        );
         println!("{:<34} {:>8} {:>12.2}", "forward", "", 1e3 * total / n);
     }
     if let Some(m) = expanse::runtime::peak_memory_mib() {

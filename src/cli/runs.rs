@@ -13,8 +13,20 @@ pub fn run_fidelity(a: FidelityArgs) -> Result<()> {
     let report = expanse::fidelity::run(&config, &a.out, a.variants.as_deref(), |r| match &r.error {
         Some(e) => println!("{} seed {} {}: failed: {e}", r.variant, r.seed, r.domain),
         None => println!(
-            "{} seed {} {}: accepted {}/{}, slopes {:.2} vs {:.2} (Welch t {:.2}), level ratio {:.2}, Hellinger {:.3}, memorization {:.2}, reconstruction {:.1} dB",
-            r.variant, r.seed, r.domain, r.accepted, r.tried, r.slope_synthetic.0, r.slope_real.0, r.welch_t, r.level_ratio, r.hellinger, r.memorization_ratio, r.reconstruction_db.0
+            "{} seed {} {}: accepted {}/{}, slopes {:.2} vs {:.2} (Welch t {:.2}), level ratio {:.2}, Hellinger \
+                {:.3}, memorization {:.2}, reconstruction {:.1} dB",
+            r.variant,
+            r.seed,
+            r.domain,
+            r.accepted,
+            r.tried,
+            r.slope_synthetic.0,
+            r.slope_real.0,
+            r.welch_t,
+            r.level_ratio,
+            r.hellinger,
+            r.memorization_ratio,
+            r.reconstruction_db.0
         ),
     })?;
     print!("\n{}", expanse::fidelity::markdown(&report));
@@ -67,7 +79,9 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
             let shard = match &a.shard {
                 Some(s) => Some(s.parse::<Shard>()?),
                 None => match (std::env::var("SLURM_ARRAY_TASK_ID"), std::env::var("SLURM_ARRAY_TASK_COUNT")) {
-                    (Ok(i), Ok(n)) => Some(format!("{i}/{n}").parse::<Shard>().context("SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT")?),
+                    (Ok(i), Ok(n)) => Some(
+                        format!("{i}/{n}").parse::<Shard>().context("SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT")?,
+                    ),
                     _ => None,
                 },
             };
@@ -91,7 +105,14 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
         let opts = RunOptions { resume: a.resume, echo: true, latent_cache: None };
         let outcome = plan.execute_part(&a.config, &out, part, &opts)?;
         if let Some(r) = &outcome.shard {
-            println!("{} shard {}/{}: {} batch(es) in {:.1} s", r.stage, r.index, r.count, r.batches.len(), outcome.seconds);
+            println!(
+                "{} shard {}/{}: {} batch(es) in {:.1} s",
+                r.stage,
+                r.index,
+                r.count,
+                r.batches.len(),
+                outcome.seconds
+            );
         } else {
             println!("{} stage(s) run, {} kept, {:.1} s", outcome.ran.len(), outcome.kept.len(), outcome.seconds);
         }
@@ -108,7 +129,8 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
         Err(e) if earlier_run && !a.resume => return Err(e.into()),
         Err(e) if out.join("manifest.json").is_file() => {
             return Err(anyhow::Error::new(e).context(format!(
-                "the run stopped; finished stages are kept in {}: fix the cause and continue with `expanse run {} --out {} --resume`",
+                "the run stopped; finished stages are kept in {}: fix the cause and continue with `expanse run {} \
+                    --out {} --resume`",
                 out.display(),
                 a.config.display(),
                 out.display()

@@ -26,7 +26,9 @@ pub fn run_fit(a: FitArgs) -> Result<()> {
         .map(|(i, path)| {
             let name = match &a.names {
                 Some(n) => n[i].clone(),
-                None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("domain{i}")),
+                None => {
+                    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("domain{i}"))
+                }
             };
             (name, path.clone())
         })
@@ -41,13 +43,23 @@ pub fn run_fit(a: FitArgs) -> Result<()> {
 
 pub fn run_sample(a: SampleArgs) -> Result<()> {
     let candidates: CandidateKind = a.candidates.parse()?;
-    let band: Vec<f64> = a.band.split(',').map(|v| v.trim().parse::<f64>()).collect::<std::result::Result<_, _>>().context("--band: expected LOW,HIGH")?;
+    let band: Vec<f64> = a
+        .band
+        .split(',')
+        .map(|v| v.trim().parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .context("--band: expected LOW,HIGH")?;
     let [lo, hi] = band[..] else { bail!("--band: expected LOW,HIGH") };
     let tests = TestSpec::parse(a.k, (lo, hi), &a.tests)?;
     if a.domain.is_none() {
         let names: Vec<String> = prior_file::read(&a.prior)?.into_iter().map(|p| p.name).collect();
         if names.len() > 1 {
-            bail!("{} holds {} domains ({}): choose one with --domain", a.prior.display(), names.len(), names.join(", "));
+            bail!(
+                "{} holds {} domains ({}): choose one with --domain",
+                a.prior.display(),
+                names.len(),
+                names.join(", ")
+            );
         }
     }
     let prior = prior_file::read_domain(&a.prior, a.domain.as_deref())?;
@@ -63,7 +75,8 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
     };
     // The model and grid are checked before sampling, so that nothing is written when they do
     // not fit the latents.
-    geometry::check_dimension(&prior, input.data.len() / input.data.dim().0.max(1)).with_context(|| format!("sampling domain '{}'", prior.name))?;
+    geometry::check_dimension(&prior, input.data.len() / input.data.dim().0.max(1))
+        .with_context(|| format!("sampling domain '{}'", prior.name))?;
     let ddpm = load_model(&a.model)?;
     let [c, h, w] = prior.shape;
     ddpm.check_input(c, h, w)?;
@@ -75,7 +88,11 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
     let (_, all) = outcome.rates();
     println!(
         "accepted {} of {} candidates ({:.1} %; {}) in {:.1} s",
-        outcome.accepted.len(), outcome.tried, 100.0 * all, outcome.rates_text(), t.elapsed().as_secs_f64()
+        outcome.accepted.len(),
+        outcome.tried,
+        100.0 * all,
+        outcome.rates_text(),
+        t.elapsed().as_secs_f64()
     );
     let accepted = latents::read_model_input(&latents_out)?;
     let ddim = synthesis::grid_of(&ddpm, &accepted, &latents_out, None)?;

@@ -61,10 +61,16 @@ pub fn paper_grid(points: usize, t0: usize, train_steps: usize) -> Result<Vec<us
         return Err(Error::Invalid(format!("the DDIM grid needs at least 2 points, got {points}")));
     }
     if t0 == 0 || t0 >= train_steps {
-        return Err(Error::Invalid(format!("t0 must be in 1..{} (the model's training steps), got {t0}", train_steps - 1)));
+        return Err(Error::Invalid(format!(
+            "t0 must be in 1..{} (the model's training steps), got {t0}",
+            train_steps - 1
+        )));
     }
     if points - 1 > t0 {
-        return Err(Error::Invalid(format!("{points} grid points need t0 >= {} so that levels are distinct", points - 1)));
+        return Err(Error::Invalid(format!(
+            "{points} grid points need t0 >= {} so that levels are distinct",
+            points - 1
+        )));
     }
     Ok((0..points).map(|k| k * t0 / (points - 1)).collect())
 }
@@ -107,7 +113,8 @@ impl Ddim {
         let seq = paper_grid(points, t0, schedule.len())?;
         if schedule.alpha_bar(t0) <= 0.0 {
             return Err(Error::Invalid(format!(
-                "t0 = {t0} is the zero-SNR level of this schedule (ᾱ = 0: nothing of the data is left to invert to or generate from); choose t0 < {t0}"
+                "t0 = {t0} is the zero-SNR level of this schedule (ᾱ = 0: nothing of the data is left to invert to or \
+                    generate from); choose t0 < {t0}"
             )));
         }
         Ok(Ddim { seq, fixed_point: 0, clip: None, schedule: Some(schedule) })
@@ -126,13 +133,17 @@ impl Ddim {
         Ok(vec![
             (
                 "ddim",
-                serde_json::json!({"seq": self.seq, "steps": self.seq.len(), "t0": self.seq.last(), "fixed_point": self.fixed_point, "clip": self.clip, "epsilon_at": "source level"}),
+                serde_json::json!({
+                    "seq": self.seq, "steps": self.seq.len(), "t0": self.seq.last(), "fixed_point": self.fixed_point,
+                    "clip": self.clip, "epsilon_at": "source level",
+                }),
             ),
             (
                 "model",
                 serde_json::json!({
-                    "folder": model.dir, "format": model.format.as_str(), "weights": model.weights_file, "weights_sha256": model.weights_sha256()?,
-                    "dtype": format!("{:?}", model.dtype), "device": crate::model::device_name(&model.device), "threads": crate::runtime::threads(),
+                    "folder": model.dir, "format": model.format.as_str(), "weights": model.weights_file,
+                    "weights_sha256": model.weights_sha256()?, "dtype": format!("{:?}", model.dtype),
+                    "device": crate::model::device_name(&model.device), "threads": crate::runtime::threads(),
                 }),
             ),
         ])
@@ -152,7 +163,9 @@ impl Ddim {
         let eps = match model.prediction() {
             Prediction::Epsilon => out,
             // v = √ᾱ ε − √(1−ᾱ) x₀  ⇒  ε = √ᾱ v + √(1−ᾱ) x
-            Prediction::VPrediction => ((out * sa).map_err(model_err)? + (x * sb).map_err(model_err)?).map_err(model_err)?,
+            Prediction::VPrediction => {
+                ((out * sa).map_err(model_err)? + (x * sb).map_err(model_err)?).map_err(model_err)?
+            }
             // ε = (x − √ᾱ x̂₀) / √(1−ᾱ)
             Prediction::Sample => ((x - (out * sa).map_err(model_err)?).map_err(model_err)? / sb).map_err(model_err)?,
         };
@@ -198,7 +211,14 @@ impl Ddim {
 
     /// Generates images from latents at level t0 (η = 0: deterministic; η > 0 draws noise from
     /// `rng`).
-    pub fn generate_batch(&self, model: &dyn Denoiser, z: &Tensor, eta: f64, rng: &mut ChaCha8Rng, progress: &ProgressBar) -> Result<Tensor> {
+    pub fn generate_batch(
+        &self,
+        model: &dyn Denoiser,
+        z: &Tensor,
+        eta: f64,
+        rng: &mut ChaCha8Rng,
+        progress: &ProgressBar,
+    ) -> Result<Tensor> {
         let s = self.schedule();
         let mut x = z.to_dtype(DType::F32).map_err(model_err)?;
         let n = self.seq.len();
@@ -223,14 +243,28 @@ impl Ddim {
     }
 
     /// Inverts (N, C, H, W) images in batches of `batch`.
-    pub fn invert(&self, model: &dyn Denoiser, x: &Array4<f32>, batch: usize, progress: &ProgressBar) -> Result<Array4<f32>> {
+    pub fn invert(
+        &self,
+        model: &dyn Denoiser,
+        x: &Array4<f32>,
+        batch: usize,
+        progress: &ProgressBar,
+    ) -> Result<Array4<f32>> {
         map_batches(x, batch, model.device(), |t| self.invert_batch(model, t, progress))
     }
 
     /// Generates (N, C, H, W) images from latents in batches of `batch`; with η > 0 the noise
     /// comes from `seed` (one stream for the whole set, so the result does not depend on `batch`
     /// only when η = 0).
-    pub fn generate(&self, model: &dyn Denoiser, z: &Array4<f32>, eta: f64, seed: u64, batch: usize, progress: &ProgressBar) -> Result<Array4<f32>> {
+    pub fn generate(
+        &self,
+        model: &dyn Denoiser,
+        z: &Array4<f32>,
+        eta: f64,
+        seed: u64,
+        batch: usize,
+        progress: &ProgressBar,
+    ) -> Result<Array4<f32>> {
         if eta < 0.0 {
             return Err(Error::Invalid(format!("eta must be >= 0, got {eta}")));
         }
@@ -241,7 +275,12 @@ impl Ddim {
 
 /// Runs `f` on (N, C, H, W) arrays in batches of `batch` on `device` and stacks the results: the
 /// one place a stack meets the UNet batch by batch (inversion, generation, `unet-eval`).
-pub fn map_batches(x: &Array4<f32>, batch: usize, device: &Device, mut f: impl FnMut(&Tensor) -> Result<Tensor>) -> Result<Array4<f32>> {
+pub fn map_batches(
+    x: &Array4<f32>,
+    batch: usize,
+    device: &Device,
+    mut f: impl FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<Array4<f32>> {
     if batch == 0 {
         return Err(Error::Invalid("batch size must be at least 1".into()));
     }
@@ -259,7 +298,13 @@ pub fn map_batches(x: &Array4<f32>, batch: usize, device: &Device, mut f: impl F
 
 /// The network's raw output (every output channel, float32) for (N, C, H, W) inputs at timestep
 /// `t`, in batches of `batch`; `progress` advances once per batch.
-pub fn raw_outputs(model: &dyn Denoiser, x: &Array4<f32>, t: f64, batch: usize, progress: &ProgressBar) -> Result<Array4<f32>> {
+pub fn raw_outputs(
+    model: &dyn Denoiser,
+    x: &Array4<f32>,
+    t: f64,
+    batch: usize,
+    progress: &ProgressBar,
+) -> Result<Array4<f32>> {
     map_batches(x, batch, model.device(), |b| {
         let y = model.raw(b, t)?;
         progress.inc(1);

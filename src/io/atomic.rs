@@ -23,11 +23,7 @@ impl AtomicFiles {
         let mut temps = Vec::with_capacity(targets.len());
         let mut created_dirs = Vec::new();
         for t in targets {
-            let name = t
-                .file_name()
-                .ok_or_else(|| Error::write(t, "not a file name"))?
-                .to_string_lossy()
-                .to_string();
+            let name = t.file_name().ok_or_else(|| Error::write(t, "not a file name"))?.to_string_lossy().to_string();
             let dir = match t.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),

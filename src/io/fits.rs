@@ -71,9 +71,7 @@ fn status_error(status: c_int) -> fitsio::errors::FitsError {
 
 impl Handle {
     fn open(path: &Path) -> Result<Handle> {
-        let name = path
-            .to_str()
-            .ok_or_else(|| Error::open(path, "file name is not valid UTF-8"))?;
+        let name = path.to_str().ok_or_else(|| Error::open(path, "file name is not valid UTF-8"))?;
         let c = cstring(path, name)?;
         let mut ptr = std::ptr::null_mut();
         let mut status = 0;
@@ -176,9 +174,7 @@ impl Handle {
         let mut status = 0;
         // nulval = NaN: pixels equal to BLANK (integers) or NaN (floats) come back as NaN.
         // SAFETY: open handle; `values` holds `count` f64 elements, the number ffgpvd writes.
-        unsafe {
-            sys::ffgpvd(self.ptr, 1, 1, count as i64, f64::NAN, values.as_mut_ptr(), &mut anynul, &mut status)
-        };
+        unsafe { sys::ffgpvd(self.ptr, 1, 1, count as i64, f64::NAN, values.as_mut_ptr(), &mut anynul, &mut status) };
         if status != 0 {
             let e = status_error(status);
             let text = &e.message;
@@ -258,10 +254,7 @@ pub fn read(path: &Path, hdu: Option<&super::HduSelector>) -> Result<(Source, Ar
     let index = match hdu {
         Some(HduSelector::Index(i)) => {
             if *i >= n {
-                return Err(Error::content(
-                    path,
-                    format!("no HDU {i}: the file has {n} HDU(s): {}", hdu_list(&h, n)),
-                ));
+                return Err(Error::content(path, format!("no HDU {i}: the file has {n} HDU(s): {}", hdu_list(&h, n))));
             }
             *i
         }
@@ -297,7 +290,10 @@ pub fn read(path: &Path, hdu: Option<&super::HduSelector>) -> Result<(Source, Ar
         let cards = h.cards()?;
         return Err(Error::content(
             path,
-            format!("{} is a table, not an image; choose an image HDU with --hdu (`hdu` in a run config)", label(index, &cards)),
+            format!(
+                "{} is a table, not an image; choose an image HDU with --hdu (`hdu` in a run config)",
+                label(index, &cards)
+            ),
         ));
     }
     let cards = h.cards()?;
@@ -312,7 +308,17 @@ pub fn read(path: &Path, hdu: Option<&super::HduSelector>) -> Result<(Source, Ar
     let data = ArrayD::from_shape_vec(IxDyn(&shape), values.into_iter().map(|v| v as f32).collect())
         .expect("pixel count matches shape");
     let units = card_value(&cards, "BUNIT").filter(|u| !u.is_empty());
-    Ok((Source { path: path.to_path_buf(), format: super::Format::Fits, location, units, cards, attrs: Default::default() }, data))
+    Ok((
+        Source {
+            path: path.to_path_buf(),
+            format: super::Format::Fits,
+            location,
+            units,
+            cards,
+            attrs: Default::default(),
+        },
+        data,
+    ))
 }
 
 /// A summary of one HDU for `expanse inspect`.
@@ -354,8 +360,8 @@ pub fn list_hdus(path: &Path) -> Result<Vec<HduSummary>> {
 /// WCS and other geometry-bound keywords worth copying when the pixel grid is unchanged.
 pub fn wcs_cards(cards: &[String]) -> Vec<String> {
     const EXACT: &[&str] = &[
-        "WCSAXES", "RADESYS", "RADECSYS", "EQUINOX", "EPOCH", "LONPOLE", "LATPOLE", "MJD-OBS",
-        "DATE-OBS", "WCSNAME", "RESTFRQ", "RESTFREQ", "SPECSYS",
+        "WCSAXES", "RADESYS", "RADECSYS", "EQUINOX", "EPOCH", "LONPOLE", "LATPOLE", "MJD-OBS", "DATE-OBS", "WCSNAME",
+        "RESTFRQ", "RESTFREQ", "SPECSYS",
     ];
     const PREFIX: &[&str] = &["CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT", "CROTA", "CD", "PC", "PV", "PS"];
     cards
@@ -367,9 +373,8 @@ pub fn wcs_cards(cards: &[String]) -> Vec<String> {
             }
             EXACT.contains(&key)
                 || PREFIX.iter().any(|p| {
-                    key.strip_prefix(p).is_some_and(|rest| {
-                        !rest.is_empty() && rest.chars().all(|ch| ch.is_ascii_digit() || ch == '_')
-                    })
+                    key.strip_prefix(p)
+                        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|ch| ch.is_ascii_digit() || ch == '_'))
                 })
         })
         .cloned()
@@ -390,7 +395,8 @@ pub fn resampled_wcs_cards(cards: &[String], region: [usize; 4], out_h: usize, o
         .map(|card| {
             let key = card.get(..8).unwrap_or(&card).trim_end().to_string();
             let value = || card_value(std::slice::from_ref(&card), &key).and_then(|v| v.trim().parse::<f64>().ok());
-            let axis = |k: &str| key.strip_prefix(k).and_then(|a| a.parse::<usize>().ok()).filter(|a| (1..=2).contains(a));
+            let axis =
+                |k: &str| key.strip_prefix(k).and_then(|a| a.parse::<usize>().ok()).filter(|a| (1..=2).contains(a));
             let comment = "expanse: rescaled to the resampled grid";
             if let (Some(a), Some(v)) = (axis("CRPIX"), value()) {
                 return format_card(&key, CardValue::Float((v - 0.5 - offset[a - 1]) / scale[a - 1] + 0.5), comment);
@@ -581,7 +587,14 @@ mod tests {
     #[test]
     fn a_resampled_cut_out_keeps_the_sky_position_of_every_pixel() {
         let card = |k: &str, v: f64| format_card(k, CardValue::Float(v), "");
-        let cards = vec![card("CRPIX1", 100.5), card("CRPIX2", 50.0), card("CDELT1", -0.001), card("CDELT2", 0.002), card("CD1_2", 0.5), card("CRVAL1", 150.0)];
+        let cards = vec![
+            card("CRPIX1", 100.5),
+            card("CRPIX2", 50.0),
+            card("CDELT1", -0.001),
+            card("CDELT2", 0.002),
+            card("CD1_2", 0.5),
+            card("CRVAL1", 150.0),
+        ];
         // Rows 20..60 and columns 40..120 of the image, resampled to 20 x 20 pixels.
         let out = resampled_wcs_cards(&cards, [20, 40, 40, 80], 20, 20);
         let get = |k: &str| card_value(&out, k).unwrap().trim().parse::<f64>().unwrap();

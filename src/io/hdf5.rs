@@ -133,10 +133,7 @@ pub fn read(path: &Path, dataset: Option<&str>) -> Result<(Source, ArrayD<f32>)>
                 && file.loc_type_by_name(&d).map(|t| t == hdf5::LocationType::Dataset).unwrap_or(false);
             if !is_dataset {
                 let what = if file.link_exists(&d) { "it is a group" } else { "no such path" };
-                return Err(Error::content(
-                    path,
-                    format!("no dataset '{d}': {what} ({})", list_for_error(&file)),
-                ));
+                return Err(Error::content(path, format!("no dataset '{d}': {what} ({})", list_for_error(&file))));
             }
             d
         }
@@ -164,7 +161,11 @@ pub fn read(path: &Path, dataset: Option<&str>) -> Result<(Source, ArrayD<f32>)>
                     _ => {
                         return Err(Error::content(
                             path,
-                            format!("several datasets could be maps; choose one with --dataset (`dataset` in a run config) ({})", list_for_error(&file)),
+                            format!(
+                                "several datasets could be maps; choose one with --dataset (`dataset` in a run \
+                                config) ({})",
+                                list_for_error(&file)
+                            ),
                         ))
                     }
                 }
@@ -255,13 +256,7 @@ pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
     let data = out.data.as_standard_layout();
     let mut chunk = data.shape().to_vec();
     chunk[0] = 1;
-    let ds = file
-        .new_dataset_builder()
-        .chunk(chunk)
-        .deflate(4)
-        .with_data(&data)
-        .create("maps")
-        .map_err(werr)?;
+    let ds = file.new_dataset_builder().chunk(chunk).deflate(4).with_data(&data).create("maps").map_err(werr)?;
     if let Some(u) = &out.units {
         put_str(&ds, "units", u).map_err(werr)?;
     }
@@ -276,13 +271,7 @@ pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
         let mask = mask.as_standard_layout();
         let mut chunk = mask.shape().to_vec();
         chunk[0] = 1;
-        let m = file
-            .new_dataset_builder()
-            .chunk(chunk)
-            .deflate(4)
-            .with_data(&mask)
-            .create("mask")
-            .map_err(werr)?;
+        let m = file.new_dataset_builder().chunk(chunk).deflate(4).with_data(&mask).create("mask").map_err(werr)?;
         put_str(&m, "meaning", "1 = blank (NaN) pixel in the source map").map_err(werr)?;
     }
     file.close().map_err(werr)

@@ -73,19 +73,13 @@ impl Format {
             return Ok(Format::Npy);
         }
         // HDF5 files may carry a user block of 512, 1024 or 2048 bytes before the signature.
-        if [0usize, 512, 1024, 2048]
-            .iter()
-            .any(|&o| head.len() >= o + 8 && &head[o..o + 8] == HDF5_MAGIC)
-        {
+        if [0usize, 512, 1024, 2048].iter().any(|&o| head.len() >= o + 8 && &head[o..o + 8] == HDF5_MAGIC) {
             return Ok(Format::Hdf5);
         }
         if n == 0 {
             return Err(Error::format(path, "file is empty"));
         }
-        Err(Error::format(
-            path,
-            "not a FITS, HDF5 or NPY file (its first bytes match none of these formats)",
-        ))
+        Err(Error::format(path, "not a FITS, HDF5 or NPY file (its first bytes match none of these formats)"))
     }
 
     /// Picks the output format from a file name's extension.
@@ -278,10 +272,7 @@ pub fn read_maps(path: &Path, sel: &Selection) -> Result<Vec<Map>> {
             region: None,
         };
         if map.finite_count() == 0 {
-            return Err(Error::content(
-                path,
-                format!("{}: map is entirely NaN or blank", map.label()),
-            ));
+            return Err(Error::content(path, format!("{}: map is entirely NaN or blank", map.label())));
         }
         maps.push(map);
     }
@@ -312,11 +303,7 @@ impl Map {
 
 /// Turns raw array data (2-D or 3-D, extra leading axes of length 1 dropped) into an (N, H, W)
 /// cube; the flag tells whether the data was a cube.
-pub(crate) fn to_cube(
-    path: &Path,
-    location: &str,
-    data: ndarray::ArrayD<f32>,
-) -> Result<(Array3<f32>, bool)> {
+pub(crate) fn to_cube(path: &Path, location: &str, data: ndarray::ArrayD<f32>) -> Result<(Array3<f32>, bool)> {
     let shape = data.shape().to_vec();
     let where_ = if location.is_empty() { String::new() } else { format!("{location}: ") };
     // Drop leading axes of length 1 beyond the third (radio cubes are often (1, 1, H, W)).
@@ -326,10 +313,7 @@ pub(crate) fn to_cube(
     }
     match data.ndim() {
         0 => Err(Error::content(path, format!("{where_}holds no image data"))),
-        1 => Err(Error::content(
-            path,
-            format!("{where_}1-D data (shape {shape:?}); expected a 2-D map or a 3-D cube"),
-        )),
+        1 => Err(Error::content(path, format!("{where_}1-D data (shape {shape:?}); expected a 2-D map or a 3-D cube"))),
         2 => {
             let (h, w) = (data.shape()[0], data.shape()[1]);
             if h == 0 || w == 0 {
@@ -344,10 +328,9 @@ pub(crate) fn to_cube(
             }
             Ok((d, true))
         }
-        n => Err(Error::content(
-            path,
-            format!("{where_}{n}-D data (shape {shape:?}); expected a 2-D map or a 3-D cube"),
-        )),
+        n => {
+            Err(Error::content(path, format!("{where_}{n}-D data (shape {shape:?}); expected a 2-D map or a 3-D cube")))
+        }
     }
 }
 
@@ -406,9 +389,7 @@ impl Provenance {
 /// The units shared by all maps, if they agree.
 pub fn common_units(maps: &[Map]) -> Option<String> {
     let first = maps.first()?.source.units.clone()?;
-    maps.iter()
-        .all(|m| m.source.units.as_deref() == Some(first.as_str()))
-        .then_some(first)
+    maps.iter().all(|m| m.source.units.as_deref() == Some(first.as_str())).then_some(first)
 }
 
 /// `path` with its extension replaced by `suffix`: `out/p.h5` + `.diagnostics.json` →

@@ -129,9 +129,7 @@ pub fn write(data_path: &Path, sidecar: &Path, mask_file: Option<&Path>, out: &O
 
 fn write_mask(path: &Path, mask: &ArrayView3<u8>) -> Result<()> {
     let f = std::fs::File::create(path).map_err(|e| Error::write(path, e))?;
-    mask.as_standard_layout()
-        .write_npy(std::io::BufWriter::new(f))
-        .map_err(|e| Error::write(path, e))
+    mask.as_standard_layout().write_npy(std::io::BufWriter::new(f)).map_err(|e| Error::write(path, e))
 }
 
 /// Reads the sidecar of an NPY output, if present.

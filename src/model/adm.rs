@@ -17,16 +17,36 @@ use super::{profile, Prediction};
 const GROUPS: usize = 32;
 const NORM_EPS: f64 = 1e-5;
 
-fn d_image_size() -> usize { 64 }
-fn d_num_channels() -> usize { 128 }
-fn d_two() -> usize { 2 }
-fn d_four() -> usize { 4 }
-fn d_minus_one() -> i64 { -1 }
-fn d_attention() -> String { "16,8".into() }
-fn d_true() -> bool { true }
-fn d_steps() -> usize { 1000 }
-fn d_linear() -> String { "linear".into() }
-fn d_p2_k() -> f64 { 1.0 }
+fn d_image_size() -> usize {
+    64
+}
+fn d_num_channels() -> usize {
+    128
+}
+fn d_two() -> usize {
+    2
+}
+fn d_four() -> usize {
+    4
+}
+fn d_minus_one() -> i64 {
+    -1
+}
+fn d_attention() -> String {
+    "16,8".into()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_steps() -> usize {
+    1000
+}
+fn d_linear() -> String {
+    "linear".into()
+}
+fn d_p2_k() -> f64 {
+    1.0
+}
 
 /// A flag written as JSON (`true`, `16`) or as the command line writes it (`"True"`, `"16"`).
 #[derive(Deserialize)]
@@ -174,7 +194,11 @@ impl AdmConfig {
 
     /// 3, or 6 with `learn_sigma`.
     pub fn out_channels(&self) -> usize {
-        if self.learn_sigma { 6 } else { 3 }
+        if self.learn_sigma {
+            6
+        } else {
+            3
+        }
     }
 
     /// Channel multipliers per level: explicit, or guided-diffusion's table for the image size.
@@ -185,12 +209,20 @@ impl AdmConfig {
                 256 => Ok(vec![1.0, 1.0, 2.0, 2.0, 4.0, 4.0]),
                 128 => Ok(vec![1.0, 1.0, 2.0, 3.0, 4.0]),
                 64 => Ok(vec![1.0, 2.0, 3.0, 4.0]),
-                s => Err(format!("channel_mult is empty and image_size {s} has no default (guided-diffusion knows 64, 128, 256, 512): give channel_mult")),
+                s => Err(format!(
+                    "channel_mult is empty and image_size {s} has no default (guided-diffusion knows 64, \
+                    128, 256, 512): give channel_mult"
+                )),
             };
         }
         self.channel_mult
             .split(',')
-            .map(|p| p.trim().parse::<usize>().map(|m| m as f64).map_err(|_| format!("channel_mult: '{p}' is not an integer")))
+            .map(|p| {
+                p.trim()
+                    .parse::<usize>()
+                    .map(|m| m as f64)
+                    .map_err(|_| format!("channel_mult: '{p}' is not an integer"))
+            })
             .collect()
     }
 
@@ -214,22 +246,31 @@ impl AdmConfig {
     /// Heads of an attention block of `channels` channels (`upsample`: in the output blocks).
     pub fn heads(&self, channels: usize, upsample: bool) -> std::result::Result<usize, String> {
         if self.num_head_channels == -1 {
-            let n = if upsample && self.num_heads_upsample != -1 { self.num_heads_upsample } else { self.num_heads as i64 };
+            let n =
+                if upsample && self.num_heads_upsample != -1 { self.num_heads_upsample } else { self.num_heads as i64 };
             if n <= 0 || channels % n as usize != 0 {
-                return Err(format!("{channels} attention channels cannot be split into {n} heads (num_heads{})", if upsample { "_upsample" } else { "" }));
+                return Err(format!(
+                    "{channels} attention channels cannot be split into {n} heads (num_heads{})",
+                    if upsample { "_upsample" } else { "" }
+                ));
             }
             Ok(n as usize)
         } else if self.num_head_channels > 0 && channels % self.num_head_channels as usize == 0 {
             Ok(channels / self.num_head_channels as usize)
         } else {
-            Err(format!("{channels} attention channels are not divisible by num_head_channels {}", self.num_head_channels))
+            Err(format!(
+                "{channels} attention channels are not divisible by num_head_channels {}",
+                self.num_head_channels
+            ))
         }
     }
 
     /// Checks what this implementation supports; the error names the flag.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.class_cond {
-            return Err("class_cond = true: class-conditional models are out of scope (use an unconditional checkpoint)".into());
+            return Err(
+                "class_cond = true: class-conditional models are out of scope (use an unconditional checkpoint)".into(),
+            );
         }
         if !matches!(self.noise_schedule.as_str(), "linear" | "cosine") {
             return Err(format!("noise_schedule '{}' is not supported (linear, cosine)", self.noise_schedule));
@@ -243,7 +284,10 @@ impl AdmConfig {
         let levels = self.level_channels()?;
         for &c in &levels {
             if c == 0 || c % GROUPS != 0 {
-                return Err(format!("a level with {c} channels cannot use GroupNorm with {GROUPS} groups (num_channels × channel_mult must be a multiple of {GROUPS})"));
+                return Err(format!(
+                    "a level with {c} channels cannot use GroupNorm with {GROUPS} groups (num_channels \
+                    × channel_mult must be a multiple of {GROUPS})"
+                ));
             }
         }
         let rates = self.attention_rates()?;
@@ -278,7 +322,11 @@ impl AdmConfig {
 
     /// What the network predicts.
     pub fn prediction(&self) -> Prediction {
-        if self.predict_xstart { Prediction::Sample } else { Prediction::Epsilon }
+        if self.predict_xstart {
+            Prediction::Sample
+        } else {
+            Prediction::Epsilon
+        }
     }
 
     /// Maps must be multiples of this many pixels on each side.
@@ -309,7 +357,12 @@ impl AdmBlockConfig {
     }
 
     fn res_block(&self, out_channels: usize, resample: Option<Resample>) -> ResBlockConfig {
-        ResBlockConfig { out_channels, emb_channels: self.emb_channels, use_scale_shift_norm: self.use_scale_shift_norm, resample }
+        ResBlockConfig {
+            out_channels,
+            emb_channels: self.emb_channels,
+            use_scale_shift_norm: self.use_scale_shift_norm,
+            resample,
+        }
     }
 
     fn attention(&self, num_heads: usize) -> AttentionBlockConfig {
@@ -425,7 +478,9 @@ impl AttentionBlock {
         let proj_b = vb.get(c, "proj_out.bias")?;
         let hd = c / heads;
         // Row of qkv holding part p (0 q, 1 k, 2 v) of channel i of head h.
-        let row = |p: usize, h: usize, i: usize| -> u32 { (if new_order { p * c + h * hd + i } else { h * 3 * hd + p * hd + i }) as u32 };
+        let row = |p: usize, h: usize, i: usize| -> u32 {
+            (if new_order { p * c + h * hd + i } else { h * 3 * hd + p * hd + i }) as u32
+        };
         let mut tensors = std::collections::HashMap::new();
         for (p, name) in ["to_q", "to_k", "to_v"].iter().enumerate() {
             let rows: Vec<u32> = (0..heads).flat_map(|h| (0..hd).map(move |i| row(p, h, i))).collect();
@@ -438,7 +493,8 @@ impl AttentionBlock {
         tensors.insert("group_norm.weight".into(), vb.get(c, "norm.weight")?);
         tensors.insert("group_norm.bias".into(), vb.get(c, "norm.bias")?);
         let regrouped = VarBuilder::from_tensors(tensors, vb.dtype(), vb.device());
-        let attention = AttentionConfig { head_dim: Some(hd), groups: GROUPS, eps: NORM_EPS, rescale_output_factor: 1.0 };
+        let attention =
+            AttentionConfig { head_dim: Some(hd), groups: GROUPS, eps: NORM_EPS, rescale_output_factor: 1.0 };
         Ok(Self { inner: SpatialAttention::new(regrouped, c, &attention)? })
     }
 }
@@ -494,7 +550,10 @@ pub struct TimeEmbed {
 
 impl TimeEmbed {
     pub fn new(vb: VarBuilder, model_channels: usize, emb_channels: usize) -> Result<Self> {
-        Ok(Self { linear_0: linear(model_channels, emb_channels, vb.pp("0"))?, linear_2: linear(emb_channels, emb_channels, vb.pp("2"))? })
+        Ok(Self {
+            linear_0: linear(model_channels, emb_channels, vb.pp("0"))?,
+            linear_2: linear(emb_channels, emb_channels, vb.pp("2"))?,
+        })
     }
 }
 
@@ -542,7 +601,13 @@ impl TimestepEmbedSequential {
     }
 
     /// An input block: a ResBlock, then an attention of `heads` heads where given.
-    pub fn input_block(vb: VarBuilder, in_channels: usize, out_channels: usize, heads: Option<usize>, cfg: &AdmBlockConfig) -> Result<Self> {
+    pub fn input_block(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        heads: Option<usize>,
+        cfg: &AdmBlockConfig,
+    ) -> Result<Self> {
         Self::output_block(vb, in_channels, out_channels, heads, false, cfg)
     }
 
@@ -573,7 +638,14 @@ impl TimestepEmbedSequential {
     /// An output block (its input is the previous output concatenated with a skip connection):
     /// a ResBlock, an attention of `heads` heads where given, then with `upsample` an up
     /// ResBlock (`resblock_updown`) or an [`Upsample`].
-    pub fn output_block(vb: VarBuilder, in_channels: usize, out_channels: usize, heads: Option<usize>, upsample: bool, cfg: &AdmBlockConfig) -> Result<Self> {
+    pub fn output_block(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        heads: Option<usize>,
+        upsample: bool,
+        cfg: &AdmBlockConfig,
+    ) -> Result<Self> {
         let mut layers = vec![Layer::Res(ResBlock::new(vb.pp("0"), in_channels, &cfg.res_block(out_channels, None))?)];
         if let Some(heads) = heads {
             layers.push(Layer::Attention(AttentionBlock::new(vb.pp("1"), out_channels, &cfg.attention(heads))?));
@@ -636,7 +708,13 @@ impl AdmUNet {
         let (mut ch, mut ds) = (input_ch, 1usize);
         for (level, &out) in levels.iter().enumerate() {
             for _ in 0..config.num_res_blocks {
-                input_blocks.push(TimestepEmbedSequential::input_block(vbi.pp(input_blocks.len()), ch, out, heads(ds, out, false)?, &cfg)?);
+                input_blocks.push(TimestepEmbedSequential::input_block(
+                    vbi.pp(input_blocks.len()),
+                    ch,
+                    out,
+                    heads(ds, out, false)?,
+                    &cfg,
+                )?);
                 ch = out;
                 chans.push(ch);
             }
@@ -647,7 +725,12 @@ impl AdmUNet {
             }
         }
 
-        let middle_block = TimestepEmbedSequential::middle_block(vb.pp("middle_block"), ch, config.heads(ch, false).map_err(err)?, &cfg)?;
+        let middle_block = TimestepEmbedSequential::middle_block(
+            vb.pp("middle_block"),
+            ch,
+            config.heads(ch, false).map_err(err)?,
+            &cfg,
+        )?;
 
         let vbo = vb.pp("output_blocks");
         let mut output_blocks = Vec::new();
@@ -655,7 +738,14 @@ impl AdmUNet {
             for i in 0..=config.num_res_blocks {
                 let skip = chans.pop().ok_or_else(|| err("skip channels exhausted".into()))?;
                 let upsample = level > 0 && i == config.num_res_blocks;
-                output_blocks.push(TimestepEmbedSequential::output_block(vbo.pp(output_blocks.len()), ch + skip, out, heads(ds, out, true)?, upsample, &cfg)?);
+                output_blocks.push(TimestepEmbedSequential::output_block(
+                    vbo.pp(output_blocks.len()),
+                    ch + skip,
+                    out,
+                    heads(ds, out, true)?,
+                    upsample,
+                    &cfg,
+                )?);
                 ch = out;
                 if upsample {
                     ds /= 2;
@@ -683,7 +773,11 @@ impl AdmUNet {
     /// (`t` is rescaled first when `rescale_timesteps` is set, as guided-diffusion's wrapper does).
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
-        let t = if self.config.rescale_timesteps { (t.to_dtype(DType::F32)? * (1000.0 / self.config.diffusion_steps as f64))? } else { t.clone() };
+        let t = if self.config.rescale_timesteps {
+            (t.to_dtype(DType::F32)? * (1000.0 / self.config.diffusion_steps as f64))?
+        } else {
+            t.clone()
+        };
         let emb = self.time_proj.forward(&t)?.to_dtype(dtype)?;
         let emb_silu = candle_nn::ops::silu(&self.time_embed.forward(&emb)?)?;
         let mut h = x.clone();
@@ -732,7 +826,9 @@ mod tests {
         assert_eq!(c.out_channels(), 6);
         assert_eq!(c.size_multiple(), 32);
         c.validate().unwrap();
-        let c: AdmConfig = serde_json::from_str(r#"{"image_size": 512, "num_channels": 256, "attention_resolutions": [32, 16]}"#).unwrap();
+        let c: AdmConfig =
+            serde_json::from_str(r#"{"image_size": 512, "num_channels": 256, "attention_resolutions": [32, 16]}"#)
+                .unwrap();
         assert_eq!(c.level_channels().unwrap(), vec![128, 256, 256, 512, 512, 1024, 1024]);
         assert_eq!(c.attention_rates().unwrap(), vec![16, 32]);
     }
@@ -757,7 +853,9 @@ mod tests {
 
     #[test]
     fn schedules_and_predictions_follow_the_flags() {
-        let c: AdmConfig = serde_json::from_str(r#"{"diffusion_steps": 4000, "noise_schedule": "linear", "predict_xstart": true}"#).unwrap();
+        let c: AdmConfig =
+            serde_json::from_str(r#"{"diffusion_steps": 4000, "noise_schedule": "linear", "predict_xstart": true}"#)
+                .unwrap();
         let s = c.scheduler();
         assert_eq!(s.num_train_timesteps, 4000);
         assert!((s.beta_start - 2.5e-5).abs() < 1e-18 && (s.beta_end - 0.005).abs() < 1e-15);

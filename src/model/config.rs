@@ -12,27 +12,57 @@ pub enum SampleSize {
     Rect([usize; 2]),
 }
 
-fn d_in() -> usize { 3 }
-fn d_out() -> usize { 3 }
-fn d_positional() -> String { "positional".into() }
-fn d_true() -> bool { true }
+fn d_in() -> usize {
+    3
+}
+fn d_out() -> usize {
+    3
+}
+fn d_positional() -> String {
+    "positional".into()
+}
+fn d_true() -> bool {
+    true
+}
 fn d_down() -> Vec<String> {
     ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"].map(String::from).to_vec()
 }
 fn d_up() -> Vec<String> {
     ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"].map(String::from).to_vec()
 }
-fn d_mid() -> Option<String> { Some("UNetMidBlock2D".into()) }
-fn d_channels() -> Vec<usize> { vec![224, 448, 672, 896] }
-fn d_layers() -> usize { 2 }
-fn d_one() -> f64 { 1.0 }
-fn d_pad() -> usize { 1 }
-fn d_conv() -> String { "conv".into() }
-fn d_silu() -> String { "silu".into() }
-fn d_head_dim() -> Option<usize> { Some(8) }
-fn d_groups() -> Option<usize> { Some(32) }
-fn d_eps() -> f64 { 1e-5 }
-fn d_default() -> String { "default".into() }
+fn d_mid() -> Option<String> {
+    Some("UNetMidBlock2D".into())
+}
+fn d_channels() -> Vec<usize> {
+    vec![224, 448, 672, 896]
+}
+fn d_layers() -> usize {
+    2
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_pad() -> usize {
+    1
+}
+fn d_conv() -> String {
+    "conv".into()
+}
+fn d_silu() -> String {
+    "silu".into()
+}
+fn d_head_dim() -> Option<usize> {
+    Some(8)
+}
+fn d_groups() -> Option<usize> {
+    Some(32)
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_default() -> String {
+    "default".into()
+}
 
 /// The diffusers `UNet2DModel` configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,13 +155,19 @@ impl UNet2DConfig {
             Some(t) => return Err(format!("unsupported mid block type '{t}' (supported: UNetMidBlock2D)")),
         }
         if self.time_embedding_type != "positional" {
-            return Err(format!("unsupported time_embedding_type '{}' (supported: positional)", self.time_embedding_type));
+            return Err(format!(
+                "unsupported time_embedding_type '{}' (supported: positional)",
+                self.time_embedding_type
+            ));
         }
         if !matches!(self.act_fn.as_str(), "silu" | "swish") {
             return Err(format!("unsupported act_fn '{}' (supported: silu)", self.act_fn));
         }
         if self.resnet_time_scale_shift != "default" {
-            return Err(format!("unsupported resnet_time_scale_shift '{}' (supported: default)", self.resnet_time_scale_shift));
+            return Err(format!(
+                "unsupported resnet_time_scale_shift '{}' (supported: default)",
+                self.resnet_time_scale_shift
+            ));
         }
         if self.downsample_type != "conv" || self.upsample_type != "conv" {
             return Err("unsupported downsample_type/upsample_type (supported: conv)".into());
@@ -169,11 +205,21 @@ impl UNet2DConfig {
     }
 }
 
-fn d_timesteps() -> usize { 1000 }
-fn d_beta_start() -> f64 { 1e-4 }
-fn d_beta_end() -> f64 { 0.02 }
-fn d_linear() -> String { "linear".into() }
-fn d_epsilon() -> String { "epsilon".into() }
+fn d_timesteps() -> usize {
+    1000
+}
+fn d_beta_start() -> f64 {
+    1e-4
+}
+fn d_beta_end() -> f64 {
+    0.02
+}
+fn d_linear() -> String {
+    "linear".into()
+}
+fn d_epsilon() -> String {
+    "epsilon".into()
+}
 
 /// The fields of a diffusers `scheduler_config.json` that define the noise schedule, and those
 /// that would change what a step computes (checked by [`SchedulerConfig::validate`]). The
@@ -238,10 +284,14 @@ impl SchedulerConfig {
             ));
         }
         if self.thresholding {
-            return Err("thresholding = true (dynamic thresholding of x̂₀ at every step) is not supported: set it to false to run DDIM without it".into());
+            return Err("thresholding = true (dynamic thresholding of x̂₀ at every step) is not supported: set it to \
+                false to run DDIM without it"
+                .into());
         }
         if let Some(v) = self.variance_type.as_deref() {
-            if !["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"].contains(&v) {
+            if !["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"]
+                .contains(&v)
+            {
                 return Err(format!("unknown variance_type '{v}'"));
             }
         }
@@ -272,7 +322,10 @@ mod tests {
 
     #[test]
     fn unsupported_features_are_named() {
-        let c: UNet2DConfig = serde_json::from_str(r#"{"down_block_types": ["SkipDownBlock2D","DownBlock2D","DownBlock2D","DownBlock2D"]}"#).unwrap();
+        let c: UNet2DConfig = serde_json::from_str(
+            r#"{"down_block_types": ["SkipDownBlock2D","DownBlock2D","DownBlock2D","DownBlock2D"]}"#,
+        )
+        .unwrap();
         assert!(c.validate().unwrap_err().contains("SkipDownBlock2D"));
         let c: UNet2DConfig = serde_json::from_str(r#"{"time_embedding_type": "fourier"}"#).unwrap();
         assert!(c.validate().unwrap_err().contains("fourier"));

@@ -30,7 +30,8 @@ const TILE_FLOATS: usize = 1 << 18;
 
 thread_local! {
     /// Each worker thread's im2col tile and padded input rows, kept between tasks and calls.
-    static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// (B, C, H, W).
@@ -46,13 +47,20 @@ fn input<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = s else {
         return Err(candle_core::Error::Msg(format!("{what}: the CPU kernel takes f32 only")));
     };
-    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{what}: input must be contiguous")))?;
+    let (a, b) =
+        l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{what}: input must be contiguous")))?;
     Ok(&data[a..b])
 }
 
 /// (Ho, Wo) of a convolution with kernel `k` = (kh, kw) on an (H, W) input padded by `padding`
 /// on every side and `pad_end` more at the bottom and right.
-pub fn conv_output_size(hw: (usize, usize), k: (usize, usize), stride: usize, padding: usize, pad_end: usize) -> (usize, usize) {
+pub fn conv_output_size(
+    hw: (usize, usize),
+    k: (usize, usize),
+    stride: usize,
+    padding: usize,
+    pad_end: usize,
+) -> (usize, usize) {
     let pad = 2 * padding + pad_end;
     ((hw.0 + pad - k.0) / stride + 1, (hw.1 + pad - k.1) / stride + 1)
 }
@@ -87,10 +95,24 @@ pub struct Epilogue<'a> {
 
 impl CpuConv2d {
     /// `weight` is an f32 (Cout, Cin, kh, kw) tensor on the CPU; `bias` has Cout values.
-    pub fn new(weight: &Tensor, bias: Option<Vec<f32>>, stride: usize, padding: usize, pad_end: usize) -> Result<CpuConv2d> {
+    pub fn new(
+        weight: &Tensor,
+        bias: Option<Vec<f32>>,
+        stride: usize,
+        padding: usize,
+        pad_end: usize,
+    ) -> Result<CpuConv2d> {
         let (cout, cin, kh, kw) = weight.dims4()?;
-        if !weight.device().is_cpu() || weight.dtype() != candle_core::DType::F32 || bias.as_ref().is_some_and(|b| b.len() != cout) || stride == 0 {
-            return Err(candle_core::Error::Msg(format!("conv2d: weights {:?} {:?} need f32 on the CPU, Cout biases and a stride", weight.dims(), weight.dtype())));
+        if !weight.device().is_cpu()
+            || weight.dtype() != candle_core::DType::F32
+            || bias.as_ref().is_some_and(|b| b.len() != cout)
+            || stride == 0
+        {
+            return Err(candle_core::Error::Msg(format!(
+                "conv2d: weights {:?} {:?} need f32 on the CPU, Cout biases and a stride",
+                weight.dims(),
+                weight.dtype()
+            )));
         }
         Ok(CpuConv2d { weight: weight.contiguous()?, bias, cin, cout, kh, kw, stride, padding, pad_end })
     }
@@ -174,7 +196,8 @@ impl CpuConv2d {
                             let lo = (-off).clamp(0, wo as isize) as usize;
                             let hi = (w as isize - off).clamp(lo as isize, wo as isize) as usize;
                             out[..lo].fill(0.0);
-                            out[lo..hi].copy_from_slice(&src[(lo as isize + off) as usize..(hi as isize + off) as usize]);
+                            out[lo..hi]
+                                .copy_from_slice(&src[(lo as isize + off) as usize..(hi as isize + off) as usize]);
                             out[hi..].fill(0.0);
                         } else {
                             for (ox, o) in out.iter_mut().enumerate() {
@@ -201,7 +224,9 @@ impl CpuConv2d {
         let (ho, wo) = self.output_size(h, w);
         let k = self.cin * self.kh * self.kw;
         let plane = ho * wo;
-        if e.channel_bias.is_some_and(|cb| cb.len() != b * self.cout) || e.residual.is_some_and(|r| r.len() != b * self.cout * plane) {
+        if e.channel_bias.is_some_and(|cb| cb.len() != b * self.cout)
+            || e.residual.is_some_and(|r| r.len() != b * self.cout * plane)
+        {
             return err("epilogue of the wrong size".into());
         }
         let total = b * self.cout * plane;
@@ -230,7 +255,9 @@ impl CpuConv2d {
         // (wide, deep layers) padding would copy each input row three times or twice: im2col
         // then reads the image directly.
         let pad = self.stride == 1 && !self.pointwise() && rows >= 3;
-        let bias = |i: usize, co: usize| self.bias.as_ref().map_or(0.0, |bias| bias[co]) + e.channel_bias.map_or(0.0, |cb| cb[i * self.cout + co]);
+        let bias = |i: usize, co: usize| {
+            self.bias.as_ref().map_or(0.0, |bias| bias[co]) + e.channel_bias.map_or(0.0, |cb| cb[i * self.cout + co])
+        };
         tiles.par_iter().for_each(|&(i, r0, r1)| {
             BUFFERS.with_borrow_mut(|(col, xp)| {
                 let xi = &x[i * image..(i + 1) * image];
@@ -258,7 +285,16 @@ impl CpuConv2d {
                     }
                     let d = (dst.0.add(out_base + c0), plane, 1);
                     if self.pointwise() {
-                        matmul(self.cout, c1 - c0, k, d, read_dst, (weight.as_ptr(), k, 1), (xi.as_ptr().add(c0), plane, 1), e.scale);
+                        matmul(
+                            self.cout,
+                            c1 - c0,
+                            k,
+                            d,
+                            read_dst,
+                            (weight.as_ptr(), k, 1),
+                            (xi.as_ptr().add(c0), plane, 1),
+                            e.scale,
+                        );
                     } else {
                         let n = c1 - c0;
                         col.resize(k * n, 0.0);
@@ -327,7 +363,9 @@ impl CustomOp2 for ChannelConcat {
         let (a, b) = (input(s1, l1, "concat")?, input(s2, l2, "concat")?);
         let (da, db) = (l1.shape().dims(), l2.shape().dims());
         if da.len() < 2 || da.len() != db.len() || da[0] != db[0] || da[2..] != db[2..] {
-            return Err(candle_core::Error::Msg(format!("concat: shapes {da:?} and {db:?} do not join along channels")));
+            return Err(candle_core::Error::Msg(format!(
+                "concat: shapes {da:?} and {db:?} do not join along channels"
+            )));
         }
         let batch = da[0];
         let (ia, ib) = (a.len() / batch.max(1), b.len() / batch.max(1));
@@ -473,7 +511,10 @@ mod simd {
     }
 
     dispatch!(sums, sums_impl, sums_avx2, (x: &[f32]) -> (f64, f64));
-    dispatch!(affine, affine_impl, affine_avx2, (src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) -> ());
+    dispatch!(
+        affine, affine_impl, affine_avx2,
+        (src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) -> ()
+    );
     dispatch!(softmax, softmax_impl, softmax_avx2, (row: &mut [f32]) -> ());
 }
 
@@ -511,9 +552,20 @@ impl CpuGroupNorm {
     }
 
     /// [`run`](Self::run) with an optional (B, 2C) scale-and-shift after the affine GroupNorm.
-    pub fn run_modulated(&self, x: &[f32], c: usize, plane: usize, silu: bool, modulation: Option<&[f32]>) -> Result<Vec<f32>> {
+    pub fn run_modulated(
+        &self,
+        x: &[f32],
+        c: usize,
+        plane: usize,
+        silu: bool,
+        modulation: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
         if c % self.groups != 0 || c != self.gamma.len() {
-            return Err(candle_core::Error::Msg(format!("group norm: {c} channels for {} groups of {} weights", self.groups, self.gamma.len())));
+            return Err(candle_core::Error::Msg(format!(
+                "group norm: {c} channels for {} groups of {} weights",
+                self.groups,
+                self.gamma.len()
+            )));
         }
         let per = c / self.groups;
         let size = per * plane;
@@ -528,7 +580,8 @@ impl CpuGroupNorm {
             let b = idx / self.groups;
             for cc in 0..per {
                 let ch = g * per + cc;
-                let (mut scale, mut shift) = (self.gamma[ch] as f64 * inv, self.beta[ch] as f64 - mean * self.gamma[ch] as f64 * inv);
+                let (mut scale, mut shift) =
+                    (self.gamma[ch] as f64 * inv, self.beta[ch] as f64 - mean * self.gamma[ch] as f64 * inv);
                 if let Some(m) = modulation {
                     let (s, t) = (1.0 + m[b * 2 * c + ch] as f64, m[b * 2 * c + c + ch] as f64);
                     (scale, shift) = (scale * s, shift * s + t);
@@ -582,7 +635,10 @@ impl CustomOp2 for GroupNormScaleShift<'_> {
         let m = input(s2, l2, "group norm modulation")?;
         let dims = l1.shape().dims();
         if dims.len() < 2 || l2.shape().dims() != [dims[0], 2 * dims[1]] {
-            return Err(candle_core::Error::Msg(format!("group norm: modulation {:?} for input {dims:?}", l2.shape().dims())));
+            return Err(candle_core::Error::Msg(format!(
+                "group norm: modulation {:?} for input {dims:?}",
+                l2.shape().dims()
+            )));
         }
         let plane: usize = dims[2..].iter().product();
         let out = self.norm.run_modulated(x, dims[1], plane, self.silu, Some(m))?;
@@ -615,7 +671,16 @@ pub struct CpuAttention {
 /// SAFETY: the pointers and strides must describe in-bounds matrices of those sizes, and dst must
 /// not overlap the inputs.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul(m: usize, n: usize, k: usize, dst: (*mut f32, usize, usize), read_dst: bool, lhs: (*const f32, usize, usize), rhs: (*const f32, usize, usize), beta: f32) {
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut f32, usize, usize),
+    read_dst: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+    beta: f32,
+) {
     gemm::gemm(
         m,
         n,
@@ -642,7 +707,15 @@ unsafe fn matmul(m: usize, n: usize, k: usize, dst: (*mut f32, usize, usize), re
 impl CpuAttention {
     /// Weights as PyTorch's `Linear` holds them: (out, in) row-major.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(q: (Vec<f32>, Vec<f32>), k: (Vec<f32>, Vec<f32>), v: (Vec<f32>, Vec<f32>), out: (Vec<f32>, Vec<f32>), channels: usize, heads: usize, rescale: f64) -> CpuAttention {
+    pub fn new(
+        q: (Vec<f32>, Vec<f32>),
+        k: (Vec<f32>, Vec<f32>),
+        v: (Vec<f32>, Vec<f32>),
+        out: (Vec<f32>, Vec<f32>),
+        channels: usize,
+        heads: usize,
+        rescale: f64,
+    ) -> CpuAttention {
         let inner = q.1.len();
         let qkv = [q.0, k.0, v.0].concat();
         let qkv_bias = [q.1, k.1, v.1].concat();
@@ -653,7 +726,10 @@ impl CpuAttention {
     pub fn run(&self, x: &[f32], normed: &[f32], dims: (usize, usize, usize, usize)) -> Result<Vec<f32>> {
         let (_, c, h, w) = dims;
         if c != self.channels {
-            return Err(candle_core::Error::Msg(format!("attention: {c} channels, the weights take {}", self.channels)));
+            return Err(candle_core::Error::Msg(format!(
+                "attention: {c} channels, the weights take {}",
+                self.channels
+            )));
         }
         let (n, inner) = (h * w, self.inner);
         let hd = inner / self.heads;
@@ -671,7 +747,16 @@ impl CpuAttention {
             // SAFETY: every matrix below lies inside `qkv`, `scores`, `o`, `y` or the weights,
             // with the sizes and strides given; outputs never overlap inputs.
             unsafe {
-                matmul(3 * inner, n, c, (qkv.as_mut_ptr(), n, 1), true, (self.qkv.as_ptr(), c, 1), (xn.as_ptr(), n, 1), 1.0);
+                matmul(
+                    3 * inner,
+                    n,
+                    c,
+                    (qkv.as_mut_ptr(), n, 1),
+                    true,
+                    (self.qkv.as_ptr(), c, 1),
+                    (xn.as_ptr(), n, 1),
+                    1.0,
+                );
                 for head in 0..self.heads {
                     let qh = qkv.as_ptr().add(head * hd * n);
                     let kh = qkv.as_ptr().add((inner + head * hd) * n);
@@ -682,12 +767,30 @@ impl CpuAttention {
                         simd::softmax(row);
                     }
                     // Oh (hd × n) = Vh (hd × n) · Pᵀ (n × n).
-                    matmul(hd, n, n, (o.as_mut_ptr().add(head * hd * n), n, 1), false, (vh, n, 1), (scores.as_ptr(), 1, n), 1.0);
+                    matmul(
+                        hd,
+                        n,
+                        n,
+                        (o.as_mut_ptr().add(head * hd * n), n, 1),
+                        false,
+                        (vh, n, 1),
+                        (scores.as_ptr(), 1, n),
+                        1.0,
+                    );
                 }
                 for (row, bias) in y.chunks_mut(n).zip(&self.out_bias) {
                     row.iter_mut().for_each(|v| *v += bias);
                 }
-                matmul(c, n, inner, (y.as_mut_ptr(), n, 1), true, (self.out.as_ptr(), inner, 1), (o.as_ptr(), n, 1), 1.0);
+                matmul(
+                    c,
+                    n,
+                    inner,
+                    (y.as_mut_ptr(), n, 1),
+                    true,
+                    (self.out.as_ptr(), inner, 1),
+                    (o.as_ptr(), n, 1),
+                    1.0,
+                );
             }
             if self.rescale != 1.0 {
                 let r = (1.0 / self.rescale) as f32;

@@ -72,9 +72,10 @@ impl std::str::FromStr for DeviceSpec {
             _ => {}
         }
         match s.strip_prefix("cuda:") {
-            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-                n.parse::<usize>().map(DeviceSpec::Cuda).map_err(|_| Error::Invalid(format!("bad device '{s}' (use cuda or cuda:N)")))
-            }
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => n
+                .parse::<usize>()
+                .map(DeviceSpec::Cuda)
+                .map_err(|_| Error::Invalid(format!("bad device '{s}' (use cuda or cuda:N)"))),
             Some(_) => Err(Error::Invalid(format!("bad device '{s}' (use cuda or cuda:N)"))),
             None => Err(Error::Invalid(format!("unknown device '{s}' (use cpu, cuda, cuda:N or metal)"))),
         }
@@ -88,13 +89,20 @@ pub fn parse_device(s: &str) -> Result<Device> {
         DeviceSpec::Cpu => Ok(Device::Cpu),
         DeviceSpec::Cuda(ordinal) => {
             if !cfg!(feature = "cuda") {
-                return Err(Error::Invalid("this expanse was built without CUDA support: rebuild with `cargo build --release --features cuda`".into()));
+                return Err(Error::Invalid(
+                    "this expanse was built without CUDA support: rebuild with `cargo build --release --features cuda`"
+                        .into(),
+                ));
             }
             Device::new_cuda(ordinal).map_err(|e| Error::Invalid(format!("cannot open CUDA device {ordinal}: {e}")))
         }
         DeviceSpec::Metal => {
             if !cfg!(feature = "metal") {
-                return Err(Error::Invalid("this expanse was built without Metal support: rebuild with `cargo build --release --features metal`".into()));
+                return Err(Error::Invalid(
+                    "this expanse was built without Metal support: rebuild with `cargo build \
+                    --release --features metal`"
+                        .into(),
+                ));
             }
             Device::new_metal(0).map_err(|e| Error::Invalid(format!("cannot open the Metal device: {e}")))
         }
@@ -122,7 +130,10 @@ fn check_dtype_support(device: &Device, dtype: DType) -> Result<()> {
         Ok(())
     };
     probe().map_err(|e| {
-        Error::Invalid(format!("dtype {dtype:?} is not supported on {} by this build of candle: {e}", device_name(device)))
+        Error::Invalid(format!(
+            "dtype {dtype:?} is not supported on {} by this build of candle: {e}",
+            device_name(device)
+        ))
     })
 }
 
@@ -231,7 +242,9 @@ impl Architecture {
                 .map(|(&channels, kind)| Level {
                     channels,
                     blocks: c.layers_per_block,
-                    heads: kind.contains("Attn").then(|| c.attention_head_dim.map(|hd| (channels / hd.max(1)).max(1)).unwrap_or(1)),
+                    heads: kind
+                        .contains("Attn")
+                        .then(|| c.attention_head_dim.map(|hd| (channels / hd.max(1)).max(1)).unwrap_or(1)),
                 })
                 .collect(),
             Architecture::Adm(c) => {
@@ -240,7 +253,11 @@ impl Architecture {
                     .unwrap_or_default()
                     .into_iter()
                     .enumerate()
-                    .map(|(l, channels)| Level { channels, blocks: c.num_res_blocks, heads: rates.contains(&(1 << l)).then(|| c.heads(channels, false).unwrap_or(1)) })
+                    .map(|(l, channels)| Level {
+                        channels,
+                        blocks: c.num_res_blocks,
+                        heads: rates.contains(&(1 << l)).then(|| c.heads(channels, false).unwrap_or(1)),
+                    })
                     .collect()
             }
         }
@@ -324,17 +341,29 @@ fn checkpoint_path(dir: &Path, flags: &str) -> Result<PathBuf> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::open(dir, crate::io::io_cause(&e)))?;
     let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["pt", "pth", "ckpt", "bin", "safetensors"].contains(&e)))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| ["pt", "pth", "ckpt", "bin", "safetensors"].contains(&e))
+        })
         .collect();
     found.sort();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(Error::open(dir, format!("{flags} but no checkpoint (*.pt, *.pth, *.ckpt or *.safetensors) in the model folder"))),
+        0 => Err(Error::open(
+            dir,
+            format!("{flags} but no checkpoint (*.pt, *.pth, *.ckpt or *.safetensors) in the model folder"),
+        )),
         _ => Err(Error::open(
             dir,
             format!(
                 "more than one checkpoint in the model folder ({}): keep one",
-                found.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ")
+                found
+                    .iter()
+                    .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
     }
@@ -361,12 +390,18 @@ impl ModelFolder {
         if !dir.exists() {
             return Err(Error::open(dir, "no such model folder"));
         }
-        let kinds: Vec<&str> = ["config.json", "adm.json", "ddpm.json"].into_iter().filter(|f| dir.join(f).is_file()).collect();
+        let kinds: Vec<&str> =
+            ["config.json", "adm.json", "ddpm.json"].into_iter().filter(|f| dir.join(f).is_file()).collect();
         match kinds.as_slice() {
             ["adm.json"] => return Self::read_adm(dir),
             ["ddpm.json"] => return Self::read_original(dir),
             [] | ["config.json"] => {}
-            _ => return Err(Error::open(dir, format!("the model folder holds {}: keep the one of its model", kinds.join(" and ")))),
+            _ => {
+                return Err(Error::open(
+                    dir,
+                    format!("the model folder holds {}: keep the one of its model", kinds.join(" and ")),
+                ))
+            }
         }
         let (unet_dir, sched_path) = if dir.join("config.json").is_file() {
             (dir.to_path_buf(), dir.join("scheduler_config.json"))
@@ -375,7 +410,8 @@ impl ModelFolder {
         } else {
             return Err(Error::open(
                 dir,
-                "not a model folder: expected config.json (diffusers), adm.json + *.pt (guided-diffusion ADM) or ddpm.json + *.ckpt (original DDPM)",
+                "not a model folder: expected config.json (diffusers), adm.json + *.pt (guided-diffusion ADM) or \
+                    ddpm.json + *.ckpt (original DDPM)",
             ));
         };
         let config_path = unet_dir.join("config.json");
@@ -388,11 +424,19 @@ impl ModelFolder {
         } else {
             SchedulerConfig::default()
         };
-        let prediction: Prediction = scheduler.prediction_type.parse().map_err(|e: Error| Error::model(&sched_path, e))?;
+        let prediction: Prediction =
+            scheduler.prediction_type.parse().map_err(|e: Error| Error::model(&sched_path, e))?;
         scheduler.validate().map_err(|e| Error::model(&sched_path, e))?;
         let weights_file = weights_path(&unet_dir)?;
         files.push(weights_file.clone());
-        Ok(ModelFolder { format: ModelFormat::Diffusers, config: Architecture::UNet2D(config), scheduler, prediction, files, weights_file })
+        Ok(ModelFolder {
+            format: ModelFormat::Diffusers,
+            config: Architecture::UNet2D(config),
+            scheduler,
+            prediction,
+            files,
+            weights_file,
+        })
     }
 
     fn read_adm(dir: &Path) -> Result<ModelFolder> {
@@ -442,11 +486,18 @@ fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
             .collect()
     } else {
         candle_core::pickle::read_all(path).map_err(|e| {
-            Error::format(path, format!("cannot read PyTorch weights (a torch.save zip file of a state_dict is expected): {e}")).with_source(e)
+            Error::format(
+                path,
+                format!("cannot read PyTorch weights (a torch.save zip file of a state_dict is expected): {e}"),
+            )
+            .with_source(e)
         })?
     };
     if raw.is_empty() {
-        return Err(Error::format(path, "holds no tensors: not a state_dict (save model.state_dict(), not the model or a training state)"));
+        return Err(Error::format(
+            path,
+            "holds no tensors: not a state_dict (save model.state_dict(), not the model or a training state)",
+        ));
     }
     Ok(raw)
 }
@@ -467,7 +518,9 @@ fn named_weights(raw: Vec<(String, Tensor)>, folder: &ModelFolder) -> Result<Has
                 let Some(key) = original::diffusers_key(&name, c.block_out_channels.len()) else { continue };
                 let t = if original::is_attention_projection(&key) && t.rank() == 4 {
                     let (o, i, _, _) = t.dims4().map_err(model_err)?;
-                    t.reshape((o, i)).map_err(|e| Error::model(&folder.weights_file, format!("weight '{name}': {e}")).with_source(e))?
+                    t.reshape((o, i)).map_err(|e| {
+                        Error::model(&folder.weights_file, format!("weight '{name}': {e}")).with_source(e)
+                    })?
                 } else {
                     t
                 };
@@ -502,7 +555,9 @@ impl Ddpm {
             Architecture::UNet2D(c) => UNet2DModel::new(vb, c).map(|m| Network::UNet2D(Box::new(m))),
             Architecture::Adm(c) => AdmUNet::new(vb, c).map(|m| Network::Adm(Box::new(m))),
         }
-        .map_err(|e| Error::model(&folder.weights_file, format!("{e} (the model described in {config_name})")).with_source(e))?;
+        .map_err(|e| {
+            Error::model(&folder.weights_file, format!("{e} (the model described in {config_name})")).with_source(e)
+        })?;
         let used = weights.used.lock().expect("lock").clone();
         let mut extra: Vec<&String> = keys.iter().filter(|k| !used.contains(*k)).collect();
         if !extra.is_empty() {
@@ -539,7 +594,9 @@ impl Ddpm {
     pub fn check_input(&self, c: usize, h: usize, w: usize) -> Result<()> {
         let want = self.config.in_channels();
         if c != want {
-            return Err(Error::Invalid(format!("the model takes {want} channel(s), the input has {c} (use --channels {want} at ingest)")));
+            return Err(Error::Invalid(format!(
+                "the model takes {want} channel(s), the input has {c} (use --channels {want} at ingest)"
+            )));
         }
         let m = self.config.size_multiple();
         if h % m != 0 || w % m != 0 || h == 0 || w == 0 {
@@ -563,12 +620,17 @@ impl Ddpm {
 struct ArcBackend(std::sync::Arc<TrackedWeights>);
 
 impl SimpleBackend for ArcBackend {
-    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self
-            .0
-            .tensors
-            .get(name)
-            .ok_or_else(|| candle_core::Error::Msg(format!("missing weight '{name}' (expected shape {:?})", s.dims())))?;
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.0.tensors.get(name).ok_or_else(|| {
+            candle_core::Error::Msg(format!("missing weight '{name}' (expected shape {:?})", s.dims()))
+        })?;
         if t.shape() != &s {
             return Err(candle_core::Error::Msg(format!(
                 "weight '{name}' has the wrong shape: expected {:?}, found {:?}",

@@ -7,9 +7,15 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{SampleSize, SchedulerConfig, UNet2DConfig};
 
-fn d_simple() -> String { "simple".into() }
-fn d_true() -> bool { true }
-fn d_three() -> usize { 3 }
+fn d_simple() -> String {
+    "simple".into()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_three() -> usize {
+    3
+}
 
 /// The `model` section of a ddim config (`configs/church.yml` …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,7 +77,9 @@ impl OriginalDdpmConfig {
     pub fn validate(&self) -> Result<(), String> {
         for section in self.other.keys() {
             if !matches!(section.as_str(), "training" | "sampling" | "optim") {
-                return Err(format!("unknown section '{section}' (data, model, diffusion; training, sampling, optim are ignored)"));
+                return Err(format!(
+                    "unknown section '{section}' (data, model, diffusion; training, sampling, optim are ignored)"
+                ));
             }
         }
         let m = &self.model;
@@ -79,13 +87,18 @@ impl OriginalDdpmConfig {
             return Err(format!("model.type '{}' is not supported (simple, bayesian)", m.kind));
         }
         if !m.resamp_with_conv {
-            return Err("model.resamp_with_conv = false (resampling without convolutions) has no diffusers equivalent".into());
+            return Err(
+                "model.resamp_with_conv = false (resampling without convolutions) has no diffusers equivalent".into()
+            );
         }
         if m.ch_mult.is_empty() || m.ch == 0 || m.num_res_blocks == 0 {
             return Err("model.ch, model.ch_mult and model.num_res_blocks must be positive".into());
         }
         if !matches!(self.diffusion.beta_schedule.as_str(), "linear" | "quad") {
-            return Err(format!("diffusion.beta_schedule '{}' is not supported (linear, quad)", self.diffusion.beta_schedule));
+            return Err(format!(
+                "diffusion.beta_schedule '{}' is not supported (linear, quad)",
+                self.diffusion.beta_schedule
+            ));
         }
         Ok(())
     }
@@ -145,29 +158,38 @@ pub fn diffusers_key(name: &str, levels: usize) -> Option<String> {
     }
     let parts: Vec<&str> = name.split('.').collect();
     let leaf = |p: &[&str]| p.join(".");
-    fn resnet(p: &str) -> &str { match p {
-        "temb_proj" => "time_emb_proj",
-        "nin_shortcut" => "conv_shortcut",
-        other => other,
-    } }
-    fn attention(p: &str) -> &str { match p {
-        "norm" => "group_norm",
-        "q" => "to_q",
-        "k" => "to_k",
-        "v" => "to_v",
-        "proj_out" => "to_out.0",
-        other => other,
-    } }
+    fn resnet(p: &str) -> &str {
+        match p {
+            "temb_proj" => "time_emb_proj",
+            "nin_shortcut" => "conv_shortcut",
+            other => other,
+        }
+    }
+    fn attention(p: &str) -> &str {
+        match p {
+            "norm" => "group_norm",
+            "q" => "to_q",
+            "k" => "to_k",
+            "v" => "to_v",
+            "proj_out" => "to_out.0",
+            other => other,
+        }
+    }
     let mapped = match parts.as_slice() {
         ["temb", "dense", "0", rest @ ..] => format!("time_embedding.linear_1.{}", leaf(rest)),
         ["temb", "dense", "1", rest @ ..] => format!("time_embedding.linear_2.{}", leaf(rest)),
         ["norm_out", rest @ ..] => format!("conv_norm_out.{}", leaf(rest)),
         [dir @ ("down" | "up"), i, kind, rest @ ..] => {
             let i: usize = i.parse().ok()?;
-            let (prefix, block) = if *dir == "down" { ("down_blocks", i) } else { ("up_blocks", levels.checked_sub(i + 1)?) };
+            let (prefix, block) =
+                if *dir == "down" { ("down_blocks", i) } else { ("up_blocks", levels.checked_sub(i + 1)?) };
             match (*kind, rest) {
-                ("block", [j, layer, tail @ ..]) => format!("{prefix}.{block}.resnets.{j}.{}.{}", resnet(layer), leaf(tail)),
-                ("attn", [j, layer, tail @ ..]) => format!("{prefix}.{block}.attentions.{j}.{}.{}", attention(layer), leaf(tail)),
+                ("block", [j, layer, tail @ ..]) => {
+                    format!("{prefix}.{block}.resnets.{j}.{}.{}", resnet(layer), leaf(tail))
+                }
+                ("attn", [j, layer, tail @ ..]) => {
+                    format!("{prefix}.{block}.attentions.{j}.{}.{}", attention(layer), leaf(tail))
+                }
                 ("downsample", ["conv", tail @ ..]) => format!("{prefix}.{block}.downsamplers.0.conv.{}", leaf(tail)),
                 ("upsample", ["conv", tail @ ..]) => format!("{prefix}.{block}.upsamplers.0.conv.{}", leaf(tail)),
                 _ => return Some(name.to_string()),
@@ -185,7 +207,9 @@ pub fn diffusers_key(name: &str, levels: usize) -> Option<String> {
 /// diffusers keeps as a linear layer.
 pub fn is_attention_projection(diffusers_name: &str) -> bool {
     diffusers_name.contains(".attentions.")
-        && [".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"].iter().any(|s| diffusers_name.ends_with(s))
+        && [".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"]
+            .iter()
+            .any(|s| diffusers_name.ends_with(s))
 }
 
 #[cfg(test)]
@@ -219,7 +243,8 @@ mod tests {
                 "model": {"type": "simple", "in_channels": 3, "out_ch": 3, "ch": 128, "ch_mult": [1, 1, 2, 2, 4, 4],
                           "num_res_blocks": 2, "attn_resolutions": [16], "dropout": 0.0, "var_type": "fixedsmall",
                           "ema_rate": 0.999, "ema": true, "resamp_with_conv": true},
-                "diffusion": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "num_diffusion_timesteps": 1000},
+                "diffusion": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
+                              "num_diffusion_timesteps": 1000},
                 "training": {"batch_size": 64}}"#,
         )
         .unwrap();
@@ -235,12 +260,19 @@ mod tests {
 
     #[test]
     fn unsupported_keys_are_named() {
-        let base = r#""data": {"image_size": 32}, "diffusion": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "num_diffusion_timesteps": 1000}"#;
-        let e = serde_json::from_str::<OriginalDdpmConfig>(&format!(r#"{{{base}, "model": {{"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": [], "chanels": 3}}}}"#)).unwrap_err();
+        let base = r#""data": {"image_size": 32},
+            "diffusion": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
+                          "num_diffusion_timesteps": 1000}"#;
+        let model = r#""ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []"#;
+        let e =
+            serde_json::from_str::<OriginalDdpmConfig>(&format!(r#"{{{base}, "model": {{{model}, "chanels": 3}}}}"#))
+                .unwrap_err();
         assert!(e.to_string().contains("chanels"), "{e}");
-        let c: OriginalDdpmConfig = serde_json::from_str(&format!(r#"{{{base}, "model": {{"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": [], "resamp_with_conv": false}}}}"#)).unwrap();
+        let c: OriginalDdpmConfig =
+            serde_json::from_str(&format!(r#"{{{base}, "model": {{{model}, "resamp_with_conv": false}}}}"#)).unwrap();
         assert!(c.validate().unwrap_err().contains("resamp_with_conv"));
-        let c: OriginalDdpmConfig = serde_json::from_str(&format!(r#"{{{base}, "model": {{"ch": 32, "ch_mult": [1], "num_res_blocks": 1, "attn_resolutions": []}}, "extra": 1}}"#)).unwrap();
+        let c: OriginalDdpmConfig =
+            serde_json::from_str(&format!(r#"{{{base}, "model": {{{model}}}, "extra": 1}}"#)).unwrap();
         assert!(c.validate().unwrap_err().contains("extra"));
     }
 }

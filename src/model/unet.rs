@@ -27,7 +27,15 @@ pub struct Conv {
 }
 
 impl Conv {
-    pub fn new(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, padding: usize, pad_end: usize) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        pad_end: usize,
+    ) -> Result<Self> {
         let conv = candle_nn::conv2d(cin, cout, k, Conv2dConfig { padding, stride, ..Default::default() }, vb.clone())?;
         let cpu = if on_cpu_f32(&vb) {
             let bias = conv.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
@@ -65,13 +73,22 @@ impl Conv {
         let flops = self.flops(x)?;
         match &self.cpu {
             Some(k) if fast(x) => profile::record(self.label, flops, || {
-                x.contiguous()?.apply_op2_no_bwd(&extra.contiguous()?, &kernels::ConvAdd { conv: k, scale: scale as f32 })
+                x.contiguous()?
+                    .apply_op2_no_bwd(&extra.contiguous()?, &kernels::ConvAdd { conv: k, scale: scale as f32 })
             }),
             _ => {
                 let y = profile::record(self.label, flops, || self.reference(x))?;
                 profile::record("adds and scales", 0.0, || {
-                    let y = if extra.rank() == 2 { y.broadcast_add(&extra.unsqueeze(2)?.unsqueeze(3)?)? } else { (y + extra)? };
-                    if scale == 1.0 { Ok(y) } else { y * scale }
+                    let y = if extra.rank() == 2 {
+                        y.broadcast_add(&extra.unsqueeze(2)?.unsqueeze(3)?)?
+                    } else {
+                        (y + extra)?
+                    };
+                    if scale == 1.0 {
+                        Ok(y)
+                    } else {
+                        y * scale
+                    }
                 })
             }
         }
@@ -115,7 +132,11 @@ impl Norm {
     pub fn new(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
         let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
         let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
-        let cpu = if on_cpu_f32(&vb) { Some(CpuGroupNorm::new(weight.to_vec1::<f32>()?, bias.to_vec1::<f32>()?, groups, eps)) } else { None };
+        let cpu = if on_cpu_f32(&vb) {
+            Some(CpuGroupNorm::new(weight.to_vec1::<f32>()?, bias.to_vec1::<f32>()?, groups, eps))
+        } else {
+            None
+        };
         Ok(Self { norm: GroupNorm::new(weight, bias, channels, groups, eps)?, cpu })
     }
 
@@ -131,7 +152,9 @@ impl Norm {
                 let scale = modulation.narrow(1, 0, c)?.unsqueeze(2)?.unsqueeze(3)?;
                 let shift = modulation.narrow(1, c, c)?.unsqueeze(2)?.unsqueeze(3)?;
                 let n = profile::record("group norm", 0.0, || self.norm.forward(x))?;
-                let n = profile::record("scale and shift", 0.0, || n.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift))?;
+                let n = profile::record("scale and shift", 0.0, || {
+                    n.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)
+                })?;
                 profile::record("SiLU", 0.0, || candle_nn::ops::silu(&n))
             }
         }
@@ -140,7 +163,9 @@ impl Norm {
     /// SiLU(GroupNorm(x)).
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
         match &self.cpu {
-            Some(k) if fast(x) => profile::record("group norm + SiLU", 0.0, || x.contiguous()?.apply_op1_no_bwd(&k.op(true))),
+            Some(k) if fast(x) => {
+                profile::record("group norm + SiLU", 0.0, || x.contiguous()?.apply_op1_no_bwd(&k.op(true)))
+            }
             _ => {
                 let n = profile::record("group norm", 0.0, || self.norm.forward(x))?;
                 profile::record("SiLU", 0.0, || candle_nn::ops::silu(&n))
@@ -202,7 +227,10 @@ pub struct TimestepEmbedding {
 
 impl TimestepEmbedding {
     pub fn new(vb: VarBuilder, in_channels: usize, time_embed_dim: usize) -> Result<Self> {
-        Ok(Self { linear_1: linear(in_channels, time_embed_dim, vb.pp("linear_1"))?, linear_2: linear(time_embed_dim, time_embed_dim, vb.pp("linear_2"))? })
+        Ok(Self {
+            linear_1: linear(in_channels, time_embed_dim, vb.pp("linear_1"))?,
+            linear_2: linear(time_embed_dim, time_embed_dim, vb.pp("linear_2"))?,
+        })
     }
 }
 
@@ -243,7 +271,8 @@ pub struct ResnetBlock2D {
 impl ResnetBlock2D {
     pub fn new(vb: VarBuilder, in_channels: usize, cfg: &ResnetBlock2DConfig) -> Result<Self> {
         let (cin, cout) = (in_channels, cfg.out_channels);
-        let conv_shortcut = if cin != cout { Some(Conv::new(vb.pp("conv_shortcut"), cin, cout, 1, 1, 0, 0)?) } else { None };
+        let conv_shortcut =
+            if cin != cout { Some(Conv::new(vb.pp("conv_shortcut"), cin, cout, 1, 1, 0, 0)?) } else { None };
         Ok(Self {
             norm1: Norm::new(vb.pp("norm1"), cfg.groups, cin, cfg.eps)?,
             conv1: conv3(cin, cout, 1, 1, vb.pp("conv1"))?,
@@ -303,7 +332,11 @@ impl SpatialAttention {
         let heads = (channels / dim_head).max(1);
         let inner = heads * dim_head;
         let rescale = cfg.rescale_output_factor;
-        let (to_q, to_k, to_v) = (linear(channels, inner, vb.pp("to_q"))?, linear(channels, inner, vb.pp("to_k"))?, linear(channels, inner, vb.pp("to_v"))?);
+        let (to_q, to_k, to_v) = (
+            linear(channels, inner, vb.pp("to_q"))?,
+            linear(channels, inner, vb.pp("to_k"))?,
+            linear(channels, inner, vb.pp("to_v"))?,
+        );
         let to_out = linear(inner, channels, vb.pp("to_out").pp("0"))?;
         let cpu = if on_cpu_f32(&vb) {
             let parts = |l: &Linear| -> Result<(Vec<f32>, Vec<f32>)> {
@@ -313,7 +346,15 @@ impl SpatialAttention {
                 };
                 Ok((l.weight().flatten_all()?.to_vec1::<f32>()?, bias))
             };
-            Some(CpuAttention::new(parts(&to_q)?, parts(&to_k)?, parts(&to_v)?, parts(&to_out)?, channels, heads, rescale))
+            Some(CpuAttention::new(
+                parts(&to_q)?,
+                parts(&to_k)?,
+                parts(&to_v)?,
+                parts(&to_out)?,
+                channels,
+                heads,
+                rescale,
+            ))
         } else {
             None
         };
@@ -339,7 +380,8 @@ impl SpatialAttention {
         let v = self.to_v.forward(&hs)?;
         let inner = q.dim(D::Minus1)?;
         let hd = inner / self.heads;
-        let split = |t: Tensor| -> Result<Tensor> { t.reshape((b, h * w, self.heads, hd))?.transpose(1, 2)?.contiguous() };
+        let split =
+            |t: Tensor| -> Result<Tensor> { t.reshape((b, h * w, self.heads, hd))?.transpose(1, 2)?.contiguous() };
         let (q, k, v) = (split(q)?, split(k)?, split(v)?);
         let dtype = q.dtype();
         // Scores and softmax in f32 (diffusers' upcast_attention + upcast_softmax): in half
@@ -350,7 +392,11 @@ impl SpatialAttention {
         let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, h * w, inner))?;
         let out = self.to_out.forward(&out)?.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
         let out = (out + residual)?;
-        if self.rescale_output_factor == 1.0 { Ok(out) } else { out / self.rescale_output_factor }
+        if self.rescale_output_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.rescale_output_factor
+        }
     }
 }
 
@@ -444,7 +490,13 @@ pub struct DownBlock2D {
 
 impl DownBlock2D {
     pub fn new(vb: VarBuilder, in_channels: usize, out_channels: usize, cfg: &DownBlock2DConfig) -> Result<Self> {
-        let resnet = ResnetBlock2DConfig { out_channels, temb_channels: cfg.temb_channels, groups: cfg.groups, eps: cfg.eps, output_scale_factor: 1.0 };
+        let resnet = ResnetBlock2DConfig {
+            out_channels,
+            temb_channels: cfg.temb_channels,
+            groups: cfg.groups,
+            eps: cfg.eps,
+            output_scale_factor: 1.0,
+        };
         let mut resnets = Vec::with_capacity(cfg.num_layers);
         let mut attentions = Vec::new();
         for j in 0..cfg.num_layers {
@@ -454,7 +506,11 @@ impl DownBlock2D {
                 attentions.push(SpatialAttention::new(vb.pp("attentions").pp(j), out_channels, a)?);
             }
         }
-        let downsampler = if cfg.add_downsample { Some(Downsample2D::new(vb.pp("downsamplers").pp(0), out_channels, cfg.downsample_padding)?) } else { None };
+        let downsampler = if cfg.add_downsample {
+            Some(Downsample2D::new(vb.pp("downsamplers").pp(0), out_channels, cfg.downsample_padding)?)
+        } else {
+            None
+        };
         Ok(Self { resnets, attentions, downsampler })
     }
 
@@ -503,8 +559,20 @@ pub struct UpBlock2D {
 impl UpBlock2D {
     /// `in_channels`: the channels of the last skip connection (the next level's output);
     /// `prev_output_channels`: those of the block's input.
-    pub fn new(vb: VarBuilder, in_channels: usize, prev_output_channels: usize, out_channels: usize, cfg: &UpBlock2DConfig) -> Result<Self> {
-        let resnet = ResnetBlock2DConfig { out_channels, temb_channels: cfg.temb_channels, groups: cfg.groups, eps: cfg.eps, output_scale_factor: 1.0 };
+    pub fn new(
+        vb: VarBuilder,
+        in_channels: usize,
+        prev_output_channels: usize,
+        out_channels: usize,
+        cfg: &UpBlock2DConfig,
+    ) -> Result<Self> {
+        let resnet = ResnetBlock2DConfig {
+            out_channels,
+            temb_channels: cfg.temb_channels,
+            groups: cfg.groups,
+            eps: cfg.eps,
+            output_scale_factor: 1.0,
+        };
         let mut resnets = Vec::with_capacity(cfg.num_layers);
         let mut attentions = Vec::new();
         for j in 0..cfg.num_layers {
@@ -515,7 +583,8 @@ impl UpBlock2D {
                 attentions.push(SpatialAttention::new(vb.pp("attentions").pp(j), out_channels, a)?);
             }
         }
-        let upsampler = if cfg.add_upsample { Some(Upsample2D::new(vb.pp("upsamplers").pp(0), out_channels)?) } else { None };
+        let upsampler =
+            if cfg.add_upsample { Some(Upsample2D::new(vb.pp("upsamplers").pp(0), out_channels)?) } else { None };
         Ok(Self { resnets, attentions, upsampler })
     }
 
@@ -528,7 +597,11 @@ impl UpBlock2D {
     /// last is used first).
     pub fn forward(&self, x: &Tensor, res_xs: &[Tensor], temb: &Tensor) -> Result<Tensor> {
         if res_xs.len() != self.resnets.len() {
-            return Err(candle_core::Error::Msg(format!("up block: {} skip connections for {} resnets", res_xs.len(), self.resnets.len())));
+            return Err(candle_core::Error::Msg(format!(
+                "up block: {} skip connections for {} resnets",
+                res_xs.len(),
+                self.resnets.len()
+            )));
         }
         let mut h = x.clone();
         for (i, (r, skip)) in self.resnets.iter().zip(res_xs.iter().rev()).enumerate() {
@@ -567,10 +640,20 @@ pub struct UNetMidBlock2D {
 
 impl UNetMidBlock2D {
     pub fn new(vb: VarBuilder, channels: usize, cfg: &UNetMidBlock2DConfig) -> Result<Self> {
-        let resnet = ResnetBlock2DConfig { out_channels: channels, temb_channels: cfg.temb_channels, groups: cfg.groups, eps: cfg.eps, output_scale_factor: cfg.output_scale_factor };
+        let resnet = ResnetBlock2DConfig {
+            out_channels: channels,
+            temb_channels: cfg.temb_channels,
+            groups: cfg.groups,
+            eps: cfg.eps,
+            output_scale_factor: cfg.output_scale_factor,
+        };
         Ok(Self {
             resnet_0: ResnetBlock2D::new(vb.pp("resnets").pp(0), channels, &resnet)?,
-            attention: cfg.attention.as_ref().map(|a| SpatialAttention::new(vb.pp("attentions").pp(0), channels, a)).transpose()?,
+            attention: cfg
+                .attention
+                .as_ref()
+                .map(|a| SpatialAttention::new(vb.pp("attentions").pp(0), channels, a))
+                .transpose()?,
             resnet_1: ResnetBlock2D::new(vb.pp("resnets").pp(1), channels, &resnet)?,
         })
     }
@@ -606,7 +689,12 @@ impl UNet2DModel {
         let n = ch.len();
         let (groups, eps) = (config.groups(), config.norm_eps);
         let temb = config.time_embed_dim();
-        let attention = |groups: usize, rescale: f64| AttentionConfig { head_dim: config.attention_head_dim, groups, eps, rescale_output_factor: rescale };
+        let attention = |groups: usize, rescale: f64| AttentionConfig {
+            head_dim: config.attention_head_dim,
+            groups,
+            eps,
+            rescale_output_factor: rescale,
+        };
         let time_proj = Timesteps::new(ch[0], config.flip_sin_to_cos, config.freq_shift);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), ch[0], temb)?;
         let conv_in = conv3(config.in_channels, ch[0], 1, 1, vb.pp("conv_in"))?;
@@ -634,7 +722,9 @@ impl UNet2DModel {
                     groups,
                     eps,
                     output_scale_factor: s,
-                    attention: config.add_attention.then(|| attention(config.attn_norm_num_groups.unwrap_or(groups), s)),
+                    attention: config
+                        .add_attention
+                        .then(|| attention(config.attn_norm_num_groups.unwrap_or(groups), s)),
                 };
                 Some(UNetMidBlock2D::new(vb.pp("mid_block"), ch[n - 1], &cfg)?)
             }
@@ -692,7 +782,10 @@ impl UNet2DModel {
             h = m.forward(&h, &emb)?;
         }
         for u in &self.up_blocks {
-            let at = states.len().checked_sub(u.num_skips()).ok_or_else(|| candle_core::Error::Msg("UNet skip connections exhausted".into()))?;
+            let at = states
+                .len()
+                .checked_sub(u.num_skips())
+                .ok_or_else(|| candle_core::Error::Msg("UNet skip connections exhausted".into()))?;
             let skips = states.split_off(at);
             h = u.forward(&h, &skips, &emb)?;
         }
@@ -759,11 +852,13 @@ mod tests {
             let (ho, wo) = (reference.dim(2).unwrap(), reference.dim(3).unwrap());
             let cb = randn(&[b, cout], 40 + i as u64);
             let want = reference.broadcast_add(&cb.unsqueeze(2).unwrap().unsqueeze(3).unwrap()).unwrap();
-            let got = x.apply_op2_no_bwd(&cb, &kernels::ConvAdd { conv: conv.cpu.as_ref().unwrap(), scale: 1.0 }).unwrap();
+            let got =
+                x.apply_op2_no_bwd(&cb, &kernels::ConvAdd { conv: conv.cpu.as_ref().unwrap(), scale: 1.0 }).unwrap();
             assert!(max_diff(&got, &want) < 2e-5 * (cin * k * k) as f32, "case {i}: channel bias");
             let res = randn(&[b, cout, ho, wo], 50 + i as u64);
             let want = ((&reference + &res).unwrap() * 0.5).unwrap();
-            let got = x.apply_op2_no_bwd(&res, &kernels::ConvAdd { conv: conv.cpu.as_ref().unwrap(), scale: 0.5 }).unwrap();
+            let got =
+                x.apply_op2_no_bwd(&res, &kernels::ConvAdd { conv: conv.cpu.as_ref().unwrap(), scale: 0.5 }).unwrap();
             assert!(max_diff(&got, &want) < 2e-5 * (cin * k * k) as f32, "case {i}: residual");
         }
     }
@@ -777,12 +872,24 @@ mod tests {
             let norm = Norm::new(builder(t), groups, c, 1e-6).unwrap();
             let x = (randn(&[b, c, h, w], 80 + i as u64) * 3.0).unwrap();
             let reference = norm.norm.forward(&x).unwrap();
-            assert!(max_diff(&x.apply_op1_no_bwd(&norm.cpu.as_ref().unwrap().op(false)).unwrap(), &reference) < 2e-5, "norm {i}");
+            assert!(
+                max_diff(&x.apply_op1_no_bwd(&norm.cpu.as_ref().unwrap().op(false)).unwrap(), &reference) < 2e-5,
+                "norm {i}"
+            );
             let silu = candle_nn::ops::silu(&reference).unwrap();
-            assert!(max_diff(&x.apply_op1_no_bwd(&norm.cpu.as_ref().unwrap().op(true)).unwrap(), &silu) < 2e-5, "norm + SiLU {i}");
+            assert!(
+                max_diff(&x.apply_op1_no_bwd(&norm.cpu.as_ref().unwrap().op(true)).unwrap(), &silu) < 2e-5,
+                "norm + SiLU {i}"
+            );
             let m = randn(&[b, 2 * c], 75 + i as u64);
-            let (scale, shift) = (m.narrow(1, 0, c).unwrap().unsqueeze(2).unwrap().unsqueeze(3).unwrap(), m.narrow(1, c, c).unwrap().unsqueeze(2).unwrap().unsqueeze(3).unwrap());
-            let want = candle_nn::ops::silu(&reference.broadcast_mul(&(scale + 1.0).unwrap()).unwrap().broadcast_add(&shift).unwrap()).unwrap();
+            let (scale, shift) = (
+                m.narrow(1, 0, c).unwrap().unsqueeze(2).unwrap().unsqueeze(3).unwrap(),
+                m.narrow(1, c, c).unwrap().unsqueeze(2).unwrap().unsqueeze(3).unwrap(),
+            );
+            let want = candle_nn::ops::silu(
+                &reference.broadcast_mul(&(scale + 1.0).unwrap()).unwrap().broadcast_add(&shift).unwrap(),
+            )
+            .unwrap();
             let got = x.apply_op2_no_bwd(&m, &norm.cpu.as_ref().unwrap().scale_shift_op(true)).unwrap();
             assert!(max_diff(&got, &want) < 1e-4, "norm + scale-shift + SiLU {i}: {}", max_diff(&got, &want));
             let y = randn(&[b, 3, h, w], 90 + i as u64);
@@ -795,7 +902,9 @@ mod tests {
 
     #[test]
     fn attention_matches_candle() {
-        for (i, &(c, head_dim, b, h, w, rescale)) in [(8, None, 1, 5, 3, 1.0), (12, Some(4), 7, 4, 4, 2.0), (64, Some(16), 2, 8, 8, 1.0)].iter().enumerate() {
+        for (i, &(c, head_dim, b, h, w, rescale)) in
+            [(8, None, 1, 5, 3, 1.0), (12, Some(4), 7, 4, 4, 2.0), (64, Some(16), 2, 8, 8, 1.0)].iter().enumerate()
+        {
             let inner = head_dim.map(|d| (c / d).max(1) * d).unwrap_or(c);
             let mut t = HashMap::new();
             let s = 100 + 10 * i as u64;
@@ -830,7 +939,10 @@ mod tests {
             t.insert("group_norm.bias".to_string(), randn(&[c], 201));
             for (j, name) in ["to_q", "to_k", "to_v"].iter().enumerate() {
                 let (weight, bias) = if big && j < 2 {
-                    (Tensor::zeros((c, c), DType::F32, &Device::Cpu).unwrap(), Tensor::full(128f32, c, &Device::Cpu).unwrap())
+                    (
+                        Tensor::zeros((c, c), DType::F32, &Device::Cpu).unwrap(),
+                        Tensor::full(128f32, c, &Device::Cpu).unwrap(),
+                    )
                 } else {
                     ((randn(&[c, c], 202 + j as u64) * 0.3).unwrap(), randn(&[c], 205 + j as u64))
                 };

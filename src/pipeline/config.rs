@@ -218,7 +218,8 @@ impl ValidationSection {
     pub fn spectrum_options(&self) -> Result<PowerSpectrumOptions> {
         let v = self;
         if let Some([lo, hi]) = v.fit_range {
-            crate::stats::power_spectrum::check_fit_range(lo, hi).map_err(|e| Error::Invalid(format!("fit_range: {e}")))?;
+            crate::stats::power_spectrum::check_fit_range(lo, hi)
+                .map_err(|e| Error::Invalid(format!("fit_range: {e}")))?;
         }
         if let Some(b) = v.beam_fwhm {
             if !(b > 0.0 && b.is_finite()) {
@@ -407,7 +408,12 @@ fn expand_input(p: &Path) -> std::result::Result<Vec<PathBuf>, String> {
         entries
             .flatten()
             .map(|e| e.path())
-            .filter(|f| f.is_file() && f.extension().and_then(|x| x.to_str()).is_some_and(|x| MAP_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str())))
+            .filter(|f| {
+                f.is_file()
+                    && f.extension()
+                        .and_then(|x| x.to_str())
+                        .is_some_and(|x| MAP_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+            })
             .collect()
     } else if text.contains(['*', '?', '[']) {
         let paths = glob::glob(&text).map_err(|e| format!("'{text}' is not a valid pattern: {e}"))?;
@@ -416,7 +422,11 @@ fn expand_input(p: &Path) -> std::result::Result<Vec<PathBuf>, String> {
         return Ok(vec![p.to_path_buf()]);
     };
     if files.is_empty() {
-        let what = if p.is_dir() { format!("folder {} holds no map file ({})", p.display(), MAP_EXTENSIONS.join(", ")) } else { format!("'{text}' matches no file") };
+        let what = if p.is_dir() {
+            format!("folder {} holds no map file ({})", p.display(), MAP_EXTENSIONS.join(", "))
+        } else {
+            format!("'{text}' matches no file")
+        };
         return Err(what);
     }
     files.sort();
@@ -432,7 +442,8 @@ impl RunConfig {
     /// defaults are filled in, so that the result, written back, describes the run completely.
     pub fn read(path: &Path) -> Result<RunConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
-        let mut config: RunConfig = toml::from_str(&text).map_err(|e| Error::format(path, toml_error(&text, &e)).with_source(e))?;
+        let mut config: RunConfig =
+            toml::from_str(&text).map_err(|e| Error::format(path, toml_error(&text, &e)).with_source(e))?;
         let base = std::path::absolute(path)
             .map_err(|e| Error::open(path, e))?
             .parent()
@@ -446,7 +457,8 @@ impl RunConfig {
     pub(crate) fn resolve(&mut self, path: &Path, base: &Path) -> Result<()> {
         let abs = |p: &Path| lexical_normalize(&base.join(p));
         if self.run.name.is_none() {
-            self.run.name = Some(path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
+            self.run.name =
+                Some(path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into()));
         }
         self.model.path = abs(&self.model.path);
         for (i, d) in self.domains.iter_mut().enumerate() {
@@ -492,7 +504,11 @@ impl RunConfig {
             return Err(bad(path, "inversion.t0", "must be at least 1"));
         }
         if inv.steps - 1 > inv.t0 {
-            return Err(bad(path, "inversion.steps", format!("{} grid points need t0 >= {}", inv.steps, inv.steps - 1)));
+            return Err(bad(
+                path,
+                "inversion.steps",
+                format!("{} grid points need t0 >= {}", inv.steps, inv.steps - 1),
+            ));
         }
         for (key, clip) in [("inversion.clip", inv.clip), ("inversion.decode_clip", inv.decode_clip)] {
             if let Some(c) = clip {
@@ -705,7 +721,13 @@ mod tests {
             std::fs::write(maps.join(f), "").unwrap();
         }
         let with = |inputs: &str| RunConfig::read(&write(dir.path(), &MINIMAL.replace("[\"x.fits\"]", inputs)));
-        let names = |c: &RunConfig| c.domains[0].inputs.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>();
+        let names = |c: &RunConfig| {
+            c.domains[0]
+                .inputs
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&with("[\"maps/*.fits\"]").unwrap()), ["a.fits", "b.fits"]);
         assert_eq!(names(&with("[\"maps\"]").unwrap()), ["a.fits", "b.fits", "c.h5"]);
         assert_eq!(names(&with("[\"x.fits\", \"maps/?.h5\"]").unwrap()), ["x.fits", "c.h5"]);

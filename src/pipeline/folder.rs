@@ -59,7 +59,10 @@ impl RunLock {
             if pid != std::process::id() && Path::new("/proc").join(pid.to_string()).exists() {
                 return Err(Error::write(
                     dir,
-                    format!("another expanse process (pid {pid}) is working on this run folder (if it is not, delete {})", path.display()),
+                    format!(
+                        "another expanse process (pid {pid}) is working on this run folder (if it is not, delete {})",
+                        path.display()
+                    ),
                 ));
             }
         }
@@ -102,13 +105,15 @@ pub(crate) fn check_same_config(dir: &Path, config: &RunConfig) -> Result<()> {
         return Ok(());
     }
     let text = std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(&e)))?;
-    let stored: RunConfig = toml::from_str(&text).map_err(|e| Error::format(&config_file, config::toml_error(&text, &e)))?;
+    let stored: RunConfig =
+        toml::from_str(&text).map_err(|e| Error::format(&config_file, config::toml_error(&text, &e)))?;
     let keys = config::differing_keys(&stored, config);
     if keys.is_empty() {
         return Ok(());
     }
     Err(Error::Invalid(format!(
-        "{}: the run folder holds a run of another config (differs at {}); continue it with the same config or choose another --out",
+        "{}: the run folder holds a run of another config (differs at {}); continue it with the same config or choose \
+            another --out",
         dir.display(),
         keys.join(", ")
     )))
@@ -119,9 +124,16 @@ pub(crate) fn check_same_config(dir: &Path, config: &RunConfig) -> Result<()> {
 pub(super) fn check_same_run(plan: &Plan, dir: &Path, manifest: &Manifest) -> Result<()> {
     check_same_config(dir, &plan.config)?;
     let inputs: Vec<PathBuf> = plan.config.domains.iter().flat_map(|d| d.inputs.iter().cloned()).collect();
-    for (now, then) in hash_files(&inputs)?.iter().zip(&manifest.inputs).chain(hash_files(&plan.model.files)?.iter().zip(&manifest.model)) {
+    for (now, then) in hash_files(&inputs)?
+        .iter()
+        .zip(&manifest.inputs)
+        .chain(hash_files(&plan.model.files)?.iter().zip(&manifest.model))
+    {
         if now != then {
-            return Err(Error::content(&now.path, format!("changed since the run in {} started (SHA-256 differs); start a new run folder", dir.display())));
+            return Err(Error::content(
+                &now.path,
+                format!("changed since the run in {} started (SHA-256 differs); start a new run folder", dir.display()),
+            ));
         }
     }
     Ok(())

@@ -97,7 +97,8 @@ impl Manifest {
     /// Reads `manifest.json`.
     pub fn read(path: &Path) -> Result<Manifest> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
-        serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not an expanse run manifest: {e}")).with_source(e))
+        serde_json::from_str(&text)
+            .map_err(|e| Error::format(path, format!("not an expanse run manifest: {e}")).with_source(e))
     }
 
     /// Writes the manifest atomically.
@@ -148,7 +149,10 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, "abc").unwrap();
         let h = FileHash::of(&p, Path::new("f")).unwrap();
-        assert_eq!((h.bytes, h.sha256.as_str()), (3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+        assert_eq!(
+            (h.bytes, h.sha256.as_str()),
+            (3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
     }
 
     #[test]

@@ -86,7 +86,8 @@ pub fn stage_names(domains: &[String]) -> Vec<String> {
 impl Plan {
     /// Runs (or resumes) every stage in `run_dir`.
     pub fn execute(&self, config_path: &Path, run_dir: &Path, opts: &RunOptions) -> Result<RunSummary> {
-        model::parse_device(&self.config.model.device).map_err(|e| Error::content(config_path, format!("model.device: {e}")).with_source(e))?;
+        model::parse_device(&self.config.model.device)
+            .map_err(|e| Error::content(config_path, format!("model.device: {e}")).with_source(e))?;
         let mut runner = Runner::open(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
         let start = Instant::now();
         runner.stages(&STAGE_KINDS)?;
@@ -96,8 +97,15 @@ impl Plan {
     /// Runs one part of the run in `run_dir` (see [`shard`]), as one Slurm job does. The folder
     /// must have been started by the `ingest` part (any part but a shard resumes it); a shard
     /// writes only its batch checkpoints and its record.
-    pub fn execute_part(&self, config_path: &Path, run_dir: &Path, part: RunPart, opts: &RunOptions) -> Result<PartOutcome> {
-        model::parse_device(&self.config.model.device).map_err(|e| Error::content(config_path, format!("model.device: {e}")).with_source(e))?;
+    pub fn execute_part(
+        &self,
+        config_path: &Path,
+        run_dir: &Path,
+        part: RunPart,
+        opts: &RunOptions,
+    ) -> Result<PartOutcome> {
+        model::parse_device(&self.config.model.device)
+            .map_err(|e| Error::content(config_path, format!("model.device: {e}")).with_source(e))?;
         let start = Instant::now();
         let names: Vec<String> = self.domains.iter().map(|d| d.name.clone()).collect();
         let sharded = match part {
@@ -106,9 +114,16 @@ impl Plan {
             _ => None,
         };
         if let Some((stage, s)) = sharded {
-            let mut runner = Runner::attach(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
+            let mut runner =
+                Runner::attach(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
             let record = runner.run_shard(stage, s)?;
-            return Ok(PartOutcome { ran: vec![], kept: vec![], shard: Some(record), summary: None, seconds: start.elapsed().as_secs_f64() });
+            return Ok(PartOutcome {
+                ran: vec![],
+                kept: vec![],
+                shard: Some(record),
+                summary: None,
+                seconds: start.elapsed().as_secs_f64(),
+            });
         }
         let mut runner = Runner::open(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
         match part {
@@ -132,10 +147,22 @@ impl Plan {
                 runner.stages(&["validate"])?;
                 let summary = runner.finish(start.elapsed().as_secs_f64())?;
                 let (ran, kept) = (summary.ran.clone(), summary.kept.clone());
-                return Ok(PartOutcome { ran, kept, shard: None, summary: Some(summary), seconds: start.elapsed().as_secs_f64() });
+                return Ok(PartOutcome {
+                    ran,
+                    kept,
+                    shard: None,
+                    summary: Some(summary),
+                    seconds: start.elapsed().as_secs_f64(),
+                });
             }
             RunPart::InvertShard(_) | RunPart::DecodeShard(_) => unreachable!("handled above"),
         }
-        Ok(PartOutcome { ran: runner.ran.clone(), kept: runner.kept.clone(), shard: None, summary: None, seconds: start.elapsed().as_secs_f64() })
+        Ok(PartOutcome {
+            ran: runner.ran.clone(),
+            kept: runner.kept.clone(),
+            shard: None,
+            summary: None,
+            seconds: start.elapsed().as_secs_f64(),
+        })
     }
 }

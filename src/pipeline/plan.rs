@@ -88,13 +88,21 @@ impl Plan {
             if h % m != 0 || w % m != 0 {
                 return Err(Error::content(
                     config_path,
-                    format!("{}: maps of {h}x{w} pixels; the model needs sides divisible by {m} (set size or tile)", who),
+                    format!(
+                        "{}: maps of {h}x{w} pixels; the model needs sides divisible by {m} (set size or tile)",
+                        who
+                    ),
                 ));
             }
             if config.sampling.k + 1 > n {
                 return Err(Error::content(
                     config_path,
-                    format!("sampling.k = {} needs at least {} maps per domain; {} has {n}", config.sampling.k, config.sampling.k + 1, who),
+                    format!(
+                        "sampling.k = {} needs at least {} maps per domain; {} has {n}",
+                        config.sampling.k,
+                        config.sampling.k + 1,
+                        who
+                    ),
                 ));
             }
             domains.push(DomainPlan {
@@ -161,7 +169,12 @@ impl Plan {
             stacks += 4.0 * (c * h * w) as f64 * (2 * d.images + 2 * self.config.sampling.count) as f64;
             stacks += 8.0 * (c * h * w) as f64 * (2 * d.images) as f64;
         }
-        MemoryEstimate { runtime: PROCESS_MIB + FIGURE_MIB, weights: weights / MIB, activations: activations / MIB, stacks: stacks / MIB }
+        MemoryEstimate {
+            runtime: PROCESS_MIB + FIGURE_MIB,
+            weights: weights / MIB,
+            activations: activations / MIB,
+            stacks: stacks / MIB,
+        }
     }
 
     /// What `--dry-run` prints: the domains, the grid, the stages with their UNet evaluations,
@@ -170,7 +183,8 @@ impl Plan {
         let c = &self.config;
         let mut t = String::new();
         t.push_str(&format!("run '{}' into {}\n", c.name(), run_dir.display()));
-        let size = self.model.config.native_size().map(|[h, w]| format!("{h}x{w}")).unwrap_or_else(|| "any size".into());
+        let size =
+            self.model.config.native_size().map(|[h, w]| format!("{h}x{w}")).unwrap_or_else(|| "any size".into());
         t.push_str(&format!(
             "model {} ({}, {} channel(s), trained at {size}, {} prediction), {} {}, batch {}\n",
             c.model.path.display(),
@@ -193,7 +207,8 @@ impl Plan {
             self.grid.len()
         ));
         t.push_str(&format!(
-            "prior {}; {} synthetic map(s) per domain, candidates {} (norm {}, few-shot correction {}), tests {} (K {}, band {}-{} %), seed {}\n",
+            "prior {}; {} synthetic map(s) per domain, candidates {} (norm {}, few-shot correction {}), tests {} (K \
+                {}, band {}-{} %), seed {}\n",
             c.prior.kind,
             c.sampling.count,
             c.sampling.candidates,
@@ -221,7 +236,9 @@ impl Plan {
             ));
             if let Some([h, w]) = self.model.config.native_size().filter(|&[h, w]| [h, w] != [d.shape[1], d.shape[2]]) {
                 t.push_str(&format!(
-                    "warning: domain {}: the model was trained on {h}x{w} images, these are {}x{}; it runs, but a UNet is only known to reconstruct and generate well at its training size (set `size = {h}` to resize, or `crop`/`tile`)\n",
+                    "warning: domain {}: the model was trained on {h}x{w} images, these are {}x{}; it runs, but a \
+                        UNet is only known to reconstruct and generate well at its training size (set `size = {h}` to \
+            resize, or `crop`/`tile`)\n",
                     d.name, d.shape[1], d.shape[2]
                 ));
             }
@@ -236,7 +253,8 @@ impl Plan {
         t.push_str(&format!("{:<24} {total:>16}\n", "total"));
         let m = self.memory_estimate();
         t.push_str(&format!(
-            "memory estimate ~{:.0} MiB: program {:.0} MiB, weights {:.1} MiB, activations of one batch {:.1} MiB, stacks {:.1} MiB\n",
+            "memory estimate ~{:.0} MiB: program {:.0} MiB, weights {:.1} MiB, activations of one batch {:.1} MiB, \
+                stacks {:.1} MiB\n",
             m.total(),
             m.runtime,
             m.weights,

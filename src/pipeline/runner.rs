@@ -10,7 +10,9 @@ use ndarray::{s, Array4, Axis};
 use serde_json::Value;
 
 use super::config;
-use super::folder::{batch_file, check_run_folder, check_same_run, hash_files, prepare_partial, remove_stale_temporaries, Log, RunLock};
+use super::folder::{
+    batch_file, check_run_folder, check_same_run, hash_files, prepare_partial, remove_stale_temporaries, Log, RunLock,
+};
 use super::manifest::{self, derive_seed, utc_now, FileHash, Manifest, StageRecord};
 use super::{Plan, RunOptions};
 use crate::diffusion::Ddim;
@@ -81,7 +83,12 @@ impl<'a> Runner<'a> {
             let old = Manifest::read(&manifest_file)?;
             check_same_run(plan, dir, &old)?;
             remove_stale_temporaries(dir);
-            log.line(&format!("resuming run '{}' in {} ({} stage(s) recorded)", plan.config.name(), dir.display(), old.stages.len()))?;
+            log.line(&format!(
+                "resuming run '{}' in {} ({} stage(s) recorded)",
+                plan.config.name(),
+                dir.display(),
+                old.stages.len()
+            ))?;
             (old, lock)
         } else {
             if exists && opts.resume && !manifest_file.is_file() {
@@ -202,7 +209,9 @@ impl<'a> Runner<'a> {
             hashes.push(FileHash::of(p, rel)?);
         }
         let shown: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {}", short(v))).collect();
-        self.manifest.stages.insert(name.to_string(), StageRecord { seconds, counts, outputs: hashes, finished: utc_now() });
+        self.manifest
+            .stages
+            .insert(name.to_string(), StageRecord { seconds, counts, outputs: hashes, finished: utc_now() });
         self.save()?;
         // Checkpoints go only once the manifest holds the stage, so that no kill loses work.
         self.remove_checkpoints(name)?;
@@ -324,7 +333,8 @@ impl<'a> Runner<'a> {
         chunk: &Array4<f32>,
         f: impl FnOnce(&mut Self, &Array4<f32>) -> Result<Array4<f32>>,
     ) -> Result<(Array4<f32>, bool)> {
-        let kept: Option<Array4<f32>> = ndarray_npy::read_npy(file).ok().filter(|a: &Array4<f32>| a.dim() == chunk.dim());
+        let kept: Option<Array4<f32>> =
+            ndarray_npy::read_npy(file).ok().filter(|a: &Array4<f32>| a.dim() == chunk.dim());
         if let Some(a) = kept {
             return Ok((a, true));
         }

@@ -51,7 +51,8 @@ impl std::str::FromStr for Shard {
     fn from_str(s: &str) -> Result<Shard> {
         let bad = || Error::Invalid(format!("--shard '{s}': expected I/N with 0 <= I < N (e.g. 0/4)"));
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (i.trim().parse::<usize>().map_err(|_| bad())?, n.trim().parse::<usize>().map_err(|_| bad())?);
+        let (index, count) =
+            (i.trim().parse::<usize>().map_err(|_| bad())?, n.trim().parse::<usize>().map_err(|_| bad())?);
         if count == 0 || index >= count {
             return Err(bad());
         }
@@ -87,8 +88,16 @@ pub const PARTS: [&str; 5] = ["ingest", "invert", "fit", "decode", "validate"];
 impl RunPart {
     /// `--stage NAME` with `--shard I/N` (sharded stages) or `--shards N` (the assembling ones).
     pub fn new(stage: &str, shard: Option<Shard>, shards: Option<usize>) -> Result<RunPart> {
-        let need_shard = || Error::Invalid(format!("--stage {stage} runs one shard: give --shard I/N (or run it as a Slurm array task)"));
-        let need_shards = || Error::Invalid(format!("--stage {stage} assembles a sharded stage: give --shards N, the number of its shards"));
+        let need_shard = || {
+            Error::Invalid(format!(
+                "--stage {stage} runs one shard: give --shard I/N (or run it as a Slurm array task)"
+            ))
+        };
+        let need_shards = || {
+            Error::Invalid(format!(
+                "--stage {stage} assembles a sharded stage: give --shards N, the number of its shards"
+            ))
+        };
         match stage {
             "ingest" => Ok(RunPart::Ingest),
             "invert" => shard.map(RunPart::InvertShard).ok_or_else(need_shard),
@@ -132,10 +141,18 @@ pub fn record_path(dir: &Path, stage: ShardedStage, s: Shard) -> PathBuf {
 
 /// The Slurm variables worth recording for a job.
 fn slurm_job() -> BTreeMap<String, String> {
-    ["SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_JOB_NODELIST", "SLURM_RESTART_COUNT", "SLURM_JOB_PARTITION"]
-        .into_iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect()
+    [
+        "SLURM_JOB_ID",
+        "SLURM_ARRAY_JOB_ID",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_COUNT",
+        "SLURM_JOB_NODELIST",
+        "SLURM_RESTART_COUNT",
+        "SLURM_JOB_PARTITION",
+    ]
+    .into_iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .collect()
 }
 
 impl Runner<'_> {
@@ -168,7 +185,11 @@ impl Runner<'_> {
         for d in &self.plan.domains {
             let n = match stage {
                 ShardedStage::Invert => d.images,
-                ShardedStage::Decode => crate::latents::read_model_input(&self.path(&["samples", &format!("{}.latents.npy", d.name)]))?.data.len_of(Axis(0)),
+                ShardedStage::Decode => {
+                    crate::latents::read_model_input(&self.path(&["samples", &format!("{}.latents.npy", d.name)]))?
+                        .data
+                        .len_of(Axis(0))
+                }
             };
             maps.push((d.name.clone(), n));
         }
@@ -206,7 +227,8 @@ impl Runner<'_> {
                 });
             }
             let (input, ddim, key) = setup.as_ref().expect("set for the domain");
-            let partial = self.partial_dir(&format!("{}/{}", stage.as_str(), u.domain)).expect("a sharded stage checkpoints");
+            let partial =
+                self.partial_dir(&format!("{}/{}", stage.as_str(), u.domain)).expect("a sharded stage checkpoints");
             super::folder::prepare_partial(&partial, key)?;
             let chunk = input.data.slice(s![u.start..u.end, .., .., ..]).to_owned();
             let file = super::folder::batch_file(&partial, u.batch);
@@ -233,14 +255,21 @@ impl Runner<'_> {
             count: s.count,
             batches,
             job: slurm_job(),
-            host: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
             threads: crate::runtime::threads(),
             seconds: t.elapsed().as_secs_f64(),
             finished: utc_now(),
         };
         let path = record_path(&self.dir, stage, s);
         crate::io::write_text(&path, &serde_json::to_string_pretty(&record).expect("record serializes"))?;
-        self.log.line(&format!("{} shard {s}: done in {:.1} s, recorded in {}", stage.as_str(), record.seconds, path.display()))?;
+        self.log.line(&format!(
+            "{} shard {s}: done in {:.1} s, recorded in {}",
+            stage.as_str(),
+            record.seconds,
+            path.display()
+        ))?;
         Ok(record)
     }
 
@@ -261,29 +290,43 @@ impl Runner<'_> {
             let name = stage.as_str();
             let text = std::fs::read_to_string(&path).map_err(|_| {
                 Error::Invalid(format!(
-                    "stage {name}: shard {s} has not finished (no {}): rerun or requeue it (`expanse run {} --out {} --resume --stage {name} --shard {s}`)",
+                    "stage {name}: shard {s} has not finished (no {}): rerun or requeue it (`expanse run {} --out {} \
+                        --resume --stage {name} --shard {s}`)",
                     path.display(),
                     self.config_path.display(),
                     self.dir.display()
                 ))
             })?;
-            let record: ShardRecord = serde_json::from_str(&text).map_err(|e| Error::format(&path, format!("not a shard record: {e}")).with_source(e))?;
+            let record: ShardRecord = serde_json::from_str(&text)
+                .map_err(|e| Error::format(&path, format!("not a shard record: {e}")).with_source(e))?;
             let want: Vec<PathBuf> = all[share(all.len(), s)]
                 .iter()
                 .map(|u| {
-                    let f = super::folder::batch_file(&self.partial_dir(&format!("{name}/{}", u.domain)).expect("checkpoints"), u.batch);
+                    let f = super::folder::batch_file(
+                        &self.partial_dir(&format!("{name}/{}", u.domain)).expect("checkpoints"),
+                        u.batch,
+                    );
                     f.strip_prefix(&self.dir).unwrap_or(&f).to_path_buf()
                 })
                 .collect();
             let got: Vec<PathBuf> = record.batches.iter().map(|h| h.path.clone()).collect();
             if (record.stage.as_str(), record.index, record.count) != (name, index, count) || got != want {
-                return Err(Error::content(&path, format!("stage {name}: shard {s}'s record does not list the batches of shard {s} of {count} (was it made with another --shards?)")));
+                return Err(Error::content(
+                    &path,
+                    format!(
+                        "stage {name}: shard {s}'s record does not list the batches \
+                    of shard {s} of {count} (was it made with another --shards?)"
+                    ),
+                ));
             }
             for h in &record.batches {
                 if !FileHash::of(&self.dir.join(&h.path), &h.path).is_ok_and(|now| &now == h) {
                     return Err(Error::content(
                         self.dir.join(&h.path),
-                        format!("stage {name}: shard {s}'s batch is missing or changed since the shard recorded it: rerun shard {s}"),
+                        format!(
+                            "stage {name}: shard {s}'s batch is missing or changed since the shard recorded it: \
+                            rerun shard {s}"
+                        ),
                     ));
                 }
             }
@@ -350,6 +393,9 @@ mod tests {
         assert!(RunPart::new("invert", None, None).unwrap_err().to_string().contains("--shard I/N"));
         assert!(RunPart::new("fit", None, None).unwrap_err().to_string().contains("--shards N"));
         assert_eq!(RunPart::new("validate", None, Some(3)).unwrap(), RunPart::Validate { shards: 3 });
-        assert!(RunPart::new("sample", None, None).unwrap_err().to_string().contains("ingest, invert, fit, decode, validate"));
+        assert!(RunPart::new("sample", None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("ingest, invert, fit, decode, validate"));
     }
 }

@@ -64,7 +64,13 @@ fn planned_batches(plan: &Plan) -> (usize, usize) {
 
 /// Checks the run folder and the options, then writes `DIR/slurm/<n>_<stage>.sbatch` for the
 /// five jobs (logs go to `DIR/slurm/logs/`). `exe` is the `expanse` binary the jobs call.
-pub fn write_scripts(plan: &Plan, config_path: &Path, run_dir: &Path, exe: &Path, opts: &SlurmOptions) -> Result<Vec<SlurmJob>> {
+pub fn write_scripts(
+    plan: &Plan,
+    config_path: &Path,
+    run_dir: &Path,
+    exe: &Path,
+    opts: &SlurmOptions,
+) -> Result<Vec<SlurmJob>> {
     let (invert, decode) = planned_batches(plan);
     if opts.shards == 0 {
         return Err(Error::Invalid("--shards must be at least 1".into()));
@@ -72,7 +78,8 @@ pub fn write_scripts(plan: &Plan, config_path: &Path, run_dir: &Path, exe: &Path
     for (stage, batches) in [("invert", invert), ("decode", decode)] {
         if opts.shards > batches {
             return Err(Error::Invalid(format!(
-                "--shards {}: stage {stage} has only {batches} batch(es) of {} maps (model.batch): use at most {batches} shards",
+                "--shards {}: stage {stage} has only {batches} batch(es) of {} maps (model.batch): use at most \
+                    {batches} shards",
                 opts.shards, plan.config.model.batch
             )));
         }
@@ -95,7 +102,10 @@ pub fn write_scripts(plan: &Plan, config_path: &Path, run_dir: &Path, exe: &Path
     let mut jobs = Vec::new();
     for (i, (stage, array, args)) in parts.into_iter().enumerate() {
         let mut text = String::from("#!/bin/bash\n");
-        text.push_str(&format!("# expanse run '{name}', stage {stage} (job {} of 5), written by `expanse slurm`.\n", i + 1));
+        text.push_str(&format!(
+            "# expanse run '{name}', stage {stage} (job {} of 5), written by `expanse slurm`.\n",
+            i + 1
+        ));
         let mut directive = |s: String| text.push_str(&format!("#SBATCH {s}\n"));
         directive(format!("--job-name={}", quote(&format!("expanse-{name}-{stage}"))));
         let log = match array {
@@ -164,7 +174,10 @@ pub fn submit(jobs: &[SlurmJob], run_dir: &Path) -> Result<Vec<(String, String)>
         }
         cmd.arg(&j.script);
         let out = cmd.output().map_err(|e| {
-            Error::Invalid(format!("cannot run sbatch ({e}): is Slurm installed here? Without --submit, `expanse slurm` prints the sbatch lines"))
+            Error::Invalid(format!(
+                "cannot run sbatch ({e}): is Slurm installed here? Without --submit, `expanse \
+                slurm` prints the sbatch lines"
+            ))
         })?;
         if !out.status.success() {
             let submitted: Vec<String> = ids.iter().map(|(s, id)| format!("{s} {id}")).collect();
@@ -173,7 +186,11 @@ pub fn submit(jobs: &[SlurmJob], run_dir: &Path) -> Result<Vec<(String, String)>
                 j.stage,
                 j.script.display(),
                 String::from_utf8_lossy(&out.stderr).trim(),
-                if submitted.is_empty() { String::new() } else { format!(" (already submitted: {}; scancel them)", submitted.join(", ")) }
+                if submitted.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (already submitted: {}; scancel them)", submitted.join(", "))
+                }
             )));
         }
         let text = String::from_utf8_lossy(&out.stdout);
@@ -183,8 +200,12 @@ pub fn submit(jobs: &[SlurmJob], run_dir: &Path) -> Result<Vec<(String, String)>
         }
         ids.push((j.stage.to_string(), id));
     }
-    let record: serde_json::Map<String, serde_json::Value> = ids.iter().map(|(s, id)| (s.clone(), serde_json::Value::from(id.clone()))).collect();
-    crate::io::write_text(&run_dir.join("slurm").join("jobs.json"), &serde_json::to_string_pretty(&record).expect("json"))?;
+    let record: serde_json::Map<String, serde_json::Value> =
+        ids.iter().map(|(s, id)| (s.clone(), serde_json::Value::from(id.clone()))).collect();
+    crate::io::write_text(
+        &run_dir.join("slurm").join("jobs.json"),
+        &serde_json::to_string_pretty(&record).expect("json"),
+    )?;
     Ok(ids)
 }
 
@@ -204,11 +225,16 @@ mod tests {
         let jobs: Vec<SlurmJob> = ["ingest", "invert"]
             .iter()
             .enumerate()
-            .map(|(i, s)| SlurmJob { stage: s, script: PathBuf::from(format!("/r/slurm/{}_{s}.sbatch", i + 1)), array: None })
+            .map(|(i, s)| SlurmJob {
+                stage: s,
+                script: PathBuf::from(format!("/r/slurm/{}_{s}.sbatch", i + 1)),
+                array: None,
+            })
             .collect();
         assert_eq!(
             submit_commands(&jobs),
-            "job1=$(sbatch --parsable /r/slurm/1_ingest.sbatch)\njob2=$(sbatch --parsable --dependency=afterok:$job1 /r/slurm/2_invert.sbatch)\n"
+            "job1=$(sbatch --parsable /r/slurm/1_ingest.sbatch)\njob2=$(sbatch --parsable --dependency=afterok:$job1 \
+                /r/slurm/2_invert.sbatch)\n"
         );
     }
 }

@@ -57,7 +57,8 @@ impl Runner<'_> {
         let mut domains = Vec::new();
         for d in &self.plan.domains {
             let n = &d.name;
-            let synthetic = self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{n}.{f}")])).collect();
+            let synthetic =
+                self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{n}.{f}")])).collect();
             let v = format!("validate/{n}");
             domains.push(DomainSummary {
                 name: n.clone(),
@@ -86,7 +87,11 @@ impl Runner<'_> {
         crate::io::write_text(&self.dir.join("summary.md"), &text)?;
         self.manifest.complete = true;
         self.save()?;
-        self.log.line(&format!("run complete: {} stage(s) run, {} kept, {seconds:.1} s", self.ran.len(), self.kept.len()))?;
+        self.log.line(&format!(
+            "run complete: {} stage(s) run, {} kept, {seconds:.1} s",
+            self.ran.len(),
+            self.kept.len()
+        ))?;
         Ok(RunSummary { dir: self.dir.clone(), domains, separability, ran: self.ran, kept: self.kept, seconds, text })
     }
 }
@@ -103,12 +108,17 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
         c.prior.kind,
         c.run.seed
     ));
-    t.push_str("| domain | real maps | synthetic | accepted / tried | per-map PS slope real | synthetic | Welch t | level spread ratio | PDF Hellinger | memorization ratio | near-copies |\n");
+    t.push_str(
+        "| domain | real maps | synthetic | accepted / tried | per-map PS slope real | synthetic | Welch t | \
+        level spread ratio | PDF Hellinger | memorization ratio | near-copies |\n",
+    );
     t.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for d in domains {
-        let rel: Vec<String> = d.synthetic.iter().map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string()).collect();
+        let rel: Vec<String> =
+            d.synthetic.iter().map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string()).collect();
         t.push_str(&format!(
-            "| {} | {} | {} | {} / {} ({:.1} %) | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.2} | {:.2} | {:.3} ± {:.3} | {:.2} | {} |\n",
+            "| {} | {} | {} | {} / {} ({:.1} %) | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.2} | {:.2} | {:.3} ± {:.3} | \
+                {:.2} | {} |\n",
             d.name,
             d.maps,
             rel.join(", "),
@@ -128,14 +138,20 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
         ));
     }
     t.push_str(
-        "\nPer map, not pooled: slopes are fitted map by map (Welch's t compares the two means); the level spread ratio is the standard \
-         deviation of the synthetic maps' mean levels over the real ones'; the PDF distance uses bins over the real maps' range plus \
-         one below and one above it (± from resampling whole maps); memorization ratio = closest synthetic–real over closest \
+        "\nPer map, not pooled: slopes are fitted map by map (Welch's t compares the two means); the level spread \
+            ratio is the standard \
+         deviation of the synthetic maps' mean levels over the real ones'; the PDF distance uses bins over the real \
+            maps' range plus \
+         one below and one above it (± from resampling whole maps); memorization ratio = closest synthetic–real over \
+            closest \
          real–real distance. Details in `report/<domain>/report.md`.\n",
     );
     if let Some(first) = domains.iter().find(|d| !d.battery.is_empty()) {
-        t.push_str("\nBattery of statistics, χ²/dof of synthetic against real means (about 1 when both sample one distribution; \
-                    bands, distances and figures in `report/<domain>/`):\n\n| domain |");
+        t.push_str(
+            "\nBattery of statistics, χ²/dof of synthetic against real means (about 1 when both sample one \
+            distribution; \
+                    bands, distances and figures in `report/<domain>/`):\n\n| domain |",
+        );
         for (st, _) in &first.battery {
             t.push_str(&format!(" {} |", st.title()));
         }
@@ -152,7 +168,8 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
     }
     if let Some(s) = separability {
         t.push_str(&format!(
-            "\nSeparability of the domains in latent space: leave-one-out nearest-centroid accuracy {:.1} % (chance: {:.1} %).\n",
+            "\nSeparability of the domains in latent space: leave-one-out nearest-centroid accuracy {:.1} % (chance: \
+                {:.1} %).\n",
             100.0 * s,
             100.0 / domains.len() as f64
         ));

@@ -95,7 +95,10 @@ impl ChannelMap {
     pub fn to_maps(&self, images: ArrayView4<f32>) -> Result<Array3<f32>> {
         let (m, c, h, w) = images.dim();
         if c != self.channels() {
-            return Err(Error::Invalid(format!("images have {c} channels, the channel map expects {}", self.channels())));
+            return Err(Error::Invalid(format!(
+                "images have {c} channels, the channel map expects {}",
+                self.channels()
+            )));
         }
         Ok(match self {
             ChannelMap::Replicate { .. } => images.mean_axis(Axis(1)).expect("at least one channel"),

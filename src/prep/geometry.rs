@@ -30,7 +30,8 @@ impl std::str::FromStr for Crop {
             }
             return Ok(Crop::Center { size });
         }
-        let v: Vec<usize> = s.split(',').map(|p| p.trim().parse()).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
+        let v: Vec<usize> =
+            s.split(',').map(|p| p.trim().parse()).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
         match v[..] {
             [x0, y0, width, height] if width > 0 && height > 0 => Ok(Crop::Box { x0, y0, width, height }),
             _ => Err(bad()),
@@ -237,7 +238,8 @@ mod tests {
 
     #[test]
     fn area_average_halving_is_the_2x2_block_mean() {
-        let a = array![[1.0f32, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0, 12.0], [13.0, 14.0, 15.0, 16.0]];
+        let a =
+            array![[1.0f32, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0, 12.0], [13.0, 14.0, 15.0, 16.0]];
         let r = resize(a.view(), 2, 2);
         assert_eq!(r, array![[3.5f32, 5.5], [11.5, 13.5]]);
     }

@@ -125,7 +125,11 @@ pub fn normalize(maps: Vec<Map>, spec: &PrepSpec) -> Result<(ModelStack, Vec<Map
         if lo == hi {
             return Err(Error::content(
                 &m.source.path,
-                format!("{}: constant map (every pixel is {}); it cannot be normalized", m.label(), crate::io::number(lo)),
+                format!(
+                    "{}: constant map (every pixel is {}); it cannot be normalized",
+                    m.label(),
+                    crate::io::number(lo)
+                ),
             ));
         }
     }
@@ -290,7 +294,10 @@ mod tests {
 
     #[test]
     fn geometry_resolves_mixed_shapes() {
-        let spec = PrepSpec { geometry: Geometry { crop: Some(Crop::Center { size: 4 }), tile: None, size: Some(2) }, ..PrepSpec::default() };
+        let spec = PrepSpec {
+            geometry: Geometry { crop: Some(Crop::Center { size: 4 }), tile: None, size: Some(2) },
+            ..PrepSpec::default()
+        };
         let a = Array2::from_shape_fn((6, 6), |(i, j)| (i * 6 + j) as f32);
         let b = Array2::from_shape_fn((4, 8), |(i, j)| (i * 8 + j) as f32);
         let (ms, after) = normalize(vec![map(a, 0), map(b, 1)], &spec).unwrap();

@@ -52,9 +52,7 @@ impl TransformSpec {
             "log" | "ln" => Err(Error::Invalid(format!(
                 "transform '{kind}' is ambiguous: write log10 (the normalization is the same for any base)"
             ))),
-            other => Err(Error::Invalid(format!(
-                "unknown transform '{other}' (choose linear, log10 or asinh)"
-            ))),
+            other => Err(Error::Invalid(format!("unknown transform '{other}' (choose linear, log10 or asinh)"))),
         }
     }
 }
@@ -67,8 +65,11 @@ impl std::str::FromStr for RangeSpec {
             return Ok(RangeSpec::MinMax);
         }
         let body = s.strip_prefix("percentile:").unwrap_or(s);
-        let parts: Vec<f64> = body.split(',').map(|p| p.trim().parse::<f64>()).collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::Invalid(format!("range '{s}': expected 'minmax' or 'percentile:LOW,HIGH'")))?;
+        let parts: Vec<f64> =
+            body.split(',')
+                .map(|p| p.trim().parse::<f64>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| Error::Invalid(format!("range '{s}': expected 'minmax' or 'percentile:LOW,HIGH'")))?;
         match parts[..] {
             [low, high] if (0.0..=100.0).contains(&low) && (0.0..=100.0).contains(&high) && low < high => {
                 Ok(RangeSpec::Percentile { low, high })
@@ -87,7 +88,9 @@ fn sorted_finite(values: impl Iterator<Item = f64>) -> Vec<f64> {
 fn range_of(sorted: &[f64], range: RangeSpec) -> (f64, f64) {
     match range {
         RangeSpec::MinMax => (sorted[0], sorted[sorted.len() - 1]),
-        RangeSpec::Percentile { low, high } => (crate::numerics::percentile_sorted(sorted, low), crate::numerics::percentile_sorted(sorted, high)),
+        RangeSpec::Percentile { low, high } => {
+            (crate::numerics::percentile_sorted(sorted, low), crate::numerics::percentile_sorted(sorted, high))
+        }
     }
 }
 
@@ -100,7 +103,9 @@ impl Transform {
         }
         let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
         if min == max {
-            return Err(Error::Invalid(format!("all pixel values equal {min}: a constant domain cannot be normalized")));
+            return Err(Error::Invalid(format!(
+                "all pixel values equal {min}: a constant domain cannot be normalized"
+            )));
         }
         let t = match *spec {
             TransformSpec::Linear { range } => {
@@ -152,7 +157,9 @@ impl Transform {
 
     fn bounds(&self) -> (f64, f64) {
         match *self {
-            Transform::Linear { lo, hi } | Transform::Log10 { lo, hi, .. } | Transform::Asinh { lo, hi, .. } => (lo, hi),
+            Transform::Linear { lo, hi } | Transform::Log10 { lo, hi, .. } | Transform::Asinh { lo, hi, .. } => {
+                (lo, hi)
+            }
         }
     }
 
@@ -163,7 +170,11 @@ impl Transform {
             Transform::Linear { .. } => x,
             Transform::Log10 { offset, .. } => {
                 let v = x + offset;
-                if v > 0.0 { v.log10() } else { f64::NAN }
+                if v > 0.0 {
+                    v.log10()
+                } else {
+                    f64::NAN
+                }
             }
             Transform::Asinh { softening, .. } => (x / softening).asinh(),
         };
@@ -186,7 +197,9 @@ impl Transform {
     /// A one-line description for logs and FITS HISTORY.
     pub fn describe(&self) -> String {
         match *self {
-            Transform::Linear { lo, hi } => format!("linear: y = 2 (x - lo) / (hi - lo) - 1 with lo = {}, hi = {}", number(lo), number(hi)),
+            Transform::Linear { lo, hi } => {
+                format!("linear: y = 2 (x - lo) / (hi - lo) - 1 with lo = {}, hi = {}", number(lo), number(hi))
+            }
             Transform::Log10 { offset, lo, hi } => format!(
                 "log10: y = 2 (log10(x + offset) - lo) / (hi - lo) - 1 with offset = {}, lo = {}, hi = {}",
                 number(offset),
@@ -230,7 +243,9 @@ mod tests {
 
     fn samples() -> Vec<f32> {
         // Eight decades of positive values, like column densities.
-        (0..2000).map(|i| 10f32.powf(18.0 + 8.0 * i as f32 / 1999.0) * (1.0 + 0.3 * ((i * 7919) % 13) as f32 / 13.0)).collect()
+        (0..2000)
+            .map(|i| 10f32.powf(18.0 + 8.0 * i as f32 / 1999.0) * (1.0 + 0.3 * ((i * 7919) % 13) as f32 / 13.0))
+            .collect()
     }
 
     fn assert_round_trip(t: &Transform, xs: &[f32]) {
@@ -256,7 +271,8 @@ mod tests {
     #[test]
     fn every_transform_round_trips_to_1e6_relative() {
         let xs = samples();
-        let signed: Vec<f32> = xs.iter().enumerate().map(|(i, &x)| if i % 2 == 0 { -x * 1e-18 } else { x * 1e-18 }).collect();
+        let signed: Vec<f32> =
+            xs.iter().enumerate().map(|(i, &x)| if i % 2 == 0 { -x * 1e-18 } else { x * 1e-18 }).collect();
         let specs = [
             (TransformSpec::Linear { range: RangeSpec::MinMax }, &xs),
             (TransformSpec::Linear { range: RangeSpec::Percentile { low: 1.0, high: 99.0 } }, &signed),

@@ -104,7 +104,8 @@ impl LatentStructure {
         let s = super::spectral::CrossSpectra::estimate(z, mean.view(), shape);
         let level_power_ratio = (0..c)
             .map(|a| {
-                let rest = (s.re.slice(ndarray::s![.., .., a, a]).sum() - s.re[[0, 0, a, a]]) / (h * w - 1).max(1) as f64;
+                let rest =
+                    (s.re.slice(ndarray::s![.., .., a, a]).sum() - s.re[[0, 0, a, a]]) / (h * w - 1).max(1) as f64;
                 s.re[[0, 0, a, a]] / rest
             })
             .collect();
@@ -323,10 +324,23 @@ pub fn table(diags: &[DomainDiagnostics], sep: Option<&Separability>) -> String 
         let level = s.level_power_ratio.iter().sum::<f64>() / s.level_power_ratio.len().max(1) as f64;
         t.push_str(&format!(
             "{:<16} {:>5} {:>7} {:>9.4} {:>9.3} {:>8.4} {:>10.2} {:>10.2} {:>10.3} {:>11.2} {:>8.2}\n",
-            d.name, d.n, d.d, d.sigma, d.mean_norm, d.ks.statistic, d.origin_angle_deg.mean, d.pair_angle_deg.mean, level, s.norm_spread_ratio, s.channel_correlation
+            d.name,
+            d.n,
+            d.d,
+            d.sigma,
+            d.mean_norm,
+            d.ks.statistic,
+            d.origin_angle_deg.mean,
+            d.pair_angle_deg.mean,
+            level,
+            s.norm_spread_ratio,
+            s.channel_correlation
         ));
     }
-    t.push_str("(k=0 power: the channels' level mode over the mean of the other modes, 1 for white latents; norm spread: sd of the norms over a Gaussian's; channel r: residual correlation between channels)\n");
+    t.push_str(
+        "(k=0 power: the channels' level mode over the mean of the other modes, 1 for white latents; norm \
+        spread: sd of the norms over a Gaussian's; channel r: residual correlation between channels)\n",
+    );
     if let Some(s) = sep {
         for p in &s.pairs {
             t.push_str(&format!(
@@ -334,7 +348,10 @@ pub fn table(diags: &[DomainDiagnostics], sep: Option<&Separability>) -> String 
                 p.a, p.b, p.mean_distance_over_radius, p.mean_cosine
             ));
         }
-        t.push_str(&format!("leave-one-out nearest-centroid accuracy: {:.1} %\n", 100.0 * s.loo_nearest_centroid_accuracy));
+        t.push_str(&format!(
+            "leave-one-out nearest-centroid accuracy: {:.1} %\n",
+            100.0 * s.loo_nearest_centroid_accuracy
+        ));
     }
     t
 }
@@ -362,7 +379,10 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let d = 400;
         let a = Array2::from_shape_fn((30, d), |_| 0.3 + rng.sample::<f64, _>(StandardNormal));
-        let b = Array2::from_shape_fn((30, d), |(_, j)| if j % 2 == 0 { -0.3 } else { 0.1 } + rng.sample::<f64, _>(StandardNormal));
+        let b = Array2::from_shape_fn(
+            (30, d),
+            |(_, j)| if j % 2 == 0 { -0.3 } else { 0.1 } + rng.sample::<f64, _>(StandardNormal),
+        );
         let pa = GaussianPrior::fit("a", &a, [1, 20, 20], PriorKind::Scalar).unwrap();
         let pb = GaussianPrior::fit("b", &b, [1, 20, 20], PriorKind::Scalar).unwrap();
         let s = separability(&[pa.clone(), pb], &[a.clone(), b]).unwrap();

@@ -79,9 +79,12 @@ pub fn read(path: &Path) -> Result<Vec<GaussianPrior>> {
         let mean: Array1<f64> = g.dataset("mean").and_then(|d| d.read_1d()).map_err(ferr)?;
         let n = g.attr("n").and_then(|a| a.read_scalar::<u64>()).map_err(ferr)? as usize;
         let shape: Vec<u64> = g.attr("shape").and_then(|a| a.read_raw()).map_err(ferr)?;
-        let provenance = serde_json::from_str(&get_str(&g, "provenance").map_err(ferr)?).unwrap_or(serde_json::Value::Null);
+        let provenance =
+            serde_json::from_str(&get_str(&g, "provenance").map_err(ferr)?).unwrap_or(serde_json::Value::Null);
         let covariance = match kind {
-            PriorKind::Scalar => Covariance::Scalar { variance: g.attr("variance").and_then(|a| a.read_scalar()).map_err(ferr)? },
+            PriorKind::Scalar => {
+                Covariance::Scalar { variance: g.attr("variance").and_then(|a| a.read_scalar()).map_err(ferr)? }
+            }
             PriorKind::Diagonal => Covariance::Diagonal {
                 variances: g.dataset("variances").and_then(|d| d.read_1d()).map_err(ferr)?,
                 shrinkage: g.attr("shrinkage").and_then(|a| a.read_scalar()).map_err(ferr)?,
@@ -92,24 +95,42 @@ pub fn read(path: &Path) -> Result<Vec<GaussianPrior>> {
                 residual: g.attr("residual").and_then(|a| a.read_scalar()).map_err(ferr)?,
             },
             PriorKind::Stationary => {
-                let re: ndarray::Array4<f64> = g.dataset("spectra_re").and_then(|d| d.read::<f64, ndarray::Ix4>()).map_err(ferr)?;
-                let im: ndarray::Array4<f64> = g.dataset("spectra_im").and_then(|d| d.read::<f64, ndarray::Ix4>()).map_err(ferr)?;
+                let re: ndarray::Array4<f64> =
+                    g.dataset("spectra_re").and_then(|d| d.read::<f64, ndarray::Ix4>()).map_err(ferr)?;
+                let im: ndarray::Array4<f64> =
+                    g.dataset("spectra_im").and_then(|d| d.read::<f64, ndarray::Ix4>()).map_err(ferr)?;
                 let spectra_shape = [0, 1, 2].map(|i| shape.get(i).copied().unwrap_or(0) as usize);
                 let [c, h, w] = spectra_shape;
                 if re.dim() != (h, w, c, c) || im.dim() != re.dim() {
-                    return Err(Error::format(path, format!("prior '{name}': cross-spectra of shape {:?} do not match the latent shape {shape:?}", re.dim())));
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "prior '{name}': cross-spectra of shape {:?} do not match the latent shape {shape:?}",
+                            re.dim()
+                        ),
+                    ));
                 }
                 Covariance::Stationary {
                     spectra: spectral::CrossSpectra { shape: spectra_shape, re, im },
                     shrinkage: g.attr("shrinkage").and_then(|a| a.read_scalar()).map_err(ferr)?,
                 }
             }
-            PriorKind::Empirical => Covariance::Empirical { residuals: g.dataset("residuals").and_then(|d| d.read_2d::<f64>()).map_err(ferr)? },
+            PriorKind::Empirical => Covariance::Empirical {
+                residuals: g.dataset("residuals").and_then(|d| d.read_2d::<f64>()).map_err(ferr)?,
+            },
         };
         if shape.len() != 3 {
             return Err(Error::format(path, format!("prior '{name}': shape attribute must have 3 entries")));
         }
-        out.push(GaussianPrior { name, kind, mean, covariance, n, shape: [shape[0] as usize, shape[1] as usize, shape[2] as usize], provenance });
+        out.push(GaussianPrior {
+            name,
+            kind,
+            mean,
+            covariance,
+            n,
+            shape: [shape[0] as usize, shape[1] as usize, shape[2] as usize],
+            provenance,
+        });
     }
     if out.is_empty() {
         return Err(Error::content(path, "the file holds no priors"));

@@ -19,13 +19,21 @@ pub struct FitResult {
 }
 
 /// Fits one prior per domain (name, latents file), writes the prior file `out` and, beside it,
-/// `<stem>.diagnostics.json` and `<stem>.diagnostics.png/.svg`. Latents paths inside `relative_to` (a run folder) are recorded relative to it.
-pub fn fit_files(domains: &[(String, PathBuf)], kind: PriorKind, out: &Path, relative_to: Option<&Path>) -> Result<FitResult> {
+/// `<stem>.diagnostics.json` and `<stem>.diagnostics.png/.svg`. Latents paths inside `relative_to` (a run folder) are
+/// recorded relative to it.
+pub fn fit_files(
+    domains: &[(String, PathBuf)],
+    kind: PriorKind,
+    out: &Path,
+    relative_to: Option<&Path>,
+) -> Result<FitResult> {
     let mut priors: Vec<GaussianPrior> = Vec::new();
     let mut mats = Vec::new();
     for (name, path) in domains {
         if priors.iter().any(|p| &p.name == name) {
-            return Err(Error::Invalid(format!("two domains are named '{name}' (name them with --names or [[domain]] name)")));
+            return Err(Error::Invalid(format!(
+                "two domains are named '{name}' (name them with --names or [[domain]] name)"
+            )));
         }
         let input = latents::read_model_input(path)?;
         let (_, c, h, w) = input.data.dim();

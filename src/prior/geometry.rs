@@ -149,13 +149,18 @@ impl Targets {
     pub fn from_latents(z: &Array2<f64>, spec: TestSpec, rng: &mut ChaCha8Rng) -> Result<Targets> {
         let n = z.nrows();
         if spec.k < 2 || spec.k > n - 1 {
-            return Err(Error::Invalid(format!("K = {} real latents per test needs 2 <= K <= N − 1 = {}", spec.k, n - 1)));
+            return Err(Error::Invalid(format!(
+                "K = {} real latents per test needs 2 <= K <= N − 1 = {}",
+                spec.k,
+                n - 1
+            )));
         }
         let (lo, hi) = spec.band;
         check_band(lo, hi)?;
         let real: Vec<Geometry> = (0..n)
             .map(|i| {
-                let refs: Vec<usize> = sample(rng, n - 1, spec.k).into_iter().map(|r| if r >= i { r + 1 } else { r }).collect();
+                let refs: Vec<usize> =
+                    sample(rng, n - 1, spec.k).into_iter().map(|r| if r >= i { r + 1 } else { r }).collect();
                 geometry_of(z.row(i), z, &refs)
             })
             .collect();
@@ -328,7 +333,13 @@ impl SamplingOutcome {
     pub fn rates_text(&self) -> String {
         let (rates, _) = self.rates();
         let on = self.targets.spec.enabled();
-        let parts: Vec<String> = TEST_NAMES.iter().zip(rates).zip(on).filter(|(_, o)| *o).map(|((n, r), _)| format!("{n} {:.1} %", 100.0 * r)).collect();
+        let parts: Vec<String> = TEST_NAMES
+            .iter()
+            .zip(rates)
+            .zip(on)
+            .filter(|(_, o)| *o)
+            .map(|((n, r), _)| format!("{n} {:.1} %", 100.0 * r))
+            .collect();
         if parts.is_empty() {
             "no tests".into()
         } else {
@@ -340,20 +351,31 @@ impl SamplingOutcome {
     pub fn rates_json(&self) -> serde_json::Value {
         let (rates, _) = self.rates();
         let on = self.targets.spec.enabled();
-        let map: serde_json::Map<String, serde_json::Value> =
-            TEST_NAMES.iter().zip(rates).zip(on).filter(|(_, o)| *o).map(|((n, r), _)| (n.to_string(), serde_json::json!(r))).collect();
+        let map: serde_json::Map<String, serde_json::Value> = TEST_NAMES
+            .iter()
+            .zip(rates)
+            .zip(on)
+            .filter(|(_, o)| *o)
+            .map(|((n, r), _)| (n.to_string(), serde_json::json!(r)))
+            .collect();
         serde_json::Value::Object(map)
     }
 
     /// The provenance record of a sampling: prior, spec, acceptance and targets.
-    pub fn record(&self, prior: &GaussianPrior, prior_file: &std::path::Path, spec: &SamplingSpec) -> serde_json::Value {
+    pub fn record(
+        &self,
+        prior: &GaussianPrior,
+        prior_file: &std::path::Path,
+        spec: &SamplingSpec,
+    ) -> serde_json::Value {
         let (_, all) = self.rates();
         serde_json::json!({
             "prior": prior_file, "domain": prior.name, "kind": prior.kind.to_string(), "spec": spec,
             "tried": self.tried, "accepted": self.accepted.len(), "acceptance": all,
             "acceptance_per_test": self.rates_json(),
             "targets": {
-                "distance": self.targets.distance, "origin_angle_deg": self.targets.origin_angle, "pair_angle_deg": self.targets.pair_angle,
+                "distance": self.targets.distance, "origin_angle_deg": self.targets.origin_angle,
+                "pair_angle_deg": self.targets.pair_angle,
                 "norm": self.targets.norm, "norm_mean": self.targets.norm_mean, "norm_std": self.targets.norm_std,
             },
             "mean_scale": self.mean_scale, "spread_scale": self.spread_scale, "ring_factors": self.ring_factors,
@@ -441,13 +463,23 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpe
     let mu_norm = prior.mean.dot(&prior.mean).sqrt();
     let mean_scale = if mu_norm > 0.0 { centre.dot(&centre).sqrt() / mu_norm } else { 1.0 };
     let n = z.nrows();
-    let mut out = SamplingOutcome { accepted: Vec::new(), tried: 0, passed: [0; 4], passed_all: 0, targets, mean_scale, spread_scale, ring_factors };
+    let mut out = SamplingOutcome {
+        accepted: Vec::new(),
+        tried: 0,
+        passed: [0; 4],
+        passed_all: 0,
+        targets,
+        mean_scale,
+        spread_scale,
+        ring_factors,
+    };
     while out.accepted.len() < spec.count {
         if out.tried >= spec.budget || unreachable(&out, spec) {
             let (_, all) = out.rates();
             return Err(Error::Invalid(format!(
                 "only {} of {} requested latents passed after {} candidates (acceptance {:.2} %; {}); \
-                 the budget of {} candidates cannot reach the count: widen the band, enable fewer tests, raise the budget or ask for fewer",
+                 the budget of {} candidates cannot reach the count: widen the band, enable fewer tests, raise the \
+            budget or ask for fewer",
                 out.accepted.len(),
                 spec.count,
                 out.tried,
@@ -469,7 +501,8 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpe
         let x = match spec.norm {
             NormMode::Free => x,
             NormMode::Match => {
-                let target = out.targets.norm_mean + out.targets.norm_std * rng.sample::<f64, _>(rand_distr::StandardNormal);
+                let target =
+                    out.targets.norm_mean + out.targets.norm_std * rng.sample::<f64, _>(rand_distr::StandardNormal);
                 match_norm(&x, &centre, target)
             }
         };
@@ -563,7 +596,15 @@ mod tests {
         assert!(r[1] < 0.01, "N(0, I) draws pass the origin-angle test at {}", r[1]);
         // Debiased prior draws behave like members.
         let prior = GaussianPrior::fit("c", &z, [1, 30, 100], PriorKind::Scalar).unwrap();
-        let sspec = SamplingSpec { count: 50, candidates: CandidateKind::Draw, tests: spec, budget: 2000, seed: 3, debias: Debias::Global, norm: NormMode::Free };
+        let sspec = SamplingSpec {
+            count: 50,
+            candidates: CandidateKind::Draw,
+            tests: spec,
+            budget: 2000,
+            seed: 3,
+            debias: Debias::Global,
+            norm: NormMode::Free,
+        };
         let out = sample_latents(&prior, &z, &sspec).unwrap();
         let (per, all) = out.rates();
         assert!(per.iter().all(|&p| p > 0.6), "debiased draws: {per:?}");
@@ -582,12 +623,21 @@ mod tests {
         let mu = Array1::from_elem(d, 0.5);
         let z = cloud(n, d, &mu, 1.0, &mut rng);
         let prior = GaussianPrior::fit("c", &z, [1, 20, 25], PriorKind::Scalar).unwrap();
-        let spec = SamplingSpec { count: 5, candidates: CandidateKind::Slerp, tests: TestSpec { k: 5, ..TestSpec::default() }, budget: 5000, seed: 9, debias: Debias::Global, norm: NormMode::Free };
+        let spec = SamplingSpec {
+            count: 5,
+            candidates: CandidateKind::Slerp,
+            tests: TestSpec { k: 5, ..TestSpec::default() },
+            budget: 5000,
+            seed: 9,
+            debias: Debias::Global,
+            norm: NormMode::Free,
+        };
         let a = sample_latents(&prior, &z, &spec).unwrap();
         let b = sample_latents(&prior, &z, &spec).unwrap();
         assert_eq!(a.accepted, b.accepted);
         assert_eq!(a.tried, b.tried);
-        let tight = SamplingSpec { tests: TestSpec { band: (49.9, 50.1), k: 5, ..TestSpec::default() }, budget: 300, ..spec };
+        let tight =
+            SamplingSpec { tests: TestSpec { band: (49.9, 50.1), k: 5, ..TestSpec::default() }, budget: 300, ..spec };
         let e = sample_latents(&prior, &z, &tight).unwrap_err().to_string();
         assert!(e.contains("acceptance") && e.contains("budget"), "{e}");
     }
@@ -618,7 +668,15 @@ mod tests {
         let z = shell(n, d, &mut rng);
         let prior = GaussianPrior::fit("s", &z, [1, 40, 50], PriorKind::Scalar).unwrap();
         let tests = TestSpec { distance: false, origin_angle: false, pair_angle: false, ..TestSpec::default() };
-        let spec = SamplingSpec { count: 400, candidates: CandidateKind::Draw, tests, budget: 400, seed: 1, debias: Debias::None, norm: NormMode::Free };
+        let spec = SamplingSpec {
+            count: 400,
+            candidates: CandidateKind::Draw,
+            tests,
+            budget: 400,
+            seed: 1,
+            debias: Debias::None,
+            norm: NormMode::Free,
+        };
         let free = sample_latents(&prior, &z, &spec).unwrap();
         let matched = sample_latents(&prior, &z, &SamplingSpec { norm: NormMode::Match, ..spec }).unwrap();
         let (m, s) = (free.targets.norm_mean, free.targets.norm_std);
@@ -626,13 +684,21 @@ mod tests {
         let (mm, ms) = norms(&matched.accepted);
         // Free draws around μ̂ with the fitted variance come out longer and spread ~σ/√2 ≈ 0.7.
         assert!(fs > 2.0 * s && fm > m + 0.3, "free draws: {fm} ± {fs} vs real {m} ± {s}");
-        assert!((mm - m).abs() < 3.0 * s / 20.0 + 0.02 && (ms / s - 1.0).abs() < 0.2, "matched: {mm} ± {ms} vs real {m} ± {s}");
+        assert!(
+            (mm - m).abs() < 3.0 * s / 20.0 + 0.02 && (ms / s - 1.0).abs() < 0.2,
+            "matched: {mm} ± {ms} vs real {m} ± {s}"
+        );
         // The norm test accepts matched draws at about the band's rate, and free ones rarely.
         let with_test = TestSpec { norm: true, ..tests };
         let (lo, hi) = free.targets.norm;
         let inside = |v: &Array1<f64>| (lo..=hi).contains(&v.dot(v).sqrt());
         let free_rate = free.accepted.iter().filter(|v| inside(v)).count() as f64 / free.accepted.len() as f64;
-        let g = sample_latents(&prior, &z, &SamplingSpec { tests: with_test, norm: NormMode::Match, count: 200, budget: 2000, ..spec }).unwrap();
+        let g = sample_latents(
+            &prior,
+            &z,
+            &SamplingSpec { tests: with_test, norm: NormMode::Match, count: 200, budget: 2000, ..spec },
+        )
+        .unwrap();
         assert!((g.rates().1 - 0.9).abs() < 0.12, "matched acceptance {}", g.rates().1);
         assert!(free_rate < 0.5 * g.rates().1, "free draws pass the norm test at {free_rate}");
     }

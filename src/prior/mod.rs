@@ -54,7 +54,9 @@ impl std::str::FromStr for PriorKind {
             "empirical" => Ok(PriorKind::Empirical),
             _ => match s.strip_prefix("lowrank:").map(str::parse::<usize>) {
                 Some(Ok(k)) if k > 0 => Ok(PriorKind::LowRank { k }),
-                _ => Err(Error::Invalid(format!("unknown prior kind '{s}' (scalar, diagonal, lowrank:K, stationary or empirical)"))),
+                _ => Err(Error::Invalid(format!(
+                    "unknown prior kind '{s}' (scalar, diagonal, lowrank:K, stationary or empirical)"
+                ))),
             },
         }
     }
@@ -75,15 +77,29 @@ impl std::fmt::Display for PriorKind {
 /// The fitted covariance.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Covariance {
-    Scalar { variance: f64 },
-    Diagonal { variances: Array1<f64>, shrinkage: f64 },
+    Scalar {
+        variance: f64,
+    },
+    Diagonal {
+        variances: Array1<f64>,
+        shrinkage: f64,
+    },
     /// Σ = Σ_k (λ_k − σ²) w_k w_kᵀ + σ² I with orthonormal rows `directions` (K × d).
-    LowRank { directions: Array2<f64>, eigenvalues: Array1<f64>, residual: f64 },
+    LowRank {
+        directions: Array2<f64>,
+        eigenvalues: Array1<f64>,
+        residual: f64,
+    },
     /// Per-mode cross-spectra (already blended with their ring averages with weight
     /// `shrinkage`).
-    Stationary { spectra: spectral::CrossSpectra, shrinkage: f64 },
+    Stationary {
+        spectra: spectral::CrossSpectra,
+        shrinkage: f64,
+    },
     /// The N latents' deviations from the mean (N × d): Σ = RᵀR / (N − 1).
-    Empirical { residuals: Array2<f64> },
+    Empirical {
+        residuals: Array2<f64>,
+    },
 }
 
 /// A Gaussian prior over one domain's latents.
@@ -211,7 +227,9 @@ impl GaussianPrior {
             }
             Covariance::Stationary { spectra, .. } => {
                 let [_, h, w] = self.shape;
-                Array1::from_iter(spectra.channel_variances().into_iter().flat_map(|v| std::iter::repeat_n(v.sqrt(), h * w)))
+                Array1::from_iter(
+                    spectra.channel_variances().into_iter().flat_map(|v| std::iter::repeat_n(v.sqrt(), h * w)),
+                )
             }
             Covariance::Empirical { residuals } => {
                 (residuals.mapv(|v| v * v).sum_axis(Axis(0)) / (self.n - 1) as f64).mapv(f64::sqrt)
@@ -237,7 +255,8 @@ impl GaussianPrior {
             Covariance::Stationary { spectra, .. } => &centre + &Array1::from(spectra.draw(rng)),
             Covariance::Empirical { residuals } => {
                 let scale = 1.0 / ((self.n - 1) as f64).sqrt();
-                let w: Array1<f64> = (0..residuals.nrows()).map(|_| scale * rng.sample::<f64, _>(StandardNormal)).collect();
+                let w: Array1<f64> =
+                    (0..residuals.nrows()).map(|_| scale * rng.sample::<f64, _>(StandardNormal)).collect();
                 &centre + &residuals.t().dot(&w)
             }
         }
@@ -291,7 +310,9 @@ mod tests {
         let u: Array1<f64> = Array1::from_iter((0..d).map(|j| if j % 3 == 0 { 1.0 } else { 0.0 }));
         let u = &u / u.dot(&u).sqrt();
         let n = 60;
-        let z = Array2::from_shape_fn((n, d), |(i, j)| 3.0 * ((i as f64 * 0.7).sin()) * u[j] + 0.1 * rng.sample::<f64, _>(StandardNormal));
+        let z = Array2::from_shape_fn((n, d), |(i, j)| {
+            3.0 * ((i as f64 * 0.7).sin()) * u[j] + 0.1 * rng.sample::<f64, _>(StandardNormal)
+        });
         let p = GaussianPrior::fit("l", &z, [1, 10, 20], PriorKind::LowRank { k: 1 }).unwrap();
         let Covariance::LowRank { directions, residual, .. } = &p.covariance else { panic!() };
         assert!(directions.row(0).dot(&u).abs() > 0.99);
@@ -306,7 +327,11 @@ mod tests {
         let shape = [2usize, 16, 16];
         let (h, w) = (16, 16);
         let (ring, _) = rings(h, w);
-        let mut truth = spectral::CrossSpectra { shape, re: ndarray::Array4::zeros((h, w, 2, 2)), im: ndarray::Array4::zeros((h, w, 2, 2)) };
+        let mut truth = spectral::CrossSpectra {
+            shape,
+            re: ndarray::Array4::zeros((h, w, 2, 2)),
+            im: ndarray::Array4::zeros((h, w, 2, 2)),
+        };
         for k in 0..h * w {
             let p = if k == 0 { 0.02 } else { 1.5 / (ring[k] as f64).sqrt() };
             let (y, x) = (k / w, k % w);
@@ -345,17 +370,25 @@ mod tests {
         assert!((cross / (p0 * p1).sqrt() - 0.6).abs() < 0.08, "channel coherence {}", cross / (p0 * p1).sqrt());
         // The scalar prior of the same latents draws the level white: ~50× too much.
         let scalar = GaussianPrior::fit("s", &z, shape, PriorKind::Scalar).unwrap();
-        let k0_scalar: f64 = (0..m).map(|_| modes((scalar.draw(&mut rng) - &scalar.mean).view(), shape)[0][0].norm_sqr()).sum::<f64>() / m as f64;
+        let k0_scalar: f64 =
+            (0..m).map(|_| modes((scalar.draw(&mut rng) - &scalar.mean).view(), shape)[0][0].norm_sqr()).sum::<f64>()
+                / m as f64;
         assert!(k0_scalar > 10.0 * k0, "scalar k = 0 power {k0_scalar}");
     }
 
     #[test]
     fn bad_latents_are_errors() {
         let (z, _) = cloud(2, 10, 1.0, 0.0, 3);
-        assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::Scalar).unwrap_err().to_string().contains("at least 3"));
+        assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::Scalar)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 3"));
         let (mut z, _) = cloud(5, 10, 1.0, 0.0, 3);
         z[[2, 4]] = f64::NAN;
-        assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::Scalar).unwrap_err().to_string().contains("latent 2"));
+        assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::Scalar)
+            .unwrap_err()
+            .to_string()
+            .contains("latent 2"));
         let (z, _) = cloud(5, 10, 1.0, 0.0, 3);
         assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::LowRank { k: 4 }).is_err());
         assert!("lowrank:0".parse::<PriorKind>().is_err());

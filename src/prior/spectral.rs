@@ -141,7 +141,8 @@ impl CrossSpectra {
                 }
             }
         }
-        let mut out = CrossSpectra { shape: self.shape, re: Array4::zeros((h, w, c, c)), im: Array4::zeros((h, w, c, c)) };
+        let mut out =
+            CrossSpectra { shape: self.shape, re: Array4::zeros((h, w, c, c)), im: Array4::zeros((h, w, c, c)) };
         for (k, &r) in ring.iter().enumerate() {
             for a in 0..c {
                 for b in 0..c {
@@ -247,7 +248,8 @@ impl RingShrinkage {
             power[r] += m.iter().map(|ch| ch[k].norm_sqr()).sum::<f64>();
             noise[r] += traces[k] / n as f64;
         }
-        let factors = power.iter().zip(&noise).map(|(&p, &q)| if p > 0.0 { (1.0 - q / p).max(0.0) } else { 0.0 }).collect();
+        let factors =
+            power.iter().zip(&noise).map(|(&p, &q)| if p > 0.0 { (1.0 - q / p).max(0.0) } else { 0.0 }).collect();
         RingShrinkage { factors }
     }
 
@@ -313,7 +315,12 @@ mod tests {
             let (y, x) = (k / w, k % w);
             for (a, b) in [(0, 0), (0, 1), (1, 1)] {
                 // The estimate from n draws has relative error ~ √(2/n) per entry.
-                assert!(rel(est.re[[y, x, a, b]], s.re[[y, x, a, b]]) < 0.12, "mode {k} ({a},{b}): {} vs {}", est.re[[y, x, a, b]], s.re[[y, x, a, b]]);
+                assert!(
+                    rel(est.re[[y, x, a, b]], s.re[[y, x, a, b]]) < 0.12,
+                    "mode {k} ({a},{b}): {} vs {}",
+                    est.re[[y, x, a, b]],
+                    s.re[[y, x, a, b]]
+                );
             }
         }
         // k = 0 of every draw (the channel means) keeps its 50× suppression.

@@ -60,8 +60,16 @@ pub struct Memorization {
 /// RMS difference over the pixels finite in both maps (blank pixels of real maps are NaN); NaN
 /// when they share none.
 fn rms(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
-    let (sum, n) = a.iter().zip(b.iter()).filter(|(x, y)| x.is_finite() && y.is_finite()).fold((0.0, 0usize), |(s, n), (x, y)| (s + (x - y).powi(2), n + 1));
-    if n == 0 { f64::NAN } else { (sum / n as f64).sqrt() }
+    let (sum, n) = a
+        .iter()
+        .zip(b.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .fold((0.0, 0usize), |(s, n), (x, y)| (s + (x - y).powi(2), n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        (sum / n as f64).sqrt()
+    }
 }
 
 /// The memorization check: a synthetic map is flagged as a near-copy when it lies closer to a
@@ -78,7 +86,11 @@ pub fn memorization(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Memoriza
         .par_iter()
         .map(|s| {
             // total_cmp puts NaN (no common finite pixel) after every distance.
-            real.iter().enumerate().map(|(j, r)| (j, rms(s, r))).min_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, f64::NAN))
+            real.iter()
+                .enumerate()
+                .map(|(j, r)| (j, rms(s, r)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap_or((0, f64::NAN))
         })
         .collect();
     let closest_real = real_nn.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -105,7 +117,8 @@ mod tests {
 
     #[test]
     fn copies_are_flagged_and_new_maps_are_not() {
-        let real: Vec<Array2<f64>> = (0..4).map(|k| Array2::from_shape_fn((8, 8), |(i, j)| ((i + 2 * j + 3 * k) as f64).sin())).collect();
+        let real: Vec<Array2<f64>> =
+            (0..4).map(|k| Array2::from_shape_fn((8, 8), |(i, j)| ((i + 2 * j + 3 * k) as f64).sin())).collect();
         let copy = real[2].mapv(|v| v + 1e-3);
         let new = Array2::from_shape_fn((8, 8), |(i, j)| ((3 * i + j) as f64 * 0.7).cos());
         let m = memorization(&real, &[copy, new.clone()]);
@@ -127,7 +140,9 @@ mod tests {
     #[test]
     fn memorization_does_not_depend_on_the_threads() {
         let maps = |n: usize, phase: f64| -> Vec<Array2<f64>> {
-            (0..n).map(|k| Array2::from_shape_fn((8, 8), |(i, j)| ((i + 2 * j) as f64 * 0.3 + phase * k as f64).sin())).collect()
+            (0..n)
+                .map(|k| Array2::from_shape_fn((8, 8), |(i, j)| ((i + 2 * j) as f64 * 0.3 + phase * k as f64).sin()))
+                .collect()
         };
         let (real, synthetic) = (maps(6, 0.7), maps(5, 1.1));
         let run = |threads: usize| {
@@ -139,5 +154,4 @@ mod tests {
         assert_eq!(one.synthetic_nn, three.synthetic_nn);
         assert_eq!(one.ratio, three.ratio);
     }
-
 }

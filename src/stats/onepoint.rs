@@ -168,7 +168,8 @@ pub fn compare(a: &[f64], b: &[f64], nbins: Option<usize>) -> Result<PdfComparis
     }
     let lo = a.iter().chain(&b).cloned().fold(f64::INFINITY, f64::min);
     let hi = a.iter().chain(&b).cloned().fold(f64::NEG_INFINITY, f64::max);
-    let points = nbins.map(|n| n + 1).unwrap_or_else(|| (((a.len() + b.len()) as f64 / 2.0).sqrt().floor() as usize).max(3));
+    let points =
+        nbins.map(|n| n + 1).unwrap_or_else(|| (((a.len() + b.len()) as f64 / 2.0).sqrt().floor() as usize).max(3));
     let hi = if hi > lo { hi } else { lo + 1.0 };
     let edges: Vec<f64> = (0..points).map(|i| lo + (hi - lo) * i as f64 / (points - 1) as f64).collect();
     let density_a = histogram(&a, &edges);
@@ -210,6 +211,8 @@ mod tests {
         assert!((t + 1.1338934190276817).abs() < 1e-12, "{t}");
         assert!((dof - 3.234718826405868).abs() < 1e-9, "{dof}");
         let m = Moments::of(&a);
-        assert!(m.mean.abs() < 0.05 && (m.variance - 1.0).abs() < 0.05 && m.skewness.abs() < 0.1 && m.kurtosis.abs() < 0.2);
+        assert!(
+            m.mean.abs() < 0.05 && (m.variance - 1.0).abs() < 0.05 && m.skewness.abs() < 0.1 && m.kurtosis.abs() < 0.2
+        );
     }
 }

@@ -12,8 +12,8 @@
 //! * Fit: unweighted least squares of log10 P on log10 f over low_cut < f ≤ high_cut (defaults
 //!   2/max(shape) and the last bin centre); slope error HC3-robust, as statsmodels computes it.
 
-use rayon::prelude::*;
 use ndarray::ArrayView2;
+use rayon::prelude::*;
 use rustfft::{num_complex::Complex, FftPlanner};
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
@@ -102,7 +102,8 @@ fn window(ny: usize, nx: usize, a: Apodization) -> Vec<f64> {
     for y in 0..ny {
         for x in 0..nx {
             let d = ((y as f64 - cy).powi(2) + (x as f64 - cx).powi(2)).sqrt();
-            let mut v = if r_tap == 0.0 { 1.0 } else { 0.5 * (1.0 + (std::f64::consts::PI * (d - r_in) / r_tap).cos()) };
+            let mut v =
+                if r_tap == 0.0 { 1.0 } else { 0.5 * (1.0 + (std::f64::consts::PI * (d - r_in) / r_tap).cos()) };
             if d < r_in {
                 v = 1.0;
             }
@@ -207,7 +208,11 @@ impl PowerSpectrum {
                     continue;
                 }
                 let b = if f >= last {
-                    if round_to(f, decimals) == round_to(last, decimals) { nbins - 1 } else { continue }
+                    if round_to(f, decimals) == round_to(last, decimals) {
+                        nbins - 1
+                    } else {
+                        continue;
+                    }
                 } else {
                     edges.partition_point(|&e| e <= f) - 1
                 };
@@ -233,18 +238,27 @@ impl PowerSpectrum {
             power_std.push(if a > 1.0 { sd * a } else { sd });
         }
         let (low_cut, high_cut) = opts.fit_range.unwrap_or((1.0 / (0.5 * ny.max(nx) as f64), freqs[nbins - 1]));
-        let fit_used: Vec<bool> = freqs
-            .iter()
-            .zip(&power)
-            .map(|(&f, &p)| f > low_cut && f <= high_cut && p.is_finite() && p > 0.0)
-            .collect();
+        let fit_used: Vec<bool> =
+            freqs.iter().zip(&power).map(|(&f, &p)| f > low_cut && f <= high_cut && p.is_finite() && p > 0.0).collect();
         let xs: Vec<f64> = freqs.iter().zip(&fit_used).filter(|(_, &u)| u).map(|(f, _)| f.log10()).collect();
         let ys: Vec<f64> = power.iter().zip(&fit_used).filter(|(_, &u)| u).map(|(p, _)| p.log10()).collect();
         if xs.len() < 3 {
             return Err(Error::Invalid(format!("only {} bins inside the fit range {low_cut}..{high_cut}", xs.len())));
         }
         let (intercept, slope, slope_err) = ols_hc3(&xs, &ys);
-        Ok(PowerSpectrum { freqs, power, power_std, counts, edges, slope, slope_err, intercept, low_cut, high_cut, fit_used })
+        Ok(PowerSpectrum {
+            freqs,
+            power,
+            power_std,
+            counts,
+            edges,
+            slope,
+            slope_err,
+            intercept,
+            low_cut,
+            high_cut,
+            fit_used,
+        })
     }
 
     /// The number of bins.
@@ -320,7 +334,8 @@ impl EnsembleSpectrum {
         serde_json::json!({
             "slope": ps.slope, "slope_err": ps.slope_err, "low_cut": ps.low_cut, "high_cut": ps.high_cut,
             "nbins": ps.nbins(), "intercept": ps.intercept, "maps": self.slopes.len(), "per_map_slopes": self.slopes,
-            "conventions": "TurbuStat 1.3 PowerSpectrum: k in pixel^-1, linear bins, HC3 slope error; several maps: mean power per bin",
+            "conventions": "TurbuStat 1.3 PowerSpectrum: k in pixel^-1, linear bins, HC3 slope error; several maps: \
+                mean power per bin",
         })
     }
 
@@ -331,7 +346,8 @@ impl EnsembleSpectrum {
             return Err(Error::Invalid("ensemble power spectra need maps of one shape".into()));
         }
         // One map per task; collecting keeps the maps' order, so the result does not depend on the threads.
-        let spectra: Vec<PowerSpectrum> = maps.par_iter().map(|m| PowerSpectrum::compute(m.view(), opts)).collect::<Result<_>>()?;
+        let spectra: Vec<PowerSpectrum> =
+            maps.par_iter().map(|m| PowerSpectrum::compute(m.view(), opts)).collect::<Result<_>>()?;
         let nb = spectra[0].nbins();
         let n = spectra.len() as f64;
         let mut mean_log_power = vec![0.0; nb];
@@ -345,7 +361,12 @@ impl EnsembleSpectrum {
             mean_power[b] = spectra.iter().map(|s| s.power[b]).sum::<f64>() / n;
         }
         let base = &spectra[0];
-        let fit_used: Vec<bool> = base.freqs.iter().zip(&mean_power).map(|(&f, &p)| f > base.low_cut && f <= base.high_cut && p.is_finite() && p > 0.0).collect();
+        let fit_used: Vec<bool> = base
+            .freqs
+            .iter()
+            .zip(&mean_power)
+            .map(|(&f, &p)| f > base.low_cut && f <= base.high_cut && p.is_finite() && p > 0.0)
+            .collect();
         let xs: Vec<f64> = base.freqs.iter().zip(&fit_used).filter(|(_, &u)| u).map(|(f, _)| f.log10()).collect();
         let ys: Vec<f64> = mean_power.iter().zip(&fit_used).filter(|(_, &u)| u).map(|(p, _)| p.log10()).collect();
         let (intercept, slope, slope_err) = ols_hc3(&xs, &ys);
@@ -369,7 +390,13 @@ impl EnsembleSpectrum {
             high_cut: base.high_cut,
             fit_used,
         };
-        Ok(EnsembleSpectrum { freqs: base.freqs.clone(), mean_log_power, std_log_power, mean, slopes: spectra.iter().map(|s| s.slope).collect() })
+        Ok(EnsembleSpectrum {
+            freqs: base.freqs.clone(),
+            mean_log_power,
+            std_log_power,
+            mean,
+            slopes: spectra.iter().map(|s| s.slope).collect(),
+        })
     }
 }
 
@@ -385,7 +412,11 @@ mod tests {
     #[test]
     fn ensemble_spectra_do_not_depend_on_the_threads() {
         let maps: Vec<ndarray::Array2<f64>> = (0..7)
-            .map(|k| ndarray::Array2::from_shape_fn((24, 24), |(i, j)| ((i * 3 + j * (k + 1)) as f64 * 0.37).sin() + 0.01 * k as f64))
+            .map(|k| {
+                ndarray::Array2::from_shape_fn((24, 24), |(i, j)| {
+                    ((i * 3 + j * (k + 1)) as f64 * 0.37).sin() + 0.01 * k as f64
+                })
+            })
             .collect();
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();

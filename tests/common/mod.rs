@@ -121,7 +121,11 @@ pub fn tensor(a: &Array4<f32>) -> Tensor {
 /// A (B, C, H, W) tensor of any float dtype as a float32 array.
 pub fn to_array(t: &Tensor) -> Array4<f32> {
     let (b, c, h, w) = t.dims4().unwrap();
-    Array4::from_shape_vec((b, c, h, w), t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()).unwrap()
+    Array4::from_shape_vec(
+        (b, c, h, w),
+        t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    )
+    .unwrap()
 }
 
 /// Largest absolute difference of two arrays of one shape.

@@ -22,7 +22,13 @@ impl Runner<'_> {
         let inv = &self.plan.config.inversion;
         let clip = inv.decode_clip.or(inv.clip);
         let ddim = crate::synthesis::grid_of(self.model()?, &input, &latents_path, clip)?;
-        let key = format!("{}\n{:?} clip {:?}\nbatch {}\n", FileHash::of(&latents_path, &latents_path)?.sha256, ddim.seq, ddim.clip, self.plan.config.model.batch);
+        let key = format!(
+            "{}\n{:?} clip {:?}\nbatch {}\n",
+            FileHash::of(&latents_path, &latents_path)?.sha256,
+            ddim.seq,
+            ddim.clip,
+            self.plan.config.model.batch
+        );
         Ok((input, ddim, key))
     }
 
@@ -30,17 +36,23 @@ impl Runner<'_> {
         let (input, ddim, key) = self.decode_setup(d)?;
         let partial = self.partial_dir(&format!("decode/{d}")).expect("decoding checkpoints");
         let steps = ddim.seq.len() as u64;
-        let (images, reused) = self.checkpointed(&partial, &key, &input.data, &format!("decode {d}"), steps, |r, chunk, pb| {
-            let m = r.model()?;
-            ddim.generate(m, chunk, 0.0, 0, chunk.len_of(Axis(0)), pb)
-        })?;
-        let paths: Vec<PathBuf> = self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
+        let (images, reused) =
+            self.checkpointed(&partial, &key, &input.data, &format!("decode {d}"), steps, |r, chunk, pb| {
+                let m = r.model()?;
+                ddim.generate(m, chunk, 0.0, 0, chunk.len_of(Axis(0)), pb)
+            })?;
+        let paths: Vec<PathBuf> =
+            self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
         let run = ("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}));
-        let (written, physical) = crate::synthesis::write_synthetic(&paths, &images, "run: decode", &input, &ddim, self.model()?, vec![run])?;
+        let (written, physical) =
+            crate::synthesis::write_synthetic(&paths, &images, "run: decode", &input, &ddim, self.model()?, vec![run])?;
         let mut counts = BTreeMap::new();
         counts.insert("maps".into(), json!(images.len_of(Axis(0))));
         counts.insert("physical_units".into(), json!(physical));
-        counts.insert("unet_evaluations".into(), json!(reused.evaluations_done(self.plan.unet_evaluations(&format!("decode/{d}")), images.len_of(Axis(0)))));
+        counts.insert(
+            "unet_evaluations".into(),
+            json!(reused.evaluations_done(self.plan.unet_evaluations(&format!("decode/{d}")), images.len_of(Axis(0)))),
+        );
         counts.insert("batches_from_checkpoints".into(), json!(reused.batches));
         Ok((written, counts))
     }

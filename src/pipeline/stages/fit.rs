@@ -10,8 +10,12 @@ use crate::pipeline::runner::{Runner, StageOutput};
 
 impl Runner<'_> {
     pub(in crate::pipeline) fn fit(&mut self) -> Result<StageOutput> {
-        let domains: Vec<(String, PathBuf)> =
-            self.plan.domains.iter().map(|d| (d.name.clone(), self.path(&["latents", &format!("{}.h5", d.name)]))).collect();
+        let domains: Vec<(String, PathBuf)> = self
+            .plan
+            .domains
+            .iter()
+            .map(|d| (d.name.clone(), self.path(&["latents", &format!("{}.h5", d.name)])))
+            .collect();
         let kind = self.plan.config.prior_kind()?;
         let fitted = crate::prior::fit::fit_files(&domains, kind, &self.path(&["prior", "prior.h5"]), Some(&self.dir))?;
         let text = crate::prior::diagnostics::table(&fitted.diagnostics, fitted.separability.as_ref());

@@ -32,19 +32,25 @@ impl Runner<'_> {
 
     pub(in crate::pipeline) fn invert(&mut self, d: &str) -> Result<StageOutput> {
         let (input, ddim, key) = self.invert_setup(d)?;
-        let cached = self.latent_cache.as_ref().map(|dir| dir.join(format!("latents-{}.npy", &self.cache_key(&input, &ddim)[..24])));
-        let from_cache: Option<Array4<f32>> =
-            cached.as_ref().and_then(|f| ndarray_npy::read_npy(f).ok()).filter(|a: &Array4<f32>| a.dim() == input.data.dim());
+        let cached = self
+            .latent_cache
+            .as_ref()
+            .map(|dir| dir.join(format!("latents-{}.npy", &self.cache_key(&input, &ddim)[..24])));
+        let from_cache: Option<Array4<f32>> = cached
+            .as_ref()
+            .and_then(|f| ndarray_npy::read_npy(f).ok())
+            .filter(|a: &Array4<f32>| a.dim() == input.data.dim());
         let n = input.data.len_of(Axis(0));
         let (z, reused, hit) = match from_cache {
             Some(z) => (z, Reused { batches: 0, maps: n }, true),
             None => {
                 let partial = self.partial_dir(&format!("invert/{d}")).expect("inversion checkpoints");
                 let steps = (ddim.seq.len() - 1) as u64;
-                let (z, reused) = self.checkpointed(&partial, &key, &input.data, &format!("invert {d}"), steps, |r, chunk, pb| {
-                    let m = r.model()?;
-                    ddim.invert(m, chunk, chunk.len_of(Axis(0)), pb)
-                })?;
+                let (z, reused) =
+                    self.checkpointed(&partial, &key, &input.data, &format!("invert {d}"), steps, |r, chunk, pb| {
+                        let m = r.model()?;
+                        ddim.invert(m, chunk, chunk.len_of(Axis(0)), pb)
+                    })?;
                 if let Some(f) = &cached {
                     std::fs::create_dir_all(f.parent().expect("cache folder")).map_err(|e| Error::write(f, e))?;
                     let files = crate::io::AtomicFiles::new(std::slice::from_ref(f))?;
@@ -55,10 +61,19 @@ impl Runner<'_> {
             }
         };
         let records = ddim.records(self.model()?)?;
-        let written = latents::write_model_output(&self.path(&["latents", &format!("{d}.h5")]), &z, "run: invert", &input, records)?;
+        let written = latents::write_model_output(
+            &self.path(&["latents", &format!("{d}.h5")]),
+            &z,
+            "run: invert",
+            &input,
+            records,
+        )?;
         let mut counts = BTreeMap::new();
         counts.insert("latents".into(), json!(z.len_of(Axis(0))));
-        counts.insert("unet_evaluations".into(), json!(reused.evaluations_done(self.plan.unet_evaluations(&format!("invert/{d}")), n)));
+        counts.insert(
+            "unet_evaluations".into(),
+            json!(reused.evaluations_done(self.plan.unet_evaluations(&format!("invert/{d}")), n)),
+        );
         counts.insert("batches_from_checkpoints".into(), json!(reused.batches));
         if cached.is_some() {
             counts.insert("from_latent_cache".into(), json!(hit));
@@ -72,7 +87,8 @@ impl Runner<'_> {
         let data: Vec<u8> = input.data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let c = &self.plan.config.model;
         let text = format!(
-            "data {}\nshape {:?}\nnormalization {}\ngrid {:?} fixed point {} clip {:?}\nmodel {:?}\ndtype {} device {}\n",
+            "data {}\nshape {:?}\nnormalization {}\ngrid {:?} fixed point {} clip {:?}\nmodel {:?}\ndtype {} device \
+                {}\n",
             manifest::sha256_bytes(&data),
             input.data.dim(),
             serde_json::to_string(&input.normalization).unwrap_or_default(),

@@ -16,7 +16,12 @@ impl Runner<'_> {
         let prior = prior_file::read_domain(&prior_path, Some(d))?;
         let input = latents::read_model_input(&self.path(&["latents", &format!("{d}.h5")]))?;
         let c = &self.plan.config;
-        let seed = self.manifest.seeds.get(&format!("sample/{d}")).copied().unwrap_or_else(|| derive_seed(c.run.seed, &format!("sample/{d}")));
+        let seed = self
+            .manifest
+            .seeds
+            .get(&format!("sample/{d}"))
+            .copied()
+            .unwrap_or_else(|| derive_seed(c.run.seed, &format!("sample/{d}")));
         let spec = c.sampling_spec(seed)?;
         let out = self.path(&["samples", &format!("{d}.latents.npy")]);
         let shown = crate::io::shown_path(&prior_path, Some(&self.dir));

@@ -13,7 +13,14 @@ impl Runner<'_> {
         let synthetic = self.path(&["samples", &format!("{d}.{}", self.plan.config.run.formats[0])]);
         let out_dir = self.path(&["report", d]);
         let opts = self.plan.config.battery_options()?;
-        let report = crate::validate::validate(&self.real_path(d), &synthetic, &crate::io::Selection::default(), &out_dir, &opts, Some(&self.dir))?;
+        let report = crate::validate::validate(
+            &self.real_path(d),
+            &synthetic,
+            &crate::io::Selection::default(),
+            &out_dir,
+            &opts,
+            Some(&self.dir),
+        )?;
         let mut counts = BTreeMap::new();
         counts.insert("slope_real".into(), json!(report.slopes.real.mean));
         counts.insert("slope_real_std".into(), json!(report.slopes.real.std));
