@@ -5,7 +5,8 @@
 //! a model we can build, ...); the [`Cause`] keeps the underlying error, which
 //! [`std::error::Error::source`] returns (an [`std::io::Error`], a `candle_core::Error`, ...).
 //! The message of an error already ends with its cause's text; [`chain_message`] prints a chain of
-//! errors without repeating it.
+//! errors without repeating it. [`Cause`] derives with thiserror; [`Error`]'s `Display` and
+//! `source` are written out because its source is the error inside the cause, not the cause.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -37,27 +38,35 @@ pub enum Error {
 /// [`source`](std::error::Error::source) of the [`Error`], or a message of ours.
 ///
 /// It displays as the text the error was reported with (the underlying error's message, or ours).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Cause {
-    Io(std::io::Error),
-    Candle(candle_core::Error),
-    Hdf5(hdf5::Error),
-    Fits(fitsio::errors::Error),
-    ReadNpy(ndarray_npy::ReadNpyError),
-    WriteNpy(ndarray_npy::WriteNpyError),
-    Json(serde_json::Error),
-    Toml(toml::de::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Hdf5(#[from] hdf5::Error),
+    #[error(transparent)]
+    Fits(#[from] fitsio::errors::Error),
+    #[error(transparent)]
+    ReadNpy(#[from] ndarray_npy::ReadNpyError),
+    #[error(transparent)]
+    WriteNpy(#[from] ndarray_npy::WriteNpyError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
     /// An error of this library (the file it names is not the one of the outer error).
+    #[error(transparent)]
     Library(Box<Error>),
     /// A message of ours, with no underlying error.
+    #[error("{0}")]
     Message(String),
     /// An underlying error reported in words of ours: `text` is what is displayed (it usually
     /// quotes the underlying error), `source` what it came from.
-    Described {
-        text: String,
-        source: Box<Cause>,
-    },
+    #[error("{text}")]
+    Described { text: String, source: Box<Cause> },
 }
 
 impl Cause {
@@ -84,45 +93,11 @@ impl Cause {
     }
 }
 
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Cause::Io(e) => e.fmt(f),
-            Cause::Candle(e) => e.fmt(f),
-            Cause::Hdf5(e) => e.fmt(f),
-            Cause::Fits(e) => e.fmt(f),
-            Cause::ReadNpy(e) => e.fmt(f),
-            Cause::WriteNpy(e) => e.fmt(f),
-            Cause::Json(e) => e.fmt(f),
-            Cause::Toml(e) => e.fmt(f),
-            Cause::Library(e) => e.fmt(f),
-            Cause::Message(s) => f.write_str(s),
-            Cause::Described { text, .. } => f.write_str(text),
-        }
+impl From<String> for Cause {
+    fn from(s: String) -> Self {
+        Cause::Message(s)
     }
 }
-
-macro_rules! cause_from {
-    ($($variant:ident($ty:ty)),* $(,)?) => {$(
-        impl From<$ty> for Cause {
-            fn from(e: $ty) -> Self {
-                Cause::$variant(e)
-            }
-        }
-    )*};
-}
-
-cause_from!(
-    Io(std::io::Error),
-    Candle(candle_core::Error),
-    Hdf5(hdf5::Error),
-    Fits(fitsio::errors::Error),
-    ReadNpy(ndarray_npy::ReadNpyError),
-    WriteNpy(ndarray_npy::WriteNpyError),
-    Json(serde_json::Error),
-    Toml(toml::de::Error),
-    Message(String),
-);
 
 impl From<&str> for Cause {
     fn from(s: &str) -> Self {
