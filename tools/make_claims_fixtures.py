@@ -61,10 +61,12 @@ import numpy as np  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
-from astropy.io import fits  # noqa: E402
 from scipy import special, stats  # noqa: E402
 from scipy.stats import binned_statistic  # noqa: E402
 from skimage.metrics import structural_similarity  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_turbustat_fixtures import fake_header  # noqa: E402
 from turbustat.statistics import PDF_Distance, PowerSpectrum  # noqa: E402
 from turbustat.statistics.stats_utils import hellinger as ts_hellinger  # noqa: E402
 
@@ -276,20 +278,9 @@ def onepoint_fixtures(out):
 # ------------------------------------------------------------------------------------------ beam
 
 def beam_header(shape, fwhm_pix):
-    hdr = fits.Header()
-    hdr["NAXIS"] = 2
-    hdr["NAXIS1"] = shape[1]
-    hdr["NAXIS2"] = shape[0]
-    hdr["CTYPE1"] = "RA---CAR"
-    hdr["CTYPE2"] = "DEC--CAR"
-    hdr["CUNIT1"] = "deg"
-    hdr["CUNIT2"] = "deg"
-    hdr["CDELT1"] = -1.0 / 3600.0
-    hdr["CDELT2"] = 1.0 / 3600.0
-    hdr["CRPIX1"] = shape[1] / 2.0
-    hdr["CRPIX2"] = shape[0] / 2.0
-    hdr["CRVAL1"] = 0.0
-    hdr["CRVAL2"] = 0.0
+    """make_turbustat_fixtures.py's pixel-unit header (1 arcsec pixels) with a round beam of
+    `fwhm_pix` pixels."""
+    hdr = fake_header(shape)
     hdr["BMAJ"] = fwhm_pix / 3600.0
     hdr["BMIN"] = fwhm_pix / 3600.0
     hdr["BPA"] = 0.0
