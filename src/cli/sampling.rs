@@ -80,7 +80,8 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
     let ddpm = load_model(&a.model)?;
     let [c, h, w] = prior.shape;
     ddpm.check_input(c, h, w)?;
-    synthesis::grid_of(&ddpm, &input, &a.latents, None)?;
+    // The accepted latents carry the real latents' grid record, so this is their grid too.
+    let ddim = synthesis::grid_of(&ddpm, &input, &a.latents, None)?;
     let t = std::time::Instant::now();
     let latents_out = expanse::io::with_suffix(&a.out, ".latents.npy");
     let (outcome, mut written) = synthesis::sample(&prior, &a.prior, &input, &spec, &latents_out, "sample")
@@ -95,7 +96,6 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     let accepted = latents::read_model_input(&latents_out)?;
-    let ddim = synthesis::grid_of(&ddpm, &accepted, &latents_out, None)?;
     let pb = progress(ddim.seq.len() as u64 * batches(a.count, a.model.batch), "decode");
     let images = ddim.generate(&ddpm, &accepted.data, 0.0, 0, a.model.batch, &pb)?;
     pb.finish_and_clear();
