@@ -31,6 +31,23 @@ fn power_spectrum_writes_the_documented_csv_and_summary() {
     let e =
         expanse(&["power-spectrum", fixture.to_str().unwrap(), "--out", csv.to_str().unwrap(), "--apodize", "gauss"]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("tukey:ALPHA"));
+    // A bad fit range names the flag and what is wrong with it; nothing is written.
+    let bad = dir.path().join("bad.csv");
+    for (range, cause) in
+        [("0.3:0.1", "need 0 <= LOW < HIGH"), ("a:0.3", "'a' is not a number"), ("0.1", "expected LOW:HIGH")]
+    {
+        let e = expanse(&[
+            "power-spectrum",
+            fixture.to_str().unwrap(),
+            "--out",
+            bad.to_str().unwrap(),
+            "--fit-range",
+            range,
+        ]);
+        let msg = String::from_utf8_lossy(&e.stderr);
+        assert!(!e.status.success() && msg.contains("--fit-range") && msg.contains(cause), "{range}: {msg}");
+        assert!(!bad.exists());
+    }
 }
 
 #[test]

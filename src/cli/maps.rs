@@ -113,7 +113,9 @@ pub fn spectrum_options(a: &SpectrumArgs) -> Result<PowerSpectrumOptions> {
     let fit_range = match &a.fit_range {
         Some(r) => {
             let (lo, hi) = r.split_once(':').context("--fit-range: expected LOW:HIGH")?;
-            let (lo, hi): (f64, f64) = (lo.trim().parse()?, hi.trim().parse()?);
+            let number =
+                |v: &str| v.trim().parse::<f64>().with_context(|| format!("--fit-range: '{v}' is not a number"));
+            let (lo, hi) = (number(lo)?, number(hi)?);
             expanse::stats::power_spectrum::check_fit_range(lo, hi).context("--fit-range")?;
             Some((lo, hi))
         }
