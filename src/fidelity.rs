@@ -135,7 +135,7 @@ pub struct FidelityConfig {
 
 impl FidelityConfig {
     pub fn read(path: &Path) -> Result<FidelityConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(e)))?;
         let f: FidelityFile = toml::from_str(&text)
             .map_err(|e| Error::format(path, crate::pipeline::config::toml_error(&text, &e)).with_source(e))?;
         let mut base = RunConfig {
@@ -343,7 +343,7 @@ pub fn run(
                 let report_file = dir.join("report").join(&d.name).join("report.json");
                 if row.error.is_none() {
                     let text = std::fs::read_to_string(&report_file)
-                        .map_err(|e| Error::open(&report_file, crate::io::io_cause(&e)))?;
+                        .map_err(|e| Error::open(&report_file, crate::io::io_cause(e)))?;
                     let r: serde_json::Value =
                         serde_json::from_str(&text).map_err(|e| Error::format(&report_file, e))?;
                     row.slope_real = (f(&r["slopes"]["real"]["mean"]), f(&r["slopes"]["real"]["std"]));

@@ -46,18 +46,18 @@ impl fmt::Display for Format {
 impl Format {
     /// Detects the format of an existing file from its first bytes (never from its name).
     pub fn detect(path: &Path) -> Result<Format> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::open(path, io_cause(&e)))?;
+        let meta = std::fs::metadata(path).map_err(|e| Error::open(path, io_cause(e)))?;
         if meta.is_dir() {
             return Err(Error::open(path, "is a directory, not a file"));
         }
         let mut head = vec![0u8; 2056];
-        let mut file = std::fs::File::open(path).map_err(|e| Error::open(path, io_cause(&e)))?;
+        let mut file = std::fs::File::open(path).map_err(|e| Error::open(path, io_cause(e)))?;
         let mut n = 0;
         while n < head.len() {
             match file.read(&mut head[n..]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
-                Err(e) => return Err(Error::open(path, io_cause(&e))),
+                Err(e) => return Err(Error::open(path, io_cause(e))),
             }
         }
         let head = &head[..n];
@@ -98,16 +98,12 @@ impl Format {
 }
 
 /// The cause of an input error: "no such file" or "permission denied", else the error's message;
-/// the error is kept as the source (a copy of the borrowed one, exact for an OS error).
-pub(crate) fn io_cause(e: &std::io::Error) -> crate::error::Cause {
-    let source = match e.raw_os_error() {
-        Some(code) => std::io::Error::from_raw_os_error(code),
-        None => std::io::Error::new(e.kind(), e.to_string()),
-    };
+/// the error itself is kept as the source.
+pub(crate) fn io_cause(e: std::io::Error) -> crate::error::Cause {
     match e.kind() {
-        std::io::ErrorKind::NotFound => crate::error::Cause::described("no such file", source),
-        std::io::ErrorKind::PermissionDenied => crate::error::Cause::described("permission denied", source),
-        _ => source.into(),
+        std::io::ErrorKind::NotFound => crate::error::Cause::described("no such file", e),
+        std::io::ErrorKind::PermissionDenied => crate::error::Cause::described("permission denied", e),
+        _ => e.into(),
     }
 }
 
@@ -235,7 +231,7 @@ pub fn shown_path(path: &Path, base: Option<&Path>) -> PathBuf {
 /// Size in bytes and SHA-256 (hex) of a file's content.
 pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
     use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(path).map_err(|e| Error::open(path, io_cause(&e)))?;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::open(path, io_cause(e)))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;

@@ -316,7 +316,7 @@ pub struct Ddpm {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(e)))?;
     serde_json::from_str(&text).map_err(|e| match e.classify() {
         // JSON, but not a config we take: an unknown key, a value of the wrong type.
         serde_json::error::Category::Data => Error::model(path, format!("invalid JSON: {e}")).with_source(e),
@@ -338,7 +338,7 @@ fn weights_path(dir: &Path) -> Result<PathBuf> {
 /// The one checkpoint (`*.pt`, `*.pth`, `*.ckpt`, `*.bin` or `*.safetensors`) of an ADM or
 /// original DDPM folder.
 fn checkpoint_path(dir: &Path, flags: &str) -> Result<PathBuf> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::open(dir, crate::io::io_cause(&e)))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::open(dir, crate::io::io_cause(e)))?;
     let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {

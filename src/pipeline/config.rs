@@ -441,7 +441,7 @@ impl RunConfig {
     /// Reads and checks a config file; relative paths become absolute (relative to the file),
     /// defaults are filled in, so that the result, written back, describes the run completely.
     pub fn read(path: &Path) -> Result<RunConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(e)))?;
         let mut config: RunConfig =
             toml::from_str(&text).map_err(|e| Error::format(path, toml_error(&text, &e)).with_source(e))?;
         let base = std::path::absolute(path)

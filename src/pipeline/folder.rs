@@ -104,7 +104,7 @@ pub(crate) fn check_same_config(dir: &Path, config: &RunConfig) -> Result<()> {
     if !config_file.is_file() {
         return Ok(());
     }
-    let text = std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(&e)))?;
+    let text = std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(e)))?;
     let stored: RunConfig =
         toml::from_str(&text).map_err(|e| Error::format(&config_file, config::toml_error(&text, &e)))?;
     let keys = config::differing_keys(&stored, config);

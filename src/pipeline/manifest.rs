@@ -96,7 +96,7 @@ pub struct ShardRecord {
 impl Manifest {
     /// Reads `manifest.json`.
     pub fn read(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(&e)))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(e)))?;
         serde_json::from_str(&text)
             .map_err(|e| Error::format(path, format!("not an expanse run manifest: {e}")).with_source(e))
     }
