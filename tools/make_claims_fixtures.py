@@ -49,7 +49,6 @@ Deterministic (fixed seeds, sorted JSON keys, no timestamps): re-running gives b
 import argparse
 import hashlib
 import importlib.metadata
-import json
 import os
 import sys
 import warnings
@@ -66,7 +65,7 @@ from scipy.stats import binned_statistic  # noqa: E402
 from skimage.metrics import structural_similarity  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_turbustat_fixtures import fake_header  # noqa: E402
+from make_turbustat_fixtures import dump_json, fake_header  # noqa: E402
 from turbustat.statistics import PDF_Distance, PowerSpectrum  # noqa: E402
 from turbustat.statistics.stats_utils import hellinger as ts_hellinger  # noqa: E402
 
@@ -81,12 +80,6 @@ def versions():
     found = {name: importlib.metadata.version(name) for name in PINNED}
     found["python"] = "%d.%d.%d" % sys.version_info[:3]
     return found
-
-
-def dump_json(obj, path):
-    with open(path, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True, allow_nan=False)
-        fh.write("\n")
 
 
 def nan_to_none(arr):
