@@ -248,14 +248,14 @@ impl AdmConfig {
         if self.num_head_channels == -1 {
             let n =
                 if upsample && self.num_heads_upsample != -1 { self.num_heads_upsample } else { self.num_heads as i64 };
-            if n <= 0 || channels % n as usize != 0 {
+            if n <= 0 || !channels.is_multiple_of(n as usize) {
                 return Err(format!(
                     "{channels} attention channels cannot be split into {n} heads (num_heads{})",
                     if upsample { "_upsample" } else { "" }
                 ));
             }
             Ok(n as usize)
-        } else if self.num_head_channels > 0 && channels % self.num_head_channels as usize == 0 {
+        } else if self.num_head_channels > 0 && channels.is_multiple_of(self.num_head_channels as usize) {
             Ok(channels / self.num_head_channels as usize)
         } else {
             Err(format!(

@@ -50,7 +50,7 @@ mod direct;
 thread_local! {
     /// Each worker thread's padded input band, tap offsets and vector masks for the direct kernel.
     #[cfg(target_arch = "x86_64")]
-    static DIRECT_BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<u32>, Vec<(u16, u16, usize)>)> =
+    static DIRECT_BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<u32>, Vec<direct::VectorInfo>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 
     /// Each worker thread's im2col tile and padded input rows, kept between tasks and calls.
@@ -709,7 +709,7 @@ impl CpuGroupNorm {
         silu: bool,
         modulation: Option<&[f32]>,
     ) -> Result<Vec<f32>> {
-        if c % self.groups != 0 || c != self.gamma.len() {
+        if !c.is_multiple_of(self.groups) || c != self.gamma.len() {
             return Err(candle_core::Error::Msg(format!(
                 "group norm: {c} channels for {} groups of {} weights",
                 self.groups,

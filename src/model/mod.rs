@@ -599,7 +599,7 @@ impl Ddpm {
             )));
         }
         let m = self.config.size_multiple();
-        if h % m != 0 || w % m != 0 || h == 0 || w == 0 {
+        if !h.is_multiple_of(m) || !w.is_multiple_of(m) || h == 0 || w == 0 {
             return Err(Error::Invalid(format!(
                 "the model cannot take {h}x{w} maps: sides must be multiples of {m} (it downsamples {} times)",
                 m.trailing_zeros()

@@ -47,7 +47,10 @@ pub struct Band<'a> {
 
 /// Per vector of 16 flat positions: the lanes to load, the valid lanes, and the output position
 /// of the first valid lane.
-fn vectors(b: &Band, info: &mut Vec<(u16, u16, usize)>) {
+pub type VectorInfo = (u16, u16, usize);
+
+/// The [`VectorInfo`] of every vector of the band, in order.
+fn vectors(b: &Band, info: &mut Vec<VectorInfo>) {
     let flat = (b.rows - 1) * b.wp + b.wo;
     info.clear();
     for j0 in (0..flat).step_by(16) {
@@ -72,7 +75,7 @@ fn vectors(b: &Band, info: &mut Vec<(u16, u16, usize)>) {
 /// one image; `b.koff` offsets plus 16 · (flat positions) must stay inside `b.x` for the lanes
 /// loaded; tasks running at once must write disjoint outputs.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn run(b: &Band, out: *mut f32, residual: Option<*const f32>, info: &mut Vec<(u16, u16, usize)>) {
+pub unsafe fn run(b: &Band, out: *mut f32, residual: Option<*const f32>, info: &mut Vec<VectorInfo>) {
     vectors(b, info);
     let k = b.koff.len();
     let mut co = b.co.start;
@@ -108,7 +111,7 @@ unsafe fn block<const M: usize, const N: usize>(
     k: usize,
     co: usize,
     start: usize,
-    v: &[(u16, u16, usize)],
+    v: &[VectorInfo],
     out: *mut f32,
     residual: Option<*const f32>,
 ) {
