@@ -885,28 +885,38 @@ impl CpuAttention {
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         let image = c * n;
         let mut out = x.to_vec();
+        // Rows of the projections per task, so that one image's attention (batch 1) uses every
+        // thread too; the blocks are fixed, so results do not depend on the number of threads.
+        const ROWS: usize = 32;
         out.par_chunks_mut(image).enumerate().for_each(|(i, y)| {
             let xn = &normed[i * image..(i + 1) * image];
             let mut qkv = vec![0f32; 3 * inner * n];
-            for (row, bias) in qkv.chunks_mut(n).zip(&self.qkv_bias) {
-                row.fill(*bias);
-            }
-            let mut scores = vec![0f32; n * n];
+            // SAFETY (the three blocks below): every matrix lies inside `qkv`, `scores`, `o`, `y`,
+            // `xn` or the weights, with the sizes and strides given; outputs never overlap inputs.
+            qkv.par_chunks_mut(ROWS * n).enumerate().for_each(|(t, rows)| {
+                let r0 = t * ROWS;
+                for (row, bias) in rows.chunks_mut(n).zip(&self.qkv_bias[r0..]) {
+                    row.fill(*bias);
+                }
+                let m = rows.len() / n;
+                unsafe {
+                    matmul(
+                        m,
+                        n,
+                        c,
+                        (rows.as_mut_ptr(), n, 1),
+                        true,
+                        (self.qkv[r0 * c..].as_ptr(), c, 1),
+                        (xn.as_ptr(), n, 1),
+                        1.0,
+                    )
+                };
+            });
             let mut o = vec![0f32; inner * n];
-            // SAFETY: every matrix below lies inside `qkv`, `scores`, `o`, `y` or the weights,
-            // with the sizes and strides given; outputs never overlap inputs.
-            unsafe {
-                matmul(
-                    3 * inner,
-                    n,
-                    c,
-                    (qkv.as_mut_ptr(), n, 1),
-                    true,
-                    (self.qkv.as_ptr(), c, 1),
-                    (xn.as_ptr(), n, 1),
-                    1.0,
-                );
-                for head in 0..self.heads {
+            let qkv = &qkv;
+            o[..self.heads * hd * n].par_chunks_mut(hd * n).enumerate().for_each(|(head, oh)| {
+                let mut scores = vec![0f32; n * n];
+                unsafe {
                     let qh = qkv.as_ptr().add(head * hd * n);
                     let kh = qkv.as_ptr().add((inner + head * hd) * n);
                     let vh = qkv.as_ptr().add((2 * inner + head * hd) * n);
@@ -916,35 +926,33 @@ impl CpuAttention {
                         simd::softmax(row);
                     }
                     // Oh (hd × n) = Vh (hd × n) · Pᵀ (n × n).
-                    matmul(
-                        hd,
-                        n,
-                        n,
-                        (o.as_mut_ptr().add(head * hd * n), n, 1),
-                        false,
-                        (vh, n, 1),
-                        (scores.as_ptr(), 1, n),
-                        1.0,
-                    );
+                    matmul(hd, n, n, (oh.as_mut_ptr(), n, 1), false, (vh, n, 1), (scores.as_ptr(), 1, n), 1.0);
                 }
-                for (row, bias) in y.chunks_mut(n).zip(&self.out_bias) {
+            });
+            let o = &o;
+            y.par_chunks_mut(ROWS * n).enumerate().for_each(|(t, rows)| {
+                let r0 = t * ROWS;
+                for (row, bias) in rows.chunks_mut(n).zip(&self.out_bias[r0..]) {
                     row.iter_mut().for_each(|v| *v += bias);
                 }
-                matmul(
-                    c,
-                    n,
-                    inner,
-                    (y.as_mut_ptr(), n, 1),
-                    true,
-                    (self.out.as_ptr(), inner, 1),
-                    (o.as_ptr(), n, 1),
-                    1.0,
-                );
-            }
-            if self.rescale != 1.0 {
-                let r = (1.0 / self.rescale) as f32;
-                y.iter_mut().for_each(|v| *v *= r);
-            }
+                let m = rows.len() / n;
+                unsafe {
+                    matmul(
+                        m,
+                        n,
+                        inner,
+                        (rows.as_mut_ptr(), n, 1),
+                        true,
+                        (self.out[r0 * inner..].as_ptr(), inner, 1),
+                        (o.as_ptr(), n, 1),
+                        1.0,
+                    )
+                };
+                if self.rescale != 1.0 {
+                    let r = (1.0 / self.rescale) as f32;
+                    rows.iter_mut().for_each(|v| *v *= r);
+                }
+            });
         });
         Ok(out)
     }
