@@ -1,6 +1,6 @@
-//! Fast CPU kernels for the UNet (f32, contiguous NCHW): stride-1 convolutions as a direct AVX-512
-//! kernel where the CPU has it (`kernels/direct.rs`), other convolutions (and all of them elsewhere) as
-//! im2col of row tiles into per-task buffers multiplied by the `gemm` crate straight into the
+//! Fast CPU kernels for the UNet (f32, contiguous NCHW): stride-1 convolutions as a direct
+//! AVX-512 kernel where the CPU has it (`kernels/direct.rs`), other convolutions (and all of them
+//! elsewhere) as im2col of row tiles into per-task buffers multiplied by the `gemm` crate straight into the
 //! output (1×1 convolutions as plain products, no copy), and GroupNorm fused with the SiLU that
 //! follows it.
 //!
@@ -272,13 +272,15 @@ impl CpuConv2d {
         #[cfg(not(target_arch = "x86_64"))]
         let _ = direct;
         #[cfg(target_arch = "x86_64")]
-        let padded_image = self.cin * (h + 2 * self.padding + self.pad_end) * (w + 2 * self.padding + self.pad_end);
-        // Tap offsets are u32: images of over 2³² floats per sample take im2col.
-        if direct && self.stride == 1 && direct::available() && padded_image < u32::MAX as usize {
-            self.run_direct(x, (b, h, w), (ho, wo), e, &mut out)?;
-            // SAFETY: run_direct wrote every element.
-            unsafe { out.set_len(total) };
-            return Ok((out, (b, self.cout, ho, wo)));
+        {
+            let padded_image = self.cin * (h + 2 * self.padding + self.pad_end) * (w + 2 * self.padding + self.pad_end);
+            // Tap offsets are u32: images of over 2³² floats per sample take im2col.
+            if direct && self.stride == 1 && direct::available() && padded_image < u32::MAX as usize {
+                self.run_direct(x, (b, h, w), (ho, wo), e, &mut out)?;
+                // SAFETY: run_direct wrote every element.
+                unsafe { out.set_len(total) };
+                return Ok((out, (b, self.cout, ho, wo)));
+            }
         }
         let read_dst = self.bias.is_some() || e.channel_bias.is_some() || e.residual.is_some();
         // Tiles of whole output rows (pointwise: of whole columns of the flattened plane).
@@ -570,8 +572,8 @@ pub fn silu_f32(y: f32) -> f32 {
 }
 
 /// The element loops of the kernels, compiled three times: for AVX-512 and for AVX2 + FMA machines
-/// (chosen at run time), and for the baseline. Both do the same IEEE operations in the same order (sums over eight
-/// fixed lanes), so results do not depend on which one runs.
+/// (chosen at run time), and for the baseline. All three do the same IEEE operations in the same
+/// order (sums over eight fixed lanes), so results do not depend on which one runs.
 mod simd {
     use super::{exp_f32, silu_f32};
 
