@@ -240,10 +240,16 @@ impl CpuConv2d {
     /// `gemm` otherwise (1×1 convolutions multiply the input in place: `gemm`'s packing of it beats
     /// the direct kernel's reading of one plane per tap, 1.4–1.6× in `conv_speed`).
     pub fn run(&self, x: &[f32], dims: (usize, usize, usize, usize), e: Epilogue) -> Result<(Vec<f32>, Dims4)> {
-        self.run_with(x, dims, e, self.stride == 1 && !self.pointwise() && direct_available())
+        self.run_with(x, dims, e, !self.pointwise())
     }
 
-    /// [`run`](Self::run) with the direct kernel (`direct`, where available) or im2col and `gemm`.
+    /// The bias plus image `i`'s channel bias of output channel `co`.
+    fn added(&self, e: &Epilogue, i: usize, co: usize) -> f32 {
+        self.bias.as_ref().map_or(0.0, |bias| bias[co]) + e.channel_bias.map_or(0.0, |cb| cb[i * self.cout + co])
+    }
+
+    /// [`run`](Self::run) with the direct kernel when `direct` and it applies (stride 1 on an
+    /// AVX-512 CPU), im2col and `gemm` otherwise.
     pub(crate) fn run_with(
         &self,
         x: &[f32],
@@ -269,6 +275,14 @@ impl CpuConv2d {
         }
         let total = b * self.cout * plane;
         let mut out: Vec<f32> = Vec::with_capacity(total);
+        let (storage, layout) = self.weight.storage_and_layout();
+        let Storage::Cpu(storage) = &*storage else {
+            return err("weights are not on the CPU".into());
+        };
+        let weight = input(storage, layout, "conv2d weights")?;
+        if weight.len() != self.cout * k {
+            return err("weights of the wrong size".into());
+        }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = direct;
         #[cfg(target_arch = "x86_64")]
@@ -276,7 +290,7 @@ impl CpuConv2d {
             let padded_image = self.cin * (h + 2 * self.padding + self.pad_end) * (w + 2 * self.padding + self.pad_end);
             // Tap offsets are u32: images of over 2³² floats per sample take im2col.
             if direct && self.stride == 1 && direct::available() && padded_image < u32::MAX as usize {
-                self.run_direct(x, (b, h, w), (ho, wo), e, &mut out)?;
+                self.run_direct(x, weight, (b, h, w), (ho, wo), e, &mut out);
                 // SAFETY: run_direct wrote every element.
                 unsafe { out.set_len(total) };
                 return Ok((out, (b, self.cout, ho, wo)));
@@ -293,22 +307,11 @@ impl CpuConv2d {
             (0..b).flat_map(|i| (0..span).step_by(rows).map(move |r0| (i, r0, (r0 + rows).min(span)))).collect();
         let dst = SharedMut(out.as_mut_ptr());
         let image = c * h * w;
-        let (storage, layout) = self.weight.storage_and_layout();
-        let Storage::Cpu(storage) = &*storage else {
-            return err("weights are not on the CPU".into());
-        };
-        let weight = input(storage, layout, "conv2d weights")?;
-        if weight.len() != self.cout * k {
-            return err("weights of the wrong size".into());
-        }
         // Stride 1 with tiles of several rows: each task pads the input rows its tile reads (into
         // its own buffer), so that every im2col row is plain copies. With tiles of one or two rows
         // (wide, deep layers) padding would copy each input row three times or twice: im2col
         // then reads the image directly.
         let pad = self.stride == 1 && !self.pointwise() && rows >= 3;
-        let bias = |i: usize, co: usize| {
-            self.bias.as_ref().map_or(0.0, |bias| bias[co]) + e.channel_bias.map_or(0.0, |cb| cb[i * self.cout + co])
-        };
         tiles.par_iter().for_each(|&(i, r0, r1)| {
             BUFFERS.with_borrow_mut(|(col, xp)| {
                 let xi = &x[i * image..(i + 1) * image];
@@ -327,7 +330,7 @@ impl CpuConv2d {
                         for co in 0..self.cout {
                             let at = out_base + co * plane;
                             let seg = std::slice::from_raw_parts_mut(dst.0.add(at + c0), c1 - c0);
-                            let add = bias(i, co);
+                            let add = self.added(&e, i, co);
                             match e.residual {
                                 Some(r) => seg.iter_mut().zip(&r[at + c0..at + c1]).for_each(|(o, v)| *o = v + add),
                                 None => seg.fill(add),
@@ -374,11 +377,12 @@ impl CpuConv2d {
     fn run_direct(
         &self,
         x: &[f32],
+        weight: &[f32],
         (b, h, w): (usize, usize, usize),
         (ho, wo): (usize, usize),
         e: Epilogue,
         out: &mut Vec<f32>,
-    ) -> Result<()> {
+    ) {
         let (kh, kw) = (self.kh, self.kw);
         let padded = self.padding > 0 || self.pad_end > 0;
         let wp = w + 2 * self.padding + self.pad_end;
@@ -391,20 +395,8 @@ impl CpuConv2d {
         let tasks: Vec<(usize, usize, usize)> = (0..b)
             .flat_map(|i| (0..bands).flat_map(move |t| (0..self.cout).step_by(per).map(move |c0| (i, t, c0))))
             .collect();
-        let (storage, layout) = self.weight.storage_and_layout();
-        let Storage::Cpu(storage) = &*storage else {
-            return Err(candle_core::Error::Msg("conv2d: weights are not on the CPU".into()));
-        };
-        let weight = input(storage, layout, "conv2d weights")?;
         let (image, plane) = (self.cin * h * w, ho * wo);
-        let adds: Vec<f32> = (0..b)
-            .flat_map(|i| {
-                (0..self.cout).map(move |co| {
-                    self.bias.as_ref().map_or(0.0, |bias| bias[co])
-                        + e.channel_bias.map_or(0.0, |cb| cb[i * self.cout + co])
-                })
-            })
-            .collect();
+        let adds: Vec<f32> = (0..b).flat_map(|i| (0..self.cout).map(move |co| self.added(&e, i, co))).collect();
         let dst = SharedMut(out.as_mut_ptr());
         tasks.par_iter().for_each(|&(i, t, c0)| {
             DIRECT_BUFFERS.with_borrow_mut(|(xp, koff, info)| {
@@ -450,7 +442,6 @@ impl CpuConv2d {
                 }
             })
         });
-        Ok(())
     }
 }
 

@@ -72,8 +72,8 @@ fn vectors(b: &Band, info: &mut Vec<VectorInfo>) {
 ///
 /// # Safety
 /// The CPU must have AVX-512F; `out` and `residual` must hold the planes of channels `b.co` of
-/// one image; `b.koff` offsets plus 16 · (flat positions) must stay inside `b.x` for the lanes
-/// loaded; tasks running at once must write disjoint outputs.
+/// one image; every tap offset in `b.koff` plus every flat position loaded must lie inside `b.x`;
+/// tasks running at once must write disjoint outputs.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn run(b: &Band, out: *mut f32, residual: Option<*const f32>, info: &mut Vec<VectorInfo>) {
     vectors(b, info);
@@ -115,10 +115,7 @@ unsafe fn block<const M: usize, const N: usize>(
     out: *mut f32,
     residual: Option<*const f32>,
 ) {
-    let mut load = [0xffffu16; N];
-    for (l, vi) in load.iter_mut().zip(v) {
-        *l = vi.0;
-    }
+    let load: [u16; N] = std::array::from_fn(|n| v[n].0);
     let x0 = b.x.as_ptr();
     let w0 = b.weight.as_ptr().add(co * k);
     let mut acc = [[_mm512_setzero_ps(); N]; M];
