@@ -238,7 +238,7 @@ impl CpuConv2d {
     /// The convolution of a contiguous (B, Cin, H, W) f32 array, with the epilogue `e`: the direct
     /// AVX-512 kernel for stride-1 convolutions wider than 1×1 where the CPU has it, im2col and
     /// `gemm` otherwise (1×1 convolutions multiply the input in place: `gemm`'s packing of it beats
-    /// the direct kernel's reading of one plane per tap, 1.4–1.6× in `conv_speed`).
+    /// the direct kernel's reading of one plane per tap, 1.3–1.6× in `conv_speed`).
     pub fn run(&self, x: &[f32], dims: (usize, usize, usize, usize), e: Epilogue) -> Result<(Vec<f32>, Dims4)> {
         self.run_with(x, dims, e, !self.pointwise())
     }
