@@ -182,6 +182,12 @@ pub struct BatteryArgs {
     pub resamples: Option<usize>,
     #[arg(long)]
     pub bootstrap_seed: Option<u64>,
+    /// Folds (default 5) and repeats (default 10) of the classifier two-sample test (seeded by
+    /// --bootstrap-seed).
+    #[arg(long)]
+    pub c2st_folds: Option<usize>,
+    #[arg(long)]
+    pub c2st_repeats: Option<usize>,
 }
 
 /// Maps in and the CSV out, for the one-statistic commands.

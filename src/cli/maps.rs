@@ -186,11 +186,22 @@ pub fn battery_options(a: &ValidateArgs) -> Result<BatteryOptions> {
         bispectrum_samples: b.bispectrum_samples,
         resamples: b.resamples,
         bootstrap_seed: b.bootstrap_seed,
+        c2st_folds: b.c2st_folds,
+        c2st_repeats: b.c2st_repeats,
         ..Default::default()
     };
     let mut o = section.battery_options().map_err(|e| {
         let msg = e.to_string();
-        let keys = ["thresholds", "peak_edges", "scattering_j", "scattering_l", "bispectrum_samples", "resamples"];
+        let keys = [
+            "thresholds",
+            "peak_edges",
+            "scattering_j",
+            "scattering_l",
+            "bispectrum_samples",
+            "resamples",
+            "c2st_folds",
+            "c2st_repeats",
+        ];
         match keys.iter().find(|k| msg.starts_with(*k)) {
             Some(k) => anyhow::anyhow!("--{}{}", k.replace('_', "-"), &msg[k.len()..]),
             None => anyhow::anyhow!("--statistics: {msg}"),
@@ -244,6 +255,20 @@ pub fn run_validate(a: ValidateArgs) -> Result<()> {
             "battery overall: χ²/dof {:.2} ± {:.2}, D {:.3} ± {:.3}",
             b.chi2.value, b.chi2.std, b.distance.value, b.distance.std
         );
+        if let Some(c) = &b.c2st {
+            let show = |a: &Option<expanse::stats::c2st::C2stAccuracy>| match a {
+                Some(a) => format!("{:.3} ± {:.3}", a.mean, a.std),
+                None => "not available".into(),
+            };
+            println!(
+                "C2ST (logistic regression on the battery's curves): accuracy {} (real halves {}; 0.5 = cannot tell)",
+                show(&c.accuracy),
+                show(&c.real_halves)
+            );
+            for n in &c.not_available {
+                println!("C2ST: {n}");
+            }
+        }
     }
     println!(
         "memorization: ratio {:.3} (closest synthetic–real / closest real–real); {} of {} synthetic map(s) flagged as \

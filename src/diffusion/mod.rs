@@ -55,10 +55,17 @@ pub const DEFAULT_STEPS: usize = 30;
 /// reconstruction rose from 30 to 40 dB at 30 points (FIDELITY.md).
 pub const DEFAULT_T0: usize = 300;
 
-/// The paper's grid: `seq_k = ⌊k·t0/(N−1)⌋`, k = 0…N−1.
+/// The paper's grid: `seq_k = ⌊k·t0/(N−1)⌋`, k = 0…N−1. One point at t0 = 0 is the grid of no
+/// diffusion: the latents are the model-space maps themselves and decoding returns them (the
+/// model-free baseline of the fidelity benchmark).
 pub fn paper_grid(points: usize, t0: usize, train_steps: usize) -> Result<Vec<usize>> {
+    if points == 1 && t0 == 0 {
+        return Ok(vec![0]);
+    }
     if points < 2 {
-        return Err(Error::Invalid(format!("the DDIM grid needs at least 2 points, got {points}")));
+        return Err(Error::Invalid(format!(
+            "the DDIM grid needs at least 2 points (or 1 point at t0 = 0: no diffusion), got {points}"
+        )));
     }
     if t0 == 0 || t0 >= train_steps {
         return Err(Error::Invalid(format!(
@@ -92,7 +99,8 @@ pub struct Ddim {
 pub fn unet_evaluations(ddim: &Ddim, maps: usize, invert: bool, generate: bool) -> usize {
     let n = ddim.seq.len();
     let inv = (n - 1) * (1 + ddim.fixed_point);
-    maps * (if invert { inv } else { 0 } + if generate { n } else { 0 })
+    let gen = if ddim.is_identity() { 0 } else { n };
+    maps * (if invert { inv } else { 0 } + if generate { gen } else { 0 })
 }
 
 fn to_tensor(a: &Array4<f32>, device: &Device) -> Result<Tensor> {
@@ -147,6 +155,11 @@ impl Ddim {
                 }),
             ),
         ])
+    }
+
+    /// The grid of no diffusion (one point, t0 = 0): inversion and generation return their input.
+    pub fn is_identity(&self) -> bool {
+        self.seq == [0]
     }
 
     fn schedule(&self) -> &NoiseSchedule {
@@ -221,6 +234,9 @@ impl Ddim {
     ) -> Result<Tensor> {
         let s = self.schedule();
         let mut x = z.to_dtype(DType::F32).map_err(model_err)?;
+        if self.is_identity() {
+            return Ok(x);
+        }
         let n = self.seq.len();
         for k in (0..n).rev() {
             let a = self.seq[k];

@@ -211,6 +211,12 @@ pub struct ValidationSection {
     pub resamples: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_seed: Option<u64>,
+    /// Folds (default 5) and repeats (default 10) of the classifier two-sample test, seeded by
+    /// `bootstrap_seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c2st_folds: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c2st_repeats: Option<usize>,
 }
 
 impl ValidationSection {
@@ -270,6 +276,14 @@ impl ValidationSection {
         if let Some(seed) = v.bootstrap_seed {
             o.seed = seed;
         }
+        o.c2st.seed = o.seed;
+        if let Some(k) = v.c2st_folds {
+            o.c2st.folds = k;
+        }
+        if let Some(r) = v.c2st_repeats {
+            o.c2st.repeats = r;
+        }
+        o.c2st.check()?;
         Ok(o)
     }
 }
@@ -497,11 +511,23 @@ impl RunConfig {
             return Err(bad(path, "model.batch", "must be at least 1"));
         }
         let inv = &self.inversion;
-        if inv.steps < 2 {
-            return Err(bad(path, "inversion.steps", format!("the grid needs at least 2 points, got {}", inv.steps)));
-        }
         if inv.t0 == 0 {
-            return Err(bad(path, "inversion.t0", "must be at least 1"));
+            if inv.steps != 1 {
+                return Err(bad(
+                    path,
+                    "inversion.t0",
+                    format!(
+                        "t0 = 0 (no diffusion: the prior is fitted to the maps themselves) needs steps = 1, got {}",
+                        inv.steps
+                    ),
+                ));
+            }
+        } else if inv.steps < 2 {
+            return Err(bad(
+                path,
+                "inversion.steps",
+                format!("the grid needs at least 2 points (or 1 point with t0 = 0: no diffusion), got {}", inv.steps),
+            ));
         }
         if inv.steps - 1 > inv.t0 {
             return Err(bad(

@@ -32,6 +32,10 @@ pub struct DomainSummary {
     /// The battery's χ²/dof per statistic (in report order) and overall (NaN without a battery).
     pub battery: Vec<(crate::stats::battery::Statistic, f64)>,
     pub battery_chi2: f64,
+    /// The classifier two-sample test's accuracy and its floor between two halves of the real
+    /// maps, each with its spread over repeats (NaN when not available).
+    pub c2st: (f64, f64),
+    pub c2st_real_halves: (f64, f64),
 }
 
 /// What a finished run reports.
@@ -80,6 +84,8 @@ impl Runner<'_> {
                     .filter(|(_, c)| c.is_finite())
                     .collect(),
                 battery_chi2: self.count(&v, "battery_chi2"),
+                c2st: (self.count(&v, "c2st_accuracy"), self.count(&v, "c2st_accuracy_std")),
+                c2st_real_halves: (self.count(&v, "c2st_real_halves"), self.count(&v, "c2st_real_halves_std")),
             });
         }
         let separability = Some(self.count("fit", "loo_nearest_centroid_accuracy")).filter(|v| v.is_finite());
@@ -155,16 +161,27 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
         for (st, _) in &first.battery {
             t.push_str(&format!(" {} |", st.title()));
         }
-        t.push_str(" overall |\n|---|");
-        t.push_str(&"---|".repeat(first.battery.len() + 1));
+        t.push_str(" overall | C2ST accuracy | C2ST, real halves |\n|---|");
+        t.push_str(&"---|".repeat(first.battery.len() + 3));
         t.push('\n');
+        let accuracy = |(m, s): (f64, f64)| if m.is_finite() { format!("{m:.2} ± {s:.2}") } else { "n/a".into() };
         for d in domains {
             t.push_str(&format!("| {} |", d.name));
             for (_, c) in &d.battery {
                 t.push_str(&format!(" {c:.2} |"));
             }
-            t.push_str(&format!(" {:.2} |\n", d.battery_chi2));
+            t.push_str(&format!(
+                " {:.2} | {} | {} |\n",
+                d.battery_chi2,
+                accuracy(d.c2st),
+                accuracy(d.c2st_real_halves)
+            ));
         }
+        t.push_str(
+            "\nC2ST: a logistic regression on the battery's per-map curves tells real from synthetic maps this \
+                often in cross-validation (0.5: it cannot tell; ± over repeats); the real halves are what it reaches \
+                between two halves of the real maps.\n",
+        );
     }
     if let Some(s) = separability {
         t.push_str(&format!(

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::stats::bispectrum::{Bispectrum, BispectrumOptions};
+use crate::stats::c2st::{C2stOptions, ClassifierTest, StatisticRows};
 use crate::stats::minkowski::{self, MinkowskiFunctionals};
 use crate::stats::peaks::{self, PeakCounts};
 use crate::stats::power_spectrum::{PowerSpectrum, PowerSpectrumOptions};
@@ -148,6 +149,9 @@ pub struct BatteryOptions {
     /// Bootstrap resamples of whole maps, and their seed.
     pub resamples: usize,
     pub seed: u64,
+    /// The classifier two-sample test on the statistics' per-map curves.
+    #[serde(default)]
+    pub c2st: C2stOptions,
 }
 
 impl Default for BatteryOptions {
@@ -163,6 +167,7 @@ impl Default for BatteryOptions {
             pdf_bins: 32,
             resamples: 200,
             seed: 0,
+            c2st: C2stOptions::default(),
         }
     }
 }
@@ -518,6 +523,10 @@ pub struct Battery {
     pub n_real: usize,
     pub n_synthetic: usize,
     pub options: BatteryOptions,
+    /// Can a classifier tell the two sets apart by these statistics? (None only in reports
+    /// written before the test existed.)
+    #[serde(default)]
+    pub c2st: Option<ClassifierTest>,
 }
 
 /// The 16th and 84th percentiles of the finite values of `v` (NaN when there are none).
@@ -686,6 +695,7 @@ pub fn compare(pairs: &[(PerMapValues, PerMapValues, f64)], options: &BatteryOpt
         n_real: nr,
         n_synthetic: ns,
         options: options.clone(),
+        c2st: None,
     })
 }
 
@@ -710,7 +720,11 @@ pub fn run(
             .map_err(|e| Error::content(synthetic_file, format!("{statistic}: {}", e)).with_source(e))?;
         pairs.push((r, s, start.elapsed().as_secs_f64()));
     }
-    compare(&pairs, options)
+    let mut battery = compare(&pairs, options)?;
+    let per_map: Vec<StatisticRows> =
+        pairs.iter().map(|(r, s, _)| (r.statistic, r.values.as_slice(), s.values.as_slice())).collect();
+    battery.c2st = Some(ClassifierTest::of(&per_map, &options.c2st));
+    Ok(battery)
 }
 
 #[cfg(test)]
@@ -787,6 +801,49 @@ mod tests {
             serde_json::to_string(&b).unwrap()
         };
         assert_eq!(without_time(run(&real, &twin, &opts, p, p).unwrap()), without_time(same));
+    }
+
+    #[test]
+    fn c2st_cannot_tell_twins_and_sees_shuffled_pixels_at_once() {
+        let n = 32;
+        let real: Vec<Array2<f64>> = (0..20).map(|i| field(i, 1.0, n)).collect();
+        let twin: Vec<Array2<f64>> = (100..120).map(|i| field(i, 1.0, n)).collect();
+        // The same pixels in random places: the same PDF, a white spectrum.
+        let shuffled: Vec<Array2<f64>> = twin
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut v: Vec<f64> = m.iter().copied().collect();
+                rand::seq::SliceRandom::shuffle(v.as_mut_slice(), &mut ChaCha8Rng::seed_from_u64(i as u64));
+                Array2::from_shape_vec((n, n), v).unwrap()
+            })
+            .collect();
+        let opts = BatteryOptions { resamples: 20, ..BatteryOptions::default() };
+        let p = Path::new("x");
+        let same = run(&real, &twin, &opts, p, p).unwrap().c2st.unwrap();
+        let acc = same.accuracy.as_ref().unwrap();
+        assert!((acc.mean - 0.5).abs() < 0.15, "twins: {acc:?}");
+        assert_eq!((acc.per_class, acc.repeats.len()), (20, 10));
+        let floor = same.real_halves.as_ref().unwrap();
+        assert!((floor.mean - 0.5).abs() < 0.2, "real halves: {floor:?}");
+        assert_eq!(same.per_statistic.len(), Statistic::DEFAULT.len());
+        assert!(same.not_available.is_empty());
+        let white = run(&real, &shuffled, &opts, p, p).unwrap().c2st.unwrap();
+        assert!(white.accuracy.as_ref().unwrap().mean > 0.97, "{:?}", white.accuracy);
+        // The PDF alone cannot see the shuffle (the same pixel values), the power spectrum can.
+        let alone = |st: Statistic| white.per_statistic.iter().find(|a| a.statistic == st).unwrap().accuracy.clone();
+        assert!(alone(Statistic::Pdf).unwrap().mean < 0.75, "{:?}", alone(Statistic::Pdf));
+        assert!(alone(Statistic::PowerSpectrum).unwrap().mean > 0.97);
+        // Too few maps for five folds: said, not made up.
+        let small = run(&real[..4], &twin[..6], &opts, p, p).unwrap().c2st.unwrap();
+        assert!(small.accuracy.is_none() && small.real_halves.is_none());
+        assert_eq!(
+            small.not_available,
+            vec![
+                "accuracy not available: 5 folds need at least 5 maps per class (got 4 and 6)".to_string(),
+                "real-halves floor not available: two halves for 5 folds need at least 10 real maps (got 4)".into()
+            ]
+        );
     }
 
     #[test]

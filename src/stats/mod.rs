@@ -3,6 +3,7 @@
 
 pub mod battery;
 pub mod bispectrum;
+pub mod c2st;
 pub mod maps;
 pub mod minkowski;
 pub mod onepoint;

@@ -40,6 +40,16 @@ impl Runner<'_> {
             for st in &b.statistics {
                 counts.insert(format!("chi2_{}", st.statistic), json!(st.chi2.value));
             }
+            if let Some(c) = &b.c2st {
+                if let Some(a) = &c.accuracy {
+                    counts.insert("c2st_accuracy".into(), json!(a.mean));
+                    counts.insert("c2st_accuracy_std".into(), json!(a.std));
+                }
+                if let Some(a) = &c.real_halves {
+                    counts.insert("c2st_real_halves".into(), json!(a.mean));
+                    counts.insert("c2st_real_halves_std".into(), json!(a.std));
+                }
+            }
         }
         Ok((report.written, counts))
     }
