@@ -19,10 +19,11 @@ use crate::error::{Error, Result};
 use crate::latents;
 use crate::model::{self, Ddpm};
 use crate::pipeline::config::{
-    DebiasKey, DomainSection, InversionSection, ModelSection, PriorSection, RunSection, SamplingSection,
-    ValidationSection,
+    DebiasKey, DomainSection, InversionSection, ModelSection, PriorSection, RefinementSection, RunSection,
+    SamplingSection, ValidationSection,
 };
 use crate::pipeline::{Manifest, Plan, RunConfig, RunOptions};
+use crate::stats::battery::Statistic;
 
 /// The targets a variant should meet on every domain.
 pub const TARGET_WELCH_T: f64 = 2.0;
@@ -30,6 +31,10 @@ pub const TARGET_HELLINGER: f64 = 0.1;
 pub const TARGET_LEVEL_RATIO: f64 = 2.0;
 pub const TARGET_MEMORIZATION: f64 = 0.5;
 pub const TARGET_RECONSTRUCTION_DB: f64 = 35.0;
+/// The real-field targets: C2ST accuracy at most this, and every battery statistic's χ²/dof at most
+/// this many times max(1, its real-halves floor).
+pub const TARGET_C2ST: f64 = 0.65;
+pub const TARGET_CHI2_FACTOR: f64 = 3.0;
 
 /// `[benchmark]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +74,9 @@ pub struct Variant {
     pub tests: Option<Vec<String>>,
     #[serde(default)]
     pub band: Option<[f64; 2]>,
+    /// Refinement iterations per map (0: none).
+    #[serde(default)]
+    pub refine: Option<usize>,
 }
 
 impl Variant {
@@ -98,6 +106,7 @@ impl Variant {
         set(&mut c.sampling.norm, &self.norm);
         set(&mut c.sampling.tests, &self.tests);
         set(&mut c.sampling.band, &self.band);
+        set(&mut c.refinement.iterations, &self.refine);
         c
     }
 }
@@ -118,6 +127,8 @@ struct FidelityFile {
     prior: PriorSection,
     #[serde(default)]
     sampling: SamplingSection,
+    #[serde(default)]
+    refinement: RefinementSection,
     #[serde(default)]
     validation: ValidationSection,
     #[serde(rename = "domain", default)]
@@ -144,6 +155,7 @@ impl FidelityConfig {
             inversion: f.inversion,
             prior: f.prior,
             sampling: f.sampling,
+            refinement: f.refinement,
             validation: f.validation,
             domains: f.domains,
         };
@@ -205,11 +217,43 @@ pub struct FidelityRow {
     pub memorization_ratio: f64,
     /// Mean and worst reconstruction PSNR (dB, model space) of the real maps on this grid.
     pub reconstruction_db: (f64, f64),
-    /// Seconds of sampling and decoding for this domain.
+    /// Seconds of sampling and decoding (refinement included) for this domain.
     pub seconds: f64,
+    /// Synthetic maps written.
+    #[serde(default)]
+    pub maps: usize,
+    /// The C2ST accuracy and its floor between two halves of the real maps (mean, spread over the
+    /// test's repeats; NaN when not available).
+    #[serde(default = "nan_pair")]
+    pub c2st: (f64, f64),
+    #[serde(default = "nan_pair")]
+    pub c2st_real_halves: (f64, f64),
+    /// χ²/dof of every battery statistic and the same between the real halves.
+    #[serde(default)]
+    pub chi2: Vec<StatisticChi2>,
+}
+
+/// One battery statistic's χ²/dof in a row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatisticChi2 {
+    pub statistic: Statistic,
+    pub chi2: f64,
+    pub real_halves: f64,
+}
+
+fn nan_pair() -> (f64, f64) {
+    (f64::NAN, f64::NAN)
 }
 
 impl FidelityRow {
+    /// Which real-field targets the row meets: C2ST accuracy ≤ 0.65, every χ²/dof within 3 ×
+    /// max(1, its real-halves floor), memorization ratio > 0.5.
+    pub fn real_field_targets(&self) -> [bool; 3] {
+        let chi2_ok =
+            !self.chi2.is_empty() && self.chi2.iter().all(|c| c.chi2 <= TARGET_CHI2_FACTOR * c.real_halves.max(1.0));
+        [self.c2st.0 <= TARGET_C2ST, chi2_ok, self.memorization_ratio > TARGET_MEMORIZATION]
+    }
+
     /// Which targets the row meets: Welch t, Hellinger, level spread, memorization,
     /// reconstruction.
     pub fn targets(&self) -> [bool; 5] {
@@ -326,6 +370,10 @@ pub fn run(
                     memorization_ratio: f64::NAN,
                     reconstruction_db: (f64::NAN, f64::NAN),
                     seconds: f64::NAN,
+                    maps: 0,
+                    c2st: nan_pair(),
+                    c2st_real_halves: nan_pair(),
+                    chi2: Vec::new(),
                 };
                 if let Err(e) = &outcome {
                     row.error = Some(e.to_string());
@@ -338,6 +386,7 @@ pub fn run(
                     }
                     if let (Some(a), Some(b)) = (stage("sample"), stage("decode")) {
                         row.seconds = a.seconds + b.seconds;
+                        row.maps = b.counts.get("maps").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
                     }
                 }
                 let report_file = dir.join("report").join(&d.name).join("report.json");
@@ -355,6 +404,19 @@ pub fn run(
                     row.hellinger_real_halves = f(&r["pdf"]["hellinger_real_halves"]);
                     row.outside_real_range = f(&r["pdf"]["synthetic_outside"]);
                     row.memorization_ratio = f(&r["memorization"]["ratio"]);
+                    // NaN is written as null: read the numbers one by one (null reads as NaN).
+                    for st in r["battery"]["statistics"].as_array().into_iter().flatten() {
+                        if let Ok(statistic) = serde_json::from_value::<Statistic>(st["statistic"].clone()) {
+                            row.chi2.push(StatisticChi2 {
+                                statistic,
+                                chi2: f(&st["chi2"]["value"]),
+                                real_halves: f(&st["chi2_real_halves"]),
+                            });
+                        }
+                    }
+                    let c2st = &r["battery"]["c2st"];
+                    row.c2st = (f(&c2st["accuracy"]["mean"]), f(&c2st["accuracy"]["std"]));
+                    row.c2st_real_halves = (f(&c2st["real_halves"]["mean"]), f(&c2st["real_halves"]["std"]));
                     row.reconstruction_db = reconstruction(&dir, &d.name, &cfg, &mut model, &mut recon)?;
                     crate::io::write_text(&recon_file, &serde_json::to_string_pretty(&recon).expect("serializes"))?;
                 }
@@ -544,6 +606,85 @@ pub fn markdown(r: &FidelityReport) -> String {
         }
         s.push_str(&format!(" {total}/{} |\n", 5 * r.domains.len()));
     }
+    if r.rows.iter().any(|x| x.c2st.0.is_finite()) {
+        s.push('\n');
+        s.push_str(&real_field_markdown(r));
+    }
+    s
+}
+
+/// The C2ST, the battery's χ²/dof and the cost, per domain (a row per variant, averaged over the
+/// seeds, ± the spread between seeds), against the real-field targets.
+fn real_field_markdown(r: &FidelityReport) -> String {
+    let statistics: Vec<Statistic> = {
+        let mut v: Vec<Statistic> = r.rows.iter().flat_map(|x| x.chi2.iter().map(|c| c.statistic)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut s = format!(
+        "### Classifier two-sample test and battery\n\n\
+         C2ST: accuracy of a logistic regression telling real from synthetic maps by the battery's per-map curves \
+            (0.5: cannot tell), in brackets the same between two halves of the real maps. χ²/dof of each statistic, in \
+            brackets between the real halves. s per map: sampling, decoding and refinement over the maps written \
+            (the real maps' inversion is shared and not counted). Targets: C2ST ≤ {TARGET_C2ST}; every χ²/dof ≤ \
+            {TARGET_CHI2_FACTOR} × max(1, its real-halves value); memorization ratio > {TARGET_MEMORIZATION}. \
+            ✓ marks a target met by the seed-averaged values; ± is the spread between seeds.\n\n"
+    );
+    let tick = |b: bool| if b { "✓" } else { "✗" };
+    for d in &r.domains {
+        s.push_str(&format!("#### {d}\n\n| variant | C2ST (real halves) |"));
+        for st in &statistics {
+            s.push_str(&format!(" χ²/dof {} |", st.title()));
+        }
+        s.push_str(" memorization ratio | s per map | targets |\n|---|---|");
+        s.push_str(&"---|".repeat(statistics.len() + 3));
+        s.push('\n');
+        for v in &r.variants {
+            let rows: Vec<&FidelityRow> =
+                r.rows.iter().filter(|x| &x.domain == d && x.variant == v.name && x.error.is_none()).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let col = |g: &dyn Fn(&FidelityRow) -> f64| mean_std(&rows.iter().map(|x| g(x)).collect::<Vec<_>>());
+            let c2st = col(&|x| x.c2st.0);
+            let floor = col(&|x| x.c2st_real_halves.0).0;
+            let mut avg = FidelityRow {
+                c2st: (c2st.0, 0.0),
+                memorization_ratio: col(&|x| x.memorization_ratio).0,
+                ..rows[0].clone()
+            };
+            s.push_str(&format!(
+                "| {} | {} {:.2} ± {:.2} ({:.2}) |",
+                v.name,
+                tick(c2st.0 <= TARGET_C2ST),
+                c2st.0,
+                c2st.1,
+                floor
+            ));
+            avg.chi2.clear();
+            for st in &statistics {
+                let value = |x: &FidelityRow| x.chi2.iter().find(|c| c.statistic == *st).map_or(f64::NAN, |c| c.chi2);
+                let halves =
+                    |x: &FidelityRow| x.chi2.iter().find(|c| c.statistic == *st).map_or(f64::NAN, |c| c.real_halves);
+                let (c, sd) = col(&value);
+                let h = col(&halves).0;
+                avg.chi2.push(StatisticChi2 { statistic: *st, chi2: c, real_halves: h });
+                let ok = c <= TARGET_CHI2_FACTOR * h.max(1.0);
+                s.push_str(&format!(" {} {c:.2} ± {sd:.2} ({h:.2}) |", tick(ok)));
+            }
+            let per_map = col(&|x| x.seconds / x.maps.max(1) as f64).0;
+            let met = avg.real_field_targets();
+            s.push_str(&format!(
+                " {} {:.2} | {:.2} | {}/3 |\n",
+                tick(met[2]),
+                avg.memorization_ratio,
+                per_map,
+                met.iter().filter(|&&b| b).count()
+            ));
+        }
+        s.push('\n');
+    }
     s
 }
 
@@ -625,9 +766,21 @@ mod tests {
             memorization_ratio: m,
             reconstruction_db: (r, r),
             seconds: 0.0,
+            maps: 16,
+            c2st: (0.6, 0.01),
+            c2st_real_halves: (0.5, 0.05),
+            chi2: vec![StatisticChi2 { statistic: Statistic::Pdf, chi2: 3.5, real_halves: 1.2 }],
         };
         assert_eq!(row(-1.9, 0.09, 1.9, 0.6, 35.0).targets(), [true; 5]);
         assert_eq!(row(2.1, 0.11, 0.4, 0.5, 34.9).targets(), [false; 5]);
         assert_eq!(row(f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN).targets(), [false; 5]);
+        // χ²/dof 3.5 is within 3 × 1.2 of its floor; C2ST 0.6 ≤ 0.65.
+        assert_eq!(row(0.0, 0.0, 1.0, 0.6, 40.0).real_field_targets(), [true; 3]);
+        let mut r = row(0.0, 0.0, 1.0, 0.4, 40.0);
+        r.c2st.0 = 0.66;
+        r.chi2[0].chi2 = 3.7;
+        assert_eq!(r.real_field_targets(), [false; 3]);
+        r.chi2.clear();
+        assert!(!r.real_field_targets()[1], "no battery, no χ² target met");
     }
 }

@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod prep;
 pub mod prior;
+pub mod refine;
 pub mod runtime;
 pub mod simulate;
 pub mod stats;

@@ -48,6 +48,9 @@ enum Command {
     Fit(FitArgs),
     /// Draw latents from a prior, keep those that pass the geometric tests, decode them to maps.
     Sample(SampleArgs),
+    /// Refine synthetic maps toward real maps' wavelet moments (L-BFGS per map; the run's
+    /// `[refinement]` stage as a command).
+    Refine(RefineArgs),
     /// Radial power spectrum with TurbuStat's conventions and its power-law fit.
     PowerSpectrum(PowerSpectrumArgs),
     /// Minkowski functionals V0, V1, V2 of standardized maps over thresholds ν (CSV, averaged over the maps).
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => run_bench(a),
         Command::Fit(a) => run_fit(a),
         Command::Sample(a) => run_sample(a),
+        Command::Refine(a) => run_refine(a),
         Command::PowerSpectrum(a) => run_power_spectrum(a),
         Command::Minkowski(a) => {
             let thresholds = parse_range(&a.thresholds).context("--thresholds")?;

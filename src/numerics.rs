@@ -1,5 +1,5 @@
 //! Small numerics shared by several stages: percentiles, errors between arrays, angles between
-//! vectors.
+//! vectors, and an L-BFGS minimizer.
 
 use ndarray::{ArrayView, ArrayView1, Dimension};
 
@@ -35,6 +35,100 @@ pub fn angle_deg(u: ArrayView1<f64>, v: ArrayView1<f64>) -> f64 {
     (u.dot(&v) / (u.dot(&u).sqrt() * v.dot(&v).sqrt())).clamp(-1.0, 1.0).acos().to_degrees()
 }
 
+/// Where [`lbfgs`] stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Minimum {
+    pub x: Vec<f64>,
+    pub value: f64,
+    /// Iterations (accepted steps) and function evaluations.
+    pub iterations: usize,
+    pub evaluations: usize,
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Minimizes `f` (value and gradient) from `x0` by L-BFGS with `memory` correction pairs and a
+/// backtracking (Armijo) line search, for at most `max_iterations` steps. Stops early when the
+/// gradient vanishes, when a step no longer lowers the value by a relative 1e-12, or when the line
+/// search finds no lower point. Deterministic: the same inputs give the same path.
+pub fn lbfgs(
+    x0: Vec<f64>,
+    max_iterations: usize,
+    memory: usize,
+    mut f: impl FnMut(&[f64]) -> (f64, Vec<f64>),
+) -> Minimum {
+    let mut x = x0;
+    let (mut value, mut grad) = f(&x);
+    let mut evaluations = 1;
+    let mut pairs: std::collections::VecDeque<(Vec<f64>, Vec<f64>, f64)> = std::collections::VecDeque::new();
+    let mut iterations = 0;
+    while iterations < max_iterations {
+        let gnorm = dot(&grad, &grad).sqrt();
+        if !(gnorm > 0.0) || !value.is_finite() {
+            break;
+        }
+        // Two-loop recursion: d = −H·g.
+        let mut q = grad.clone();
+        let mut alphas = Vec::with_capacity(pairs.len());
+        for (s, y, rho) in pairs.iter().rev() {
+            let a = rho * dot(s, &q);
+            q.iter_mut().zip(y).for_each(|(qi, yi)| *qi -= a * yi);
+            alphas.push(a);
+        }
+        let gamma = match pairs.back() {
+            Some((s, y, _)) => dot(s, y) / dot(y, y),
+            None => 1.0 / gnorm,
+        };
+        q.iter_mut().for_each(|v| *v *= gamma);
+        for ((s, y, rho), a) in pairs.iter().zip(alphas.iter().rev()) {
+            let b = rho * dot(y, &q);
+            q.iter_mut().zip(s).for_each(|(qi, si)| *qi += (a - b) * si);
+        }
+        let mut direction: Vec<f64> = q.iter().map(|v| -v).collect();
+        let mut slope = dot(&grad, &direction);
+        if !(slope < 0.0) {
+            // Not a descent direction (curvature pairs gone stale): restart along −g.
+            pairs.clear();
+            direction = grad.iter().map(|g| -g / gnorm).collect();
+            slope = -gnorm;
+        }
+        let mut t = 1.0;
+        let accepted = loop {
+            let trial: Vec<f64> = x.iter().zip(&direction).map(|(xi, di)| xi + t * di).collect();
+            let (v, g) = f(&trial);
+            evaluations += 1;
+            if v.is_finite() && v <= value + 1e-4 * t * slope {
+                break Some((trial, v, g));
+            }
+            t *= 0.5;
+            if t < 1e-12 {
+                break None;
+            }
+        };
+        let Some((trial, v, g)) = accepted else { break };
+        let s: Vec<f64> = trial.iter().zip(&x).map(|(a, b)| a - b).collect();
+        let y: Vec<f64> = g.iter().zip(&grad).map(|(a, b)| a - b).collect();
+        let sy = dot(&s, &y);
+        if sy > 1e-12 * dot(&y, &y).max(f64::MIN_POSITIVE).sqrt() * dot(&s, &s).sqrt() {
+            if pairs.len() == memory {
+                pairs.pop_front();
+            }
+            pairs.push_back((s, y, 1.0 / sy));
+        }
+        let decrease = value - v;
+        x = trial;
+        grad = g;
+        value = v;
+        iterations += 1;
+        if decrease <= 1e-12 * value.abs().max(f64::MIN_POSITIVE) {
+            break;
+        }
+    }
+    Minimum { x, value, iterations, evaluations }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +141,27 @@ mod tests {
         assert!((percentile_sorted(&v, 50.0) - 3.0).abs() < 1e-12);
         assert!((percentile_sorted(&v, 95.0) - 8.8).abs() < 1e-12);
         assert_eq!(percentile_sorted(&[7.0], 30.0), 7.0);
+    }
+
+    #[test]
+    fn lbfgs_finds_the_minimum_of_a_badly_scaled_quadratic_and_rosenbrock() {
+        // f = Σ c_i (x_i − 1)², condition number 1e4.
+        let c: Vec<f64> = (0..20).map(|i| 10f64.powf(4.0 * i as f64 / 19.0)).collect();
+        let m = lbfgs(vec![0.0; 20], 500, 10, |x| {
+            let v = x.iter().zip(&c).map(|(xi, ci)| ci * (xi - 1.0).powi(2)).sum();
+            (v, x.iter().zip(&c).map(|(xi, ci)| 2.0 * ci * (xi - 1.0)).collect())
+        });
+        assert!(m.x.iter().all(|v| (v - 1.0).abs() < 1e-5), "{m:?}");
+        assert!(m.evaluations >= m.iterations);
+        let rosen = |x: &[f64]| {
+            let (a, b) = (x[0], x[1]);
+            let v = (1.0 - a).powi(2) + 100.0 * (b - a * a).powi(2);
+            (v, vec![-2.0 * (1.0 - a) - 400.0 * a * (b - a * a), 200.0 * (b - a * a)])
+        };
+        let m = lbfgs(vec![-1.2, 1.0], 1000, 5, rosen);
+        assert!((m.x[0] - 1.0).abs() < 1e-5 && (m.x[1] - 1.0).abs() < 1e-5, "{m:?}");
+        // A budget of steps is kept.
+        assert_eq!(lbfgs(vec![-1.2, 1.0], 3, 5, rosen).iterations, 3);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! From a fitted prior to synthetic maps, the way `expanse run` (stages `sample` and `decode`)
 //! and `expanse sample` both do it: draw latents that sit like real members of the domain, keep
-//! them with the grid they belong to, and decode them with the frozen model on that grid.
+//! them with the grid they belong to, decode them with the frozen model on that grid, and refine
+//! the decoded maps toward the real maps' wavelet moments.
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array4, Axis};
+use ndarray::{Array2, Array4, Axis};
 use serde_json::Value;
 
 use crate::diffusion::Ddim;
@@ -13,6 +14,7 @@ use crate::latents::{self, ModelInput};
 use crate::model::Ddpm;
 use crate::prior::geometry::{self, SamplingOutcome, SamplingSpec};
 use crate::prior::GaussianPrior;
+use crate::refine::{RefineOptions, RefinementRecord};
 
 /// Draws latents from `prior` that pass `spec`'s tests against the domain's `real` latents and
 /// writes the accepted ones to `out` (NPY) with the sampling record (`prior_file` as it should be
@@ -74,4 +76,109 @@ pub fn write_synthetic(
     records.extend(extra);
     let title = format!("{} synthetic maps of '{domain}'", images.len_of(Axis(0)));
     latents::write_maps(paths, images, command, latents, records, &title)
+}
+
+/// The channel mean of each (C, H, W) image, as one map per image.
+fn channel_means(images: &Array4<f32>) -> Vec<Array2<f64>> {
+    images.outer_iter().map(|img| img.mean_axis(Axis(0)).expect("at least one channel").mapv(|v| v as f64)).collect()
+}
+
+/// Refines decoded model-space images ([`crate::refine`]) toward the real model-space images of
+/// their domain: each image's channel mean is refined and written back into every channel.
+pub fn refine_images(
+    images: &Array4<f32>,
+    real: &Array4<f32>,
+    options: &RefineOptions,
+) -> Result<(Array4<f32>, RefinementRecord)> {
+    let (maps, record) = crate::refine::refine(&channel_means(images), &channel_means(real), options)?;
+    let mut out = images.clone();
+    for (mut img, map) in out.outer_iter_mut().zip(&maps) {
+        for mut channel in img.outer_iter_mut() {
+            channel.assign(&map.mapv(|v| v as f32));
+        }
+    }
+    Ok((out, record))
+}
+
+/// `expanse refine`: refines the synthetic maps of one file toward the real maps of another (both
+/// in physical units, maps of one shape, `selection` picking the HDU or dataset in both) and writes
+/// them to `out` (any format) with the synthetic file's provenance plus the refinement's record.
+/// The work happens in the domain's model space, from the synthetic (else the real) file's
+/// normalization record; without one, in log10 of positive maps, else in the values themselves (as
+/// `validate` compares them).
+pub fn refine_files(
+    real: &Path,
+    synthetic: &Path,
+    selection: &crate::io::Selection,
+    out: &Path,
+    options: &RefineOptions,
+) -> Result<RefinementRecord> {
+    use crate::io;
+    let read = |path: &Path| -> Result<(Array4<f32>, Option<io::Provenance>, Option<String>)> {
+        let maps = io::read_maps(path, selection)?;
+        let units = io::common_units(&maps);
+        let stack = io::stack(&maps)?;
+        if stack.iter().any(|v| !v.is_finite()) {
+            return Err(Error::content(path, "holds blank (NaN) pixels: refinement needs complete maps"));
+        }
+        let (n, h, w) = stack.dim();
+        Ok((stack.into_shape_with_order((n, 1, h, w)).expect("same size"), io::read_provenance(path)?, units))
+    };
+    let (r, real_provenance, _) = read(real)?;
+    let (s, provenance, units) = read(synthetic)?;
+    if r.dim().2 != s.dim().2 || r.dim().3 != s.dim().3 {
+        return Err(Error::Invalid(format!(
+            "{} holds {}x{} maps but {} holds {}x{}: refine maps of one size",
+            real.display(),
+            r.dim().2,
+            r.dim().3,
+            synthetic.display(),
+            s.dim().2,
+            s.dim().3
+        )));
+    }
+    let normalization: Option<crate::prep::Normalization> = [&provenance, &real_provenance]
+        .iter()
+        .find_map(|p| serde_json::from_value(p.as_ref()?.records.get("normalization")?.clone()).ok());
+    // The scale validation uses: the domain's model space, else log10 of positive maps, else the
+    // values themselves.
+    let positive = r.iter().chain(s.iter()).all(|&v| v > 0.0);
+    let transform = normalization.map(|n| n.transform);
+    let to_model = |x: f32| match transform {
+        Some(t) => t.forward(x as f64) as f32,
+        None if positive => x.log10(),
+        None => x,
+    };
+    let to_physical = |y: f32| match transform {
+        Some(t) => t.inverse(y as f64) as f32,
+        None if positive => 10f32.powf(y),
+        None => y,
+    };
+    let (rm, sm) = (r.mapv(&to_model), s.mapv(&to_model));
+    if let Some((path, _)) = [(real, &rm), (synthetic, &sm)].into_iter().find(|(_, m)| m.iter().any(|v| !v.is_finite()))
+    {
+        return Err(Error::content(path, "holds values outside the domain's transform (e.g. ≤ 0 under log10)"));
+    }
+    let (refined, record) = refine_images(&sm, &rm, options).map_err(|e| Error::content(synthetic, e))?;
+    let maps = refined.index_axis(Axis(1), 0).mapv(&to_physical);
+    let mut provenance = provenance.unwrap_or_else(|| io::Provenance {
+        tool: io::TOOL.to_string(),
+        command: String::new(),
+        sources: Vec::new(),
+        units: units.clone(),
+        records: Default::default(),
+    });
+    provenance.tool = io::TOOL.to_string();
+    provenance.command = "refine".into();
+    provenance.records.insert("refinement".into(), serde_json::to_value(&record).expect("record serializes"));
+    provenance.records.insert("refined_from".into(), serde_json::json!({"synthetic": synthetic, "real": real}));
+    let stack = io::OutputStack {
+        data: maps.view().into_dyn(),
+        mask: None,
+        units,
+        provenance: &provenance,
+        fits_cards: Vec::new(),
+    };
+    io::write_stack(out, &stack)?;
+    Ok(record)
 }

@@ -322,3 +322,25 @@ fn every_shipped_config_is_valid_and_the_local_ones_plan() {
         }
     }
 }
+
+#[test]
+fn a_refined_run_records_the_refinement_and_does_not_depend_on_the_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(dir.path(), "\n[refinement]\niterations = 15\n");
+    let out = dir.path().join("run");
+    let stdout = ok(&["--threads", "2", "run", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(stdout.contains("| clouds | 8 |"), "{stdout}");
+    let counts = &manifest(&out)["stages"]["decode/clouds"]["counts"];
+    let (before, after) =
+        (counts["refinement_loss_before"].as_f64().unwrap(), counts["refinement_loss_after"].as_f64().unwrap());
+    assert!(after < 0.5 * before, "refinement loss {before} -> {after}");
+    let log = std::fs::read_to_string(out.join("run.log")).unwrap();
+    assert!(log.contains("decode/clouds: refined 4 maps on"), "{log}");
+    let prov = expanse::io::read_provenance(&out.join("samples/clouds.fits")).unwrap().unwrap();
+    let record = &prov.records["refinement"];
+    assert_eq!(record["options"]["iterations"], 15);
+    assert_eq!(record["loss_after"].as_array().unwrap().len(), 4);
+    let one = dir.path().join("one-thread");
+    ok(&["--threads", "1", "run", config.to_str().unwrap(), "--out", one.to_str().unwrap()]);
+    assert_eq!(hashes(&one), hashes(&out));
+}

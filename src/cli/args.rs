@@ -137,6 +137,29 @@ pub struct PowerSpectrumArgs {
 }
 
 #[derive(Args)]
+pub struct RefineArgs {
+    /// Real maps (FITS/HDF5/NPY stack) whose wavelet moments the synthetic maps are brought to.
+    #[arg(long)]
+    pub real: PathBuf,
+    /// Synthetic maps of the same size (e.g. `samples/<domain>.fits` of a run).
+    #[arg(long)]
+    pub synthetic: PathBuf,
+    /// Output file; the format follows the extension (.fits, .h5, .npy).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// L-BFGS iterations per map.
+    #[arg(long, default_value_t = expanse::refine::DEFAULT_ITERATIONS)]
+    pub iterations: usize,
+    /// Wavelet scales (default ⌊log2 min(side)⌋ − 2) and angles over π.
+    #[arg(long)]
+    pub scales: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub angles: usize,
+}
+
+#[derive(Args)]
 pub struct ValidateArgs {
     /// Real maps (FITS/HDF5/NPY stack).
     #[arg(long)]

@@ -31,9 +31,38 @@ pub struct RunConfig {
     #[serde(default)]
     pub sampling: SamplingSection,
     #[serde(default)]
+    pub refinement: RefinementSection,
+    #[serde(default)]
     pub validation: ValidationSection,
     #[serde(rename = "domain", default)]
     pub domains: Vec<DomainSection>,
+}
+
+/// `[refinement]`: L-BFGS on wavelet moments after decoding ([`crate::refine`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefinementSection {
+    /// Iterations per map; 0 decodes without refinement.
+    #[serde(default = "d_refine_iterations")]
+    pub iterations: usize,
+    /// Wavelet scales (default ⌊log2 min(side)⌋ − 2) and angles over π (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scales: Option<usize>,
+    #[serde(default = "d_refine_angles")]
+    pub angles: usize,
+}
+
+impl Default for RefinementSection {
+    fn default() -> Self {
+        RefinementSection { iterations: d_refine_iterations(), scales: None, angles: d_refine_angles() }
+    }
+}
+
+impl RefinementSection {
+    /// The refinement's options.
+    pub fn options(&self) -> crate::refine::RefineOptions {
+        crate::refine::RefineOptions { iterations: self.iterations, scales: self.scales, angles: self.angles }
+    }
 }
 
 /// `[run]`: name, the one seed every random choice derives from, output formats.
@@ -359,6 +388,14 @@ fn d_t0() -> usize {
 fn d_kind() -> String {
     PriorKind::DEFAULT.to_string()
 }
+fn d_refine_iterations() -> usize {
+    0
+}
+
+fn d_refine_angles() -> usize {
+    8
+}
+
 fn d_count() -> usize {
     crate::prior::geometry::DEFAULT_COUNT
 }
@@ -558,6 +595,12 @@ impl RunConfig {
         crate::prior::geometry::check_band(s.band[0], s.band[1]).map_err(|e| bad(path, "sampling.band", e))?;
         if s.budget < s.count {
             return Err(bad(path, "sampling.budget", format!("{} candidates cannot give {} maps", s.budget, s.count)));
+        }
+        if self.refinement.angles == 0 {
+            return Err(bad(path, "refinement.angles", "must be at least 1"));
+        }
+        if self.refinement.scales == Some(0) {
+            return Err(bad(path, "refinement.scales", "must be at least 1"));
         }
         self.battery_options().map_err(|e| bad(path, "validation", e))?;
         if self.domains.is_empty() {

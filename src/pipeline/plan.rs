@@ -105,6 +105,18 @@ impl Plan {
                     ),
                 ));
             }
+            if config.refinement.iterations > 0 {
+                if let Some(j) = config.refinement.scales {
+                    if 1usize << j.min(63) > h.min(w) {
+                        return Err(Error::content(
+                            config_path,
+                            format!(
+                                "refinement.scales = {j} needs maps of at least 2^{j} pixels a side; {who} has {h}x{w}"
+                            ),
+                        ));
+                    }
+                }
+            }
             domains.push(DomainPlan {
                 name: d.name.clone(),
                 maps_read,

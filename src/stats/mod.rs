@@ -4,11 +4,13 @@
 pub mod battery;
 pub mod bispectrum;
 pub mod c2st;
+mod fft;
 pub mod maps;
 pub mod minkowski;
 pub mod onepoint;
 pub mod peaks;
 pub mod power_spectrum;
 pub mod scattering;
+pub mod wavelet_moments;
 
 pub use power_spectrum::{Apodization, PowerSpectrum, PowerSpectrumOptions};

@@ -39,13 +39,13 @@
 //! reductions, with fixtures written by tools/make_scattering_fixtures.py from kymatio 0.3.0.
 
 use std::f64::consts::PI;
-use std::sync::Arc;
 
 use ndarray::{Array3, ArrayView2};
-use rustfft::{num_complex::Complex, Fft, FftPlanner};
+use rustfft::{num_complex::Complex, FftPlanner};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stats::fft::Fft2d;
 
 /// Contributions exp(−q) of the Gaussian envelope with q above this are skipped (e^−60 ≈ 1e−26,
 /// far below f64 resolution of the filter's Fourier transform).
@@ -217,14 +217,14 @@ impl Scattering2d {
             let mut first = std::mem::take(&mut work.spectra[j1]);
             for t1 in 0..l {
                 let n1 = j1 * l + t1;
-                self.ffts[0].multiply_fold(&spectrum, &self.wavelets[n1][0], 1 << j1, &mut first);
+                multiply_fold(&self.ffts[0], &spectrum, &self.wavelets[n1][0], 1 << j1, &mut first);
                 self.modulus_in_fourier(&mut first, j1, &mut work);
                 self.lowpass_output(&first, j1, &mut output, 1 + n1, &mut work);
                 for j2 in j1 + 1..j_max {
                     let mut second = std::mem::take(&mut work.spectra[j2]);
                     for t2 in 0..l {
                         let filter = &self.wavelets[j2 * l + t2][j1];
-                        self.ffts[j1].multiply_fold(&first, filter, 1 << (j2 - j1), &mut second);
+                        multiply_fold(&self.ffts[j1], &first, filter, 1 << (j2 - j1), &mut second);
                         self.modulus_in_fourier(&mut second, j2, &mut work);
                         self.lowpass_output(&second, j2, &mut output, second_order_channel, &mut work);
                         second_order_channel += 1;
@@ -338,7 +338,7 @@ impl Scattering2d {
     ) {
         let coarsest = self.j;
         let low = &mut work.spectra[coarsest];
-        self.ffts[resolution].multiply_fold(signal, &self.lowpass[resolution], 1 << (coarsest - resolution), low);
+        multiply_fold(&self.ffts[resolution], signal, &self.lowpass[resolution], 1 << (coarsest - resolution), low);
         let fft = &self.ffts[coarsest];
         let space = &mut work.spaces[coarsest];
         fft.inverse(low, space, &mut work.scratch);
@@ -516,95 +516,31 @@ fn crop_fourier(filter: &[f64], rows: usize, cols: usize, resolution: usize) -> 
     out
 }
 
-/// 2-D FFT of a row-major ny × nx grid. Fourier arrays are kept transposed (nx × ny, `kx·ny + ky`) so
-/// that each transform needs a single transposition; inverse transforms are unnormalised.
-struct Fft2d {
-    ny: usize,
-    nx: usize,
-    rows_forward: Arc<dyn Fft<f64>>,
-    rows_inverse: Arc<dyn Fft<f64>>,
-    cols_forward: Arc<dyn Fft<f64>>,
-    cols_inverse: Arc<dyn Fft<f64>>,
-}
-
-impl Fft2d {
-    fn new(planner: &mut FftPlanner<f64>, ny: usize, nx: usize) -> Fft2d {
-        Fft2d {
-            ny,
-            nx,
-            rows_forward: planner.plan_fft_forward(nx),
-            rows_inverse: planner.plan_fft_inverse(nx),
-            cols_forward: planner.plan_fft_forward(ny),
-            cols_inverse: planner.plan_fft_inverse(ny),
+/// Multiplies a Fourier-layout signal on this grid by a real filter and subsamples by `factor` in
+/// space, i.e. averages the factor² Fourier aliases (kymatio's `subsample_fourier`), into `out`.
+fn multiply_fold(fft: &Fft2d, signal: &[Complex<f64>], filter: &[f64], factor: usize, out: &mut [Complex<f64>]) {
+    let (rows, cols) = (fft.nx, fft.ny);
+    if factor == 1 {
+        for (o, (&z, &f)) in out.iter_mut().zip(signal.iter().zip(filter)) {
+            *o = z * f;
         }
+        return;
     }
-
-    fn scratch_len(&self) -> usize {
-        [&self.rows_forward, &self.rows_inverse, &self.cols_forward, &self.cols_inverse]
-            .iter()
-            .map(|f| f.get_inplace_scratch_len())
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Spatial grid (ny × nx, overwritten) → Fourier layout (nx × ny) in `fourier`.
-    fn forward(&self, space: &mut [Complex<f64>], fourier: &mut [Complex<f64>], scratch: &mut [Complex<f64>]) {
-        let rows_scratch = self.rows_forward.get_inplace_scratch_len();
-        self.rows_forward.process_with_scratch(space, &mut scratch[..rows_scratch]);
-        transpose(space, fourier, self.ny, self.nx);
-        let cols_scratch = self.cols_forward.get_inplace_scratch_len();
-        self.cols_forward.process_with_scratch(fourier, &mut scratch[..cols_scratch]);
-    }
-
-    /// Fourier layout (nx × ny, overwritten) → unnormalised inverse on the spatial grid (ny × nx).
-    fn inverse(&self, fourier: &mut [Complex<f64>], space: &mut [Complex<f64>], scratch: &mut [Complex<f64>]) {
-        let cols_scratch = self.cols_inverse.get_inplace_scratch_len();
-        self.cols_inverse.process_with_scratch(fourier, &mut scratch[..cols_scratch]);
-        transpose(fourier, space, self.nx, self.ny);
-        let rows_scratch = self.rows_inverse.get_inplace_scratch_len();
-        self.rows_inverse.process_with_scratch(space, &mut scratch[..rows_scratch]);
-    }
-
-    /// Multiplies a Fourier-layout signal on this grid by a real filter and subsamples by `factor` in
-    /// space, i.e. averages the factor² Fourier aliases (kymatio's `subsample_fourier`), into `out`.
-    fn multiply_fold(&self, signal: &[Complex<f64>], filter: &[f64], factor: usize, out: &mut [Complex<f64>]) {
-        let (rows, cols) = (self.nx, self.ny);
-        if factor == 1 {
-            for (o, (&z, &f)) in out.iter_mut().zip(signal.iter().zip(filter)) {
-                *o = z * f;
-            }
-            return;
-        }
-        let (out_rows, out_cols) = (rows / factor, cols / factor);
-        out.fill(Complex::new(0.0, 0.0));
-        for block_row in 0..factor {
-            for row in 0..out_rows {
-                let source_row = (block_row * out_rows + row) * cols;
-                let target = &mut out[row * out_cols..(row + 1) * out_cols];
-                for block_col in 0..factor {
-                    let start = source_row + block_col * out_cols;
-                    let values = signal[start..start + out_cols].iter().zip(&filter[start..start + out_cols]);
-                    for (t, (&z, &f)) in target.iter_mut().zip(values) {
-                        *t += z * f;
-                    }
-                }
-            }
-        }
-        let norm = 1.0 / (factor * factor) as f64;
-        out.iter_mut().for_each(|z| *z *= norm);
-    }
-}
-
-/// Writes the transpose of a row-major rows × cols matrix into `out` (cols × rows).
-fn transpose(input: &[Complex<f64>], out: &mut [Complex<f64>], rows: usize, cols: usize) {
-    const BLOCK: usize = 16;
-    for r0 in (0..rows).step_by(BLOCK) {
-        for c0 in (0..cols).step_by(BLOCK) {
-            for r in r0..(r0 + BLOCK).min(rows) {
-                for c in c0..(c0 + BLOCK).min(cols) {
-                    out[c * rows + r] = input[r * cols + c];
+    let (out_rows, out_cols) = (rows / factor, cols / factor);
+    out.fill(Complex::new(0.0, 0.0));
+    for block_row in 0..factor {
+        for row in 0..out_rows {
+            let source_row = (block_row * out_rows + row) * cols;
+            let target = &mut out[row * out_cols..(row + 1) * out_cols];
+            for block_col in 0..factor {
+                let start = source_row + block_col * out_cols;
+                let values = signal[start..start + out_cols].iter().zip(&filter[start..start + out_cols]);
+                for (t, (&z, &f)) in target.iter_mut().zip(values) {
+                    *t += z * f;
                 }
             }
         }
     }
+    let norm = 1.0 / (factor * factor) as f64;
+    out.iter_mut().for_each(|z| *z *= norm);
 }

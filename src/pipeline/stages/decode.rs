@@ -43,10 +43,31 @@ impl Runner<'_> {
             })?;
         let paths: Vec<PathBuf> =
             self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
-        let run = ("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}));
-        let (written, physical) =
-            crate::synthesis::write_synthetic(&paths, &images, "run: decode", &input, &ddim, self.model()?, vec![run])?;
+        let mut records = vec![("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}))];
         let mut counts = BTreeMap::new();
+        let options = self.plan.config.refinement.options();
+        let images = if options.iterations > 0 {
+            let real = latents::read_model_input(&self.path(&["stacks", &format!("{d}.h5")]))?;
+            let (refined, record) = crate::synthesis::refine_images(&images, &real.data, &options)?;
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+            counts.insert("refinement_loss_before".into(), json!(mean(&record.loss_before)));
+            counts.insert("refinement_loss_after".into(), json!(mean(&record.loss_after)));
+            counts.insert("refinement_seconds".into(), json!(record.seconds));
+            self.log.line(&format!(
+                "decode/{d}: refined {} maps on {} wavelet moments in {:.1} s (loss {:.3} -> {:.3})",
+                record.loss_after.len(),
+                record.moments,
+                record.seconds,
+                mean(&record.loss_before),
+                mean(&record.loss_after)
+            ))?;
+            records.push(("refinement", serde_json::to_value(&record).expect("record serializes")));
+            refined
+        } else {
+            images
+        };
+        let (written, physical) =
+            crate::synthesis::write_synthetic(&paths, &images, "run: decode", &input, &ddim, self.model()?, records)?;
         counts.insert("maps".into(), json!(images.len_of(Axis(0))));
         counts.insert("physical_units".into(), json!(physical));
         counts.insert(
