@@ -326,6 +326,26 @@ fn bad_inputs_fail_cleanly() {
 }
 
 #[test]
+fn an_hdf5_dataset_claiming_more_than_its_file_holds_is_refused_before_allocation() {
+    // Chunked, compressed datasets with nothing written: the file is a few kB, the headers claim
+    // 2^40 and 2^63 elements (a damaged header made `ingest` abort with "capacity overflow").
+    let dir = tempfile::tempdir().unwrap();
+    for (name, shape, cause) in [
+        ("huge.h5", [1usize << 20, 1 << 10, 1 << 10], "claims 1048576 x 1024 x 1024 elements"),
+        ("overflow.h5", [1usize << 21, 1 << 21, 1 << 21], "more than any machine can hold"),
+    ] {
+        let path = dir.path().join(name);
+        let file = hdf5::File::create(&path).unwrap();
+        file.new_dataset::<f32>().chunk([1, 64, 64]).deflate(4).shape(shape).create("maps").unwrap();
+        drop(file);
+        let p = path.to_str().unwrap().to_string();
+        assert_clean_failure(&["ingest", &p, "--raw"], name, cause);
+        let res = expanse(&["inspect", &p]);
+        assert!(!String::from_utf8_lossy(&res.stderr).contains("panicked"));
+    }
+}
+
+#[test]
 fn a_failed_write_leaves_no_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     // An output "folder" that is a file cannot be created.

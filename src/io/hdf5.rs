@@ -15,6 +15,50 @@ fn open(path: &Path) -> Result<hdf5::File> {
     hdf5::File::open(path).map_err(|e| Error::format(path, format!("cannot open as HDF5: {e}")).with_source(e))
 }
 
+/// The most a compressed dataset may expand per byte of the file: deflate's limit is about
+/// 1032:1, and this leaves room for the other filters and the file's own structures.
+const MAX_EXPANSION: u64 = 2048;
+
+/// Checks what a dataset claims before anything is allocated for it: its element count must fit
+/// in memory, and its bytes must fit in the file (or, compressed, in what the file could expand
+/// to). A corrupted header can claim 2^61 elements; reading that would abort the process.
+fn check_claimed_size(path: &Path, name: &str, ds: &hdf5::Dataset) -> Result<usize> {
+    let shape = ds.shape();
+    let too_many = || {
+        Error::content(
+            path,
+            format!(
+                "{name} claims {} elements, more than any machine can hold: the file is damaged",
+                shape_text(&shape)
+            ),
+        )
+    };
+    let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(too_many)?;
+    let item = ds.dtype().map(|t| t.size()).unwrap_or(8).max(1) as u64;
+    let bytes = (elements as u64).checked_mul(item.max(8)).ok_or_else(too_many)?;
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
+    let compressed = !ds.filters().is_empty();
+    let limit = if compressed { file_len.saturating_mul(MAX_EXPANSION) } else { file_len };
+    let stored = (elements as u64).saturating_mul(item);
+    if stored > limit || usize::try_from(bytes).is_err() {
+        return Err(Error::content(
+            path,
+            format!(
+                "{name} claims {} elements ({} bytes){}; the file holds {} bytes: it is damaged or truncated",
+                shape_text(&shape),
+                stored,
+                if compressed { ", compressed" } else { "" },
+                file_len
+            ),
+        ));
+    }
+    Ok(elements)
+}
+
+fn shape_text(shape: &[usize]) -> String {
+    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ")
+}
+
 /// Every dataset in the file, as (absolute path, shape, dtype text), depth first.
 fn all_datasets(group: &hdf5::Group, out: &mut Vec<hdf5::Dataset>) -> hdf5::Result<()> {
     for ds in group.datasets()? {
@@ -181,6 +225,7 @@ pub fn read(path: &Path, dataset: Option<&str>) -> Result<(Source, ArrayD<f32>)>
         return Err(Error::content(path, format!("{name}: datatype {td} is not an integer or float type")));
     }
     let shape = ds.shape();
+    check_claimed_size(path, &name, &ds)?;
     let values: Vec<f64> = ds
         .read_raw::<f64>()
         .map_err(|e| Error::format(path, format!("{name}: cannot read data: {e}")).with_source(e))?;
@@ -237,6 +282,7 @@ pub fn read_numeric(path: &Path, name: &str) -> Result<Option<Vec<f32>>> {
     if !is_numeric(&td) {
         return Ok(None);
     }
+    check_claimed_size(path, name, &ds)?;
     let v = ds.read_raw::<f64>().map_err(|e| Error::format(path, format!("{name}: {e}")).with_source(e))?;
     Ok(Some(v.into_iter().map(|x| x as f32).collect()))
 }
