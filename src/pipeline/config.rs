@@ -38,7 +38,8 @@ pub struct RunConfig {
     pub domains: Vec<DomainSection>,
 }
 
-/// `[refinement]`: L-BFGS on wavelet moments after decoding ([`crate::refine`]).
+/// `[refinement]`: L-BFGS on wavelet moments after decoding ([`crate::refine`]); on by default
+/// (the real-field benchmark in FIDELITY.md measured why).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefinementSection {
@@ -389,7 +390,7 @@ fn d_kind() -> String {
     PriorKind::DEFAULT.to_string()
 }
 fn d_refine_iterations() -> usize {
-    0
+    crate::refine::DEFAULT_ITERATIONS
 }
 
 fn d_refine_angles() -> usize {

@@ -136,6 +136,8 @@ impl Plan {
         let Some(d) = self.domains.iter().find(|d| d.name == domain) else { return 0 };
         match kind {
             "invert" => d.images * (n - 1) * (1 + self.config.inversion.fixed_point),
+            // One grid point at t0 = 0 is no diffusion: decoding returns the latents.
+            "decode" if self.grid == [0] => 0,
             "decode" => self.config.sampling.count * n,
             _ => 0,
         }
@@ -232,6 +234,17 @@ impl Plan {
             c.sampling.band[1],
             c.run.seed
         ));
+        let r = &c.refinement;
+        if r.iterations > 0 {
+            let scales = r.scales.map_or("default".to_string(), |j| j.to_string());
+            t.push_str(&format!(
+                "refinement: {} L-BFGS iteration(s) per synthetic map on the real maps' wavelet moments ({scales} \
+                    scales, {} angles)\n",
+                r.iterations, r.angles
+            ));
+        } else {
+            t.push_str("refinement: none (decoded maps are written as they are)\n");
+        }
         for (d, cd) in self.domains.iter().zip(&c.domains) {
             let files: Vec<String> = cd.inputs.iter().map(|p| p.display().to_string()).collect();
             t.push_str(&format!(
