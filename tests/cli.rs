@@ -346,6 +346,28 @@ fn an_hdf5_dataset_claiming_more_than_its_file_holds_is_refused_before_allocatio
 }
 
 #[test]
+fn an_npy_header_claiming_more_than_its_file_holds_is_refused_before_allocation() {
+    // A 4x4 float32 array whose header was overwritten to claim 2^42 (and 2^64) elements: the
+    // reader allocated 16 TiB and aborted the process.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, shape, cause) in [
+        ("huge.npy", "(1099511627776, 4)", "claims 4398046511104 elements (17592186044416 bytes)"),
+        ("overflow.npy", "(4294967296, 4294967296)", "claims 18446744073709551616 elements"),
+    ] {
+        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut header = format!("{dict:<117}\n").into_bytes();
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.append(&mut header);
+        bytes.extend([0u8; 64]);
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_str().unwrap().to_string();
+        assert_clean_failure(&["ingest", &p, "--raw"], name, cause);
+    }
+}
+
+#[test]
 fn a_failed_write_leaves_no_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     // An output "folder" that is a file cannot be created.

@@ -18,8 +18,60 @@ where
     Ok(a.mapv(|v| v.into() as f32))
 }
 
+/// What an NPY header claims: (data offset, element count, bytes per element), when the header
+/// can be parsed (otherwise the reader below reports the problem).
+fn header_claim(bytes: &[u8]) -> Option<(usize, Option<u128>, u128)> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    let (len, start): (usize, usize) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        _ => return None,
+    };
+    let header = std::str::from_utf8(bytes.get(start..start.checked_add(len)?)?).ok()?;
+    let after = |key: &str| header.find(key).map(|i| &header[i + key.len()..]);
+    let descr = after("'descr':")?.trim_start().strip_prefix('\'')?;
+    let item: u128 = descr.chars().skip(2).take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()?;
+    let shape = after("'shape':")?.trim_start().strip_prefix('(')?;
+    let shape = &shape[..shape.find(')')?];
+    let mut elements: Option<u128> = Some(1);
+    for d in shape.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let d: u128 = d.parse().ok()?;
+        elements = elements.and_then(|e| e.checked_mul(d));
+    }
+    Some((start + len, elements, item))
+}
+
+/// Refuses a file whose header claims more data than the file holds, before anything is
+/// allocated for it (a damaged header can claim terabytes).
+pub(crate) fn check_claimed_size(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let file = std::fs::File::open(path).map_err(|e| Error::open(path, super::io_cause(e)))?;
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX) as u128;
+    file.take(1 << 16).read_to_end(&mut head).map_err(|e| Error::open(path, super::io_cause(e)))?;
+    let Some((offset, elements, item)) = header_claim(&head) else { return Ok(()) };
+    let available = file_len.saturating_sub(offset as u128);
+    match elements.and_then(|e| e.checked_mul(item)) {
+        Some(bytes) if bytes <= available => Ok(()),
+        Some(bytes) => Err(Error::format(
+            path,
+            format!(
+                "the NPY header claims {} elements ({bytes} bytes) but the file holds {available} bytes of data: it is \
+                    damaged or truncated",
+                elements.unwrap_or(0)
+            ),
+        )),
+        None => {
+            Err(Error::format(path, "the NPY header claims more elements than any machine can hold: it is damaged"))
+        }
+    }
+}
+
 /// Reads an NPY array of any integer or float dtype as f32, with its dtype name.
 pub fn read_any(path: &Path) -> Result<(ArrayD<f32>, &'static str)> {
+    check_claimed_size(path)?;
     type Reader = fn(&Path) -> std::result::Result<ArrayD<f32>, ReadNpyError>;
     let readers: [(&str, Reader); 10] = [
         ("float32", try_read::<f32>),
@@ -141,4 +193,11 @@ pub fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
             .map_err(|e| Error::format(&p, format!("not a valid expanse sidecar: {e}")).with_source(e)),
         Err(_) => Ok(None),
     }
+}
+
+/// A float32 4-D array the run wrote itself (a checkpoint or a cached inversion), or None when the
+/// file is missing, damaged or of another shape, so that the work is redone.
+pub(crate) fn read_own_array4(path: &Path, dim: (usize, usize, usize, usize)) -> Option<ndarray::Array4<f32>> {
+    check_claimed_size(path).ok()?;
+    ndarray_npy::read_npy(path).ok().filter(|a: &ndarray::Array4<f32>| a.dim() == dim)
 }

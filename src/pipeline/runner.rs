@@ -333,8 +333,7 @@ impl<'a> Runner<'a> {
         chunk: &Array4<f32>,
         f: impl FnOnce(&mut Self, &Array4<f32>) -> Result<Array4<f32>>,
     ) -> Result<(Array4<f32>, bool)> {
-        let kept: Option<Array4<f32>> =
-            ndarray_npy::read_npy(file).ok().filter(|a: &Array4<f32>| a.dim() == chunk.dim());
+        let kept = crate::io::npy::read_own_array4(file, chunk.dim());
         if let Some(a) = kept {
             return Ok((a, true));
         }

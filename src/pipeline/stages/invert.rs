@@ -36,10 +36,8 @@ impl Runner<'_> {
             .latent_cache
             .as_ref()
             .map(|dir| dir.join(format!("latents-{}.npy", &self.cache_key(&input, &ddim)[..24])));
-        let from_cache: Option<Array4<f32>> = cached
-            .as_ref()
-            .and_then(|f| ndarray_npy::read_npy(f).ok())
-            .filter(|a: &Array4<f32>| a.dim() == input.data.dim());
+        let from_cache: Option<Array4<f32>> =
+            cached.as_ref().and_then(|f| crate::io::npy::read_own_array4(f, input.data.dim()));
         let n = input.data.len_of(Axis(0));
         let (z, reused, hit) = match from_cache {
             Some(z) => (z, Reused { batches: 0, maps: n }, true),
