@@ -77,6 +77,9 @@ pub struct Variant {
     /// Refinement iterations per map (0: none).
     #[serde(default)]
     pub refine: Option<usize>,
+    /// This variant's seeds, when not the benchmark's (e.g. one seed for a costly reference).
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
 }
 
 impl Variant {
@@ -178,6 +181,9 @@ impl FidelityConfig {
                     path,
                     format!("variant[{i}].name: '{}' must be letters, digits, '_' or '-'", v.name),
                 ));
+            }
+            if v.seeds.as_ref().is_some_and(|s| s.is_empty()) {
+                return Err(Error::content(path, format!("variant '{}': seeds: name at least one seed", v.name)));
             }
             if f.variants[..i].iter().any(|o| o.name == v.name) {
                 return Err(Error::content(path, format!("variant[{i}].name: two variants are named '{}'", v.name)));
@@ -344,7 +350,7 @@ pub fn run(
     let mut model: Option<Ddpm> = None;
     let mut rows = Vec::new();
     for v in &variants {
-        for &seed in &config.seeds {
+        for &seed in v.seeds.as_ref().unwrap_or(&config.seeds) {
             let cfg = v.apply(&config.base, seed);
             let dir = out.join("runs").join(&v.name).join(format!("seed{seed}"));
             let opts = RunOptions { resume: true, echo: false, latent_cache: Some(cache_dir.clone()) };
@@ -654,9 +660,14 @@ fn real_field_markdown(r: &FidelityReport) -> String {
                 memorization_ratio: col(&|x| x.memorization_ratio).0,
                 ..rows[0].clone()
             };
+            let name = if rows.len() == r.seeds.len() {
+                v.name.clone()
+            } else {
+                format!("{} ({} seed{})", v.name, rows.len(), if rows.len() == 1 { "" } else { "s" })
+            };
             s.push_str(&format!(
                 "| {} | {} {:.2} ± {:.2} ({:.2}) |",
-                v.name,
+                name,
                 tick(c2st.0 <= TARGET_C2ST),
                 c2st.0,
                 c2st.1,
