@@ -99,3 +99,40 @@ fn the_main_job_command_runs() {
     assert_eq!(maps[0].source.units.as_deref(), Some("cm-2"));
     assert!(maps.iter().all(|m| m.data.iter().all(|v| v.is_finite() && *v > 0.0)));
 }
+
+/// The README's configuration table states each key's default: where that default is a number, a
+/// quoted string or a list, it must be what a config that leaves the key out gets.
+#[test]
+fn readme_config_defaults_are_the_library_defaults() {
+    let minimal = "[model]\npath = \"m\"\n[[domain]]\nname = \"d\"\ninputs = [\"x.fits\"]\n";
+    let config: expanse::pipeline::RunConfig = toml::from_str(minimal).unwrap();
+    let defaults: toml::Value = toml::from_str(&config.to_toml()).unwrap();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut checked = Vec::new();
+    for line in readme.lines() {
+        let cells: Vec<&str> = line.split(" | ").map(str::trim).collect();
+        let (Some(key), Some(stated)) = (cells.first().and_then(|c| c.strip_prefix("| `")), cells.get(1)) else {
+            continue;
+        };
+        let Some(key) = key.strip_suffix('`') else { continue };
+        let Some((section, field)) = key.split_once('.') else { continue };
+        if !field.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            continue;
+        }
+        let stated = stated.trim_matches('`');
+        let parsed: Result<toml::Value, _> = toml::from_str(&format!("v = {stated}"));
+        let Ok(stated_value) = parsed.map(|t| t["v"].clone()) else { continue };
+        // An optional key left unset (its default lives in the statistic it configures) is not
+        // serialized; the rest must be there.
+        let Some(actual) = defaults.get(section).and_then(|s| s.get(field)) else { continue };
+        let same = match (&stated_value, actual) {
+            (toml::Value::Integer(a), toml::Value::Float(b)) => *a as f64 == *b,
+            (a, b) => a == b,
+        };
+        assert!(same, "README says `{key}` defaults to {stated}, the library to {actual}");
+        checked.push(key.to_string());
+    }
+    for key in ["inversion.steps", "inversion.t0", "sampling.count", "refinement.iterations", "prior.kind"] {
+        assert!(checked.iter().any(|k| k == key), "README's default for `{key}` was not checked: {checked:?}");
+    }
+}
