@@ -198,6 +198,32 @@ impl FidelityConfig {
         }
         Ok(FidelityConfig { path: path.to_path_buf(), base, seeds: f.benchmark.seeds, variants: f.variants })
     }
+
+    /// Keeps only these of the benchmark's seeds (each variant's own seeds too; a variant left
+    /// with none is dropped): a shorter run of the same benchmark, whose report says which seeds
+    /// it holds. A seed the benchmark does not name is an error.
+    pub fn only_seeds(&mut self, seeds: &[u64]) -> Result<()> {
+        for s in seeds {
+            let named =
+                self.seeds.contains(s) || self.variants.iter().any(|v| v.seeds.as_ref().is_some_and(|v| v.contains(s)));
+            if !named {
+                return Err(Error::Invalid(format!(
+                    "no seed {s} in {} (seeds: {:?})",
+                    self.path.display(),
+                    self.seeds
+                )));
+            }
+        }
+        self.seeds.retain(|s| seeds.contains(s));
+        for v in &mut self.variants {
+            if let Some(own) = &mut v.seeds {
+                own.retain(|s| seeds.contains(s));
+            }
+        }
+        let base_seeds = !self.seeds.is_empty();
+        self.variants.retain(|v| v.seeds.as_ref().map_or(base_seeds, |own| !own.is_empty()));
+        Ok(())
+    }
 }
 
 /// One (variant, seed, domain) of the benchmark.
@@ -736,6 +762,23 @@ fn csv(r: &FidelityReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_seeds_keeps_those_seeds_and_drops_variants_left_without_any() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/fidelity_real_64.toml");
+        let names = |c: &FidelityConfig| c.variants.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        let mut c = FidelityConfig::read(&path).unwrap();
+        assert!(names(&c).contains(&"paper".to_string()));
+        c.only_seeds(&[1]).unwrap();
+        assert_eq!(c.seeds, vec![1]);
+        assert!(!names(&c).contains(&"paper".to_string()), "paper runs seed 0 only: {:?}", names(&c));
+        assert!(names(&c).contains(&"diffusion-refined".to_string()));
+        let mut c = FidelityConfig::read(&path).unwrap();
+        c.only_seeds(&[0]).unwrap();
+        assert_eq!((c.seeds.clone(), c.variants.len()), (vec![0], FidelityConfig::read(&path).unwrap().variants.len()));
+        let e = FidelityConfig::read(&path).unwrap().only_seeds(&[7]).unwrap_err().to_string();
+        assert!(e.contains("no seed 7") && e.contains("fidelity_real_64.toml"), "{e}");
+    }
 
     #[test]
     fn a_variant_changes_only_its_keys() {

@@ -21,6 +21,9 @@ pub struct FidelityArgs {
     /// Run only these variants (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     pub variants: Option<Vec<String>>,
+    /// Run only these of the benchmark's seeds (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<u64>>,
 }
 
 #[derive(Args)]

@@ -8,7 +8,10 @@ use super::args::*;
 use expanse::pipeline::{Plan, RunConfig, RunOptions, RunPart, Shard};
 
 pub fn run_fidelity(a: FidelityArgs) -> Result<()> {
-    let config = expanse::fidelity::FidelityConfig::read(&a.config)?;
+    let mut config = expanse::fidelity::FidelityConfig::read(&a.config)?;
+    if let Some(seeds) = &a.seeds {
+        config.only_seeds(seeds)?;
+    }
     let t = std::time::Instant::now();
     let report = expanse::fidelity::run(&config, &a.out, a.variants.as_deref(), |r| match &r.error {
         Some(e) => println!("{} seed {} {}: failed: {e}", r.variant, r.seed, r.domain),
