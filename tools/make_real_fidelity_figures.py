@@ -10,7 +10,7 @@ filaments, compact sources compact.
     python tools/make_real_fidelity_figures.py runs/fidelity_real_64 --wph runs/wph_64 \\
         --out figures/fidelity_real_64
 
-writes figures/fidelity_real_64_<domain>.png. Needs numpy, astropy, matplotlib
+writes figures/fidelity_real_64_<domain>.png. Needs numpy, astropy, matplotlib (and its pillow)
 (tools/requirements-figures.txt).
 """
 
@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
+from PIL import Image  # noqa: E402
 
 VARIANTS = ["diffusion", "diffusion-refined", "paper", "gaussian", "gaussian-refined"]
 
@@ -96,6 +97,9 @@ def main():
         path = f"{a.out}_{domain}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
+        # The maps use one 256-colour map, so a 256-colour palette keeps them exactly and the
+        # file several times smaller than RGBA.
+        Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
         print(f"wrote {path}")
     return 0
 
