@@ -122,8 +122,8 @@ fn readme_config_defaults_are_the_library_defaults() {
         let stated = stated.trim_matches('`');
         let parsed: Result<toml::Value, _> = toml::from_str(&format!("v = {stated}"));
         let Ok(stated_value) = parsed.map(|t| t["v"].clone()) else { continue };
-        // An optional key left unset (its default lives in the statistic it configures) is not
-        // serialized; the rest must be there.
+        // A key the serialized config does not hold (an optional one left unset, whose default
+        // lives in the statistic it configures) is skipped; the keys named below must be checked.
         let Some(actual) = defaults.get(section).and_then(|s| s.get(field)) else { continue };
         let same = match (&stated_value, actual) {
             (toml::Value::Integer(a), toml::Value::Float(b)) => *a as f64 == *b,
