@@ -105,6 +105,8 @@ fn copy_folder(from: &Path, to: &Path) {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_file() {
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        } else if entry.file_type().unwrap().is_dir() {
+            copy_folder(&entry.path(), &to.join(entry.file_name()));
         }
     }
 }
@@ -173,6 +175,9 @@ fn formats(base: &Path) -> Vec<Format> {
         model.display()
     );
     std::fs::write(config.join("run.toml"), text).unwrap();
+    // A finished run folder, resumed with its manifest corrupted.
+    let run_folder = base.join("run");
+    expanse_out(&["run", config.join("run.toml").to_str().unwrap(), "--out", run_folder.to_str().unwrap()]);
 
     let adm = fixtures("adm").join("new_order");
     let ddpm = fixtures("ddpm_original").join("small");
@@ -250,6 +255,13 @@ fn formats(base: &Path) -> Vec<Format> {
             file: "ddpm.json",
             args: unet_eval("{in}", &format!("{}/input.npy", ddpm.display())),
             cases: 15,
+        },
+        Format {
+            name: "run manifest (resume)",
+            folder: run_folder,
+            file: "manifest.json",
+            args: vec![s("run"), config.join("run.toml").display().to_string(), s("--out"), s("{in}"), s("--resume")],
+            cases: 20,
         },
         Format {
             name: "TOML run config",
@@ -356,6 +368,11 @@ fn run_case(f: &Format, seed: u64, dir: &Path) -> Result<bool, String> {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     if stderr.contains("panicked") || status.code() == Some(101) || status.code().is_none() {
         return Err(format!("{case}: panicked or killed ({status}): {stderr}"));
+    }
+    // The command's own temporary files (`.NAME.tmpPID-N.EXT`) must be gone wherever it wrote.
+    if let Some(tmp) = walk(&input).iter().find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp")))
+    {
+        return Err(format!("{case}: left a temporary file {}", tmp.display()));
     }
     let left: Vec<String> =
         walk(&out).into_iter().map(|p| p.strip_prefix(&out).unwrap_or(&p).display().to_string()).collect();
