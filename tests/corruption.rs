@@ -178,6 +178,15 @@ fn formats(base: &Path) -> Vec<Format> {
     // A finished run folder, resumed with its manifest corrupted.
     let run_folder = base.join("run");
     expanse_out(&["run", config.join("run.toml").to_str().unwrap(), "--out", run_folder.to_str().unwrap()]);
+    // A run inverted by two shards (as a Slurm job array does): the fit stage assembles their
+    // per-batch checkpoints.
+    let sharded = base.join("sharded");
+    let cfg = config.join("run.toml");
+    let (cfg, sharded_arg) = (cfg.to_str().unwrap(), sharded.to_str().unwrap());
+    expanse_out(&["run", cfg, "--out", sharded_arg, "--stage", "ingest"]);
+    for shard in ["0/2", "1/2"] {
+        expanse_out(&["run", cfg, "--out", sharded_arg, "--resume", "--stage", "invert", "--shard", shard]);
+    }
 
     let adm = fixtures("adm").join("new_order");
     let ddpm = fixtures("ddpm_original").join("small");
@@ -262,6 +271,40 @@ fn formats(base: &Path) -> Vec<Format> {
             file: "manifest.json",
             args: vec![s("run"), config.join("run.toml").display().to_string(), s("--out"), s("{in}"), s("--resume")],
             cases: 20,
+        },
+        Format {
+            name: "batch checkpoint",
+            folder: sharded.clone(),
+            file: "latents/clouds.partial/batch_00000.npy",
+            args: vec![
+                s("run"),
+                s(cfg),
+                s("--out"),
+                s("{in}"),
+                s("--resume"),
+                s("--stage"),
+                s("fit"),
+                s("--shards"),
+                s("2"),
+            ],
+            cases: 20,
+        },
+        Format {
+            name: "checkpoint key",
+            folder: sharded.clone(),
+            file: "latents/clouds.partial/key.txt",
+            args: vec![
+                s("run"),
+                s(cfg),
+                s("--out"),
+                s("{in}"),
+                s("--resume"),
+                s("--stage"),
+                s("fit"),
+                s("--shards"),
+                s("2"),
+            ],
+            cases: 10,
         },
         Format {
             name: "TOML run config",
