@@ -5,7 +5,7 @@ mod common;
 
 use std::f64::consts::PI;
 
-use common::{fixtures, floats, invalid_cause, json, max_relative_error, npy_map};
+use common::{fixtures, floats, invalid_cause, json, max_relative_error, npy_map, SplitMix64};
 use expanse::stats::minkowski::{default_thresholds, MinkowskiFunctionals};
 use expanse::stats::peaks::{default_edges, PeakCounts};
 use ndarray::{Array2, ArrayView2};
@@ -66,28 +66,20 @@ fn peaks_match_lenstools_and_scipy() {
     }
 }
 
-/// Small deterministic generator (SplitMix64) with Box–Muller normals.
-struct Normals(u64);
+/// Box–Muller normals from the tests' SplitMix64.
+struct Normals(SplitMix64);
 
 impl Normals {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
     fn normal(&mut self) -> f64 {
-        let u = 1.0 - self.uniform();
-        (-2.0 * u.ln()).sqrt() * (2.0 * PI * self.uniform()).cos()
+        let u = 1.0 - self.0.uniform();
+        (-2.0 * u.ln()).sqrt() * (2.0 * PI * self.0.uniform()).cos()
     }
 }
 
 /// Periodic Gaussian random field of side `n` with power spectrum exp(−k² θ²) (k in radians per pixel),
 /// and the spectral moments σ₁²/σ₀² and σ₂²/σ₁² of that spectrum (its trigonometric interpolant).
 fn smooth_grf(n: usize, theta: f64, seed: u64) -> (Array2<f64>, f64, f64) {
-    let mut normals = Normals(seed);
+    let mut normals = Normals(SplitMix64(seed));
     let mut buffer: Vec<Complex<f64>> = (0..n * n).map(|_| Complex::new(normals.normal(), 0.0)).collect();
     let fft = FftPlanner::new().plan_fft_forward(n);
     let ifft = FftPlanner::new().plan_fft_inverse(n);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{fixtures, root, sample};
+use common::{fixtures, root, sample, SplitMix64};
 use ndarray::Array4;
 
 /// The seed of the case that runs the valid file unchanged, which must succeed.
@@ -21,16 +21,12 @@ const VALID: u64 = u64::MAX;
 /// Seconds a case may take before it counts as a hang.
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 
-/// splitmix64: the suite's only source of randomness, seeded per case.
-struct Rng(u64);
+/// The suite's only source of randomness, seeded per case.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
@@ -39,7 +35,7 @@ impl Rng {
 
 /// One corruption of `bytes`, chosen by the case's seed; returns the bytes and what was done.
 fn corrupt(bytes: &[u8], seed: u64) -> (Vec<u8>, String) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(SplitMix64(seed));
     let mut b = bytes.to_vec();
     let n = b.len();
     match seed % 5 {
@@ -205,6 +201,13 @@ fn formats(base: &Path) -> Vec<Format> {
     };
     let ingest = |f: &str| vec![s("ingest"), format!("{{in}}/{f}"), s("--raw"), s("--out"), s("{out}/maps.npy")];
     let x = input.join("x.npy").display().to_string();
+    let sample = |prior: &str, latents: &str| {
+        let args = ["sample", "--model", model_arg, "--prior", prior, "--latents", latents, "--count", "1"];
+        let limits = ["--budget", "4", "--tests", "norm", "--out", "{out}/maps.npy"];
+        args.iter().chain(&limits).map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let assemble_shards: Vec<String> =
+        ["run", cfg, "--out", "{in}", "--resume", "--stage", "fit", "--shards", "2"].map(String::from).into();
     vec![
         Format { name: "FITS", folder: maps.clone(), file: "maps.fits", args: ingest("maps.fits"), cases: 60 },
         Format { name: "HDF5", folder: maps.clone(), file: "maps.h5", args: ingest("maps.h5"), cases: 60 },
@@ -276,34 +279,14 @@ fn formats(base: &Path) -> Vec<Format> {
             name: "batch checkpoint",
             folder: sharded.clone(),
             file: "latents/clouds.partial/batch_00000.npy",
-            args: vec![
-                s("run"),
-                s(cfg),
-                s("--out"),
-                s("{in}"),
-                s("--resume"),
-                s("--stage"),
-                s("fit"),
-                s("--shards"),
-                s("2"),
-            ],
+            args: assemble_shards.clone(),
             cases: 20,
         },
         Format {
             name: "checkpoint key",
             folder: sharded.clone(),
             file: "latents/clouds.partial/key.txt",
-            args: vec![
-                s("run"),
-                s(cfg),
-                s("--out"),
-                s("{in}"),
-                s("--resume"),
-                s("--stage"),
-                s("fit"),
-                s("--shards"),
-                s("2"),
-            ],
+            args: assemble_shards.clone(),
             cases: 10,
         },
         Format {
@@ -324,46 +307,14 @@ fn formats(base: &Path) -> Vec<Format> {
             name: "latents record (.json)",
             folder: input.clone(),
             file: "latents.npy.json",
-            args: vec![
-                s("sample"),
-                s("--model"),
-                model.display().to_string(),
-                s("--prior"),
-                prior.join("prior.h5").display().to_string(),
-                s("--latents"),
-                s("{in}/latents.npy"),
-                s("--count"),
-                s("1"),
-                s("--budget"),
-                s("4"),
-                s("--tests"),
-                s("norm"),
-                s("--out"),
-                s("{out}/maps.npy"),
-            ],
+            args: sample(&prior.join("prior.h5").display().to_string(), "{in}/latents.npy"),
             cases: 20,
         },
         Format {
             name: "prior",
             folder: prior,
             file: "prior.h5",
-            args: vec![
-                s("sample"),
-                s("--model"),
-                model.display().to_string(),
-                s("--prior"),
-                s("{in}/prior.h5"),
-                s("--latents"),
-                input.join("latents.npy").display().to_string(),
-                s("--count"),
-                s("1"),
-                s("--budget"),
-                s("4"),
-                s("--tests"),
-                s("norm"),
-                s("--out"),
-                s("{out}/maps.npy"),
-            ],
+            args: sample("{in}/prior.h5", &input.join("latents.npy").display().to_string()),
             cases: 20,
         },
     ]
