@@ -170,7 +170,7 @@ fn a_killed_and_resumed_run_writes_the_same_files_as_an_uninterrupted_one() {
 }
 
 #[test]
-fn a_run_folder_is_not_overwritten_and_resume_needs_the_same_config() {
+fn a_run_folder_is_not_overwritten_nor_worked_on_by_two_processes() {
     let dir = tempfile::tempdir().unwrap();
     let config = small_config(dir.path(), "");
     let out = dir.path().join("run");
@@ -217,14 +217,62 @@ fn a_run_folder_is_not_overwritten_and_resume_needs_the_same_config() {
     let status = child.wait().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
     assert!(!out.join(".lock").exists(), "SIGTERM left the lock behind");
-    // The config changes: resume refuses and names the keys.
-    small_config(dir.path(), "range = \"percentile:1,99\"\n");
+}
+
+#[test]
+fn a_changed_config_redoes_only_the_stages_that_read_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(dir.path(), "");
+    let out = dir.path().join("run");
+    ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let first = manifest(&out);
+    let first_config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+
+    // More maps and another seed: inversion and fit are kept, sampling onwards is redone, and the
+    // files are those of a fresh run of the new config.
     replace_in(&config, "count = 4", "count = 5");
-    let r = expanse(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
-    assert_eq!(r.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("domain[0].range") && err.contains("sampling.count"), "{err}");
-    assert!(!err.contains("continue with"), "{err}");
+    replace_in(&config, "seed = 3", "seed = 4");
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    assert!(stdout.contains("changed since the last invocation: run.seed, sampling.count"), "{stdout}");
+    assert!(stdout.contains("invert/clouds: finished earlier, kept"), "{stdout}");
+    assert!(stdout.contains("3 stage(s) run, 3 kept"), "{stdout}");
+    let m = manifest(&out);
+    assert_eq!(m["stages"]["invert/clouds"], first["stages"]["invert/clouds"]);
+    assert_eq!(m["stages"]["decode/clouds"]["counts"]["maps"], 5);
+    assert_eq!(m["seeds"]["run"], 4);
+    let history = m["config_history"].as_array().unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["previous_config"].as_str().unwrap(), first_config);
+    assert_eq!(history[0]["changes"], serde_json::json!(["run.seed", "sampling.count"]));
+    assert_eq!(history[0]["redone"].as_array().unwrap().len(), 3);
+    let fresh = dir.path().join("fresh");
+    ok(&["run", config.to_str().unwrap(), "--out", fresh.to_str().unwrap()]);
+    assert_eq!(hashes(&out), hashes(&fresh));
+
+    // A domain's normalization: everything from its ingest is redone; only validation: only it.
+    small_config(dir.path(), "range = \"percentile:1,99\"\n");
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    assert!(stdout.contains("domain 'clouds'.range"), "{stdout}");
+    assert!(stdout.contains("6 stage(s) run, 0 kept"), "{stdout}");
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + "[validation]\nresamples = 20\n").unwrap();
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    assert!(stdout.contains("1 stage(s) run, 5 kept"), "{stdout}");
+    assert_eq!(manifest(&out)["config_history"].as_array().unwrap().len(), 3);
+
+    // Input files that changed on disk redo their domain from ingest, with the reason in the log.
+    let copy = dir.path().join("maps.fits");
+    std::fs::copy(sample("clouds_64.fits"), &copy).unwrap();
+    replace_in(&config, &sample("clouds_64.fits").display().to_string(), &copy.display().to_string());
+    ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    assert!(stdout.contains("0 stage(s) run, 6 kept"), "{stdout}");
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 1;
+    std::fs::write(&copy, bytes).unwrap();
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    assert!(stdout.contains("changed since the last invocation: inputs of domain 'clouds'"), "{stdout}");
+    assert!(stdout.contains("6 stage(s) run, 0 kept"), "{stdout}");
 }
 
 #[test]

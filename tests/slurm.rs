@@ -135,14 +135,14 @@ fn the_parts_of_a_run_give_the_files_of_a_single_run_and_refuse_bad_input() {
     std::fs::write(&batch, &kept).unwrap();
     part(&["--stage", "fit", "--shards", "2"]);
     assert!(!split.join("shards").exists(), "shard records move into the manifest");
-    // A run folder made with another config is refused by shards and by `expanse slurm`.
+    // A shard refuses a folder of another config, saying how to bring the folder to it.
     let other = small_config(tmp.path(), 4);
     let o = other.to_str().unwrap();
-    fails(
+    let err = fails(
         &["run", o, "--out", s, "--resume", "--stage", "decode", "--shard", "0/2"],
         "another config (differs at run.seed)",
     );
-    fails(&["slurm", o, "--out", s, "--shards", "2"], "another config (differs at run.seed)");
+    assert!(err.contains("--resume --stage ingest"), "{err}");
     fails(
         &["slurm", c, "--out", tmp.path().join("new").to_str().unwrap(), "--shards", "3"],
         "stage decode has only 2 batch(es)",
@@ -171,6 +171,29 @@ fn the_parts_of_a_run_give_the_files_of_a_single_run_and_refuse_bad_input() {
     for (name, rec) in a["stages"].as_object().unwrap() {
         assert_eq!(rec["outputs"], b["stages"][name]["outputs"], "{name}");
     }
+
+    // A finished run has nothing to submit; another seed submits only the jobs from sampling on,
+    // with the cores given to every job and run, and gives the files of a plain run of that seed.
+    fails(&["slurm", c, "--out", s, "--shards", "2"], "the run is complete");
+    let printed = common::ok(&["slurm", o, "--out", s, "--shards", "2", "--cpus-per-task", "3"]);
+    assert!(printed.contains("wrote 3 job scripts"), "{printed}");
+    assert!(!printed.contains("1_ingest") && !printed.contains("2_invert") && printed.contains("3_fit"), "{printed}");
+    let fit = std::fs::read_to_string(split.join("slurm/3_fit.sbatch")).unwrap();
+    assert!(fit.contains("#SBATCH --cpus-per-task=3") && fit.contains("--stage fit --shards 2 --threads 3"), "{fit}");
+    assert!(!split.join("slurm/1_ingest.sbatch").exists());
+    let part_o = |args: &[&str]| {
+        let mut v = vec!["run", o, "--out", s, "--resume"];
+        v.extend_from_slice(args);
+        common::ok(&v)
+    };
+    part_o(&["--stage", "fit", "--shards", "2"]);
+    part_o(&["--stage", "decode", "--shard", "0/2"]);
+    part_o(&["--stage", "decode", "--shard", "1/2"]);
+    part_o(&["--stage", "validate", "--shards", "2"]);
+    let plain_o = tmp.path().join("plain_o");
+    common::ok(&["run", o, "--out", plain_o.to_str().unwrap()]);
+    assert_eq!(hashes(&split), hashes(&plain_o));
+    assert_eq!(manifest(&split)["config_history"][0]["changes"], serde_json::json!(["run.seed"]));
 }
 
 /// Stops the local cluster when the test ends, also on failure.

@@ -82,6 +82,9 @@ pub struct SlurmArgs {
     /// GPUs of every job (sbatch --gres=gpu:G); set model.device = "cuda" in the config.
     #[arg(long)]
     pub gpus: Option<usize>,
+    /// Cores of every job (sbatch --cpus-per-task), also the worker threads of each run.
+    #[arg(long)]
+    pub cpus_per_task: Option<usize>,
     /// Another #SBATCH argument for every job, e.g. --sbatch-arg=--qos=long (repeatable).
     #[arg(long = "sbatch-arg", allow_hyphen_values = true)]
     pub sbatch_arg: Vec<String>,

@@ -52,6 +52,7 @@ pub fn run_slurm(a: SlurmArgs) -> Result<()> {
         partition: a.partition,
         account: a.account,
         gpus: a.gpus,
+        cpus_per_task: a.cpus_per_task,
         sbatch_args: a.sbatch_arg,
     };
     let exe = std::env::current_exe().context("cannot find the expanse binary's path")?;

@@ -98,31 +98,29 @@ pub(super) fn remove_stale_temporaries(dir: &Path) {
 }
 
 /// Fails when the run folder `dir` holds a `config.toml` that differs from `config` (naming the
-/// keys that differ); a folder without one passes.
-pub(crate) fn check_same_config(dir: &Path, config: &RunConfig) -> Result<()> {
+/// keys that differ) or when the inputs or model files changed since the run started: shards work
+/// only on a folder the `ingest` part (or a plain `--resume`) has brought to their config.
+pub(super) fn check_same_run(plan: &Plan, config_path: &Path, dir: &Path, manifest: &Manifest) -> Result<()> {
+    let bring = format!(
+        "bring the folder to this config first with `expanse run {} --out {} --resume --stage ingest`",
+        config_path.display(),
+        dir.display()
+    );
     let config_file = dir.join("config.toml");
-    if !config_file.is_file() {
-        return Ok(());
+    if config_file.is_file() {
+        let text =
+            std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(e)))?;
+        let stored: RunConfig =
+            toml::from_str(&text).map_err(|e| Error::format(&config_file, config::toml_error(&text, &e)))?;
+        let keys = config::differing_keys(&stored, &plan.config);
+        if !keys.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: the run folder holds a run of another config (differs at {}); {bring}",
+                dir.display(),
+                keys.join(", ")
+            )));
+        }
     }
-    let text = std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(e)))?;
-    let stored: RunConfig =
-        toml::from_str(&text).map_err(|e| Error::format(&config_file, config::toml_error(&text, &e)))?;
-    let keys = config::differing_keys(&stored, config);
-    if keys.is_empty() {
-        return Ok(());
-    }
-    Err(Error::Invalid(format!(
-        "{}: the run folder holds a run of another config (differs at {}); continue it with the same config or choose \
-            another --out",
-        dir.display(),
-        keys.join(", ")
-    )))
-}
-
-/// Fails unless the run in `dir` (its `config.toml` and `manifest`) was started with `plan`'s
-/// config, inputs and model files.
-pub(super) fn check_same_run(plan: &Plan, dir: &Path, manifest: &Manifest) -> Result<()> {
-    check_same_config(dir, &plan.config)?;
     let inputs: Vec<PathBuf> = plan.config.domains.iter().flat_map(|d| d.inputs.iter().cloned()).collect();
     for (now, then) in hash_files(&inputs)?
         .iter()
@@ -132,7 +130,7 @@ pub(super) fn check_same_run(plan: &Plan, dir: &Path, manifest: &Manifest) -> Re
         if now != then {
             return Err(Error::content(
                 &now.path,
-                format!("changed since the run in {} started (SHA-256 differs); start a new run folder", dir.display()),
+                format!("changed since the run in {} started (SHA-256 differs); {bring}", dir.display()),
             ));
         }
     }

@@ -72,6 +72,23 @@ pub struct Manifest {
     /// The shards that computed a sharded stage (`invert`, `decode`), when it ran as a job array.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub shards: BTreeMap<String, Vec<ShardRecord>>,
+    /// Every earlier config of the run folder, oldest first, with what changed and what was redone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_history: Vec<ConfigChange>,
+}
+
+/// One change of config (or of input files or model) of a run folder, kept in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// UTC time of the resume that found the change.
+    pub changed: String,
+    /// The config the folder held before, as written to its `config.toml`, and its SHA-256.
+    pub previous_config: String,
+    pub previous_config_sha256: String,
+    /// What changed: config keys, `inputs of <domain>`, `model files`.
+    pub changes: Vec<String>,
+    /// Stages redone because of it (those recorded as finished are discarded).
+    pub redone: Vec<String>,
 }
 
 /// What one shard of a sharded stage computed (`shards/<stage>_<I>_of_<N>.json` until the stage

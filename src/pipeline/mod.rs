@@ -6,7 +6,10 @@
 //! decoding also checkpoint every batch under `<stage folder>/<domain>.partial/`. `--resume`
 //! keeps every stage the manifest records whose outputs still hash the same, reuses the
 //! checkpoints of the stage that was interrupted, and redoes the rest; every computation is
-//! deterministic, so the files are those of an uninterrupted run.
+//! deterministic, so the files are those of an uninterrupted run. A config, input files or model
+//! changed since the last invocation redo only the stages that read what changed and those after
+//! them ([`dependencies`]): a new `sampling.count` keeps the inversion. The manifest keeps each
+//! earlier config (`config_history`).
 //!
 //! The run folder:
 //! ```text
@@ -24,11 +27,13 @@
 //! ```
 //!
 //! Where things are: [`plan`] checks a config and says what a run will do; [`runner`] keeps the
-//! manifest, runs or keeps each stage and checkpoints batches; one file per stage under
+//! manifest, runs or keeps each stage and checkpoints batches; [`dependencies`] says what each
+//! stage reads; one file per stage under
 //! [`stages`]; [`folder`] guards the run folder (lock, log, same-run checks); [`summary`] writes
 //! `summary.md`; [`shard`] and [`slurm`] split a run into cluster jobs.
 
 pub mod config;
+pub mod dependencies;
 mod folder;
 pub mod manifest;
 mod plan;
@@ -43,7 +48,6 @@ use std::time::Instant;
 
 pub use config::RunConfig;
 pub use folder::check_run_folder;
-pub(crate) use folder::check_same_config;
 pub use manifest::Manifest;
 pub use plan::{DomainPlan, MemoryEstimate, Plan};
 pub use shard::{PartOutcome, RunPart, Shard, ShardedStage};
@@ -84,6 +88,24 @@ pub fn stage_names(domains: &[String]) -> Vec<String> {
 }
 
 impl Plan {
+    /// The stages of the run in `run_dir` not finished yet, in run order: every stage when the
+    /// folder holds no run; else the folder is first brought to this plan's config as `--resume`
+    /// does (the stages a change makes stale are discarded), then those not recorded or whose
+    /// outputs no longer hash the same, with every stage after them.
+    pub fn pending_stages(&self, config_path: &Path, run_dir: &Path) -> Result<Vec<String>> {
+        let names: Vec<String> = self.domains.iter().map(|d| d.name.clone()).collect();
+        if !run_dir.join("manifest.json").is_file() {
+            return Ok(stage_names(&names));
+        }
+        let opts = RunOptions { resume: true, echo: false, latent_cache: None };
+        let runner = Runner::open(self, config_path, run_dir, &opts)?;
+        let missing = stage_names(&names)
+            .into_iter()
+            .filter(|n| !runner.manifest.stages.get(n).is_some_and(|r| runner.intact(r)))
+            .collect();
+        Ok(dependencies::with_dependents(&missing, &names))
+    }
+
     /// Runs (or resumes) every stage in `run_dir`.
     pub fn execute(&self, config_path: &Path, run_dir: &Path, opts: &RunOptions) -> Result<RunSummary> {
         model::parse_device(&self.config.model.device)

@@ -10,14 +10,25 @@ use ndarray::{s, Array4, Axis};
 use serde_json::Value;
 
 use super::config;
+use super::dependencies;
 use super::folder::{
     batch_file, check_run_folder, check_same_run, hash_files, prepare_partial, remove_stale_temporaries, Log, RunLock,
 };
-use super::manifest::{self, derive_seed, utc_now, FileHash, Manifest, StageRecord};
+use super::manifest::{self, utc_now, FileHash, Manifest, StageRecord};
 use super::{Plan, RunOptions};
 use crate::diffusion::Ddim;
 use crate::error::{Error, Result};
 use crate::model::{self, Ddpm};
+
+/// The config a run folder holds (`config.toml`) and its text; None when it has none.
+fn read_stored_config(path: &Path) -> Result<Option<(config::RunConfig, String)>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(e)))?;
+    let stored = toml::from_str(&text).map_err(|e| Error::format(path, config::toml_error(&text, &e)))?;
+    Ok(Some((stored, text)))
+}
 
 pub(super) struct Runner<'a> {
     pub(super) plan: &'a Plan,
@@ -26,12 +37,11 @@ pub(super) struct Runner<'a> {
     pub(super) config_path: PathBuf,
     pub(super) dir: PathBuf,
     pub(super) manifest: Manifest,
-    /// A stage ran in this invocation: every later stage runs too.
-    pub(super) redo: bool,
     pub(super) model: Option<Ddpm>,
     pub(super) log: Log,
     pub(super) echo: bool,
     pub(super) latent_cache: Option<PathBuf>,
+    /// Stages run in this invocation (every stage that reads their outputs runs too) and kept.
     pub(super) ran: Vec<String>,
     pub(super) kept: Vec<String>,
 }
@@ -80,8 +90,10 @@ impl<'a> Runner<'a> {
         let inputs: Vec<PathBuf> = plan.config.domains.iter().flat_map(|d| d.inputs.iter().cloned()).collect();
         let (manifest, lock) = if exists && manifest_file.is_file() && opts.resume {
             let lock = RunLock::acquire(dir)?;
-            let old = Manifest::read(&manifest_file)?;
-            check_same_run(plan, dir, &old)?;
+            let mut old = Manifest::read(&manifest_file)?;
+            let (stored, text) =
+                read_stored_config(&config_file)?.unwrap_or_else(|| (plan.config.clone(), String::new()));
+            let change = dependencies::reconcile(&stored, &text, &plan.config, &plan.model.files, &mut old)?;
             remove_stale_temporaries(dir);
             log.line(&format!(
                 "resuming run '{}' in {} ({} stage(s) recorded)",
@@ -89,6 +101,24 @@ impl<'a> Runner<'a> {
                 dir.display(),
                 old.stages.len()
             ))?;
+            if !change.changes.is_empty() {
+                crate::io::write_text(&config_file, &plan.config.to_toml())?;
+                old.write(&manifest_file)?;
+                log.line(&format!("changed since the last invocation: {}", change.changes.join(", ")))?;
+                let kept: Vec<&String> = old.stages.keys().collect();
+                log.line(&format!(
+                    "redoing {} stage(s) ({}); keeping {} finished: {}; the earlier config is in manifest.json \
+                        (config_history)",
+                    change.redo.len(),
+                    change.redo.join(", "),
+                    kept.len(),
+                    if kept.is_empty() {
+                        "none".to_string()
+                    } else {
+                        kept.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    }
+                ))?;
+            }
             (old, lock)
         } else {
             if exists && opts.resume && !manifest_file.is_file() {
@@ -100,12 +130,7 @@ impl<'a> Runner<'a> {
             std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
             let lock = RunLock::acquire(dir)?;
             crate::io::write_text(&config_file, &plan.config.to_toml())?;
-            let mut seeds = BTreeMap::new();
-            seeds.insert("run".to_string(), plan.config.run.seed);
-            for d in &plan.domains {
-                let name = format!("sample/{}", d.name);
-                seeds.insert(name.clone(), derive_seed(plan.config.run.seed, &name));
-            }
+            let seeds = dependencies::run_seeds(&plan.config);
             let m = Manifest {
                 tool: crate::io::TOOL.to_string(),
                 config_sha256: manifest::sha256_text(&plan.config.to_toml()),
@@ -119,6 +144,7 @@ impl<'a> Runner<'a> {
                 complete: false,
                 peak_memory_mib: None,
                 shards: BTreeMap::new(),
+                config_history: Vec::new(),
             };
             m.write(&manifest_file)?;
             log.line(&format!("run '{}' from {} into {}", plan.config.name(), config_path.display(), dir.display()))?;
@@ -130,7 +156,6 @@ impl<'a> Runner<'a> {
             config_path: config_path.to_path_buf(),
             dir: dir.to_path_buf(),
             manifest,
-            redo: false,
             model: None,
             log,
             echo: opts.echo,
@@ -154,14 +179,13 @@ impl<'a> Runner<'a> {
             )));
         }
         let manifest = Manifest::read(&manifest_file)?;
-        check_same_run(plan, dir, &manifest)?;
+        check_same_run(plan, config_path, dir, &manifest)?;
         Ok(Runner {
             plan,
             _lock: None,
             config_path: config_path.to_path_buf(),
             dir: dir.to_path_buf(),
             manifest,
-            redo: false,
             model: None,
             log: Log { path: dir.join("run.log"), echo: opts.echo },
             echo: opts.echo,
@@ -180,9 +204,12 @@ impl<'a> Runner<'a> {
         rec.outputs.iter().all(|h| FileHash::of(&self.dir.join(&h.path), &h.path).is_ok_and(|now| &now == h))
     }
 
-    /// Runs stage `name` unless an earlier invocation finished it and its outputs are intact.
+    /// Runs stage `name` unless an earlier invocation finished it, its outputs are intact and no
+    /// stage it reads from ran in this invocation.
     pub(super) fn stage(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<StageOutput>) -> Result<()> {
-        if !self.redo {
+        let domains: Vec<String> = self.plan.domains.iter().map(|d| d.name.clone()).collect();
+        let inputs_redone = dependencies::prerequisites(name, &domains).iter().any(|p| self.ran.contains(p));
+        if !inputs_redone {
             if let Some(rec) = self.manifest.stages.get(name) {
                 if self.intact(rec) {
                     self.remove_checkpoints(name)?;
@@ -192,7 +219,6 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        self.redo = true;
         if self.manifest.stages.remove(name).is_some() || self.manifest.complete {
             self.manifest.complete = false;
             self.save()?;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{check_run_folder, check_same_config, Plan};
+use super::{check_run_folder, Plan};
 use crate::error::{Error, Result};
 
 /// What `expanse slurm` is asked for.
@@ -22,6 +22,8 @@ pub struct SlurmOptions {
     pub account: Option<String>,
     /// GPUs per job (`--gres=gpu:G`).
     pub gpus: Option<usize>,
+    /// Cores of every job (`--cpus-per-task=N`), also the runs' worker threads (`--threads N`).
+    pub cpus_per_task: Option<usize>,
     /// Further `#SBATCH` arguments for every job, as written on sbatch's command line.
     pub sbatch_args: Vec<String>,
 }
@@ -62,8 +64,19 @@ fn planned_batches(plan: &Plan) -> (usize, usize) {
     (invert, decode)
 }
 
+/// The stages each of the five jobs finishes, by job.
+fn job_finishes(job: &str, stage: &str) -> bool {
+    let kind = stage.split('/').next().unwrap_or(stage);
+    match job {
+        "fit" => kind == "fit" || kind == "sample",
+        other => kind == other,
+    }
+}
+
 /// Checks the run folder and the options, then writes `DIR/slurm/<n>_<stage>.sbatch` for the
-/// five jobs (logs go to `DIR/slurm/logs/`). `exe` is the `expanse` binary the jobs call.
+/// jobs that have work left (logs go to `DIR/slurm/logs/`): all five for a new folder; for a
+/// started one, brought to this config as `--resume` does, the jobs from the first one with a
+/// stage not finished. A finished run is refused. `exe` is the `expanse` binary the jobs call.
 pub fn write_scripts(
     plan: &Plan,
     config_path: &Path,
@@ -84,12 +97,27 @@ pub fn write_scripts(
             )));
         }
     }
-    check_same_config(run_dir, &plan.config)?;
+    if opts.cpus_per_task == Some(0) {
+        return Err(Error::Invalid("--cpus-per-task must be at least 1".into()));
+    }
     check_run_folder(run_dir, true)?;
+    let pending = plan.pending_stages(config_path, run_dir)?;
+    if pending.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: the run is complete (every stage finished and its outputs hash as recorded): no job to submit",
+            run_dir.display()
+        )));
+    }
     let (config_path, run_dir, exe) = (absolute(config_path)?, absolute(run_dir)?, absolute(exe)?);
     let slurm_dir = run_dir.join("slurm");
     let logs = slurm_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| Error::write(&logs, e))?;
+    // Scripts of an earlier `expanse slurm` that this one does not rewrite would look submittable.
+    for e in std::fs::read_dir(&slurm_dir).map_err(|e| Error::write(&slurm_dir, e))?.flatten() {
+        if e.path().extension().is_some_and(|x| x == "sbatch") {
+            std::fs::remove_file(e.path()).map_err(|err| Error::write(e.path(), err))?;
+        }
+    }
     let name = plan.config.name();
     let n = opts.shards;
     let parts: [(&'static str, Option<usize>, String); 5] = [
@@ -100,7 +128,9 @@ pub fn write_scripts(
         ("validate", None, format!("--stage validate --shards {n}")),
     ];
     let mut jobs = Vec::new();
-    for (i, (stage, array, args)) in parts.into_iter().enumerate() {
+    let first = parts.iter().position(|(job, _, _)| pending.iter().any(|s| job_finishes(job, s))).unwrap_or(0);
+    let threads = opts.cpus_per_task.map(|n| format!(" --threads {n}")).unwrap_or_default();
+    for (i, (stage, array, args)) in parts.into_iter().enumerate().skip(first) {
         let mut text = String::from("#!/bin/bash\n");
         text.push_str(&format!(
             "# expanse run '{name}', stage {stage} (job {} of 5), written by `expanse slurm`.\n",
@@ -123,6 +153,9 @@ pub fn write_scripts(
         if let Some(g) = opts.gpus {
             directive(format!("--gres=gpu:{g}"));
         }
+        if let Some(c) = opts.cpus_per_task {
+            directive(format!("--cpus-per-task={c}"));
+        }
         if let Some(t) = &opts.time {
             directive(format!("--time={}", quote(t)));
         }
@@ -140,7 +173,7 @@ pub fn write_scripts(
         }
         text.push_str("set -euo pipefail\n");
         text.push_str(&format!(
-            "exec {} run {} --out {} --resume {args}\n",
+            "exec {} run {} --out {} --resume {args}{threads}\n",
             quote(&exe.to_string_lossy()),
             quote(&config_path.to_string_lossy()),
             quote(&run_dir.to_string_lossy())
