@@ -64,6 +64,9 @@ enum Command {
     /// Compare real and synthetic maps: power spectra, PDFs, the battery of statistics (Minkowski,
     /// peaks, bispectrum, scattering) with bootstrap bands, memorization; report + figures.
     Validate(ValidateArgs),
+    /// Write a commented run config for a set of maps (reads them to choose the normalization
+    /// and geometry; every other key at its default).
+    Init(InitArgs),
     /// Every stage from one TOML config (ingest → invert → fit → sample → decode → validate) in
     /// one run folder, resumable.
     Run(RunArgs),
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
             &a.common,
         ),
         Command::Validate(a) => run_validate(a),
+        Command::Init(a) => run_init(a),
         Command::Run(a) => run_run(a, cli.threads.is_some()),
         Command::Slurm(a) => run_slurm(a),
         Command::Fidelity(a) => run_fidelity(a),

@@ -396,3 +396,42 @@ fn a_refined_run_records_the_refinement_and_does_not_depend_on_the_threads() {
         assert_eq!(h1[Path::new(f)], h2[Path::new(f)], "{f}");
     }
 }
+
+#[test]
+fn init_writes_a_commented_config_that_plans_and_run_takes_count_and_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mine.toml");
+    let maps = sample("clouds_64.fits");
+    let printed = ok(&["init", maps.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(printed.contains("32 map(s) of 64x64, transform log10"), "{printed}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("# expanse run config written by `expanse init`"), "{text}");
+    // Every key but the domain's is at the library's default.
+    let config = expanse::pipeline::RunConfig::read(&out).unwrap();
+    let defaults: expanse::pipeline::RunConfig =
+        toml::from_str(&format!("[model]\npath = \"{}\"\n", config.model.path.display())).unwrap();
+    assert_eq!(config.inversion, defaults.inversion);
+    assert_eq!(config.prior, defaults.prior);
+    assert_eq!(config.sampling, defaults.sampling);
+    assert_eq!(config.refinement, defaults.refinement);
+    assert_eq!(config.validation, defaults.validation);
+    assert_eq!((config.run.seed, &config.run.formats), (defaults.run.seed, &defaults.run.formats));
+    assert_eq!(config.domains[0].name, "clouds_64");
+    assert_eq!(config.domains[0].inputs, vec![maps.clone()]);
+    let plan = ok(&["run", out.to_str().unwrap(), "--dry-run"]);
+    assert!(plan.contains("16 synthetic map(s) per domain") && plan.contains("seed 0"), "{plan}");
+    // The command line's count and seed win over the config's.
+    let plan = ok(&["run", out.to_str().unwrap(), "--dry-run", "--count", "3", "--seed", "7"]);
+    assert!(plan.contains("3 synthetic map(s) per domain") && plan.contains("seed 7"), "{plan}");
+
+    // An existing file is kept; a missing input names itself and writes nothing.
+    let r = expanse(&["init", maps.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+    let other = dir.path().join("other.toml");
+    let missing = dir.path().join("nowhere.fits");
+    let r = expanse(&["init", missing.to_str().unwrap(), "--out", other.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.code() == Some(1) && err.contains("nowhere.fits"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "init left files behind");
+}

@@ -27,16 +27,42 @@ pub struct FidelityArgs {
 }
 
 #[derive(Args)]
+pub struct InitArgs {
+    /// The maps of one domain: FITS/HDF5/NPY files, folders or glob patterns (quoted).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// The config file to write.
+    #[arg(long, short, default_value = "expanse.toml")]
+    pub out: PathBuf,
+    /// Model folder (default: the shipped base model, when this binary was built from a checkout
+    /// that still holds it).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The domain's name (default: the first input's file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replace an existing config file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args)]
 pub struct RunArgs {
-    /// Run configuration (TOML): see configs/ and the config reference in README.md.
+    /// Run configuration (TOML): `expanse init MAPS...` writes one with every key commented.
     pub config: PathBuf,
     /// Run folder (default: runs/<run name>). It must be new or empty, unless --resume.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
-    /// Continue an interrupted run in its folder: finished stages are kept, checkpointed batches
-    /// reused. The config, inputs and model must be unchanged.
+    /// Continue a run in its folder: finished stages are kept and checkpointed batches reused;
+    /// after a change of config, inputs or model, the stages that read what changed are redone.
     #[arg(long)]
     pub resume: bool,
+    /// Synthetic maps per domain (overrides sampling.count).
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// The run's seed (overrides run.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Check the config, inputs and model, print the plan and its cost, and stop.
     #[arg(long)]
     pub dry_run: bool,

@@ -71,9 +71,47 @@ pub fn run_slurm(a: SlurmArgs) -> Result<()> {
     Ok(())
 }
 
+pub fn run_init(a: InitArgs) -> Result<()> {
+    let shipped = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/models/expanse-natural-32"));
+    let model = match a.model {
+        Some(m) => m,
+        None if shipped.is_dir() => shipped,
+        None => bail!("name the model folder with --model (the shipped base model is not at {})", shipped.display()),
+    };
+    let opts = expanse::pipeline::template::TemplateOptions { inputs: a.inputs, model, domain: a.name, out: a.out };
+    let c = expanse::pipeline::template::write(&opts, a.force)?;
+    println!(
+        "wrote {}: {} map(s) of {}x{}, transform {} ({}){}",
+        opts.out.display(),
+        c.maps,
+        c.shape.0,
+        c.shape.1,
+        c.transform,
+        c.why_transform,
+        c.crop.map(|s| format!(", central {s}x{s} crop")).unwrap_or_default()
+    );
+    println!("check it with: expanse run {} --dry-run", opts.out.display());
+    Ok(())
+}
+
 /// `threads_given`: `--threads` was passed (it wins over `run.threads`).
 pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
-    let config = RunConfig::read(&a.config)?;
+    let mut config = RunConfig::read(&a.config)?;
+    if let Some(n) = a.count {
+        if n == 0 {
+            bail!("--count must be at least 1");
+        }
+        if n > config.sampling.budget {
+            bail!(
+                "--count {n}: more than sampling.budget = {} candidates; raise the budget in the config",
+                config.sampling.budget
+            );
+        }
+        config.sampling.count = n;
+    }
+    if let Some(s) = a.seed {
+        config.run.seed = s;
+    }
     if let (Some(n), false) = (config.run.threads, threads_given) {
         expanse::runtime::set_threads(n).with_context(|| format!("{}: run.threads", a.config.display()))?;
     }

@@ -453,7 +453,7 @@ const MAP_EXTENSIONS: [&str; 7] = ["fits", "fit", "fts", "h5", "hdf5", "he5", "n
 /// One `inputs` entry as files, in sorted order: a folder gives its map files (by extension, not
 /// recursive), a pattern with `*`, `?` or `[` the files it matches, anything else itself. A folder
 /// or pattern that gives no file is an error.
-fn expand_input(p: &Path) -> std::result::Result<Vec<PathBuf>, String> {
+pub(crate) fn expand_input(p: &Path) -> std::result::Result<Vec<PathBuf>, String> {
     let text = p.to_string_lossy();
     let mut files: Vec<PathBuf> = if p.is_dir() {
         let entries = std::fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()))?;

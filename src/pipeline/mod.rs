@@ -42,6 +42,7 @@ pub mod shard;
 pub mod slurm;
 mod stages;
 mod summary;
+pub mod template;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
