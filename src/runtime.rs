@@ -106,12 +106,80 @@ pub fn keep_freed_memory() {
 static REMOVE_ON_SIGNAL: std::sync::atomic::AtomicPtr<libc::c_char> =
     std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 
+/// What to say when SIGTERM or SIGINT ends the process: a log file to append a line to (null:
+/// none) and the message (a NUL-terminated line); leaked on purpose, as above.
+#[cfg(unix)]
+static LOG_ON_SIGNAL: std::sync::atomic::AtomicPtr<libc::c_char> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+#[cfg(unix)]
+static MESSAGE_ON_SIGNAL: std::sync::atomic::AtomicPtr<libc::c_char> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of `secs` since 1970 in UTC, without allocating (a signal handler
+/// formats it).
+pub fn utc_stamp(secs: u64) -> [u8; 20] {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let mut out = *b"0000-00-00T00:00:00Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y.max(0) as u64);
+    put(5, 2, m as u64);
+    put(8, 2, d as u64);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    out
+}
+
+#[cfg(unix)]
+fn write_all(fd: libc::c_int, bytes: &[u8]) {
+    // SAFETY: write is async-signal-safe; the pointer and length describe `bytes`.
+    unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
+
 #[cfg(unix)]
 extern "C" fn remove_and_die(signal: libc::c_int) {
     let path = REMOVE_ON_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
-    // SAFETY: unlink, signal and raise are async-signal-safe; `path` is null or a leaked,
-    // never-freed C string.
+    let log = LOG_ON_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
+    let message = MESSAGE_ON_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
+    let what: &[u8] = if signal == libc::SIGINT { b"interrupted (Ctrl-C, SIGINT): " } else { b"stopped by SIGTERM: " };
+    // SAFETY: unlink, write, open, close, clock_gettime, signal and raise are async-signal-safe;
+    // the pointers are null or leaked, never-freed C strings; nothing allocates.
     unsafe {
+        if !message.is_null() {
+            let text = std::ffi::CStr::from_ptr(message).to_bytes();
+            write_all(2, b"\n");
+            write_all(2, what);
+            write_all(2, text);
+            write_all(2, b"\n");
+            if !log.is_null() {
+                let fd = libc::open(log, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT, 0o644);
+                if fd >= 0 {
+                    let mut ts: libc::timespec = std::mem::zeroed();
+                    libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
+                    write_all(fd, &utc_stamp(ts.tv_sec.max(0) as u64));
+                    write_all(fd, b"  ");
+                    write_all(fd, what);
+                    write_all(fd, text);
+                    write_all(fd, b"\n");
+                    libc::close(fd);
+                }
+            }
+        }
         if !path.is_null() {
             libc::unlink(path);
         }
@@ -121,8 +189,9 @@ extern "C" fn remove_and_die(signal: libc::c_int) {
 }
 
 /// Removes `path` if SIGTERM or SIGINT (Ctrl-C, `scancel`, a batch system's time limit) ends the
-/// process, which then dies of that signal as it would have; `None` forgets it. Only one path is
-/// kept (the latest). Nothing can run on SIGKILL (`kill -9`).
+/// process, which then dies of that signal as it would have; `None` forgets it (and the message
+/// of [`say_on_signal`]). Only one path is kept (the latest). Nothing can run on SIGKILL
+/// (`kill -9`).
 pub fn remove_on_signal(path: Option<&std::path::Path>) {
     #[cfg(unix)]
     {
@@ -131,6 +200,10 @@ pub fn remove_on_signal(path: Option<&std::path::Path>) {
         let c = path.and_then(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).ok());
         let ptr = c.map_or(std::ptr::null_mut(), |c| c.into_raw());
         REMOVE_ON_SIGNAL.store(ptr, std::sync::atomic::Ordering::SeqCst);
+        if path.is_none() {
+            MESSAGE_ON_SIGNAL.store(std::ptr::null_mut(), std::sync::atomic::Ordering::SeqCst);
+            LOG_ON_SIGNAL.store(std::ptr::null_mut(), std::sync::atomic::Ordering::SeqCst);
+        }
         INSTALLED.call_once(|| {
             // SAFETY: the handler only calls async-signal-safe functions.
             unsafe {
@@ -141,4 +214,30 @@ pub fn remove_on_signal(path: Option<&std::path::Path>) {
     }
     #[cfg(not(unix))]
     let _ = path;
+}
+
+/// When SIGTERM or SIGINT ends the process (after [`remove_on_signal`] installed the handler),
+/// print `message` on stderr after what stopped it, and append it to `log` as a timestamped line.
+pub fn say_on_signal(log: &std::path::Path, message: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let log = std::ffi::CString::new(log.as_os_str().as_bytes()).ok();
+        let message = std::ffi::CString::new(message.replace('\0', "")).ok();
+        LOG_ON_SIGNAL.store(log.map_or(std::ptr::null_mut(), |c| c.into_raw()), std::sync::atomic::Ordering::SeqCst);
+        MESSAGE_ON_SIGNAL
+            .store(message.map_or(std::ptr::null_mut(), |c| c.into_raw()), std::sync::atomic::Ordering::SeqCst);
+    }
+    #[cfg(not(unix))]
+    let _ = (log, message);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stamps_are_civil_utc() {
+        assert_eq!(&super::utc_stamp(0), b"1970-01-01T00:00:00Z");
+        assert_eq!(&super::utc_stamp(951_782_400), b"2000-02-29T00:00:00Z");
+        assert_eq!(&super::utc_stamp(1_796_601_599), b"2026-12-06T23:59:59Z");
+    }
 }

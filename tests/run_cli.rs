@@ -217,6 +217,31 @@ fn a_run_folder_is_not_overwritten_nor_worked_on_by_two_processes() {
     let status = child.wait().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
     assert!(!out.join(".lock").exists(), "SIGTERM left the lock behind");
+    // The log says what stopped the run and how to continue it; so does Ctrl-C.
+    let log = std::fs::read_to_string(out.join("run.log")).unwrap();
+    let last = log.lines().last().unwrap();
+    assert!(last.contains("stopped by SIGTERM: the run stopped") && last.contains("--resume`"), "{log}");
+    let stamp = &last.as_bytes()[..22];
+    assert!(stamp.starts_with(b"20") && stamp[10] == b'T' && stamp[19] == b'Z' && &stamp[20..] == b"  ", "{last}");
+    let child = Command::new(env!("CARGO_BIN_EXE_expanse"))
+        .args(["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(out.join("run.log")).unwrap().contains("resuming run") {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run never resumed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: sends a signal to our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out_child = child.wait_with_output().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out_child.status), Some(libc::SIGINT));
+    let log = std::fs::read_to_string(out.join("run.log")).unwrap();
+    assert!(log.lines().last().unwrap().contains("interrupted (Ctrl-C, SIGINT): the run stopped"), "{log}");
+    let err = String::from_utf8_lossy(&out_child.stderr);
+    assert!(err.contains("interrupted (Ctrl-C, SIGINT): the run stopped") && err.contains("--resume`"), "{err}");
 }
 
 #[test]

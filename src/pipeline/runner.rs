@@ -86,6 +86,15 @@ impl<'a> Runner<'a> {
         let manifest_file = dir.join("manifest.json");
         let exists = dir.is_dir() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
         check_run_folder(dir, opts.resume)?;
+        crate::runtime::say_on_signal(
+            &dir.join("run.log"),
+            &format!(
+                "the run stopped; finished stages and saved batches are kept: continue with `expanse run {} --out {} \
+                    --resume`",
+                config_path.display(),
+                dir.display()
+            ),
+        );
         let log = Log { path: dir.join("run.log"), echo: opts.echo };
         let inputs: Vec<PathBuf> = plan.config.domains.iter().flat_map(|d| d.inputs.iter().cloned()).collect();
         let (manifest, lock) = if exists && manifest_file.is_file() && opts.resume {
