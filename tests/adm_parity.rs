@@ -402,6 +402,19 @@ fn cli_commands_take_adm_folders_like_diffusers_folders() {
     assert!(plan.contains("(adm, 3 channel(s), trained at 16x16, epsilon prediction)"), "{plan}");
     common::ok(&["run", config.to_str().unwrap(), "--out", &o("run")]);
     assert!(out.path().join("run/samples/clouds.fits").is_file() && out.path().join("run/summary.md").is_file());
+
+    // Flags that do not match the checkpoint pass the config's checks but not the dry run, which
+    // loads the weights; a run fails before it writes anything.
+    let wrong = edited_adm(|_| {}, |c| c["num_channels"] = Value::from(64));
+    let text = std::fs::read_to_string(&config).unwrap().replace(&model, wrong.path().to_str().unwrap());
+    std::fs::write(&config, text).unwrap();
+    let r = common::expanse(&["run", config.to_str().unwrap(), "--out", &o("wrong"), "--dry-run"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.code() == Some(1) && err.contains("wrong shape"), "{err}");
+    let r = common::expanse(&["run", config.to_str().unwrap(), "--out", &o("wrong")]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.code() == Some(1) && err.contains("wrong shape") && err.contains("nothing was written"), "{err}");
+    assert!(!out.path().join("wrong").exists());
 }
 
 #[test]

@@ -355,10 +355,11 @@ pub struct DomainSection {
     /// `X0,Y0,WIDTH,HEIGHT` or `center:SIZE`.
     #[serde(default)]
     pub crop: Option<String>,
-    /// `SIZE` or `SIZE:STRIDE`.
-    #[serde(default)]
+    /// `SIZE` or `SIZE:STRIDE` (an integer `SIZE` is taken too).
+    #[serde(default, deserialize_with = "tile_key")]
     pub tile: Option<String>,
-    #[serde(default)]
+    /// Side in pixels to resample to (a string of digits is taken too).
+    #[serde(default, deserialize_with = "size_key")]
     pub size: Option<usize>,
     /// Model channels each map is copied into (default: the model's `in_channels`).
     #[serde(default)]
@@ -366,6 +367,50 @@ pub struct DomainSection {
     /// Consecutive maps are bands of one image; channel c takes band `band_map[c]`.
     #[serde(default)]
     pub band_map: Option<Vec<usize>>,
+}
+
+/// `tile`: `64`, `"64"` or `"64:32"`.
+fn tile_key<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(
+                "a tile size as an integer (tile = 64) or a string \"SIZE\" / \"SIZE:STRIDE\" (tile = \"64:32\")",
+            )
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// `size`: `64` or `"64"`.
+fn size_key<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<usize>, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a side in pixels as a positive integer (size = 64; \"64\" is taken too)")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+            usize::try_from(v).map(Some).map_err(|_| E::custom("size is too large"))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+            usize::try_from(v).map(Some).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            v.trim().parse::<usize>().map(Some).map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 fn d_formats() -> Vec<String> {
@@ -832,6 +877,28 @@ mod tests {
             let err = RunConfig::read(&write(dir.path(), &text)).unwrap_err().to_string();
             assert!(err.contains(key), "{text}\n→ {err}");
             assert!(err.contains("c.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tile_and_size_take_integers_and_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        for (line, tile, size) in [
+            ("tile = 32", Some("32"), None),
+            ("tile = \"32:16\"", Some("32:16"), None),
+            ("size = 32", None, Some(32)),
+            ("size = \"32\"", None, Some(32)),
+        ] {
+            let c = RunConfig::read(&write(dir.path(), &format!("{MINIMAL}{line}\n"))).unwrap();
+            assert_eq!((c.domains[0].tile.as_deref(), c.domains[0].size), (tile, size), "{line}");
+        }
+        for (line, says) in [
+            ("tile = 1.5", "\"SIZE:STRIDE\""),
+            ("size = \"big\"", "positive integer"),
+            ("size = -3", "positive integer"),
+        ] {
+            let e = RunConfig::read(&write(dir.path(), &format!("{MINIMAL}{line}\n"))).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("line 6"), "{line}: {e}");
         }
     }
 

@@ -111,7 +111,11 @@ impl Plan {
     pub fn execute(&self, config_path: &Path, run_dir: &Path, opts: &RunOptions) -> Result<RunSummary> {
         model::parse_device(&self.config.model.device)
             .map_err(|e| Error::content(config_path, format!("model.device: {e}")).with_source(e))?;
+        // The weights load before the folder is touched: a checkpoint that does not match its
+        // config fails with nothing written.
+        let model = self.load_model()?;
         let mut runner = Runner::open(self, config_path, run_dir, opts).map_err(|e| Error::Refused(Box::new(e)))?;
+        runner.model = Some(model);
         let start = Instant::now();
         runner.stages(&STAGE_KINDS)?;
         runner.finish(start.elapsed().as_secs_f64())

@@ -56,6 +56,14 @@ const PROCESS_MIB: f64 = 15.0;
 const FIGURE_MIB: f64 = 15.0;
 
 impl Plan {
+    /// Loads the model's weights on the configured device and dtype: every tensor the config
+    /// names must be in the checkpoint with its shape (what `--dry-run` and a run check before
+    /// any stage writes).
+    pub fn load_model(&self) -> Result<model::Ddpm> {
+        let c = &self.config.model;
+        model::Ddpm::load(&c.path, &model::parse_device(&c.device)?, model::parse_dtype(&c.dtype)?)
+    }
+
     /// Checks a config against its model and inputs (reading them) before any work: the model
     /// folder, the grid against the schedule, every input, the normalization, the stack shapes
     /// against the model and the sampling K against the number of maps.
