@@ -9,8 +9,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(total);
     pb.set_style(
-        ProgressStyle::with_template("{msg:>16} [{bar:32}] {pos}/{len} steps {per_sec} elapsed {elapsed} eta {eta}")
+        ProgressStyle::with_template("{msg:>16} [{bar:32}] {pos}/{len} steps {rate} elapsed {elapsed} eta {eta}")
             .expect("valid template")
+            .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}", rate(state.per_sec()));
+            })
             .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
@@ -24,6 +27,17 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
         log_progress(pb.downgrade(), what.to_string(), std::time::Duration::from_secs_f64(every));
     }
     pb
+}
+
+/// Steps per second as people read them: `28.8/s` above one, `0.35/s` below.
+pub fn rate(per_second: f64) -> String {
+    if !per_second.is_finite() {
+        "-/s".into()
+    } else if per_second >= 1.0 {
+        format!("{per_second:.1}/s")
+    } else {
+        format!("{per_second:.2}/s")
+    }
 }
 
 /// Prints `what`'s progress to stderr every `every` until the bar is finished or dropped.
@@ -50,6 +64,17 @@ fn log_progress(bar: indicatif::WeakProgressBar, what: String, every: std::time:
             );
         }
     });
+}
+
+/// A duration for people: `42 s`, `3.5 min`, `2.1 h`.
+pub fn duration(seconds: f64) -> String {
+    if seconds < 90.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 5400.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
 }
 
 /// Peak resident memory of this process in MiB (Linux; None elsewhere).
@@ -239,5 +264,15 @@ mod tests {
         assert_eq!(&super::utc_stamp(0), b"1970-01-01T00:00:00Z");
         assert_eq!(&super::utc_stamp(951_782_400), b"2000-02-29T00:00:00Z");
         assert_eq!(&super::utc_stamp(1_796_601_599), b"2026-12-06T23:59:59Z");
+    }
+
+    #[test]
+    fn rates_and_durations_read_as_people_write_them() {
+        assert_eq!(super::rate(28.786_8), "28.8/s");
+        assert_eq!(super::rate(0.3456), "0.35/s");
+        assert_eq!(super::rate(f64::INFINITY), "-/s");
+        assert_eq!(super::duration(42.4), "42 s");
+        assert_eq!(super::duration(210.0), "3.5 min");
+        assert_eq!(super::duration(7560.0), "2.1 h");
     }
 }

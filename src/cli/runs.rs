@@ -142,8 +142,9 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
     }
     if a.dry_run {
         let t = std::time::Instant::now();
-        plan.load_model()?;
+        let model = plan.load_model()?;
         println!("weights: every tensor the model config names loaded ({:.1} s)", t.elapsed().as_secs_f64());
+        print!("{}", plan.time_estimate(&model)?.describe());
         return Ok(());
     }
     if let Some(part) = part {

@@ -50,7 +50,7 @@ use std::time::Instant;
 pub use config::RunConfig;
 pub use folder::check_run_folder;
 pub use manifest::Manifest;
-pub use plan::{DomainPlan, MemoryEstimate, Plan};
+pub use plan::{DomainPlan, DomainTime, MemoryEstimate, Plan, TimeEstimate};
 pub use shard::{PartOutcome, RunPart, Shard, ShardedStage};
 pub use summary::{DomainSummary, RunSummary};
 

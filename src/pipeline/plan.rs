@@ -32,6 +32,57 @@ pub struct Plan {
     pub domains: Vec<DomainPlan>,
 }
 
+/// A run's time, extrapolated from measurements on this machine ([`Plan::time_estimate`]).
+#[derive(Debug, Clone)]
+pub struct TimeEstimate {
+    pub threads: usize,
+    pub domains: Vec<DomainTime>,
+}
+
+/// One domain's share of a [`TimeEstimate`].
+#[derive(Debug, Clone)]
+pub struct DomainTime {
+    pub name: String,
+    /// Seconds per map per UNet evaluation (one batch measured).
+    pub unet_seconds_per_map: f64,
+    /// Wall seconds of refinement per synthetic map (0 without refinement).
+    pub refinement_seconds_per_map: f64,
+    /// The domain's inversion, decoding and refinement.
+    pub seconds: f64,
+}
+
+impl TimeEstimate {
+    /// Every domain's time.
+    pub fn total(&self) -> f64 {
+        self.domains.iter().map(|d| d.seconds).sum()
+    }
+
+    /// The estimate in lines: the total, then how each domain's was measured.
+    pub fn describe(&self) -> String {
+        let mut t = format!(
+            "time estimate ~{} on {} thread(s) (measured here, extrapolated; stages without the UNet add little)\n",
+            crate::runtime::duration(self.total()),
+            self.threads
+        );
+        for d in &self.domains {
+            t.push_str(&format!(
+                "  {}: ~{}: {:.3} s per map per UNet evaluation (one batch measured)",
+                d.name,
+                crate::runtime::duration(d.seconds),
+                d.unet_seconds_per_map
+            ));
+            if d.refinement_seconds_per_map > 0.0 {
+                t.push_str(&format!(
+                    ", refinement ~{:.2} s per map (timed on noise maps; decoded maps often converge sooner)",
+                    d.refinement_seconds_per_map
+                ));
+            }
+            t.push('\n');
+        }
+        t
+    }
+}
+
 /// Rough memory need of a run, MiB.
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryEstimate {
@@ -135,6 +186,59 @@ impl Plan {
             });
         }
         Ok(Plan { config, model: folder, grid, domains })
+    }
+
+    /// Measures the run's cost on this machine and extrapolates: one UNet evaluation of a batch
+    /// of each domain's shape (after one to warm up) and, when the run refines, a few L-BFGS
+    /// iterations on as many noise maps as there are worker threads.
+    pub fn time_estimate(&self, model: &model::Ddpm) -> Result<TimeEstimate> {
+        let mut domains = Vec::new();
+        for d in &self.domains {
+            let [c, h, w] = d.shape;
+            let b = self.config.model.batch.min(d.images.max(1));
+            let x = candle_core::Tensor::zeros((b, c, h, w), candle_core::DType::F32, &model.device)
+                .map_err(model::model_err)?;
+            let t = self.grid.last().copied().unwrap_or(0) as f64;
+            model.forward(&x, t)?;
+            let start = std::time::Instant::now();
+            model.forward(&x, t)?.to_device(&candle_core::Device::Cpu).map_err(model::model_err)?;
+            let per_map = start.elapsed().as_secs_f64() / b as f64;
+            let evaluations = self.unet_evaluations(&format!("invert/{}", d.name))
+                + self.unet_evaluations(&format!("decode/{}", d.name));
+            let refinement = self.refinement_seconds_per_map(h, w)?;
+            let seconds = per_map * evaluations as f64 + refinement * self.config.sampling.count as f64;
+            domains.push(DomainTime {
+                name: d.name.clone(),
+                unet_seconds_per_map: per_map,
+                refinement_seconds_per_map: refinement,
+                seconds,
+            });
+        }
+        Ok(TimeEstimate { threads: crate::runtime::threads(), domains })
+    }
+
+    /// Wall seconds per synthetic map of the refinement at `h × w` (0 without refinement), from
+    /// 5 iterations on one noise map per worker thread.
+    fn refinement_seconds_per_map(&self, h: usize, w: usize) -> Result<f64> {
+        let r = &self.config.refinement;
+        if r.iterations == 0 {
+            return Ok(0.0);
+        }
+        const TRIAL: usize = 5;
+        let threads = crate::runtime::threads().max(1);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = || {
+            ndarray::Array2::from_shape_fn((h, w), |_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (state >> 11) as f64 / (1u64 << 53) as f64
+            })
+        };
+        let real: Vec<_> = (0..threads.max(2)).map(|_| noise()).collect();
+        let synthetic: Vec<_> = (0..threads).map(|_| noise()).collect();
+        let options = crate::refine::RefineOptions { iterations: TRIAL, scales: r.scales, angles: r.angles };
+        let start = std::time::Instant::now();
+        crate::refine::refine(&synthetic, &real, &options)?;
+        Ok(start.elapsed().as_secs_f64() / threads as f64 * r.iterations as f64 / TRIAL as f64)
     }
 
     /// UNet evaluations of a stage.

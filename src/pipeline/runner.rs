@@ -44,6 +44,9 @@ pub(super) struct Runner<'a> {
     /// Stages run in this invocation (every stage that reads their outputs runs too) and kept.
     pub(super) ran: Vec<String>,
     pub(super) kept: Vec<String>,
+    /// UNet evaluations run in this invocation and the seconds they took: the rate that
+    /// estimates the rest of the run.
+    pub(super) unet_done: (usize, f64),
 }
 
 /// A count for the log: floats to four significant digits, strings unquoted.
@@ -171,6 +174,7 @@ impl<'a> Runner<'a> {
             latent_cache: opts.latent_cache.clone(),
             ran: Vec::new(),
             kept: Vec::new(),
+            unet_done: (0, 0.0),
         })
     }
 
@@ -201,6 +205,7 @@ impl<'a> Runner<'a> {
             latent_cache: None,
             ran: Vec::new(),
             kept: Vec::new(),
+            unet_done: (0, 0.0),
         })
     }
 
@@ -252,6 +257,35 @@ impl<'a> Runner<'a> {
         self.remove_checkpoints(name)?;
         self.log.line(&format!("{name}: done in {seconds:.1} s ({})", shown.join(", ")))?;
         self.ran.push(name.to_string());
+        self.log_time_left(name, seconds)?;
+        Ok(())
+    }
+
+    /// After stage `name` took `seconds`: when it ran the UNet, the time the run's remaining UNet
+    /// evaluations will take at the rate of this invocation so far.
+    fn log_time_left(&mut self, name: &str, seconds: f64) -> Result<()> {
+        let counts = &self.manifest.stages[name].counts;
+        let n = counts.get("unet_evaluations").and_then(Value::as_u64).unwrap_or(0) as usize;
+        if n == 0 {
+            return Ok(());
+        }
+        let other = counts.get("refinement_seconds").and_then(Value::as_f64).unwrap_or(0.0);
+        self.unet_done.0 += n;
+        self.unet_done.1 += (seconds - other).max(0.0);
+        let left: usize = self
+            .plan
+            .stages()
+            .iter()
+            .filter(|s| !self.manifest.stages.contains_key(*s))
+            .map(|s| self.plan.unet_evaluations(s))
+            .sum();
+        if left > 0 && self.unet_done.1 > 0.0 {
+            let rate = self.unet_done.0 as f64 / self.unet_done.1;
+            self.log.line(&format!(
+                "run: {left} UNet evaluations left, about {} at {rate:.1} per second so far",
+                crate::runtime::duration(left as f64 / rate)
+            ))?;
+        }
         Ok(())
     }
 
