@@ -320,6 +320,13 @@ fn dry_run_prints_the_plan_and_cost_and_writes_nothing() {
     assert!(stdout.contains("decode/clouds") && stdout.contains(" 40\n"), "{stdout}");
     assert!(stdout.contains("total") && stdout.contains(" 112\n"), "{stdout}");
     assert!(stdout.contains("memory estimate ~"), "{stdout}");
+    // The time estimate: measured UNet and refinement rates, extrapolated to the run.
+    let line = stdout.lines().find(|l| l.starts_with("time estimate ~")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains(" thread(s)"), "{line}");
+    let domain = stdout.lines().find(|l| l.starts_with("  clouds: ~")).unwrap_or_else(|| panic!("{stdout}"));
+    let per_map: f64 = domain.split(": ").nth(2).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(per_map > 0.0 && per_map < 10.0, "{domain}");
+    assert!(domain.contains("refinement ~"), "{domain}");
     assert!(!out.exists());
 }
 
