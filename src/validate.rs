@@ -96,8 +96,13 @@ pub struct ModelSpaceSpectra {
 pub struct LevelSpread {
     pub real: PerMap,
     pub synthetic: PerMap,
-    /// Standard deviation of the synthetic levels over that of the real ones.
+    /// Standard deviation of the synthetic levels over that of the real ones; when the real maps
+    /// all have the same level (their spread below numerical noise, see `per_contrast`), over the
+    /// real maps' mean within-map standard deviation instead.
     pub ratio: f64,
+    /// Whether `ratio` is in units of the maps' within-map standard deviation (the real levels do
+    /// not vary: a ratio to their spread would divide by rounding noise).
+    pub per_contrast: bool,
     /// 16th and 84th percentiles of the ratio over bootstrap resamples of the maps.
     pub ratio_interval: (f64, f64),
     /// Mean within-map standard deviation of the real maps (the scale the levels compare with).
@@ -155,7 +160,145 @@ pub struct ValidationReport {
     /// scattering, as chosen) with bands and distances, in the analysis scale.
     pub battery: Option<Battery>,
     pub bootstrap: serde_json::Value,
+    /// Each target of FIDELITY.md, met or not, and plain-words warnings.
+    pub verdict: Verdict,
     pub written: Vec<PathBuf>,
+}
+
+/// One target a comparison is held to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetCheck {
+    pub target: String,
+    /// The measured value, as shown.
+    pub value: String,
+    /// None when it could not be measured (`value` says why).
+    pub met: Option<bool>,
+}
+
+/// Whether the synthetic maps pass for the real ones: FIDELITY.md's targets, each met or not,
+/// and warnings in plain words about what differs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Verdict {
+    pub checks: Vec<TargetCheck>,
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    /// `3 of 8 targets met` (with those that could not be judged).
+    pub fn headline(&self) -> String {
+        let met = self.checks.iter().filter(|c| c.met == Some(true)).count();
+        let judged = self.checks.iter().filter(|c| c.met.is_some()).count();
+        let mut s = format!("{met} of {judged} targets met");
+        if judged < self.checks.len() {
+            s.push_str(&format!(" ({} not available)", self.checks.len() - judged));
+        }
+        s
+    }
+
+    /// One line per target: `met` / `NOT met` / `n/a`, the target and the value.
+    pub fn lines(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .map(|c| {
+                let mark = match c.met {
+                    Some(true) => "met",
+                    Some(false) => "NOT met",
+                    None => "n/a",
+                };
+                format!("{mark}: {} ({})", c.target, c.value)
+            })
+            .collect()
+    }
+}
+
+/// The targets of FIDELITY.md for one comparison (C2ST accuracy, each battery statistic's χ²/dof
+/// against its real-halves floor, memorization) and warnings about the PDF, the range, the
+/// levels, the slopes and near-copies.
+pub fn verdict(r: &ValidationReport) -> Verdict {
+    use crate::fidelity::{TARGET_C2ST, TARGET_CHI2_FACTOR, TARGET_HELLINGER, TARGET_LEVEL_RATIO, TARGET_MEMORIZATION};
+    let mut v = Verdict::default();
+    if let Some(b) = &r.battery {
+        let c2st = b.c2st.as_ref();
+        match c2st.and_then(|c| c.accuracy.as_ref()) {
+            Some(a) => {
+                let floor = c2st
+                    .and_then(|c| c.real_halves.as_ref())
+                    .map(|h| format!(", real halves {:.2}", h.mean))
+                    .unwrap_or_default();
+                v.checks.push(TargetCheck {
+                    target: format!("classifier two-sample test accuracy <= {TARGET_C2ST}"),
+                    value: format!("{:.2} ± {:.2}{floor}", a.mean, a.std),
+                    met: Some(a.mean <= TARGET_C2ST),
+                });
+            }
+            None => v.checks.push(TargetCheck {
+                target: format!("classifier two-sample test accuracy <= {TARGET_C2ST}"),
+                value: c2st
+                    .map(|c| c.not_available.join("; "))
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or_else(|| "not available".into()),
+                met: None,
+            }),
+        }
+        for st in &b.statistics {
+            let floor = if st.chi2_real_halves.is_finite() { st.chi2_real_halves.max(1.0) } else { 1.0 };
+            let limit = TARGET_CHI2_FACTOR * floor;
+            let x = st.chi2.value;
+            v.checks.push(TargetCheck {
+                target: format!("{} χ²/dof <= {TARGET_CHI2_FACTOR} × max(1, real halves)", st.statistic.title()),
+                value: format!("{x:.2}, limit {limit:.2}"),
+                met: x.is_finite().then_some(x <= limit),
+            });
+        }
+    }
+    let m = r.memorization.ratio;
+    v.checks.push(TargetCheck {
+        target: format!("memorization ratio > {TARGET_MEMORIZATION}"),
+        value: format!("{m:.2}"),
+        met: m.is_finite().then_some(m > TARGET_MEMORIZATION),
+    });
+    let p = &r.pdf;
+    let n = p.synthetic.len();
+    let (below, above) = (p.synthetic[0], p.synthetic[n - 1]);
+    for (f, side) in [(below, "below the real minimum"), (above, "above the real maximum")] {
+        if f > 0.01 {
+            v.warnings.push(format!("{:.1} % of synthetic pixels lie {side}", 100.0 * f));
+        }
+    }
+    let pdf_floor = if p.hellinger_real_halves.is_finite() { p.hellinger_real_halves } else { 0.0 };
+    if p.hellinger > TARGET_HELLINGER.max(2.0 * pdf_floor) {
+        v.warnings.push(format!(
+            "PDF Hellinger distance {:.2} (two halves of the real maps: {pdf_floor:.2}): the synthetic one-point PDF differs \
+                from the real one",
+            p.hellinger
+        ));
+    }
+    let l = &r.level;
+    if l.per_contrast {
+        if l.ratio > 1.0 / TARGET_LEVEL_RATIO {
+            v.warnings.push(format!(
+                "the real maps all have the same mean level, the synthetic ones spread {:.2} of the maps' standard \
+                    deviation",
+                l.ratio
+            ));
+        }
+    } else if l.ratio > TARGET_LEVEL_RATIO || l.ratio < 1.0 / TARGET_LEVEL_RATIO {
+        v.warnings.push(format!("the synthetic maps' mean levels spread {:.2}× as much as the real ones'", l.ratio));
+    }
+    let t = r.slopes.welch_t;
+    if t.abs() > 3.0 {
+        v.warnings.push(format!(
+            "the per-map power-spectrum slopes differ: {:.2} ± {:.2} synthetic against {:.2} ± {:.2} real (Welch t = {t:.1})",
+            r.slopes.synthetic.mean, r.slopes.synthetic.std, r.slopes.real.mean, r.slopes.real.std
+        ));
+    }
+    if !r.memorization.flagged.is_empty() {
+        v.warnings.push(format!(
+            "{} synthetic map(s) are near-copies of real maps (closer than half the closest real pair)",
+            r.memorization.flagged.len()
+        ));
+    }
+    v
 }
 
 fn read_stack(path: &Path, selection: &Selection) -> Result<(Vec<Array2<f64>>, Option<String>)> {
@@ -208,6 +351,14 @@ fn sample_std(v: &[f64]) -> f64 {
     PerMap::of(v.to_vec()).std
 }
 
+/// Whether the spread of the real maps' levels `levels` is rounding noise: below 10⁻⁵ of the
+/// levels' size plus the maps' within-map standard deviation `contrast` (float32 maps carry about
+/// 7 significant digits), as when every real map was normalized to one mean.
+fn level_spread_is_noise(levels: &[f64], contrast: f64) -> bool {
+    let m = PerMap::of(levels.to_vec());
+    !(m.std > 1e-5 * (m.mean.abs() + contrast))
+}
+
 /// The PDF on the real maps' bins and the level spread, with bootstrap uncertainties.
 fn pdf_and_levels(
     real: &[Array2<f64>],
@@ -224,7 +375,10 @@ fn pdf_and_levels(
     let odd = sum_counts(cr.iter().skip(1).step_by(2), len);
     let lr: Vec<f64> = real.iter().map(finite_mean).collect();
     let ls: Vec<f64> = synthetic.iter().map(finite_mean).collect();
-    let ratio = |a: &[f64], b: &[f64]| sample_std(b) / sample_std(a);
+    let contrast = real.iter().map(finite_std).sum::<f64>() / real.len() as f64;
+    let per_contrast = level_spread_is_noise(&lr, contrast);
+    let ratio =
+        |a: &[f64], b: &[f64]| if per_contrast { sample_std(b) / contrast } else { sample_std(b) / sample_std(a) };
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let (mut hs, mut rs) = (Vec::new(), Vec::new());
     for _ in 0..opts.resamples {
@@ -252,8 +406,9 @@ fn pdf_and_levels(
     };
     let level = LevelSpread {
         ratio: ratio(&lr, &ls),
+        per_contrast,
         ratio_interval: battery::percentiles(rs),
-        real_contrast: real.iter().map(finite_std).sum::<f64>() / real.len() as f64,
+        real_contrast: contrast,
         real: PerMap::of(lr),
         synthetic: PerMap::of(ls),
     };
@@ -374,8 +529,10 @@ pub fn validate(
         memorization: mem,
         battery,
         bootstrap: serde_json::json!({"resamples": opts.resamples, "seed": opts.seed, "unit": "whole maps, both sets"}),
+        verdict: Verdict::default(),
         written: Vec::new(),
     };
+    report.verdict = verdict(&report);
     let mut written = Vec::new();
     let series = |name: &str, e: &EnsembleSpectrum| {
         (
@@ -468,6 +625,14 @@ fn markdown(r: &ValidationReport) -> String {
         r.bootstrap["resamples"],
         r.bootstrap["seed"]
     ));
+    s.push_str(&format!("## Verdict: {}\n\n", r.verdict.headline()));
+    for line in r.verdict.lines() {
+        s.push_str(&format!("- {line}\n"));
+    }
+    for w in &r.verdict.warnings {
+        s.push_str(&format!("- warning: {w}\n"));
+    }
+    s.push_str("\nTargets as in FIDELITY.md (the C2ST and χ² targets need the battery).\n\n");
     s.push_str("| statistic | real | synthetic | comparison |\n| --- | --- | --- | --- |\n");
     let sl = &r.slopes;
     s.push_str(&format!(
@@ -495,8 +660,9 @@ fn markdown(r: &ValidationReport) -> String {
         ));
     }
     let l = &r.level;
+    let what = if l.per_contrast { "spread / maps' std" } else { "spread ratio" };
     s.push_str(&format!(
-        "| per-map level (mean ± spread) | {:.4} ± {:.4} | {:.4} ± {:.4} | spread ratio {:.2} (68 %: {:.2}–{:.2}) |\n",
+        "| per-map level (mean ± spread) | {:.4} ± {:.4} | {:.4} ± {:.4} | {what} {:.2} (68 %: {:.2}–{:.2}) |\n",
         l.real.mean, l.real.std, l.synthetic.mean, l.synthetic.std, l.ratio, l.ratio_interval.0, l.ratio_interval.1
     ));
     s.push_str(&format!(
@@ -712,5 +878,24 @@ mod tests {
         assert!(pdf2.synthetic_outside > 0.05);
         // The fractions cover every pixel, the outside bins included.
         assert!((pdf2.synthetic.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(!level.per_contrast && !level2.per_contrast);
+    }
+
+    #[test]
+    fn equal_real_levels_give_the_spread_in_units_of_the_maps_contrast() {
+        // Real maps normalized to one mean (in float32, as read from a file): their level spread is
+        // rounding noise, and a ratio to it would be enormous.
+        let centred = |m: Array2<f64>| {
+            let mean = m.mean().unwrap();
+            m.mapv(|v| ((v - mean + 20.0) as f32) as f64)
+        };
+        let real: Vec<Array2<f64>> = (0..16).map(|i| centred(field(i, 0.0, 1.0))).collect();
+        let synthetic: Vec<Array2<f64>> = (100..116).map(|i| field(i, 20.0, 1.0)).collect();
+        let (_, level) = pdf_and_levels(&real, &synthetic, &BatteryOptions::default()).unwrap();
+        assert!(level.per_contrast, "{level:?}");
+        // The synthetic levels spread by about 0.2 (the fields' own offsets) over maps of std ~1.
+        let expected = PerMap::of(synthetic.iter().map(finite_mean).collect()).std / level.real_contrast;
+        assert!((level.ratio - expected).abs() < 1e-12 && level.ratio < 1.0, "{level:?}");
+        assert!(level.ratio_interval.0 <= level.ratio && level.ratio <= level.ratio_interval.1, "{level:?}");
     }
 }

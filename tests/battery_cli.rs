@@ -165,6 +165,21 @@ fn validate_reports_the_battery_and_tells_twins_from_other_fields() {
     ]);
     let o = battery(&other);
     let chi = |v: &serde_json::Value| v["chi2"]["value"].as_f64().unwrap();
+    // The verdict: FIDELITY.md's targets, each met or not, with warnings in plain words. The other
+    // field fails the classifier and the morphology; its PDF differs too.
+    let verdict = |dir: &Path| json(dir.join("report.json"))["verdict"].clone();
+    let v = verdict(&other);
+    let checks = v["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 1 + 5 + 1, "{v}");
+    let c2st = &checks[0];
+    assert!(c2st["target"].as_str().unwrap().contains("accuracy <= 0.65") && c2st["met"] == false, "{v}");
+    assert!(checks.iter().any(|c| c["target"].as_str().unwrap().starts_with("Minkowski") && c["met"] == false), "{v}");
+    assert!(v["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("PDF")), "{v}");
+    let md = std::fs::read_to_string(other.join("report.md")).unwrap();
+    assert!(md.contains("## Verdict: ") && md.contains("- NOT met: classifier two-sample test accuracy"), "{md}");
+    // The twin meets the classifier target.
+    assert_eq!(verdict(&same)["checks"][0]["met"], true, "{}", verdict(&same));
+    assert!(text.contains("verdict: "), "{text}");
     // The twin: every statistic within a few standard errors (χ²/dof about 1 for one distribution).
     for s in stats {
         assert!(chi(s) < TWIN_MAX, "{}: twin χ²/dof {}", s["statistic"], chi(s));

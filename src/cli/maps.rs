@@ -227,9 +227,10 @@ pub fn run_validate(a: ValidateArgs) -> Result<()> {
         r.spectrum_distance
     );
     println!(
-        "{}: level spread ratio {:.2} (68 %: {:.2}–{:.2}); PDF Hellinger {:.4} ± {:.4} (real halves {:.4}), {:.2} % \
+        "{}: level spread {}{:.2} (68 %: {:.2}–{:.2}); PDF Hellinger {:.4} ± {:.4} (real halves {:.4}), {:.2} % \
             of synthetic pixels outside the real range",
         r.scale,
+        if r.level.per_contrast { "in units of the maps' std (the real levels are all equal) " } else { "ratio " },
         r.level.ratio,
         r.level.ratio_interval.0,
         r.level.ratio_interval.1,
@@ -277,6 +278,13 @@ pub fn run_validate(a: ValidateArgs) -> Result<()> {
         r.memorization.flagged.len(),
         r.n_synthetic
     );
+    println!("verdict: {}", r.verdict.headline());
+    for line in r.verdict.lines() {
+        println!("  {line}");
+    }
+    for w in &r.verdict.warnings {
+        println!("warning: {w}");
+    }
     for w in &r.written {
         println!("wrote {}", w.display());
     }

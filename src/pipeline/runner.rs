@@ -248,7 +248,9 @@ impl<'a> Runner<'a> {
             let rel = p.strip_prefix(&self.dir).unwrap_or(p);
             hashes.push(FileHash::of(p, rel)?);
         }
-        let shown: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {}", short(v))).collect();
+        // Lists (the verdict's lines) get lines of their own.
+        let shown: Vec<String> =
+            counts.iter().filter(|(_, v)| !v.is_array()).map(|(k, v)| format!("{k} {}", short(v))).collect();
         self.manifest
             .stages
             .insert(name.to_string(), StageRecord { seconds, counts, outputs: hashes, finished: utc_now() });

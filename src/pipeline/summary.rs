@@ -36,6 +36,13 @@ pub struct DomainSummary {
     /// maps, each with its spread over repeats (NaN when not available).
     pub c2st: (f64, f64),
     pub c2st_real_halves: (f64, f64),
+    /// FIDELITY.md's targets met, of those that could be judged; one line per target, and
+    /// warnings in plain words.
+    pub targets: (usize, usize),
+    pub verdict: Vec<String>,
+    pub warnings: Vec<String>,
+    /// The level spread is in units of the maps' standard deviation (the real levels are equal).
+    pub level_per_contrast: bool,
 }
 
 /// What a finished run reports.
@@ -55,6 +62,11 @@ pub struct RunSummary {
 impl Runner<'_> {
     fn count(&self, stage: &str, key: &str) -> f64 {
         self.manifest.stages.get(stage).and_then(|r| r.counts.get(key)).and_then(Value::as_f64).unwrap_or(f64::NAN)
+    }
+
+    fn strings(&self, stage: &str, key: &str) -> Vec<String> {
+        let list = self.manifest.stages.get(stage).and_then(|r| r.counts.get(key)).and_then(Value::as_array);
+        list.map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
     }
 
     pub(super) fn finish(mut self, seconds: f64) -> Result<RunSummary> {
@@ -86,6 +98,16 @@ impl Runner<'_> {
                 battery_chi2: self.count(&v, "battery_chi2"),
                 c2st: (self.count(&v, "c2st_accuracy"), self.count(&v, "c2st_accuracy_std")),
                 c2st_real_halves: (self.count(&v, "c2st_real_halves"), self.count(&v, "c2st_real_halves_std")),
+                targets: (self.count(&v, "targets_met") as usize, self.count(&v, "targets_judged") as usize),
+                verdict: self.strings(&v, "verdict"),
+                warnings: self.strings(&v, "warnings"),
+                level_per_contrast: self
+                    .manifest
+                    .stages
+                    .get(&v)
+                    .and_then(|r| r.counts.get("level_spread_per_contrast"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             });
         }
         let separability = Some(self.count("fit", "loo_nearest_centroid_accuracy")).filter(|v| v.is_finite());
@@ -106,6 +128,17 @@ impl Runner<'_> {
 /// reproducible).
 fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separability: Option<f64>) -> String {
     let mut t = format!("# Run '{}'\n\n", c.name());
+    t.push_str("## Verdict\n\n");
+    for d in domains {
+        t.push_str(&format!("**{}**: {} of {} targets met (FIDELITY.md's).\n\n", d.name, d.targets.0, d.targets.1));
+        for line in &d.verdict {
+            t.push_str(&format!("- {line}\n"));
+        }
+        for w in &d.warnings {
+            t.push_str(&format!("- warning: {w}\n"));
+        }
+        t.push('\n');
+    }
     t.push_str(&format!(
         "Model `{}`; grid of {} points up to t0 = {}; {} prior; seed {}.\n\n",
         c.model.path.display(),
@@ -123,7 +156,7 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
         let rel: Vec<String> =
             d.synthetic.iter().map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string()).collect();
         t.push_str(&format!(
-            "| {} | {} | {} | {} / {} ({:.1} %) | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.2} | {:.2} | {:.3} ± {:.3} | \
+            "| {} | {} | {} | {} / {} ({:.1} %) | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.2} | {} | {:.3} ± {:.3} | \
                 {:.2} | {} |\n",
             d.name,
             d.maps,
@@ -136,7 +169,11 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
             d.slope_synthetic.0,
             d.slope_synthetic.1,
             d.slope_welch_t,
-            d.level_spread_ratio,
+            if d.level_per_contrast {
+                format!("{:.2} of the maps' std (real levels all equal)", d.level_spread_ratio)
+            } else {
+                format!("{:.2}", d.level_spread_ratio)
+            },
             d.hellinger,
             d.hellinger_std,
             d.memorization_ratio,
