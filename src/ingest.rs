@@ -63,6 +63,9 @@ pub struct IngestReport {
     pub shape: Vec<usize>,
     pub normalization: Option<Normalization>,
     pub blank_pixels: usize,
+    /// Maps dropped for being mostly blank, and what the user should know, in plain words.
+    pub dropped_blank: usize,
+    pub warnings: Vec<String>,
 }
 
 /// Reads every input (in order) into one list of maps.
@@ -154,6 +157,8 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
             shape: stack.shape().to_vec(),
             normalization: None,
             blank_pixels: blank,
+            dropped_blank: 0,
+            warnings: Vec::new(),
         });
     }
     let grid_unchanged = opts.prep.geometry.is_identity();
@@ -196,5 +201,7 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
         shape: model.data.shape().to_vec(),
         normalization: Some(model.normalization),
         blank_pixels: blank,
+        dropped_blank: model.dropped_blank,
+        warnings: model.warnings,
     })
 }

@@ -178,7 +178,7 @@ pub fn read_model_stack(path: &Path) -> Result<prep::ModelStack> {
         Some(m) => m,
         None => ndarray::Array3::zeros((n, h, w)),
     };
-    Ok(prep::ModelStack { data, mask, normalization })
+    Ok(prep::ModelStack { data, mask, normalization, dropped_blank: 0, warnings: Vec::new() })
 }
 
 fn read_array(path: &Path, format: Format, dataset: &str) -> Result<ndarray::ArrayD<f32>> {

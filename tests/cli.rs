@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{expanse, fixtures, ok};
+use common::{expanse, fixtures, ok, root};
 
 use expanse::io::{self, fits, Selection};
 use expanse::latents::read_model_stack;
@@ -408,4 +408,66 @@ fn shipped_samples_are_what_simulate_makes() {
     let fresh = dir.path().join("c.fits");
     ok(&["simulate", "--out", fresh.to_str().unwrap(), "--count", "32", "--size", "64", "--seed", "1"]);
     assert_eq!(read_all(&fresh), read_all(Path::new(&sample("clouds_64.fits"))));
+}
+
+#[test]
+fn mostly_blank_maps_are_dropped_and_data_surprises_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four positive maps: the second is 80 % blank, the third has 5 pixels at or below zero.
+    let mut maps = ndarray::Array3::<f32>::from_shape_fn((4, 32, 32), |(m, i, j)| {
+        1e20 * (1.0 + m as f32) * (1.5 + ((i * 7 + j * 3) % 11) as f32)
+    });
+    for i in 0..26 {
+        for j in 0..32 {
+            maps[[1, i, j]] = f32::NAN;
+        }
+    }
+    for j in 0..5 {
+        maps[[2, 3, j]] = -(j as f32);
+    }
+    let input = dir.path().join("maps.npy");
+    ndarray_npy::write_npy(&input, &maps).unwrap();
+    let out = dir.path().join("stack.h5");
+    let text = ok(&["ingest", input.to_str().unwrap(), "--transform", "log10", "--out", out.to_str().unwrap()]);
+    assert!(
+        text.contains("warning: 1 map(s) of") && text.contains("more than 50 % of their pixels are blank"),
+        "{text}"
+    );
+    assert!(text.contains("warning: log10: 5 pixel(s) <= 0 in 1 map(s) (most in"), "{text}");
+    assert!(text.contains("plane 2"), "{text}");
+    assert!(text.contains("stack shape (3, 1, 32, 32)"), "{text}");
+    let text = ok(&[
+        "ingest",
+        input.to_str().unwrap(),
+        "--max-blank",
+        "0.9",
+        "--out",
+        dir.path().join("all.h5").to_str().unwrap(),
+    ]);
+    assert!(text.contains("stack shape (4, 1, 32, 32)") && !text.contains("blank (max_blank)"), "{text}");
+    let r = expanse(&["ingest", input.to_str().unwrap(), "--max-blank", "1.5", "--out", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("max_blank is a fraction"), "{r:?}");
+
+    // Inverting physical values: it runs, with a warning naming the file.
+    let raw = dir.path().join("raw.npy");
+    ndarray_npy::write_npy(&raw, &ndarray::Array4::<f32>::from_elem((1, 3, 32, 32), 1e21)).unwrap();
+    let model = root().join("data/models/expanse-natural-32");
+    let r = expanse(&[
+        "invert",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        raw.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--t0",
+        "20",
+        "--out",
+        dir.path().join("z.npy").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        r.status.success() && err.contains("warning: ") && err.contains("raw.npy") && err.contains("never normalized"),
+        "{err}"
+    );
 }

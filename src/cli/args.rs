@@ -543,6 +543,9 @@ pub struct IngestArgs {
     /// channel c takes band BAND_MAP[c], e.g. `2,1,0` for a 3-band cube stored in reverse.
     #[arg(long, value_delimiter = ',', conflicts_with = "channels")]
     pub band_map: Option<Vec<usize>>,
+    /// Drop maps (after crop and tiling) with more than this fraction of blank pixels (default 0.5).
+    #[arg(long)]
+    pub max_blank: Option<f64>,
     /// Also draw up to 16 of the maps (physical units, after geometry) to PREVIEW.png and PREVIEW.svg.
     #[arg(long)]
     pub preview: Option<PathBuf>,

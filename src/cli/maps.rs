@@ -32,6 +32,7 @@ pub fn prep_spec(a: &IngestArgs) -> Result<PrepSpec> {
         size: a.size,
         channels: a.channels,
         band_map: a.band_map.as_deref(),
+        max_blank: a.max_blank,
     })?)
 }
 
@@ -67,6 +68,9 @@ pub fn run_ingest(a: IngestArgs) -> Result<()> {
             s.stats.min.map(fmt_num).unwrap_or_else(|| "-".into()),
             s.stats.max.map(fmt_num).unwrap_or_else(|| "-".into()),
         );
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
     }
     if let Some(n) = &report.normalization {
         println!("normalization: {}", n.transform.describe());

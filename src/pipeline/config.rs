@@ -367,6 +367,9 @@ pub struct DomainSection {
     /// Consecutive maps are bands of one image; channel c takes band `band_map[c]`.
     #[serde(default)]
     pub band_map: Option<Vec<usize>>,
+    /// Maps (tiles, crops) with a larger fraction of blank pixels are dropped (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_blank: Option<f64>,
 }
 
 /// `tile`: `64`, `"64"` or `"64:32"`.
@@ -736,6 +739,7 @@ impl RunConfig {
             size: d.size,
             channels: d.channels.unwrap_or(model_channels),
             band_map: d.band_map.as_deref(),
+            max_blank: d.max_blank,
         })
     }
 

@@ -21,6 +21,9 @@ pub struct DomainPlan {
     pub shape: [usize; 3],
     pub units: Option<String>,
     pub transform: String,
+    /// What ingesting the maps will warn about (dropped blank maps, a log10 offset moved by a
+    /// few pixels).
+    pub warnings: Vec<String>,
 }
 
 /// A checked run: the resolved config, the model folder, the grid and the domains.
@@ -183,6 +186,7 @@ impl Plan {
                 shape: [c, h, w],
                 units: stack.normalization.units.clone(),
                 transform: stack.normalization.transform.describe(),
+                warnings: stack.warnings.clone(),
             });
         }
         Ok(Plan { config, model: folder, grid, domains })
@@ -371,6 +375,9 @@ impl Plan {
                 d.units.as_deref().unwrap_or("-"),
                 files.join(", ")
             ));
+            for w in &d.warnings {
+                t.push_str(&format!("warning: domain {}: {w}\n", d.name));
+            }
             if let Some([h, w]) = self.model.config.native_size().filter(|&[h, w]| [h, w] != [d.shape[1], d.shape[2]]) {
                 t.push_str(&format!(
                     "warning: domain {}: the model was trained on {h}x{w} images, these are {}x{}; it runs, but a \

@@ -26,6 +26,16 @@ pub struct PrepSpec {
     pub transform: TransformSpec,
     pub geometry: Geometry,
     pub channels: ChannelMap,
+    /// Maps (after geometry: tiles, crops) with a larger fraction of blank pixels are dropped.
+    #[serde(default = "default_max_blank")]
+    pub max_blank: f64,
+}
+
+/// The default `max_blank`: a map more than half blank is dropped.
+pub const DEFAULT_MAX_BLANK: f64 = 0.5;
+
+fn default_max_blank() -> f64 {
+    DEFAULT_MAX_BLANK
 }
 
 impl Default for PrepSpec {
@@ -34,6 +44,7 @@ impl Default for PrepSpec {
             transform: TransformSpec::Linear { range: RangeSpec::MinMax },
             geometry: Geometry::default(),
             channels: ChannelMap::default(),
+            max_blank: DEFAULT_MAX_BLANK,
         }
     }
 }
@@ -56,6 +67,8 @@ pub struct PrepOptions<'a> {
     /// Channels each map is copied into (ignored with `band_map`).
     pub channels: usize,
     pub band_map: Option<&'a [usize]>,
+    /// Largest blank fraction of a map kept (default [`DEFAULT_MAX_BLANK`]).
+    pub max_blank: Option<f64>,
 }
 
 impl PrepSpec {
@@ -79,7 +92,11 @@ impl PrepSpec {
             None => ChannelMap::Replicate { channels: o.channels },
         };
         channels.validate()?;
-        Ok(PrepSpec { transform, geometry, channels })
+        let max_blank = o.max_blank.unwrap_or(DEFAULT_MAX_BLANK);
+        if !(0.0..=1.0).contains(&max_blank) {
+            return Err(Error::Invalid(format!("max_blank is a fraction of pixels from 0 to 1, got {max_blank}")));
+        }
+        Ok(PrepSpec { transform, geometry, channels, max_blank })
     }
 }
 
@@ -109,6 +126,11 @@ pub struct ModelStack {
     pub data: Array4<f32>,
     pub mask: Array3<u8>,
     pub normalization: Normalization,
+    /// Maps dropped for being more than `max_blank` blank.
+    pub dropped_blank: usize,
+    /// What the user should know about the data (dropped maps, pixels that moved a fitted log10
+    /// offset), in plain words.
+    pub warnings: Vec<String>,
 }
 
 /// Applies geometry to the maps, fits the transform over all of them, fills blanks and maps
@@ -119,6 +141,15 @@ pub struct ModelStack {
 pub fn normalize(maps: Vec<Map>, spec: &PrepSpec) -> Result<(ModelStack, Vec<Map>)> {
     spec.channels.validate()?;
     let maps = spec.geometry.apply(maps)?;
+    let mut warnings = Vec::new();
+    let (maps, dropped_blank) = drop_blank(maps, spec)?;
+    if dropped_blank > 0 {
+        warnings.push(format!(
+            "{dropped_blank} map(s) of {} dropped: more than {:.0} % of their pixels are blank (max_blank)",
+            domain_name(&maps),
+            100.0 * spec.max_blank
+        ));
+    }
     let stack = crate::io::stack(&maps)?;
     for m in &maps {
         let (lo, hi) = min_max(m.data.iter().copied());
@@ -135,6 +166,26 @@ pub fn normalize(maps: Vec<Map>, spec: &PrepSpec) -> Result<(ModelStack, Vec<Map
     }
     let transform = Transform::fit(&spec.transform, stack.iter().copied())
         .map_err(|e| Error::Invalid(format!("fitting the {} maps of {}: {e}", maps.len(), domain_name(&maps))))?;
+    if let (Transform::Log10 { offset, .. }, TransformSpec::Log10 { offset: None, .. }) = (&transform, &spec.transform)
+    {
+        if *offset > 0.0 {
+            let counts: Vec<(usize, &Map)> = maps
+                .iter()
+                .map(|m| (m.data.iter().filter(|v| v.is_finite() && **v <= 0.0).count(), m))
+                .filter(|(n, _)| *n > 0)
+                .collect();
+            let total: usize = counts.iter().map(|c| c.0).sum();
+            if let Some((n, worst)) = counts.iter().max_by_key(|c| c.0) {
+                warnings.push(format!(
+                    "log10: {total} pixel(s) <= 0 in {} map(s) (most in {}: {n}) set the fitted offset to {} for every \
+                        map of the domain; blank them (NaN), set offset, or use asinh",
+                    counts.len(),
+                    worst.describe(),
+                    crate::io::number(*offset as f32)
+                ));
+            }
+        }
+    }
     let fill = transform::median(stack.iter().copied()).expect("maps have finite pixels");
     let fill_model = transform.forward(fill) as f32;
     let mut model = Array3::<f32>::zeros(stack.raw_dim());
@@ -171,7 +222,42 @@ pub fn normalize(maps: Vec<Map>, spec: &PrepSpec) -> Result<(ModelStack, Vec<Map
         n_maps: maps.len(),
         shape: [h, w],
     };
-    Ok((ModelStack { data, mask, normalization }, maps))
+    Ok((ModelStack { data, mask, normalization, dropped_blank, warnings }, maps))
+}
+
+/// The maps (whole images, for multi-band images) whose blank fraction is at most
+/// `spec.max_blank`, and how many maps were dropped; an error when none is left.
+fn drop_blank(maps: Vec<Map>, spec: &PrepSpec) -> Result<(Vec<Map>, usize)> {
+    let per_image = spec.channels.maps_per_image().max(1);
+    let blank = |m: &Map| m.data.iter().filter(|v| !v.is_finite()).count() as f64 / m.data.len().max(1) as f64;
+    let n = maps.len();
+    let first = maps.first().map(|m| m.source.path.clone());
+    let mut kept = Vec::with_capacity(n);
+    let mut image = Vec::with_capacity(per_image);
+    for m in maps {
+        image.push(m);
+        if image.len() == per_image {
+            if image.iter().all(|m| blank(m) <= spec.max_blank) {
+                kept.append(&mut image);
+            }
+            image.clear();
+        }
+    }
+    kept.append(&mut image);
+    if kept.is_empty() {
+        if let Some(path) = first {
+            return Err(Error::content(
+                &path,
+                format!(
+                    "each of the {n} map(s) is more than {:.0} % blank: nothing left to use (raise max_blank, or crop \
+                        to the data)",
+                    100.0 * spec.max_blank
+                ),
+            ));
+        }
+    }
+    let dropped = n - kept.len();
+    Ok((kept, dropped))
 }
 
 /// A pixel of a multi-band image is blank when any of its bands is.

@@ -26,6 +26,10 @@ impl Runner<'_> {
         counts.insert("images".into(), json!(report.shape[0]));
         counts.insert("shape".into(), json!(report.shape));
         counts.insert("blank_pixels".into(), json!(report.blank_pixels));
+        counts.insert("dropped_blank".into(), json!(report.dropped_blank));
+        for w in &report.warnings {
+            self.log.line(&format!("ingest/{d}: warning: {w}"))?;
+        }
         Ok((report.written, counts))
     }
 }
