@@ -346,6 +346,7 @@ mod tests {
             transform: TransformSpec::Log10 { range: RangeSpec::MinMax, offset: None },
             geometry: Geometry::default(),
             channels: ChannelMap::Replicate { channels: 3 },
+            ..PrepSpec::default()
         };
         let (ms, after) = normalize(vec![map(a.clone(), 0), map(b.clone(), 1)], &spec).unwrap();
         assert_eq!(ms.data.dim(), (2, 3, 8, 8));
