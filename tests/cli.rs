@@ -336,8 +336,10 @@ fn an_hdf5_dataset_claiming_more_than_its_file_holds_is_refused_before_allocatio
     ] {
         let path = dir.path().join(name);
         let file = hdf5::File::create(&path).unwrap();
-        file.new_dataset::<f32>().chunk([1, 64, 64]).deflate(4).shape(shape).create("maps").unwrap();
-        drop(file);
+        let ds = file.new_dataset::<f32>().chunk([1, 64, 64]).deflate(4).shape(shape).create("maps").unwrap();
+        // Closed, lock released, before another process opens it.
+        drop(ds);
+        file.close().unwrap();
         let p = path.to_str().unwrap().to_string();
         assert_clean_failure(&["ingest", &p, "--raw"], name, cause);
         let res = expanse(&["inspect", &p]);
@@ -470,4 +472,32 @@ fn mostly_blank_maps_are_dropped_and_data_surprises_are_named() {
         r.status.success() && err.contains("warning: ") && err.contains("raw.npy") && err.contains("never normalized"),
         "{err}"
     );
+}
+
+#[test]
+fn every_option_of_every_command_is_described() {
+    let top = ok(&["--help"]);
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() > 20 && commands.contains(&"validate".to_string()), "{commands:?}");
+    for cmd in &commands {
+        let help = ok(&[cmd, "--help"]);
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if l.trim_start().starts_with('-') && l.starts_with("  ") {
+                // Short help puts the description after the flag on the same line, long help on
+                // the next one.
+                let same_line = l.trim().split_once("  ").is_some_and(|(_, d)| !d.trim().is_empty());
+                let next = lines.get(i + 1).map_or("", |n| n.trim());
+                let next_line = !next.is_empty() && !next.starts_with('-');
+                assert!(same_line || next_line, "expanse {cmd} --help: `{}` has no description", l.trim());
+            }
+        }
+    }
 }

@@ -224,23 +224,25 @@ pub struct BatteryArgs {
     /// Peak-height bin edges in σ, LO:HI:N (default -5:5:41).
     #[arg(long, allow_hyphen_values = true)]
     pub peak_edges: Option<String>,
-    /// Scattering scales J (default: from the map size) and angles L (default 8).
+    /// Scattering scales J (default: from the map size).
     #[arg(long)]
     pub scattering_j: Option<usize>,
+    /// Scattering angles L (default 8).
     #[arg(long)]
     pub scattering_l: Option<usize>,
     /// Random triangle orientations per (k1, k2) of the bispectrum (TurbuStat's nsamples, default 100).
     #[arg(long)]
     pub bispectrum_samples: Option<usize>,
-    /// Bootstrap resamples of whole maps (default 200) and their seed (default 0).
+    /// Bootstrap resamples of whole maps (default 200).
     #[arg(long)]
     pub resamples: Option<usize>,
+    /// Seed of the bootstrap resamples and of the classifier test's folds (default 0).
     #[arg(long)]
     pub bootstrap_seed: Option<u64>,
-    /// Folds (default 5) and repeats (default 10) of the classifier two-sample test (seeded by
-    /// --bootstrap-seed).
+    /// Folds of the classifier two-sample test (default 5).
     #[arg(long)]
     pub c2st_folds: Option<usize>,
+    /// Repeats of the classifier two-sample test, each with new folds (default 10).
     #[arg(long)]
     pub c2st_repeats: Option<usize>,
 }
