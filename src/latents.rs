@@ -113,6 +113,7 @@ pub fn write_maps(
     input: &ModelInput,
     records: Vec<(&str, Value)>,
     title: &str,
+    fits_cards: &[String],
 ) -> Result<(Vec<PathBuf>, bool)> {
     let mut provenance = Provenance {
         tool: io::TOOL.to_string(),
@@ -137,7 +138,7 @@ pub fn write_maps(
         mask: None,
         units: provenance.units.clone(),
         provenance: &provenance,
-        fits_cards: Vec::new(),
+        fits_cards: fits_cards.to_vec(),
     };
     let mut written = Vec::new();
     for path in paths {
@@ -229,7 +230,7 @@ mod tests {
         let input = ModelInput { data: images.clone(), provenance: None, normalization: None };
         let path = dir.path().join("maps.npy");
         let (written, physical) =
-            write_maps(&[path], &images, "test", &input, vec![], "20 synthetic maps of x").unwrap();
+            write_maps(&[path], &images, "test", &input, vec![], "20 synthetic maps of x", &[]).unwrap();
         assert!(!physical);
         let svg = written.iter().find(|p| p.extension().is_some_and(|e| e == "svg")).unwrap();
         let text = std::fs::read_to_string(svg).unwrap();

@@ -56,26 +56,33 @@ pub fn grid_of(model: &Ddpm, latents: &ModelInput, path: &Path, clip: Option<f64
     Ok(ddim)
 }
 
+/// What goes into the files of synthetic maps beside the maps: the decoding (grid and model),
+/// further records, and FITS cards (the real maps' pixel scale).
+pub struct SyntheticRecords<'a> {
+    pub ddim: &'a Ddim,
+    pub model: &'a Ddpm,
+    pub extra: Vec<(&'static str, Value)>,
+    pub fits_cards: Vec<String>,
+}
+
 /// Writes decoded `images` of accepted `latents` as maps to every path in `paths`: physical units
 /// when the latents carry the domain's normalization, with the grid, the model, the latents'
-/// sampling record (whose domain names the maps) and `extra` records. Also says whether the maps
-/// are in physical units.
+/// sampling record (whose domain names the maps) and the `extra` records. Also says whether the
+/// maps are in physical units.
 pub fn write_synthetic(
     paths: &[PathBuf],
     images: &Array4<f32>,
     command: &str,
     latents: &ModelInput,
-    ddim: &Ddim,
-    model: &Ddpm,
-    extra: Vec<(&'static str, Value)>,
+    with: SyntheticRecords,
 ) -> Result<(Vec<PathBuf>, bool)> {
     let sampling = latents.provenance.as_ref().and_then(|p| p.records.get("sampling")).cloned().unwrap_or(Value::Null);
     let domain = sampling["domain"].as_str().unwrap_or("the domain").to_string();
-    let mut records = ddim.records(model)?;
+    let mut records = with.ddim.records(with.model)?;
     records.push(("sampling", sampling));
-    records.extend(extra);
+    records.extend(with.extra);
     let title = format!("{} synthetic maps of '{domain}'", images.len_of(Axis(0)));
-    latents::write_maps(paths, images, command, latents, records, &title)
+    latents::write_maps(paths, images, command, latents, records, &title, &with.fits_cards)
 }
 
 /// The channel mean of each (C, H, W) image, as one map per image.

@@ -70,7 +70,7 @@ fn hashes(dir: &Path) -> BTreeMap<PathBuf, String> {
 /// Starts a run and waits until `marker` (relative to the run folder) exists.
 fn start_and_wait_for(config: &Path, out: &Path, resume: bool, marker: &str) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_expanse"));
-    cmd.arg("run").arg(config).arg("--out").arg(out);
+    cmd.env("SOURCE_DATE_EPOCH", common::SOURCE_DATE_EPOCH).arg("run").arg(config).arg("--out").arg(out);
     if resume {
         cmd.arg("--resume");
     }
@@ -190,6 +190,7 @@ fn a_run_folder_is_not_overwritten_nor_worked_on_by_two_processes() {
     std::fs::write(out3.join(".lock"), "4000000000").unwrap();
     // With stderr not a terminal (a batch job's log), progress comes as lines at an interval.
     let r = std::process::Command::new(env!("CARGO_BIN_EXE_expanse"))
+        .env("SOURCE_DATE_EPOCH", common::SOURCE_DATE_EPOCH)
         .args(["run", config.to_str().unwrap(), "--out", out3.to_str().unwrap(), "--resume"])
         .env("EXPANSE_PROGRESS_SECONDS", "0")
         .output()
@@ -224,6 +225,7 @@ fn a_run_folder_is_not_overwritten_nor_worked_on_by_two_processes() {
     let stamp = &last.as_bytes()[..22];
     assert!(stamp.starts_with(b"20") && stamp[10] == b'T' && stamp[19] == b'Z' && &stamp[20..] == b"  ", "{last}");
     let child = Command::new(env!("CARGO_BIN_EXE_expanse"))
+        .env("SOURCE_DATE_EPOCH", common::SOURCE_DATE_EPOCH)
         .args(["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -466,4 +468,64 @@ fn init_writes_a_commented_config_that_plans_and_run_takes_count_and_seed() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.code() == Some(1) && err.contains("nowhere.fits"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "init left files behind");
+}
+
+#[test]
+fn synthetic_files_keep_the_pixel_scale_carry_units_and_a_date_and_name_the_domains_inputs() {
+    use expanse::io::{self, fits};
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped clouds with a sky WCS: 0.01 deg pixels.
+    let maps = io::read_maps(&sample("clouds_64.fits"), &io::Selection::default()).unwrap();
+    let stack = io::stack(&maps).unwrap();
+    let provenance = io::Provenance::new("test", &maps);
+    let card = |k: &str, v: fits::CardValue| fits::format_card(k, v, "");
+    let input = dir.path().join("clouds_wcs.fits");
+    io::write_stack(
+        &input,
+        &io::OutputStack {
+            data: stack.view().into_dyn(),
+            mask: None,
+            units: Some("cm-2".into()),
+            provenance: &provenance,
+            fits_cards: vec![
+                card("CTYPE1", fits::CardValue::Str("RA---TAN".into())),
+                card("CTYPE2", fits::CardValue::Str("DEC--TAN".into())),
+                card("CRVAL1", fits::CardValue::Float(83.8)),
+                card("CRVAL2", fits::CardValue::Float(-5.4)),
+                card("CRPIX1", fits::CardValue::Float(32.5)),
+                card("CRPIX2", fits::CardValue::Float(32.5)),
+                card("CDELT1", fits::CardValue::Float(-0.01)),
+                card("CDELT2", fits::CardValue::Float(0.01)),
+                card("CUNIT1", fits::CardValue::Str("deg".into())),
+                card("CUNIT2", fits::CardValue::Str("deg".into())),
+            ],
+        },
+    )
+    .unwrap();
+    let config = small_config(dir.path(), "");
+    replace_in(&config, &sample("clouds_64.fits").display().to_string(), &input.display().to_string());
+    replace_in(&config, "formats = [\"fits\", \"npy\"]", "formats = [\"fits\", \"h5\"]");
+    let out = dir.path().join("run");
+    ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let synthetic = io::read_maps(&out.join("samples/clouds.fits"), &io::Selection::default()).unwrap();
+    let cards = &synthetic[0].source.cards;
+    let value = |k: &str| fits::card_value(cards, k);
+    // 64² resampled to 32²: pixels twice as large; no position on the sky.
+    let cdelt1: f64 = value("CDELT1").unwrap().trim().parse().unwrap();
+    assert!((cdelt1 + 0.02).abs() < 1e-12, "{cards:?}");
+    assert_eq!(value("CUNIT2").unwrap().trim().trim_matches('\'').trim(), "deg");
+    assert!(value("CRVAL1").is_none() && value("CTYPE1").is_none() && value("CRPIX1").is_none(), "{cards:?}");
+    let date = value("DATE").unwrap();
+    assert!(date.trim().trim_matches('\'').starts_with("20") && date.contains('T'), "{date}");
+    let history: Vec<&String> = cards.iter().filter(|c| c.starts_with("HISTORY")).collect();
+    assert!(history.iter().any(|c| c.contains("domain input:")), "{history:?}");
+    assert!(!history.iter().any(|c| c.contains("source: ")), "{history:?}");
+    // HDF5: units always there (empty in model space, where there are none).
+    let h5 = hdf5::File::open(out.join("samples/clouds.h5")).unwrap();
+    let units: hdf5::types::VarLenUnicode = h5.dataset("maps").unwrap().attr("units").unwrap().read_scalar().unwrap();
+    assert_eq!(units.as_str(), "cm-2");
+    let stack_file = hdf5::File::open(out.join("stacks/clouds.h5")).unwrap();
+    let units: hdf5::types::VarLenUnicode =
+        stack_file.dataset("maps").unwrap().attr("units").unwrap().read_scalar().unwrap();
+    assert_eq!(units.as_str(), "");
 }

@@ -230,6 +230,7 @@ fn a_real_slurm_runs_the_quickstart_in_two_shards_like_one_machine() {
 
     let run = tmp.path().join("slurm run");
     let out = Command::new(env!("CARGO_BIN_EXE_expanse"))
+        .env("SOURCE_DATE_EPOCH", common::SOURCE_DATE_EPOCH)
         .args([
             "slurm",
             config.to_str().unwrap(),

@@ -99,8 +99,13 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
     let pb = progress(ddim.seq.len() as u64 * batches(a.count, a.model.batch), "decode");
     let images = ddim.generate(&ddpm, &accepted.data, 0.0, 0, a.model.batch, &pb)?;
     pb.finish_and_clear();
-    let (files, physical) =
-        synthesis::write_synthetic(std::slice::from_ref(&a.out), &images, "sample", &accepted, &ddim, &ddpm, vec![])?;
+    let (files, physical) = synthesis::write_synthetic(
+        std::slice::from_ref(&a.out),
+        &images,
+        "sample",
+        &accepted,
+        synthesis::SyntheticRecords { ddim: &ddim, model: &ddpm, extra: vec![], fits_cards: vec![] },
+    )?;
     written.extend(files);
     let label = if physical { "physical units" } else { "model space (the latents carry no normalization)" };
     println!("decoded {} map(s) into {label}", a.count);

@@ -441,6 +441,7 @@ pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
     if let Some(u) = &out.units {
         put_string(&h, "BUNIT", u, "physical units of the pixel values")?;
     }
+    put_string(&h, "DATE", &file_date(), "UTC date the file was written")?;
     for card in &out.fits_cards {
         let c = cstring(path, card)?;
         // SAFETY: open handle; `c` is a live NUL-terminated card.
@@ -498,11 +499,41 @@ fn put_string(h: &Handle, key: &str, value: &str, comment: &str) -> Result<()> {
     Ok(())
 }
 
+/// The `DATE` of a file written now: UTC `YYYY-MM-DDThh:mm:ss`, or the time in
+/// `SOURCE_DATE_EPOCH` (seconds since 1970) when it is set, so that reruns can give the same bytes.
+pub fn file_date() -> String {
+    let secs =
+        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        });
+    let stamp = crate::runtime::utc_stamp(secs);
+    String::from_utf8_lossy(&stamp[..19]).into_owned()
+}
+
+/// The cards of `cards` that give the pixel scale and nothing about where on the sky the map
+/// is: CDELTi, CUNITi, CDi_j and PCi_j of axes 1 and 2 (no CRVAL, CRPIX or CTYPE).
+pub fn pixel_scale_cards(cards: &[String]) -> Vec<String> {
+    wcs_cards(cards)
+        .into_iter()
+        .filter(|c| {
+            let key = c.get(..8).unwrap_or(c).trim_end();
+            let axis = |p: &str| key.strip_prefix(p).is_some_and(|a| a == "1" || a == "2");
+            let matrix = |p: &str| key.strip_prefix(p).is_some_and(|ij| matches!(ij, "1_1" | "1_2" | "2_1" | "2_2"));
+            axis("CDELT") || axis("CUNIT") || matrix("CD") || matrix("PC")
+        })
+        .collect()
+}
+
 /// Human-readable provenance, one HISTORY line each (cfitsio wraps long lines).
 pub fn provenance_lines(p: &super::Provenance) -> Vec<String> {
     let mut lines = vec![format!("{} {}", p.tool, p.command)];
+    // Synthetic maps come from the domain's prior, not from any one input map.
+    let synthetic = p.records.contains_key("sampling");
+    if synthetic && !p.sources.is_empty() {
+        lines.push("synthetic maps: each drawn from the prior fitted to all of the domain's inputs:".into());
+    }
     for s in &p.sources {
-        lines.push(format!("source: {s}"));
+        lines.push(if synthetic { format!("domain input: {s}") } else { format!("source: {s}") });
     }
     if let Some(u) = &p.units {
         lines.push(format!("source units: {u}"));

@@ -293,7 +293,7 @@ pub(crate) fn put_str(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Re
     loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
 }
 
-/// Writes dataset `maps` (float32, chunked per map, gzip) with `units`, and file attributes
+/// Writes dataset `maps` (float32, chunked per map, gzip) with `units` (empty when unknown), and file attributes
 /// `expanse_version`, `command`, `sources`, `provenance` (JSON); with a mask, dataset `mask`
 /// (uint8, 1 = blank).
 pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
@@ -303,9 +303,8 @@ pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
     let mut chunk = data.shape().to_vec();
     chunk[0] = 1;
     let ds = file.new_dataset_builder().chunk(chunk).deflate(4).with_data(&data).create("maps").map_err(werr)?;
-    if let Some(u) = &out.units {
-        put_str(&ds, "units", u).map_err(werr)?;
-    }
+    // Always there, so that `f["maps"].attrs["units"]` works; empty when the inputs named none.
+    put_str(&ds, "units", out.units.as_deref().unwrap_or("")).map_err(werr)?;
     let axes = if data.ndim() == 4 { "map,channel,row,column" } else { "map,row,column" };
     put_str(&ds, "axes", axes).map_err(werr)?;
     put_str(&file, "expanse_version", &out.provenance.tool).map_err(werr)?;

@@ -180,6 +180,21 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
             d.memorized
         ));
     }
+    for (d, cd) in domains.iter().zip(&c.domains) {
+        let what = match (&cd.tile, &cd.crop, cd.size) {
+            (Some(tile), _, _) => Some(format!("tiles ({tile}) cut from the inputs")),
+            (None, Some(crop), _) => Some(format!("crops ({crop}) of the inputs")),
+            (None, None, Some(size)) => Some(format!("the inputs resampled to {size}x{size}")),
+            _ => None,
+        };
+        if let Some(what) = what {
+            t.push_str(&format!(
+                "\nThe real maps of '{}' are {what}, so its synthetic maps are maps of that size too, not of the \
+                    inputs' full size.\n",
+                d.name
+            ));
+        }
+    }
     t.push_str(
         "\nPer map, not pooled: slopes are fitted map by map (Welch's t compares the two means); the level spread \
             ratio is the standard \

@@ -11,6 +11,10 @@ use ndarray::{Array2, Array4};
 use ndarray_npy::ReadNpyExt;
 use serde_json::Value;
 
+/// The date FITS files written by the tests' runs carry (`DATE`), so that runs compared byte for
+/// byte agree whenever they ran: 2026-12-07T00:00:00Z.
+pub const SOURCE_DATE_EPOCH: &str = "1796601600";
+
 /// The crate's root folder (`CARGO_MANIFEST_DIR`).
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -97,7 +101,11 @@ pub fn invalid_cause<T: std::fmt::Debug>(result: expanse::error::Result<T>) -> S
 
 /// Runs the binary with `args`.
 pub fn expanse(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_expanse")).args(args).output().expect("run expanse")
+    Command::new(env!("CARGO_BIN_EXE_expanse"))
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+        .output()
+        .expect("run expanse")
 }
 
 /// Runs the binary and returns its stdout, failing the test (with stderr) on a non-zero exit.

@@ -66,8 +66,19 @@ impl Runner<'_> {
         } else {
             images
         };
-        let (written, physical) =
-            crate::synthesis::write_synthetic(&paths, &images, "run: decode", &input, &ddim, self.model()?, records)?;
+        // The real maps' pixel scale (when their grid is the inputs' or a cut of it), no sky position:
+        // a synthetic map sits nowhere on the sky.
+        let real = self.real_path(d);
+        let cards = match crate::io::Format::from_extension(&real) {
+            Ok(crate::io::Format::Fits) => crate::io::read_maps(&real, &crate::io::Selection::default())?
+                .first()
+                .map(|m| crate::io::fits::pixel_scale_cards(&m.source.cards))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let with =
+            crate::synthesis::SyntheticRecords { ddim: &ddim, model: self.model()?, extra: records, fits_cards: cards };
+        let (written, physical) = crate::synthesis::write_synthetic(&paths, &images, "run: decode", &input, with)?;
         counts.insert("maps".into(), json!(images.len_of(Axis(0))));
         counts.insert("physical_units".into(), json!(physical));
         counts.insert(
