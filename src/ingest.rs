@@ -31,7 +31,12 @@ pub struct IngestOptions {
 /// Most maps drawn in a preview.
 const PREVIEW_MAPS: usize = 16;
 
-fn draw_preview(stem: &Path, maps: &[Map], units: Option<String>) -> Result<Vec<PathBuf>> {
+fn draw_preview(
+    stem: &Path,
+    maps: &[Map],
+    units: Option<String>,
+    transform: Option<crate::prep::Transform>,
+) -> Result<Vec<PathBuf>> {
     let shown: Vec<&Map> = maps.iter().take(PREVIEW_MAPS).collect();
     let title = format!(
         "{} of {} map(s) from {}",
@@ -40,7 +45,10 @@ fn draw_preview(stem: &Path, maps: &[Map], units: Option<String>) -> Result<Vec<
         shown[0].source.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     );
     let labels = shown.iter().map(|m| m.label()).collect();
-    let grid = crate::plot::MapGrid::new(&title, shown.iter().map(|m| m.data.clone()).collect(), labels, units);
+    let mut grid = crate::plot::MapGrid::new(&title, shown.iter().map(|m| m.data.clone()).collect(), labels, units);
+    if let Some(t) = transform {
+        grid = grid.in_transform(t);
+    }
     grid.save(stem)
 }
 
@@ -149,7 +157,7 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
         };
         let mut written = io::write_stack(out, &out_stack)?;
         if let Some(stem) = &opts.preview {
-            written.extend(draw_preview(stem, &maps, provenance.units.clone())?);
+            written.extend(draw_preview(stem, &maps, provenance.units.clone(), None)?);
         }
         return Ok(IngestReport {
             inputs: inputs_read,
@@ -193,7 +201,12 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
         written.extend(io::write_stack(real, &real_stack)?);
     }
     if let Some(stem) = &opts.preview {
-        written.extend(draw_preview(stem, &maps, model.normalization.units.clone())?);
+        written.extend(draw_preview(
+            stem,
+            &maps,
+            model.normalization.units.clone(),
+            Some(model.normalization.transform),
+        )?);
     }
     Ok(IngestReport {
         inputs: inputs_read,

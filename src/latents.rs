@@ -151,7 +151,10 @@ pub fn write_maps(
     } else {
         title.to_string()
     };
-    let grid = crate::plot::MapGrid::new(&title, shown, labels, provenance.units.clone());
+    let mut grid = crate::plot::MapGrid::new(&title, shown, labels, provenance.units.clone());
+    if let (Some(n), true) = (&input.normalization, physical) {
+        grid = grid.in_transform(n.transform);
+    }
     written.extend(grid.save(&io::with_suffix(&paths[0], ""))?);
     Ok((written, physical))
 }

@@ -83,15 +83,20 @@ pub struct MapGrid {
     /// Colour by log10 of the values (chosen automatically by [`MapGrid::new`] for positive data
     /// spanning more than 1.5 decades).
     pub log: bool,
+    /// Colour by the domain's normalization instead (log10, asinh or linear, as the maps were
+    /// normalized for the model); the colour bar says so and its ticks are physical values.
+    pub transform: Option<crate::prep::Transform>,
     /// When set, the colour scale spans the full range of the first this many maps (the real
-    /// ones); else the 1st to 99th percentiles of all maps. Pixels outside the scale are marked,
-    /// magenta above and cyan below, never clipped to its ends.
+    /// ones), and pixels of the other maps outside it are marked, magenta above and cyan below;
+    /// else the scale spans the 1st to 99th percentiles of all maps and colours saturate beyond.
     pub reference: Option<usize>,
 }
 
 /// Colour of pixels above / below a reference range.
 const ABOVE: RGBColor = RGBColor(255, 0, 255);
 const BELOW: RGBColor = RGBColor(0, 255, 255);
+/// Colour of blank (NaN) pixels.
+const BLANK: RGBColor = RGBColor(200, 200, 200);
 
 const CELL: u32 = 160;
 const GAP: u32 = 6;
@@ -106,7 +111,14 @@ impl MapGrid {
         let positive = !finite.is_empty() && finite.iter().all(|&v| v > 0.0);
         let (lo, hi) = finite.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let log = positive && (hi / lo) > 10f32.powf(1.5);
-        MapGrid { title: title.to_string(), maps, labels, units, log, reference: None }
+        MapGrid { title: title.to_string(), maps, labels, units, log, transform: None, reference: None }
+    }
+
+    /// Colours in the domain's normalization `transform` (see [`MapGrid::transform`]).
+    pub fn in_transform(mut self, transform: crate::prep::Transform) -> Self {
+        self.log = false;
+        self.transform = Some(transform);
+        self
     }
 
     /// A grid whose colour scale is the full range of its first `reference` maps, with pixels
@@ -135,6 +147,9 @@ impl MapGrid {
     }
 
     fn value(&self, v: f32) -> f64 {
+        if let Some(t) = &self.transform {
+            return t.forward(v as f64);
+        }
         if self.log {
             (v as f64).log10()
         } else {
@@ -177,12 +192,13 @@ impl MapGrid {
         let w = cols as u32 * (CELL + GAP) + GAP + BAR;
         let h = TOP + rows as u32 * (CELL + GAP + 20) + GAP;
         // Room below the colour bar for its label and the legend of out-of-range pixels.
-        let h = h.max(TOP + 2 * CELL + GAP + 90);
+        let h = h.max(TOP + 2 * CELL + GAP + 130);
         (cols, rows, w, h)
     }
 
-    /// RGB pixels of one map scaled into a CELL×CELL tile (nearest neighbour).
-    fn tile(&self, map: &Array2<f32>, lim: (f64, f64)) -> Vec<u8> {
+    /// RGB pixels of one map scaled into a CELL×CELL tile (nearest neighbour); `mark`: colour
+    /// pixels outside `lim` magenta or cyan instead of the scale's ends.
+    fn tile(&self, map: &Array2<f32>, lim: (f64, f64), mark: bool) -> Vec<u8> {
         let (h, w) = map.dim();
         let mut buf = Vec::with_capacity((CELL * CELL * 3) as usize);
         for y in 0..CELL {
@@ -193,15 +209,15 @@ impl MapGrid {
                 let v = map[[r, c]];
                 let rgb = if v.is_finite() && self.value(v).is_finite() {
                     let t = (self.value(v) - lim.0) / (lim.1 - lim.0);
-                    if t > 1.0 {
+                    if mark && t > 1.0 {
                         ABOVE
-                    } else if t < 0.0 {
+                    } else if mark && t < 0.0 {
                         BELOW
                     } else {
-                        ViridisRGB.get_color(t as f32)
+                        ViridisRGB.get_color(t.clamp(0.0, 1.0) as f32)
                     }
                 } else {
-                    RGBColor(200, 200, 200)
+                    BLANK
                 };
                 buf.extend_from_slice(&[rgb.0, rgb.1, rgb.2]);
             }
@@ -222,7 +238,8 @@ impl MapGrid {
             let (col, row) = ((i % cols) as u32, (i / cols) as u32);
             let x = (GAP + col * (CELL + GAP)) as i32;
             let y = (TOP + row * (CELL + GAP + 20)) as i32;
-            let img = BitMapElement::with_owned_buffer((x, y), (CELL, CELL), self.tile(map, lim))
+            let mark = self.reference.is_some_and(|r| i >= r);
+            let img = BitMapElement::with_owned_buffer((x, y), (CELL, CELL), self.tile(map, lim, mark))
                 .ok_or("bitmap size mismatch")?;
             root.draw(&img).map_err(e)?;
             if let Some(label) = self.labels.get(i) {
@@ -241,7 +258,12 @@ impl MapGrid {
         }
         root.draw(&Rectangle::new([(bx, by), (bx + 18, by + bh)], BLACK.stroke_width(1))).map_err(e)?;
         // Round ticks: decades (or 1-2-5 multiples) on a log scale, 1-2-5 steps on a linear one.
-        let ticks: Vec<(f64, String)> = if self.log {
+        let ticks: Vec<(f64, String)> = if let Some(t) = &self.transform {
+            // Round physical values (decades or 1-2-5 steps), placed where the transform puts them.
+            let (a, b) = (t.inverse(lim.0), t.inverse(lim.1));
+            let (values, step) = if a > 0.0 && b / a > 3.0 { (log_ticks(a, b), 0.0) } else { linear_ticks(a, b, 5) };
+            values.into_iter().map(|v| (t.forward(v), tick_label(v, if step > 0.0 { step } else { v }))).collect()
+        } else if self.log {
             log_ticks(10f64.powf(lim.0), 10f64.powf(lim.1)).into_iter().map(|v| (v.log10(), tick_label(v, v))).collect()
         } else {
             let (values, step) = linear_ticks(lim.0, lim.1, 5);
@@ -254,18 +276,27 @@ impl MapGrid {
             root.draw(&Text::new(text, (bx + 26, yy - 7), ("sans-serif", 14).into_font())).map_err(e)?;
         }
         let units = self.units.clone().unwrap_or_else(|| "value".into());
-        let label = if self.log { format!("{units} (log scale)") } else { units };
-        root.draw(&Text::new(label, (bx - 4, by + bh + 8), ("sans-serif", 14).into_font())).map_err(e)?;
-        {
-            let legend = match self.reference {
-                Some(_) => [(ABOVE, "above the real range"), (BELOW, "below the real range")],
-                None => [(ABOVE, "above the 99th percentile"), (BELOW, "below the 1st percentile")],
-            };
-            for (k, (colour, text)) in legend.into_iter().enumerate() {
-                let yy = by + bh + 32 + 20 * k as i32;
-                root.draw(&Rectangle::new([(bx - 4, yy), (bx + 6, yy + 10)], colour.filled())).map_err(e)?;
-                root.draw(&Text::new(text, (bx + 10, yy - 2), ("sans-serif", 13).into_font())).map_err(e)?;
-            }
+        let scale = match &self.transform {
+            Some(crate::prep::Transform::Log10 { .. }) => "log10 scale",
+            Some(crate::prep::Transform::Asinh { .. }) => "asinh scale",
+            Some(crate::prep::Transform::Linear { .. }) => "linear scale",
+            None if self.log => "log scale",
+            None => "linear scale",
+        };
+        let scale = if self.transform.is_some() { format!("({scale}, as normalized)") } else { format!("({scale})") };
+        root.draw(&Text::new(units, (bx - 4, by + bh + 8), ("sans-serif", 14).into_font())).map_err(e)?;
+        root.draw(&Text::new(scale, (bx - 4, by + bh + 26), ("sans-serif", 13).into_font())).map_err(e)?;
+        let mut legend: Vec<(RGBColor, &str)> = match self.reference {
+            Some(_) => vec![(ABOVE, "above the real range"), (BELOW, "below the real range")],
+            None => vec![],
+        };
+        if self.maps.iter().any(|m| m.iter().any(|v| !v.is_finite())) {
+            legend.push((BLANK, "blank (NaN)"));
+        }
+        for (k, (colour, text)) in legend.into_iter().enumerate() {
+            let yy = by + bh + 52 + 20 * k as i32;
+            root.draw(&Rectangle::new([(bx - 4, yy), (bx + 6, yy + 10)], colour.filled())).map_err(e)?;
+            root.draw(&Text::new(text, (bx + 10, yy - 2), ("sans-serif", 13).into_font())).map_err(e)?;
         }
         root.present().map_err(e)
     }
@@ -305,7 +336,7 @@ mod tests {
         let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
         assert!(width >= 1050, "PNG {width} px wide");
         // Round colour-bar ticks: the maps span 1e19 … 10^22.4, so decades.
-        for t in ["1e20", "1e21", "1e22"] {
+        for t in ["10²⁰", "10²¹", "10²²"] {
             assert!(svg.contains(&format!("\n{t}\n")), "tick {t} missing");
         }
     }
@@ -319,10 +350,19 @@ mod tests {
         assert_eq!(log_ticks(2.9e19, 1.18e22), vec![1e20, 1e21, 1e22]);
         assert_eq!(log_ticks(1e-20, 1e20), [-20, -14, -8, -2, 4, 10, 16].map(|d| 10f64.powi(d)));
         let labels: Vec<String> = [0.05, 0.1, 0.2, 0.5, 2e21, 1e43, 1.5e-5].iter().map(|&v| tick_label(v, v)).collect();
-        assert_eq!(labels, ["0.05", "0.1", "0.2", "0.5", "2e21", "1e43", "2e-5"]);
+        assert_eq!(labels, ["0.05", "0.1", "0.2", "0.5", "2×10²¹", "10⁴³", "2×10⁻⁵"]);
         assert_eq!(tick_label(0.6000000000000001, 0.2), "0.6");
-        assert_eq!(tick_label(1.5e-5, 1e-6), "1.5e-5");
-        assert_eq!(tick_label(2.5e21, 5e20), "2.5e21");
+        assert_eq!(tick_label(1.5e-5, 1e-6), "1.5×10⁻⁵");
+        assert_eq!(tick_label(2.5e21, 5e20), "2.5×10²¹");
+        assert_eq!(tick_label(-1e21, 1e21), "-10²¹");
+    }
+
+    #[test]
+    fn squared_units_read_as_units() {
+        assert_eq!(squared_units("cm-2"), "cm⁻⁴");
+        assert_eq!(squared_units("K"), "K²");
+        assert_eq!(squared_units("m2"), "m⁴");
+        assert_eq!(squared_units("MJy/sr"), "(MJy/sr)²");
     }
 }
 
@@ -428,12 +468,43 @@ fn tick_label(v: f64, step: f64) -> String {
     let mantissa = v / 10f64.powf(e_v);
     let text = format!("{mantissa:.digits$}");
     let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
-    format!("{text}e{e_v}")
+    let power = format!("10{}", superscript(e_v as i64));
+    match text.as_str() {
+        "1" => power,
+        "-1" => format!("-{power}"),
+        _ => format!("{text}×{power}"),
+    }
+}
+
+/// `n` in superscript digits: ⁻¹², ²¹.
+fn superscript(n: i64) -> String {
+    let digits = ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹'];
+    let mut s: String = n.unsigned_abs().to_string().chars().map(|c| digits[c as usize - '0' as usize]).collect();
+    if n < 0 {
+        s.insert(0, '⁻');
+    }
+    s
+}
+
+/// The square of units as written in FITS (`cm-2` → `cm⁻⁴`, `K` → `K²`); `(u)²` for anything
+/// else (`MJy/sr` → `(MJy/sr)²`).
+pub fn squared_units(u: &str) -> String {
+    let u = u.trim();
+    let split = u.find(|c: char| c == '-' || c == '+' || c.is_ascii_digit()).unwrap_or(u.len());
+    let (base, power) = u.split_at(split);
+    let exponent = if power.is_empty() { Some(1) } else { power.parse::<i64>().ok() };
+    match exponent {
+        Some(p) if !base.is_empty() && base.chars().all(|c| c.is_ascii_alphabetic()) => {
+            format!("{base}{}", superscript(2 * p))
+        }
+        _ => format!("({u})²"),
+    }
 }
 
 fn draw_histogram<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     p: &HistogramPanel,
+    caption: bool,
 ) -> DrawResult {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
     let all: Vec<f64> = p.series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite()).collect();
@@ -459,9 +530,22 @@ fn draw_histogram<DB: DrawingBackend>(
             c.into_iter().map(|k| k / (n * width)).collect()
         })
         .collect();
-    let ymax = densities.iter().flatten().cloned().fold(0.0, f64::max) * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption(&p.title, ("sans-serif", 18))
+    // Headroom above the tallest bin for the legend, so that it covers no data.
+    let ymax = densities.iter().flatten().cloned().fold(0.0, f64::max) * 1.45;
+    // The legend goes in the upper corner over the lower side of the histograms.
+    let side_max = |range: std::ops::Range<usize>| {
+        densities.iter().flat_map(|d| d[range.clone()].iter()).cloned().fold(0.0, f64::max)
+    };
+    let legend_at = if side_max(0..bins * 2 / 5) < side_max(bins * 3 / 5..bins) {
+        SeriesLabelPosition::UpperLeft
+    } else {
+        SeriesLabelPosition::UpperRight
+    };
+    let mut builder = ChartBuilder::on(area);
+    if caption {
+        builder.caption(&p.title, ("sans-serif", 18));
+    }
+    let mut chart = builder
         .margin(8)
         .x_label_area_size(44)
         .y_label_area_size(64)
@@ -497,6 +581,7 @@ fn draw_histogram<DB: DrawingBackend>(
     }
     chart
         .configure_series_labels()
+        .position(legend_at)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
@@ -504,12 +589,19 @@ fn draw_histogram<DB: DrawingBackend>(
         .map_err(e)
 }
 
-fn draw_qq<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, p: &QqPanel) -> DrawResult {
+fn draw_qq<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    p: &QqPanel,
+    caption: bool,
+) -> DrawResult {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
     let all: Vec<f64> = p.series.iter().flat_map(|(_, v)| v.iter().flat_map(|&(a, b)| [a, b])).collect();
     let lim = all.iter().fold(1.0f64, |m, v| m.max(v.abs())) * 1.05;
-    let mut chart = ChartBuilder::on(area)
-        .caption(&p.title, ("sans-serif", 18))
+    let mut builder = ChartBuilder::on(area);
+    if caption {
+        builder.caption(&p.title, ("sans-serif", 18));
+    }
+    let mut chart = builder
         .margin(8)
         .x_label_area_size(44)
         .y_label_area_size(64)
@@ -557,10 +649,12 @@ impl PanelFigure {
         let cols = self.columns.max(1);
         let rows = self.panels.len().div_ceil(cols);
         let areas = body.split_evenly((rows, cols));
+        // One panel: the figure's title is its only title.
+        let caption = self.panels.len() > 1;
         for (panel, area) in self.panels.iter().zip(areas.iter()) {
             match panel {
-                Panel::Histogram(h) => draw_histogram(area, h)?,
-                Panel::Qq(q) => draw_qq(area, q)?,
+                Panel::Histogram(h) => draw_histogram(area, h, caption)?,
+                Panel::Qq(q) => draw_qq(area, q, caption)?,
             }
         }
         root.present().map_err(e)
@@ -600,7 +694,7 @@ impl SpectrumComparison {
             .filter(finite)
             .collect();
         let (y0, y1) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
-        let unit = self.units.clone().map(|u| format!(" [({u})² pix²]")).unwrap_or_default();
+        let unit = self.units.as_deref().map(|u| format!(" [{} pix²]", squared_units(u))).unwrap_or_default();
         let mut chart = ChartBuilder::on(&top)
             .caption(&self.title, ("sans-serif", 22))
             .margin(10)
@@ -650,6 +744,8 @@ impl SpectrumComparison {
         }
         chart
             .configure_series_labels()
+            // Spectra fall with k: the lower left is empty.
+            .position(SeriesLabelPosition::LowerLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .label_font(("sans-serif", 15))
@@ -781,11 +877,15 @@ fn draw_battery_panel<DB: DrawingBackend>(
     let (r0, r1) = padded_range(c.residual.lo.iter().chain(&c.residual.hi).copied(), Some((-2.0, 2.0)));
     let names = c.axes.x_names.clone();
     let x_log = c.axes.x_log;
+    // Named entries (scattering coefficients): every k-th name, so that at most about one name
+    // per 70 pixels of the panel's width is written and none run together.
+    let room = ((area.dim_in_pixel().0 as usize).saturating_sub(80) / 70).max(2);
+    let every = names.as_ref().map_or(1, |n| n.len().div_ceil(room).max(1));
     let x_fmt = move |v: &f64| -> String {
         match &names {
             Some(n) => {
                 let i = v.round();
-                if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n.len() {
+                if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n.len() && (i as usize).is_multiple_of(every) {
                     n[i as usize].clone()
                 } else {
                     String::new()
@@ -795,7 +895,7 @@ fn draw_battery_panel<DB: DrawingBackend>(
             None => tick_label(*v, linear_ticks(x0, x1, 5).1),
         }
     };
-    let n_ticks = c.axes.x_names.as_ref().map_or(6, |n| n.len().min(12));
+    let n_ticks = c.axes.x_names.as_ref().map_or(6, |n| n.len());
     let y_step = linear_ticks(y0, y1, 5).1;
     let r_step = linear_ticks(r0, r1, 4).1;
     macro_rules! body {
@@ -813,22 +913,11 @@ fn draw_battery_panel<DB: DrawingBackend>(
                 .y_label_formatter(&|v| tick_label(*v, y_step))
                 .draw()
                 .map_err(e)?;
-            for (k, (label, b)) in [("real", &c.real), ("synthetic", &c.synthetic)].into_iter().enumerate() {
+            for (k, b) in [&c.real, &c.synthetic].into_iter().enumerate() {
                 let color = PALETTE[k];
                 chart.draw_series(std::iter::once(Polygon::new(band_polygon(x, b), color.mix(0.25)))).map_err(e)?;
-                chart
-                    .draw_series(LineSeries::new(band_points(x, &b.mean), color.stroke_width(2)))
-                    .map_err(e)?
-                    .label(label)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                chart.draw_series(LineSeries::new(band_points(x, &b.mean), color.stroke_width(2))).map_err(e)?;
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 12))
-                .draw()
-                .map_err(e)?;
             let mut rc = $rc;
             rc.configure_mesh()
                 .x_desc(c.axes.x_label.as_str())
@@ -872,13 +961,23 @@ impl BatteryFigure {
     fn size(&self) -> (u32, u32) {
         let cols = self.columns.max(1).min(self.panels.len().max(1));
         let rows = self.panels.len().div_ceil(cols);
-        ((cols as u32 * 380).max(560), rows as u32 * 330 + 36)
+        ((cols as u32 * 380).max(560), rows as u32 * 330 + 58)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, plotters::coord::Shift>) -> DrawResult {
         let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
         root.fill(&WHITE).map_err(e)?;
         let body = root.titled(&self.title, ("sans-serif", 17)).map_err(e)?;
+        let (legend, body) = body.split_vertically(22);
+        // One legend for every panel, above them, where it covers no data.
+        let (w, _) = legend.dim_in_pixel();
+        let mut x = w as i32 / 2 - 200;
+        for (k, text) in ["real: mean and 68 % band", "synthetic: mean and 68 % band"].into_iter().enumerate() {
+            let color = PALETTE[k];
+            legend.draw(&PathElement::new(vec![(x, 9), (x + 22, 9)], color.stroke_width(3))).map_err(e)?;
+            legend.draw(&Text::new(text, (x + 28, 1), ("sans-serif", 14).into_font())).map_err(e)?;
+            x += 220;
+        }
         let cols = self.columns.max(1).min(self.panels.len().max(1));
         let rows = self.panels.len().div_ceil(cols);
         let areas = body.split_evenly((rows, cols));

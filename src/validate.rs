@@ -268,7 +268,8 @@ pub fn verdict(r: &ValidationReport) -> Verdict {
     let pdf_floor = if p.hellinger_real_halves.is_finite() { p.hellinger_real_halves } else { 0.0 };
     if p.hellinger > TARGET_HELLINGER.max(2.0 * pdf_floor) {
         v.warnings.push(format!(
-            "PDF Hellinger distance {:.2} (two halves of the real maps: {pdf_floor:.2}): the synthetic one-point PDF differs \
+            "PDF Hellinger distance {:.2} (two halves of the real maps: {pdf_floor:.2}): the synthetic one-point PDF \
+                differs \
                 from the real one",
             p.hellinger
         ));
@@ -288,7 +289,8 @@ pub fn verdict(r: &ValidationReport) -> Verdict {
     let t = r.slopes.welch_t;
     if t.abs() > 3.0 {
         v.warnings.push(format!(
-            "the per-map power-spectrum slopes differ: {:.2} ± {:.2} synthetic against {:.2} ± {:.2} real (Welch t = {t:.1})",
+            "the per-map power-spectrum slopes differ: {:.2} ± {:.2} synthetic against {:.2} ± {:.2} real (Welch t = \
+                {t:.1})",
             r.slopes.synthetic.mean, r.slopes.synthetic.std, r.slopes.real.mean, r.slopes.real.std
         ));
     }
@@ -565,17 +567,32 @@ pub fn validate(
         (None, None, true) => "log10 value".into(),
         (None, None, false) => "value".into(),
     };
+    let mut panels = vec![Panel::Histogram(HistogramPanel {
+        title: "in model space".into(),
+        x_label,
+        series: vec![("real".into(), pool(&rt)), ("synthetic".into(), pool(&st))],
+    })];
+    // With a normalization, the same pixels in physical units too (log10 of positive maps).
+    if norm.is_some() {
+        let u = units.as_deref().map(|u| format!(" [{u}]")).unwrap_or_default();
+        let (label, f): (String, fn(f64) -> f64) =
+            if positive { (format!("log10 value{u}"), f64::log10) } else { (format!("value{u}"), |v| v) };
+        let physical = |maps: &[Array2<f64>]| -> Vec<f64> {
+            maps.iter().flat_map(|m| m.iter().map(|&v| f(v))).filter(|v| v.is_finite()).collect()
+        };
+        panels.push(Panel::Histogram(HistogramPanel {
+            title: "in physical units".into(),
+            x_label: label,
+            series: vec![("real".into(), physical(&r)), ("synthetic".into(), physical(&s))],
+        }));
+    }
     let pdfs = PanelFigure {
         title: format!(
             "One-point PDF (Hellinger = {:.3} ± {:.3}; real halves {:.3})",
             report.pdf.hellinger, report.pdf.hellinger_std, report.pdf.hellinger_real_halves
         ),
-        columns: 1,
-        panels: vec![Panel::Histogram(HistogramPanel {
-            title: "PDF of pixel values".into(),
-            x_label,
-            series: vec![("real".into(), pool(&rt)), ("synthetic".into(), pool(&st))],
-        })],
+        columns: panels.len(),
+        panels,
     };
     written.extend(pdfs.save(&out_dir.join("pdfs"))?);
     let shown: Vec<Array2<f32>> = r.iter().take(6).chain(s.iter().take(6)).map(|m| m.mapv(|v| v as f32)).collect();
@@ -583,13 +600,16 @@ pub fn validate(
         .map(|i| format!("real {i}"))
         .chain((0..s.len().min(6)).map(|i| format!("synthetic {i}")))
         .collect();
-    let grid = MapGrid::with_reference(
+    let mut grid = MapGrid::with_reference(
         "Real (first) and synthetic maps, one colour scale: the real range",
         shown,
         labels,
         units.clone(),
         r.len().min(6),
     );
+    if let Some(n) = &norm {
+        grid = grid.in_transform(n.transform);
+    }
     written.extend(grid.save(&out_dir.join("maps"))?);
     if let Some(b) = &report.battery {
         written.extend(battery_figures(b, &report.scale, out_dir)?);

@@ -16,6 +16,8 @@ cp out/two_domains/prior/prior.diagnostics.svg figures/two_domains_latents.svg
 cp out/two_domains/report/hubble/maps.png figures/two_domains_hubble_maps.png
 cp out/two_domains/report/hubble/maps.svg figures/two_domains_hubble_maps.svg
 # The sample-data previews of the README.
-for s in clouds_64 hubble_xdf_64; do
-    ./target/release/expanse ingest data/samples/$s.fits --raw --out out/preview_$s.fits --preview figures/samples_$s
-done
+# Drawn in each domain's normalization, as the runs draw them (figures/README.md).
+./target/release/expanse ingest data/samples/clouds_64.fits --transform log10 --out out/preview_clouds_64.h5 \
+    --preview figures/samples_clouds_64
+./target/release/expanse ingest data/samples/hubble_xdf_64.fits --transform asinh --out out/preview_hubble_xdf_64.h5 \
+    --preview figures/samples_hubble_xdf_64

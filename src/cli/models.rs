@@ -64,7 +64,8 @@ pub fn range_warning(input: &latents::ModelInput, path: &std::path::Path) -> Opt
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     (lo < -1.5 || hi > 1.5).then(|| {
         format!(
-            "{}: values from {lo:.4e} to {hi:.4e}, far outside the model's [-1, 1]: these look like maps that were never \
+            "{}: values from {lo:.4e} to {hi:.4e}, far outside the model's [-1, 1]: these look like maps that were \
+                never \
                 normalized (run `expanse ingest` with a transform first); the latents will mean little",
             path.display()
         )

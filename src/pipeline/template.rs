@@ -86,7 +86,8 @@ pub fn choose(opts: &TemplateOptions) -> Result<TemplateChoices> {
         return Err(Error::content(
             &m.source.path,
             format!(
-                "maps of {}x{} pixels beside maps of {h}x{w}: give one size per domain (or set crop/size in the config)",
+                "maps of {}x{} pixels beside maps of {h}x{w}: give one size per domain (or set crop/size in the \
+                    config)",
                 m.data.dim().0,
                 m.data.dim().1
             ),
