@@ -334,12 +334,15 @@ fn an_hdf5_dataset_claiming_more_than_its_file_holds_is_refused_before_allocatio
         ("huge.h5", [1usize << 20, 1 << 10, 1 << 10], "claims 1048576 x 1024 x 1024 elements"),
         ("overflow.h5", [1usize << 21, 1 << 21, 1 << 21], "more than any machine can hold"),
     ] {
-        let path = dir.path().join(name);
-        let file = hdf5::File::create(&path).unwrap();
+        let written = dir.path().join(format!("written_{name}"));
+        let file = hdf5::File::create(&written).unwrap();
         let ds = file.new_dataset::<f32>().chunk([1, 64, 64]).deflate(4).shape(shape).create("maps").unwrap();
-        // Closed, lock released, before another process opens it.
         drop(ds);
         file.close().unwrap();
+        // The CLI reads a copy: HDF5 opens files without close-on-exec, so a process another test
+        // spawned while `written` was open can hold its lock after this process closed it.
+        let path = dir.path().join(name);
+        std::fs::copy(&written, &path).unwrap();
         let p = path.to_str().unwrap().to_string();
         assert_clean_failure(&["ingest", &p, "--raw"], name, cause);
         let res = expanse(&["inspect", &p]);
