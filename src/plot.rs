@@ -342,6 +342,39 @@ mod tests {
     }
 
     #[test]
+    fn only_synthetic_pixels_outside_the_real_range_are_marked_and_blanks_are_in_the_legend() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = Array2::from_shape_fn((8, 8), |(i, j)| (i * 8 + j) as f32);
+        let mut synthetic = real.mapv(|v| v * 2.0 - 20.0);
+        synthetic[[0, 0]] = f32::NAN;
+        let colours = |tile: &[u8]| -> Vec<RGBColor> { tile.chunks(3).map(|c| RGBColor(c[0], c[1], c[2])).collect() };
+        // A preview (no reference): the scale saturates, nothing is marked.
+        let preview = MapGrid::new("preview", vec![real.clone(), synthetic.clone()], vec![], None);
+        let lim = preview.limits();
+        let tile = colours(&preview.tile(&synthetic, lim, false));
+        assert!(!tile.contains(&ABOVE) && !tile.contains(&BELOW) && tile.contains(&BLANK));
+        // A validation grid: the synthetic map's pixels beyond the real range are marked.
+        let grid = MapGrid::with_reference("v", vec![real, synthetic.clone()], vec!["r".into(), "s".into()], None, 1);
+        let tile = colours(&grid.tile(&synthetic, grid.limits(), true));
+        assert!(tile.contains(&ABOVE) && tile.contains(&BELOW));
+        assert!(grid.labels[1].contains("% out"), "{:?}", grid.labels);
+        let svg = std::fs::read_to_string(&grid.save(&dir.path().join("v")).unwrap()[1]).unwrap();
+        assert!(svg.contains("blank (NaN)") && svg.contains("above the real range"), "legend");
+        let svg = std::fs::read_to_string(&preview.save(&dir.path().join("p")).unwrap()[1]).unwrap();
+        assert!(svg.contains("blank (NaN)") && !svg.contains("above the real range"), "legend");
+    }
+
+    #[test]
+    fn maps_in_a_domain_transform_say_so_on_the_colour_bar() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = Array2::from_shape_fn((8, 8), |(i, j)| (i * 8 + j) as f32 - 10.0);
+        let t = crate::prep::Transform::Asinh { softening: 2.0, lo: (-10f64 / 2.0).asinh(), hi: (53f64 / 2.0).asinh() };
+        let grid = MapGrid::new("asinh", vec![map], vec![], Some("DN".into())).in_transform(t);
+        let svg = std::fs::read_to_string(&grid.save(&dir.path().join("a")).unwrap()[1]).unwrap();
+        assert!(svg.contains("asinh scale, as normalized") && svg.contains("\nDN\n"), "colour bar label");
+    }
+
+    #[test]
     fn ticks_are_round_numbers() {
         assert_eq!(linear_ticks(0.13, 0.97, 5), (vec![0.2, 0.4, 0.6000000000000001, 0.8], 0.2));
         let (t, step) = linear_ticks(-3.0, 3.0, 6);

@@ -253,6 +253,9 @@ fn a_changed_config_redoes_only_the_stages_that_read_what_changed() {
     let out = dir.path().join("run");
     ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let first = manifest(&out);
+    // After the inversion, the log says how long the run's remaining UNet work will take.
+    let log = std::fs::read_to_string(out.join("run.log")).unwrap();
+    assert!(log.contains("run: 40 UNet evaluations left, about "), "{log}");
     let first_config = std::fs::read_to_string(out.join("config.toml")).unwrap();
 
     // More maps and another seed: inversion and fit are kept, sampling onwards is redone, and the
