@@ -56,6 +56,9 @@ def parse_args(argv=None):
                    help="asinh softening in physical units (default 1.4826 x MAD of the real pixels)")
     p.add_argument("--offset", type=float, default=None,
                    help="log10 offset (default: 0 for positive data, else -min + 1e-3 (max - min), as expanse)")
+    p.add_argument("--init", default=None,
+                   help="FITS cube (>= COUNT, H, W) in physical units to start from instead of white noise "
+                        "(e.g. expanse's decoded maps: the issue's 'WPH moments from the decoded map')")
     p.add_argument("--iterations", type=int, default=50,
                    help="L-BFGS maxiter per map (default 50, as pywph's examples/synthesis.py)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -224,12 +227,21 @@ def main(a):
     setup_s = time.perf_counter() - t0
     print(f"operator + target ({target.shape[-1]} coefficients, mean of {n_real} maps): {setup_s:.2f}s", flush=True)
 
+    starts = None
+    if a.init is not None:
+        with fits.open(a.init) as hdul:
+            starts = np.asarray(hdul[0].data, dtype=np.float64)
+        if starts.ndim != 3 or starts.shape[0] < a.count or starts.shape[1:] != (h, w):
+            sys.exit(f"{a.init}: expected a cube ({a.count} or more, {h}, {w}), got {starts.shape}")
+        starts = (tr.forward(starts[: a.count]) - mu) / sigma
+        if not np.all(np.isfinite(starts)):
+            sys.exit(f"{a.init}: maps outside the transform's domain")
     out = np.empty((a.count, h, w), dtype=np.float32)
     infos, secs = [], []
     for k in range(a.count):
         t = time.perf_counter()
         rng = np.random.default_rng([a.seed, k])
-        x0 = rng.normal(z.mean(), z.std(), (h, w)).ravel()
+        x0 = rng.normal(z.mean(), z.std(), (h, w)).ravel() if starts is None else starts[k].ravel().copy()
         zk, info = synthesize_one(wph_op, target, (h, w), x0, a.iterations)
         phys = tr.inverse(zk * sigma + mu)
         if not np.all(np.isfinite(phys.astype(np.float32))):
@@ -253,6 +265,8 @@ def main(a):
     hd["WPHDN"] = (a.dn, "WPH radial shift steps")
     hd["WPHITER"] = (a.iterations, "L-BFGS maxiter per map")
     hd["WPHSEED"] = (a.seed, "seed of the initial noises")
+    if a.init is not None:
+        hd["WPHINIT"] = (os.path.basename(a.init)[:60], "maps the syntheses started from")
     hd["WPHTRANS"] = (a.transform, "synthesis space")
     if tr.softening is not None:
         hd["WPHSOFT"] = (tr.softening, "asinh softening (physical units)")
