@@ -84,7 +84,10 @@ fn every_variant_and_seed_is_a_run_and_the_tables_report_them() {
         for key in ["welch_t", "level_ratio", "hellinger", "memorization_ratio"] {
             assert!(row[key].as_f64().unwrap().is_finite(), "{key}: {row}");
         }
-        assert!(row["reconstruction_db"][0].as_f64().unwrap() > 20.0, "{row}");
+        // The 6-point grid to t0 = 300 reconstructs these 32² clouds at 28.0 dB (mean over maps;
+        // deterministic): a lost dB or two fails here.
+        let db = row["reconstruction_db"][0].as_f64().unwrap();
+        assert!((26.5..30.0).contains(&db), "{row}");
         assert_eq!(row["accepted"].as_u64(), Some(3));
     }
     let md = std::fs::read_to_string(out.join("fidelity.md")).unwrap();
