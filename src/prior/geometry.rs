@@ -118,9 +118,18 @@ impl TestSpec {
     }
 }
 
+/// The run's defaults: [`DEFAULT_K`] real latents, the [`DEFAULT_BAND`], all four tests of
+/// [`TEST_NAMES`] (as `sampling.tests` defaults to).
 impl Default for TestSpec {
     fn default() -> Self {
-        TestSpec { k: 10, band: (5.0, 95.0), distance: true, origin_angle: true, pair_angle: true, norm: false }
+        TestSpec {
+            k: DEFAULT_K,
+            band: (DEFAULT_BAND[0], DEFAULT_BAND[1]),
+            distance: true,
+            origin_angle: true,
+            pair_angle: true,
+            norm: true,
+        }
     }
 }
 
@@ -548,6 +557,12 @@ mod tests {
     use rand_distr::StandardNormal;
 
     #[test]
+    fn the_default_tests_are_the_configs_defaults() {
+        let config_default =
+            TestSpec::parse(DEFAULT_K, (DEFAULT_BAND[0], DEFAULT_BAND[1]), &TEST_NAMES.map(String::from)).unwrap();
+        assert_eq!(TestSpec::default(), config_default);
+    }
+    #[test]
     fn slerp_edge_cases() {
         let a = array![1.0, 0.0];
         let b = array![0.0, 2.0];
@@ -667,7 +682,8 @@ mod tests {
         let (n, d) = (24, 2000);
         let z = shell(n, d, &mut rng);
         let prior = GaussianPrior::fit("s", &z, [1, 40, 50], PriorKind::Scalar).unwrap();
-        let tests = TestSpec { distance: false, origin_angle: false, pair_angle: false, ..TestSpec::default() };
+        let tests =
+            TestSpec { distance: false, origin_angle: false, pair_angle: false, norm: false, ..TestSpec::default() };
         let spec = SamplingSpec {
             count: 400,
             candidates: CandidateKind::Draw,
