@@ -64,7 +64,11 @@ pub type Dims4 = (usize, usize, usize, usize);
 /// A raw pointer that tasks writing disjoint parts of one output may share.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
+// SAFETY: a SharedMut is only made for an output buffer that outlives the parallel section using
+// it (the section joins before the buffer is read or dropped), and every task writes a disjoint
+// range of it (its own image, channels and rows), so no two threads touch one element.
 unsafe impl Send for SharedMut {}
+// SAFETY: as for Send: shared references only hand the pointer to tasks with disjoint ranges.
 unsafe impl Sync for SharedMut {}
 
 fn input<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -823,27 +827,30 @@ unsafe fn matmul(
     rhs: (*const f32, usize, usize),
     beta: f32,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.0,
-        dst.2 as isize,
-        dst.1 as isize,
-        read_dst,
-        lhs.0,
-        lhs.2 as isize,
-        lhs.1 as isize,
-        rhs.0,
-        rhs.2 as isize,
-        rhs.1 as isize,
-        beta,
-        beta,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
+    // SAFETY: the caller's contract above is gemm's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.2 as isize,
+            dst.1 as isize,
+            read_dst,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            rhs.2 as isize,
+            rhs.1 as isize,
+            beta,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
 }
 
 impl CpuAttention {

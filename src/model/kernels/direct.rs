@@ -87,10 +87,13 @@ pub unsafe fn run(b: &Band, out: *mut f32, residual: Option<*const f32>, info: &
             let v = &info[q..q + nv];
             macro_rules! arms {
                 ($($m:literal),*) => {
+                    // SAFETY: `block` asks what `run` is given (AVX-512F; `out`, `residual` and the
+                    // band's input hold every position of these channels and vectors), and these
+                    // channels and vectors are this task's own.
                     match (mr, nv) {
-                        $(($m, 3) => block::<$m, 3>(b, k, co, 16 * q, v, out, residual),
-                          ($m, 2) => block::<$m, 2>(b, k, co, 16 * q, v, out, residual),
-                          ($m, _) => block::<$m, 1>(b, k, co, 16 * q, v, out, residual),)*
+                        $(($m, 3) => unsafe { block::<$m, 3>(b, k, co, 16 * q, v, out, residual) },
+                          ($m, 2) => unsafe { block::<$m, 2>(b, k, co, 16 * q, v, out, residual) },
+                          ($m, _) => unsafe { block::<$m, 1>(b, k, co, 16 * q, v, out, residual) },)*
                         _ => unreachable!("at most {MR} channels"),
                     }
                 };
@@ -104,6 +107,11 @@ pub unsafe fn run(b: &Band, out: *mut f32, residual: Option<*const f32>, info: &
 
 /// M channels from `co` × N vectors `v` from flat position `start`: the sums over the taps, then
 /// the epilogue and the compressed store of the valid lanes.
+///
+/// # Safety
+/// As [`run`]: AVX-512F; the weights hold `k` taps for channels `co..co + M`; every lane `v` loads
+/// lies inside `b.x` at every tap offset; `out` (and `residual`) hold the planes of those channels
+/// at every valid lane, and no other task writes them meanwhile.
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn block<const M: usize, const N: usize>(
@@ -115,39 +123,43 @@ unsafe fn block<const M: usize, const N: usize>(
     out: *mut f32,
     residual: Option<*const f32>,
 ) {
-    let load: [u16; N] = std::array::from_fn(|n| v[n].0);
-    let x0 = b.x.as_ptr();
-    let w0 = b.weight.as_ptr().add(co * k);
-    let mut acc = [[_mm512_setzero_ps(); N]; M];
-    for (kk, &off) in b.koff.iter().enumerate() {
-        let p = x0.wrapping_add(start + off as usize);
-        let mut xv = [_mm512_setzero_ps(); N];
-        for (n, x) in xv.iter_mut().enumerate() {
-            *x = _mm512_maskz_loadu_ps(load[n], p.wrapping_add(16 * n));
-        }
-        for (r, a) in acc.iter_mut().enumerate() {
-            let w = _mm512_set1_ps(*w0.add(r * k + kk));
-            for (n, x) in xv.iter().enumerate() {
-                a[n] = _mm512_fmadd_ps(w, *x, a[n]);
+    // SAFETY (every unsafe operation below): the contract above. Loads are masked to the lanes
+    // `vectors` found inside the padded input, stores to the valid lanes of this task's channels.
+    unsafe {
+        let load: [u16; N] = std::array::from_fn(|n| v[n].0);
+        let x0 = b.x.as_ptr();
+        let w0 = b.weight.as_ptr().add(co * k);
+        let mut acc = [[_mm512_setzero_ps(); N]; M];
+        for (kk, &off) in b.koff.iter().enumerate() {
+            let p = x0.wrapping_add(start + off as usize);
+            let mut xv = [_mm512_setzero_ps(); N];
+            for (n, x) in xv.iter_mut().enumerate() {
+                *x = _mm512_maskz_loadu_ps(load[n], p.wrapping_add(16 * n));
+            }
+            for (r, a) in acc.iter_mut().enumerate() {
+                let w = _mm512_set1_ps(*w0.add(r * k + kk));
+                for (n, x) in xv.iter().enumerate() {
+                    a[n] = _mm512_fmadd_ps(w, *x, a[n]);
+                }
             }
         }
-    }
-    let scale = _mm512_set1_ps(b.scale);
-    for (r, a) in acc.iter().enumerate() {
-        let c = co + r;
-        let add = _mm512_set1_ps(b.add[c]);
-        for (n, &(_, valid, first)) in v.iter().enumerate() {
-            if valid == 0 {
-                continue;
+        let scale = _mm512_set1_ps(b.scale);
+        for (r, a) in acc.iter().enumerate() {
+            let c = co + r;
+            let add = _mm512_set1_ps(b.add[c]);
+            for (n, &(_, valid, first)) in v.iter().enumerate() {
+                if valid == 0 {
+                    continue;
+                }
+                let count = ((1u32 << valid.count_ones()) - 1) as u16;
+                let at = c * b.plane + first;
+                let mut y = _mm512_add_ps(a[n], add);
+                if let Some(res) = residual {
+                    y = _mm512_add_ps(y, _mm512_maskz_expand_ps(valid, _mm512_maskz_loadu_ps(count, res.add(at))));
+                }
+                y = _mm512_mul_ps(y, scale);
+                _mm512_mask_storeu_ps(out.add(at), count, _mm512_maskz_compress_ps(valid, y));
             }
-            let count = ((1u32 << valid.count_ones()) - 1) as u16;
-            let at = c * b.plane + first;
-            let mut y = _mm512_add_ps(a[n], add);
-            if let Some(res) = residual {
-                y = _mm512_add_ps(y, _mm512_maskz_expand_ps(valid, _mm512_maskz_loadu_ps(count, res.add(at))));
-            }
-            y = _mm512_mul_ps(y, scale);
-            _mm512_mask_storeu_ps(out.add(at), count, _mm512_maskz_compress_ps(valid, y));
         }
     }
 }
