@@ -44,8 +44,8 @@ cargo build --release --features cuda 2>&1 | tail -n 3
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "the CUDA build failed"; exit 1; }
 echo "build time: $(( $(date +%s) - start )) s"
 
-step "parity on the device: EXPANSE_TEST_DEVICE=cuda cargo test --release --features cuda --test device_parity"
-EXPANSE_TEST_DEVICE=cuda cargo test --release --features cuda --test device_parity -- --nocapture 2>&1 | grep -E "max \||relative|DDIM|test result|panicked|error" || true
+step "parity on the device: EXPANSE_TEST_DEVICE=cuda cargo test --release --features cuda --test device_parity -- --ignored"
+EXPANSE_TEST_DEVICE=cuda cargo test --release --features cuda --test device_parity -- --ignored --nocapture 2>&1 | grep -E "max \||relative|DDIM|test result|panicked|error" || true
 
 py=${PYTHON:-python3}
 torch_ok=0
