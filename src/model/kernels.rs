@@ -278,7 +278,9 @@ impl CpuConv2d {
             return err("epilogue of the wrong size".into());
         }
         let total = b * self.cout * plane;
-        let mut out: Vec<f32> = Vec::with_capacity(total);
+        // Zeroed, so that no reference is ever made to uninitialized memory (every element is
+        // then written by the tasks below); the memset is within the timing noise (BENCHMARKS.md).
+        let mut out: Vec<f32> = vec![0.0; total];
         let (storage, layout) = self.weight.storage_and_layout();
         let Storage::Cpu(storage) = &*storage else {
             return err("weights are not on the CPU".into());
@@ -295,8 +297,6 @@ impl CpuConv2d {
             // Tap offsets are u32: images of over 2³² floats per sample take im2col.
             if direct && self.stride == 1 && direct::available() && padded_image < u32::MAX as usize {
                 self.run_direct(x, weight, (b, h, w), (ho, wo), e, &mut out);
-                // SAFETY: run_direct wrote every element.
-                unsafe { out.set_len(total) };
                 return Ok((out, (b, self.cout, ho, wo)));
             }
         }
@@ -322,10 +322,11 @@ impl CpuConv2d {
                 let out_base = i * self.cout * plane;
                 // Plane positions c0..c1 of image i are this task's outputs.
                 let (c0, c1) = if self.pointwise() { (r0, r1) } else { (r0 * wo, r1 * wo) };
-                // SAFETY: tasks write disjoint position ranges c0..c1 of image i's planes, and
-                // together every element of `out` (whose capacity is `total`) exactly once: here
-                // when the epilogue starts the sum, else by the product (read_dst false never reads
-                // them). The matrices passed lie inside `out`, the weights, `xi` and `col`.
+                // SAFETY: tasks write disjoint position ranges c0..c1 of image i's planes of `out`
+                // (`total` initialized elements), so no two tasks touch one element; every element
+                // is written once: here when the epilogue starts the sum, else by the product
+                // (read_dst false never reads them). The matrices passed lie inside `out`, the
+                // weights, `xi` and `col`.
                 unsafe {
                     // Use the whole wrapper (Send + Sync), not its raw pointer field alone.
                     #[allow(clippy::redundant_locals)]
@@ -367,15 +368,13 @@ impl CpuConv2d {
                 }
             })
         });
-        // SAFETY: every element was written above.
-        unsafe { out.set_len(total) };
         Ok((out, (b, self.cout, ho, wo)))
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 impl CpuConv2d {
-    /// The direct kernel at stride 1 into `out` (capacity B·Cout·Ho·Wo, every element written):
+    /// The direct kernel at stride 1 into `out` (B·Cout·Ho·Wo elements, every one written):
     /// tasks of one image × a band of output rows × a range of output channels. Bands whose rows
     /// need padding are first copied, padded, into the task's buffer.
     fn run_direct(
