@@ -486,7 +486,8 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
         return (f64::NAN, f64::NAN);
     }
     let p = crate::validate::PerMap::of(v);
-    (p.mean, p.std)
+    // One seed has no spread between seeds: the tables print it as ± 0.00, as they always have.
+    (p.mean, if p.values.len() == 1 { 0.0 } else { p.std })
 }
 
 /// Seed-averaged numbers of one (variant, domain).

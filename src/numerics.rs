@@ -1,5 +1,5 @@
-//! Small numerics shared by several stages: percentiles, errors between arrays, angles between
-//! vectors, and an L-BFGS minimizer.
+//! Small numerics shared by several stages: mean and sample standard deviation, percentiles,
+//! errors between arrays, angles between vectors, and an L-BFGS minimizer.
 
 use ndarray::{ArrayView, ArrayView1, Dimension};
 
@@ -17,6 +17,24 @@ pub fn percentile_sorted(sorted: &[f64], q: f64) -> f64 {
     } else {
         sorted[i] + (sorted[i + 1] - sorted[i]) * frac
     }
+}
+
+/// Mean of `v` (NaN when empty).
+pub fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Sample standard deviation of `v` (n − 1 in the denominator; NaN for fewer than two values,
+/// whose spread is unknown). Callers drop non-finite values first where they must.
+pub fn sample_std(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return f64::NAN;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
 }
 
 /// Mean squared error between two arrays of the same shape.

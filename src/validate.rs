@@ -49,15 +49,9 @@ pub struct PerMap {
 }
 
 impl PerMap {
+    /// Mean and sample standard deviation (NaN for one map: its spread is unknown).
     pub fn of(values: Vec<f64>) -> PerMap {
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let std = if values.len() > 1 {
-            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-        } else {
-            0.0
-        };
-        PerMap { mean, std, values }
+        PerMap { mean: crate::numerics::mean(&values), std: crate::numerics::sample_std(&values), values }
     }
 }
 

@@ -178,8 +178,7 @@ impl Targets {
             (quantile(&mut v, lo), quantile(&mut v, hi))
         };
         let norms: Vec<f64> = real.iter().map(|g| g.norm).collect();
-        let norm_mean = norms.iter().sum::<f64>() / n as f64;
-        let norm_std = (norms.iter().map(|v| (v - norm_mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+        let (norm_mean, norm_std) = (crate::numerics::mean(&norms), crate::numerics::sample_std(&norms));
         Ok(Targets {
             spec,
             distance: band(|g| g.distance),

@@ -484,13 +484,10 @@ pub struct Estimate {
     pub std: f64,
 }
 
+/// The sample standard deviation of the finite values of `v`.
 fn sample_std(v: &[f64]) -> f64 {
     let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.len() < 2 {
-        return f64::NAN;
-    }
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+    crate::numerics::sample_std(&v)
 }
 
 /// One statistic compared over two sets of maps.
