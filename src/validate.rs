@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::io::{self, AtomicFiles, Selection};
+use crate::numerics;
 use crate::plot::{BatteryFigure, HistogramPanel, MapGrid, Panel, PanelFigure, SpectrumComparison};
 use crate::prep::Normalization;
 use crate::stats::battery::{self, Battery, BatteryOptions, PerMapValues, Statistic};
@@ -51,7 +52,7 @@ pub struct PerMap {
 impl PerMap {
     /// Mean and sample standard deviation (NaN for one map: its spread is unknown).
     pub fn of(values: Vec<f64>) -> PerMap {
-        PerMap { mean: crate::numerics::mean(&values), std: crate::numerics::sample_std(&values), values }
+        PerMap { mean: numerics::mean(&values), std: numerics::sample_std(&values), values }
     }
 }
 
@@ -178,10 +179,15 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Targets met, and targets that could be judged.
+    pub fn met_and_judged(&self) -> (usize, usize) {
+        let met = self.checks.iter().filter(|c| c.met == Some(true)).count();
+        (met, self.checks.iter().filter(|c| c.met.is_some()).count())
+    }
+
     /// `3 of 8 targets met` (with those that could not be judged).
     pub fn headline(&self) -> String {
-        let met = self.checks.iter().filter(|c| c.met == Some(true)).count();
-        let judged = self.checks.iter().filter(|c| c.met.is_some()).count();
+        let (met, judged) = self.met_and_judged();
         let mut s = format!("{met} of {judged} targets met");
         if judged < self.checks.len() {
             s.push_str(&format!(" ({} not available)", self.checks.len() - judged));
@@ -343,16 +349,12 @@ fn finite_std(m: &Array2<f64>) -> f64 {
     (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt()
 }
 
-fn sample_std(v: &[f64]) -> f64 {
-    PerMap::of(v.to_vec()).std
-}
-
 /// Whether the spread of the real maps' levels `levels` is rounding noise: below 10⁻⁵ of the
 /// levels' size plus the maps' within-map standard deviation `contrast` (float32 maps carry about
 /// 7 significant digits), as when every real map was normalized to one mean.
 fn level_spread_is_noise(levels: &[f64], contrast: f64) -> bool {
-    let m = PerMap::of(levels.to_vec());
-    !(m.std > 1e-5 * (m.mean.abs() + contrast))
+    let (mean, std) = (numerics::mean(levels), numerics::sample_std(levels));
+    !(std > 1e-5 * (mean.abs() + contrast))
 }
 
 /// The PDF on the real maps' bins and the level spread, with bootstrap uncertainties.
@@ -373,8 +375,13 @@ fn pdf_and_levels(
     let ls: Vec<f64> = synthetic.iter().map(finite_mean).collect();
     let contrast = real.iter().map(finite_std).sum::<f64>() / real.len() as f64;
     let per_contrast = level_spread_is_noise(&lr, contrast);
-    let ratio =
-        |a: &[f64], b: &[f64]| if per_contrast { sample_std(b) / contrast } else { sample_std(b) / sample_std(a) };
+    let ratio = |a: &[f64], b: &[f64]| {
+        if per_contrast {
+            numerics::sample_std(b) / contrast
+        } else {
+            numerics::sample_std(b) / numerics::sample_std(a)
+        }
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let (mut hs, mut rs) = (Vec::new(), Vec::new());
     for _ in 0..opts.resamples {
@@ -397,7 +404,7 @@ fn pdf_and_levels(
         synthetic: fs,
         edges,
         hellinger: h,
-        hellinger_std: sample_std(&hs),
+        hellinger_std: numerics::sample_std(&hs),
         hellinger_real_halves: if real.len() >= 2 { hellinger(&even, &odd) } else { f64::NAN },
     };
     let level = LevelSpread {

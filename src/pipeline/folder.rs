@@ -106,12 +106,7 @@ pub(super) fn check_same_run(plan: &Plan, config_path: &Path, dir: &Path, manife
         config_path.display(),
         dir.display()
     );
-    let config_file = dir.join("config.toml");
-    if config_file.is_file() {
-        let text =
-            std::fs::read_to_string(&config_file).map_err(|e| Error::open(&config_file, crate::io::io_cause(e)))?;
-        let stored: RunConfig =
-            toml::from_str(&text).map_err(|e| Error::format(&config_file, config::toml_error(&text, &e)))?;
+    if let Some((stored, _)) = read_stored_config(&dir.join("config.toml"))? {
         let keys = config::differing_keys(&stored, &plan.config);
         if !keys.is_empty() {
             return Err(Error::Invalid(format!(
@@ -135,6 +130,16 @@ pub(super) fn check_same_run(plan: &Plan, config_path: &Path, dir: &Path, manife
         }
     }
     Ok(())
+}
+
+/// The config a run folder holds (its `config.toml`) and its text; None when it has none.
+pub(super) fn read_stored_config(path: &Path) -> Result<Option<(RunConfig, String)>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(e)))?;
+    let stored = toml::from_str(&text).map_err(|e| Error::format(path, config::toml_error(&text, &e)))?;
+    Ok(Some((stored, text)))
 }
 
 /// Makes the checkpoint folder of a stage for input `key`, discarding checkpoints of another input.

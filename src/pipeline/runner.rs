@@ -12,23 +12,14 @@ use serde_json::Value;
 use super::config;
 use super::dependencies;
 use super::folder::{
-    batch_file, check_run_folder, check_same_run, hash_files, prepare_partial, remove_stale_temporaries, Log, RunLock,
+    batch_file, check_run_folder, check_same_run, hash_files, prepare_partial, read_stored_config,
+    remove_stale_temporaries, Log, RunLock,
 };
 use super::manifest::{self, utc_now, FileHash, Manifest, StageRecord};
 use super::{Plan, RunOptions};
 use crate::diffusion::Ddim;
 use crate::error::{Error, Result};
 use crate::model::{self, Ddpm};
-
-/// The config a run folder holds (`config.toml`) and its text; None when it has none.
-fn read_stored_config(path: &Path) -> Result<Option<(config::RunConfig, String)>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::open(path, crate::io::io_cause(e)))?;
-    let stored = toml::from_str(&text).map_err(|e| Error::format(path, config::toml_error(&text, &e)))?;
-    Ok(Some((stored, text)))
-}
 
 pub(super) struct Runner<'a> {
     pub(super) plan: &'a Plan,

@@ -60,12 +60,17 @@ pub struct RunSummary {
 }
 
 impl Runner<'_> {
+    /// Count `key` of stage `stage`, as the manifest records it.
+    fn value(&self, stage: &str, key: &str) -> Option<&Value> {
+        self.manifest.stages.get(stage).and_then(|r| r.counts.get(key))
+    }
+
     fn count(&self, stage: &str, key: &str) -> f64 {
-        self.manifest.stages.get(stage).and_then(|r| r.counts.get(key)).and_then(Value::as_f64).unwrap_or(f64::NAN)
+        self.value(stage, key).and_then(Value::as_f64).unwrap_or(f64::NAN)
     }
 
     fn strings(&self, stage: &str, key: &str) -> Vec<String> {
-        let list = self.manifest.stages.get(stage).and_then(|r| r.counts.get(key)).and_then(Value::as_array);
+        let list = self.value(stage, key).and_then(Value::as_array);
         list.map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
     }
 
@@ -102,10 +107,7 @@ impl Runner<'_> {
                 verdict: self.strings(&v, "verdict"),
                 warnings: self.strings(&v, "warnings"),
                 level_per_contrast: self
-                    .manifest
-                    .stages
-                    .get(&v)
-                    .and_then(|r| r.counts.get("level_spread_per_contrast"))
+                    .value(&v, "level_spread_per_contrast")
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
             });

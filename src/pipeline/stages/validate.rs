@@ -53,8 +53,9 @@ impl Runner<'_> {
         }
         counts.insert("level_spread_per_contrast".into(), json!(report.level.per_contrast));
         let v = &report.verdict;
-        counts.insert("targets_met".into(), json!(v.checks.iter().filter(|c| c.met == Some(true)).count()));
-        counts.insert("targets_judged".into(), json!(v.checks.iter().filter(|c| c.met.is_some()).count()));
+        let (met, judged) = v.met_and_judged();
+        counts.insert("targets_met".into(), json!(met));
+        counts.insert("targets_judged".into(), json!(judged));
         counts.insert("verdict".into(), json!(v.lines()));
         counts.insert("warnings".into(), json!(v.warnings));
         self.log.line(&format!("validate/{d}: {}", v.headline()))?;
