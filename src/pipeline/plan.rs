@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 use super::{stage_names, RunConfig};
 use crate::diffusion::NoiseSchedule;
 use crate::error::{Error, Result};
@@ -230,13 +233,8 @@ impl Plan {
         }
         const TRIAL: usize = 5;
         let threads = crate::runtime::threads().max(1);
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut noise = || {
-            ndarray::Array2::from_shape_fn((h, w), |_| {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                (state >> 11) as f64 / (1u64 << 53) as f64
-            })
-        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut noise = || ndarray::Array2::from_shape_fn((h, w), |_| rng.random::<f64>());
         let real: Vec<_> = (0..threads.max(2)).map(|_| noise()).collect();
         let synthetic: Vec<_> = (0..threads).map(|_| noise()).collect();
         let options = crate::refine::RefineOptions { iterations: TRIAL, scales: r.scales, angles: r.angles };

@@ -19,7 +19,7 @@ use super::manifest::{self, utc_now, FileHash, Manifest, StageRecord};
 use super::{Plan, RunOptions};
 use crate::diffusion::Ddim;
 use crate::error::{Error, Result};
-use crate::model::{self, Ddpm};
+use crate::model::Ddpm;
 
 pub(super) struct Runner<'a> {
     pub(super) plan: &'a Plan,
@@ -334,10 +334,7 @@ impl<'a> Runner<'a> {
 
     pub(super) fn model(&mut self) -> Result<&Ddpm> {
         if self.model.is_none() {
-            let c = &self.plan.config.model;
-            let device = model::parse_device(&c.device)?;
-            let dtype = model::parse_dtype(&c.dtype)?;
-            self.model = Some(Ddpm::load(&c.path, &device, dtype)?);
+            self.model = Some(self.plan.load_model()?);
         }
         Ok(self.model.as_ref().expect("loaded"))
     }
