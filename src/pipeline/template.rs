@@ -241,15 +241,10 @@ pub fn write(opts: &TemplateOptions, overwrite: bool) -> Result<TemplateChoices>
     let text = render(opts, &choices);
     let files = crate::io::AtomicFiles::new(std::slice::from_ref(&opts.out))?;
     std::fs::write(files.temp(0), &text).map_err(|e| Error::write(&opts.out, e))?;
-    // Read back where it will live, so that relative paths resolve as they will.
-    let check = opts.out.with_file_name(format!(
-        ".{}.check.toml",
-        opts.out.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default()
-    ));
-    std::fs::write(&check, &text).map_err(|e| Error::write(&check, e))?;
-    let read = RunConfig::read(&check);
-    let _ = std::fs::remove_file(&check);
-    read.map_err(|e| Error::Invalid(format!("the written config does not read back (a bug): {e}")))?;
+    // Read back from the temporary, which lies beside the target (relative paths resolve as they
+    // will; the run's name is written out, not taken from the file name).
+    RunConfig::read(&files.temp(0))
+        .map_err(|e| Error::Invalid(format!("the written config does not read back (a bug): {e}")))?;
     files.commit()?;
     Ok(choices)
 }
