@@ -54,31 +54,30 @@ pub fn run_unet_eval(a: UnetEvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// A warning when maps given to the model lie far outside its [-1, 1] (physical values that were
-/// never normalized), else None.
-pub fn range_warning(input: &latents::ModelInput, path: &std::path::Path) -> Option<String> {
+/// The maps to invert from `path` (see [`invert_input`]), with a warning on stderr when they lie
+/// far outside the model's [-1, 1] (physical values that were never normalized).
+fn maps_to_invert(ddpm: &Ddpm, path: &std::path::Path) -> Result<latents::ModelInput> {
+    let input = invert_input(ddpm, path)?;
     let (lo, hi) = input
         .data
         .iter()
         .filter(|v| v.is_finite())
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    (lo < -1.5 || hi > 1.5).then(|| {
-        format!(
-            "{}: values from {lo:.4e} to {hi:.4e}, far outside the model's [-1, 1]: these look like maps that were \
-                never \
-                normalized (run `expanse ingest` with a transform first); the latents will mean little",
+    if lo < -1.5 || hi > 1.5 {
+        eprintln!(
+            "warning: {}: values from {lo:.4e} to {hi:.4e}, far outside the model's [-1, 1]: these look like maps \
+                that were never normalized (run `expanse ingest` with a transform first); the latents will mean \
+                little",
             path.display()
-        )
-    })
+        );
+    }
+    Ok(input)
 }
 
 pub fn run_invert(a: InvertArgs) -> Result<()> {
     let ddpm = load_model(&a.model)?;
     let ddim = ddim_for(&ddpm, &a.grid, a.inversion.fixed_point)?;
-    let input = invert_input(&ddpm, &a.inversion.input)?;
-    if let Some(w) = range_warning(&input, &a.inversion.input) {
-        eprintln!("warning: {w}");
-    }
+    let input = maps_to_invert(&ddpm, &a.inversion.input)?;
     let n = input.data.dim().0;
     let steps = (ddim.seq.len() - 1) as u64;
     let pb = progress(steps * batches(n, a.model.batch), "invert");
@@ -119,10 +118,7 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
 pub fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
     let ddpm = load_model(&a.model)?;
     let ddim = ddim_for(&ddpm, &a.grid, a.inversion.fixed_point)?;
-    let input = invert_input(&ddpm, &a.inversion.input)?;
-    if let Some(w) = range_warning(&input, &a.inversion.input) {
-        eprintln!("warning: {w}");
-    }
+    let input = maps_to_invert(&ddpm, &a.inversion.input)?;
     let r = diffusion::Reconstruction::run(&ddim, &ddpm, &input.data, a.model.batch, &progress)?;
     print!("{}", r.table());
     println!(
