@@ -22,8 +22,10 @@ use crate::pipeline::config::{
     DebiasKey, DomainSection, InversionSection, ModelSection, PriorSection, RefinementSection, RunSection,
     SamplingSection, ValidationSection,
 };
-use crate::pipeline::{Manifest, Plan, RunConfig, RunOptions};
+use crate::pipeline::{Manifest, Plan, RunConfig, RunOptions, SampleRecord};
 use crate::stats::battery::Statistic;
+pub use crate::validate::StatisticChi2;
+use crate::validate::{Spread, ValidationSummary};
 
 /// The targets a variant should meet on every domain.
 pub const TARGET_WELCH_T: f64 = 2.0;
@@ -234,69 +236,102 @@ pub struct FidelityRow {
     pub domain: String,
     /// The run folder.
     pub run: PathBuf,
-    /// Why the run failed (then every number is NaN).
+    /// Why the run failed (then there is no validation and every number is NaN).
     pub error: Option<String>,
     pub accepted: usize,
     pub tried: usize,
-    pub slope_real: (f64, f64),
-    pub slope_synthetic: (f64, f64),
-    pub welch_t: f64,
-    pub level_ratio: f64,
-    pub hellinger: f64,
-    pub hellinger_std: f64,
-    pub hellinger_real_halves: f64,
-    pub outside_real_range: f64,
-    pub memorization_ratio: f64,
     /// Mean and worst reconstruction PSNR (dB, model space) of the real maps on this grid.
     pub reconstruction_db: (f64, f64),
     /// Seconds of sampling and decoding (refinement included) for this domain.
     pub seconds: f64,
     /// Synthetic maps written.
-    #[serde(default)]
     pub maps: usize,
-    /// The C2ST accuracy and its floor between two halves of the real maps (mean, spread over the
-    /// test's repeats; NaN when not available).
-    #[serde(default = "nan_pair")]
-    pub c2st: (f64, f64),
-    #[serde(default = "nan_pair")]
-    pub c2st_real_halves: (f64, f64),
-    /// χ²/dof of every battery statistic and the same between the real halves.
-    #[serde(default)]
-    pub chi2: Vec<StatisticChi2>,
-}
-
-/// One battery statistic's χ²/dof in a row.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatisticChi2 {
-    pub statistic: Statistic,
-    pub chi2: f64,
-    pub real_halves: f64,
-}
-
-fn nan_pair() -> (f64, f64) {
-    (f64::NAN, f64::NAN)
+    /// The run's validation record of this domain, as its manifest stores it.
+    pub validation: Option<ValidationSummary>,
 }
 
 impl FidelityRow {
+    fn number(&self, f: impl Fn(&ValidationSummary) -> f64) -> f64 {
+        self.validation.as_ref().map_or(f64::NAN, f)
+    }
+
+    pub fn slope_real(&self) -> (f64, f64) {
+        (self.number(|v| v.slope_real.mean), self.number(|v| v.slope_real.std))
+    }
+
+    pub fn slope_synthetic(&self) -> (f64, f64) {
+        (self.number(|v| v.slope_synthetic.mean), self.number(|v| v.slope_synthetic.std))
+    }
+
+    pub fn welch_t(&self) -> f64 {
+        self.number(|v| v.slope_welch_t)
+    }
+
+    pub fn level_ratio(&self) -> f64 {
+        self.number(|v| v.level_spread_ratio)
+    }
+
+    pub fn hellinger(&self) -> (f64, f64) {
+        (self.number(|v| v.hellinger.mean), self.number(|v| v.hellinger.std))
+    }
+
+    pub fn hellinger_real_halves(&self) -> f64 {
+        self.number(|v| v.hellinger_real_halves)
+    }
+
+    pub fn outside_real_range(&self) -> f64 {
+        self.number(|v| v.outside_real_range)
+    }
+
+    pub fn memorization_ratio(&self) -> f64 {
+        self.number(|v| v.memorization_ratio)
+    }
+
+    /// The C2ST accuracy and its real-halves floor (NaN when not available).
+    pub fn c2st(&self) -> (Spread, Spread) {
+        let nan = Spread { mean: f64::NAN, std: f64::NAN };
+        self.validation.as_ref().map_or((nan, nan), ValidationSummary::c2st)
+    }
+
+    /// χ²/dof of every battery statistic and the same between the real halves.
+    pub fn chi2(&self) -> &[StatisticChi2] {
+        self.validation.as_ref().and_then(|v| v.battery.as_ref()).map_or(&[], |b| &b.statistics)
+    }
+
     /// Which real-field targets the row meets: C2ST accuracy ≤ 0.65, every χ²/dof within 3 ×
     /// max(1, its real-halves floor), memorization ratio > 0.5.
     pub fn real_field_targets(&self) -> [bool; 3] {
-        let chi2_ok =
-            !self.chi2.is_empty() && self.chi2.iter().all(|c| c.chi2 <= TARGET_CHI2_FACTOR * c.real_halves.max(1.0));
-        [self.c2st.0 <= TARGET_C2ST, chi2_ok, self.memorization_ratio > TARGET_MEMORIZATION]
+        real_field_targets_of(self.c2st().0.mean, self.chi2(), self.memorization_ratio())
     }
 
     /// Which targets the row meets: Welch t, Hellinger, level spread, memorization,
     /// reconstruction.
     pub fn targets(&self) -> [bool; 5] {
-        [
-            self.welch_t.abs() < TARGET_WELCH_T,
-            self.hellinger < TARGET_HELLINGER,
-            self.level_ratio <= TARGET_LEVEL_RATIO && self.level_ratio >= 1.0 / TARGET_LEVEL_RATIO,
-            self.memorization_ratio > TARGET_MEMORIZATION,
-            self.reconstruction_db.0 >= TARGET_RECONSTRUCTION_DB,
-        ]
+        targets_of(
+            self.welch_t(),
+            self.hellinger().0,
+            self.level_ratio(),
+            self.memorization_ratio(),
+            self.reconstruction_db.0,
+        )
     }
+}
+
+/// Which real-field targets these numbers meet (see [`FidelityRow::real_field_targets`]).
+fn real_field_targets_of(c2st: f64, chi2: &[StatisticChi2], memorization: f64) -> [bool; 3] {
+    let chi2_ok = !chi2.is_empty() && chi2.iter().all(|c| c.chi2 <= TARGET_CHI2_FACTOR * c.real_halves.max(1.0));
+    [c2st <= TARGET_C2ST, chi2_ok, memorization > TARGET_MEMORIZATION]
+}
+
+/// Which of the five targets these numbers meet (see [`FidelityRow::targets`]).
+fn targets_of(welch_t: f64, hellinger: f64, level_ratio: f64, memorization: f64, reconstruction_db: f64) -> [bool; 5] {
+    [
+        welch_t.abs() < TARGET_WELCH_T,
+        hellinger < TARGET_HELLINGER,
+        (1.0 / TARGET_LEVEL_RATIO..=TARGET_LEVEL_RATIO).contains(&level_ratio),
+        memorization > TARGET_MEMORIZATION,
+        reconstruction_db >= TARGET_RECONSTRUCTION_DB,
+    ]
 }
 
 /// What `expanse fidelity` reports.
@@ -309,10 +344,6 @@ pub struct FidelityReport {
     pub rows: Vec<FidelityRow>,
     pub threads: usize,
     pub written: Vec<PathBuf>,
-}
-
-fn f(v: &serde_json::Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
 }
 
 /// Reconstruction PSNR (mean, worst) of a run's real latents on its grid, once per (domain,
@@ -388,67 +419,44 @@ pub fn run(
                     seed,
                     domain: d.name.clone(),
                     run: dir.clone(),
-                    error: None,
+                    error: outcome.as_ref().err().map(|e| e.to_string()),
                     accepted: 0,
                     tried: 0,
-                    slope_real: (f64::NAN, f64::NAN),
-                    slope_synthetic: (f64::NAN, f64::NAN),
-                    welch_t: f64::NAN,
-                    level_ratio: f64::NAN,
-                    hellinger: f64::NAN,
-                    hellinger_std: f64::NAN,
-                    hellinger_real_halves: f64::NAN,
-                    outside_real_range: f64::NAN,
-                    memorization_ratio: f64::NAN,
                     reconstruction_db: (f64::NAN, f64::NAN),
                     seconds: f64::NAN,
                     maps: 0,
-                    c2st: nan_pair(),
-                    c2st_real_halves: nan_pair(),
-                    chi2: Vec::new(),
+                    validation: None,
                 };
-                if let Err(e) = &outcome {
-                    row.error = Some(e.to_string());
-                }
                 if let Some(m) = &manifest {
                     let stage = |s: &str| m.stages.get(&format!("{s}/{}", d.name));
-                    if let Some(s) = stage("sample") {
-                        row.accepted = s.counts.get("accepted").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-                        row.tried = s.counts.get("tried").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+                    if let Some(record) = stage("sample").and_then(|s| SampleRecord::from_counts(&s.counts).ok()) {
+                        row.accepted = record.accepted;
+                        row.tried = record.tried;
                     }
                     if let (Some(a), Some(b)) = (stage("sample"), stage("decode")) {
                         row.seconds = a.seconds + b.seconds;
                         row.maps = b.counts.get("maps").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
                     }
-                }
-                let report_file = dir.join("report").join(&d.name).join("report.json");
-                if row.error.is_none() {
-                    let text = std::fs::read_to_string(&report_file)
-                        .map_err(|e| Error::open(&report_file, crate::io::io_cause(e)))?;
-                    let r: serde_json::Value =
-                        serde_json::from_str(&text).map_err(|e| Error::format(&report_file, e))?;
-                    row.slope_real = (f(&r["slopes"]["real"]["mean"]), f(&r["slopes"]["real"]["std"]));
-                    row.slope_synthetic = (f(&r["slopes"]["synthetic"]["mean"]), f(&r["slopes"]["synthetic"]["std"]));
-                    row.welch_t = f(&r["slopes"]["welch_t"]);
-                    row.level_ratio = f(&r["level"]["ratio"]);
-                    row.hellinger = f(&r["pdf"]["hellinger"]);
-                    row.hellinger_std = f(&r["pdf"]["hellinger_std"]);
-                    row.hellinger_real_halves = f(&r["pdf"]["hellinger_real_halves"]);
-                    row.outside_real_range = f(&r["pdf"]["synthetic_outside"]);
-                    row.memorization_ratio = f(&r["memorization"]["ratio"]);
-                    // NaN is written as null: read the numbers one by one (null reads as NaN).
-                    for st in r["battery"]["statistics"].as_array().into_iter().flatten() {
-                        if let Ok(statistic) = serde_json::from_value::<Statistic>(st["statistic"].clone()) {
-                            row.chi2.push(StatisticChi2 {
-                                statistic,
-                                chi2: f(&st["chi2"]["value"]),
-                                real_halves: f(&st["chi2_real_halves"]),
-                            });
-                        }
+                    if row.error.is_none() {
+                        let manifest_file = dir.join("manifest.json");
+                        let stage_name = format!("validate/{}", d.name);
+                        let rec = m.stages.get(&stage_name).ok_or_else(|| {
+                            Error::Invalid(format!("{}: stage {stage_name}: not recorded", manifest_file.display()))
+                        })?;
+                        let summary = ValidationSummary::from_counts(&rec.counts).map_err(|e| {
+                            Error::Invalid(format!("{}: stage {stage_name}: {e}", manifest_file.display()))
+                        })?;
+                        row.validation = Some(summary);
                     }
-                    let c2st = &r["battery"]["c2st"];
-                    row.c2st = (f(&c2st["accuracy"]["mean"]), f(&c2st["accuracy"]["std"]));
-                    row.c2st_real_halves = (f(&c2st["real_halves"]["mean"]), f(&c2st["real_halves"]["std"]));
+                }
+                if row.error.is_none() && row.validation.is_none() {
+                    let file = dir.join("manifest.json");
+                    return Err(Error::Invalid(format!(
+                        "{}: the run finished but its manifest cannot be read",
+                        file.display()
+                    )));
+                }
+                if row.error.is_none() {
                     row.reconstruction_db = reconstruction(&dir, &d.name, &cfg, &mut model, &mut recon)?;
                     crate::io::write_text(&recon_file, &serde_json::to_string_pretty(&recon).expect("serializes"))?;
                 }
@@ -513,27 +521,22 @@ fn cell(rows: &[&FidelityRow]) -> Cell {
     let col = |g: fn(&FidelityRow) -> f64| mean_std(&rows.iter().map(|r| g(r)).collect::<Vec<_>>());
     let accepted: usize = rows.iter().map(|r| r.accepted).sum();
     let tried: usize = rows.iter().map(|r| r.tried).sum();
-    let avg = FidelityRow {
-        welch_t: col(|r| r.welch_t).0,
-        hellinger: col(|r| r.hellinger).0,
-        level_ratio: col(|r| r.level_ratio).0,
-        memorization_ratio: col(|r| r.memorization_ratio).0,
-        reconstruction_db: (col(|r| r.reconstruction_db.0).0, col(|r| r.reconstruction_db.1).0),
-        ..rows[0].clone()
-    };
+    let reconstruction = (col(|r| r.reconstruction_db.0).0, col(|r| r.reconstruction_db.1).0);
+    let (welch_t, hellinger, level) = (col(|r| r.welch_t()), col(|r| r.hellinger().0), col(|r| r.level_ratio()));
+    let memorization = col(|r| r.memorization_ratio()).0;
     Cell {
         acceptance: accepted as f64 / tried.max(1) as f64,
-        slope_real: (col(|r| r.slope_real.0).0, col(|r| r.slope_real.1).0),
-        slope_synthetic: (col(|r| r.slope_synthetic.0).0, col(|r| r.slope_synthetic.1).0),
-        welch_t: col(|r| r.welch_t),
-        level: col(|r| r.level_ratio),
-        hellinger: col(|r| r.hellinger),
-        halves: col(|r| r.hellinger_real_halves).0,
-        outside: col(|r| r.outside_real_range).0,
-        memorization: col(|r| r.memorization_ratio).0,
-        reconstruction: avg.reconstruction_db,
+        slope_real: (col(|r| r.slope_real().0).0, col(|r| r.slope_real().1).0),
+        slope_synthetic: (col(|r| r.slope_synthetic().0).0, col(|r| r.slope_synthetic().1).0),
+        welch_t,
+        level,
+        hellinger,
+        halves: col(|r| r.hellinger_real_halves()).0,
+        outside: col(|r| r.outside_real_range()).0,
+        memorization,
+        reconstruction,
         seconds: col(|r| r.seconds).0,
-        met: avg.targets(),
+        met: targets_of(welch_t.0, hellinger.0, level.0, memorization, reconstruction.0),
         failed: rows.iter().filter(|r| r.error.is_some()).count(),
         runs: rows.len(),
     }
@@ -639,7 +642,7 @@ pub fn markdown(r: &FidelityReport) -> String {
         }
         s.push_str(&format!(" {total}/{} |\n", 5 * r.domains.len()));
     }
-    if r.rows.iter().any(|x| x.c2st.0.is_finite()) {
+    if r.rows.iter().any(|x| x.c2st().0.mean.is_finite()) {
         s.push('\n');
         s.push_str(&real_field_markdown(r));
     }
@@ -650,7 +653,7 @@ pub fn markdown(r: &FidelityReport) -> String {
 /// seeds, ± the spread between seeds), against the real-field targets.
 fn real_field_markdown(r: &FidelityReport) -> String {
     let statistics: Vec<Statistic> = {
-        let mut v: Vec<Statistic> = r.rows.iter().flat_map(|x| x.chi2.iter().map(|c| c.statistic)).collect();
+        let mut v: Vec<Statistic> = r.rows.iter().flat_map(|x| x.chi2().iter().map(|c| c.statistic)).collect();
         v.sort();
         v.dedup();
         v
@@ -680,13 +683,10 @@ fn real_field_markdown(r: &FidelityReport) -> String {
                 continue;
             }
             let col = |g: &dyn Fn(&FidelityRow) -> f64| mean_std(&rows.iter().map(|x| g(x)).collect::<Vec<_>>());
-            let c2st = col(&|x| x.c2st.0);
-            let floor = col(&|x| x.c2st_real_halves.0).0;
-            let mut avg = FidelityRow {
-                c2st: (c2st.0, 0.0),
-                memorization_ratio: col(&|x| x.memorization_ratio).0,
-                ..rows[0].clone()
-            };
+            let c2st = col(&|x| x.c2st().0.mean);
+            let floor = col(&|x| x.c2st().1.mean).0;
+            let memorization = col(&|x| x.memorization_ratio()).0;
+            let mut chi2 = Vec::new();
             let name = if rows.len() == r.seeds.len() {
                 v.name.clone()
             } else {
@@ -700,23 +700,22 @@ fn real_field_markdown(r: &FidelityReport) -> String {
                 c2st.1,
                 floor
             ));
-            avg.chi2.clear();
             for st in &statistics {
-                let value = |x: &FidelityRow| x.chi2.iter().find(|c| c.statistic == *st).map_or(f64::NAN, |c| c.chi2);
+                let value = |x: &FidelityRow| x.chi2().iter().find(|c| c.statistic == *st).map_or(f64::NAN, |c| c.chi2);
                 let halves =
-                    |x: &FidelityRow| x.chi2.iter().find(|c| c.statistic == *st).map_or(f64::NAN, |c| c.real_halves);
+                    |x: &FidelityRow| x.chi2().iter().find(|c| c.statistic == *st).map_or(f64::NAN, |c| c.real_halves);
                 let (c, sd) = col(&value);
                 let h = col(&halves).0;
-                avg.chi2.push(StatisticChi2 { statistic: *st, chi2: c, real_halves: h });
+                chi2.push(StatisticChi2 { statistic: *st, chi2: c, real_halves: h });
                 let ok = c <= TARGET_CHI2_FACTOR * h.max(1.0);
                 s.push_str(&format!(" {} {c:.2} ± {sd:.2} ({h:.2}) |", tick(ok)));
             }
             let per_map = col(&|x| x.seconds / x.maps.max(1) as f64).0;
-            let met = avg.real_field_targets();
+            let met = real_field_targets_of(c2st.0, &chi2, memorization);
             s.push_str(&format!(
                 " {} {:.2} | {:.2} | {}/3 |\n",
                 tick(met[2]),
-                avg.memorization_ratio,
+                memorization,
                 per_map,
                 met.iter().filter(|&&b| b).count()
             ));
@@ -740,17 +739,17 @@ fn csv(r: &FidelityReport) -> String {
             x.domain,
             x.accepted,
             x.tried,
-            x.slope_real.0,
-            x.slope_real.1,
-            x.slope_synthetic.0,
-            x.slope_synthetic.1,
-            x.welch_t,
-            x.level_ratio,
-            x.hellinger,
-            x.hellinger_std,
-            x.hellinger_real_halves,
-            x.outside_real_range,
-            x.memorization_ratio,
+            x.slope_real().0,
+            x.slope_real().1,
+            x.slope_synthetic().0,
+            x.slope_synthetic().1,
+            x.welch_t(),
+            x.level_ratio(),
+            x.hellinger().0,
+            x.hellinger().1,
+            x.hellinger_real_halves(),
+            x.outside_real_range(),
+            x.memorization_ratio(),
             x.reconstruction_db.0,
             x.reconstruction_db.1,
             x.seconds,
@@ -802,6 +801,7 @@ mod tests {
 
     #[test]
     fn targets_are_checked_as_documented() {
+        let spread = |mean: f64| Spread { mean, std: 0.0 };
         let row = |t: f64, h: f64, l: f64, m: f64, r: f64| FidelityRow {
             variant: "v".into(),
             seed: 0,
@@ -810,21 +810,33 @@ mod tests {
             error: None,
             accepted: 1,
             tried: 1,
-            slope_real: (0.0, 0.0),
-            slope_synthetic: (0.0, 0.0),
-            welch_t: t,
-            level_ratio: l,
-            hellinger: h,
-            hellinger_std: 0.0,
-            hellinger_real_halves: 0.0,
-            outside_real_range: 0.0,
-            memorization_ratio: m,
             reconstruction_db: (r, r),
             seconds: 0.0,
             maps: 16,
-            c2st: (0.6, 0.01),
-            c2st_real_halves: (0.5, 0.05),
-            chi2: vec![StatisticChi2 { statistic: Statistic::Pdf, chi2: 3.5, real_halves: 1.2 }],
+            validation: Some(ValidationSummary {
+                slope_real: spread(0.0),
+                slope_synthetic: spread(0.0),
+                slope_welch_t: t,
+                ensemble_spectrum_distance: 0.0,
+                level_spread_ratio: l,
+                level_spread_per_contrast: false,
+                hellinger: spread(h),
+                hellinger_real_halves: 0.0,
+                outside_real_range: 0.0,
+                memorization_ratio: m,
+                memorized: 0,
+                battery: Some(crate::validate::BatterySummary {
+                    chi2: 3.5,
+                    distance: 1.0,
+                    statistics: vec![StatisticChi2 { statistic: Statistic::Pdf, chi2: 3.5, real_halves: 1.2 }],
+                    c2st: Some(Spread { mean: 0.6, std: 0.01 }),
+                    c2st_real_halves: Some(Spread { mean: 0.5, std: 0.05 }),
+                }),
+                targets_met: 0,
+                targets_judged: 0,
+                verdict: Vec::new(),
+                warnings: Vec::new(),
+            }),
         };
         assert_eq!(row(-1.9, 0.09, 1.9, 0.6, 35.0).targets(), [true; 5]);
         assert_eq!(row(2.1, 0.11, 0.4, 0.5, 34.9).targets(), [false; 5]);
@@ -832,10 +844,13 @@ mod tests {
         // χ²/dof 3.5 is within 3 × 1.2 of its floor; C2ST 0.6 ≤ 0.65.
         assert_eq!(row(0.0, 0.0, 1.0, 0.6, 40.0).real_field_targets(), [true; 3]);
         let mut r = row(0.0, 0.0, 1.0, 0.4, 40.0);
-        r.c2st.0 = 0.66;
-        r.chi2[0].chi2 = 3.7;
+        let b = r.validation.as_mut().and_then(|v| v.battery.as_mut()).unwrap();
+        b.c2st = Some(spread(0.66));
+        b.statistics[0].chi2 = 3.7;
         assert_eq!(r.real_field_targets(), [false; 3]);
-        r.chi2.clear();
+        r.validation.as_mut().unwrap().battery = None;
         assert!(!r.real_field_targets()[1], "no battery, no χ² target met");
+        r.validation = None;
+        assert_eq!(r.targets()[..4], [false; 4], "without a validation no validation target is met");
     }
 }

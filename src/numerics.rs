@@ -37,6 +37,11 @@ pub fn sample_std(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
 }
 
+/// Deserializes a number that JSON may hold as null (serde_json writes NaN and ±∞ as null) as NaN.
+pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// Mean squared error between two arrays of the same shape.
 pub fn mse<D: Dimension>(a: ArrayView<f64, D>, b: ArrayView<f64, D>) -> f64 {
     a.iter().zip(b.iter()).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::io::{self, AtomicFiles, Selection};
@@ -208,6 +208,164 @@ impl Verdict {
                 format!("{mark}: {} ({})", c.target, c.value)
             })
             .collect()
+    }
+}
+
+/// A number with its spread (NaN, stored as null, when unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spread {
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub mean: f64,
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub std: f64,
+}
+
+impl From<&PerMap> for Spread {
+    fn from(p: &PerMap) -> Spread {
+        Spread { mean: p.mean, std: p.std }
+    }
+}
+
+impl From<&C2stAccuracy> for Spread {
+    fn from(a: &C2stAccuracy) -> Spread {
+        Spread { mean: a.mean, std: a.std }
+    }
+}
+
+/// One battery statistic's χ²/dof, and the same between two halves of the real maps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatisticChi2 {
+    pub statistic: Statistic,
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub chi2: f64,
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub real_halves: f64,
+}
+
+/// The key numbers of one validation: what the validate stage stores in the manifest, and what
+/// the run summary, the fidelity benchmark and the tests read back. One record, so that a renamed
+/// field is a compile error or a clear read error, never a silent NaN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSummary {
+    /// Per-map power-spectrum slopes of each set, and Welch's t between their means.
+    pub slope_real: Spread,
+    pub slope_synthetic: Spread,
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub slope_welch_t: f64,
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub ensemble_spectrum_distance: f64,
+    /// Spread of per-map levels, synthetic over real (in units of the maps' standard deviation
+    /// when every real map has the same level: `level_spread_per_contrast`).
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub level_spread_ratio: f64,
+    pub level_spread_per_contrast: bool,
+    /// One-point PDF: Hellinger distance (± over resamples), the same between the real halves,
+    /// and the fraction of synthetic pixels outside the real range.
+    pub hellinger: Spread,
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub hellinger_real_halves: f64,
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub outside_real_range: f64,
+    /// Closest synthetic–real over closest real–real distance, and near-copies flagged.
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub memorization_ratio: f64,
+    pub memorized: usize,
+    /// The battery's mean χ²/dof and RMS distance, and each statistic's χ²/dof (None without a
+    /// battery).
+    pub battery: Option<BatterySummary>,
+    /// FIDELITY.md's targets met, of those that could be judged; one line per target, and
+    /// warnings in plain words.
+    pub targets_met: usize,
+    pub targets_judged: usize,
+    pub verdict: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The battery's part of a [`ValidationSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatterySummary {
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub chi2: f64,
+    #[serde(deserialize_with = "numerics::f64_or_nan")]
+    pub distance: f64,
+    pub statistics: Vec<StatisticChi2>,
+    /// The classifier two-sample test's accuracy and its floor between two halves of the real
+    /// maps (None when not available).
+    pub c2st: Option<Spread>,
+    pub c2st_real_halves: Option<Spread>,
+}
+
+impl BatterySummary {
+    /// χ²/dof of `statistic` (None when the battery did not compute it).
+    pub fn chi2_of(&self, statistic: Statistic) -> Option<f64> {
+        self.statistics.iter().find(|c| c.statistic == statistic).map(|c| c.chi2)
+    }
+}
+
+impl ValidationReport {
+    /// The report's key numbers as one record.
+    pub fn summary(&self) -> ValidationSummary {
+        let battery = self.battery.as_ref().map(|b| {
+            let c2st = b.c2st.as_ref();
+            BatterySummary {
+                chi2: b.chi2.value,
+                distance: b.distance.value,
+                statistics: b
+                    .statistics
+                    .iter()
+                    .map(|s| StatisticChi2 {
+                        statistic: s.statistic,
+                        chi2: s.chi2.value,
+                        real_halves: s.chi2_real_halves,
+                    })
+                    .collect(),
+                c2st: c2st.and_then(|c| c.accuracy.as_ref()).map(Spread::from),
+                c2st_real_halves: c2st.and_then(|c| c.real_halves.as_ref()).map(Spread::from),
+            }
+        });
+        let (targets_met, targets_judged) = self.verdict.met_and_judged();
+        ValidationSummary {
+            slope_real: Spread::from(&self.slopes.real),
+            slope_synthetic: Spread::from(&self.slopes.synthetic),
+            slope_welch_t: self.slopes.welch_t,
+            ensemble_spectrum_distance: self.spectrum_distance,
+            level_spread_ratio: self.level.ratio,
+            level_spread_per_contrast: self.level.per_contrast,
+            hellinger: Spread { mean: self.pdf.hellinger, std: self.pdf.hellinger_std },
+            hellinger_real_halves: self.pdf.hellinger_real_halves,
+            outside_real_range: self.pdf.synthetic_outside,
+            memorization_ratio: self.memorization.ratio,
+            memorized: self.memorization.flagged.len(),
+            battery,
+            targets_met,
+            targets_judged,
+            verdict: self.verdict.lines(),
+            warnings: self.verdict.warnings.clone(),
+        }
+    }
+}
+
+impl ValidationSummary {
+    /// The key under which the validate stage stores the record in the manifest's counts.
+    pub const KEY: &'static str = "validation";
+
+    /// Reads the record a validate stage stored in its manifest counts.
+    pub fn from_counts(counts: &std::collections::BTreeMap<String, serde_json::Value>) -> Result<ValidationSummary> {
+        let v = counts
+            .get(Self::KEY)
+            .ok_or_else(|| Error::Invalid(format!("no '{}' record (written by an older expanse?)", Self::KEY)))?;
+        serde_json::from_value(v.clone()).map_err(|e| Error::Invalid(format!("its '{}' record: {e}", Self::KEY)))
+    }
+
+    /// The C2ST accuracy and its floor, NaN when not available.
+    pub fn c2st(&self) -> (Spread, Spread) {
+        let nan = Spread { mean: f64::NAN, std: f64::NAN };
+        let b = self.battery.as_ref();
+        (b.and_then(|b| b.c2st).unwrap_or(nan), b.and_then(|b| b.c2st_real_halves).unwrap_or(nan))
     }
 }
 

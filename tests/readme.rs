@@ -3,7 +3,10 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::process::Command;
+
+use expanse::stats::battery::Statistic;
 
 use common::{manifest, root};
 
@@ -63,27 +66,30 @@ fn the_main_job_command_runs() {
     // The quickstart's numbers, as README and BENCHMARKS quote them: a run is deterministic (and
     // bit-identical at any thread count), so these move only when the method or the model does;
     // 1 % leaves room for nothing but rounding.
-    let counts = |stage: &str, key: &str| {
-        manifest["stages"][stage]["counts"][key].as_f64().unwrap_or_else(|| panic!("{stage} {key}"))
+    let counts = |stage: &str| -> BTreeMap<String, serde_json::Value> {
+        manifest["stages"][stage]["counts"].as_object().unwrap().clone().into_iter().collect()
     };
+    let sampling = expanse::pipeline::SampleRecord::from_counts(&counts("sample/clouds")).unwrap();
+    let v = expanse::validate::ValidationSummary::from_counts(&counts("validate/clouds")).unwrap();
+    let battery = v.battery.clone().unwrap();
     // Candidates tried is a count: one candidate flipping at a test's band edge on another CPU
     // moves it by about one acceptance period (175 / 16 ≈ 11), so it gets that much room.
-    let tried = counts("sample/clouds", "tried");
+    let tried = sampling.tried as f64;
     assert!((tried - 175.0).abs() <= 22.0, "sample/clouds tried: {tried}, stored 175");
-    for (stage, key, want) in [
-        ("validate/clouds", "slope_real", -3.0434),
-        ("validate/clouds", "slope_synthetic", -2.9448),
-        ("validate/clouds", "level_spread_ratio", 1.2719),
-        ("validate/clouds", "hellinger", 0.02276),
-        ("validate/clouds", "memorization_ratio", 0.8252),
-        ("validate/clouds", "chi2_power_spectrum", 0.27422),
-        ("validate/clouds", "chi2_scattering", 1.5512),
-        ("validate/clouds", "battery_chi2", 0.78685),
-        ("validate/clouds", "c2st_accuracy", 0.4375),
-        ("decode/clouds", "refinement_loss_after", 0.011278),
+    let refinement = counts("decode/clouds")["refinement_loss_after"].as_f64().unwrap();
+    for (key, got, want) in [
+        ("slope_real", v.slope_real.mean, -3.0434),
+        ("slope_synthetic", v.slope_synthetic.mean, -2.9448),
+        ("level_spread_ratio", v.level_spread_ratio, 1.2719),
+        ("hellinger", v.hellinger.mean, 0.02276),
+        ("memorization_ratio", v.memorization_ratio, 0.8252),
+        ("chi2_power_spectrum", battery.chi2_of(Statistic::PowerSpectrum).unwrap(), 0.27422),
+        ("chi2_scattering", battery.chi2_of(Statistic::Scattering).unwrap(), 1.5512),
+        ("battery_chi2", battery.chi2, 0.78685),
+        ("c2st_accuracy", battery.c2st.unwrap().mean, 0.4375),
+        ("refinement_loss_after", refinement, 0.011278),
     ] {
-        let got = counts(stage, key);
-        assert!((got - want).abs() <= 0.01 * want.abs(), "{stage} {key}: {got}, stored {want}");
+        assert!((got - want).abs() <= 0.01 * want.abs(), "{key}: {got}, stored {want}");
     }
     for f in [
         "samples/clouds.fits",

@@ -303,6 +303,16 @@ fn a_changed_config_redoes_only_the_stages_that_read_what_changed() {
     let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
     assert!(stdout.contains("changed since the last invocation: inputs of domain 'clouds'"), "{stdout}");
     assert!(stdout.contains("6 stage(s) run, 0 kept"), "{stdout}");
+
+    // A validation recorded in another layout (an older expanse's flat counts) is redone, not
+    // read back as missing numbers.
+    let mut m = manifest(&out);
+    let record = m["stages"]["validate/clouds"]["counts"]["validation"].clone();
+    m["stages"]["validate/clouds"]["counts"] = serde_json::json!({"hellinger": record["hellinger"]["mean"]});
+    std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let stdout = ok(&["run", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"]);
+    assert!(stdout.contains("1 stage(s) run, 5 kept"), "{stdout}");
+    assert_eq!(manifest(&out)["stages"]["validate/clouds"]["counts"]["validation"], record);
 }
 
 #[test]

@@ -549,24 +549,41 @@ def check_run(c, expanse, tmp, inputs, label):
             key[f"battery {s['statistic']} chi2"] = s["chi2"]["value"]
         for k, v in key.items():
             expect_finite_number(v, k)
-        # The same numbers as the manifest's validate counts.
-        counts = manifest()["stages"][f"validate/{d}"]["counts"]
+        # The same numbers as the manifest's validation record (the validate stage's counts).
+        v = manifest()["stages"][f"validate/{d}"]["counts"]["validation"]
+        b = v["battery"]
         pairs = {
-            "battery_chi2": key["battery.chi2"], "battery_distance": key["battery.distance"],
-            "ensemble_spectrum_distance": r["spectrum_distance"], "hellinger": r["pdf"]["hellinger"],
-            "hellinger_std": r["pdf"]["hellinger_std"], "level_spread_ratio": r["level"]["ratio"],
-            "memorization_ratio": r["memorization"]["ratio"], "memorized": len(r["memorization"]["flagged"]),
-            "outside_real_range": r["pdf"]["synthetic_outside"], "slope_real": r["slopes"]["real"]["mean"],
-            "slope_real_std": r["slopes"]["real"]["std"], "slope_synthetic": r["slopes"]["synthetic"]["mean"],
-            "slope_synthetic_std": r["slopes"]["synthetic"]["std"], "slope_welch_t": r["slopes"]["welch_t"],
+            "battery.chi2": (b["chi2"], key["battery.chi2"]),
+            "battery.distance": (b["distance"], key["battery.distance"]),
+            "ensemble_spectrum_distance": (v["ensemble_spectrum_distance"], r["spectrum_distance"]),
+            "hellinger.mean": (v["hellinger"]["mean"], r["pdf"]["hellinger"]),
+            "hellinger.std": (v["hellinger"]["std"], r["pdf"]["hellinger_std"]),
+            "hellinger_real_halves": (v["hellinger_real_halves"], r["pdf"]["hellinger_real_halves"]),
+            "level_spread_ratio": (v["level_spread_ratio"], r["level"]["ratio"]),
+            "memorization_ratio": (v["memorization_ratio"], r["memorization"]["ratio"]),
+            "memorized": (v["memorized"], len(r["memorization"]["flagged"])),
+            "outside_real_range": (v["outside_real_range"], r["pdf"]["synthetic_outside"]),
+            "slope_real.mean": (v["slope_real"]["mean"], r["slopes"]["real"]["mean"]),
+            "slope_real.std": (v["slope_real"]["std"], r["slopes"]["real"]["std"]),
+            "slope_synthetic.mean": (v["slope_synthetic"]["mean"], r["slopes"]["synthetic"]["mean"]),
+            "slope_synthetic.std": (v["slope_synthetic"]["std"], r["slopes"]["synthetic"]["std"]),
+            "slope_welch_t": (v["slope_welch_t"], r["slopes"]["welch_t"]),
         }
-        for s in r["battery"]["statistics"]:
-            pairs[f"chi2_{s['statistic']}"] = s["chi2"]["value"]
-        for k, v in pairs.items():
-            expect_eq(counts.get(k), v, f"manifest validate count {k} vs report.json")
+        # The C2ST: the same accuracies, or None in both where too few maps were given.
+        test = r["battery"].get("c2st") or {}
+        for k, rep in (("c2st", "accuracy"), ("c2st_real_halves", "real_halves")):
+            pairs[k] = ((b.get(k) or {}).get("mean"), (test.get(rep) or {}).get("mean"))
+        for s_rec, s_rep in zip(b["statistics"], r["battery"]["statistics"]):
+            pairs[f"battery {s_rep['statistic']} chi2"] = (
+                (s_rec["statistic"], s_rec["chi2"], s_rec["real_halves"]),
+                (s_rep["statistic"], s_rep["chi2"]["value"], s_rep["chi2_real_halves"]),
+            )
+        expect_eq(len(b["statistics"]), len(r["battery"]["statistics"]), "manifest validation statistics")
+        for k, (got, want) in pairs.items():
+            expect_eq(got, want, f"manifest validation record {k} vs report.json")
         st["report"] = r
 
-    c(f"[{label}] report/{d}/report.json: parses; key numbers finite and equal to the manifest's", report_check)
+    c(f"[{label}] report/{d}/report.json: parses; key numbers finite and equal to the manifest's validation record", report_check)
 
     def report_recomputed_check():
         r = st["report"]

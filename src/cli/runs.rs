@@ -23,12 +23,12 @@ pub fn run_fidelity(a: FidelityArgs) -> Result<()> {
             r.domain,
             r.accepted,
             r.tried,
-            r.slope_synthetic.0,
-            r.slope_real.0,
-            r.welch_t,
-            r.level_ratio,
-            r.hellinger,
-            r.memorization_ratio,
+            r.slope_synthetic().0,
+            r.slope_real().0,
+            r.welch_t(),
+            r.level_ratio(),
+            r.hellinger().0,
+            r.memorization_ratio(),
             r.reconstruction_db.0
         ),
     })?;

@@ -40,7 +40,7 @@ mod plan;
 mod runner;
 pub mod shard;
 pub mod slurm;
-mod stages;
+pub(crate) mod stages;
 mod summary;
 pub mod template;
 
@@ -52,6 +52,7 @@ pub use folder::check_run_folder;
 pub use manifest::Manifest;
 pub use plan::{DomainPlan, DomainTime, MemoryEstimate, Plan, TimeEstimate};
 pub use shard::{PartOutcome, RunPart, Shard, ShardedStage};
+pub use stages::sample::SampleRecord;
 pub use summary::{DomainSummary, RunSummary};
 
 use crate::error::{Error, Result};
@@ -102,7 +103,7 @@ impl Plan {
         let runner = Runner::open(self, config_path, run_dir, &opts)?;
         let missing = stage_names(&names)
             .into_iter()
-            .filter(|n| !runner.manifest.stages.get(n).is_some_and(|r| runner.intact(r)))
+            .filter(|n| !runner.manifest.stages.get(n).is_some_and(|r| runner.intact(n, r)))
             .collect();
         Ok(dependencies::with_dependents(&missing, &names))
     }

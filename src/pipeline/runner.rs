@@ -20,6 +20,8 @@ use super::{Plan, RunOptions};
 use crate::diffusion::Ddim;
 use crate::error::{Error, Result};
 use crate::model::Ddpm;
+use crate::pipeline::SampleRecord;
+use crate::validate::ValidationSummary;
 
 pub(super) struct Runner<'a> {
     pub(super) plan: &'a Plan,
@@ -45,7 +47,13 @@ fn short(v: &Value) -> String {
     match v {
         Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(f64::NAN)),
         Value::String(s) => s.clone(),
-        Value::Object(m) => m.iter().map(|(k, v)| format!("{k} {}", short(v))).collect::<Vec<_>>().join(", "),
+        // Lists (the verdict's lines) are logged on lines of their own.
+        Value::Object(m) => m
+            .iter()
+            .filter(|(_, v)| !v.is_array())
+            .map(|(k, v)| format!("{k} {}", short(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
         other => other.to_string(),
     }
 }
@@ -205,8 +213,16 @@ impl<'a> Runner<'a> {
         self.manifest.write(&self.dir.join("manifest.json"))
     }
 
-    pub(super) fn intact(&self, rec: &StageRecord) -> bool {
-        rec.outputs.iter().all(|h| FileHash::of(&self.dir.join(&h.path), &h.path).is_ok_and(|now| &now == h))
+    /// Whether stage `name`'s record can be kept: its outputs are as recorded, and its typed
+    /// counts read back (a record written by an older expanse in another layout is redone).
+    pub(super) fn intact(&self, name: &str, rec: &StageRecord) -> bool {
+        let readable = match name.split_once('/').map(|(kind, _)| kind) {
+            Some("validate") => ValidationSummary::from_counts(&rec.counts).is_ok(),
+            Some("sample") => SampleRecord::from_counts(&rec.counts).is_ok(),
+            _ => true,
+        };
+        readable
+            && rec.outputs.iter().all(|h| FileHash::of(&self.dir.join(&h.path), &h.path).is_ok_and(|now| &now == h))
     }
 
     /// Runs stage `name` unless an earlier invocation finished it, its outputs are intact and no
@@ -216,7 +232,7 @@ impl<'a> Runner<'a> {
         let inputs_redone = dependencies::prerequisites(name, &domains).iter().any(|p| self.ran.contains(p));
         if !inputs_redone {
             if let Some(rec) = self.manifest.stages.get(name) {
-                if self.intact(rec) {
+                if self.intact(name, rec) {
                     self.remove_checkpoints(name)?;
                     self.log.line(&format!("{name}: finished earlier, kept"))?;
                     self.kept.push(name.to_string());

@@ -168,7 +168,7 @@ impl Runner<'_> {
     /// Fails unless stage `name` is recorded as finished with intact outputs.
     pub(super) fn require(&self, name: &str, part: &str) -> Result<()> {
         match self.manifest.stages.get(name) {
-            Some(rec) if self.intact(rec) => Ok(()),
+            Some(rec) if self.intact(name, rec) => Ok(()),
             _ => Err(Error::Invalid(format!(
                 "stage {name} has not finished in {}: run `expanse run {} --out {} --resume --stage {part}` first",
                 self.dir.display(),
@@ -279,7 +279,7 @@ impl Runner<'_> {
     /// assembled.
     pub(super) fn check_shards(&mut self, stage: ShardedStage, count: usize) -> Result<()> {
         let names: Vec<String> = self.plan.domains.iter().map(|d| format!("{}/{}", stage.as_str(), d.name)).collect();
-        if names.iter().all(|n| self.manifest.stages.get(n).is_some_and(|r| self.intact(r))) {
+        if names.iter().all(|n| self.manifest.stages.get(n).is_some_and(|r| self.intact(n, r))) {
             return Ok(());
         }
         let all = self.stage_units(stage)?;

@@ -2,47 +2,23 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::runner::Runner;
-use super::RunConfig;
-use crate::error::Result;
+use super::{RunConfig, SampleRecord};
+use crate::error::{Error, Result};
+use crate::validate::{Spread, ValidationSummary};
 
-/// Per-domain results of a finished run.
+/// Per-domain results of a finished run: the records its sample and validate stages stored.
 #[derive(Debug, Clone)]
 pub struct DomainSummary {
     pub name: String,
     pub maps: usize,
     pub synthetic: Vec<PathBuf>,
-    pub accepted: usize,
-    pub tried: usize,
-    /// Per-map power-spectrum slopes: mean and standard deviation of each set.
-    pub slope_real: (f64, f64),
-    pub slope_synthetic: (f64, f64),
-    /// Welch's t of the per-map slopes (synthetic − real).
-    pub slope_welch_t: f64,
-    /// Spread of per-map levels, synthetic over real.
-    pub level_spread_ratio: f64,
-    /// One-point PDF on the real maps' bins.
-    pub hellinger: f64,
-    pub hellinger_std: f64,
-    /// Closest synthetic–real over closest real–real distance.
-    pub memorization_ratio: f64,
-    pub memorized: usize,
-    /// The battery's χ²/dof per statistic (in report order) and overall (NaN without a battery).
-    pub battery: Vec<(crate::stats::battery::Statistic, f64)>,
-    pub battery_chi2: f64,
-    /// The classifier two-sample test's accuracy and its floor between two halves of the real
-    /// maps, each with its spread over repeats (NaN when not available).
-    pub c2st: (f64, f64),
-    pub c2st_real_halves: (f64, f64),
-    /// FIDELITY.md's targets met, of those that could be judged; one line per target, and
-    /// warnings in plain words.
-    pub targets: (usize, usize),
-    pub verdict: Vec<String>,
-    pub warnings: Vec<String>,
-    /// The level spread is in units of the maps' standard deviation (the real levels are equal).
-    pub level_per_contrast: bool,
+    pub sampling: SampleRecord,
+    pub validation: ValidationSummary,
 }
 
 /// What a finished run reports.
@@ -60,18 +36,13 @@ pub struct RunSummary {
 }
 
 impl Runner<'_> {
-    /// Count `key` of stage `stage`, as the manifest records it.
-    fn value(&self, stage: &str, key: &str) -> Option<&Value> {
-        self.manifest.stages.get(stage).and_then(|r| r.counts.get(key))
+    /// The counts stage `stage` recorded (an error names the manifest and the stage).
+    fn counts(&self, stage: &str) -> Result<&BTreeMap<String, Value>> {
+        self.manifest.stages.get(stage).map(|r| &r.counts).ok_or_else(|| self.record_error(stage, "not recorded"))
     }
 
-    fn count(&self, stage: &str, key: &str) -> f64 {
-        self.value(stage, key).and_then(Value::as_f64).unwrap_or(f64::NAN)
-    }
-
-    fn strings(&self, stage: &str, key: &str) -> Vec<String> {
-        let list = self.value(stage, key).and_then(Value::as_array);
-        list.map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    fn record_error(&self, stage: &str, cause: &str) -> Error {
+        Error::Invalid(format!("{}: stage {stage}: {cause}", self.dir.join("manifest.json").display()))
     }
 
     pub(super) fn finish(mut self, seconds: f64) -> Result<RunSummary> {
@@ -80,39 +51,15 @@ impl Runner<'_> {
             let n = &d.name;
             let synthetic =
                 self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{n}.{f}")])).collect();
-            let v = format!("validate/{n}");
-            domains.push(DomainSummary {
-                name: n.clone(),
-                maps: d.images,
-                synthetic,
-                accepted: self.count(&format!("sample/{n}"), "accepted") as usize,
-                tried: self.count(&format!("sample/{n}"), "tried") as usize,
-                slope_real: (self.count(&v, "slope_real"), self.count(&v, "slope_real_std")),
-                slope_synthetic: (self.count(&v, "slope_synthetic"), self.count(&v, "slope_synthetic_std")),
-                slope_welch_t: self.count(&v, "slope_welch_t"),
-                level_spread_ratio: self.count(&v, "level_spread_ratio"),
-                hellinger: self.count(&v, "hellinger"),
-                hellinger_std: self.count(&v, "hellinger_std"),
-                memorization_ratio: self.count(&v, "memorization_ratio"),
-                memorized: self.count(&v, "memorized") as usize,
-                battery: crate::stats::battery::Statistic::ALL
-                    .into_iter()
-                    .map(|st| (st, self.count(&v, &format!("chi2_{st}"))))
-                    .filter(|(_, c)| c.is_finite())
-                    .collect(),
-                battery_chi2: self.count(&v, "battery_chi2"),
-                c2st: (self.count(&v, "c2st_accuracy"), self.count(&v, "c2st_accuracy_std")),
-                c2st_real_halves: (self.count(&v, "c2st_real_halves"), self.count(&v, "c2st_real_halves_std")),
-                targets: (self.count(&v, "targets_met") as usize, self.count(&v, "targets_judged") as usize),
-                verdict: self.strings(&v, "verdict"),
-                warnings: self.strings(&v, "warnings"),
-                level_per_contrast: self
-                    .value(&v, "level_spread_per_contrast")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-            });
+            let sample = format!("sample/{n}");
+            let sampling = SampleRecord::from_counts(self.counts(&sample)?)
+                .map_err(|e| self.record_error(&sample, &e.to_string()))?;
+            let validate = format!("validate/{n}");
+            let validation = ValidationSummary::from_counts(self.counts(&validate)?)
+                .map_err(|e| self.record_error(&validate, &e.to_string()))?;
+            domains.push(DomainSummary { name: n.clone(), maps: d.images, synthetic, sampling, validation });
         }
-        let separability = Some(self.count("fit", "loo_nearest_centroid_accuracy")).filter(|v| v.is_finite());
+        let separability = self.counts("fit")?.get("loo_nearest_centroid_accuracy").and_then(Value::as_f64);
         let text = summary_text(&self.dir, &self.plan.config, &domains, separability);
         crate::io::write_text(&self.dir.join("summary.md"), &text)?;
         self.manifest.complete = true;
@@ -132,11 +79,15 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
     let mut t = format!("# Run '{}'\n\n", c.name());
     t.push_str("## Verdict\n\n");
     for d in domains {
-        t.push_str(&format!("**{}**: {} of {} targets met (FIDELITY.md's).\n\n", d.name, d.targets.0, d.targets.1));
-        for line in &d.verdict {
+        let v = &d.validation;
+        t.push_str(&format!(
+            "**{}**: {} of {} targets met (FIDELITY.md's).\n\n",
+            d.name, v.targets_met, v.targets_judged
+        ));
+        for line in &v.verdict {
             t.push_str(&format!("- {line}\n"));
         }
-        for w in &d.warnings {
+        for w in &v.warnings {
             t.push_str(&format!("- warning: {w}\n"));
         }
         t.push('\n');
@@ -155,6 +106,7 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
     );
     t.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for d in domains {
+        let v = &d.validation;
         let rel: Vec<String> =
             d.synthetic.iter().map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string()).collect();
         t.push_str(&format!(
@@ -163,23 +115,23 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
             d.name,
             d.maps,
             rel.join(", "),
-            d.accepted,
-            d.tried,
-            100.0 * d.accepted as f64 / d.tried.max(1) as f64,
-            d.slope_real.0,
-            d.slope_real.1,
-            d.slope_synthetic.0,
-            d.slope_synthetic.1,
-            d.slope_welch_t,
-            if d.level_per_contrast {
-                format!("{:.2} of the maps' std (real levels all equal)", d.level_spread_ratio)
+            d.sampling.accepted,
+            d.sampling.tried,
+            100.0 * d.sampling.accepted as f64 / d.sampling.tried.max(1) as f64,
+            v.slope_real.mean,
+            v.slope_real.std,
+            v.slope_synthetic.mean,
+            v.slope_synthetic.std,
+            v.slope_welch_t,
+            if v.level_spread_per_contrast {
+                format!("{:.2} of the maps' std (real levels all equal)", v.level_spread_ratio)
             } else {
-                format!("{:.2}", d.level_spread_ratio)
+                format!("{:.2}", v.level_spread_ratio)
             },
-            d.hellinger,
-            d.hellinger_std,
-            d.memorization_ratio,
-            d.memorized
+            v.hellinger.mean,
+            v.hellinger.std,
+            v.memorization_ratio,
+            v.memorized
         ));
     }
     for (d, cd) in domains.iter().zip(&c.domains) {
@@ -206,29 +158,34 @@ fn summary_text(dir: &Path, c: &RunConfig, domains: &[DomainSummary], separabili
             closest \
          real–real distance. Details in `report/<domain>/report.md`.\n",
     );
-    if let Some(first) = domains.iter().find(|d| !d.battery.is_empty()) {
+    if let Some(first) = domains.iter().find_map(|d| d.validation.battery.as_ref()) {
         t.push_str(
             "\nBattery of statistics, χ²/dof of synthetic against real means (about 1 when both sample one \
             distribution; \
                     bands, distances and figures in `report/<domain>/`):\n\n| domain |",
         );
-        for (st, _) in &first.battery {
-            t.push_str(&format!(" {} |", st.title()));
+        for c in &first.statistics {
+            t.push_str(&format!(" {} |", c.statistic.title()));
         }
         t.push_str(" overall | C2ST accuracy | C2ST, real halves |\n|---|");
-        t.push_str(&"---|".repeat(first.battery.len() + 3));
+        t.push_str(&"---|".repeat(first.statistics.len() + 3));
         t.push('\n');
-        let accuracy = |(m, s): (f64, f64)| if m.is_finite() { format!("{m:.2} ± {s:.2}") } else { "n/a".into() };
+        let accuracy = |a: Option<Spread>| match a {
+            Some(a) if a.mean.is_finite() => format!("{:.2} ± {:.2}", a.mean, a.std),
+            _ => "n/a".into(),
+        };
+        let number = |x: Option<f64>| x.filter(|x| x.is_finite()).map_or("n/a".into(), |x| format!("{x:.2}"));
         for d in domains {
+            let b = d.validation.battery.as_ref();
             t.push_str(&format!("| {} |", d.name));
-            for (_, c) in &d.battery {
-                t.push_str(&format!(" {c:.2} |"));
+            for c in &first.statistics {
+                t.push_str(&format!(" {} |", number(b.and_then(|b| b.chi2_of(c.statistic)))));
             }
             t.push_str(&format!(
-                " {:.2} | {} | {} |\n",
-                d.battery_chi2,
-                accuracy(d.c2st),
-                accuracy(d.c2st_real_halves)
+                " {} | {} | {} |\n",
+                number(b.map(|b| b.chi2)),
+                accuracy(b.and_then(|b| b.c2st)),
+                accuracy(b.and_then(|b| b.c2st_real_halves))
             ));
         }
         t.push_str(

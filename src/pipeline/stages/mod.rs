@@ -6,5 +6,5 @@ mod decode;
 mod fit;
 mod ingest;
 mod invert;
-mod sample;
+pub(crate) mod sample;
 mod validate;

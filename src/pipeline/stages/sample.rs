@@ -2,13 +2,42 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::latents;
 use crate::pipeline::manifest::derive_seed;
 use crate::pipeline::runner::{Runner, StageOutput};
 use crate::prior::file as prior_file;
+
+/// What the sample stage records in the manifest (its counts, key by key): the run summary and
+/// the fidelity benchmark read it back through this type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    /// Candidates accepted and tried, and the acceptance rate.
+    pub accepted: usize,
+    pub tried: usize,
+    pub acceptance: f64,
+    /// The acceptance rate of each geometric test on its own.
+    pub acceptance_per_test: serde_json::Value,
+    /// The seed of the sampling stream.
+    pub seed: u64,
+}
+
+impl SampleRecord {
+    /// Reads the record from a sample stage's manifest counts.
+    pub fn from_counts(counts: &BTreeMap<String, serde_json::Value>) -> Result<SampleRecord> {
+        let object = serde_json::Value::Object(counts.clone().into_iter().collect());
+        serde_json::from_value(object).map_err(|e| Error::Invalid(format!("its sampling record: {e}")))
+    }
+
+    fn counts(&self) -> BTreeMap<String, serde_json::Value> {
+        match serde_json::to_value(self).expect("a sampling record serializes") {
+            serde_json::Value::Object(m) => m.into_iter().collect(),
+            _ => unreachable!("a struct serializes to an object"),
+        }
+    }
+}
 
 impl Runner<'_> {
     pub(in crate::pipeline) fn sample(&mut self, d: &str) -> Result<StageOutput> {
@@ -27,12 +56,13 @@ impl Runner<'_> {
         let shown = crate::io::shown_path(&prior_path, Some(&self.dir));
         let (outcome, written) = crate::synthesis::sample(&prior, &shown, &input, &spec, &out, "run: sample")?;
         let (_, all) = outcome.rates();
-        let mut counts = BTreeMap::new();
-        counts.insert("accepted".into(), json!(outcome.accepted.len()));
-        counts.insert("tried".into(), json!(outcome.tried));
-        counts.insert("acceptance".into(), json!(all));
-        counts.insert("acceptance_per_test".into(), outcome.rates_json());
-        counts.insert("seed".into(), json!(spec.seed));
-        Ok((written, counts))
+        let record = SampleRecord {
+            accepted: outcome.accepted.len(),
+            tried: outcome.tried,
+            acceptance: all,
+            acceptance_per_test: outcome.rates_json(),
+            seed: spec.seed,
+        };
+        Ok((written, record.counts()))
     }
 }
