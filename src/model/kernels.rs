@@ -661,6 +661,81 @@ mod simd {
         (src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) -> ()
     );
     dispatch!(softmax, softmax_impl, softmax_avx2, softmax_avx512, (row: &mut [f32]) -> ());
+
+    #[cfg(all(test, target_arch = "x86_64"))]
+    mod tests {
+        use super::*;
+
+        /// The three builds of each element loop (baseline, AVX2 + FMA, AVX-512) give the same bits,
+        /// as BENCHMARKS.md states; a build the CPU cannot run is skipped with a line saying so.
+        #[test]
+        fn the_simd_builds_of_the_element_loops_agree_bit_for_bit() {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+            let avx512 = avx2 && std::arch::is_x86_feature_detected!("avx512f");
+            if !avx2 {
+                println!("SKIPPED: this CPU has no AVX2 + FMA: only the baseline build runs here");
+                return;
+            }
+            if !avx512 {
+                println!("SKIPPED: this CPU has no AVX-512: the AVX-512 build is not compared here");
+            }
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            let mut next = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 * 16.0 - 8.0
+            };
+            for n in [1, 7, 8, 63, 64, 65, 1000, 4099] {
+                let x: Vec<f32> = (0..n).map(|_| next()).collect();
+                let want = sums_impl(&x);
+                // SAFETY: the features each build needs were detected above.
+                let got: Vec<(f64, f64)> = unsafe {
+                    let mut v = vec![sums_avx2(&x)];
+                    if avx512 {
+                        v.push(sums_avx512(&x));
+                    }
+                    v
+                };
+                for g in got {
+                    assert_eq!((g.0.to_bits(), g.1.to_bits()), (want.0.to_bits(), want.1.to_bits()), "sums, n = {n}");
+                }
+                for silu in [false, true] {
+                    let mut want = vec![0f32; n];
+                    affine_impl(&x, &mut want, 0.7, -0.3, silu);
+                    let mut a = vec![0f32; n];
+                    let mut b = vec![0f32; n];
+                    // SAFETY: as above.
+                    unsafe {
+                        affine_avx2(&x, &mut a, 0.7, -0.3, silu);
+                        if avx512 {
+                            affine_avx512(&x, &mut b, 0.7, -0.3, silu);
+                        } else {
+                            b.clone_from(&want);
+                        }
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a), bits(&want), "affine avx2, n = {n}, silu {silu}");
+                    assert_eq!(bits(&b), bits(&want), "affine avx512, n = {n}, silu {silu}");
+                }
+                let mut want = x.clone();
+                softmax_impl(&mut want);
+                let (mut a, mut b) = (x.clone(), x.clone());
+                // SAFETY: as above.
+                unsafe {
+                    softmax_avx2(&mut a);
+                    if avx512 {
+                        softmax_avx512(&mut b);
+                    } else {
+                        b.clone_from(&want);
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&want), "softmax avx2, n = {n}");
+                assert_eq!(bits(&b), bits(&want), "softmax avx512, n = {n}");
+            }
+        }
+    }
 }
 
 /// GroupNorm (affine), with an optional SiLU after it, in one pass for the statistics (f64
