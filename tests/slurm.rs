@@ -140,7 +140,7 @@ fn the_parts_of_a_run_give_the_files_of_a_single_run_and_refuse_bad_input() {
     let o = other.to_str().unwrap();
     let err = fails(
         &["run", o, "--out", s, "--resume", "--stage", "decode", "--shard", "0/2"],
-        "another config (differs at run.seed)",
+        "another config, inputs or model (differs at run.seed)",
     );
     assert!(err.contains("--resume --stage ingest"), "{err}");
     fails(

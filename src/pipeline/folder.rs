@@ -106,30 +106,20 @@ pub(super) fn check_same_run(plan: &Plan, config_path: &Path, dir: &Path, manife
         config_path.display(),
         dir.display()
     );
-    if let Some((stored, _)) = read_stored_config(&dir.join("config.toml"))? {
-        let keys = config::differing_keys(&stored, &plan.config);
-        if !keys.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{}: the run folder holds a run of another config (differs at {}); {bring}",
-                dir.display(),
-                keys.join(", ")
-            )));
-        }
+    let Some((stored, text)) = read_stored_config(&dir.join("config.toml"))? else {
+        return Ok(());
+    };
+    // The same comparison `--resume` makes (config keys, input and model files), on a copy.
+    let mut copy = manifest.clone();
+    let found = super::dependencies::reconcile(&stored, &text, &plan.config, &plan.model.files, &mut copy)?;
+    if found.changes.is_empty() {
+        return Ok(());
     }
-    let inputs: Vec<PathBuf> = plan.config.domains.iter().flat_map(|d| d.inputs.iter().cloned()).collect();
-    for (now, then) in hash_files(&inputs)?
-        .iter()
-        .zip(&manifest.inputs)
-        .chain(hash_files(&plan.model.files)?.iter().zip(&manifest.model))
-    {
-        if now != then {
-            return Err(Error::content(
-                &now.path,
-                format!("changed since the run in {} started (SHA-256 differs); {bring}", dir.display()),
-            ));
-        }
-    }
-    Ok(())
+    Err(Error::Invalid(format!(
+        "{}: the run folder holds a run of another config, inputs or model (differs at {}); {bring}",
+        dir.display(),
+        found.changes.join(", ")
+    )))
 }
 
 /// The config a run folder holds (its `config.toml`) and its text; None when it has none.
