@@ -56,6 +56,9 @@ start)
     stop
     mkdir -p "$dir/state" "$dir/spool" "$dir/log"
     host=$(hostname)
+    # The node offers 90 % of this machine's memory (slurmd drains a node configured with more
+    # than it finds).
+    memory=$(awk '/^MemTotal:/ { printf "%d", $2 / 1024 * 0.9 }' /proc/meminfo)
     cat > "$conf" <<EOF
 ClusterName=local
 SlurmctldHost=$host
@@ -75,7 +78,7 @@ SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
-NodeName=$host CPUs=$(nproc) RealMemory=16000 State=UNKNOWN
+NodeName=$host CPUs=$(nproc) RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
     if [ ! -f /etc/munge/munge.key ]; then
