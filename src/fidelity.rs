@@ -22,6 +22,7 @@ use crate::pipeline::config::{
     DebiasKey, DomainSection, InversionSection, ModelSection, PriorSection, RefinementSection, RunSection,
     SamplingSection, ValidationSection,
 };
+use crate::pipeline::manifest::{self, FileHash};
 use crate::pipeline::{Manifest, Plan, RunConfig, RunOptions, SampleRecord};
 use crate::stats::battery::Statistic;
 pub use crate::validate::StatisticChi2;
@@ -343,6 +344,10 @@ pub struct FidelityReport {
     pub domains: Vec<String>,
     pub rows: Vec<FidelityRow>,
     pub threads: usize,
+    /// The expanse version and the git commit it was built from, and the CPU it ran on.
+    pub tool: String,
+    pub commit: String,
+    pub cpu: String,
     pub written: Vec<PathBuf>,
 }
 
@@ -356,7 +361,24 @@ fn reconstruction(
     cache: &mut BTreeMap<String, (f64, f64)>,
 ) -> Result<(f64, f64)> {
     let inv = &config.inversion;
-    let key = format!("{domain} steps {} t0 {} fixed point {} clip {:?}", inv.steps, inv.t0, inv.fixed_point, inv.clip);
+    let stack = run.join("stacks").join(format!("{domain}.h5"));
+    let inverted = run.join("latents").join(format!("{domain}.h5"));
+    // The stack and latents files' hashes stand for the data, the model and the grid they were made
+    // with; the model's own files decode them.
+    let model_files = model::ModelFolder::read(&config.model.path)?.files;
+    let hashes: Vec<String> = [&stack, &inverted]
+        .into_iter()
+        .chain(&model_files)
+        .map(|p| FileHash::of(p, p).map(|h| h.sha256))
+        .collect::<Result<_>>()?;
+    let key = format!(
+        "{domain} steps {} t0 {} fixed point {} clip {:?} files {}",
+        inv.steps,
+        inv.t0,
+        inv.fixed_point,
+        inv.clip,
+        manifest::sha256_text(&hashes.join(" "))
+    );
     if let Some(v) = cache.get(&key) {
         return Ok(*v);
     }
@@ -368,8 +390,8 @@ fn reconstruction(
         )?);
     }
     let m = model.as_ref().expect("loaded");
-    let real = latents::read_model_input(&run.join("stacks").join(format!("{domain}.h5")))?;
-    let z = latents::read_model_input(&run.join("latents").join(format!("{domain}.h5")))?;
+    let real = latents::read_model_input(&stack)?;
+    let z = latents::read_model_input(&inverted)?;
     let ddim = Ddim::for_model(m, inv.steps, inv.t0, inv.fixed_point, inv.clip)?;
     let back = ddim.generate(m, &z.data, 0.0, 0, config.model.batch, &indicatif::ProgressBar::hidden())?;
     let psnr: Vec<f64> = reconstruction_errors(&real.data, &back).iter().map(|e| e.psnr_db).collect();
@@ -472,6 +494,9 @@ pub fn run(
         domains: config.base.domains.iter().map(|d| d.name.clone()).collect(),
         rows,
         threads: candle_core::utils::get_num_threads(),
+        tool: crate::io::TOOL.to_string(),
+        commit: crate::io::COMMIT.to_string(),
+        cpu: crate::runtime::cpu_description(),
         written: Vec::new(),
     };
     let json_path = out.join("fidelity.json");
@@ -549,13 +574,17 @@ pub fn markdown(r: &FidelityReport) -> String {
     s.push_str(&format!(
         "Benchmark `{}`: {} variant(s) × {} domain(s) × {} seed(s) ({:?}), {} thread(s). Each cell averages the \
             seeds; ± is the standard deviation between seeds \
-         (slopes: the mean over seeds of each run's per-map mean ± per-map standard deviation).\n\n",
+         (slopes: the mean over seeds of each run's per-map mean ± per-map standard deviation).\n\n\
+         Made by {} (commit {}) on {}.\n\n",
         r.config.display(),
         r.variants.len(),
         r.domains.len(),
         r.seeds.len(),
         r.seeds,
-        r.threads
+        r.threads,
+        r.tool,
+        r.commit,
+        r.cpu
     ));
     s.push_str(&format!(
         "Targets: |Welch t| of per-map slopes < {TARGET_WELCH_T}; PDF Hellinger < {TARGET_HELLINGER}; level spread \

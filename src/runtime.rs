@@ -77,6 +77,31 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
+/// This machine's CPU, for benchmark reports: its model name (Linux), logical CPUs and the
+/// vector instruction sets the kernels choose between, e.g. `AMD EPYC 9B14, 2 logical CPUs,
+/// AVX-512 + AVX2 + FMA`.
+pub fn cpu_description() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+        t.lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()))
+    });
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut sets: Vec<&str> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            sets.push("AVX-512");
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            sets.push("AVX2");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            sets.push("FMA");
+        }
+    }
+    let sets = if sets.is_empty() { "no AVX".to_string() } else { sets.join(" + ") };
+    format!("{}, {cpus} logical CPUs, {sets}", model.unwrap_or_else(|| std::env::consts::ARCH.to_string()))
+}
+
 /// Peak resident memory of this process in MiB (Linux; None elsewhere).
 pub fn peak_memory_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -77,6 +77,10 @@ fn every_variant_and_seed_is_a_run_and_the_tables_report_them() {
         .collect();
     assert_eq!(evals, vec![8 * 5, 0, 0, 0], "{evals:?}");
     let r = json(out.join("fidelity.json"));
+    // What made the numbers: the version, the commit it was built from and the CPU.
+    let commit = r["commit"].as_str().unwrap();
+    assert!(commit == "unknown" || commit.trim_end_matches("-dirty").len() == 40, "{commit}");
+    assert!(r["cpu"].as_str().unwrap().contains("logical CPUs"), "{}", r["cpu"]);
     let rows = r["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
     for row in rows {
@@ -101,6 +105,7 @@ fn every_variant_and_seed_is_a_run_and_the_tables_report_them() {
         assert_eq!(row["accepted"].as_u64(), Some(3));
     }
     let md = std::fs::read_to_string(out.join("fidelity.md")).unwrap();
+    assert!(md.contains(&format!("Made by expanse {} (commit {commit}) on ", env!("CARGO_PKG_VERSION"))), "{md}");
     assert!(
         md.contains("### clouds") && md.contains("| paper |") && md.contains("| stationary |") && md.contains("/5"),
         "{md}"

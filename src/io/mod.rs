@@ -24,6 +24,10 @@ use crate::error::{Error, Result};
 /// Version string written into every output.
 pub const TOOL: &str = concat!("expanse ", env!("CARGO_PKG_VERSION"));
 
+/// The git commit this build was made from (`-dirty` when its sources differed from it;
+/// `unknown` outside a git checkout), recorded by build.rs.
+pub const COMMIT: &str = env!("EXPANSE_GIT_COMMIT");
+
 /// File formats expanse reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
