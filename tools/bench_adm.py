@@ -14,12 +14,13 @@ per batch and per map, and the peak resident memory.
 import argparse
 import json
 import os
-import resource
-import statistics
-import time
+import sys
 
 import torch
 from guided_diffusion.script_util import create_model, model_and_diffusion_defaults
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import print_report, time_forward  # noqa: E402
 
 
 def main():
@@ -45,24 +46,11 @@ def main():
     size = a.size or flags["image_size"]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(a.batch, 3, size, size, generator=g).to(a.device)
-    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
-    times = []
-    with torch.no_grad():
-        model(x, torch.full((a.batch,), 500, device=a.device))
-        sync()
-        for i in range(a.repeats):
-            t = time.perf_counter()
-            model(x, torch.full((a.batch,), (i * 97) % 1000, device=a.device))
-            sync()
-            times.append(time.perf_counter() - t)
-    med = statistics.median(times)
+    times = time_forward(lambda t: model(x, torch.full((a.batch,), t, device=a.device)), a.device, a.repeats)
     params = sum(p.numel() for p in model.parameters())
-    print(f"guided-diffusion torch {torch.__version__} {a.device} threads {a.threads} batch {a.batch} {size}x{size}, {params / 1e6:.2f} M parameters")
-    print(f"UNet forward: median {1e3 * med:.1f} ms per batch ({1e3 * med / a.batch:.2f} ms per map, "
-          f"{a.batch / med:.1f} maps/s) over {len(times)} runs; min {1e3 * min(times):.1f} ms, max {1e3 * max(times):.1f} ms")
-    print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    if a.device.startswith("cuda"):
-        print(f"peak device memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+    header = (f"guided-diffusion torch {torch.__version__} {a.device} threads {a.threads} batch {a.batch} "
+              f"{size}x{size}, {params / 1e6:.2f} M parameters")
+    print_report(header, times, a.batch, a.device)
 
 
 if __name__ == "__main__":

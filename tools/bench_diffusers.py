@@ -10,12 +10,14 @@ Prints the median milliseconds per batch and per map, and the peak resident memo
 """
 
 import argparse
-import resource
-import statistics
-import time
+import os
+import sys
 
 import torch
 from diffusers import UNet2DModel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import print_report, time_forward  # noqa: E402
 
 
 def main():
@@ -32,24 +34,10 @@ def main():
     size = a.size or model.config.sample_size
     g = torch.Generator().manual_seed(0)
     x = torch.randn(a.batch, model.config.in_channels, size, size, generator=g).to(a.device)
-    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
-    times = []
-    with torch.no_grad():
-        model(x, 500)
-        sync()
-        for i in range(a.repeats):
-            t = time.perf_counter()
-            model(x, (i * 97) % 1000)
-            sync()
-            times.append(time.perf_counter() - t)
-    med = statistics.median(times)
+    times = time_forward(lambda t: model(x, t), a.device, a.repeats)
     import diffusers
-    print(f"diffusers {diffusers.__version__} torch {torch.__version__} {a.device} threads {a.threads} batch {a.batch} {size}x{size}")
-    print(f"UNet forward: median {1e3 * med:.1f} ms per batch ({1e3 * med / a.batch:.2f} ms per map, "
-          f"{a.batch / med:.1f} maps/s) over {len(times)} runs; min {1e3 * min(times):.1f} ms, max {1e3 * max(times):.1f} ms")
-    print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    if a.device.startswith("cuda"):
-        print(f"peak device memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+    header = f"diffusers {diffusers.__version__} torch {torch.__version__} {a.device} threads {a.threads} batch {a.batch} {size}x{size}"
+    print_report(header, times, a.batch, a.device)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Helpers shared by the model fixture generators (tools/make_unet_fixtures.py,
 make_adm_fixtures.py, make_ddpm_original_fixtures.py): deterministic JSON and .npy
 writing, SHA-256 of a file and of a folder tree, the largest absolute difference,
-and the `--check` reproducibility test (build the tree twice into temporary
-folders and compare the SHA-256 of every file).
+the `--check` reproducibility test (build the tree twice into temporary
+folders and compare the SHA-256 of every file), and the seeded overwrite of a
+torch model's parameters the UNet fixtures use.
 
 The scripts import it with their own folder on sys.path, so they run from
-anywhere. Needs only numpy.
+anywhere. Needs numpy (and torch for `randomize_parameters`, imported there).
 """
 
 import hashlib
@@ -62,3 +63,30 @@ def check_reproducible(build):
             return 1
         print(f"reproducible: {len(ha)} files identical")
         return 0
+
+
+def randomize_parameters(model, seed, gain=1.0):
+    """Overwrite every parameter of a torch model from one seeded stream, in `named_parameters`
+    order: biases 0.1·N(0, 1); weights of two or more dimensions N(0, 1)·gain/√fan_in (fan_in: the
+    product of every dimension but the first); other 1-D parameters (norm scales) 1 + 0.1·N(0, 1).
+    The model must have no buffers."""
+    import math
+
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if name.endswith(".bias"):
+                new = 0.1 * noise
+            elif p.ndim >= 2:
+                fan_in = int(np.prod(p.shape[1:]))
+                new = noise * (gain / math.sqrt(fan_in))
+            elif p.ndim == 1:
+                new = 1.0 + 0.1 * noise
+            else:
+                raise ValueError(f"unexpected parameter {name} {tuple(p.shape)}")
+            p.copy_(new.to(p.dtype))
+    buffers = [n for n, _ in model.named_buffers()]
+    assert not buffers, f"unexpected buffers {buffers}"

@@ -218,7 +218,7 @@ from guided_diffusion.script_util import (  # noqa: E402
 )
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fixturelib import check_reproducible, maxabs, save_npy, sha256_file, write_json  # noqa: E402
+from fixturelib import check_reproducible, maxabs, randomize_parameters, save_npy, sha256_file, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, os.pardir))
@@ -348,24 +348,6 @@ def model_from_adm_json(obj):
     return create_model(**create_kwargs(all_flags(obj))).eval()
 
 
-def randomize_parameters(model, seed):
-    """Overwrite every parameter (see module docstring for the rule)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-            if name.endswith(".bias"):
-                new = 0.1 * noise
-            elif p.ndim >= 2:
-                fan_in = int(np.prod(p.shape[1:]))
-                new = noise * (GAIN / math.sqrt(fan_in))
-            elif p.ndim == 1:
-                new = 1.0 + 0.1 * noise
-            else:
-                raise ValueError(f"unexpected parameter {name} {tuple(p.shape)}")
-            p.copy_(new.to(p.dtype))
-    buffers = [n for n, _ in model.named_buffers()]
-    assert not buffers, f"unexpected buffers {buffers}"
 
 
 def state_dict_as(model, dtype):
@@ -499,7 +481,7 @@ def build_model_folder(out, spec, log):
     flags = all_flags(spec["overrides"])
     kwargs = create_kwargs(flags)
     model = create_model(**kwargs).eval()
-    randomize_parameters(model, spec["seed"])
+    randomize_parameters(model, spec["seed"], GAIN)
 
     storage = {"float32": torch.float32, "float16": torch.float16}[spec["storage"]]
     jobj = adm_json(flags, spec["json"])
@@ -788,7 +770,7 @@ def bench_model(name, folder):
     spec = BENCH_MODELS[name]
     flags = all_flags(spec["overrides"])
     model = create_model(**create_kwargs(flags)).eval()
-    randomize_parameters(model, spec["seed"])
+    randomize_parameters(model, spec["seed"], GAIN)
     if os.path.exists(folder):
         shutil.rmtree(folder)
     os.makedirs(folder)

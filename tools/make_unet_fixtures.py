@@ -84,7 +84,7 @@ diffusers_logging.set_verbosity_error()
 warnings.filterwarnings("ignore")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fixturelib import check_reproducible, maxabs, save_npy, write_json  # noqa: E402
+from fixturelib import check_reproducible, maxabs, randomize_parameters, save_npy, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, os.pardir, "tests", "fixtures", "unet")
@@ -226,24 +226,6 @@ DDIM_FIXED_POINT_ITERS = 3
 # helpers
 
 
-def randomize_parameters(model, seed):
-    """Overwrite every parameter (see module docstring for the rule)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-            if name.endswith(".bias"):
-                new = 0.1 * noise
-            elif p.ndim >= 2:
-                fan_in = int(np.prod(p.shape[1:]))
-                new = noise * (GAIN / math.sqrt(fan_in))
-            elif p.ndim == 1:
-                new = 1.0 + 0.1 * noise
-            else:
-                raise ValueError(f"unexpected parameter {name} {tuple(p.shape)}")
-            p.copy_(new.to(p.dtype))
-    buffers = [n for n, _ in model.named_buffers()]
-    assert not buffers, f"unexpected buffers {buffers}"
 
 
 def run_model(model, x, timesteps, dtype):
@@ -371,7 +353,7 @@ def build_model_folder(out, spec, log):
     os.makedirs(folder)
     torch.manual_seed(spec["seed"])
     model = UNet2DModel(**spec["config"]).eval()
-    randomize_parameters(model, spec["seed"])
+    randomize_parameters(model, spec["seed"], GAIN)
     model.save_pretrained(folder, safe_serialization=True)
 
     cfg_path = os.path.join(folder, "config.json")
