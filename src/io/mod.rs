@@ -467,6 +467,44 @@ fn retarget(e: Error, path: &Path) -> Error {
     }
 }
 
+/// File extensions a folder given as an input contributes.
+const MAP_EXTENSIONS: [&str; 7] = ["fits", "fit", "fts", "h5", "hdf5", "he5", "npy"];
+
+/// One `inputs` entry as files, in sorted order: a folder gives its map files (by extension, not
+/// recursive), a pattern with `*`, `?` or `[` the files it matches, anything else itself. A folder
+/// or pattern that gives no file is an error.
+pub fn expand_input(p: &Path) -> std::result::Result<Vec<PathBuf>, String> {
+    let text = p.to_string_lossy();
+    let mut files: Vec<PathBuf> = if p.is_dir() {
+        let entries = std::fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|f| {
+                f.is_file()
+                    && f.extension()
+                        .and_then(|x| x.to_str())
+                        .is_some_and(|x| MAP_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+            })
+            .collect()
+    } else if text.contains(['*', '?', '[']) {
+        let paths = glob::glob(&text).map_err(|e| format!("'{text}' is not a valid pattern: {e}"))?;
+        paths.flatten().filter(|f| f.is_file()).collect()
+    } else {
+        return Ok(vec![p.to_path_buf()]);
+    };
+    if files.is_empty() {
+        let what = if p.is_dir() {
+            format!("folder {} holds no map file ({})", p.display(), MAP_EXTENSIONS.join(", "))
+        } else {
+            format!("'{text}' matches no file")
+        };
+        return Err(what);
+    }
+    files.sort();
+    Ok(files)
+}
+
 #[cfg(test)]
 mod number_tests {
     use super::number;

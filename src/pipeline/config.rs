@@ -495,44 +495,6 @@ fn lexical_normalize(p: &Path) -> PathBuf {
 }
 
 /// An error about `key` of the config file `path`.
-/// File extensions a folder given as an input contributes.
-const MAP_EXTENSIONS: [&str; 7] = ["fits", "fit", "fts", "h5", "hdf5", "he5", "npy"];
-
-/// One `inputs` entry as files, in sorted order: a folder gives its map files (by extension, not
-/// recursive), a pattern with `*`, `?` or `[` the files it matches, anything else itself. A folder
-/// or pattern that gives no file is an error.
-pub(crate) fn expand_input(p: &Path) -> std::result::Result<Vec<PathBuf>, String> {
-    let text = p.to_string_lossy();
-    let mut files: Vec<PathBuf> = if p.is_dir() {
-        let entries = std::fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|f| {
-                f.is_file()
-                    && f.extension()
-                        .and_then(|x| x.to_str())
-                        .is_some_and(|x| MAP_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
-            })
-            .collect()
-    } else if text.contains(['*', '?', '[']) {
-        let paths = glob::glob(&text).map_err(|e| format!("'{text}' is not a valid pattern: {e}"))?;
-        paths.flatten().filter(|f| f.is_file()).collect()
-    } else {
-        return Ok(vec![p.to_path_buf()]);
-    };
-    if files.is_empty() {
-        let what = if p.is_dir() {
-            format!("folder {} holds no map file ({})", p.display(), MAP_EXTENSIONS.join(", "))
-        } else {
-            format!("'{text}' matches no file")
-        };
-        return Err(what);
-    }
-    files.sort();
-    Ok(files)
-}
-
 fn bad(path: &Path, key: &str, cause: impl std::fmt::Display) -> Error {
     Error::content(path, format!("{key}: {cause}"))
 }
@@ -564,7 +526,10 @@ impl RunConfig {
         for (i, d) in self.domains.iter_mut().enumerate() {
             let mut inputs = Vec::new();
             for p in &d.inputs {
-                inputs.extend(expand_input(&abs(p)).map_err(|cause| bad(path, &format!("domain[{i}].inputs"), cause))?);
+                inputs.extend(
+                    crate::io::expand_input(&abs(p))
+                        .map_err(|cause| bad(path, &format!("domain[{i}].inputs"), cause))?,
+                );
             }
             d.inputs = inputs;
         }

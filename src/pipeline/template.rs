@@ -78,7 +78,7 @@ pub fn choose(opts: &TemplateOptions) -> Result<TemplateChoices> {
     let folder = ModelFolder::read(&opts.model)?;
     let mut inputs = Vec::new();
     for p in &opts.inputs {
-        inputs.extend(super::config::expand_input(p).map_err(Error::Invalid)?);
+        inputs.extend(crate::io::expand_input(p).map_err(Error::Invalid)?);
     }
     let (maps, _) = crate::ingest::read_inputs(&inputs, &Selection::default())?;
     let (h, w) = maps[0].data.dim();
