@@ -542,3 +542,28 @@ fn synthetic_files_keep_the_pixel_scale_carry_units_and_a_date_and_name_the_doma
         stack_file.dataset("maps").unwrap().attr("units").unwrap().read_scalar().unwrap();
     assert_eq!(units.as_str(), "");
 }
+
+#[test]
+fn a_latent_cache_spares_a_new_run_folder_the_inversion_and_changes_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(dir.path(), "");
+    let cache = dir.path().join("cache");
+    let (first, second, plain) = (dir.path().join("first"), dir.path().join("second"), dir.path().join("plain"));
+    let c = config.to_str().unwrap();
+    ok(&["run", c, "--out", first.to_str().unwrap(), "--latent-cache", cache.to_str().unwrap()]);
+    let evaluations = |out: &Path| manifest(out)["stages"]["invert/clouds"]["counts"]["unet_evaluations"].clone();
+    assert_eq!(evaluations(&first), 8 * 9);
+    // Another folder and another seed, the cache named by the environment: nothing is inverted.
+    let out = Command::new(env!("CARGO_BIN_EXE_expanse"))
+        .args(["run", c, "--out", second.to_str().unwrap(), "--seed", "11"])
+        .env("EXPANSE_LATENT_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = manifest(&second);
+    assert_eq!(evaluations(&second), 0);
+    assert_eq!(m["stages"]["invert/clouds"]["counts"]["from_latent_cache"], true);
+    // The files are those of a run of that seed without the cache.
+    ok(&["run", c, "--out", plain.to_str().unwrap(), "--seed", "11"]);
+    assert_eq!(hashes(&second), hashes(&plain));
+}

@@ -78,6 +78,11 @@ pub struct RunArgs {
     /// Number of shards that --stage fit/validate assemble.
     #[arg(long)]
     pub shards: Option<usize>,
+    /// A folder of inverted latents shared between runs (default: $EXPANSE_LATENT_CACHE): a
+    /// domain whose model-space maps were inverted before on the same grid with the same model,
+    /// by any run, is read from it instead of inverted again.
+    #[arg(long)]
+    pub latent_cache: Option<PathBuf>,
 }
 
 #[derive(Args)]

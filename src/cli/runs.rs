@@ -148,7 +148,7 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
         return Ok(());
     }
     if let Some(part) = part {
-        let opts = RunOptions { resume: a.resume, echo: true, latent_cache: None };
+        let opts = RunOptions { resume: a.resume, echo: true, latent_cache: latent_cache(&a) };
         let outcome = plan.execute_part(&a.config, &out, part, &opts)?;
         if let Some(r) = &outcome.shard {
             println!(
@@ -167,7 +167,7 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let opts = RunOptions { resume: a.resume, echo: true, latent_cache: None };
+    let opts = RunOptions { resume: a.resume, echo: true, latent_cache: latent_cache(&a) };
     let earlier_run = out.join("manifest.json").is_file();
     let summary = match plan.execute(&a.config, &out, &opts) {
         Ok(s) => s,
@@ -194,4 +194,11 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
         summary.dir.display()
     );
     Ok(())
+}
+
+/// The latent cache of a run: `--latent-cache`, else $EXPANSE_LATENT_CACHE when set and not empty.
+fn latent_cache(a: &RunArgs) -> Option<PathBuf> {
+    a.latent_cache
+        .clone()
+        .or_else(|| std::env::var_os("EXPANSE_LATENT_CACHE").filter(|v| !v.is_empty()).map(PathBuf::from))
 }
