@@ -33,12 +33,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::stats::bispectrum::{Bispectrum, BispectrumOptions};
+use crate::stats::bispectrum::{BicoherenceCurves, BispectrumOptions};
 use crate::stats::c2st::{C2stOptions, ClassifierTest, StatisticRows};
-use crate::stats::minkowski::{self, MinkowskiFunctionals};
-use crate::stats::peaks::{self, PeakCounts};
-use crate::stats::power_spectrum::{PowerSpectrum, PowerSpectrumOptions};
-use crate::stats::scattering::Scattering2d;
+use crate::stats::minkowski::{self, MinkowskiCurves};
+pub use crate::stats::onepoint::{pdf_counts, pdf_edges, pdf_fractions, PdfCurves};
+use crate::stats::peaks::{self, PeakCurves};
+use crate::stats::power_spectrum::{PowerSpectrumCurves, PowerSpectrumOptions};
+use crate::stats::scattering::ScatteringCurves;
 
 /// One statistic of the battery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -267,55 +268,73 @@ fn column_stds(rows: &[Vec<f64>]) -> Vec<f64> {
     (0..m).map(|j| (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()).collect()
 }
 
-/// What a statistic needs beyond one map: settings fixed by the real maps (PDF bins) and filter
-/// banks built once per map shape.
+/// One statistic of the battery, prepared for maps of one shape: each statistic implements it next
+/// to its own code (as TurbuStat keeps one class per statistic), and the battery keeps the
+/// comparison, the bootstrap and the scores. Adding a statistic is a variant of [`Statistic`], its
+/// name and title, one arm of [`Statistic::prepare`] and an implementation of this trait.
+pub trait MapStatistic: Send + Sync {
+    /// Prepares the statistic for maps of `shape` with the battery's `options`; settings that depend
+    /// on the data (the PDF's bins) come from the `real` maps, filter banks are built once.
+    fn prepare(options: &BatteryOptions, shape: (usize, usize), real: &[Array2<f64>]) -> Result<Self>
+    where
+        Self: Sized;
+
+    /// Which statistic this is.
+    fn statistic(&self) -> Statistic;
+
+    /// The curves of one map: axes and values (entries of all curves, one after the other).
+    fn curves(&self, map: &Array2<f64>) -> Result<(Vec<CurveAxes>, Vec<f64>)>;
+}
+
+impl Statistic {
+    /// The statistic prepared for maps of `shape` ([`MapStatistic::prepare`]).
+    pub fn prepare(
+        self,
+        options: &BatteryOptions,
+        shape: (usize, usize),
+        real: &[Array2<f64>],
+    ) -> Result<Box<dyn MapStatistic>> {
+        fn boxed<T: MapStatistic + 'static>(
+            options: &BatteryOptions,
+            shape: (usize, usize),
+            real: &[Array2<f64>],
+        ) -> Result<Box<dyn MapStatistic>> {
+            Ok(Box::new(T::prepare(options, shape, real)?))
+        }
+        match self {
+            Statistic::PowerSpectrum => boxed::<PowerSpectrumCurves>(options, shape, real),
+            Statistic::Pdf => boxed::<PdfCurves>(options, shape, real),
+            Statistic::Minkowski => boxed::<MinkowskiCurves>(options, shape, real),
+            Statistic::Peaks => boxed::<PeakCurves>(options, shape, real),
+            Statistic::Bispectrum => boxed::<BicoherenceCurves>(options, shape, real),
+            Statistic::Scattering => boxed::<ScatteringCurves>(options, shape, real),
+        }
+    }
+}
+
+impl CurveAxes {
+    /// A curve named `name` over `x` (no entry names).
+    pub fn new(name: &str, x: Vec<f64>, x_column: &str, x_label: &str, y_label: &str, x_log: bool) -> CurveAxes {
+        CurveAxes {
+            name: name.into(),
+            x,
+            x_names: None,
+            x_column: x_column.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            x_log,
+        }
+    }
+}
+
+/// A statistic prepared for one shape of maps, and the per-map values of sets of them.
 pub struct StatisticContext {
     pub statistic: Statistic,
-    options: BatteryOptions,
-    pdf_edges: Vec<f64>,
-    scattering: Option<Scattering2d>,
-}
-
-/// The PDF's bin edges: `bins` equal bins over the finite range of `maps`.
-pub fn pdf_edges(maps: &[Array2<f64>], bins: usize) -> Result<Vec<f64>> {
-    let values = maps.iter().flat_map(|m| m.iter().copied()).filter(|v| v.is_finite());
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-    if !(lo.is_finite() && hi.is_finite()) {
-        return Err(Error::Invalid("the real maps hold no finite values".into()));
-    }
-    let hi = if hi > lo { hi } else { lo + 1.0 };
-    Ok((0..=bins).map(|i| lo + (hi - lo) * i as f64 / bins as f64).collect())
-}
-
-/// Counts of the finite pixels of `map` per bin: [below, bins…, above] (the last bin closed).
-pub fn pdf_counts(map: &Array2<f64>, edges: &[f64]) -> Vec<f64> {
-    let nb = edges.len() - 1;
-    let (lo, hi) = (edges[0], edges[nb]);
-    let mut c = vec![0.0; nb + 2];
-    for &x in map.iter().filter(|v| v.is_finite()) {
-        let b = if x < lo {
-            0
-        } else if x > hi {
-            nb + 1
-        } else if x == hi {
-            nb
-        } else {
-            edges.partition_point(|&e| e <= x).clamp(1, nb)
-        };
-        c[b] += 1.0;
-    }
-    c
-}
-
-/// [`pdf_counts`] as fractions of the map's finite pixels.
-pub fn pdf_fractions(map: &Array2<f64>, edges: &[f64]) -> Vec<f64> {
-    let c = pdf_counts(map, edges);
-    let total: f64 = c.iter().sum::<f64>().max(1.0);
-    c.iter().map(|v| v / total).collect()
+    prepared: Box<dyn MapStatistic>,
 }
 
 /// Maps for the Fourier statistics (bispectrum, scattering): NaN pixels set to the map's finite mean.
-fn filled(map: &Array2<f64>) -> Result<Array2<f64>> {
+pub(crate) fn filled(map: &Array2<f64>) -> Result<Array2<f64>> {
     let finite: Vec<f64> = map.iter().copied().filter(|v| v.is_finite()).collect();
     if finite.is_empty() {
         return Err(Error::Invalid("map holds no finite values".into()));
@@ -327,7 +346,8 @@ fn filled(map: &Array2<f64>) -> Result<Array2<f64>> {
     Ok(map.mapv(|v| if v.is_finite() { v } else { mean }))
 }
 
-fn centres(edges: &[f64]) -> Vec<f64> {
+/// The midpoints of consecutive bin edges.
+pub(crate) fn centres(edges: &[f64]) -> Vec<f64> {
     edges.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect()
 }
 
@@ -339,95 +359,12 @@ impl StatisticContext {
         shape: (usize, usize),
         real: &[Array2<f64>],
     ) -> Result<StatisticContext> {
-        let pdf_edges = if statistic == Statistic::Pdf { pdf_edges(real, options.pdf_bins)? } else { Vec::new() };
-        let scattering = if statistic == Statistic::Scattering {
-            let j = options.scattering_j.unwrap_or_else(|| default_scattering_j(shape.0, shape.1));
-            Some(Scattering2d::new(shape.0, shape.1, j, options.scattering_l)?)
-        } else {
-            None
-        };
-        Ok(StatisticContext { statistic, options: options.clone(), pdf_edges, scattering })
+        Ok(StatisticContext { statistic, prepared: statistic.prepare(options, shape, real)? })
     }
 
     /// The curves of one map: axes and values (entries of all curves, one after the other).
     pub fn curves(&self, map: &Array2<f64>) -> Result<(Vec<CurveAxes>, Vec<f64>)> {
-        let axes = |name: &str, x: Vec<f64>, x_column: &str, x_label: &str, y_label: &str, x_log: bool| CurveAxes {
-            name: name.into(),
-            x,
-            x_names: None,
-            x_column: x_column.into(),
-            x_label: x_label.into(),
-            y_label: y_label.into(),
-            x_log,
-        };
-        let o = &self.options;
-        Ok(match self.statistic {
-            Statistic::PowerSpectrum => {
-                let ps = PowerSpectrum::compute(map.view(), &o.spectrum)?;
-                let keep: Vec<usize> = (0..ps.freqs.len()).filter(|&i| ps.counts[i] > 1 && ps.freqs[i] > 0.0).collect();
-                let x = keep.iter().map(|&i| ps.freqs[i]).collect();
-                let v = keep.iter().map(|&i| ps.power[i].log10()).collect();
-                (vec![axes("log10_power", x, "k", "k [pixel⁻¹]", "log10 P(k)", true)], v)
-            }
-            Statistic::Pdf => {
-                let e = &self.pdf_edges;
-                let w = e[1] - e[0];
-                let mut x = vec![e[0] - 0.5 * w];
-                x.extend(centres(e));
-                x.push(e[e.len() - 1] + 0.5 * w);
-                (
-                    vec![axes(
-                        "fraction",
-                        x,
-                        "value",
-                        "value (bins below and above the real range at the ends)",
-                        "fraction of pixels",
-                        false,
-                    )],
-                    pdf_fractions(map, e),
-                )
-            }
-            Statistic::Minkowski => {
-                let mf = MinkowskiFunctionals::compute(map.view(), &o.thresholds)?;
-                let x = mf.nu.clone();
-                let a = vec![
-                    axes("v0", x.clone(), "nu", "ν [σ]", "V0", false),
-                    axes("v1", x.clone(), "nu", "ν [σ]", "V1 [pixel⁻¹]", false),
-                    axes("v2", x, "nu", "ν [σ]", "V2 [pixel⁻²]", false),
-                ];
-                (a, [mf.v0, mf.v1, mf.v2].concat())
-            }
-            Statistic::Peaks => {
-                let p = PeakCounts::compute(map.view(), &o.peak_edges)?;
-                let x = centres(&p.edges);
-                let a = vec![
-                    axes("maxima", x.clone(), "nu", "peak height ν [σ]", "maxima per pixel per bin", false),
-                    axes("minima", x, "nu", "peak height ν [σ]", "minima per pixel per bin", false),
-                ];
-                (a, [p.maxima, p.minima].concat())
-            }
-            Statistic::Bispectrum => {
-                let b = Bispectrum::compute(filled(map)?.view(), &o.bispectrum)?;
-                let (x, v) = b.bicoherence_profile();
-                (vec![axes("bicoherence", x, "k", "√(k1² + k2²)", "mean bicoherence", false)], v)
-            }
-            Statistic::Scattering => {
-                let s = self.scattering.as_ref().expect("scattering context holds its filter bank");
-                let c = s.coefficients(filled(map)?.view())?;
-                let v = c.reduced();
-                let names = c.labels();
-                let mut a = axes(
-                    "log2_coefficient",
-                    (0..v.len()).map(|i| i as f64).collect(),
-                    "coefficient",
-                    "coefficient",
-                    "log2 s1, log2 s2/s1",
-                    false,
-                );
-                a.x_names = Some(names);
-                (vec![a], v)
-            }
-        })
+        self.prepared.curves(map)
     }
 
     /// Per-map values of a set of maps (in parallel over maps); an error names the map's index.

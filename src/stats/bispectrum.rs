@@ -42,6 +42,7 @@ use rustfft::{num_complex::Complex, FftPlanner};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stats::battery::{filled, BatteryOptions, CurveAxes, MapStatistic, Statistic};
 
 /// Options of [`Bispectrum::compute`] (TurbuStat's `compute_bispectrum` arguments).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,5 +314,26 @@ mod array2_serde {
         let flat = Flat::deserialize(deserializer)?;
         let data = flat.data.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect();
         Array2::from_shape_vec((flat.shape[0], flat.shape[1]), data).map_err(D::Error::custom)
+    }
+}
+
+/// The bicoherence as a battery statistic: its mean in radial bins of √(k1² + k2²).
+pub struct BicoherenceCurves {
+    options: BispectrumOptions,
+}
+
+impl MapStatistic for BicoherenceCurves {
+    fn prepare(options: &BatteryOptions, _shape: (usize, usize), _real: &[Array2<f64>]) -> Result<Self> {
+        Ok(BicoherenceCurves { options: options.bispectrum })
+    }
+
+    fn statistic(&self) -> Statistic {
+        Statistic::Bispectrum
+    }
+
+    fn curves(&self, map: &Array2<f64>) -> Result<(Vec<CurveAxes>, Vec<f64>)> {
+        let b = Bispectrum::compute(filled(map)?.view(), &self.options)?;
+        let (x, v) = b.bicoherence_profile();
+        Ok((vec![CurveAxes::new("bicoherence", x, "k", "√(k1² + k2²)", "mean bicoherence", false)], v))
     }
 }

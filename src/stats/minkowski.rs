@@ -42,6 +42,7 @@ use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stats::battery::{BatteryOptions, CurveAxes, MapStatistic, Statistic};
 
 /// Crofton factor turning the number of boundary crossings of the four window pairs into a length (pixels).
 const LENGTH_PER_CROSSING: f64 = std::f64::consts::PI / (4.0 * (1.0 + std::f64::consts::SQRT_2));
@@ -157,4 +158,30 @@ fn configuration_weights() -> ([u64; 16], [i64; 16]) {
         euler[config] = vertices - 2 * edges + 4 * face;
     }
     (crossings, euler)
+}
+
+/// The Minkowski functionals as a battery statistic: V0, V1 and V2 over the battery's thresholds.
+pub struct MinkowskiCurves {
+    thresholds: Vec<f64>,
+}
+
+impl MapStatistic for MinkowskiCurves {
+    fn prepare(options: &BatteryOptions, _shape: (usize, usize), _real: &[Array2<f64>]) -> Result<Self> {
+        Ok(MinkowskiCurves { thresholds: options.thresholds.clone() })
+    }
+
+    fn statistic(&self) -> Statistic {
+        Statistic::Minkowski
+    }
+
+    fn curves(&self, map: &Array2<f64>) -> Result<(Vec<CurveAxes>, Vec<f64>)> {
+        let mf = MinkowskiFunctionals::compute(map.view(), &self.thresholds)?;
+        let x = mf.nu.clone();
+        let a = vec![
+            CurveAxes::new("v0", x.clone(), "nu", "ν [σ]", "V0", false),
+            CurveAxes::new("v1", x.clone(), "nu", "ν [σ]", "V1 [pixel⁻¹]", false),
+            CurveAxes::new("v2", x, "nu", "ν [σ]", "V2 [pixel⁻²]", false),
+        ];
+        Ok((a, [mf.v0, mf.v1, mf.v2].concat()))
+    }
 }

@@ -1,9 +1,11 @@
 //! One-point statistics: histograms on common bins (TurbuStat's `PDF_Distance` binning), the
-//! two-sample KS test, Hellinger distance, Wasserstein-1 and moments.
+//! two-sample KS test, Hellinger distance, Wasserstein-1 and moments; the PDF as a battery statistic.
 
+use ndarray::Array2;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::stats::battery::{centres, BatteryOptions, CurveAxes, MapStatistic, Statistic};
 
 /// Mean, variance, skewness and excess kurtosis (population moments).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -186,6 +188,77 @@ pub fn compare(a: &[f64], b: &[f64], nbins: Option<usize>) -> Result<PdfComparis
         moments_a: Moments::of(&a),
         moments_b: Moments::of(&b),
     })
+}
+
+/// The PDF's bin edges: `bins` equal bins over the finite range of `maps`.
+pub fn pdf_edges(maps: &[Array2<f64>], bins: usize) -> Result<Vec<f64>> {
+    let values = maps.iter().flat_map(|m| m.iter().copied()).filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !(lo.is_finite() && hi.is_finite()) {
+        return Err(Error::Invalid("the real maps hold no finite values".into()));
+    }
+    let hi = if hi > lo { hi } else { lo + 1.0 };
+    Ok((0..=bins).map(|i| lo + (hi - lo) * i as f64 / bins as f64).collect())
+}
+
+/// Counts of the finite pixels of `map` per bin: [below, bins…, above] (the last bin closed).
+pub fn pdf_counts(map: &Array2<f64>, edges: &[f64]) -> Vec<f64> {
+    let nb = edges.len() - 1;
+    let (lo, hi) = (edges[0], edges[nb]);
+    let mut c = vec![0.0; nb + 2];
+    for &x in map.iter().filter(|v| v.is_finite()) {
+        let b = if x < lo {
+            0
+        } else if x > hi {
+            nb + 1
+        } else if x == hi {
+            nb
+        } else {
+            edges.partition_point(|&e| e <= x).clamp(1, nb)
+        };
+        c[b] += 1.0;
+    }
+    c
+}
+
+/// [`pdf_counts`] as fractions of the map's finite pixels.
+pub fn pdf_fractions(map: &Array2<f64>, edges: &[f64]) -> Vec<f64> {
+    let c = pdf_counts(map, edges);
+    let total: f64 = c.iter().sum::<f64>().max(1.0);
+    c.iter().map(|v| v / total).collect()
+}
+
+/// The one-point PDF as a battery statistic: fractions of pixels per bin of the real maps' range,
+/// plus a bin below and one above it.
+pub struct PdfCurves {
+    edges: Vec<f64>,
+}
+
+impl MapStatistic for PdfCurves {
+    fn prepare(options: &BatteryOptions, _shape: (usize, usize), real: &[Array2<f64>]) -> Result<Self> {
+        Ok(PdfCurves { edges: pdf_edges(real, options.pdf_bins)? })
+    }
+
+    fn statistic(&self) -> Statistic {
+        Statistic::Pdf
+    }
+
+    fn curves(&self, map: &Array2<f64>) -> Result<(Vec<CurveAxes>, Vec<f64>)> {
+        let e = &self.edges;
+        let w = e[1] - e[0];
+        let mut x = vec![e[0] - 0.5 * w];
+        x.extend(centres(e));
+        x.push(e[e.len() - 1] + 0.5 * w);
+        let axes = CurveAxes::new(
+            "fraction",
+            x,
+            "value",
+            "value (bins below and above the real range at the ends)",
+            "fraction of pixels",
+            false,
+        );
+        Ok((vec![axes], pdf_fractions(map, e)))
+    }
 }
 
 #[cfg(test)]

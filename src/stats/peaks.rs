@@ -19,10 +19,11 @@
 //! fixtures written by `tools/make_morphology_fixtures.py`. The test also checks the density of maxima and
 //! minima of a smooth Gaussian random field against theory (σ₂² / (8√3 π σ₁²)).
 
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stats::battery::{centres, BatteryOptions, CurveAxes, MapStatistic, Statistic};
 use crate::stats::minkowski::standardize;
 
 /// Bin edges −5…5 σ in 41 steps (40 bins of 0.25 σ).
@@ -123,4 +124,29 @@ fn histogram_bin(edges: &[f64], value: f64) -> Option<usize> {
         return Some(last - 1);
     }
     Some(edges.partition_point(|&e| e <= value) - 1)
+}
+
+/// Peak counts as a battery statistic: maxima and minima per pixel per bin of height.
+pub struct PeakCurves {
+    edges: Vec<f64>,
+}
+
+impl MapStatistic for PeakCurves {
+    fn prepare(options: &BatteryOptions, _shape: (usize, usize), _real: &[Array2<f64>]) -> Result<Self> {
+        Ok(PeakCurves { edges: options.peak_edges.clone() })
+    }
+
+    fn statistic(&self) -> Statistic {
+        Statistic::Peaks
+    }
+
+    fn curves(&self, map: &Array2<f64>) -> Result<(Vec<CurveAxes>, Vec<f64>)> {
+        let p = PeakCounts::compute(map.view(), &self.edges)?;
+        let x = centres(&p.edges);
+        let a = vec![
+            CurveAxes::new("maxima", x.clone(), "nu", "peak height ν [σ]", "maxima per pixel per bin", false),
+            CurveAxes::new("minima", x, "nu", "peak height ν [σ]", "minima per pixel per bin", false),
+        ];
+        Ok((a, [p.maxima, p.minima].concat()))
+    }
 }

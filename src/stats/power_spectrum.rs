@@ -12,13 +12,14 @@
 //! * Fit: unweighted least squares of log10 P on log10 f over low_cut < f ≤ high_cut (defaults
 //!   2/max(shape) and the last bin centre); slope error HC3-robust, as statsmodels computes it.
 
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 use rustfft::{num_complex::Complex, FftPlanner};
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use crate::error::{Error, Result};
+use crate::stats::battery::{BatteryOptions, CurveAxes, MapStatistic, Statistic};
 
 /// Radial apodization windows (TurbuStat's photutils-style split cosine bells).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -403,6 +404,29 @@ impl EnsembleSpectrum {
 /// TurbuStat's power-spectrum distance: the t-statistic |s₁ − s₂| / √(σ₁² + σ₂²) of two slopes.
 pub fn slope_distance(a: &PowerSpectrum, b: &PowerSpectrum) -> f64 {
     (a.slope - b.slope).abs() / (a.slope_err.powi(2) + b.slope_err.powi(2)).sqrt()
+}
+
+/// The power spectrum as a battery statistic: log10 P(k) per bin of more than one frequency.
+pub struct PowerSpectrumCurves {
+    options: PowerSpectrumOptions,
+}
+
+impl MapStatistic for PowerSpectrumCurves {
+    fn prepare(options: &BatteryOptions, _shape: (usize, usize), _real: &[Array2<f64>]) -> Result<Self> {
+        Ok(PowerSpectrumCurves { options: options.spectrum })
+    }
+
+    fn statistic(&self) -> Statistic {
+        Statistic::PowerSpectrum
+    }
+
+    fn curves(&self, map: &Array2<f64>) -> Result<(Vec<CurveAxes>, Vec<f64>)> {
+        let ps = PowerSpectrum::compute(map.view(), &self.options)?;
+        let keep: Vec<usize> = (0..ps.freqs.len()).filter(|&i| ps.counts[i] > 1 && ps.freqs[i] > 0.0).collect();
+        let x = keep.iter().map(|&i| ps.freqs[i]).collect();
+        let v = keep.iter().map(|&i| ps.power[i].log10()).collect();
+        Ok((vec![CurveAxes::new("log10_power", x, "k", "k [pixel⁻¹]", "log10 P(k)", true)], v))
+    }
 }
 
 #[cfg(test)]

@@ -40,11 +40,12 @@
 
 use std::f64::consts::PI;
 
-use ndarray::{Array3, ArrayView2};
+use ndarray::{Array2, Array3, ArrayView2};
 use rustfft::{num_complex::Complex, FftPlanner};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stats::battery::{default_scattering_j, filled, BatteryOptions, CurveAxes, MapStatistic, Statistic};
 use crate::stats::fft::Fft2d;
 
 /// Contributions exp(−q) of the Gaussian envelope with q above this are skipped (e^−60 ≈ 1e−26,
@@ -543,4 +544,36 @@ fn multiply_fold(fft: &Fft2d, signal: &[Complex<f64>], filter: &[f64], factor: u
     }
     let norm = 1.0 / (factor * factor) as f64;
     out.iter_mut().for_each(|z| *z *= norm);
+}
+
+/// The isotropic scattering coefficients as a battery statistic: log2 s1(j), then log2 s2/s1, with
+/// the filter bank built once for the maps' shape.
+pub struct ScatteringCurves {
+    transform: Scattering2d,
+}
+
+impl MapStatistic for ScatteringCurves {
+    fn prepare(options: &BatteryOptions, shape: (usize, usize), _real: &[Array2<f64>]) -> Result<Self> {
+        let j = options.scattering_j.unwrap_or_else(|| default_scattering_j(shape.0, shape.1));
+        Ok(ScatteringCurves { transform: Scattering2d::new(shape.0, shape.1, j, options.scattering_l)? })
+    }
+
+    fn statistic(&self) -> Statistic {
+        Statistic::Scattering
+    }
+
+    fn curves(&self, map: &Array2<f64>) -> Result<(Vec<CurveAxes>, Vec<f64>)> {
+        let c = self.transform.coefficients(filled(map)?.view())?;
+        let v = c.reduced();
+        let mut a = CurveAxes::new(
+            "log2_coefficient",
+            (0..v.len()).map(|i| i as f64).collect(),
+            "coefficient",
+            "coefficient",
+            "log2 s1, log2 s2/s1",
+            false,
+        );
+        a.x_names = Some(c.labels());
+        Ok((vec![a], v))
+    }
 }
