@@ -37,6 +37,42 @@ pub fn sample_std(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
 }
 
+/// `FromStr` and `Display` for an enum of unit variants named by keywords in configs and on the
+/// command line: `keyword_enum!(NormMode, "norm mode", { Free => "free", Match => "match" })`.
+/// A variant may take aliases after its name (`Draw => "draw" | "prior"`); `Display` writes the
+/// name, and an unknown word is refused with the list of names ("unknown norm mode 'x' (free or
+/// match)").
+#[macro_export]
+macro_rules! keyword_enum {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal $(| $alias:literal)*),+ $(,)? }) => {
+        impl std::str::FromStr for $ty {
+            type Err = $crate::error::Error;
+            fn from_str(s: &str) -> $crate::error::Result<Self> {
+                match s {
+                    $($name $(| $alias)* => Ok($ty::$variant),)+
+                    other => {
+                        let names: &[&str] = &[$($name),+];
+                        let list = match names.split_last() {
+                            Some((last, [])) => last.to_string(),
+                            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                            None => String::new(),
+                        };
+                        Err($crate::error::Error::Invalid(format!("unknown {} '{other}' ({list})", $what)))
+                    }
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self {
+                    $($ty::$variant => $name,)+
+                })
+            }
+        }
+    };
+}
+
 /// Deserializes a number that JSON may hold as null (serde_json writes NaN and ±∞ as null) as NaN.
 pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
     Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))

@@ -215,16 +215,7 @@ pub enum CandidateKind {
     Slerp,
 }
 
-impl std::str::FromStr for CandidateKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "draw" | "prior" => Ok(CandidateKind::Draw),
-            "slerp" => Ok(CandidateKind::Slerp),
-            o => Err(Error::Invalid(format!("unknown candidate kind '{o}' (draw or slerp)"))),
-        }
-    }
-}
+crate::keyword_enum!(CandidateKind, "candidate kind", { Draw => "draw" | "prior", Slerp => "slerp" });
 
 /// The few-shot correction of the draw distribution (see the module notes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,27 +233,7 @@ impl Debias {
     pub const DEFAULT: Debias = Debias::Rings;
 }
 
-impl std::str::FromStr for Debias {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Debias::None),
-            "global" => Ok(Debias::Global),
-            "rings" => Ok(Debias::Rings),
-            o => Err(Error::Invalid(format!("unknown few-shot correction '{o}' (none, global or rings)"))),
-        }
-    }
-}
-
-impl std::fmt::Display for Debias {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Debias::None => "none",
-            Debias::Global => "global",
-            Debias::Rings => "rings",
-        })
-    }
-}
+crate::keyword_enum!(Debias, "few-shot correction", { None => "none", Global => "global", Rings => "rings" });
 
 /// How a candidate's length is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,25 +250,7 @@ impl NormMode {
     pub const DEFAULT: NormMode = NormMode::Match;
 }
 
-impl std::str::FromStr for NormMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "free" => Ok(NormMode::Free),
-            "match" => Ok(NormMode::Match),
-            o => Err(Error::Invalid(format!("unknown norm mode '{o}' (free or match)"))),
-        }
-    }
-}
-
-impl std::fmt::Display for NormMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            NormMode::Free => "free",
-            NormMode::Match => "match",
-        })
-    }
-}
+crate::keyword_enum!(NormMode, "norm mode", { Free => "free", Match => "match" });
 
 /// Everything that decides which latents `sample` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
