@@ -557,6 +557,7 @@ fn a_latent_cache_spares_a_new_run_folder_the_inversion_and_changes_no_file() {
     let out = Command::new(env!("CARGO_BIN_EXE_expanse"))
         .args(["run", c, "--out", second.to_str().unwrap(), "--seed", "11"])
         .env("EXPANSE_LATENT_CACHE", &cache)
+        .env("SOURCE_DATE_EPOCH", common::SOURCE_DATE_EPOCH)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -156,6 +156,9 @@ pub struct DomainValues {
     pub pair_angles: Vec<f64>,
 }
 
+/// Most pairs (and triples) of latents whose distances and angles the diagnostics summarize.
+const MAX_PAIRS: usize = 200_000;
+
 /// Diagnostics of one domain's latents `z` (rows) under its fitted prior.
 pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
     let (n, d) = z.dim();
@@ -180,26 +183,25 @@ pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
         .map(|q| (normal.inverse_cdf(q as f64 / 100.0), crate::numerics::percentile_sorted(&sorted, q as f64)))
         .collect();
     let norms: Vec<f64> = z.axis_iter(Axis(0)).map(|r| r.dot(&r).sqrt()).collect();
-    let mut distances = Vec::new();
-    let mut origin_angles = Vec::new();
-    for i in 0..n {
-        for j in i + 1..n {
-            let diff = &z.row(i) - &z.row(j);
-            distances.push(diff.dot(&diff).sqrt());
-            origin_angles.push(crate::numerics::angle_deg(z.row(i), z.row(j)));
-        }
+    // Pairs (i < j) and triples (i; j, j + 1) in order, every `stride`-th of them when there are
+    // more than MAX_PAIRS (deterministic), so that this stays linear in the number of latents
+    // beyond about 630 of them; below, every pair counts.
+    let pair_stride = (n * n.saturating_sub(1) / 2).div_ceil(MAX_PAIRS).max(1);
+    let (mut distances, mut origin_angles) = (Vec::new(), Vec::new());
+    let pairs = (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j)));
+    for (i, j) in pairs.step_by(pair_stride) {
+        let diff = &z.row(i) - &z.row(j);
+        distances.push(diff.dot(&diff).sqrt());
+        origin_angles.push(crate::numerics::angle_deg(z.row(i), z.row(j)));
     }
+    let triple_stride = (n * n).div_ceil(MAX_PAIRS).max(1);
+    let triples =
+        (0..n).flat_map(|i| (0..n).map(move |j| (i, j, (j + 1) % n))).filter(|&(i, j, k)| j != i && k != i && k != j);
     let mut pair_angles = Vec::new();
-    for i in 0..n {
-        for j in 0..n {
-            let k = (j + 1) % n;
-            if j == i || k == i || k == j {
-                continue;
-            }
-            let a = &z.row(j) - &z.row(i);
-            let b = &z.row(k) - &z.row(i);
-            pair_angles.push(crate::numerics::angle_deg(a.view(), b.view()));
-        }
+    for (i, j, k) in triples.step_by(triple_stride) {
+        let a = &z.row(j) - &z.row(i);
+        let b = &z.row(k) - &z.row(i);
+        pair_angles.push(crate::numerics::angle_deg(a.view(), b.view()));
     }
     let sigma = prior.mean_variance().sqrt();
     let mu2 = prior.mean.dot(&prior.mean);
@@ -372,6 +374,24 @@ mod tests {
         assert!(t.p_value > 0.01 && t.statistic < 0.03, "{t:?}");
         let u: Vec<f64> = (0..5000).map(|_| rng.random_range(-1.7..1.7)).collect();
         assert!(ks_normal(&u).p_value < 1e-6);
+    }
+
+    #[test]
+    fn many_latents_summarize_a_bounded_subsample_of_their_pairs() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (n, d) = (900, 16);
+        let z = Array2::from_shape_fn((n, d), |_| rng.sample::<f64, _>(StandardNormal));
+        let prior = GaussianPrior::fit("z", &z, [1, 4, 4], PriorKind::Scalar).unwrap();
+        let diag = domain(&prior, &z);
+        // 404,550 pairs and 808,200 triples: every 3rd pair and every 5th triple.
+        assert_eq!(diag.values.distances.len(), 134_850);
+        assert!(diag.values.pair_angles.len() <= MAX_PAIRS, "{}", diag.values.pair_angles.len());
+        // White Gaussian latents: distances about √(2d) (1.6 % less in 16 dimensions), right angles
+        // at the origin, about 60° between pairs.
+        let distance = diag.pairwise_distance.mean / (2.0 * d as f64).sqrt();
+        assert!((distance - 0.984).abs() < 0.01, "{:?}", diag.pairwise_distance);
+        assert!((diag.origin_angle_deg.mean - 90.0).abs() < 2.0, "{:?}", diag.origin_angle_deg);
+        assert!((diag.pair_angle_deg.mean - 60.0).abs() < 3.0, "{:?}", diag.pair_angle_deg);
     }
 
     #[test]
