@@ -12,7 +12,8 @@
 //! real set's, each map keeping its place within the set (one synthetic map: the real mean). The
 //! loss is a weighted mean of ((φ_k − t_k)/σ_k)², so every moment counts in units of the real maps'
 //! own scatter, and each family of moments (pixel moments, power spectrum, S1, S2, C00, C01) weighs
-//! the same; moments that do not vary over the real maps are left out.
+//! the same; moments that do not vary over the real maps (scatter below 1e-6 of the largest value
+//! of their family: the mean of maps normalized one by one) are left out.
 //!
 //! Last, each map's one-point PDF is matched to the real maps' exactly by the same rule, quantile
 //! by quantile, keeping the order of its pixels (a monotone change of values, which moves the
@@ -161,15 +162,27 @@ pub fn refine(
     let (real, synthetic) = (standardize(real), standardize(synthetic));
     let (pr, ps) = (phi(&real, "real")?, phi(&synthetic, "synthetic")?);
     let k = wm.len();
+    let families = wm.families();
     let mut weights = vec![0.0; k];
     let mut shift = vec![(0.0, 0.0, 0.0, 0.0); k];
     for i in 0..k {
         let (mr, sr) = mean_std(&pr, i);
         let (ms, ss) = if ps.is_empty() { (0.0, 0.0) } else { mean_std(&ps, i) };
-        if sr > 0.0 && sr.is_finite() && mr.is_finite() {
-            weights[i] = 1.0 / (sr * sr);
-        }
         shift[i] = (mr, sr, ms, ss);
+    }
+    // A moment the real maps hold fixed (up to rounding: its scatter below 1e-6 of the largest
+    // value of its family, e.g. the mean of maps normalized one by one) is left out: weighted by
+    // 1/σ², rounding noise would decide the loss.
+    let mut magnitude = vec![0.0f64; FAMILIES.len()];
+    for (&(mr, ..), &f) in shift.iter().zip(&families) {
+        if mr.is_finite() {
+            magnitude[f] = magnitude[f].max(mr.abs());
+        }
+    }
+    for ((w, &(mr, sr, ..)), &f) in weights.iter_mut().zip(&shift).zip(&families) {
+        if sr > 1e-6 * magnitude[f] && sr.is_finite() && mr.is_finite() {
+            *w = 1.0 / (sr * sr);
+        }
     }
     let used = weights.iter().filter(|w| **w > 0.0).count();
     if used == 0 {
@@ -177,7 +190,6 @@ pub fn refine(
     }
     // Every family of moments weighs the same, whatever its number of entries (as the battery
     // weighs its statistics): four pixel moments count as much as the many wavelet moments.
-    let families = wm.families();
     let mut per_family = vec![0usize; FAMILIES.len()];
     for (f, w) in families.iter().zip(&weights) {
         if *w > 0.0 {
@@ -279,6 +291,26 @@ mod tests {
         assert!((after - real_skew).abs() < 0.3 * real_skew, "skewness after: {after} (real {real_skew})");
         // Deterministic, whatever the threads.
         assert_eq!(refine(&synthetic, &real, &options).unwrap().0, maps);
+    }
+
+    #[test]
+    fn moments_the_real_maps_hold_fixed_are_left_out() {
+        // Maps normalized one by one to mean 1 (their mean moment varies by rounding only): the
+        // rounding noise must not weigh 1/σ² in the loss.
+        let field = |seed: u64| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let m = crate::simulate::gaussian_field(32, 3.0, &mut rng).mapv(|v| (0.5 * v).exp());
+            let mean = m.mean().unwrap();
+            m.mapv(|v| (v / mean) as f32 as f64)
+        };
+        let real: Vec<Array2<f64>> = (0..12).map(field).collect();
+        let synthetic: Vec<Array2<f64>> = (100..104).map(field).collect();
+        let options = RefineOptions { iterations: 30, ..RefineOptions::default() };
+        let (_, record) = refine(&synthetic, &real, &options).unwrap();
+        assert!(record.moments_left_out >= 1, "{record:?}");
+        for (b, a) in record.loss_before.iter().zip(&record.loss_after) {
+            assert!(*b < 100.0 && a < b, "loss {b} -> {a}");
+        }
     }
 
     #[test]

@@ -310,7 +310,10 @@ mod tests {
         });
         let (general, b) = time(&|| residuals.t().dot(&w));
         let diff = (&a - &b).mapv(f64::abs).fold(0.0f64, |m, v| m.max(*v));
-        println!("empirical draw, N = 4096, d = 3072: row by row {rows:.1} ms, general product {general:.1} ms (max |diff| {diff:.1e})");
+        println!(
+            "empirical draw, N = 4096, d = 3072: row by row {rows:.1} ms, general product {general:.1} ms \
+             (max |diff| {diff:.1e})"
+        );
         assert!(diff < 1e-9);
     }
 
