@@ -22,7 +22,7 @@ use crate::pipeline::config::{
     DebiasKey, DomainSection, InversionSection, ModelSection, PriorSection, RefinementSection, RunSection,
     SamplingSection, ValidationSection,
 };
-use crate::pipeline::manifest::{self, FileHash};
+use crate::pipeline::manifest;
 use crate::pipeline::{Manifest, Plan, RunConfig, RunOptions, SampleRecord};
 use crate::stats::battery::Statistic;
 pub use crate::validate::StatisticChi2;
@@ -290,8 +290,7 @@ impl FidelityRow {
 
     /// The C2ST accuracy and its real-halves floor (NaN when not available).
     pub fn c2st(&self) -> (Spread, Spread) {
-        let nan = Spread { mean: f64::NAN, std: f64::NAN };
-        self.validation.as_ref().map_or((nan, nan), ValidationSummary::c2st)
+        self.validation.as_ref().map_or((Spread::UNKNOWN, Spread::UNKNOWN), ValidationSummary::c2st)
     }
 
     /// χ²/dof of every battery statistic and the same between the real halves.
@@ -355,22 +354,24 @@ pub struct FidelityReport {
 /// grid), kept in `cache`.
 fn reconstruction(
     run: &Path,
+    manifest: &Manifest,
     domain: &str,
     config: &RunConfig,
     model: &mut Option<Ddpm>,
     cache: &mut BTreeMap<String, (f64, f64)>,
 ) -> Result<(f64, f64)> {
     let inv = &config.inversion;
-    let stack = run.join("stacks").join(format!("{domain}.h5"));
-    let inverted = run.join("latents").join(format!("{domain}.h5"));
-    // The stack and latents files' hashes stand for the data, the model and the grid they were made
-    // with; the model's own files decode them.
-    let model_files = model::ModelFolder::read(&config.model.path)?.files;
-    let hashes: Vec<String> = [&stack, &inverted]
-        .into_iter()
-        .chain(&model_files)
-        .map(|p| FileHash::of(p, p).map(|h| h.sha256))
-        .collect::<Result<_>>()?;
+    let (stack, inverted) = (format!("stacks/{domain}.h5"), format!("latents/{domain}.h5"));
+    // The stack's and latents' hashes stand for the data, the model and the grid they were made
+    // with, the model files' for the decoder: all as the run's manifest recorded them.
+    let recorded = |rel: &str| {
+        let mut outputs = manifest.stages.values().flat_map(|r| &r.outputs);
+        outputs.find(|h| h.path == Path::new(rel)).map(|h| h.sha256.clone()).ok_or_else(|| {
+            Error::Invalid(format!("{}: no hash of {rel} recorded", run.join("manifest.json").display()))
+        })
+    };
+    let mut hashes = vec![recorded(&stack)?, recorded(&inverted)?];
+    hashes.extend(manifest.model.iter().map(|h| h.sha256.clone()));
     let key = format!(
         "{domain} steps {} t0 {} fixed point {} clip {:?} files {}",
         inv.steps,
@@ -390,8 +391,8 @@ fn reconstruction(
         )?);
     }
     let m = model.as_ref().expect("loaded");
-    let real = latents::read_model_input(&stack)?;
-    let z = latents::read_model_input(&inverted)?;
+    let real = latents::read_model_input(&run.join(&stack))?;
+    let z = latents::read_model_input(&run.join(&inverted))?;
     let ddim = Ddim::for_model(m, inv.steps, inv.t0, inv.fixed_point, inv.clip)?;
     let back = ddim.generate(m, &z.data, 0.0, 0, config.model.batch, &indicatif::ProgressBar::hidden())?;
     let psnr: Vec<f64> = reconstruction_errors(&real.data, &back).iter().map(|e| e.psnr_db).collect();
@@ -471,15 +472,15 @@ pub fn run(
                         row.validation = Some(summary);
                     }
                 }
-                if row.error.is_none() && row.validation.is_none() {
-                    let file = dir.join("manifest.json");
-                    return Err(Error::Invalid(format!(
-                        "{}: the run finished but its manifest cannot be read",
-                        file.display()
-                    )));
-                }
                 if row.error.is_none() {
-                    row.reconstruction_db = reconstruction(&dir, &d.name, &cfg, &mut model, &mut recon)?;
+                    let Some(m) = manifest.as_ref().filter(|_| row.validation.is_some()) else {
+                        let file = dir.join("manifest.json");
+                        return Err(Error::Invalid(format!(
+                            "{}: the run finished but its manifest cannot be read",
+                            file.display()
+                        )));
+                    };
+                    row.reconstruction_db = reconstruction(&dir, m, &d.name, &cfg, &mut model, &mut recon)?;
                     crate::io::write_text(&recon_file, &serde_json::to_string_pretty(&recon).expect("serializes"))?;
                 }
                 on_row(&row);

@@ -221,6 +221,11 @@ pub struct Spread {
     pub std: f64,
 }
 
+impl Spread {
+    /// Not measured (NaN, stored as null).
+    pub const UNKNOWN: Spread = Spread { mean: f64::NAN, std: f64::NAN };
+}
+
 impl From<&PerMap> for Spread {
     fn from(p: &PerMap) -> Spread {
         Spread { mean: p.mean, std: p.std }
@@ -363,9 +368,11 @@ impl ValidationSummary {
 
     /// The C2ST accuracy and its floor, NaN when not available.
     pub fn c2st(&self) -> (Spread, Spread) {
-        let nan = Spread { mean: f64::NAN, std: f64::NAN };
         let b = self.battery.as_ref();
-        (b.and_then(|b| b.c2st).unwrap_or(nan), b.and_then(|b| b.c2st_real_halves).unwrap_or(nan))
+        (
+            b.and_then(|b| b.c2st).unwrap_or(Spread::UNKNOWN),
+            b.and_then(|b| b.c2st_real_halves).unwrap_or(Spread::UNKNOWN),
+        )
     }
 }
 

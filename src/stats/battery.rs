@@ -329,7 +329,6 @@ impl CurveAxes {
 
 /// A statistic prepared for one shape of maps, and the per-map values of sets of them.
 pub struct StatisticContext {
-    pub statistic: Statistic,
     prepared: Box<dyn MapStatistic>,
 }
 
@@ -359,7 +358,12 @@ impl StatisticContext {
         shape: (usize, usize),
         real: &[Array2<f64>],
     ) -> Result<StatisticContext> {
-        Ok(StatisticContext { statistic, prepared: statistic.prepare(options, shape, real)? })
+        Ok(StatisticContext { prepared: statistic.prepare(options, shape, real)? })
+    }
+
+    /// Which statistic this is.
+    pub fn statistic(&self) -> Statistic {
+        self.prepared.statistic()
     }
 
     /// The curves of one map: axes and values (entries of all curves, one after the other).
@@ -375,7 +379,7 @@ impl StatisticContext {
             .map(|(i, m)| self.curves(m).map_err(|e| Error::Invalid(format!("map {i}: {e}"))))
             .collect::<Result<_>>()?;
         let curves = rows.first().map(|r| r.0.clone()).ok_or_else(|| Error::Invalid("no maps".into()))?;
-        Ok(PerMapValues { statistic: self.statistic, curves, values: rows.into_iter().map(|r| r.1).collect() })
+        Ok(PerMapValues { statistic: self.statistic(), curves, values: rows.into_iter().map(|r| r.1).collect() })
     }
 }
 
