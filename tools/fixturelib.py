@@ -69,7 +69,8 @@ def randomize_parameters(model, seed, gain=1.0):
     """Overwrite every parameter of a torch model from one seeded stream, in `named_parameters`
     order: biases 0.1·N(0, 1); weights of two or more dimensions N(0, 1)·gain/√fan_in (fan_in: the
     product of every dimension but the first); other 1-D parameters (norm scales) 1 + 0.1·N(0, 1).
-    The model must have no buffers."""
+    gain=None divides by √fan_in instead of multiplying by 1/√fan_in (the original-DDPM fixtures'
+    rounding). The model must have no buffers."""
     import math
 
     import torch
@@ -82,7 +83,7 @@ def randomize_parameters(model, seed, gain=1.0):
                 new = 0.1 * noise
             elif p.ndim >= 2:
                 fan_in = int(np.prod(p.shape[1:]))
-                new = noise * (gain / math.sqrt(fan_in))
+                new = noise / math.sqrt(fan_in) if gain is None else noise * (gain / math.sqrt(fan_in))
             elif p.ndim == 1:
                 new = 1.0 + 0.1 * noise
             else:

@@ -138,7 +138,14 @@ diffusers_logging.set_verbosity_error()
 warnings.filterwarnings("ignore")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fixturelib import check_reproducible, maxabs, save_npy, sha256_file, write_json  # noqa: E402
+from fixturelib import (  # noqa: E402
+    check_reproducible,
+    maxabs,
+    randomize_parameters,
+    save_npy,
+    sha256_file,
+    write_json,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, os.pardir, "tests", "fixtures", "ddpm_original")
@@ -333,22 +340,6 @@ def dict2namespace(d):
 # ermongroup model
 
 
-def randomize_parameters(model, seed):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-            if name.endswith(".bias"):
-                new = 0.1 * noise
-            elif p.ndim >= 2:
-                new = noise / math.sqrt(int(np.prod(p.shape[1:])))
-            elif p.ndim == 1:
-                new = 1.0 + 0.1 * noise
-            else:
-                raise ValueError(f"unexpected parameter {name} {tuple(p.shape)}")
-            p.copy_(new.to(p.dtype))
-    buffers = [n for n, _ in model.named_buffers()]
-    assert not buffers, f"unexpected buffers {buffers}"
 
 
 @contextlib.contextmanager
@@ -586,7 +577,7 @@ def build_folder(out, spec, ddim_mod, conv_mod, log):
     # ermongroup model, randomized, saved, reloaded as the runner does.
     torch.manual_seed(seed)
     model = ddim_mod.Model(dict2namespace(ddpm)).eval()
-    randomize_parameters(model, seed)
+    randomize_parameters(model, seed, gain=None)
     ckpt = os.path.join(folder, FILES["checkpoint"])
     torch.save(model.state_dict(), ckpt)
     sd = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -735,7 +726,7 @@ def probes(ddim_mod, conv_mod):
     ddpm = yaml.safe_load(SMALL_YML)
     torch.manual_seed(0)
     model = ddim_mod.Model(dict2namespace(ddpm)).eval()
-    randomize_parameters(model, 0)
+    randomize_parameters(model, 0, gain=None)
     sd = model.state_dict()
     dcfg = json.loads(UNet2DModel(**diffusers_config_from_yml(ddpm)).to_json_string())
     res = {}
