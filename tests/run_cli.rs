@@ -567,4 +567,10 @@ fn a_latent_cache_spares_a_new_run_folder_the_inversion_and_changes_no_file() {
     // The files are those of a run of that seed without the cache.
     ok(&["run", c, "--out", plain.to_str().unwrap(), "--seed", "11"]);
     assert_eq!(hashes(&second), hashes(&plain));
+    // A cache that is not a folder is refused before anything is written.
+    let bad = dir.path().join("bad");
+    let out = expanse(&["run", c, "--out", bad.to_str().unwrap(), "--latent-cache", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("small.toml: not a folder"), "{err}");
+    assert!(!bad.exists());
 }
