@@ -29,6 +29,10 @@ pub enum Error {
     Write { path: PathBuf, cause: Cause },
     /// A user option or parameter is invalid.
     Invalid(String),
+    /// A setting is refused: `key` as a run config names it within its section (`beam_fwhm`,
+    /// `sampling.band`, `domain[0].transform`); the command-line flag of the same name reports
+    /// it as `--beam-fwhm` ([`Error::flag`]).
+    Setting { key: String, cause: Cause },
     /// A run folder was refused before any work: it is busy, not empty, or holds a run of another
     /// config or inputs.
     Refused(Box<Error>),
@@ -135,6 +139,7 @@ impl fmt::Display for Error {
             }
             Error::Write { path, cause } => write!(f, "cannot write {}: {cause}", path.display()),
             Error::Invalid(message) => f.write_str(message),
+            Error::Setting { key, cause } => write!(f, "{key}: {cause}"),
             Error::Refused(e) => e.fmt(f),
         }
     }
@@ -185,6 +190,30 @@ impl Error {
         }
     }
 
+    /// A refused value of the setting `key`.
+    pub fn setting(key: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        Error::Setting { key: key.into(), cause: cause.into() }
+    }
+
+    /// This error as one about the setting `key`: a message becomes its cause; an error about a
+    /// key within `key` (a section or a domain) gets the dotted key `key.inner`.
+    pub fn for_key(self, key: &str) -> Self {
+        match self {
+            Error::Invalid(m) => Error::setting(key, m),
+            Error::Setting { key: inner, cause } => Error::setting(format!("{key}.{inner}"), cause),
+            other => Error::setting(key, other),
+        }
+    }
+
+    /// The message of a setting as its command-line flag names it (`beam_fwhm: …` →
+    /// `--beam-fwhm: …`); other errors are unchanged.
+    pub fn flag(self) -> Self {
+        match self {
+            Error::Setting { key, cause } => Error::Setting { key: format!("--{}", key.replace('_', "-")), cause },
+            other => other,
+        }
+    }
+
     /// The file the error is about, if it names one (for [`Error::Refused`], the refusal's).
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
@@ -193,7 +222,7 @@ impl Error {
             | Error::Content { path, .. }
             | Error::Model { path, .. }
             | Error::Write { path, .. } => Some(path),
-            Error::Invalid(_) => None,
+            Error::Invalid(_) | Error::Setting { .. } => None,
             Error::Refused(e) => e.path(),
         }
     }
@@ -206,7 +235,8 @@ impl Error {
             | Error::Format { cause, .. }
             | Error::Content { cause, .. }
             | Error::Model { cause, .. }
-            | Error::Write { cause, .. } => Some(cause),
+            | Error::Write { cause, .. }
+            | Error::Setting { cause, .. } => Some(cause),
             Error::Invalid(_) => None,
             Error::Refused(e) => (**e).cause(),
         }

@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::latents;
 use crate::model::{self, Ddpm};
 use crate::pipeline::config::{
-    DebiasKey, DomainSection, InversionSection, ModelSection, PriorSection, RefinementSection, RunSection,
-    SamplingSection, ValidationSection,
+    DomainSection, InversionSection, ModelSection, PriorSection, RefinementSection, RunSection, SamplingSection,
+    ValidationSection,
 };
 use crate::pipeline::manifest;
 use crate::pipeline::{Manifest, Plan, RunConfig, RunOptions, SampleRecord};
@@ -47,73 +47,59 @@ pub struct BenchmarkSection {
     pub seeds: Vec<u64>,
 }
 
-/// `[[variant]]`: a name and the keys it changes in the base config.
+/// `[[variant]]`: a name and the keys it changes in the base config, written as a run config
+/// writes them (`prior.kind = "scalar"`, `inversion.t0 = 900`, `refinement.iterations = 0`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Variant {
     pub name: String,
     /// One line saying what the variant tests.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default)]
-    pub prior: Option<String>,
-    #[serde(default)]
-    pub steps: Option<usize>,
-    #[serde(default)]
-    pub t0: Option<usize>,
-    #[serde(default)]
-    pub fixed_point: Option<usize>,
-    #[serde(default)]
-    pub clip: Option<f64>,
-    #[serde(default)]
-    pub decode_clip: Option<f64>,
-    #[serde(default)]
-    pub candidates: Option<String>,
-    #[serde(default)]
-    pub debias: Option<DebiasKey>,
-    #[serde(default)]
-    pub norm: Option<String>,
-    #[serde(default)]
-    pub tests: Option<Vec<String>>,
-    #[serde(default)]
-    pub band: Option<[f64; 2]>,
-    /// Refinement iterations per map (0: none).
-    #[serde(default)]
-    pub refine: Option<usize>,
     /// This variant's seeds, when not the benchmark's (e.g. one seed for a costly reference).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seeds: Option<Vec<u64>>,
+    /// The sections it changes, merged key by key onto the base config, which checks them as it
+    /// checks its own (an unknown key is an error naming it).
+    #[serde(flatten)]
+    pub changes: toml::Table,
+}
+
+/// `over` merged onto `base`: tables key by key, any other value replaced.
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
 }
 
 impl Variant {
     /// The base config with this variant's keys, the run's seed and name, and FITS output only.
-    pub fn apply(&self, base: &RunConfig, seed: u64) -> RunConfig {
-        let mut c = base.clone();
+    pub fn apply(&self, base: &RunConfig, seed: u64) -> Result<RunConfig> {
+        if self.changes.contains_key("domain") {
+            return Err(Error::setting("domain", "a variant changes sections of the run, not its domains"));
+        }
+        let mut table = toml::Table::try_from(base).map_err(|e| Error::Invalid(format!("the base config: {e}")))?;
+        merge(&mut table, &self.changes);
+        let mut c: RunConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Invalid(e.message().trim().replace('\n', " ")))?;
         c.run.name = Some(format!("{}-seed{seed}", self.name));
         c.run.seed = seed;
         c.run.formats = vec!["fits".into()];
-        fn set<T: Clone>(dst: &mut T, v: &Option<T>) {
-            if let Some(v) = v {
-                *dst = v.clone();
-            }
+        Ok(c)
+    }
+
+    /// A model folder the variant names, relative to the benchmark file's folder `dir`, made
+    /// absolute as the base config's paths are.
+    fn resolve(&mut self, dir: &Path) {
+        let model = self.changes.get_mut("model").and_then(toml::Value::as_table_mut);
+        if let Some(toml::Value::String(p)) = model.and_then(|m| m.get_mut("path")) {
+            *p = dir.join(&*p).to_string_lossy().into_owned();
         }
-        set(&mut c.prior.kind, &self.prior);
-        set(&mut c.inversion.steps, &self.steps);
-        set(&mut c.inversion.t0, &self.t0);
-        set(&mut c.inversion.fixed_point, &self.fixed_point);
-        if self.clip.is_some() {
-            c.inversion.clip = self.clip;
-        }
-        if self.decode_clip.is_some() {
-            c.inversion.decode_clip = self.decode_clip;
-        }
-        set(&mut c.sampling.candidates, &self.candidates);
-        set(&mut c.sampling.debias, &self.debias);
-        set(&mut c.sampling.norm, &self.norm);
-        set(&mut c.sampling.tests, &self.tests);
-        set(&mut c.sampling.band, &self.band);
-        set(&mut c.refinement.iterations, &self.refine);
-        c
     }
 }
 
@@ -178,7 +164,11 @@ impl FidelityConfig {
         if f.variants.is_empty() {
             return Err(Error::content(path, "no [[variant]] table: name at least one variant"));
         }
-        for (i, v) in f.variants.iter().enumerate() {
+        let mut variants = f.variants;
+        for v in &mut variants {
+            v.resolve(&dir);
+        }
+        for (i, v) in variants.iter().enumerate() {
             if v.name.is_empty() || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 return Err(Error::content(
                     path,
@@ -188,18 +178,22 @@ impl FidelityConfig {
             if v.seeds.as_ref().is_some_and(|s| s.is_empty()) {
                 return Err(Error::content(path, format!("variant '{}': seeds: name at least one seed", v.name)));
             }
-            if f.variants[..i].iter().any(|o| o.name == v.name) {
+            if variants[..i].iter().any(|o| o.name == v.name) {
                 return Err(Error::content(path, format!("variant[{i}].name: two variants are named '{}'", v.name)));
             }
-            v.apply(&base, 0).check(path).map_err(|e| match e {
-                Error::Content { path, cause } => Error::Content {
-                    path,
-                    cause: crate::error::Cause::described(format!("variant '{}': {cause}", v.name), cause),
-                },
-                other => other,
-            })?;
+            let name = &v.name;
+            v.apply(&base, 0)
+                .map_err(|e| Error::content(path, format!("variant '{name}': {e}")))?
+                .check(path)
+                .map_err(|e| match e {
+                    Error::Content { path, cause } => Error::Content {
+                        path,
+                        cause: crate::error::Cause::described(format!("variant '{name}': {cause}"), cause),
+                    },
+                    other => other,
+                })?;
         }
-        Ok(FidelityConfig { path: path.to_path_buf(), base, seeds: f.benchmark.seeds, variants: f.variants })
+        Ok(FidelityConfig { path: path.to_path_buf(), base, seeds: f.benchmark.seeds, variants })
     }
 
     /// Keeps only these of the benchmark's seeds (each variant's own seeds too; a variant left
@@ -431,7 +425,7 @@ pub fn run(
     let mut rows = Vec::new();
     for v in &variants {
         for &seed in v.seeds.as_ref().unwrap_or(&config.seeds) {
-            let cfg = v.apply(&config.base, seed);
+            let cfg = v.apply(&config.base, seed)?;
             let dir = out.join("runs").join(&v.name).join(format!("seed{seed}"));
             let opts = RunOptions { resume: true, echo: false, latent_cache: Some(cache_dir.clone()) };
             let outcome = Plan::new(cfg.clone(), &config.path).and_then(|plan| plan.execute(&config.path, &dir, &opts));
@@ -814,19 +808,29 @@ mod tests {
     fn a_variant_changes_only_its_keys() {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/quickstart.toml")).unwrap();
         let base: RunConfig = toml::from_str(&text).unwrap();
-        let v: Variant =
-            toml::from_str("name = \"x\"\nprior = \"stationary\"\nt0 = 300\nnorm = \"match\"\ndebias = \"rings\"")
-                .unwrap();
-        let c = v.apply(&base, 7);
+        let v: Variant = toml::from_str(
+            "name = \"x\"\nprior.kind = \"stationary\"\ninversion.t0 = 300\nsampling.norm = \"match\"\n\
+             sampling.debias = \"rings\"",
+        )
+        .unwrap();
+        let c = v.apply(&base, 7).unwrap();
         assert_eq!(
             (c.prior.kind.as_str(), c.inversion.t0, c.sampling.norm.as_str(), c.run.seed),
             ("stationary", 300, "match", 7)
         );
-        assert_eq!(c.sampling.debias, DebiasKey::Name("rings".into()));
+        assert_eq!(c.sampling.debias, crate::pipeline::config::DebiasKey::Name("rings".into()));
         assert_eq!(c.inversion.steps, base.inversion.steps);
         assert_eq!(c.sampling.tests, base.sampling.tests);
         assert_eq!(c.run.name.as_deref(), Some("x-seed7"));
-        assert!(toml::from_str::<Variant>("name = \"x\"\npriors = \"scalar\"").is_err(), "unknown keys are refused");
+        for (text, says) in [
+            ("name = \"x\"\npriors.kind = \"scalar\"", "priors"),
+            ("name = \"x\"\nprior.knd = \"scalar\"", "knd"),
+            ("name = \"x\"\ninversion.t0 = \"high\"", "high"),
+            ("name = \"x\"\ndomain = []", "not its domains"),
+        ] {
+            let e = toml::from_str::<Variant>(text).unwrap().apply(&base, 0).unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 
     #[test]

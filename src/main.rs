@@ -4,7 +4,6 @@ mod cli;
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use cli::args::*;
@@ -12,7 +11,9 @@ use cli::maps::*;
 use cli::models::*;
 use cli::runs::*;
 use cli::sampling::*;
-use expanse::stats::battery::{parse_range, BatteryOptions, Statistic};
+use expanse::error::Error;
+use expanse::pipeline::config::ValidationSection;
+use expanse::stats::battery::Statistic;
 
 /// Grow a handful of astrophysical maps into many statistically faithful synthetic maps with a
 /// frozen diffusion model (Zhu et al. 2023, arXiv 2310.09213).
@@ -100,28 +101,25 @@ fn main() -> ExitCode {
         Command::Refine(a) => run_refine(a),
         Command::PowerSpectrum(a) => run_power_spectrum(a),
         Command::Minkowski(a) => {
-            let thresholds = parse_range(&a.thresholds).context("--thresholds")?;
-            run_statistic(Statistic::Minkowski, BatteryOptions { thresholds, ..BatteryOptions::default() }, &a.common)
+            let section = ValidationSection { thresholds: Some(a.thresholds), ..Default::default() };
+            run_statistic(Statistic::Minkowski, section, &a.common)
         }
         Command::Peaks(a) => {
-            let mut o = BatteryOptions::default();
-            if let Some(e) = &a.edges {
-                o.peak_edges = parse_range(e).context("--edges")?;
-            }
-            run_statistic(Statistic::Peaks, o, &a.common)
+            let section = ValidationSection { peak_edges: a.peak_edges, ..Default::default() };
+            run_statistic(Statistic::Peaks, section, &a.common)
         }
         Command::Bispectrum(a) => {
-            let mut o = BatteryOptions::default();
-            o.bispectrum.nsamples = a.samples.unwrap_or(o.bispectrum.nsamples);
+            let section = ValidationSection { bispectrum_samples: a.bispectrum_samples, ..Default::default() };
+            let mut o = section.battery_options().map_err(Error::flag)?;
             o.bispectrum.seed = a.seed.unwrap_or(o.bispectrum.seed);
             o.bispectrum.mean_subtract = a.mean_subtract;
-            run_statistic(Statistic::Bispectrum, o, &a.common)
+            run_statistic_with(Statistic::Bispectrum, o, &a.common)
         }
-        Command::Scattering(a) => run_statistic(
-            Statistic::Scattering,
-            BatteryOptions { scattering_j: a.j, scattering_l: a.l, ..BatteryOptions::default() },
-            &a.common,
-        ),
+        Command::Scattering(a) => {
+            let section =
+                ValidationSection { scattering_j: a.scattering_j, scattering_l: a.scattering_l, ..Default::default() };
+            run_statistic(Statistic::Scattering, section, &a.common)
+        }
         Command::Validate(a) => run_validate(a),
         Command::Init(a) => run_init(a),
         Command::Run(a) => run_run(a, cli.threads.is_some()),

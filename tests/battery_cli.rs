@@ -9,7 +9,7 @@ use ndarray::Array2;
 use ndarray_npy::write_npy;
 
 mod common;
-use common::{expanse, fixtures, json, npy_map, ok, sample};
+use common::{expanse, fixtures, json, npy_map, ok, sample, Args};
 
 fn rows(csv: &Path) -> (String, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(csv).unwrap();
@@ -24,15 +24,7 @@ fn minkowski_csv_is_the_library_average_over_maps() {
     let a = fixtures("stats").join("grf_k3_64.npy");
     let b = fixtures("stats").join("lognormal_64.npy");
     let csv = dir.path().join("mf.csv");
-    ok(&[
-        "minkowski",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-        "--out",
-        csv.to_str().unwrap(),
-        "--thresholds",
-        "-2:2:9",
-    ]);
+    Args::new("minkowski").arg(a.display()).arg(b.display()).path("--out", &csv).flag("--thresholds", "-2:2:9").ok();
     let (header, rows) = rows(&csv);
     assert_eq!(header, "nu,v0,v1,v2,v0_std,v1_std,v2_std");
     assert_eq!(rows.len(), 9);
@@ -99,25 +91,19 @@ fn bad_maps_name_the_file_and_write_nothing() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(!csv.exists());
     }
-    let e = expanse(&[
-        "scattering",
-        fixtures("stats").join("grf_k3_64.npy").to_str().unwrap(),
-        "--j",
-        "7",
-        "--out",
-        csv.to_str().unwrap(),
-    ]);
+    let e = Args::new("scattering")
+        .arg(fixtures("stats").join("grf_k3_64.npy").display())
+        .flag("--j", "7")
+        .path("--out", &csv)
+        .run();
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && err.contains("grf_k3_64.npy") && err.contains("J"), "{err}");
     assert!(!csv.exists());
-    let e = expanse(&[
-        "minkowski",
-        fixtures("stats").join("grf_k3_64.npy").to_str().unwrap(),
-        "--thresholds",
-        "3:-3:5",
-        "--out",
-        csv.to_str().unwrap(),
-    ]);
+    let e = Args::new("minkowski")
+        .arg(fixtures("stats").join("grf_k3_64.npy").display())
+        .flag("--thresholds", "3:-3:5")
+        .path("--out", &csv)
+        .run();
     assert!(String::from_utf8_lossy(&e.stderr).contains("--thresholds"));
 }
 
@@ -130,18 +116,10 @@ fn battery(report: &Path) -> serde_json::Value {
 fn validate_reports_the_battery_and_tells_twins_from_other_fields() {
     let dir = tempfile::tempdir().unwrap();
     let twin = dir.path().join("twin.fits");
-    ok(&["simulate", "--out", twin.to_str().unwrap(), "--count", "32", "--size", "64", "--seed", "77"]);
+    Args::new("simulate").path("--out", &twin).flag("--count", "32").flag("--size", "64").flag("--seed", "77").ok();
     let real = sample("clouds_64.fits");
     let same = dir.path().join("same");
-    let text = ok(&[
-        "validate",
-        "--real",
-        real.to_str().unwrap(),
-        "--synthetic",
-        twin.to_str().unwrap(),
-        "--out",
-        same.to_str().unwrap(),
-    ]);
+    let text = Args::new("validate").path("--real", &real).path("--synthetic", &twin).path("--out", &same).ok();
     assert!(text.contains("battery overall"), "{text}");
     let b = battery(&same);
     let stats = b["statistics"].as_array().unwrap();
@@ -154,15 +132,11 @@ fn validate_reports_the_battery_and_tells_twins_from_other_fields() {
     assert!(md.contains("| Minkowski functionals |") && md.contains("**overall**"), "{md}");
     // Another kind of field (anisotropic TurbuStat fields) against the same real clouds.
     let other = dir.path().join("other");
-    ok(&[
-        "validate",
-        "--real",
-        real.to_str().unwrap(),
-        "--synthetic",
-        sample("turbustat_aniso_64.fits").to_str().unwrap(),
-        "--out",
-        other.to_str().unwrap(),
-    ]);
+    Args::new("validate")
+        .path("--real", &real)
+        .path("--synthetic", sample("turbustat_aniso_64.fits"))
+        .path("--out", &other)
+        .ok();
     let o = battery(&other);
     let chi = |v: &serde_json::Value| v["chi2"]["value"].as_f64().unwrap();
     // The verdict: FIDELITY.md's targets, each met or not, with warnings in plain words. The other
@@ -187,45 +161,29 @@ fn validate_reports_the_battery_and_tells_twins_from_other_fields() {
     assert!(chi(&o) > 20.0 * chi(&b), "other field {} vs twin {}", chi(&o), chi(&b));
     // A subset, and none.
     let some = dir.path().join("some");
-    ok(&[
-        "validate",
-        "--real",
-        real.to_str().unwrap(),
-        "--synthetic",
-        twin.to_str().unwrap(),
-        "--out",
-        some.to_str().unwrap(),
-        "--statistics",
-        "minkowski,peaks",
-        "--resamples",
-        "50",
-    ]);
+    Args::new("validate")
+        .path("--real", &real)
+        .path("--synthetic", &twin)
+        .path("--out", &some)
+        .flag("--statistics", "minkowski,peaks")
+        .flag("--resamples", "50")
+        .ok();
     assert_eq!(battery(&some)["statistics"].as_array().unwrap().len(), 2);
     let none = dir.path().join("none");
-    ok(&[
-        "validate",
-        "--real",
-        real.to_str().unwrap(),
-        "--synthetic",
-        twin.to_str().unwrap(),
-        "--out",
-        none.to_str().unwrap(),
-        "--statistics",
-        "none",
-    ]);
+    Args::new("validate")
+        .path("--real", &real)
+        .path("--synthetic", &twin)
+        .path("--out", &none)
+        .flag("--statistics", "none")
+        .ok();
     assert!(battery(&none).is_null());
     assert!(!none.join("battery.png").exists());
-    let e = expanse(&[
-        "validate",
-        "--real",
-        real.to_str().unwrap(),
-        "--synthetic",
-        twin.to_str().unwrap(),
-        "--out",
-        dir.path().join("x").to_str().unwrap(),
-        "--statistics",
-        "minkowsky",
-    ]);
+    let e = Args::new("validate")
+        .path("--real", &real)
+        .path("--synthetic", &twin)
+        .path("--out", dir.path().join("x"))
+        .flag("--statistics", "minkowsky")
+        .run();
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(err.contains("--statistics") && err.contains("unknown statistic 'minkowsky'"), "{err}");
     assert!(!dir.path().join("x").exists() || !dir.path().join("x").join("report.json").exists());

@@ -451,7 +451,7 @@ fn mostly_blank_maps_are_dropped_and_data_surprises_are_named() {
     ]);
     assert!(text.contains("stack shape (4, 1, 32, 32)") && !text.contains("blank (max_blank)"), "{text}");
     let r = expanse(&["ingest", input.to_str().unwrap(), "--max-blank", "1.5", "--out", out.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&r.stderr).contains("max_blank is a fraction"), "{r:?}");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--max-blank: a fraction of pixels"), "{r:?}");
 
     // Inverting physical values: it runs, with a warning naming the file.
     let raw = dir.path().join("raw.npy");

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 mod common;
-use common::{assert_close, expanse, fixtures, json, npy4, ok, sample};
+use common::{assert_close, expanse, fixtures, json, npy4, sample, Args};
 
 use ndarray::{s, Array4};
 
@@ -18,19 +18,13 @@ fn unet_eval_gives_the_diffusers_output() {
     let out = dir.path().join("y.npy");
     let input = fixtures("unet").join("attn_multihead/input.npy");
     // The fixture's first map was evaluated at timestep 3.
-    ok(&[
-        "unet-eval",
-        "--model",
-        &model(),
-        "--input",
-        input.to_str().unwrap(),
-        "--timestep",
-        "3",
-        "--batch",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    Args::new("unet-eval")
+        .flag("--model", model())
+        .path("--input", &input)
+        .flag("--timestep", "3")
+        .flag("--batch", "1")
+        .path("--out", &out)
+        .ok();
     let got = npy4(&out);
     let want = npy4(&fixtures("unet").join("attn_multihead/output.npy"));
     assert_close(
@@ -48,36 +42,24 @@ fn invert_then_generate_reproduce_the_reference_ddim() {
     let z = dir.path().join("z.npy");
     let x = dir.path().join("x.npy");
     let x0 = fixtures("unet").join("ddim/x0.npy");
-    let text = ok(&[
-        "invert",
-        "--model",
-        &model(),
-        "--input",
-        x0.to_str().unwrap(),
-        "--steps",
-        "6",
-        "--t0",
-        "900",
-        "--out",
-        z.to_str().unwrap(),
-    ]);
+    let text = Args::new("invert")
+        .flag("--model", model())
+        .path("--input", &x0)
+        .flag("--steps", "6")
+        .flag("--t0", "900")
+        .path("--out", &z)
+        .ok();
     assert!(text.contains("5 steps"), "{text}");
     assert_close(&npy4(&z), &npy4(&fixtures("unet").join("ddim/latents.npy")), 1e-4, 1e-4, "latents");
     let side = json(dir.path().join("z.npy.json"));
     assert_eq!(side["provenance"]["records"]["ddim"]["seq"], serde_json::json!([0, 180, 360, 540, 720, 900]));
-    ok(&[
-        "generate",
-        "--model",
-        &model(),
-        "--latents",
-        z.to_str().unwrap(),
-        "--steps",
-        "6",
-        "--t0",
-        "900",
-        "--out",
-        x.to_str().unwrap(),
-    ]);
+    Args::new("generate")
+        .flag("--model", model())
+        .path("--latents", &z)
+        .flag("--steps", "6")
+        .flag("--t0", "900")
+        .path("--out", &x)
+        .ok();
     assert_close(&npy4(&x), &npy4(&fixtures("unet").join("ddim/reconstruction.npy")), 5e-3, 1e-3, "reconstruction");
 }
 
@@ -87,21 +69,14 @@ fn reconstruct_reports_per_map_errors_and_cost() {
     let report = dir.path().join("r.json");
     let x0 = fixtures("unet").join("ddim/x0.npy");
     let rec = dir.path().join("rec.npy");
-    let text = ok(&[
-        "reconstruct",
-        "--model",
-        &model(),
-        "--input",
-        x0.to_str().unwrap(),
-        "--steps",
-        "6",
-        "--fixed-point",
-        "1",
-        "--report",
-        report.to_str().unwrap(),
-        "--out",
-        rec.to_str().unwrap(),
-    ]);
+    let text = Args::new("reconstruct")
+        .flag("--model", model())
+        .path("--input", &x0)
+        .flag("--steps", "6")
+        .flag("--fixed-point", "1")
+        .path("--report", &report)
+        .path("--out", &rec)
+        .ok();
     assert!(text.contains("PSNR") && text.contains("inversion 20 UNet evaluations (2 per step"), "{text}");
     let r = json(&report);
     assert_eq!(r["per_map"].as_array().unwrap().len(), 2);
@@ -126,32 +101,21 @@ fn ingest_stacks_feed_inversion_and_keep_their_normalization() {
     let dir = tempfile::tempdir().unwrap();
     let stack = dir.path().join("c.h5");
     let clouds = sample("clouds_64.fits");
-    ok(&[
-        "ingest",
-        clouds.to_str().unwrap(),
-        "--transform",
-        "log10",
-        "--crop",
-        "0,0,16,16",
-        "--channels",
-        "3",
-        "--out",
-        stack.to_str().unwrap(),
-    ]);
+    Args::new("ingest")
+        .arg(clouds.display())
+        .flag("--transform", "log10")
+        .flag("--crop", "0,0,16,16")
+        .flag("--channels", "3")
+        .path("--out", &stack)
+        .ok();
     let z = dir.path().join("z.h5");
-    ok(&[
-        "invert",
-        "--model",
-        &model(),
-        "--input",
-        stack.to_str().unwrap(),
-        "--steps",
-        "3",
-        "--batch",
-        "32",
-        "--out",
-        z.to_str().unwrap(),
-    ]);
+    Args::new("invert")
+        .flag("--model", model())
+        .path("--input", &stack)
+        .flag("--steps", "3")
+        .flag("--batch", "32")
+        .path("--out", &z)
+        .ok();
     let lat = expanse::latents::read_model_input(&z).unwrap();
     assert_eq!(lat.data.dim(), (32, 3, 16, 16));
     assert_eq!(lat.normalization.unwrap().units.as_deref(), Some("cm-2"));

@@ -36,14 +36,14 @@ size = 32
 
 [[variant]]
 name = "paper"
-prior = "scalar"
+prior.kind = "scalar"
 
 [[variant]]
 name = "stationary"
-prior = "stationary"
-debias = "rings"
-norm = "match"
-tests = ["distance", "origin", "pair", "norm"]
+prior.kind = "stationary"
+sampling.debias = "rings"
+sampling.norm = "match"
+sampling.tests = ["distance", "origin", "pair", "norm"]
 {extra}"#,
         model = root().join("data/models/expanse-natural-32").display(),
         maps = sample("clouds_64.fits").display(),
@@ -128,9 +128,10 @@ fn bad_benchmarks_are_refused_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("[[variant]]\nname = \"paper\"\n", "two variants are named 'paper'"),
-        ("[[variant]]\nname = \"x\"\nprior = \"gaussian\"\n", "variant 'x': prior.kind"),
-        ("[[variant]]\nname = \"y\"\nt0 = 2\n", "variant 'y': inversion.steps"),
-        ("[[variant]]\nname = \"z\"\npriors = \"scalar\"\n", "unknown field `priors`"),
+        ("[[variant]]\nname = \"x\"\nprior.kind = \"gaussian\"\n", "variant 'x': prior.kind"),
+        ("[[variant]]\nname = \"y\"\ninversion.t0 = 2\n", "variant 'y': inversion.steps"),
+        ("[[variant]]\nname = \"z\"\npriors.kind = \"scalar\"\n", "variant 'z': unknown field `priors`"),
+        ("[[variant]]\nname = \"w\"\nsampling.bnd = [5, 95]\n", "variant 'w': unknown field `bnd`"),
     ];
     for (extra, want) in cases {
         let config = bench(dir.path(), extra);

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{expanse, fixtures, json, ok};
+use common::{expanse, fixtures, json, Args};
 
 fn model() -> String {
     fixtures("unet/attn_multihead").display().to_string()
@@ -15,34 +15,22 @@ fn model() -> String {
 fn latents_of(dir: &Path, sample: &str, name: &str, transform: &str) -> PathBuf {
     let stack = dir.join(format!("{name}.h5"));
     let src = common::sample(sample);
-    ok(&[
-        "ingest",
-        src.to_str().unwrap(),
-        "--transform",
-        transform,
-        "--crop",
-        "8,8,16,16",
-        "--channels",
-        "3",
-        "--out",
-        stack.to_str().unwrap(),
-    ]);
+    Args::new("ingest")
+        .arg(src.display())
+        .flag("--transform", transform)
+        .flag("--crop", "8,8,16,16")
+        .flag("--channels", "3")
+        .path("--out", &stack)
+        .ok();
     let z = dir.join(format!("z_{name}.h5"));
-    ok(&[
-        "invert",
-        "--model",
-        &model(),
-        "--input",
-        stack.to_str().unwrap(),
-        "--steps",
-        "3",
-        "--t0",
-        "500",
-        "--batch",
-        "32",
-        "--out",
-        z.to_str().unwrap(),
-    ]);
+    Args::new("invert")
+        .flag("--model", model())
+        .path("--input", &stack)
+        .flag("--steps", "3")
+        .flag("--t0", "500")
+        .flag("--batch", "32")
+        .path("--out", &z)
+        .ok();
     z
 }
 
@@ -52,18 +40,13 @@ fn fit_then_sample_makes_reproducible_maps_in_physical_units() {
     let zc = latents_of(dir.path(), "clouds_64.fits", "clouds", "log10");
     let zh = latents_of(dir.path(), "hubble_xdf_64.fits", "hubble", "asinh");
     let prior = dir.path().join("prior.h5");
-    let text = ok(&[
-        "fit",
-        "--latents",
-        zc.to_str().unwrap(),
-        zh.to_str().unwrap(),
-        "--names",
-        "clouds,hubble",
-        "--kind",
-        "diagonal",
-        "--out",
-        prior.to_str().unwrap(),
-    ]);
+    let text = Args::new("fit")
+        .path("--latents", &zc)
+        .arg(zh.display())
+        .flag("--names", "clouds,hubble")
+        .flag("--kind", "diagonal")
+        .path("--out", &prior)
+        .ok();
     assert!(text.contains("nearest-centroid accuracy"), "{text}");
     for f in ["prior.h5", "prior.diagnostics.json", "prior.diagnostics.png", "prior.diagnostics.svg"] {
         assert!(dir.path().join(f).exists(), "{f} missing");
@@ -78,27 +61,17 @@ fn fit_then_sample_makes_reproducible_maps_in_physical_units() {
     assert!(accuracy >= 0.8, "{accuracy}");
 
     let run = |out: &Path| {
-        ok(&[
-            "sample",
-            "--model",
-            &model(),
-            "--prior",
-            prior.to_str().unwrap(),
-            "--domain",
-            "clouds",
-            "--latents",
-            zc.to_str().unwrap(),
-            "--count",
-            "3",
-            "--k",
-            "5",
-            "--band",
-            "2,98",
-            "--seed",
-            "4",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        Args::new("sample")
+            .flag("--model", model())
+            .path("--prior", &prior)
+            .flag("--domain", "clouds")
+            .path("--latents", &zc)
+            .flag("--count", "3")
+            .flag("--k", "5")
+            .flag("--band", "2,98")
+            .flag("--seed", "4")
+            .path("--out", out)
+            .ok()
     };
     let a = dir.path().join("a.fits");
     let text = run(&a);
@@ -115,34 +88,23 @@ fn fit_then_sample_makes_reproducible_maps_in_physical_units() {
     // Latents of another shape than the prior's.
     let small = dir.path().join("small.npy");
     ndarray_npy::write_npy(&small, &ndarray::Array4::<f32>::ones((5, 3, 4, 4))).unwrap();
-    let e = expanse(&[
-        "sample",
-        "--model",
-        &model(),
-        "--prior",
-        prior.to_str().unwrap(),
-        "--domain",
-        "clouds",
-        "--latents",
-        small.to_str().unwrap(),
-        "--out",
-        dir.path().join("d.fits").to_str().unwrap(),
-    ]);
+    let e = Args::new("sample")
+        .flag("--model", model())
+        .path("--prior", &prior)
+        .flag("--domain", "clouds")
+        .path("--latents", &small)
+        .path("--out", dir.path().join("d.fits"))
+        .run();
     let msg = String::from_utf8_lossy(&e.stderr);
     assert!(msg.contains("d = 48") && msg.contains("d = 768"), "{msg}");
     assert!(!dir.path().join("d.fits").exists());
     // Several domains in the file: the domain must be named.
-    let e = expanse(&[
-        "sample",
-        "--model",
-        &model(),
-        "--prior",
-        prior.to_str().unwrap(),
-        "--latents",
-        zc.to_str().unwrap(),
-        "--out",
-        dir.path().join("c.fits").to_str().unwrap(),
-    ]);
+    let e = Args::new("sample")
+        .flag("--model", model())
+        .path("--prior", &prior)
+        .path("--latents", &zc)
+        .path("--out", dir.path().join("c.fits"))
+        .run();
     assert!(String::from_utf8_lossy(&e.stderr).contains("choose one with --domain"));
 }
 
@@ -162,7 +124,7 @@ fn bad_latents_fail_cleanly() {
     ndarray_npy::write_npy(&nan, &a).unwrap();
     let res = expanse(&["fit", "--latents", nan.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&res.stderr).contains("non-finite"));
-    let res = expanse(&["fit", "--latents", two.to_str().unwrap(), "--kind", "cubic", "--out", out.to_str().unwrap()]);
+    let res = Args::new("fit").path("--latents", &two).flag("--kind", "cubic").path("--out", &out).run();
     assert!(String::from_utf8_lossy(&res.stderr).contains("unknown prior kind"));
     assert!(!out.exists());
 }

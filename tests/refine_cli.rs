@@ -84,5 +84,5 @@ fn refine_refuses_bad_input_and_writes_nothing() {
         "--angles",
         "0",
     ]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--angles and --scales must be at least 1"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--angles: must be at least 1"));
 }

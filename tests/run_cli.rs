@@ -356,7 +356,7 @@ fn config_errors_name_the_key_and_nothing_is_written() {
         ("[[domain]]\nname = \"clouds\"\ninputs = [\"x.fits\"]\n".into(), "two domains are named 'clouds'"),
         ("[[domain]]\nname = \"b\"\ninputs = [\"missing.fits\"]\n".into(), "missing.fits"),
         ("[[domain]]\nname = \"b\"\ninputs = [\"small.toml\"]\n".into(), "small.toml"),
-        ("softening = 2.0\n".into(), "softening applies to the asinh transform only"),
+        ("softening = 2.0\n".into(), "domain[0].softening: applies to the asinh transform only"),
     ];
     for (extra, needle) in cases {
         let config = small_config(dir.path(), &extra);
@@ -373,7 +373,7 @@ fn config_errors_name_the_key_and_nothing_is_written() {
         ("max_maps = 8", "max_maps = 5", "sampling.k = 5 needs at least 6 maps"),
         ("batch = 2", "batch = 2\ndevice = \"gpu\"", "model.device"),
         ("seed = 3", "seed = 3\nthreads = 0", "run.threads"),
-        ("transform = \"log10\"", "transform = \"log\"", "transform 'log' is ambiguous: write log10"),
+        ("transform = \"log10\"", "transform = \"log\"", "domain[0].transform: 'log' is ambiguous: write log10"),
         ("batch = 2", "batch = 2\ndevice = \"cuda\"", "without CUDA support"),
     ] {
         if cfg!(feature = "cuda") && to.contains("cuda") {
@@ -405,7 +405,7 @@ fn every_shipped_config_is_valid_and_the_local_ones_plan() {
         // Benchmark configs (with [benchmark]): every variant's run config.
         let configs = if std::fs::read_to_string(&path).unwrap().contains("[benchmark]") {
             let bench = expanse::fidelity::FidelityConfig::read(&path).unwrap_or_else(|e| panic!("{e}"));
-            bench.variants.iter().map(|v| v.apply(&bench.base, 0)).collect()
+            bench.variants.iter().map(|v| v.apply(&bench.base, 0).unwrap()).collect()
         } else {
             vec![expanse::pipeline::RunConfig::read(&path).unwrap_or_else(|e| panic!("{e}"))]
         };

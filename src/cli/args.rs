@@ -7,6 +7,9 @@ use clap::Args;
 
 use expanse::io::{HduSelector, Selection};
 use expanse::model;
+use expanse::pipeline::config::{
+    DebiasKey, InversionSection, ModelSection, RefinementSection, SamplingSection, ValidationSection,
+};
 use expanse::prior::geometry;
 
 #[derive(Args)]
@@ -148,11 +151,54 @@ pub struct SpectrumArgs {
     #[arg(long)]
     pub apodize: Option<String>,
     /// Fit range in pixel⁻¹, LOW:HIGH (fit over LOW < k <= HIGH). Default: 2/max(shape) to the last bin.
-    #[arg(long)]
-    pub fit_range: Option<String>,
+    #[arg(long, value_name = "LOW:HIGH", value_parser = pair::<':'>, allow_hyphen_values = true)]
+    pub fit_range: Option<[f64; 2]>,
     /// Divide by the power spectrum of a Gaussian beam of this FWHM (pixels).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub beam_fwhm: Option<f64>,
+}
+
+/// Two numbers written `LOW<SEP>HIGH` (`0.05:0.4`, `5,95`).
+fn pair<const SEP: char>(s: &str) -> std::result::Result<[f64; 2], String> {
+    let (lo, hi) = s.split_once(SEP).ok_or_else(|| format!("expected LOW{SEP}HIGH (two numbers)"))?;
+    let number = |v: &str| v.trim().parse::<f64>().map_err(|_| format!("'{v}' is not a number"));
+    Ok([number(lo)?, number(hi)?])
+}
+
+impl SpectrumArgs {
+    /// The flags as the `[validation]` section of a run config (its power-spectrum keys).
+    pub fn section(&self) -> ValidationSection {
+        ValidationSection {
+            apodize: self.apodize.clone(),
+            fit_range: self.fit_range,
+            beam_fwhm: self.beam_fwhm,
+            ..Default::default()
+        }
+    }
+}
+
+impl BatteryArgs {
+    /// These flags and the spectrum's as the `[validation]` section of a run config
+    /// (`--statistics none` is the config's empty list).
+    pub fn section(&self, spectrum: &SpectrumArgs) -> ValidationSection {
+        let statistics = match &self.statistics {
+            Some(v) if v.len() == 1 && v[0] == "none" => Some(Vec::new()),
+            v => v.clone(),
+        };
+        ValidationSection {
+            statistics,
+            thresholds: self.thresholds.clone(),
+            peak_edges: self.peak_edges.clone(),
+            scattering_j: self.scattering_j,
+            scattering_l: self.scattering_l,
+            bispectrum_samples: self.bispectrum_samples,
+            resamples: self.resamples,
+            bootstrap_seed: self.bootstrap_seed,
+            c2st_folds: self.c2st_folds,
+            c2st_repeats: self.c2st_repeats,
+            ..spectrum.section()
+        }
+    }
 }
 
 #[derive(Args)]
@@ -194,6 +240,13 @@ pub struct RefineArgs {
     pub scales: Option<usize>,
     #[arg(long, default_value_t = 8)]
     pub angles: usize,
+}
+
+impl RefineArgs {
+    /// The flags as the `[refinement]` section of a run config.
+    pub fn section(&self) -> RefinementSection {
+        RefinementSection { iterations: self.iterations, scales: self.scales, angles: self.angles }
+    }
 }
 
 #[derive(Args)]
@@ -279,8 +332,8 @@ pub struct PeaksArgs {
     #[command(flatten)]
     pub common: StatisticArgs,
     /// Bin edges of peak heights in σ, LO:HI:N (default -5:5:41).
-    #[arg(long, allow_hyphen_values = true)]
-    pub edges: Option<String>,
+    #[arg(long, visible_alias = "edges", allow_hyphen_values = true)]
+    pub peak_edges: Option<String>,
 }
 
 #[derive(Args)]
@@ -288,8 +341,8 @@ pub struct BispectrumArgs {
     #[command(flatten)]
     pub common: StatisticArgs,
     /// Random triangle orientations per (k1, k2) (TurbuStat's nsamples).
-    #[arg(long)]
-    pub samples: Option<usize>,
+    #[arg(long, visible_alias = "samples")]
+    pub bispectrum_samples: Option<usize>,
     /// Seed of those orientations.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -303,11 +356,11 @@ pub struct ScatteringArgs {
     #[command(flatten)]
     pub common: StatisticArgs,
     /// Scales J (default: from the map size).
-    #[arg(long)]
-    pub j: Option<usize>,
-    /// Angles L.
-    #[arg(long, default_value_t = 8)]
-    pub l: usize,
+    #[arg(long, visible_alias = "j")]
+    pub scattering_j: Option<usize>,
+    /// Angles L (default 8).
+    #[arg(long, visible_alias = "l")]
+    pub scattering_l: Option<usize>,
 }
 
 #[derive(Args)]
@@ -354,9 +407,10 @@ pub struct SampleArgs {
     /// Real latents per test.
     #[arg(long, default_value_t = geometry::DEFAULT_K)]
     pub k: usize,
-    /// Accepted central band of the leave-one-out statistics, in percent: LOW,HIGH.
-    #[arg(long, default_value_t = format!("{},{}", geometry::DEFAULT_BAND[0], geometry::DEFAULT_BAND[1]))]
-    pub band: String,
+    /// Accepted central band of the leave-one-out statistics, in percent: LOW,HIGH (default 5,95, as
+    /// in a run config).
+    #[arg(long, value_name = "LOW,HIGH", value_parser = pair::<','>, allow_hyphen_values = true)]
+    pub band: Option<[f64; 2]>,
     /// Tests to apply: any of distance, origin, pair, norm.
     #[arg(long, value_delimiter = ',', default_values_t = geometry::TEST_NAMES.map(String::from))]
     pub tests: Vec<String>,
@@ -373,6 +427,22 @@ pub struct SampleArgs {
     /// Candidate norms: match (drawn from the real latents' norm distribution) or free.
     #[arg(long, default_value_t = geometry::NormMode::DEFAULT.to_string())]
     pub norm: String,
+}
+
+impl SampleArgs {
+    /// The flags as the `[sampling]` section of a run config.
+    pub fn section(&self) -> SamplingSection {
+        SamplingSection {
+            count: self.count,
+            candidates: self.candidates.clone(),
+            k: self.k,
+            band: self.band.unwrap_or(geometry::DEFAULT_BAND),
+            tests: self.tests.clone(),
+            budget: self.budget,
+            debias: DebiasKey::Name(self.debias.clone()),
+            norm: self.norm.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -410,6 +480,18 @@ pub struct ModelArgs {
     pub batch: usize,
 }
 
+impl ModelArgs {
+    /// The flags as the `[model]` section of a run config.
+    pub fn section(&self) -> ModelSection {
+        ModelSection {
+            path: self.model.clone(),
+            device: self.device.clone(),
+            dtype: self.dtype.clone(),
+            batch: self.batch,
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct GridArgs {
     /// Grid points N: levels floor(k·t0/(N−1)), k = 0…N−1 (inversion takes N−1 steps, generation N).
@@ -419,8 +501,15 @@ pub struct GridArgs {
     #[arg(long, default_value_t = expanse::diffusion::DEFAULT_T0)]
     pub t0: usize,
     /// Clip the predicted clean image to [−C, C] at every step (default: no clipping).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub clip: Option<f64>,
+}
+
+impl GridArgs {
+    /// The flags as the `[inversion]` section of a run config.
+    pub fn section(&self, fixed_point: usize) -> InversionSection {
+        InversionSection { steps: self.steps, t0: self.t0, fixed_point, clip: self.clip, decode_clip: None }
+    }
 }
 
 #[derive(Args)]
@@ -532,7 +621,7 @@ pub struct IngestArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub offset: Option<f64>,
     /// asinh softening scale (physical units). Default: 1.4826 × the median absolute deviation.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub softening: Option<f64>,
     /// Crop before anything else: X0,Y0,WIDTH,HEIGHT (0-based column, row) or center:SIZE.
     #[arg(long)]
@@ -551,7 +640,7 @@ pub struct IngestArgs {
     #[arg(long, value_delimiter = ',', conflicts_with = "channels")]
     pub band_map: Option<Vec<usize>>,
     /// Drop maps (after crop and tiling) with more than this fraction of blank pixels (default 0.5).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub max_blank: Option<f64>,
     /// Also draw up to 16 of the maps (physical units, after geometry) to PREVIEW.png and PREVIEW.svg.
     #[arg(long)]

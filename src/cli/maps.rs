@@ -3,13 +3,14 @@
 use anyhow::{bail, Context, Result};
 
 use super::args::*;
+use expanse::error::Error;
 use expanse::ingest::{self, IngestOptions};
 use expanse::inspect::{self, fmt_num};
+use expanse::pipeline::config::ValidationSection;
 use expanse::prep::{PrepOptions, PrepSpec};
 use expanse::simulate::{self, CloudSpec};
 use expanse::stats::battery::{BatteryOptions, Statistic};
 use expanse::stats::power_spectrum::EnsembleSpectrum;
-use expanse::stats::{Apodization, PowerSpectrumOptions};
 
 pub fn run_inspect(a: InspectArgs) -> Result<()> {
     let reports = inspect::inspect_all(&a.files)?;
@@ -22,7 +23,7 @@ pub fn run_inspect(a: InspectArgs) -> Result<()> {
 }
 
 pub fn prep_spec(a: &IngestArgs) -> Result<PrepSpec> {
-    Ok(PrepSpec::parse(&PrepOptions {
+    PrepSpec::parse(&PrepOptions {
         transform: &a.transform,
         range: &a.range,
         offset: a.offset,
@@ -33,7 +34,8 @@ pub fn prep_spec(a: &IngestArgs) -> Result<PrepSpec> {
         channels: a.channels,
         band_map: a.band_map.as_deref(),
         max_blank: a.max_blank,
-    })?)
+    })
+    .map_err(|e| e.flag().into())
 }
 
 pub fn run_ingest(a: IngestArgs) -> Result<()> {
@@ -113,29 +115,8 @@ pub fn run_simulate(a: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn spectrum_options(a: &SpectrumArgs) -> Result<PowerSpectrumOptions> {
-    let fit_range = match &a.fit_range {
-        Some(r) => {
-            let (lo, hi) = r.split_once(':').context("--fit-range: expected LOW:HIGH")?;
-            let number =
-                |v: &str| v.trim().parse::<f64>().with_context(|| format!("--fit-range: '{v}' is not a number"));
-            let (lo, hi) = (number(lo)?, number(hi)?);
-            expanse::stats::power_spectrum::check_fit_range(lo, hi).context("--fit-range")?;
-            Some((lo, hi))
-        }
-        None => None,
-    };
-    Ok(PowerSpectrumOptions {
-        apodize: a.apodize.as_deref().map(str::parse::<Apodization>).transpose()?,
-        beam_fwhm: a.beam_fwhm,
-        fit_range,
-        log_bins: false,
-        binsize: None,
-    })
-}
-
 pub fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
-    let opts = spectrum_options(&a.spectrum)?;
+    let opts = a.spectrum.section().spectrum_options().map_err(Error::flag)?;
     let (maps, _) = ingest::read_inputs(&a.maps, &a.selection.selection()?)?;
     let stack = expanse::io::stack(&maps)?;
     let arrays: Vec<ndarray::Array2<f64>> = stack.outer_iter().map(|m| m.mapv(|v| v as f64)).collect();
@@ -163,7 +144,12 @@ pub fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn run_statistic(statistic: Statistic, options: BatteryOptions, a: &StatisticArgs) -> Result<()> {
+/// One statistic of the battery with the options of a `[validation]` section given as flags.
+pub fn run_statistic(statistic: Statistic, section: ValidationSection, a: &StatisticArgs) -> Result<()> {
+    run_statistic_with(statistic, section.battery_options().map_err(Error::flag)?, a)
+}
+
+pub fn run_statistic_with(statistic: Statistic, options: BatteryOptions, a: &StatisticArgs) -> Result<()> {
     let values = expanse::validate::statistic_of_files(statistic, &options, &a.maps, &a.selection.selection()?)?;
     let files = expanse::io::AtomicFiles::new(std::slice::from_ref(&a.out))?;
     std::fs::write(files.temp(0), values.csv()).with_context(|| format!("writing {}", a.out.display()))?;
@@ -174,49 +160,8 @@ pub fn run_statistic(statistic: Statistic, options: BatteryOptions, a: &Statisti
     Ok(())
 }
 
-pub fn battery_options(a: &ValidateArgs) -> Result<BatteryOptions> {
-    let spectrum = spectrum_options(&a.spectrum)?;
-    let b = &a.battery;
-    let statistics = match &b.statistics {
-        Some(v) if v.len() == 1 && v[0] == "none" => Some(Vec::new()),
-        v => v.clone(),
-    };
-    let section = expanse::pipeline::config::ValidationSection {
-        statistics,
-        thresholds: b.thresholds.clone(),
-        peak_edges: b.peak_edges.clone(),
-        scattering_j: b.scattering_j,
-        scattering_l: b.scattering_l,
-        bispectrum_samples: b.bispectrum_samples,
-        resamples: b.resamples,
-        bootstrap_seed: b.bootstrap_seed,
-        c2st_folds: b.c2st_folds,
-        c2st_repeats: b.c2st_repeats,
-        ..Default::default()
-    };
-    let mut o = section.battery_options().map_err(|e| {
-        let msg = e.to_string();
-        let keys = [
-            "thresholds",
-            "peak_edges",
-            "scattering_j",
-            "scattering_l",
-            "bispectrum_samples",
-            "resamples",
-            "c2st_folds",
-            "c2st_repeats",
-        ];
-        match keys.iter().find(|k| msg.starts_with(*k)) {
-            Some(k) => anyhow::anyhow!("--{}{}", k.replace('_', "-"), &msg[k.len()..]),
-            None => anyhow::anyhow!("--statistics: {msg}"),
-        }
-    })?;
-    o.spectrum = spectrum;
-    Ok(o)
-}
-
 pub fn run_validate(a: ValidateArgs) -> Result<()> {
-    let opts = battery_options(&a)?;
+    let opts = a.battery.section(&a.spectrum).battery_options().map_err(Error::flag)?;
     let r = expanse::validate::validate(&a.real, &a.synthetic, &a.selection.selection()?, &a.out, &opts, None)?;
     println!(
         "per-map power-spectrum slopes: real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (Welch t = {:.2})",

@@ -8,15 +8,14 @@ use candle_core::{DType, Tensor};
 use indicatif::ProgressBar;
 
 use expanse::diffusion::{self, Ddim};
+use expanse::error::Error;
 use expanse::latents;
 use expanse::model::{self, Ddpm};
 
 pub fn load_model(a: &ModelArgs) -> Result<Ddpm> {
+    a.section().check().map_err(Error::flag)?;
     let device = model::parse_device(&a.device)?;
     let dtype = model::parse_dtype(&a.dtype)?;
-    if a.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
     Ok(Ddpm::load(&a.model, &device, dtype)?)
 }
 
@@ -25,6 +24,7 @@ pub fn progress(total: u64, what: &str) -> ProgressBar {
 }
 
 pub fn ddim_for(model: &Ddpm, g: &GridArgs, fixed_point: usize) -> Result<Ddim> {
+    g.section(fixed_point).check().map_err(Error::flag)?;
     Ok(Ddim::for_model(model, g.steps, g.t0, fixed_point, g.clip)?)
 }
 

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::args::*;
+use expanse::error::Error;
 use expanse::latents;
-use expanse::prior::geometry::{self, CandidateKind, SamplingSpec, TestSpec};
+use expanse::prior::geometry;
 use expanse::prior::{diagnostics, file as prior_file, PriorKind};
 use expanse::synthesis;
 
@@ -42,15 +43,7 @@ pub fn run_fit(a: FitArgs) -> Result<()> {
 }
 
 pub fn run_sample(a: SampleArgs) -> Result<()> {
-    let candidates: CandidateKind = a.candidates.parse()?;
-    let band: Vec<f64> = a
-        .band
-        .split(',')
-        .map(|v| v.trim().parse::<f64>())
-        .collect::<std::result::Result<_, _>>()
-        .context("--band: expected LOW,HIGH")?;
-    let [lo, hi] = band[..] else { bail!("--band: expected LOW,HIGH") };
-    let tests = TestSpec::parse(a.k, (lo, hi), &a.tests)?;
+    let spec = a.section().spec(a.seed).map_err(Error::flag)?;
     if a.domain.is_none() {
         let names: Vec<String> = prior_file::read(&a.prior)?.into_iter().map(|p| p.name).collect();
         if names.len() > 1 {
@@ -64,15 +57,6 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
     }
     let prior = prior_file::read_domain(&a.prior, a.domain.as_deref())?;
     let input = latents::read_model_input(&a.latents)?;
-    let spec = SamplingSpec {
-        count: a.count,
-        candidates,
-        tests,
-        budget: a.budget,
-        seed: a.seed,
-        debias: a.debias.parse().context("--debias")?,
-        norm: a.norm.parse().context("--norm")?,
-    };
     // The model and grid are checked before sampling, so that nothing is written when they do
     // not fit the latents.
     geometry::check_dimension(&prior, input.data.len() / input.data.dim().0.max(1))
@@ -116,10 +100,7 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
 }
 
 pub fn run_refine(a: RefineArgs) -> Result<()> {
-    if a.angles == 0 || a.scales == Some(0) {
-        bail!("--angles and --scales must be at least 1");
-    }
-    let options = expanse::refine::RefineOptions { iterations: a.iterations, scales: a.scales, angles: a.angles };
+    let options = a.section().options().map_err(Error::flag)?;
     let r = synthesis::refine_files(&a.real, &a.synthetic, &a.selection.selection()?, &a.out, &options)?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     println!(

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::io::{HduSelector, Selection};
 use crate::prep::{PrepOptions, PrepSpec};
-use crate::prior::geometry::{CandidateKind, Debias, NormMode, SamplingSpec, TestSpec};
+use crate::prior::geometry::{Debias, NormMode, SamplingSpec, TestSpec};
 use crate::prior::PriorKind;
 use crate::stats::battery::{parse_range, BatteryOptions, Statistic};
 use crate::stats::{Apodization, PowerSpectrumOptions};
@@ -60,9 +60,15 @@ impl Default for RefinementSection {
 }
 
 impl RefinementSection {
-    /// The refinement's options.
-    pub fn options(&self) -> crate::refine::RefineOptions {
-        crate::refine::RefineOptions { iterations: self.iterations, scales: self.scales, angles: self.angles }
+    /// The refinement's options; a refused value is an [`Error::Setting`] naming its key.
+    pub fn options(&self) -> Result<crate::refine::RefineOptions> {
+        if self.angles == 0 {
+            return Err(Error::setting("angles", "must be at least 1"));
+        }
+        if self.scales == Some(0) {
+            return Err(Error::setting("scales", "must be at least 1"));
+        }
+        Ok(crate::refine::RefineOptions { iterations: self.iterations, scales: self.scales, angles: self.angles })
     }
 }
 
@@ -105,6 +111,18 @@ pub struct ModelSection {
     pub batch: usize,
 }
 
+impl ModelSection {
+    /// The device, precision and batch, checked; a refused value is an [`Error::Setting`].
+    pub fn check(&self) -> Result<()> {
+        self.device.parse::<crate::model::DeviceSpec>().map_err(|e| e.for_key("device"))?;
+        crate::model::parse_dtype(&self.dtype).map_err(|e| e.for_key("dtype"))?;
+        if self.batch == 0 {
+            return Err(Error::setting("batch", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// `[inversion]`: the DDIM grid (paper grid of `steps` points up to `t0`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +141,39 @@ pub struct InversionSection {
     pub decode_clip: Option<f64>,
 }
 
+impl InversionSection {
+    /// The grid and clipping, checked; a refused value is an [`Error::Setting`] naming its key.
+    pub fn check(&self) -> Result<()> {
+        if self.t0 == 0 {
+            if self.steps != 1 {
+                return Err(Error::setting(
+                    "t0",
+                    format!(
+                        "t0 = 0 (no diffusion: the prior is fitted to the maps themselves) needs steps = 1, got {}",
+                        self.steps
+                    ),
+                ));
+            }
+        } else if self.steps < 2 {
+            return Err(Error::setting(
+                "steps",
+                format!("the grid needs at least 2 points (or 1 point with t0 = 0: no diffusion), got {}", self.steps),
+            ));
+        }
+        if self.steps - 1 > self.t0 {
+            return Err(Error::setting("steps", format!("{} grid points need t0 >= {}", self.steps, self.steps - 1)));
+        }
+        for (key, clip) in [("clip", self.clip), ("decode_clip", self.decode_clip)] {
+            if let Some(c) = clip {
+                if !(c > 0.0 && c.is_finite()) {
+                    return Err(Error::setting(key, format!("must be a positive number, got {c}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for InversionSection {
     fn default() -> Self {
         InversionSection { steps: d_steps(), t0: d_t0(), fixed_point: 0, clip: None, decode_clip: None }
@@ -135,6 +186,13 @@ impl Default for InversionSection {
 pub struct PriorSection {
     #[serde(default = "d_kind")]
     pub kind: String,
+}
+
+impl PriorSection {
+    /// The covariance model; an unknown name is an [`Error::Setting`] of `kind`.
+    pub fn kind(&self) -> Result<PriorKind> {
+        self.kind.parse().map_err(|e: Error| e.for_key("kind"))
+    }
 }
 
 impl Default for PriorSection {
@@ -188,6 +246,36 @@ impl DebiasKey {
             DebiasKey::Flag(false) => Ok(Debias::None),
             DebiasKey::Name(n) => n.parse(),
         }
+    }
+}
+
+impl SamplingSection {
+    /// The section as the sampler takes it, with the stage's `seed`, checked; a refused value is
+    /// an [`Error::Setting`] naming its key.
+    pub fn spec(&self, seed: u64) -> Result<SamplingSpec> {
+        if self.count == 0 {
+            return Err(Error::setting("count", "must be at least 1"));
+        }
+        if self.k < 2 {
+            return Err(Error::setting("k", format!("needs at least 2 real latents per test, got {}", self.k)));
+        }
+        let [lo, hi] = self.band;
+        crate::prior::geometry::check_band(lo, hi).map_err(|e| e.for_key("band"))?;
+        if self.budget < self.count {
+            return Err(Error::setting(
+                "budget",
+                format!("{} candidates cannot give {} maps", self.budget, self.count),
+            ));
+        }
+        Ok(SamplingSpec {
+            count: self.count,
+            candidates: self.candidates.parse().map_err(|e: Error| e.for_key("candidates"))?,
+            tests: TestSpec::parse(self.k, (lo, hi), &self.tests).map_err(|e| e.for_key("tests"))?,
+            budget: self.budget,
+            seed,
+            debias: self.debias.parse().map_err(|e| e.for_key("debias"))?,
+            norm: self.norm.parse().map_err(|e: Error| e.for_key("norm"))?,
+        })
     }
 }
 
@@ -250,20 +338,24 @@ pub struct ValidationSection {
 }
 
 impl ValidationSection {
-    /// The power-spectrum options.
+    /// The power-spectrum options; a refused value is an [`Error::Setting`] naming its key.
     pub fn spectrum_options(&self) -> Result<PowerSpectrumOptions> {
         let v = self;
         if let Some([lo, hi]) = v.fit_range {
-            crate::stats::power_spectrum::check_fit_range(lo, hi)
-                .map_err(|e| Error::Invalid(format!("fit_range: {e}")))?;
+            crate::stats::power_spectrum::check_fit_range(lo, hi).map_err(|e| e.for_key("fit_range"))?;
         }
         if let Some(b) = v.beam_fwhm {
             if !(b > 0.0 && b.is_finite()) {
-                return Err(Error::Invalid(format!("beam_fwhm must be a positive number of pixels, got {b}")));
+                return Err(Error::setting("beam_fwhm", format!("must be a positive number of pixels, got {b}")));
             }
         }
         Ok(PowerSpectrumOptions {
-            apodize: v.apodize.as_deref().map(str::parse::<Apodization>).transpose()?,
+            apodize: v
+                .apodize
+                .as_deref()
+                .map(str::parse::<Apodization>)
+                .transpose()
+                .map_err(|e| e.for_key("apodize"))?,
             beam_fwhm: v.beam_fwhm,
             fit_range: v.fit_range.map(|[a, b]| (a, b)),
             log_bins: false,
@@ -271,46 +363,46 @@ impl ValidationSection {
         })
     }
 
-    /// The validation options: power spectrum, battery and bootstrap.
+    /// The validation options: power spectrum, battery and bootstrap; a refused value is an
+    /// [`Error::Setting`] naming its key.
     pub fn battery_options(&self) -> Result<BatteryOptions> {
         let v = self;
+        let at_least = |key: &str, value: Option<usize>, least: usize| match value {
+            Some(n) if n < least => Err(Error::setting(key, format!("must be at least {least}, got {n}"))),
+            n => Ok(n),
+        };
         let mut o = BatteryOptions { spectrum: self.spectrum_options()?, ..BatteryOptions::default() };
         if let Some(list) = &v.statistics {
-            o.statistics = list.iter().map(|s| s.parse::<Statistic>()).collect::<Result<_>>()?;
+            o.statistics = list
+                .iter()
+                .map(|s| s.parse::<Statistic>())
+                .collect::<Result<_>>()
+                .map_err(|e| e.for_key("statistics"))?;
         }
         if let Some(t) = &v.thresholds {
-            o.thresholds = parse_range(t).map_err(|e| Error::Invalid(format!("thresholds: {e}")))?;
+            o.thresholds = parse_range(t).map_err(|e| e.for_key("thresholds"))?;
         }
         if let Some(t) = &v.peak_edges {
-            o.peak_edges = parse_range(t).map_err(|e| Error::Invalid(format!("peak_edges: {e}")))?;
+            o.peak_edges = parse_range(t).map_err(|e| e.for_key("peak_edges"))?;
         }
-        match v.scattering_j {
-            Some(0) => return Err(Error::Invalid("scattering_j must be at least 1".into())),
-            j => o.scattering_j = j,
+        o.scattering_j = at_least("scattering_j", v.scattering_j, 1)?;
+        if let Some(l) = at_least("scattering_l", v.scattering_l, 1)? {
+            o.scattering_l = l;
         }
-        match v.scattering_l {
-            Some(0) => return Err(Error::Invalid("scattering_l must be at least 1".into())),
-            Some(l) => o.scattering_l = l,
-            None => {}
+        if let Some(n) = at_least("bispectrum_samples", v.bispectrum_samples, 1)? {
+            o.bispectrum.nsamples = n;
         }
-        match v.bispectrum_samples {
-            Some(0) => return Err(Error::Invalid("bispectrum_samples must be at least 1".into())),
-            Some(n) => o.bispectrum.nsamples = n,
-            None => {}
-        }
-        match v.resamples {
-            Some(n) if n < 10 => return Err(Error::Invalid(format!("resamples must be at least 10, got {n}"))),
-            Some(n) => o.resamples = n,
-            None => {}
+        if let Some(n) = at_least("resamples", v.resamples, 10)? {
+            o.resamples = n;
         }
         if let Some(seed) = v.bootstrap_seed {
             o.seed = seed;
         }
         o.c2st.seed = o.seed;
-        if let Some(k) = v.c2st_folds {
+        if let Some(k) = at_least("c2st_folds", v.c2st_folds, 2)? {
             o.c2st.folds = k;
         }
-        if let Some(r) = v.c2st_repeats {
+        if let Some(r) = at_least("c2st_repeats", v.c2st_repeats, 1)? {
             o.c2st.repeats = r;
         }
         o.c2st.check()?;
@@ -499,6 +591,11 @@ fn bad(path: &Path, key: &str, cause: impl std::fmt::Display) -> Error {
     Error::content(path, format!("{key}: {cause}"))
 }
 
+/// A setting's error as one of the config file `path` (`path: section.key: cause`).
+fn in_file(path: &Path, e: Error) -> Error {
+    Error::content(path, e)
+}
+
 impl RunConfig {
     /// Reads and checks a config file; relative paths become absolute (relative to the file),
     /// defaults are filled in, so that the result, written back, describes the run completely.
@@ -556,67 +653,13 @@ impl RunConfig {
                 return Err(bad(path, "run.formats", format!("'{f}' is listed twice")));
             }
         }
-        self.model.device.parse::<crate::model::DeviceSpec>().map_err(|e| bad(path, "model.device", e))?;
-        crate::model::parse_dtype(&self.model.dtype).map_err(|e| bad(path, "model.dtype", e))?;
-        if self.model.batch == 0 {
-            return Err(bad(path, "model.batch", "must be at least 1"));
-        }
-        let inv = &self.inversion;
-        if inv.t0 == 0 {
-            if inv.steps != 1 {
-                return Err(bad(
-                    path,
-                    "inversion.t0",
-                    format!(
-                        "t0 = 0 (no diffusion: the prior is fitted to the maps themselves) needs steps = 1, got {}",
-                        inv.steps
-                    ),
-                ));
-            }
-        } else if inv.steps < 2 {
-            return Err(bad(
-                path,
-                "inversion.steps",
-                format!("the grid needs at least 2 points (or 1 point with t0 = 0: no diffusion), got {}", inv.steps),
-            ));
-        }
-        if inv.steps - 1 > inv.t0 {
-            return Err(bad(
-                path,
-                "inversion.steps",
-                format!("{} grid points need t0 >= {}", inv.steps, inv.steps - 1),
-            ));
-        }
-        for (key, clip) in [("inversion.clip", inv.clip), ("inversion.decode_clip", inv.decode_clip)] {
-            if let Some(c) = clip {
-                if !(c > 0.0 && c.is_finite()) {
-                    return Err(bad(path, key, format!("must be a positive number, got {c}")));
-                }
-            }
-        }
-        self.prior_kind().map_err(|e| bad(path, "prior.kind", e))?;
-        let s = &self.sampling;
-        if s.count == 0 {
-            return Err(bad(path, "sampling.count", "must be at least 1"));
-        }
-        s.candidates.parse::<CandidateKind>().map_err(|e| bad(path, "sampling.candidates", e))?;
-        self.tests().map_err(|e| bad(path, "sampling.tests", e))?;
-        s.debias.parse().map_err(|e| bad(path, "sampling.debias", e))?;
-        s.norm.parse::<NormMode>().map_err(|e| bad(path, "sampling.norm", e))?;
-        if s.k < 2 {
-            return Err(bad(path, "sampling.k", format!("needs at least 2 real latents per test, got {}", s.k)));
-        }
-        crate::prior::geometry::check_band(s.band[0], s.band[1]).map_err(|e| bad(path, "sampling.band", e))?;
-        if s.budget < s.count {
-            return Err(bad(path, "sampling.budget", format!("{} candidates cannot give {} maps", s.budget, s.count)));
-        }
-        if self.refinement.angles == 0 {
-            return Err(bad(path, "refinement.angles", "must be at least 1"));
-        }
-        if self.refinement.scales == Some(0) {
-            return Err(bad(path, "refinement.scales", "must be at least 1"));
-        }
-        self.battery_options().map_err(|e| bad(path, "validation", e))?;
+        let section = |key: &str, check: Result<()>| check.map_err(|e| in_file(path, e.for_key(key)));
+        section("model", self.model.check())?;
+        section("inversion", self.inversion.check())?;
+        section("prior", self.prior.kind().map(drop))?;
+        section("sampling", self.sampling.spec(0).map(drop))?;
+        section("refinement", self.refinement.options().map(drop))?;
+        section("validation", self.battery_options().map(drop))?;
         if self.domains.is_empty() {
             return Err(bad(path, "domain", "no [[domain]] table: name at least one set of maps"));
         }
@@ -643,7 +686,7 @@ impl RunConfig {
             if let Some(HduKey::Name(h)) = &d.hdu {
                 h.parse::<HduSelector>().map_err(|e| bad(path, &key("hdu"), e))?;
             }
-            self.prep_spec(d, 1).map_err(|e| bad(path, &format!("domain[{i}] ({})", d.name), e))?;
+            self.prep_spec(d, 1).map_err(|e| in_file(path, e.for_key(&format!("domain[{i}]"))))?;
         }
         Ok(())
     }
@@ -654,26 +697,12 @@ impl RunConfig {
     }
 
     pub fn prior_kind(&self) -> Result<PriorKind> {
-        self.prior.kind.parse()
-    }
-
-    pub fn tests(&self) -> Result<TestSpec> {
-        let s = &self.sampling;
-        TestSpec::parse(s.k, (s.band[0], s.band[1]), &s.tests)
+        self.prior.kind()
     }
 
     /// The `[sampling]` section as the sampler takes it, with the stage's `seed`.
     pub fn sampling_spec(&self, seed: u64) -> Result<SamplingSpec> {
-        let s = &self.sampling;
-        Ok(SamplingSpec {
-            count: s.count,
-            candidates: s.candidates.parse()?,
-            tests: self.tests()?,
-            budget: s.budget,
-            seed,
-            debias: s.debias.parse()?,
-            norm: s.norm.parse()?,
-        })
+        self.sampling.spec(seed)
     }
 
     /// The validation options: power spectrum, battery and bootstrap.
@@ -838,7 +867,7 @@ mod tests {
             (format!("{MINIMAL}[run]\nformats = [\"png\"]\n"), "run.formats"),
             (MINIMAL.replace("path = \"m\"", "path = \"m\"\nbatch = 0"), "model.batch"),
             (MINIMAL.replace("\"a\"", "\"a b\""), "domain[0].name"),
-            (format!("{MINIMAL}transform = \"sqrt\"\n"), "domain[0] (a)"),
+            (format!("{MINIMAL}transform = \"sqrt\"\n"), "domain[0].transform"),
             (format!("{MINIMAL}[[domain]]\nname = \"a\"\ninputs = [\"y.fits\"]\n"), "two domains"),
             ("[[domain]]\nname = \"a\"\ninputs = [\"x.fits\"]\n".to_string(), "model"),
         ];

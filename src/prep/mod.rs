@@ -74,27 +74,27 @@ pub struct PrepOptions<'a> {
 impl PrepSpec {
     /// Parses and checks the choices.
     pub fn parse(o: &PrepOptions) -> Result<PrepSpec> {
-        let range: RangeSpec = o.range.parse()?;
+        let range: RangeSpec = o.range.parse().map_err(|e: Error| e.for_key("range"))?;
         let transform = TransformSpec::parse(o.transform, range, o.offset, o.softening)?;
         if o.offset.is_some() && !matches!(transform, TransformSpec::Log10 { .. }) {
-            return Err(Error::Invalid("offset applies to the log10 transform only".into()));
+            return Err(Error::setting("offset", "applies to the log10 transform only"));
         }
         if o.softening.is_some() && !matches!(transform, TransformSpec::Asinh { .. }) {
-            return Err(Error::Invalid("softening applies to the asinh transform only".into()));
+            return Err(Error::setting("softening", "applies to the asinh transform only"));
         }
         let geometry = Geometry {
-            crop: o.crop.map(str::parse::<Crop>).transpose()?,
-            tile: o.tile.map(str::parse::<Tile>).transpose()?,
+            crop: o.crop.map(str::parse::<Crop>).transpose().map_err(|e| e.for_key("crop"))?,
+            tile: o.tile.map(str::parse::<Tile>).transpose().map_err(|e| e.for_key("tile"))?,
             size: o.size,
         };
-        let channels = match o.band_map {
-            Some(b) => ChannelMap::Bands { band_of_channel: b.to_vec() },
-            None => ChannelMap::Replicate { channels: o.channels },
+        let (channels, key) = match o.band_map {
+            Some(b) => (ChannelMap::Bands { band_of_channel: b.to_vec() }, "band_map"),
+            None => (ChannelMap::Replicate { channels: o.channels }, "channels"),
         };
-        channels.validate()?;
+        channels.validate().map_err(|e| e.for_key(key))?;
         let max_blank = o.max_blank.unwrap_or(DEFAULT_MAX_BLANK);
         if !(0.0..=1.0).contains(&max_blank) {
-            return Err(Error::Invalid(format!("max_blank is a fraction of pixels from 0 to 1, got {max_blank}")));
+            return Err(Error::setting("max_blank", format!("a fraction of pixels from 0 to 1, got {max_blank}")));
         }
         Ok(PrepSpec { transform, geometry, channels, max_blank })
     }

@@ -40,19 +40,22 @@ impl TransformSpec {
     /// Parses `linear`, `log10`, `asinh` with a range (`minmax` or `LOW,HIGH` percentiles).
     pub fn parse(kind: &str, range: RangeSpec, offset: Option<f64>, softening: Option<f64>) -> Result<Self> {
         if let Some(o) = offset.filter(|o| !o.is_finite()) {
-            return Err(Error::Invalid(format!("the log10 offset must be a finite number, got {o}")));
+            return Err(Error::setting("offset", format!("the log10 offset must be a finite number, got {o}")));
         }
         if let Some(s) = softening.filter(|s| !(*s > 0.0 && s.is_finite())) {
-            return Err(Error::Invalid(format!("the asinh softening must be a positive number, got {s}")));
+            return Err(Error::setting("softening", format!("the asinh softening must be a positive number, got {s}")));
         }
         match kind {
             "linear" => Ok(TransformSpec::Linear { range }),
             "log10" => Ok(TransformSpec::Log10 { range, offset }),
             "asinh" => Ok(TransformSpec::Asinh { range, softening }),
-            "log" | "ln" => Err(Error::Invalid(format!(
-                "transform '{kind}' is ambiguous: write log10 (the normalization is the same for any base)"
-            ))),
-            other => Err(Error::Invalid(format!("unknown transform '{other}' (choose linear, log10 or asinh)"))),
+            "log" | "ln" => Err(Error::setting(
+                "transform",
+                format!("'{kind}' is ambiguous: write log10 (the normalization is the same for any base)"),
+            )),
+            other => {
+                Err(Error::setting("transform", format!("unknown transform '{other}' (choose linear, log10 or asinh)")))
+            }
         }
     }
 }

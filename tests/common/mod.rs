@@ -108,6 +108,46 @@ pub fn expanse(args: &[&str]) -> Output {
         .expect("run expanse")
 }
 
+/// A command line built flag by flag, e.g.
+/// `Args::new("invert").flag("--model", model.display()).flag("--steps", 6).ok()`.
+#[derive(Debug, Clone)]
+pub struct Args(Vec<String>);
+
+impl Args {
+    /// `expanse COMMAND`.
+    pub fn new(command: &str) -> Args {
+        Args(vec![command.to_string()])
+    }
+
+    /// A positional argument (a map file, a config).
+    pub fn arg(mut self, value: impl std::fmt::Display) -> Args {
+        self.0.push(value.to_string());
+        self
+    }
+
+    /// `NAME VALUE`.
+    pub fn flag(mut self, name: &str, value: impl std::fmt::Display) -> Args {
+        self.0.extend([name.to_string(), value.to_string()]);
+        self
+    }
+
+    /// `NAME PATH`.
+    pub fn path(self, name: &str, path: impl AsRef<Path>) -> Args {
+        let path = path.as_ref().display().to_string();
+        self.flag(name, path)
+    }
+
+    /// Runs it (see [`expanse`]).
+    pub fn run(&self) -> Output {
+        expanse(&self.0.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Runs it and returns stdout (see [`ok`]).
+    pub fn ok(&self) -> String {
+        ok(&self.0.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+}
+
 /// Runs the binary and returns its stdout, failing the test (with stderr) on a non-zero exit.
 pub fn ok(args: &[&str]) -> String {
     let out = expanse(args);

@@ -45,7 +45,7 @@ impl Runner<'_> {
             self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
         let mut records = vec![("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}))];
         let mut counts = BTreeMap::new();
-        let options = self.plan.config.refinement.options();
+        let options = self.plan.config.refinement.options()?;
         let images = if options.iterations > 0 {
             let real = latents::read_model_input(&self.path(&["stacks", &format!("{d}.h5")]))?;
             let (refined, record) = crate::synthesis::refine_images(&images, &real.data, &options)?;
