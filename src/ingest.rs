@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::inspect::ValueStats;
 use crate::io::{self, fits, Format, Map, OutputStack, Provenance, Selection};
-use crate::prep::{self, Normalization, PrepSpec};
+use crate::prep::{self, ModelStack, Normalization, PrepSpec};
 
 /// What `ingest` does.
 #[derive(Debug, Clone, Default)]
@@ -126,6 +126,34 @@ fn carried_cards(maps: &[Map], grid_unchanged: bool) -> Vec<String> {
 
 /// Reads `inputs`, optionally normalizes them, and writes one stack to `out` (format from its
 /// extension). Nothing is written unless everything succeeds.
+/// The maps of `inputs`, the first `max_maps` of them when given (input order, before tiling).
+fn read_first(
+    inputs: &[PathBuf],
+    selection: &Selection,
+    max_maps: Option<usize>,
+) -> Result<(Vec<Map>, Vec<InputSummary>)> {
+    let (mut maps, inputs_read) = read_inputs(inputs, selection)?;
+    if let Some(m) = max_maps {
+        if m == 0 {
+            return Err(Error::setting("max_maps", "the number of maps to use must be at least 1"));
+        }
+        maps.truncate(m);
+    }
+    Ok((maps, inputs_read))
+}
+
+/// What `ingest` writes, in memory: the model-space stack of `inputs` (the first `max_maps` maps,
+/// `prep`'s geometry and normalization) and the maps after geometry in physical units.
+pub fn prepare(
+    inputs: &[PathBuf],
+    selection: &Selection,
+    max_maps: Option<usize>,
+    prep: &PrepSpec,
+) -> Result<(ModelStack, Vec<Map>)> {
+    let (maps, _) = read_first(inputs, selection, max_maps)?;
+    prep::normalize(maps, prep)
+}
+
 pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<IngestReport> {
     Format::from_extension(out)?;
     io::check_output_folder(out)?;
@@ -136,13 +164,7 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
         Format::from_extension(real)?;
         io::check_output_folder(real)?;
     }
-    let (mut maps, inputs_read) = read_inputs(inputs, &opts.selection)?;
-    if let Some(m) = opts.max_maps {
-        if m == 0 {
-            return Err(Error::Invalid("the number of maps to use must be at least 1".into()));
-        }
-        maps.truncate(m);
-    }
+    let (maps, inputs_read) = read_first(inputs, &opts.selection, opts.max_maps)?;
     if opts.raw {
         let stack = io::stack(&maps)?;
         let mut provenance = Provenance::new("ingest --raw", &maps);

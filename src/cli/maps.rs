@@ -57,6 +57,7 @@ pub fn run_ingest(a: IngestArgs) -> Result<()> {
         real: None,
     };
     let report = ingest::ingest(&a.inputs, &opts, &a.out)
+        .map_err(Error::flag)
         .with_context(|| format!("ingest into {} failed; nothing was written", a.out.display()))?;
     for s in &report.inputs {
         println!(

@@ -87,7 +87,7 @@ pub fn run_invert(a: InvertArgs) -> Result<()> {
     let evals = diffusion::unet_evaluations(&ddim, n, true, false);
     let written = latents::write_model_output(&a.out, &z, "invert", &input, ddim.records(&ddpm)?)?;
     println!(
-        "inverted {n} map(s) to level {} in {} steps ({} UNet evaluations per map, {:.1} s); wrote {}",
+        "inverted {n} map(s) to level {} in {} steps ({} UNet evaluations per map, {:.2} s); wrote {}",
         a.grid.t0,
         steps,
         evals / n,

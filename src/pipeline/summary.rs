@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::validate::{Spread, ValidationSummary};
 
 /// Per-domain results of a finished run: the records its sample and validate stages stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct DomainSummary {
     pub name: String,
     pub maps: usize,
@@ -22,7 +22,7 @@ pub struct DomainSummary {
 }
 
 /// What a finished run reports.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RunSummary {
     pub dir: PathBuf,
     pub domains: Vec<DomainSummary>,

@@ -25,6 +25,17 @@ pub struct SampleRecord {
 }
 
 impl SampleRecord {
+    /// The record of one sampling (`seed`: its stream's seed).
+    pub fn of(outcome: &crate::prior::geometry::SamplingOutcome, seed: u64) -> SampleRecord {
+        SampleRecord {
+            accepted: outcome.accepted.len(),
+            tried: outcome.tried,
+            acceptance: outcome.rates().1,
+            acceptance_per_test: outcome.rates_json(),
+            seed,
+        }
+    }
+
     /// Reads the record from a sample stage's manifest counts.
     pub fn from_counts(counts: &BTreeMap<String, serde_json::Value>) -> Result<SampleRecord> {
         let object = serde_json::Value::Object(counts.clone().into_iter().collect());
@@ -55,14 +66,6 @@ impl Runner<'_> {
         let out = self.path(&["samples", &format!("{d}.latents.npy")]);
         let shown = crate::io::shown_path(&prior_path, Some(&self.dir));
         let (outcome, written) = crate::synthesis::sample(&prior, &shown, &input, &spec, &out, "run: sample")?;
-        let (_, all) = outcome.rates();
-        let record = SampleRecord {
-            accepted: outcome.accepted.len(),
-            tried: outcome.tried,
-            acceptance: all,
-            acceptance_per_test: outcome.rates_json(),
-            seed: spec.seed,
-        };
-        Ok((written, record.counts()))
+        Ok((written, SampleRecord::of(&outcome, spec.seed).counts()))
     }
 }
