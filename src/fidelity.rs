@@ -76,17 +76,40 @@ fn merge(base: &mut toml::Table, over: &toml::Table) {
     }
 }
 
+/// Every leaf of `table` with its dotted key, each as a table of that one key.
+fn leaves(table: &toml::Table, prefix: &str) -> Vec<(String, toml::Table)> {
+    let mut out = Vec::new();
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let wrap = |t: toml::Table| toml::Table::from_iter([(k.clone(), toml::Value::Table(t))]);
+        match v {
+            toml::Value::Table(inner) => out.extend(leaves(inner, &key).into_iter().map(|(key, t)| (key, wrap(t)))),
+            _ => out.push((key, toml::Table::from_iter([(k.clone(), v.clone())]))),
+        }
+    }
+    out
+}
+
 impl Variant {
     /// The base config with this variant's keys, the run's seed and name, and FITS output only.
     pub fn apply(&self, base: &RunConfig, seed: u64) -> Result<RunConfig> {
         if self.changes.contains_key("domain") {
             return Err(Error::setting("domain", "a variant changes sections of the run, not its domains"));
         }
-        let mut table = toml::Table::try_from(base).map_err(|e| Error::Invalid(format!("the base config: {e}")))?;
-        merge(&mut table, &self.changes);
-        let mut c: RunConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Invalid(e.message().trim().replace('\n', " ")))?;
+        let table = toml::Table::try_from(base).map_err(|e| Error::Invalid(format!("the base config: {e}")))?;
+        let config_with = |changes: &toml::Table| {
+            let mut t = table.clone();
+            merge(&mut t, changes);
+            toml::Value::Table(t).try_into::<RunConfig>()
+        };
+        let mut c = config_with(&self.changes).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            // A merged table has no line to point at: the first key that fails alone names it.
+            match leaves(&self.changes, "").into_iter().find(|(_, one)| config_with(one).is_err()) {
+                Some((key, _)) => Error::setting(key, message),
+                None => Error::Invalid(message),
+            }
+        })?;
         c.run.name = Some(format!("{}-seed{seed}", self.name));
         c.run.seed = seed;
         c.run.formats = vec!["fits".into()];
@@ -815,10 +838,10 @@ mod tests {
         .unwrap();
         let c = v.apply(&base, 7).unwrap();
         assert_eq!(
-            (c.prior.kind.as_str(), c.inversion.t0, c.sampling.norm.as_str(), c.run.seed),
-            ("stationary", 300, "match", 7)
+            (c.prior.kind.to_string(), c.inversion.t0, c.sampling.norm.to_string(), c.run.seed),
+            ("stationary".to_string(), 300, "match".to_string(), 7)
         );
-        assert_eq!(c.sampling.debias, crate::pipeline::config::DebiasKey::Name("rings".into()));
+        assert_eq!(c.sampling.debias, crate::prior::geometry::Debias::Rings);
         assert_eq!(c.inversion.steps, base.inversion.steps);
         assert_eq!(c.sampling.tests, base.sampling.tests);
         assert_eq!(c.run.name.as_deref(), Some("x-seed7"));

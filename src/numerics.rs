@@ -37,6 +37,79 @@ pub fn sample_std(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
 }
 
+/// Serde of a keyword value of a config (`kind = "empirical"`, `apodize = "tukey:0.3"`) through
+/// its `Display` and `FromStr`: the config accepts what the command line accepts, refuses what it
+/// refuses with the same message, and writes it back as the user wrote it. For a field:
+/// `#[serde(with = "crate::numerics::keyword")]`; [`optional_keyword`] and [`keyword_list`] for
+/// `Option<T>` and `Option<Vec<T>>`.
+pub mod keyword {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: std::fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`keyword`] for an optional value.
+pub mod optional_keyword {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: std::fmt::Display, S: Serializer>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+        D: Deserializer<'de>,
+    {
+        Option::<String>::deserialize(d)?.map(|s| s.parse().map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+/// [`keyword`] for an optional list of values.
+pub mod keyword_list {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: std::fmt::Display, S: Serializer>(value: &Option<Vec<T>>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(list) => {
+                let mut seq = s.serialize_seq(Some(list.len()))?;
+                for v in list {
+                    seq.serialize_element(&v.to_string())?;
+                }
+                seq.end()
+            }
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<Vec<T>>, D::Error>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+        D: Deserializer<'de>,
+    {
+        Option::<Vec<String>>::deserialize(d)?
+            .map(|list| list.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect())
+            .transpose()
+    }
+}
+
 /// `FromStr` and `Display` for an enum of unit variants named by keywords in configs and on the
 /// command line: `keyword_enum!(NormMode, "norm mode", { Free => "free", Match => "match" })`.
 /// A variant may take aliases after its name (`Draw => "draw" | "prior"`); `Display` writes the

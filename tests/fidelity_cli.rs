@@ -128,10 +128,13 @@ fn bad_benchmarks_are_refused_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("[[variant]]\nname = \"paper\"\n", "two variants are named 'paper'"),
-        ("[[variant]]\nname = \"x\"\nprior.kind = \"gaussian\"\n", "variant 'x': prior.kind"),
+        (
+            "[[variant]]\nname = \"x\"\nprior.kind = \"gaussian\"\n",
+            "variant 'x': prior.kind: unknown prior kind 'gaussian'",
+        ),
         ("[[variant]]\nname = \"y\"\ninversion.t0 = 2\n", "variant 'y': inversion.steps"),
-        ("[[variant]]\nname = \"z\"\npriors.kind = \"scalar\"\n", "variant 'z': unknown field `priors`"),
-        ("[[variant]]\nname = \"w\"\nsampling.bnd = [5, 95]\n", "variant 'w': unknown field `bnd`"),
+        ("[[variant]]\nname = \"z\"\npriors.kind = \"scalar\"\n", "variant 'z': priors.kind: unknown field `priors`"),
+        ("[[variant]]\nname = \"w\"\nsampling.bnd = [5, 95]\n", "variant 'w': sampling.bnd: unknown field `bnd`"),
     ];
     for (extra, want) in cases {
         let config = bench(dir.path(), extra);

@@ -46,6 +46,7 @@ fn a_flag_and_its_config_key_refuse_the_same_values_in_the_same_words() {
     let sample_cmd =
         ["sample", "--model", &model, "--prior", &missing, "--latents", &missing, "--out", out, "--count", "4"];
     let invert = ["invert", "--model", &model, "--input", &missing, "--out", out];
+    let fit = ["fit", "--latents", &missing, "--out", out];
     let cases: Vec<Case> = vec![
         (&ps, vec!["--beam-fwhm", "-2"], "[validation]\nbeam_fwhm = -2.0", "", "validation.beam_fwhm"),
         (&ps, vec!["--fit-range", "0.3:0.1"], "[validation]\nfit_range = [0.3, 0.1]", "", "validation.fit_range"),
@@ -62,6 +63,10 @@ fn a_flag_and_its_config_key_refuse_the_same_values_in_the_same_words() {
         (&sample_cmd, vec!["--tests", "angle"], "[sampling]\ntests = [\"angle\"]", "", "sampling.tests"),
         (&sample_cmd, vec!["--k", "1"], "[sampling]\nk = 1", "", "sampling.k"),
         (&sample_cmd, vec!["--budget", "2"], "[sampling]\ncount = 4\nbudget = 2", "", "sampling.budget"),
+        (&sample_cmd, vec!["--candidates", "beam"], "[sampling]\ncandidates = \"beam\"", "", "sampling.candidates"),
+        (&sample_cmd, vec!["--norm", "fixed"], "[sampling]\nnorm = \"fixed\"", "", "sampling.norm"),
+        (&sample_cmd, vec!["--debias", "always"], "[sampling]\ndebias = \"always\"", "", "sampling.debias"),
+        (&fit, vec!["--kind", "full"], "[prior]\nkind = \"full\"", "", "prior.kind"),
         (&invert, vec!["--steps", "20", "--t0", "10"], "[inversion]\nsteps = 20\nt0 = 10", "", "inversion.steps"),
         (&invert, vec!["--clip", "-1"], "[inversion]\nclip = -1.0", "", "inversion.clip"),
         (&invert, vec!["--batch", "0"], "batch = 0", "", "model.batch"),

@@ -19,7 +19,9 @@ Progress = Union[_Bar, Callable[[int, int], Any], None]
 class Model:
     """A frozen diffusion model (diffusers, guided-diffusion ADM or original DDPM folder)."""
 
-    def __init__(self, path: Path, device: str = "cpu", dtype: str = "f32", batch: int = 8) -> None: ...
+    def __init__(
+        self, path: Path, device: str = "cpu", dtype: str = "f32", batch: int = 8, threads: Optional[int] = None
+    ) -> None: ...
     @property
     def in_channels(self) -> int: ...
     @property

@@ -54,6 +54,11 @@ fn maps_of(what: &str, array: &Bound<'_, PyAny>) -> PyResult<Array4<f32>> {
     }
 }
 
+/// A keyword argument read as the config reads its key (`kind = "empirical"`), the error naming it.
+fn keyword<T: std::str::FromStr<Err = Error>>(key: &str, value: &str) -> PyResult<T> {
+    value.parse::<T>().map_err(|e| py_err(e.for_key(key)))
+}
+
 /// A JSON record as Python values (dicts, lists, numbers; null → None).
 fn json_object<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
     let text = serde_json::to_string(value).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
@@ -98,7 +103,9 @@ fn by_batch(
 /// path: a diffusers UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors), a
 /// guided-diffusion ADM folder (adm.json + *.pt) or an original-DDPM folder (ddpm.json + *.ckpt).
 /// device: "cpu" (GPU backends need a build with the cuda feature); dtype: "f32" on the CPU;
-/// batch: maps per UNet evaluation (results do not depend on it).
+/// batch: maps per UNet evaluation (results do not depend on it); threads: worker threads of the
+/// process (as `set_threads`: once, before any computation; default RAYON_NUM_THREADS, else every
+/// core).
 ///
 /// Maps are in model space ([-1, 1], what `expanse ingest` writes), float32 (N, H, W) or
 /// (N, C, H, W); latents are at level t0. `progress` is a tqdm bar (`update(n)` gets the maps of
@@ -135,11 +142,21 @@ impl Model {
 #[pymethods]
 impl Model {
     #[new]
-    #[pyo3(signature = (path, device = "cpu", dtype = "f32", batch = expanse::model::DEFAULT_BATCH),
-           text_signature = "(path, device='cpu', dtype='f32', batch=8)")]
-    fn new(py: Python<'_>, path: PathBuf, device: &str, dtype: &str, batch: usize) -> PyResult<Self> {
+    #[pyo3(signature = (path, device = "cpu", dtype = "f32", batch = expanse::model::DEFAULT_BATCH, threads = None),
+           text_signature = "(path, device='cpu', dtype='f32', batch=8, threads=None)")]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        device: &str,
+        dtype: &str,
+        batch: usize,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
         let section = ModelSection { path: path.clone(), device: device.into(), dtype: dtype.into(), batch };
         section.check().map_err(py_err)?;
+        if let Some(n) = threads {
+            set_threads(n)?;
+        }
         let dev = expanse::model::parse_device(device).map_err(py_err)?;
         let dt = expanse::model::parse_dtype(dtype).map_err(py_err)?;
         let ddpm = py.detach(|| Ddpm::load(&path, &dev, dt)).map_err(py_err)?;
@@ -425,8 +442,7 @@ struct Prior {
 fn fit_prior(py: Python<'_>, latents: &Bound<'_, PyAny>, kind: &str, name: &str) -> PyResult<Prior> {
     let z = maps_of("latents", latents)?;
     let (_, c, h, w) = z.dim();
-    let section = expanse::pipeline::config::PriorSection { kind: kind.into() };
-    let kind = section.kind().map_err(py_err)?;
+    let kind = keyword("kind", kind)?;
     let flat = expanse::prior::geometry::flatten(&z);
     let prior = py.detach(|| expanse::prior::GaussianPrior::fit(name, &flat, [c, h, w], kind)).map_err(py_err)?;
     Ok(Prior { prior, latents: flat })
@@ -455,13 +471,13 @@ impl Prior {
     ) -> PyResult<(Bound<'py, PyArray4<f32>>, Bound<'py, PyAny>)> {
         let section = expanse::pipeline::config::SamplingSection {
             count,
-            candidates: candidates.into(),
+            candidates: keyword("candidates", candidates)?,
             k,
             band,
             tests: tests.unwrap_or_else(|| expanse::prior::geometry::TEST_NAMES.map(String::from).to_vec()),
             budget,
-            debias: expanse::pipeline::config::DebiasKey::Name(debias.into()),
-            norm: norm.into(),
+            debias: keyword("debias", debias)?,
+            norm: keyword("norm", norm)?,
         };
         let spec = section.spec(seed).map_err(py_err)?;
         let outcome = py
@@ -582,6 +598,7 @@ fn validate(
     out: PathBuf,
     statistics: Option<Vec<String>>,
 ) -> PyResult<Bound<'_, PyAny>> {
+    let statistics = statistics.map(|l| l.iter().map(|s| keyword("statistics", s)).collect()).transpose()?;
     let section = expanse::pipeline::config::ValidationSection { statistics, ..Default::default() };
     let options = section.battery_options().map_err(py_err)?;
     let report = py
@@ -613,7 +630,7 @@ fn statistic_curves<'py>(
         return Err(PyValueError::new_err("maps: expected (N, H, W) maps"));
     }
     let section = expanse::pipeline::config::ValidationSection {
-        statistics: Some(vec![statistic.to_string()]),
+        statistics: Some(vec![keyword("statistic", statistic)?]),
         thresholds,
         peak_edges,
         scattering_j,

@@ -86,6 +86,25 @@ def test_bad_input_raises_the_documented_exception(model, stack):
         expanse.Model(ROOT / "no-such-model")
 
 
+def test_a_model_folder_that_does_not_make_a_model_is_a_value_error(tmp_path):
+    src = ROOT / "tests/fixtures/unet/attn_multihead"
+    for f in src.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    config = (tmp_path / "config.json").read_text()
+    (tmp_path / "config.json").write_text(config.replace('"norm_num_groups": 8', '"norm_num_groups": "eight"'))
+    with pytest.raises(ValueError, match="config.json"):
+        expanse.Model(tmp_path)
+
+
+def test_a_bad_run_config_leaves_nothing_behind(tmp_path):
+    config = tmp_path / "bad.toml"
+    text = (ROOT / "configs/quickstart.toml").read_text().replace('"../data/', f'"{ROOT}/data/')
+    config.write_text(text.replace('kind = "empirical"', 'kind = "full"'))
+    with pytest.raises(ValueError, match="prior.kind: unknown prior kind 'full'"):
+        expanse.run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_gil_is_released_and_ctrl_c_stops_between_batches(model, stack):
     maps = np.repeat(np.load(stack), 4, axis=0)
     ticks = []
@@ -197,7 +216,7 @@ def test_statistic_curves_are_the_cli_s_per_map_values(tmp_path):
     rows = np.loadtxt(csv, delimiter=",", skiprows=1)
     all_values, _ = expanse.statistic_curves(maps, "minkowski", thresholds="-2:2:9")
     assert np.allclose(rows[:, 1], all_values[:, :9].mean(axis=0), rtol=1e-12, atol=1e-15)
-    with pytest.raises(ValueError, match="statistics"):
+    with pytest.raises(ValueError, match="statistic: unknown statistic 'genus'"):
         expanse.statistic_curves(maps, "genus")
     with pytest.raises(ValueError, match="thresholds"):
         expanse.statistic_curves(maps, "minkowski", thresholds="3:1:4")

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use expanse::error::Error;
 use expanse::io::{HduSelector, Selection};
 use expanse::model;
 use expanse::pipeline::config::{
-    DebiasKey, InversionSection, ModelSection, RefinementSection, SamplingSection, ValidationSection,
+    InversionSection, ModelSection, RefinementSection, SamplingSection, ValidationSection,
 };
 use expanse::prior::geometry;
 
@@ -165,27 +166,34 @@ fn pair<const SEP: char>(s: &str) -> std::result::Result<[f64; 2], String> {
     Ok([number(lo)?, number(hi)?])
 }
 
+/// A keyword flag's value (`--candidates slerp`) read as the config reads its key, the error
+/// naming the flag.
+pub fn keyword<T: std::str::FromStr<Err = Error>>(key: &str, value: &str) -> Result<T> {
+    value.parse::<T>().map_err(|e| e.for_key(key).flag().into())
+}
+
 impl SpectrumArgs {
     /// The flags as the `[validation]` section of a run config (its power-spectrum keys).
-    pub fn section(&self) -> ValidationSection {
-        ValidationSection {
-            apodize: self.apodize.clone(),
+    pub fn section(&self) -> Result<ValidationSection> {
+        Ok(ValidationSection {
+            apodize: self.apodize.as_deref().map(|a| keyword("apodize", a)).transpose()?,
             fit_range: self.fit_range,
             beam_fwhm: self.beam_fwhm,
             ..Default::default()
-        }
+        })
     }
 }
 
 impl BatteryArgs {
     /// These flags and the spectrum's as the `[validation]` section of a run config
     /// (`--statistics none` is the config's empty list).
-    pub fn section(&self, spectrum: &SpectrumArgs) -> ValidationSection {
+    pub fn section(&self, spectrum: &SpectrumArgs) -> Result<ValidationSection> {
         let statistics = match &self.statistics {
             Some(v) if v.len() == 1 && v[0] == "none" => Some(Vec::new()),
-            v => v.clone(),
+            Some(v) => Some(v.iter().map(|s| keyword("statistics", s)).collect::<Result<_>>()?),
+            None => None,
         };
-        ValidationSection {
+        Ok(ValidationSection {
             statistics,
             thresholds: self.thresholds.clone(),
             peak_edges: self.peak_edges.clone(),
@@ -196,8 +204,8 @@ impl BatteryArgs {
             bootstrap_seed: self.bootstrap_seed,
             c2st_folds: self.c2st_folds,
             c2st_repeats: self.c2st_repeats,
-            ..spectrum.section()
-        }
+            ..spectrum.section()?
+        })
     }
 }
 
@@ -431,17 +439,17 @@ pub struct SampleArgs {
 
 impl SampleArgs {
     /// The flags as the `[sampling]` section of a run config.
-    pub fn section(&self) -> SamplingSection {
-        SamplingSection {
+    pub fn section(&self) -> Result<SamplingSection> {
+        Ok(SamplingSection {
             count: self.count,
-            candidates: self.candidates.clone(),
+            candidates: keyword("candidates", &self.candidates)?,
             k: self.k,
             band: self.band.unwrap_or(geometry::DEFAULT_BAND),
             tests: self.tests.clone(),
             budget: self.budget,
-            debias: DebiasKey::Name(self.debias.clone()),
-            norm: self.norm.clone(),
-        }
+            debias: keyword("debias", &self.debias)?,
+            norm: keyword("norm", &self.norm)?,
+        })
     }
 }
 

@@ -117,7 +117,7 @@ pub fn run_simulate(a: SimulateArgs) -> Result<()> {
 }
 
 pub fn run_power_spectrum(a: PowerSpectrumArgs) -> Result<()> {
-    let opts = a.spectrum.section().spectrum_options().map_err(Error::flag)?;
+    let opts = a.spectrum.section()?.spectrum_options().map_err(Error::flag)?;
     let (maps, _) = ingest::read_inputs(&a.maps, &a.selection.selection()?)?;
     let stack = expanse::io::stack(&maps)?;
     let arrays: Vec<ndarray::Array2<f64>> = stack.outer_iter().map(|m| m.mapv(|v| v as f64)).collect();
@@ -162,7 +162,7 @@ pub fn run_statistic_with(statistic: Statistic, options: BatteryOptions, a: &Sta
 }
 
 pub fn run_validate(a: ValidateArgs) -> Result<()> {
-    let opts = a.battery.section(&a.spectrum).battery_options().map_err(Error::flag)?;
+    let opts = a.battery.section(&a.spectrum)?.battery_options().map_err(Error::flag)?;
     let r = expanse::validate::validate(&a.real, &a.synthetic, &a.selection.selection()?, &a.out, &opts, None)?;
     println!(
         "per-map power-spectrum slopes: real {:.3} ± {:.3}, synthetic {:.3} ± {:.3} (Welch t = {:.2})",

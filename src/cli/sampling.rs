@@ -14,7 +14,7 @@ use expanse::synthesis;
 use super::models::{batches, load_model, progress};
 
 pub fn run_fit(a: FitArgs) -> Result<()> {
-    let kind: PriorKind = a.kind.parse()?;
+    let kind: PriorKind = keyword("kind", &a.kind)?;
     if let Some(n) = &a.names {
         if n.len() != a.latents.len() {
             bail!("--names has {} name(s) for {} latents file(s)", n.len(), a.latents.len());
@@ -43,7 +43,7 @@ pub fn run_fit(a: FitArgs) -> Result<()> {
 }
 
 pub fn run_sample(a: SampleArgs) -> Result<()> {
-    let spec = a.section().spec(a.seed).map_err(Error::flag)?;
+    let spec = a.section()?.spec(a.seed).map_err(Error::flag)?;
     if a.domain.is_none() {
         let names: Vec<String> = prior_file::read(&a.prior)?.into_iter().map(|p| p.name).collect();
         if names.len() > 1 {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::io::{HduSelector, Selection};
 use crate::prep::{PrepOptions, PrepSpec};
-use crate::prior::geometry::{Debias, NormMode, SamplingSpec, TestSpec};
+use crate::prior::geometry::{CandidateKind, Debias, NormMode, SamplingSpec, TestSpec};
 use crate::prior::PriorKind;
 use crate::stats::battery::{parse_range, BatteryOptions, Statistic};
 use crate::stats::{Apodization, PowerSpectrumOptions};
@@ -184,15 +184,8 @@ impl Default for InversionSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriorSection {
-    #[serde(default = "d_kind")]
-    pub kind: String,
-}
-
-impl PriorSection {
-    /// The covariance model; an unknown name is an [`Error::Setting`] of `kind`.
-    pub fn kind(&self) -> Result<PriorKind> {
-        self.kind.parse().map_err(|e: Error| e.for_key("kind"))
-    }
+    #[serde(default = "d_kind", with = "crate::numerics::keyword")]
+    pub kind: PriorKind,
 }
 
 impl Default for PriorSection {
@@ -208,8 +201,8 @@ pub struct SamplingSection {
     #[serde(default = "d_count")]
     pub count: usize,
     /// `draw` (from the prior) or `slerp` (between a real latent and a draw).
-    #[serde(default = "d_candidates")]
-    pub candidates: String,
+    #[serde(default = "d_candidates", with = "crate::numerics::keyword")]
+    pub candidates: CandidateKind,
     /// Real latents per test.
     #[serde(default = "d_k")]
     pub k: usize,
@@ -224,28 +217,39 @@ pub struct SamplingSection {
     pub budget: usize,
     /// The few-shot correction of the draws: `rings`, `global` or `none` (`true` and `false`,
     /// from older configs, mean `global` and `none`).
-    #[serde(default = "d_debias")]
-    pub debias: DebiasKey,
+    #[serde(default = "d_debias", with = "debias_key")]
+    pub debias: Debias,
     /// `match` (each candidate's norm drawn from the real latents' norm distribution) or `free`.
-    #[serde(default = "d_norm")]
-    pub norm: String,
+    #[serde(default = "d_norm", with = "crate::numerics::keyword")]
+    pub norm: NormMode,
 }
 
-/// `sampling.debias`: a name, or a boolean as older configs wrote it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum DebiasKey {
-    Flag(bool),
-    Name(String),
-}
+/// `sampling.debias`: a name, or a boolean as older configs wrote it (`true` is `global`, `false`
+/// is `none`); written back as the name.
+mod debias_key {
+    use serde::{Deserializer, Serializer};
 
-impl DebiasKey {
-    pub fn parse(&self) -> Result<Debias> {
-        match self {
-            DebiasKey::Flag(true) => Ok(Debias::Global),
-            DebiasKey::Flag(false) => Ok(Debias::None),
-            DebiasKey::Name(n) => n.parse(),
+    use crate::prior::geometry::Debias;
+
+    pub fn serialize<S: Serializer>(value: &Debias, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Debias, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Debias;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("rings, global or none (true and false, from older configs, mean global and none)")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Debias, E> {
+                Ok(if v { Debias::Global } else { Debias::None })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Debias, E> {
+                v.parse().map_err(E::custom)
+            }
         }
+        d.deserialize_any(V)
     }
 }
 
@@ -269,12 +273,12 @@ impl SamplingSection {
         }
         Ok(SamplingSpec {
             count: self.count,
-            candidates: self.candidates.parse().map_err(|e: Error| e.for_key("candidates"))?,
+            candidates: self.candidates,
             tests: TestSpec::parse(self.k, (lo, hi), &self.tests).map_err(|e| e.for_key("tests"))?,
             budget: self.budget,
             seed,
-            debias: self.debias.parse().map_err(|e| e.for_key("debias"))?,
-            norm: self.norm.parse().map_err(|e: Error| e.for_key("norm"))?,
+            debias: self.debias,
+            norm: self.norm,
         })
     }
 }
@@ -299,8 +303,8 @@ impl Default for SamplingSection {
 #[serde(deny_unknown_fields)]
 pub struct ValidationSection {
     /// `tukey:ALPHA` or `hanning`.
-    #[serde(default)]
-    pub apodize: Option<String>,
+    #[serde(default, with = "crate::numerics::optional_keyword")]
+    pub apodize: Option<Apodization>,
     /// [LOW, HIGH] in pixel⁻¹.
     #[serde(default)]
     pub fit_range: Option<[f64; 2]>,
@@ -308,8 +312,8 @@ pub struct ValidationSection {
     #[serde(default)]
     pub beam_fwhm: Option<f64>,
     /// Statistics of the battery (default: all but `bispectrum`, which is opt-in; `[]` for none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub statistics: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::numerics::keyword_list")]
+    pub statistics: Option<Vec<Statistic>>,
     /// Minkowski thresholds `LO:HI:N` in σ (default -3:3:25).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<String>,
@@ -350,12 +354,7 @@ impl ValidationSection {
             }
         }
         Ok(PowerSpectrumOptions {
-            apodize: v
-                .apodize
-                .as_deref()
-                .map(str::parse::<Apodization>)
-                .transpose()
-                .map_err(|e| e.for_key("apodize"))?,
+            apodize: v.apodize,
             beam_fwhm: v.beam_fwhm,
             fit_range: v.fit_range.map(|[a, b]| (a, b)),
             log_bins: false,
@@ -373,11 +372,7 @@ impl ValidationSection {
         };
         let mut o = BatteryOptions { spectrum: self.spectrum_options()?, ..BatteryOptions::default() };
         if let Some(list) = &v.statistics {
-            o.statistics = list
-                .iter()
-                .map(|s| s.parse::<Statistic>())
-                .collect::<Result<_>>()
-                .map_err(|e| e.for_key("statistics"))?;
+            o.statistics = list.clone();
         }
         if let Some(t) = &v.thresholds {
             o.thresholds = parse_range(t).map_err(|e| e.for_key("thresholds"))?;
@@ -526,8 +521,8 @@ fn d_steps() -> usize {
 fn d_t0() -> usize {
     crate::diffusion::DEFAULT_T0
 }
-fn d_kind() -> String {
-    PriorKind::DEFAULT.to_string()
+fn d_kind() -> PriorKind {
+    PriorKind::DEFAULT
 }
 fn d_refine_iterations() -> usize {
     crate::refine::DEFAULT_ITERATIONS
@@ -540,8 +535,8 @@ fn d_refine_angles() -> usize {
 fn d_count() -> usize {
     crate::prior::geometry::DEFAULT_COUNT
 }
-fn d_candidates() -> String {
-    "draw".into()
+fn d_candidates() -> CandidateKind {
+    CandidateKind::Draw
 }
 fn d_k() -> usize {
     crate::prior::geometry::DEFAULT_K
@@ -555,11 +550,11 @@ fn d_tests() -> Vec<String> {
 fn d_budget() -> usize {
     crate::prior::geometry::DEFAULT_BUDGET
 }
-fn d_debias() -> DebiasKey {
-    DebiasKey::Name(Debias::DEFAULT.to_string())
+fn d_debias() -> Debias {
+    Debias::DEFAULT
 }
-fn d_norm() -> String {
-    NormMode::DEFAULT.to_string()
+fn d_norm() -> NormMode {
+    NormMode::DEFAULT
 }
 fn d_linear() -> String {
     "linear".into()
@@ -656,7 +651,6 @@ impl RunConfig {
         let section = |key: &str, check: Result<()>| check.map_err(|e| in_file(path, e.for_key(key)));
         section("model", self.model.check())?;
         section("inversion", self.inversion.check())?;
-        section("prior", self.prior.kind().map(drop))?;
         section("sampling", self.sampling.spec(0).map(drop))?;
         section("refinement", self.refinement.options().map(drop))?;
         section("validation", self.battery_options().map(drop))?;
@@ -697,7 +691,7 @@ impl RunConfig {
     }
 
     pub fn prior_kind(&self) -> Result<PriorKind> {
-        self.prior.kind()
+        Ok(self.prior.kind)
     }
 
     /// The `[sampling]` section as the sampler takes it, with the stage's `seed`.
@@ -751,10 +745,41 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            format!("invalid config at line {line}, column {column}: {msg}")
+            match key_at(text, span.start) {
+                Some(key) => format!("invalid config at line {line}, column {column}: {key}: {msg}"),
+                None => format!("invalid config at line {line}, column {column}: {msg}"),
+            }
         }
         None => format!("invalid config: {msg}"),
     }
+}
+
+/// The dotted key of the `key = value` line holding byte `at` of a TOML text, with the table
+/// header above it: `sampling.norm`, `domain[1].transform` (None for a value on a line of its own,
+/// inside a multi-line array).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = text[start..].lines().next()?.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with(['#', '[']) {
+        return None;
+    }
+    let mut header: Option<String> = None;
+    let mut arrays: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in text[..start].lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+            let n = arrays.entry(name.trim().to_string()).or_insert(0);
+            header = Some(format!("{}[{}]", name.trim(), *n));
+            *n += 1;
+        } else if let Some(name) = line.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            header = Some(name.trim().to_string());
+        }
+    }
+    Some(match header {
+        Some(h) => format!("{h}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 fn is_file_name(s: &str) -> bool {
@@ -813,12 +838,12 @@ mod tests {
         assert_eq!(c.name(), "c");
         assert_eq!((c.inversion.steps, c.inversion.t0), (30, 300));
         assert_eq!(c.sampling.band, [5.0, 95.0]);
-        assert_eq!(c.prior.kind, "empirical");
-        assert_eq!((c.sampling.debias.parse().unwrap(), c.sampling.norm.as_str()), (Debias::Rings, "match"));
+        assert_eq!(c.prior.kind, PriorKind::Empirical);
+        assert_eq!((c.sampling.debias, c.sampling.norm), (Debias::Rings, NormMode::Match));
         assert_eq!(c.sampling.tests, ["distance", "origin", "pair", "norm"]);
         // Older configs wrote the few-shot correction as a boolean.
         let old = RunConfig::read(&write(dir.path(), &format!("{MINIMAL}[sampling]\ndebias = false\n"))).unwrap();
-        assert_eq!(old.sampling.debias.parse().unwrap(), Debias::None);
+        assert_eq!(old.sampling.debias, Debias::None);
         assert!(c.model.path.is_absolute() && c.model.path.ends_with("m"));
         assert_eq!(c.domains[0].inputs[0], std::path::absolute(dir.path()).unwrap().join("x.fits"));
         let again: RunConfig = toml::from_str(&c.to_toml()).unwrap();
@@ -909,6 +934,24 @@ mod tests {
         b.domains[0].transform = "log10".into();
         assert_eq!(differing_keys(&a, &b), vec!["domain[0].transform", "sampling.count"]);
         assert!(differing_keys(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let two = format!("{MINIMAL}[[domain]]\nname = \"b\"\ninputs = [\"y.fits\"]\ntransform = 3\n");
+        for (text, says) in [
+            (
+                format!("{MINIMAL}[sampling]\nnorm = \"fixed\"\n"),
+                "sampling.norm: unknown norm mode 'fixed' (free or match)",
+            ),
+            (format!("{MINIMAL}[sampling]\ndebias = 2\n"), "sampling.debias: invalid type: integer `2`"),
+            (format!("{MINIMAL}[validation]\napodize = \"cosine\"\n"), "validation.apodize: apodization 'cosine'"),
+            (two, "domain[1].transform: invalid type: integer `3`"),
+        ] {
+            let e = RunConfig::read(&write(dir.path(), &text)).unwrap_err().to_string();
+            assert!(e.contains(says), "{text}\n→ {e}");
+        }
     }
 
     #[test]

@@ -341,7 +341,7 @@ impl Plan {
             c.sampling.count,
             c.sampling.candidates,
             c.sampling.norm,
-            c.sampling.debias.parse().map(|d| d.to_string()).unwrap_or_default(),
+            c.sampling.debias,
             c.sampling.tests.join(","),
             c.sampling.k,
             c.sampling.band[0],

@@ -43,6 +43,16 @@ impl std::str::FromStr for Apodization {
     }
 }
 
+/// `tukey:ALPHA` or `hanning`, as [`FromStr`](std::str::FromStr) reads it.
+impl std::fmt::Display for Apodization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Apodization::Tukey { alpha } => write!(f, "tukey:{alpha}"),
+            Apodization::Hanning => f.write_str("hanning"),
+        }
+    }
+}
+
 /// Options of [`PowerSpectrum::compute`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct PowerSpectrumOptions {
