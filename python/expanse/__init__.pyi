@@ -43,8 +43,10 @@ class Model:
         t0: int = 300,
         clip: Optional[float] = None,
         progress: Progress = None,
+        guide: Optional[Callable[[int, Float32], Optional[Float32]]] = None,
     ) -> Float32:
-        """Latents at level t0 → model-space maps (N, C, H, W), deterministic DDIM."""
+        """Latents at level t0 → model-space maps (N, C, H, W), deterministic DDIM; guide(t, x0)
+        may replace each step's predicted clean image."""
     def reconstruct(
         self,
         maps: Float32,

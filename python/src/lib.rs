@@ -207,10 +207,17 @@ impl Model {
 
     /// Deterministic DDIM generation (η = 0) from latents at level t0 to model-space maps (as
     /// `expanse generate`). Returns float32 (N, C, H, W).
+    ///
+    /// guide: None, or a callable guide(t, x0) called at every step but the last with the level t
+    /// and the batch's predicted clean images x̂₀ (float32 (B, C, H, W)); when it returns an
+    /// array of that shape, the step goes on from it with the same predicted noise (x_t ← √ᾱ_t x̂₀′
+    /// + √(1−ᾱ_t) ε), so that a constraint on the clean image steers the rest of the decoding.
+    /// Returning None leaves the step as it is (without a guide the result is `expanse generate`'s
+    /// byte for byte).
     #[pyo3(
         signature = (latents, steps = expanse::diffusion::DEFAULT_STEPS, t0 = expanse::diffusion::DEFAULT_T0,
-                     clip = None, progress = None),
-        text_signature = "(self, latents, steps=30, t0=300, clip=None, progress=None)"
+                     clip = None, progress = None, guide = None),
+        text_signature = "(self, latents, steps=30, t0=300, clip=None, progress=None, guide=None)"
     )]
     fn generate<'py>(
         &self,
@@ -220,13 +227,48 @@ impl Model {
         t0: usize,
         clip: Option<f64>,
         progress: Option<&Bound<'py, PyAny>>,
+        guide: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray4<f32>>> {
         let z = maps_of("latents", latents)?;
         self.checked("latents", &z)?;
         let ddim = self.grid(steps, t0, 0, clip)?;
         let pb = indicatif::ProgressBar::hidden();
-        let x = by_batch(py, &z, self.batch, progress, |c| ddim.generate(&self.ddpm, c, 0.0, 0, self.batch, &pb))?;
-        Ok(x.into_pyarray(py))
+        let Some(guide) = guide.map(Bound::unbind) else {
+            let x = by_batch(py, &z, self.batch, progress, |c| ddim.generate(&self.ddpm, c, 0.0, 0, self.batch, &pb))?;
+            return Ok(x.into_pyarray(py));
+        };
+        // The guide's own exception, raised again once the batch is back.
+        let failure: std::sync::Mutex<Option<PyErr>> = Default::default();
+        let call = |t: usize, x0: &Array4<f32>| -> expanse::Result<Option<Array4<f32>>> {
+            let answer = Python::attach(|py| -> PyResult<Option<Array4<f32>>> {
+                let r = guide.bind(py).call1((t, x0.clone().into_pyarray(py)))?;
+                if r.is_none() {
+                    return Ok(None);
+                }
+                let x = maps_of("the guide's return", &r)?;
+                if x.dim() != x0.dim() {
+                    return Err(PyValueError::new_err(format!(
+                        "the guide's return: shape {:?}, expected {:?}",
+                        x.shape(),
+                        x0.shape()
+                    )));
+                }
+                Ok(Some(x))
+            });
+            answer.map_err(|e| {
+                let message = e.to_string();
+                *failure.lock().expect("not poisoned") = Some(e);
+                Error::Invalid(format!("guide: {message}"))
+            })
+        };
+        let result = by_batch(py, &z, self.batch, progress, |c| {
+            ddim.generate_guided(&self.ddpm, c, self.batch, &pb, &mut |t, x0| call(t, x0))
+        });
+        let raised = failure.lock().expect("not poisoned").take();
+        match (result, raised) {
+            (_, Some(e)) => Err(e),
+            (r, None) => Ok(r?.into_pyarray(py)),
+        }
     }
 
     /// Inversion then generation (as `expanse reconstruct`): the maps back and each map's PSNR in

@@ -220,3 +220,26 @@ def test_statistic_curves_are_the_cli_s_per_map_values(tmp_path):
         expanse.statistic_curves(maps, "genus")
     with pytest.raises(ValueError, match="thresholds"):
         expanse.statistic_curves(maps, "minkowski", thresholds="3:1:4")
+
+
+def test_a_guide_sees_every_step_s_clean_image_and_can_replace_it(model, stack):
+    z = model.invert(np.load(stack)[:4], steps=6, t0=300)
+    plain = model.generate(z, steps=6, t0=300)
+    seen = []
+
+    def watch(t, x0):
+        seen.append((t, x0.shape))
+        return None
+
+    assert model.generate(z, steps=6, t0=300, guide=watch).tobytes() == plain.tobytes()
+    assert seen == [(t, (4, 3, 32, 32)) for t in [300, 240, 180, 120, 60]], "every step but the last, one batch"
+    flat = model.generate(z, steps=6, t0=300, guide=lambda t, x0: np.zeros_like(x0) if t == 60 else None)
+    assert np.abs(flat).mean() < 0.5 * np.abs(plain).mean(), "the last step builds on the guide's image"
+
+    def fail(t, x0):
+        raise ZeroDivisionError("no")
+
+    with pytest.raises(ZeroDivisionError):
+        model.generate(z, steps=6, t0=300, guide=fail)
+    with pytest.raises(ValueError, match="guide's return"):
+        model.generate(z, steps=6, t0=300, guide=lambda t, x0: x0[:1])

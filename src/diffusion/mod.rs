@@ -232,6 +232,22 @@ impl Ddim {
         rng: &mut ChaCha8Rng,
         progress: &ProgressBar,
     ) -> Result<Tensor> {
+        self.generate_batch_guided(model, z, eta, rng, progress, &mut |_, _| Ok(None))
+    }
+
+    /// [`Ddim::generate_batch`] with `guide` called at every step but the last with the level t
+    /// and the step's predicted clean image x̂₀ (after clipping): when it returns another x̂₀′, the
+    /// step goes on from x̂₀′ with the same ε (x_t′ = √ᾱ_t x̂₀′ + √(1−ᾱ_t) ε), so that a constraint
+    /// on the clean image (the refinement's moments, a mask) steers the rest of the decoding.
+    pub fn generate_batch_guided(
+        &self,
+        model: &dyn Denoiser,
+        z: &Tensor,
+        eta: f64,
+        rng: &mut ChaCha8Rng,
+        progress: &ProgressBar,
+        guide: &mut dyn FnMut(usize, &Tensor) -> Result<Option<Tensor>>,
+    ) -> Result<Tensor> {
         let s = self.schedule();
         let mut x = z.to_dtype(DType::F32).map_err(model_err)?;
         if self.is_identity() {
@@ -243,6 +259,19 @@ impl Ddim {
             let ab_a = s.alpha_bar(a);
             let ab_b = if k == 0 { 1.0 } else { s.alpha_bar(self.seq[k - 1]) };
             let eps = self.epsilon(model, &x, a)?;
+            if k > 0 {
+                let f = || -> candle_core::Result<Tensor> {
+                    let x0 = ((&x - (&eps * (1.0 - ab_a).sqrt())?)? / ab_a.sqrt())?;
+                    match self.clip {
+                        Some(c) => x0.clamp(-c, c),
+                        None => Ok(x0),
+                    }
+                };
+                if let Some(x0) = guide(a, &f().map_err(model_err)?)? {
+                    let g = || (x0 * ab_a.sqrt())? + (&eps * (1.0 - ab_a).sqrt())?;
+                    x = g().map_err(model_err)?;
+                }
+            }
             x = if eta > 0.0 && k > 0 {
                 let sigma = eta * ((1.0 - ab_a / ab_b) * (1.0 - ab_b) / (1.0 - ab_a)).max(0.0).sqrt();
                 let dims = x.dims().to_vec();
@@ -287,7 +316,32 @@ impl Ddim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         map_batches(z, batch, model.device(), |t| self.generate_batch(model, t, eta, &mut rng, progress))
     }
+
+    /// Deterministic generation (η = 0) in batches of `batch` with a guide on the predicted clean
+    /// images (see [`Ddim::generate_batch_guided`]): `guide(t, x̂₀)` gets one batch's x̂₀ at level t
+    /// and may return the batch's x̂₀′.
+    pub fn generate_guided(
+        &self,
+        model: &dyn Denoiser,
+        z: &Array4<f32>,
+        batch: usize,
+        progress: &ProgressBar,
+        guide: &mut ImageGuide,
+    ) -> Result<Array4<f32>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let device = model.device().clone();
+        let mut on_tensors = |t: usize, x0: &Tensor| match guide(t, &to_array(x0)?)? {
+            Some(g) => to_tensor(&g, &device).map(Some),
+            None => Ok(None),
+        };
+        map_batches(z, batch, model.device(), |t| {
+            self.generate_batch_guided(model, t, 0.0, &mut rng, progress, &mut on_tensors)
+        })
+    }
 }
+
+/// A guide of [`Ddim::generate_guided`]: (level t, one batch's x̂₀) → the batch's x̂₀′, if any.
+pub type ImageGuide<'a> = dyn FnMut(usize, &Array4<f32>) -> Result<Option<Array4<f32>>> + 'a;
 
 /// Runs `f` on (N, C, H, W) arrays in batches of `batch` on `device` and stacks the results: the
 /// one place a stack meets the UNet batch by batch (inversion, generation, `unet-eval`).
