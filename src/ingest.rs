@@ -124,8 +124,6 @@ fn carried_cards(maps: &[Map], grid_unchanged: bool) -> Vec<String> {
     cards
 }
 
-/// Reads `inputs`, optionally normalizes them, and writes one stack to `out` (format from its
-/// extension). Nothing is written unless everything succeeds.
 /// The maps of `inputs`, the first `max_maps` of them when given (input order, before tiling).
 fn read_first(
     inputs: &[PathBuf],
@@ -154,6 +152,8 @@ pub fn prepare(
     prep::normalize(maps, prep)
 }
 
+/// Reads `inputs`, optionally normalizes them, and writes one stack to `out` (format from its
+/// extension). Nothing is written unless everything succeeds.
 pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<IngestReport> {
     Format::from_extension(out)?;
     io::check_output_folder(out)?;
