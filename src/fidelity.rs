@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::diffusion::{reconstruction_errors, Ddim};
+use crate::diffusion::reconstruction_errors;
 use crate::error::{Error, Result};
 use crate::latents;
-use crate::model::{self, Ddpm};
+use crate::model::Ddpm;
 use crate::pipeline::config::{
     DomainSection, InversionSection, ModelSection, PriorSection, RefinementSection, RunSection, SamplingSection,
     ValidationSection,
@@ -401,16 +401,12 @@ fn reconstruction(
         return Ok(*v);
     }
     if model.is_none() {
-        *model = Some(Ddpm::load(
-            &config.model.path,
-            &model::parse_device(&config.model.device)?,
-            model::parse_dtype(&config.model.dtype)?,
-        )?);
+        *model = Some(config.model.load()?);
     }
     let m = model.as_ref().expect("loaded");
     let real = latents::read_model_input(&run.join(&stack))?;
     let z = latents::read_model_input(&run.join(&inverted))?;
-    let ddim = Ddim::for_model(m, inv.steps, inv.t0, inv.fixed_point, inv.clip)?;
+    let ddim = inv.ddim(m)?;
     let back = ddim.generate(m, &z.data, 0.0, 0, config.model.batch, &indicatif::ProgressBar::hidden())?;
     let psnr: Vec<f64> = reconstruction_errors(&real.data, &back).iter().map(|e| e.psnr_db).collect();
     let v = (psnr.iter().sum::<f64>() / psnr.len() as f64, psnr.iter().cloned().fold(f64::INFINITY, f64::min));

@@ -126,16 +126,19 @@ impl Model {
         clip: Option<f64>,
     ) -> PyResult<expanse::diffusion::Ddim> {
         let section = InversionSection { steps, t0, fixed_point, clip, decode_clip: None };
-        section.check().map_err(py_err)?;
-        expanse::diffusion::Ddim::for_model(&self.ddpm, steps, t0, fixed_point, clip).map_err(py_err)
+        section.ddim(&self.ddpm).map_err(py_err)
     }
 
-    fn checked(&self, what: &str, x: &Array4<f32>) -> PyResult<()> {
+    /// The argument `what` as maps this network takes (at least one, of its channels and a size
+    /// it accepts).
+    fn input(&self, what: &str, array: &Bound<'_, PyAny>) -> PyResult<Array4<f32>> {
+        let x = maps_of(what, array)?;
         let (n, c, h, w) = x.dim();
         if n == 0 {
             return Err(PyValueError::new_err(format!("{what}: no maps")));
         }
-        self.ddpm.check_input(c, h, w).map_err(|e| py_err(e.for_key(what)))
+        self.ddpm.check_input(c, h, w).map_err(|e| py_err(e.for_key(what)))?;
+        Ok(x)
     }
 }
 
@@ -157,9 +160,7 @@ impl Model {
         if let Some(n) = threads {
             set_threads(n)?;
         }
-        let dev = expanse::model::parse_device(device).map_err(py_err)?;
-        let dt = expanse::model::parse_dtype(dtype).map_err(py_err)?;
-        let ddpm = py.detach(|| Ddpm::load(&path, &dev, dt)).map_err(py_err)?;
+        let ddpm = py.detach(|| section.load()).map_err(py_err)?;
         Ok(Model { ddpm, path, batch })
     }
 
@@ -197,8 +198,7 @@ impl Model {
         clip: Option<f64>,
         progress: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray4<f32>>> {
-        let x = maps_of("maps", maps)?;
-        self.checked("maps", &x)?;
+        let x = self.input("maps", maps)?;
         let ddim = self.grid(steps, t0, fixed_point, clip)?;
         let pb = indicatif::ProgressBar::hidden();
         let z = by_batch(py, &x, self.batch, progress, |c| ddim.invert(&self.ddpm, c, self.batch, &pb))?;
@@ -229,8 +229,7 @@ impl Model {
         progress: Option<&Bound<'py, PyAny>>,
         guide: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray4<f32>>> {
-        let z = maps_of("latents", latents)?;
-        self.checked("latents", &z)?;
+        let z = self.input("latents", latents)?;
         let ddim = self.grid(steps, t0, 0, clip)?;
         let pb = indicatif::ProgressBar::hidden();
         let Some(guide) = guide.map(Bound::unbind) else {
@@ -288,8 +287,7 @@ impl Model {
         clip: Option<f64>,
         progress: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyArray4<f32>>, Vec<f64>)> {
-        let x = maps_of("maps", maps)?;
-        self.checked("maps", &x)?;
+        let x = self.input("maps", maps)?;
         let ddim = self.grid(steps, t0, fixed_point, clip)?;
         let pb = indicatif::ProgressBar::hidden();
         let back = by_batch(py, &x, self.batch, progress, |c| {
@@ -615,9 +613,6 @@ fn run(
 ) -> PyResult<Bound<'_, PyAny>> {
     let run_config = expanse::pipeline::RunConfig::read(&config).map_err(py_err)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(run_config.name()));
-    if let Some(d) = latent_cache.as_ref().filter(|d| d.exists() && !d.is_dir()) {
-        return Err(PyValueError::new_err(format!("latent cache {}: not a folder", d.display())));
-    }
     let summary = py
         .detach(|| {
             expanse::pipeline::check_run_folder(&out, resume)?;

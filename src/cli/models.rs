@@ -13,10 +13,7 @@ use expanse::latents;
 use expanse::model::{self, Ddpm};
 
 pub fn load_model(a: &ModelArgs) -> Result<Ddpm> {
-    a.section().check().map_err(Error::flag)?;
-    let device = model::parse_device(&a.device)?;
-    let dtype = model::parse_dtype(&a.dtype)?;
-    Ok(Ddpm::load(&a.model, &device, dtype)?)
+    Ok(a.section().load().map_err(Error::flag)?)
 }
 
 pub fn progress(total: u64, what: &str) -> ProgressBar {
@@ -24,8 +21,7 @@ pub fn progress(total: u64, what: &str) -> ProgressBar {
 }
 
 pub fn ddim_for(model: &Ddpm, g: &GridArgs, fixed_point: usize) -> Result<Ddim> {
-    g.section(fixed_point).check().map_err(Error::flag)?;
-    Ok(Ddim::for_model(model, g.steps, g.t0, fixed_point, g.clip)?)
+    Ok(g.section(fixed_point).ddim(model).map_err(Error::flag)?)
 }
 
 pub fn batches(n: usize, batch: usize) -> u64 {

@@ -132,7 +132,9 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
         None if a.shard.is_some() || a.shards.is_some() => bail!("--shard and --shards go with --stage"),
         None => None,
     };
-    let cache = latent_cache(&a)?;
+    // Refused at once, before the plan reads the inputs (the run would refuse it too).
+    let cache = RunOptions { latent_cache: latent_cache(&a), ..Default::default() };
+    cache.check().map_err(|e| anyhow::anyhow!("{e} (--latent-cache or EXPANSE_LATENT_CACHE)"))?;
     let sharded = matches!(part, Some(RunPart::InvertShard(_) | RunPart::DecodeShard(_)));
     if !a.dry_run && !sharded {
         expanse::pipeline::check_run_folder(&out, a.resume)?;
@@ -149,7 +151,7 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
         return Ok(());
     }
     if let Some(part) = part {
-        let opts = RunOptions { resume: a.resume, echo: true, latent_cache: cache };
+        let opts = RunOptions { resume: a.resume, echo: true, ..cache };
         let outcome = plan.execute_part(&a.config, &out, part, &opts)?;
         if let Some(r) = &outcome.shard {
             println!(
@@ -168,7 +170,7 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let opts = RunOptions { resume: a.resume, echo: true, latent_cache: cache };
+    let opts = RunOptions { resume: a.resume, echo: true, ..cache };
     let earlier_run = out.join("manifest.json").is_file();
     let summary = match plan.execute(&a.config, &out, &opts) {
         Ok(s) => s,
@@ -197,15 +199,10 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
     Ok(())
 }
 
-/// The latent cache of a run: `--latent-cache`, else $EXPANSE_LATENT_CACHE when set and not empty;
-/// refused before any work when it names something other than a folder.
-fn latent_cache(a: &RunArgs) -> Result<Option<PathBuf>> {
-    let dir = a
-        .latent_cache
+/// The latent cache of a run: `--latent-cache`, else $EXPANSE_LATENT_CACHE when set and not empty
+/// (see [`RunOptions::check`]).
+fn latent_cache(a: &RunArgs) -> Option<PathBuf> {
+    a.latent_cache
         .clone()
-        .or_else(|| std::env::var_os("EXPANSE_LATENT_CACHE").filter(|v| !v.is_empty()).map(PathBuf::from));
-    if let Some(d) = dir.as_ref().filter(|d| d.exists() && !d.is_dir()) {
-        bail!("latent cache {}: not a folder (--latent-cache or EXPANSE_LATENT_CACHE)", d.display());
-    }
-    Ok(dir)
+        .or_else(|| std::env::var_os("EXPANSE_LATENT_CACHE").filter(|v| !v.is_empty()).map(PathBuf::from))
 }

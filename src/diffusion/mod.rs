@@ -232,13 +232,14 @@ impl Ddim {
         rng: &mut ChaCha8Rng,
         progress: &ProgressBar,
     ) -> Result<Tensor> {
-        self.generate_batch_guided(model, z, eta, rng, progress, &mut |_, _| Ok(None))
+        self.generate_batch_guided(model, z, eta, rng, progress, None)
     }
 
-    /// [`Ddim::generate_batch`] with `guide` called at every step but the last with the level t
-    /// and the step's predicted clean image x̂₀ (after clipping): when it returns another x̂₀′, the
-    /// step goes on from x̂₀′ with the same ε (x_t′ = √ᾱ_t x̂₀′ + √(1−ᾱ_t) ε), so that a constraint
-    /// on the clean image (the refinement's moments, a mask) steers the rest of the decoding.
+    /// [`Ddim::generate_batch`] with `guide` (when given) called at every step but the last with
+    /// the level t and the step's predicted clean image x̂₀ (after clipping): when it returns
+    /// another x̂₀′, the step goes on from x̂₀′ with the same ε (x_t′ = √ᾱ_t x̂₀′ + √(1−ᾱ_t) ε), so
+    /// that a constraint on the clean image (the refinement's moments, a mask) steers the rest of
+    /// the decoding. Without a guide, x̂₀ is not computed here.
     pub fn generate_batch_guided(
         &self,
         model: &dyn Denoiser,
@@ -246,7 +247,7 @@ impl Ddim {
         eta: f64,
         rng: &mut ChaCha8Rng,
         progress: &ProgressBar,
-        guide: &mut dyn FnMut(usize, &Tensor) -> Result<Option<Tensor>>,
+        mut guide: Option<&mut TensorGuide>,
     ) -> Result<Tensor> {
         let s = self.schedule();
         let mut x = z.to_dtype(DType::F32).map_err(model_err)?;
@@ -259,7 +260,7 @@ impl Ddim {
             let ab_a = s.alpha_bar(a);
             let ab_b = if k == 0 { 1.0 } else { s.alpha_bar(self.seq[k - 1]) };
             let eps = self.epsilon(model, &x, a)?;
-            if k > 0 {
+            if let (true, Some(guide)) = (k > 0, guide.as_mut()) {
                 let f = || -> candle_core::Result<Tensor> {
                     let x0 = ((&x - (&eps * (1.0 - ab_a).sqrt())?)? / ab_a.sqrt())?;
                     match self.clip {
@@ -335,10 +336,13 @@ impl Ddim {
             None => Ok(None),
         };
         map_batches(z, batch, model.device(), |t| {
-            self.generate_batch_guided(model, t, 0.0, &mut rng, progress, &mut on_tensors)
+            self.generate_batch_guided(model, t, 0.0, &mut rng, progress, Some(&mut on_tensors))
         })
     }
 }
+
+/// A guide of [`Ddim::generate_batch_guided`]: (level t, the batch's x̂₀) → the batch's x̂₀′, if any.
+pub type TensorGuide<'a> = dyn FnMut(usize, &Tensor) -> Result<Option<Tensor>> + 'a;
 
 /// A guide of [`Ddim::generate_guided`]: (level t, one batch's x̂₀) → the batch's x̂₀′, if any.
 pub type ImageGuide<'a> = dyn FnMut(usize, &Array4<f32>) -> Result<Option<Array4<f32>>> + 'a;

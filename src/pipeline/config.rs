@@ -121,6 +121,14 @@ impl ModelSection {
         }
         Ok(())
     }
+
+    /// The model, checked and loaded on its device in its dtype: every tensor its config names
+    /// must be in the checkpoint with its shape.
+    pub fn load(&self) -> Result<crate::model::Ddpm> {
+        self.check()?;
+        let device = crate::model::parse_device(&self.device)?;
+        crate::model::Ddpm::load(&self.path, &device, crate::model::parse_dtype(&self.dtype)?)
+    }
 }
 
 /// `[inversion]`: the DDIM grid (paper grid of `steps` points up to `t0`).
@@ -171,6 +179,13 @@ impl InversionSection {
             }
         }
         Ok(())
+    }
+
+    /// The inversion's DDIM grid on `model`'s schedule, checked (`decode_clip` is the decoding
+    /// stage's business).
+    pub fn ddim(&self, model: &crate::model::Ddpm) -> Result<crate::diffusion::Ddim> {
+        self.check()?;
+        crate::diffusion::Ddim::for_model(model, self.steps, self.t0, self.fixed_point, self.clip)
     }
 }
 
@@ -394,12 +409,8 @@ impl ValidationSection {
             o.seed = seed;
         }
         o.c2st.seed = o.seed;
-        if let Some(k) = at_least("c2st_folds", v.c2st_folds, 2)? {
-            o.c2st.folds = k;
-        }
-        if let Some(r) = at_least("c2st_repeats", v.c2st_repeats, 1)? {
-            o.c2st.repeats = r;
-        }
+        o.c2st.folds = v.c2st_folds.unwrap_or(o.c2st.folds);
+        o.c2st.repeats = v.c2st_repeats.unwrap_or(o.c2st.repeats);
         o.c2st.check()?;
         Ok(o)
     }
@@ -688,15 +699,6 @@ impl RunConfig {
     /// The run's name.
     pub fn name(&self) -> &str {
         self.run.name.as_deref().unwrap_or("run")
-    }
-
-    pub fn prior_kind(&self) -> Result<PriorKind> {
-        Ok(self.prior.kind)
-    }
-
-    /// The `[sampling]` section as the sampler takes it, with the stage's `seed`.
-    pub fn sampling_spec(&self, seed: u64) -> Result<SamplingSpec> {
-        self.sampling.spec(seed)
     }
 
     /// The validation options: power spectrum, battery and bootstrap.

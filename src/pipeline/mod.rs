@@ -73,6 +73,17 @@ pub struct RunOptions {
     pub latent_cache: Option<PathBuf>,
 }
 
+impl RunOptions {
+    /// Refuses a latent cache that names something other than a folder (it would otherwise fail
+    /// after the inversion); a run checks it before it writes anything.
+    pub fn check(&self) -> Result<()> {
+        match self.latent_cache.as_ref().filter(|d| d.exists() && !d.is_dir()) {
+            Some(d) => Err(Error::Invalid(format!("latent cache {}: not a folder", d.display()))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The kinds of stage of a run, in order: `fit` runs once, the others once per domain.
 pub const STAGE_KINDS: [&str; 6] = ["ingest", "invert", "fit", "sample", "decode", "validate"];
 
@@ -110,6 +121,7 @@ impl Plan {
 
     /// Runs (or resumes) every stage in `run_dir`.
     pub fn execute(&self, config_path: &Path, run_dir: &Path, opts: &RunOptions) -> Result<RunSummary> {
+        opts.check()?;
         model::parse_device(&self.config.model.device)
             .map_err(|e| Error::content(config_path, format!("model.device: {e}")).with_source(e))?;
         // The weights load before the folder is touched: a checkpoint that does not match its
@@ -132,6 +144,7 @@ impl Plan {
         part: RunPart,
         opts: &RunOptions,
     ) -> Result<PartOutcome> {
+        opts.check()?;
         model::parse_device(&self.config.model.device)
             .map_err(|e| Error::content(config_path, format!("model.device: {e}")).with_source(e))?;
         let start = Instant::now();

@@ -117,8 +117,7 @@ impl Plan {
     /// names must be in the checkpoint with its shape (what `--dry-run` and a run check before
     /// any stage writes).
     pub fn load_model(&self) -> Result<model::Ddpm> {
-        let c = &self.config.model;
-        model::Ddpm::load(&c.path, &model::parse_device(&c.device)?, model::parse_dtype(&c.dtype)?)
+        self.config.model.load()
     }
 
     /// Checks a config against its model and inputs (reading them) before any work: the model

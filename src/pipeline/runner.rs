@@ -357,7 +357,7 @@ impl<'a> Runner<'a> {
 
     pub(super) fn ddim(&mut self) -> Result<Ddim> {
         let inv = self.plan.config.inversion.clone();
-        Ddim::for_model(self.model()?, inv.steps, inv.t0, inv.fixed_point, inv.clip)
+        inv.ddim(self.model()?)
     }
 
     pub(super) fn real_path(&self, d: &str) -> PathBuf {

@@ -53,13 +53,14 @@ impl C2stOptions {
         self.folds
     }
 
-    /// Refuses settings that cannot run.
+    /// Refuses settings that cannot run (the folds and repeats as [`Error::Setting`]s of the
+    /// `[validation]` keys that give them).
     pub fn check(&self) -> Result<()> {
         if self.folds < 2 {
-            return Err(Error::Invalid(format!("c2st_folds must be at least 2, got {}", self.folds)));
+            return Err(Error::setting("c2st_folds", format!("must be at least 2, got {}", self.folds)));
         }
         if self.repeats < 1 {
-            return Err(Error::Invalid("c2st_repeats must be at least 1".into()));
+            return Err(Error::setting("c2st_repeats", format!("must be at least 1, got {}", self.repeats)));
         }
         if !(self.c > 0.0 && self.c.is_finite()) {
             return Err(Error::Invalid(format!("the C2ST's C must be a positive number, got {}", self.c)));

@@ -16,7 +16,7 @@ impl Runner<'_> {
             .iter()
             .map(|d| (d.name.clone(), self.path(&["latents", &format!("{}.h5", d.name)])))
             .collect();
-        let kind = self.plan.config.prior_kind()?;
+        let kind = self.plan.config.prior.kind;
         let fitted = crate::prior::fit::fit_files(&domains, kind, &self.path(&["prior", "prior.h5"]), Some(&self.dir))?;
         let text = crate::prior::diagnostics::table(&fitted.diagnostics, fitted.separability.as_ref());
         for line in text.lines() {

@@ -62,7 +62,7 @@ impl Runner<'_> {
             .get(&format!("sample/{d}"))
             .copied()
             .unwrap_or_else(|| derive_seed(c.run.seed, &format!("sample/{d}")));
-        let spec = c.sampling_spec(seed)?;
+        let spec = c.sampling.spec(seed)?;
         let out = self.path(&["samples", &format!("{d}.latents.npy")]);
         let shown = crate::io::shown_path(&prior_path, Some(&self.dir));
         let (outcome, written) = crate::synthesis::sample(&prior, &shown, &input, &spec, &out, "run: sample")?;
