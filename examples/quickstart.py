@@ -34,14 +34,14 @@ def main():
     print(f"{stack.shape[0]} maps {stack.shape[2]}x{stack.shape[3]}, {normalizer.transform}")
 
     # [inversion], [prior], [sampling]: the seed is the one `expanse run` derives for the stage.
-    latents = model.invert(stack, steps=30, t0=300)
+    latents = model.invert(stack, steps=5, t0=50)
     prior = expanse.fit_prior(latents, kind="empirical", name="clouds")
     seed = expanse.derive_seed(0, "sample/clouds")
     accepted, record = prior.sample(count=16, seed=seed, k=10, band=(5.0, 95.0), budget=20000)
     print(f"{prior}: accepted 16 of {record['tried']} candidates")
 
     # Decoding, then [refinement], then back to physical units.
-    images = model.generate(accepted, steps=30, t0=300)
+    images = model.generate(accepted, steps=5, t0=50)
     images, refinement = expanse.refine(images, stack, iterations=100)
     synthetic = normalizer.inverse(images)
     real = normalizer.inverse(stack)

@@ -73,21 +73,21 @@ fn the_main_job_command_runs() {
     let v = expanse::validate::ValidationSummary::from_counts(&counts("validate/clouds")).unwrap();
     let battery = v.battery.clone().unwrap();
     // Candidates tried is a count: one candidate flipping at a test's band edge on another CPU
-    // moves it by about one acceptance period (175 / 16 ≈ 11), so it gets that much room.
+    // moves it by about one acceptance period (32 / 16 = 2), so it gets two of them.
     let tried = sampling.tried as f64;
-    assert!((tried - 175.0).abs() <= 22.0, "sample/clouds tried: {tried}, stored 175");
+    assert!((tried - 32.0).abs() <= 4.0, "sample/clouds tried: {tried}, stored 32");
     let refinement = counts("decode/clouds")["refinement_loss_after"].as_f64().unwrap();
     for (key, got, want) in [
         ("slope_real", v.slope_real.mean, -3.0434),
-        ("slope_synthetic", v.slope_synthetic.mean, -2.9448),
-        ("level_spread_ratio", v.level_spread_ratio, 1.2719),
-        ("hellinger", v.hellinger.mean, 0.02276),
-        ("memorization_ratio", v.memorization_ratio, 0.8252),
-        ("chi2_power_spectrum", battery.chi2_of(Statistic::PowerSpectrum).unwrap(), 0.27422),
-        ("chi2_scattering", battery.chi2_of(Statistic::Scattering).unwrap(), 1.5512),
-        ("battery_chi2", battery.chi2, 0.78685),
-        ("c2st_accuracy", battery.c2st.unwrap().mean, 0.4375),
-        ("refinement_loss_after", refinement, 0.011278),
+        ("slope_synthetic", v.slope_synthetic.mean, -3.0519),
+        ("level_spread_ratio", v.level_spread_ratio, 0.81694),
+        ("hellinger", v.hellinger.mean, 0.017422),
+        ("memorization_ratio", v.memorization_ratio, 0.85000),
+        ("chi2_power_spectrum", battery.chi2_of(Statistic::PowerSpectrum).unwrap(), 0.43044),
+        ("chi2_scattering", battery.chi2_of(Statistic::Scattering).unwrap(), 3.4222),
+        ("battery_chi2", battery.chi2, 1.1203),
+        ("c2st_accuracy", battery.c2st.unwrap().mean, 0.4875),
+        ("refinement_loss_after", refinement, 0.0040108),
     ] {
         assert!((got - want).abs() <= 0.01 * want.abs(), "{key}: {got}, stored {want}");
     }

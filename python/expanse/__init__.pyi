@@ -29,8 +29,8 @@ class Model:
     def invert(
         self,
         maps: Float32,
-        steps: int = 30,
-        t0: int = 300,
+        steps: int = 5,
+        t0: int = 50,
         fixed_point: int = 0,
         clip: Optional[float] = None,
         progress: Progress = None,
@@ -39,8 +39,8 @@ class Model:
     def generate(
         self,
         latents: Float32,
-        steps: int = 30,
-        t0: int = 300,
+        steps: int = 5,
+        t0: int = 50,
         clip: Optional[float] = None,
         progress: Progress = None,
         guide: Optional[Callable[[int, Float32], Optional[Float32]]] = None,
@@ -50,8 +50,8 @@ class Model:
     def reconstruct(
         self,
         maps: Float32,
-        steps: int = 30,
-        t0: int = 300,
+        steps: int = 5,
+        t0: int = 50,
         fixed_point: int = 0,
         clip: Optional[float] = None,
         progress: Progress = None,

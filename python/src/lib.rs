@@ -186,7 +186,7 @@ impl Model {
     #[pyo3(
         signature = (maps, steps = expanse::diffusion::DEFAULT_STEPS, t0 = expanse::diffusion::DEFAULT_T0,
                      fixed_point = 0, clip = None, progress = None),
-        text_signature = "(self, maps, steps=30, t0=300, fixed_point=0, clip=None, progress=None)"
+        text_signature = "(self, maps, steps=5, t0=50, fixed_point=0, clip=None, progress=None)"
     )]
     fn invert<'py>(
         &self,
@@ -217,7 +217,7 @@ impl Model {
     #[pyo3(
         signature = (latents, steps = expanse::diffusion::DEFAULT_STEPS, t0 = expanse::diffusion::DEFAULT_T0,
                      clip = None, progress = None, guide = None),
-        text_signature = "(self, latents, steps=30, t0=300, clip=None, progress=None, guide=None)"
+        text_signature = "(self, latents, steps=5, t0=50, clip=None, progress=None, guide=None)"
     )]
     fn generate<'py>(
         &self,
@@ -275,7 +275,7 @@ impl Model {
     #[pyo3(
         signature = (maps, steps = expanse::diffusion::DEFAULT_STEPS, t0 = expanse::diffusion::DEFAULT_T0,
                      fixed_point = 0, clip = None, progress = None),
-        text_signature = "(self, maps, steps=30, t0=300, fixed_point=0, clip=None, progress=None)"
+        text_signature = "(self, maps, steps=5, t0=50, fixed_point=0, clip=None, progress=None)"
     )]
     fn reconstruct<'py>(
         &self,

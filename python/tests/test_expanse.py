@@ -136,7 +136,7 @@ def test_run_writes_the_cli_s_maps_and_returns_its_summary(tmp_path):
     config = tmp_path / "quick.toml"
     text = (ROOT / "configs/quickstart.toml").read_text()
     text = text.replace('"../data/', f'"{ROOT}/data/').replace("iterations = 100", "iterations = 5")
-    text = text.replace("steps = 30", "steps = 6").replace("count = 16", "count = 4")
+    text = text.replace("count = 16", "count = 4")
     config.write_text(text)
     cli("run", config, "--out", tmp_path / "cli")
     os.environ["SOURCE_DATE_EPOCH"] = ENV["SOURCE_DATE_EPOCH"]

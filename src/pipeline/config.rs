@@ -838,7 +838,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = RunConfig::read(&write(dir.path(), MINIMAL)).unwrap();
         assert_eq!(c.name(), "c");
-        assert_eq!((c.inversion.steps, c.inversion.t0), (30, 300));
+        assert_eq!((c.inversion.steps, c.inversion.t0), (5, 50));
         assert_eq!(c.sampling.band, [5.0, 95.0]);
         assert_eq!(c.prior.kind, PriorKind::Empirical);
         assert_eq!((c.sampling.debias, c.sampling.norm), (Debias::Rings, NormMode::Match));
