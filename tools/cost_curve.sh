@@ -2,8 +2,9 @@
 # The cost curve of BENCHMARKS.md: wall-clock seconds of every stage of `expanse run` and the
 # run's peak resident memory, against the number of maps (16, 256, 1,024, 4,096 maps of 32²) and
 # against the map size (16 maps of 32², 64², 128², 256²), on simulated lognormal clouds
-# (`expanse simulate`), with the shipped model and the run defaults (30-point grid to t0 = 300,
-# empirical prior, refinement on, the validation battery): as many synthetic maps as real ones.
+# (`expanse simulate`), with the shipped model and the run defaults (5-point grid to t0 = 50
+# since 2026-12-07, 30 points to t0 = 300 before; empirical prior, refinement on, the validation
+# battery): as many synthetic maps as real ones.
 #
 #   bash tools/cost_curve.sh OUT_DIR [THREADS]        (CASES="16 32,16 64" runs only those)
 #
@@ -11,7 +12,7 @@
 # binary (`cargo build --release`; EXPANSE=... to use another) and python3 (standard library).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 out=$(realpath -m "$1")
 threads=${2:-2}
 expanse=$(realpath "${EXPANSE:-target/release/expanse}")

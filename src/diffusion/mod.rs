@@ -55,10 +55,10 @@ pub const DEFAULT_STEPS: usize = 5;
 /// the paper's) times the model-space scale, and decoding replaces every scale the noise buries
 /// with the model's own texture. The shipped base model (1.1 M parameters, 32² natural-image
 /// crops) makes blobs; on real third-party fields at their own size t0 = 50 keeps its work to the
-/// finest scales and was the most faithful level on the development fields (C2ST 0.97 → 0.68 on
-/// the cosmic web, unchanged within ±0.03 on MHD dust), confirmed on held-out fields, at a sixth
-/// of the UNet calls (FIDELITY.md, "A lever measured: how far the model denoises"). With a model
-/// trained on the data's own kind and size, a higher t0 lets it do more.
+/// finest scales and was the most faithful level on the development fields, confirmed on held-out
+/// ones (C2ST 0.97 → 0.71–0.73 on the cosmic web; MHD dust and lensing κ unchanged or up to 0.04
+/// worse), at a sixth of the UNet calls (FIDELITY.md, "A lever measured: how far the model
+/// denoises"). With a model trained on the data's own kind and size, a higher t0 lets it do more.
 pub const DEFAULT_T0: usize = 50;
 
 /// The paper's grid: `seq_k = ⌊k·t0/(N−1)⌋`, k = 0…N−1. One point at t0 = 0 is the grid of no
