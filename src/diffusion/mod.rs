@@ -194,10 +194,7 @@ impl Ddim {
     /// One DDIM step from ᾱ_a to ᾱ_b with a given ε (and optional σ·z).
     fn step(&self, x: &Tensor, ab_a: f64, ab_b: f64, eps: &Tensor, noise: Option<(f64, &Tensor)>) -> Result<Tensor> {
         let f = || -> candle_core::Result<Tensor> {
-            let mut x0 = ((x - (eps * (1.0 - ab_a).sqrt())?)? / ab_a.sqrt())?;
-            if let Some(c) = self.clip {
-                x0 = x0.clamp(-c, c)?;
-            }
+            let x0 = self.predicted_clean(x, ab_a, eps)?;
             let sigma = noise.map(|(s, _)| s).unwrap_or(0.0);
             let dir = (1.0 - ab_b - sigma * sigma).max(0.0).sqrt();
             let mut out = ((x0 * ab_b.sqrt())? + (eps * dir)?)?;
@@ -207,6 +204,16 @@ impl Ddim {
             Ok(out)
         };
         f().map_err(model_err)
+    }
+
+    /// The clean image x̂₀ = (x_a − √(1−ᾱ_a) ε) / √ᾱ_a that a step at level a predicts, clipped
+    /// to [−clip, clip] when the grid clips.
+    fn predicted_clean(&self, x: &Tensor, ab_a: f64, eps: &Tensor) -> candle_core::Result<Tensor> {
+        let x0 = ((x - (eps * (1.0 - ab_a).sqrt())?)? / ab_a.sqrt())?;
+        match self.clip {
+            Some(c) => x0.clamp(-c, c),
+            None => Ok(x0),
+        }
     }
 
     /// Inverts a batch of model-space images (level 0) to latents at level t0.
@@ -267,14 +274,8 @@ impl Ddim {
             let ab_b = if k == 0 { 1.0 } else { s.alpha_bar(self.seq[k - 1]) };
             let eps = self.epsilon(model, &x, a)?;
             if let (true, Some(guide)) = (k > 0, guide.as_mut()) {
-                let f = || -> candle_core::Result<Tensor> {
-                    let x0 = ((&x - (&eps * (1.0 - ab_a).sqrt())?)? / ab_a.sqrt())?;
-                    match self.clip {
-                        Some(c) => x0.clamp(-c, c),
-                        None => Ok(x0),
-                    }
-                };
-                if let Some(x0) = guide(a, &f().map_err(model_err)?)? {
+                let x0 = self.predicted_clean(&x, ab_a, &eps).map_err(model_err)?;
+                if let Some(x0) = guide(a, &x0)? {
                     let g = || (x0 * ab_a.sqrt())? + (&eps * (1.0 - ab_a).sqrt())?;
                     x = g().map_err(model_err)?;
                 }
