@@ -65,6 +65,8 @@ pub struct WaveletMoments {
     fft: Fft2d,
     /// Real Fourier filters in the FFT's layout (px × py, index kx·py + ky), λ = j·L + t.
     filters: Vec<Vec<f64>>,
+    /// The same filters divided by the padded grid's size, as the gradient's adjoint uses them.
+    adjoint_filters: Vec<Vec<f64>>,
     /// Ring of each Fourier index (None outside every ring), and pixels per ring.
     ring: Vec<Option<usize>>,
     ring_counts: Vec<f64>,
@@ -101,7 +103,8 @@ fn frequency(i: usize, n: usize) -> f64 {
     2.0 * std::f64::consts::PI * k / n as f64
 }
 
-/// A forward pass: the Fourier transform of the map and every W_λ (spatial, complex) and M_λ.
+/// A forward pass: the Fourier transform of the padded map, and every W_λ (complex) and M_λ on the
+/// map's own pixels (row-major, ny·nx each), the only place the moments look at them.
 struct Fields {
     spectrum: Vec<Complex<f64>>,
     w: Vec<Vec<Complex<f64>>>,
@@ -212,6 +215,8 @@ impl WaveletMoments {
                 }
             }
         }
+        let n_pad = (py * px) as f64;
+        let adjoint_filters = filters.iter().map(|f| f.iter().map(|v| v / n_pad).collect()).collect();
         Ok(WaveletMoments {
             ny,
             nx,
@@ -223,6 +228,7 @@ impl WaveletMoments {
             region,
             fft,
             filters,
+            adjoint_filters,
             ring,
             ring_counts,
             scale_pairs,
@@ -309,16 +315,16 @@ impl WaveletMoments {
         let mut w = Vec::with_capacity(self.filters.len());
         let mut m = Vec::with_capacity(self.filters.len());
         let mut product = vec![Complex::new(0.0, 0.0); n];
+        let mut field = vec![Complex::new(0.0, 0.0); n];
+        let inv_n = 1.0 / n as f64;
         for filter in &self.filters {
             for ((p, s), f) in product.iter_mut().zip(&spectrum).zip(filter) {
                 *p = s * f;
             }
-            let mut field = vec![Complex::new(0.0, 0.0); n];
             self.fft.inverse(&mut product, &mut field, &mut scratch);
-            let inv_n = 1.0 / n as f64;
-            field.iter_mut().for_each(|z| *z *= inv_n);
-            m.push(field.iter().map(|z| (z.norm_sqr() + MODULUS_EPSILON).sqrt()).collect());
-            w.push(field);
+            let on_map: Vec<Complex<f64>> = self.region.iter().map(|&p| field[p] * inv_n).collect();
+            m.push(on_map.iter().map(|z| (z.norm_sqr() + MODULUS_EPSILON).sqrt()).collect());
+            w.push(on_map);
         }
         Fields { spectrum, w, m }
     }
@@ -336,16 +342,15 @@ impl WaveletMoments {
             }
         }
         out.extend(power.iter().zip(&self.ring_counts).map(|(p, c)| (p / c).ln()));
-        let region = |v: &[f64]| -> f64 { self.region.iter().map(|&p| v[p]).sum::<f64>() / n };
-        let s1: Vec<f64> = f.m.iter().map(|m| region(m)).collect();
+        let s1: Vec<f64> = f.m.iter().map(|m| m.iter().sum::<f64>() / n).collect();
         out.extend(&s1);
-        out.extend(f.m.iter().map(|m| self.region.iter().map(|&p| m[p] * m[p]).sum::<f64>() / n));
+        out.extend(f.m.iter().map(|m| m.iter().map(|v| v * v).sum::<f64>() / n));
         for &(a, b) in self.scale_pairs.iter().chain(&self.angle_pairs) {
-            let c = self.region.iter().map(|&p| (f.m[a][p] - s1[a]) * (f.m[b][p] - s1[b])).sum::<f64>() / n;
-            out.push(c);
+            let (ma, mb, sa, sb) = (&f.m[a], &f.m[b], s1[a], s1[b]);
+            out.push(ma.iter().zip(mb).map(|(x, y)| (x - sa) * (y - sb)).sum::<f64>() / n);
         }
         for &(a, b) in &self.phase_pairs {
-            let z: Complex<f64> = self.region.iter().map(|&p| f.w[b][p] * f.m[a][p]).sum::<Complex<f64>>() / n;
+            let z: Complex<f64> = f.w[b].iter().zip(&f.m[a]).map(|(w, m)| w * m).sum::<Complex<f64>>() / n;
             out.push(z.re);
             out.push(z.im);
         }
@@ -414,37 +419,41 @@ impl WaveletMoments {
         let r_angle = take(self.angle_pairs.len()).to_vec();
         let r_phase = take(2 * self.phase_pairs.len()).to_vec();
         let s1 = &phi[4 + rings.len()..4 + rings.len() + lambdas];
-        // ∂loss/∂M_λ (real fields) and the part of G_λ that does not go through the modulus; both
-        // live on the map's region of the padded grid, where the moments average.
-        let mut h: Vec<Vec<f64>> = vec![vec![0.0; np]; lambdas];
-        for i in 0..lambdas {
-            for &p in &self.region {
-                h[i][p] = (r_s1[i] + r_s2[i] * 2.0 * f.m[i][p]) / n;
-            }
-        }
-        let mut g: Vec<Vec<Complex<f64>>> = vec![vec![Complex::new(0.0, 0.0); np]; lambdas];
+        // ∂loss/∂M_λ (h, real) and the part of G_λ that does not go through the modulus (g), on the
+        // map's own pixels, where the moments average.
+        let mut h: Vec<Vec<f64>> =
+            (0..lambdas).map(|i| f.m[i].iter().map(|&m| (r_s1[i] + r_s2[i] * 2.0 * m) / n).collect()).collect();
+        let mut g: Vec<Vec<Complex<f64>>> = vec![vec![Complex::new(0.0, 0.0); self.region.len()]; lambdas];
         for (k, &(a, b)) in self.scale_pairs.iter().chain(&self.angle_pairs).enumerate() {
             let rk = if k < self.scale_pairs.len() { r_scale[k] } else { r_angle[k - self.scale_pairs.len()] };
-            for &p in &self.region {
-                h[a][p] += rk * (f.m[b][p] - s1[b]) / n;
-                h[b][p] += rk * (f.m[a][p] - s1[a]) / n;
+            for (x, &y) in h[a].iter_mut().zip(&f.m[b]) {
+                *x += rk * (y - s1[b]) / n;
+            }
+            for (x, &y) in h[b].iter_mut().zip(&f.m[a]) {
+                *x += rk * (y - s1[a]) / n;
             }
         }
         for (k, &(a, b)) in self.phase_pairs.iter().enumerate() {
             let (ra, rb) = (r_phase[2 * k], r_phase[2 * k + 1]);
-            for &p in &self.region {
-                let wb = f.w[b][p];
-                h[a][p] += (ra * wb.re + rb * wb.im) / n;
-                g[b][p] += Complex::new(ra, rb) * (f.m[a][p] / n);
+            for (x, wb) in h[a].iter_mut().zip(&f.w[b]) {
+                *x += (ra * wb.re + rb * wb.im) / n;
+            }
+            for (x, &ma) in g[b].iter_mut().zip(&f.m[a]) {
+                *x += Complex::new(ra, rb) * (ma / n);
             }
         }
         let mut scratch = vec![Complex::new(0.0, 0.0); self.fft.scratch_len()];
         let mut fourier = vec![Complex::new(0.0, 0.0); np];
+        let mut field = vec![Complex::new(0.0, 0.0); np];
         for i in 0..lambdas {
-            let mut field: Vec<Complex<f64>> = (0..np).map(|p| g[i][p] + f.w[i][p] * (h[i][p] / f.m[i][p])).collect();
+            // G_λ is zero off the map's pixels; the FFT overwrites its input, so clear it each time.
+            field.iter_mut().for_each(|z| *z = Complex::new(0.0, 0.0));
+            for (q, &p) in self.region.iter().enumerate() {
+                field[p] = g[i][q] + f.w[i][q] * (h[i][q] / f.m[i][q]);
+            }
             self.fft.forward(&mut field, &mut fourier, &mut scratch);
-            for ((a, z), fl) in acc.iter_mut().zip(&fourier).zip(&self.filters[i]) {
-                *a += z * (fl / n_pad);
+            for ((a, z), fl) in acc.iter_mut().zip(&fourier).zip(&self.adjoint_filters[i]) {
+                *a += z * fl;
             }
         }
         let mut space = vec![Complex::new(0.0, 0.0); np];
