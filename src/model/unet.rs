@@ -903,7 +903,15 @@ mod tests {
     #[test]
     fn attention_matches_candle() {
         for (i, &(c, head_dim, b, h, w, rescale)) in
-            [(8, None, 1, 5, 3, 1.0), (12, Some(4), 7, 4, 4, 2.0), (64, Some(16), 2, 8, 8, 1.0)].iter().enumerate()
+            // The last case has 600 positions: three blocks of queries, the last one partial.
+            [
+                (8, None, 1, 5, 3, 1.0),
+                (12, Some(4), 7, 4, 4, 2.0),
+                (64, Some(16), 2, 8, 8, 1.0),
+                (16, Some(8), 2, 24, 25, 1.0),
+            ]
+            .iter()
+            .enumerate()
         {
             let inner = head_dim.map(|d| (c / d).max(1) * d).unwrap_or(c);
             let mut t = HashMap::new();

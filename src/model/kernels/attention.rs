@@ -2,10 +2,15 @@
 
 use super::*;
 
+/// Query positions per attention task: a block's scores are H·W × QUERY_BLOCK floats (4 MiB at
+/// 4,096 positions) instead of the (H·W)² of all queries at once, with the same sums in the same
+/// order (the outputs are bit for bit those of the unblocked product).
+const QUERY_BLOCK: usize = 256;
+
 /// Spatial self-attention over the H·W positions of each image, with the residual connection,
-/// computed in the channels-first layout of the UNet (no transposes): QKV = W·X + b, per head
-/// S = QᵀK/√d, softmax over each row, O = V·Pᵀ, then Y = W_o·O + b_o + x, divided by the rescale
-/// factor. f32 only, scores included; half-precision models take candle's path in
+/// computed in the channels-first layout of the UNet: QKV = W·X + b, then per head and block of
+/// queries Sᵀ = KᵀQ/√d (keys × queries), the softmax down each column, O = V·P, and last
+/// Y = W_o·O + b_o + x, divided by the rescale factor. f32 only, scores included; half-precision models take candle's path in
 /// [`super::unet::SpatialAttention`], which computes the scores and softmax in f32 as well.
 #[derive(Debug, Clone)]
 pub struct CpuAttention {
@@ -81,20 +86,43 @@ impl CpuAttention {
                 };
             });
             let mut o = vec![0f32; inner * n];
-            let qkv = &qkv;
-            o[..self.heads * hd * n].par_chunks_mut(hd * n).enumerate().for_each(|(head, oh)| {
-                let mut scores = vec![0f32; n * n];
+            // V transposed (n × inner), so that every product below reads its operands the way the
+            // matrix product packs them (no strided gathers).
+            let mut vt = vec![0f32; n * inner];
+            for (ch, row) in qkv[2 * inner * n..].chunks(n).enumerate() {
+                for (key, &v) in row.iter().enumerate() {
+                    vt[key * inner + ch] = v;
+                }
+            }
+            let (qkv, vt) = (&qkv, &vt);
+            // Per head, blocks of query positions: a block's scores (n × rows) stay small enough
+            // for the caches whatever the map size (one n × n matrix is 64 MiB at 4,096 positions,
+            // 1 GiB at 16,384), and the blocks keep every thread busy when there is one image and
+            // one head. Each query's softmax is whole in its block; the blocks are fixed, so
+            // results do not depend on the number of threads.
+            let blocks = n.div_ceil(QUERY_BLOCK);
+            let dst = SharedMut(o.as_mut_ptr());
+            (0..self.heads * blocks).into_par_iter().for_each(|task| {
+                let (head, r0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
+                let rows = QUERY_BLOCK.min(n - r0);
+                let mut scores = vec![0f32; n * rows];
+                // SAFETY: Q and K of this head lie inside `qkv` (3·inner·n floats) and its V inside
+                // `vt` (n·inner) with the strides given; the task writes columns r0..r0 + rows of
+                // head `head`'s hd × n block of `o`, which no other task writes, and `o` outlives
+                // this parallel section.
                 unsafe {
-                    let qh = qkv.as_ptr().add(head * hd * n);
+                    #[allow(clippy::redundant_locals)]
+                    let dst = dst;
+                    let qh = qkv.as_ptr().add(head * hd * n + r0);
                     let kh = qkv.as_ptr().add((inner + head * hd) * n);
-                    let vh = qkv.as_ptr().add((2 * inner + head * hd) * n);
-                    // S (n × n) = Qhᵀ (n × hd) · Kh (hd × n), scaled.
-                    matmul(n, n, hd, (scores.as_mut_ptr(), n, 1), false, (qh, 1, n), (kh, n, 1), scale);
-                    for row in scores.chunks_mut(n) {
-                        simd::softmax(row);
-                    }
-                    // Oh (hd × n) = Vh (hd × n) · Pᵀ (n × n).
-                    matmul(hd, n, n, (oh.as_mut_ptr(), n, 1), false, (vh, n, 1), (scores.as_ptr(), 1, n), 1.0);
+                    let vh = vt.as_ptr().add(head * hd);
+                    // Sᵀ (n × rows) = Khᵀ (n × hd) · Qh[:, r0..r0 + rows] (hd × rows), scaled.
+                    matmul(n, rows, hd, (scores.as_mut_ptr(), rows, 1), false, (kh, 1, n), (qh, n, 1), scale);
+                    // Each query's softmax over the keys: down the columns.
+                    simd::softmax_columns(&mut scores, rows);
+                    // Oh[:, r0..r0 + rows] (hd × rows) = Vh (hd × n) · P (n × rows).
+                    let oh = dst.0.add(head * hd * n + r0);
+                    matmul(hd, rows, n, (oh, n, 1), false, (vh, 1, inner), (scores.as_ptr(), rows, 1), 1.0);
                 }
             });
             let o = &o;

@@ -35,7 +35,8 @@ fn affine_impl(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool)
     }
 }
 
-#[inline(always)]
+/// The softmax of one row: the reference [`softmax_columns_impl`] is checked against.
+#[cfg(test)]
 fn softmax_impl(row: &mut [f32]) {
     let mut m = [f32::NEG_INFINITY; 8];
     for lane in row.chunks(8) {
@@ -55,6 +56,44 @@ fn softmax_impl(row: &mut [f32]) {
     }
     let inv = 1.0 / s.iter().sum::<f32>();
     row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// [`softmax_impl`] down each column of a row-major (rows × cols) block, with the same operations
+/// in the same order as on that column made a row (lanes by row index modulo 8), so the same bits.
+#[inline(always)]
+fn softmax_columns_impl(block: &mut [f32], cols: usize) {
+    let mut lanes = vec![f32::NEG_INFINITY; 8 * cols];
+    for (i, row) in block.chunks(cols).enumerate() {
+        for (m, &v) in lanes[(i % 8) * cols..][..cols].iter_mut().zip(row) {
+            *m = m.max(v);
+        }
+    }
+    let mut max = vec![f32::NEG_INFINITY; cols];
+    for lane in lanes.chunks(cols) {
+        for (m, &v) in max.iter_mut().zip(lane) {
+            *m = m.max(v);
+        }
+    }
+    for row in block.chunks_mut(cols) {
+        for (v, &m) in row.iter_mut().zip(&max) {
+            *v = exp_f32(*v - m);
+        }
+    }
+    lanes.fill(0.0);
+    for (i, row) in block.chunks(cols).enumerate() {
+        for (s, &v) in lanes[(i % 8) * cols..][..cols].iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+    let inv: Vec<f32> = (0..cols)
+        .map(|c| {
+            let s: [f32; 8] = std::array::from_fn(|lane| lanes[lane * cols + c]);
+            1.0 / s.iter().sum::<f32>()
+        })
+        .collect();
+    for row in block.chunks_mut(cols) {
+        row.iter_mut().zip(&inv).for_each(|(v, r)| *v *= r);
+    }
 }
 
 macro_rules! dispatch {
@@ -93,7 +132,10 @@ dispatch!(
     affine, affine_impl, affine_avx2, affine_avx512,
     (src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) -> ()
 );
-dispatch!(softmax, softmax_impl, softmax_avx2, softmax_avx512, (row: &mut [f32]) -> ());
+dispatch!(
+    softmax_columns, softmax_columns_impl, softmax_columns_avx2, softmax_columns_avx512,
+    (block: &mut [f32], cols: usize) -> ()
+);
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
@@ -151,21 +193,30 @@ mod tests {
                 assert_eq!(bits(&a), bits(&want), "affine avx2, n = {n}, silu {silu}");
                 assert_eq!(bits(&b), bits(&want), "affine avx512, n = {n}, silu {silu}");
             }
-            let mut want = x.clone();
-            softmax_impl(&mut want);
-            let (mut a, mut b) = (x.clone(), x.clone());
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            // Down the columns of an n × 3 block: each column as softmax gives it as a row.
+            let block: Vec<f32> = (0..3 * n).map(|_| next()).collect();
+            let mut want = Vec::new();
+            for c in 0..3 {
+                let mut column: Vec<f32> = block.iter().skip(c).step_by(3).copied().collect();
+                softmax_impl(&mut column);
+                want.push(column);
+            }
+            let want: Vec<f32> = (0..3 * n).map(|i| want[i % 3][i / 3]).collect();
+            let mut got = vec![block.clone(), block.clone(), block.clone()];
+            softmax_columns_impl(&mut got[0], 3);
             // SAFETY: as above.
             unsafe {
-                softmax_avx2(&mut a);
+                softmax_columns_avx2(&mut got[1], 3);
                 if avx512 {
-                    softmax_avx512(&mut b);
+                    softmax_columns_avx512(&mut got[2], 3);
                 } else {
-                    b.clone_from(&want);
+                    got[2].clone_from(&want);
                 }
             }
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&a), bits(&want), "softmax avx2, n = {n}");
-            assert_eq!(bits(&b), bits(&want), "softmax avx512, n = {n}");
+            for (k, g) in got.iter().enumerate() {
+                assert_eq!(bits(g), bits(&want), "softmax down columns (build {k}), n = {n}");
+            }
         }
     }
 }
