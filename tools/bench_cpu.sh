@@ -17,13 +17,17 @@ mkdir -p "$(dirname "$out")"
 [ -d out/ddpm256-like ] || $py tools/make_ddpm256_like.py --out out/ddpm256-like
 {
     echo "# $(date -u +%FT%TZ) $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-    for spec in "data/models/expanse-natural-32 8 10" "out/unet64-attn 4 10" "out/ddpm256-like 1 3"; do
+    # model, batch, repeats[, map side: the shipped 32² model also at the sizes users run it at]
+    for spec in "data/models/expanse-natural-32 8 10" "out/unet64-attn 4 10" "out/ddpm256-like 1 3" \
+        "data/models/expanse-natural-32 4 5 128" "data/models/expanse-natural-32 1 3 256"; do
         set -- $spec
+        size=()
+        [ -n "${4:-}" ] && size=(--size "$4")
         for t in 1 2; do
-            echo "## $1 batch $2 threads $t"
-            target/release/expanse --threads "$t" bench --model "$1" --batch "$2" --repeats "$3" | grep -E "UNet forward|peak"
-            target/release/expanse --threads "$t" bench --model "$1" --batch "$2" --repeats "$3" --kernels candle | grep -E "UNet forward|peak" | sed 's/^/candle ops: /'
-            OMP_NUM_THREADS=$t $py tools/bench_diffusers.py --model "$1" --batch "$2" --threads "$t" --repeats "$3" 2>/dev/null | grep -E "UNet forward|peak" | sed 's/^/diffusers: /'
+            echo "## $1 batch $2 ${4:+size $4 }threads $t"
+            target/release/expanse --threads "$t" bench --model "$1" --batch "$2" --repeats "$3" "${size[@]}" | grep -E "UNet forward|peak"
+            target/release/expanse --threads "$t" bench --model "$1" --batch "$2" --repeats "$3" "${size[@]}" --kernels candle | grep -E "UNet forward|peak" | sed 's/^/candle ops: /'
+            OMP_NUM_THREADS=$t $py tools/bench_diffusers.py --model "$1" --batch "$2" --threads "$t" --repeats "$3" "${size[@]}" 2>/dev/null | grep -E "UNet forward|peak" | sed 's/^/diffusers: /'
         done
     done
     for spec in "data/models/expanse-natural-32 8" "out/unet64-attn 4" "out/ddpm256-like 1"; do

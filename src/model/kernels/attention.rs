@@ -2,10 +2,11 @@
 
 use super::*;
 
-/// Query positions per attention task: a block's scores are H·W × QUERY_BLOCK floats (4 MiB at
-/// 4,096 positions) instead of the (H·W)² of all queries at once, with the same sums in the same
-/// order (the outputs are bit for bit those of the unblocked product).
-const QUERY_BLOCK: usize = 256;
+/// Query positions per attention task: a block's scores are H·W × QUERY_BLOCK floats (1 MiB at
+/// 4,096 positions, 4 MiB at 16,384) instead of the (H·W)² of all queries at once, with the same
+/// sums in the same order (the outputs are bit for bit those of the unblocked product). 64 was the
+/// fastest of 32, 64, 128 and 256 at 128² and 256² (BENCHMARKS.md).
+const QUERY_BLOCK: usize = 64;
 
 /// Spatial self-attention over the H·W positions of each image, with the residual connection,
 /// computed in the channels-first layout of the UNet: QKV = W·X + b, then per head and block of
