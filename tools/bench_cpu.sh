@@ -15,11 +15,14 @@ py=${PYTHON:-python3}
 mkdir -p "$(dirname "$out")"
 [ -d out/unet64-attn ] || $py tools/make_ddpm256_like.py --arch unet64 --out out/unet64-attn
 [ -d out/ddpm256-like ] || $py tools/make_ddpm256_like.py --out out/ddpm256-like
+# model, batch, repeats[, map side: the shipped 32² model also at the sizes users run it at];
+# SPECS="model batch repeats [side];..." times only those.
+specs=("data/models/expanse-natural-32 8 10" "out/unet64-attn 4 10" "out/ddpm256-like 1 3"
+    "data/models/expanse-natural-32 4 5 128" "data/models/expanse-natural-32 1 3 256")
+[ -n "${SPECS:-}" ] && IFS=';' read -r -a specs <<< "$SPECS"
 {
     echo "# $(date -u +%FT%TZ) $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-    # model, batch, repeats[, map side: the shipped 32² model also at the sizes users run it at]
-    for spec in "data/models/expanse-natural-32 8 10" "out/unet64-attn 4 10" "out/ddpm256-like 1 3" \
-        "data/models/expanse-natural-32 4 5 128" "data/models/expanse-natural-32 1 3 256"; do
+    for spec in "${specs[@]}"; do
         set -- $spec
         size=()
         [ -n "${4:-}" ] && size=(--size "$4")

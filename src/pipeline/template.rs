@@ -165,7 +165,8 @@ batch = {batch}              # maps per UNet evaluation; also the checkpoint uni
 
 [inversion]
 steps = {steps}             # DDIM grid points (the paper: 80)
-t0 = {t0}               # top of the grid (the paper: 900)
+t0 = {t0}               # top of the grid: the model redraws what noise of this level hides; 50 keeps it
+                      # to the finest scales (FIDELITY.md), the paper uses 900
 # clip = 1.0           # clip the predicted x0 to [-C, C] while inverting and decoding
 # decode_clip = 1.0    # ... only while decoding synthetic latents
 

@@ -11,8 +11,9 @@ const QUERY_BLOCK: usize = 64;
 /// Spatial self-attention over the H·W positions of each image, with the residual connection,
 /// computed in the channels-first layout of the UNet: QKV = W·X + b, then per head and block of
 /// queries Sᵀ = KᵀQ/√d (keys × queries), the softmax down each column, O = V·P, and last
-/// Y = W_o·O + b_o + x, divided by the rescale factor. f32 only, scores included; half-precision models take candle's path in
-/// [`super::unet::SpatialAttention`], which computes the scores and softmax in f32 as well.
+/// Y = W_o·O + b_o + x, divided by the rescale factor. f32 only, scores included; half-precision
+/// models take candle's path in [`super::unet::SpatialAttention`], which computes the scores and
+/// softmax in f32 as well.
 #[derive(Debug, Clone)]
 pub struct CpuAttention {
     /// (3·inner, C): the query, key and value weights stacked.

@@ -203,7 +203,7 @@ mod tests {
                 want.push(column);
             }
             let want: Vec<f32> = (0..3 * n).map(|i| want[i % 3][i / 3]).collect();
-            let mut got = vec![block.clone(), block.clone(), block.clone()];
+            let mut got = [block.clone(), block.clone(), block.clone()];
             softmax_columns_impl(&mut got[0], 3);
             // SAFETY: as above.
             unsafe {
