@@ -161,6 +161,7 @@ mod tests {
             state ^= state << 17;
             (state >> 40) as f32 / (1u64 << 24) as f32 * 16.0 - 8.0
         };
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for n in [1, 7, 8, 63, 64, 65, 1000, 4099] {
             let x: Vec<f32> = (0..n).map(|_| next()).collect();
             let want = sums_impl(&x);
@@ -189,11 +190,9 @@ mod tests {
                         b.clone_from(&want);
                     }
                 }
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&a), bits(&want), "affine avx2, n = {n}, silu {silu}");
                 assert_eq!(bits(&b), bits(&want), "affine avx512, n = {n}, silu {silu}");
             }
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             // Down the columns of an n × 3 block: each column as softmax gives it as a row.
             let block: Vec<f32> = (0..3 * n).map(|_| next()).collect();
             let mut want = Vec::new();
