@@ -16,7 +16,8 @@ mkdir -p "$(dirname "$out")"
 [ -d out/unet64-attn ] || $py tools/make_ddpm256_like.py --arch unet64 --out out/unet64-attn
 [ -d out/ddpm256-like ] || $py tools/make_ddpm256_like.py --out out/ddpm256-like
 # model, batch, repeats[, map side: the shipped 32² model also at the sizes users run it at];
-# SPECS="model batch repeats [side];..." times only those.
+# SPECS="model batch repeats [side];..." times only those; BF16=1 adds bf16 rows (expanse's
+# `--dtype bf16`, diffusers in bfloat16), CANDLE= (empty) drops the rows of candle's own operations.
 specs=("data/models/expanse-natural-32 8 10" "out/unet64-attn 4 10" "out/ddpm256-like 1 3"
     "data/models/expanse-natural-32 4 5 128" "data/models/expanse-natural-32 1 3 256")
 [ -n "${SPECS:-}" ] && IFS=';' read -r -a specs <<< "$SPECS"
@@ -29,13 +30,19 @@ specs=("data/models/expanse-natural-32 8 10" "out/unet64-attn 4 10" "out/ddpm256
         for t in 1 2; do
             echo "## $1 batch $2 ${4:+size $4 }threads $t"
             target/release/expanse --threads "$t" bench --model "$1" --batch "$2" --repeats "$3" "${size[@]}" | grep -E "UNet forward|peak"
-            target/release/expanse --threads "$t" bench --model "$1" --batch "$2" --repeats "$3" "${size[@]}" --kernels candle | grep -E "UNet forward|peak" | sed 's/^/candle ops: /'
+            [ -n "${CANDLE-1}" ] && target/release/expanse --threads "$t" bench --model "$1" --batch "$2" --repeats "$3" "${size[@]}" --kernels candle | grep -E "UNet forward|peak" | sed 's/^/candle ops: /'
             OMP_NUM_THREADS=$t $py tools/bench_diffusers.py --model "$1" --batch "$2" --threads "$t" --repeats "$3" "${size[@]}" 2>/dev/null | grep -E "UNet forward|peak" | sed 's/^/diffusers: /'
+            if [ -n "${BF16:-}" ]; then
+                target/release/expanse --threads "$t" bench --model "$1" --batch "$2" --repeats "$3" "${size[@]}" --dtype bf16 | grep -E "UNet forward|peak" | sed 's/^/bf16: /'
+                OMP_NUM_THREADS=$t $py tools/bench_diffusers.py --model "$1" --batch "$2" --threads "$t" --repeats "$3" "${size[@]}" --dtype bf16 2>/dev/null | grep -E "UNet forward|peak" | sed 's/^/diffusers bf16: /'
+            fi
         done
     done
     for spec in "data/models/expanse-natural-32 8" "out/unet64-attn 4" "out/ddpm256-like 1"; do
         set -- $spec
-        echo "## profile $1 batch $2 threads 2"
-        target/release/expanse --threads 2 bench --model "$1" --batch "$2" --repeats 3 --profile | tail -n +3
+        for dtype in f32 ${BF16:+bf16}; do
+            echo "## profile $1 batch $2 threads 2 $dtype"
+            target/release/expanse --threads 2 bench --model "$1" --batch "$2" --repeats 3 --profile --dtype "$dtype" | tail -n +3
+        done
     done
 } | tee "$out"

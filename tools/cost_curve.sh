@@ -6,17 +6,19 @@
 # since 2026-12-07, 30 points to t0 = 300 before; empirical prior, refinement on, the validation
 # battery): as many synthetic maps as real ones.
 #
-#   bash tools/cost_curve.sh OUT_DIR [THREADS]        (CASES="16 32,16 64" runs only those)
+#   bash tools/cost_curve.sh OUT_DIR [THREADS]        (CASES="16 32,16 64" runs only those;
+#                                                      DTYPE=bf16 sets model.dtype)
 #
 # Writes OUT_DIR/<case>/ (the runs) and prints one Markdown table row per run. Needs the release
 # binary (`cargo build --release`; EXPANSE=... to use another) and python3 (standard library).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 out=$(realpath -m "$1")
 threads=${2:-2}
 expanse=$(realpath "${EXPANSE:-target/release/expanse}")
 model=$(realpath data/models/expanse-natural-32)
+dtype=${DTYPE:-f32}
 mkdir -p "$out"
 
 cases=()
@@ -41,6 +43,7 @@ for c in "${cases[@]}"; do
 name = "cost_n${n}_s${size}"
 [model]
 path = "$model"
+dtype = "$dtype"
 [sampling]
 count = $n
 budget = $((n * 100))

@@ -119,8 +119,28 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
     }
 }
 
+/// Whether bf16 on the CPU can run here: expanse's kernels on, and a CPU with AVX-512 BF16. There
+/// bf16 means the stride-1 convolutions and the attention's two products per head (most of a
+/// UNet's arithmetic) take bfloat16 operands with f32 sums; normalizations, the attention's
+/// projections and softmax, element-wise operations and the strided convolutions stay f32.
+pub fn cpu_bf16_check() -> Result<()> {
+    if !kernels::enabled() {
+        return Err(Error::Invalid("bf16 on the CPU runs on expanse's own kernels, which are switched off".into()));
+    }
+    if !kernels::bf16_available() {
+        return Err(Error::Invalid(
+            "bf16 on the CPU needs AVX-512 BF16 (avx512_bf16 in /proc/cpuinfo), which this CPU lacks: use dtype f32"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that the backend runs the UNet's operations in `dtype` on `device`.
 fn check_dtype_support(device: &Device, dtype: DType) -> Result<()> {
+    if device.is_cpu() && dtype == DType::BF16 {
+        return cpu_bf16_check();
+    }
     let probe = || -> candle_core::Result<()> {
         let x = Tensor::ones((1, 2, 4, 4), dtype, device)?;
         let w = Tensor::ones((2, 2, 3, 3), dtype, device)?;
@@ -309,7 +329,11 @@ pub struct Ddpm {
     pub dir: PathBuf,
     pub weights_file: PathBuf,
     pub device: Device,
+    /// The precision asked for (and recorded in outputs).
     pub dtype: DType,
+    /// The dtype of the network's tensors: `dtype`, except bf16 on the CPU, which keeps f32
+    /// tensors and runs the stride-1 convolutions in bfloat16 (see [`cpu_bf16_check`]).
+    compute_dtype: DType,
     /// Number of weights the network uses.
     pub parameters: usize,
     weights_sha256: std::sync::OnceLock<String>,
@@ -549,13 +573,15 @@ impl Ddpm {
         let tensors = named_weights(read_tensors(&folder.weights_file)?, &folder)?;
         let keys: Vec<String> = tensors.keys().cloned().collect();
         let weights = std::sync::Arc::new(TrackedWeights { tensors, used: Mutex::new(HashSet::new()) });
-        let vb = VarBuilder::from_backend(Box::new(ArcBackend(weights.clone())), dtype, device.clone());
+        let cpu_bf16 = device.is_cpu() && dtype == DType::BF16;
+        let compute_dtype = if cpu_bf16 { DType::F32 } else { dtype };
+        let vb = VarBuilder::from_backend(Box::new(ArcBackend(weights.clone())), compute_dtype, device.clone());
         let config_name = folder.config_file().file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let unet = match &folder.config {
+        let build = || match &folder.config {
             Architecture::UNet2D(c) => UNet2DModel::new(vb, c).map(|m| Network::UNet2D(Box::new(m))),
             Architecture::Adm(c) => AdmUNet::new(vb, c).map(|m| Network::Adm(Box::new(m))),
-        }
-        .map_err(|e| {
+        };
+        let unet = if cpu_bf16 { kernels::with_bf16_kernels(build) } else { build() }.map_err(|e| {
             Error::model(&folder.weights_file, format!("{e} (the model described in {config_name})")).with_source(e)
         })?;
         let used = weights.used.lock().expect("lock").clone();
@@ -585,6 +611,7 @@ impl Ddpm {
             weights_file,
             device: device.clone(),
             dtype,
+            compute_dtype,
             parameters,
             weights_sha256: Default::default(),
         })
@@ -612,7 +639,7 @@ impl Ddpm {
     pub fn forward(&self, x: &Tensor, t: f64) -> Result<Tensor> {
         let b = x.dim(0).map_err(model_err)?;
         let ts = Tensor::full(t as f32, b, &self.device).map_err(model_err)?;
-        self.unet.forward(&x.to_dtype(self.dtype).map_err(model_err)?, &ts).map_err(model_err)
+        self.unet.forward(&x.to_dtype(self.compute_dtype).map_err(model_err)?, &ts).map_err(model_err)
     }
 }
 

@@ -16,8 +16,9 @@ fn fast(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32 && kernels::enabled()
 }
 
-/// A 2-D convolution: [`CpuConv2d`] for f32 on the CPU, candle's `Conv2d` elsewhere. `pad_end`
-/// pads the bottom and right once more before it (the original DDPM's downsampling).
+/// A 2-D convolution: [`CpuConv2d`] for f32 on the CPU (in bfloat16 at stride 1 when made inside
+/// [`kernels::with_bf16_kernels`]), candle's `Conv2d` elsewhere. `pad_end` pads the bottom and
+/// right once more before it (the original DDPM's downsampling).
 #[derive(Debug, Clone)]
 pub struct Conv {
     conv: candle_nn::Conv2d,
@@ -39,7 +40,8 @@ impl Conv {
         let conv = candle_nn::conv2d(cin, cout, k, Conv2dConfig { padding, stride, ..Default::default() }, vb.clone())?;
         let cpu = if on_cpu_f32(&vb) {
             let bias = conv.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
-            Some(CpuConv2d::new(conv.weight(), bias, stride, padding, pad_end)?)
+            let cpu = CpuConv2d::new(conv.weight(), bias, stride, padding, pad_end)?;
+            Some(if stride == 1 && kernels::bf16_kernels() { cpu.to_bf16()? } else { cpu })
         } else {
             None
         };
@@ -346,7 +348,7 @@ impl SpatialAttention {
                 };
                 Ok((l.weight().flatten_all()?.to_vec1::<f32>()?, bias))
             };
-            Some(CpuAttention::new(
+            let cpu = CpuAttention::new(
                 parts(&to_q)?,
                 parts(&to_k)?,
                 parts(&to_v)?,
@@ -354,7 +356,8 @@ impl SpatialAttention {
                 channels,
                 heads,
                 rescale,
-            ))
+            );
+            Some(if kernels::bf16_kernels() { cpu.to_bf16()? } else { cpu })
         } else {
             None
         };
@@ -932,6 +935,22 @@ mod tests {
             let fast = x.apply_op2_no_bwd(&normed, attn.cpu.as_ref().unwrap()).unwrap();
             let err = max_diff(&fast, &reference);
             assert!(err < 1e-4, "attention {i}: {err}");
+            if !kernels::bf16_available() {
+                continue;
+            }
+            // bf16 products: the attention's share of the output (less the residual) within the
+            // rounding of bfloat16 operands (2⁻⁹ relative each), and not the f32 bits.
+            let bf16 = attn.cpu.clone().unwrap().to_bf16().unwrap();
+            let got = x.apply_op2_no_bwd(&normed, &bf16).unwrap();
+            let (d, r) = ((&got - &x).unwrap(), (&reference - &x).unwrap());
+            let rel = |a: &Tensor| a.sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+            let rel = rel(&(&d - &r).unwrap()) / rel(&r);
+            assert!(rel > 1e-5 && rel < 1e-2, "bf16 attention {i}: relative RMS {rel:e}");
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let again = pool.install(|| x.apply_op2_no_bwd(&normed, &bf16).unwrap());
+                assert_eq!(max_diff(&again, &got), 0.0, "bf16 attention {i}: {threads} threads");
+            }
         }
     }
 

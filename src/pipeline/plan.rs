@@ -269,8 +269,10 @@ impl Plan {
     /// 970 MiB for the google/ddpm-*-256 architecture at batch 1 against 964 MiB measured.
     pub fn memory_estimate(&self) -> MemoryEstimate {
         let weights = self.model.weights_file.metadata().map(|m| m.len() as f64).unwrap_or(0.0);
-        let bytes = match self.config.model.dtype.as_str() {
-            "f16" | "bf16" => 2.0,
+        // bf16 on the CPU keeps f32 activations (only the products' operands are bfloat16).
+        let bytes = match (self.config.model.dtype.as_str(), self.config.model.device.as_str()) {
+            ("bf16", "cpu") => 4.0,
+            ("f16" | "bf16", _) => 2.0,
             _ => 4.0,
         };
         let levels = self.model.config.levels();

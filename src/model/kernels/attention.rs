@@ -11,11 +11,15 @@ const QUERY_BLOCK: usize = 64;
 /// Spatial self-attention over the H·W positions of each image, with the residual connection,
 /// computed in the channels-first layout of the UNet: QKV = W·X + b, then per head and block of
 /// queries Sᵀ = KᵀQ/√d (keys × queries), the softmax down each column, O = V·P, and last
-/// Y = W_o·O + b_o + x, divided by the rescale factor. f32 only, scores included; half-precision
-/// models take candle's path in [`super::unet::SpatialAttention`], which computes the scores and
-/// softmax in f32 as well.
+/// Y = W_o·O + b_o + x, divided by the rescale factor. In f32, or after [`to_bf16`](Self::to_bf16)
+/// with the two products of each head in bfloat16 (Q, K, V and the softmax's P rounded to it, sums
+/// in f32; the projections and the softmax stay f32: in bfloat16 the projections were no faster).
+/// Half-precision models on other devices take candle's path in
+/// [`super::unet::SpatialAttention`], which computes the scores and softmax in f32 as well.
 #[derive(Debug, Clone)]
 pub struct CpuAttention {
+    /// Whether the per-head products run in bfloat16.
+    bf16: bool,
     /// (3·inner, C): the query, key and value weights stacked.
     qkv: Vec<f32>,
     qkv_bias: Vec<f32>,
@@ -43,7 +47,22 @@ impl CpuAttention {
         let inner = q.1.len();
         let qkv = [q.0, k.0, v.0].concat();
         let qkv_bias = [q.1, k.1, v.1].concat();
-        CpuAttention { qkv, qkv_bias, out: out.0, out_bias: out.1, channels, inner, heads, rescale }
+        CpuAttention { bf16: false, qkv, qkv_bias, out: out.0, out_bias: out.1, channels, inner, heads, rescale }
+    }
+
+    /// This attention with its per-head products in bfloat16 (where [`super::bf16_available`] and
+    /// the heads have an even number of channels; an error otherwise).
+    pub fn to_bf16(self) -> Result<CpuAttention> {
+        if !super::bf16_available() {
+            return Err(candle_core::Error::Msg("bf16 attention needs a CPU with AVX-512 BF16 (avx512_bf16)".into()));
+        }
+        if !(self.inner / self.heads).is_multiple_of(2) {
+            return Err(candle_core::Error::Msg(format!(
+                "bf16 attention needs an even number of channels per head, not {}",
+                self.inner / self.heads
+            )));
+        }
+        Ok(CpuAttention { bf16: true, ..self })
     }
 
     /// `x` (B, C, H, W) and its group-normalized copy `normed`, both contiguous.
@@ -66,8 +85,8 @@ impl CpuAttention {
         out.par_chunks_mut(image).enumerate().for_each(|(i, y)| {
             let xn = &normed[i * image..(i + 1) * image];
             let mut qkv = vec![0f32; 3 * inner * n];
-            // SAFETY (the three blocks below): every matrix lies inside `qkv`, `scores`, `o`, `y`,
-            // `xn` or the weights, with the sizes and strides given; outputs never overlap inputs.
+            // SAFETY (the two projections below): every matrix lies inside `qkv`, `o`, `y`, `xn` or
+            // the weights, with the sizes and strides given; outputs never overlap inputs.
             qkv.par_chunks_mut(ROWS * n).enumerate().for_each(|(t, rows)| {
                 let r0 = t * ROWS;
                 for (row, bias) in rows.chunks_mut(n).zip(&self.qkv_bias[r0..]) {
@@ -88,45 +107,14 @@ impl CpuAttention {
                 };
             });
             let mut o = vec![0f32; inner * n];
-            // V transposed (n × inner), so that every product below reads its operands the way the
-            // matrix product packs them (no strided gathers).
-            let mut vt = vec![0f32; n * inner];
-            for (ch, row) in qkv[2 * inner * n..].chunks(n).enumerate() {
-                for (key, &v) in row.iter().enumerate() {
-                    vt[key * inner + ch] = v;
-                }
+            #[cfg(target_arch = "x86_64")]
+            if self.bf16 {
+                heads_bf16(&qkv, &mut o, n, inner, self.heads, scale);
+            } else {
+                heads_f32(&qkv, &mut o, n, inner, self.heads, scale);
             }
-            let (qkv, vt) = (&qkv, &vt);
-            // Per head, blocks of query positions: a block's scores (n × rows) stay small enough
-            // for the caches whatever the map size (one n × n matrix is 64 MiB at 4,096 positions,
-            // 1 GiB at 16,384), and the blocks keep every thread busy when there is one image and
-            // one head. Each query's softmax is whole in its block; the blocks are fixed, so
-            // results do not depend on the number of threads.
-            let blocks = n.div_ceil(QUERY_BLOCK);
-            let dst = SharedMut(o.as_mut_ptr());
-            (0..self.heads * blocks).into_par_iter().for_each(|task| {
-                let (head, r0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
-                let rows = QUERY_BLOCK.min(n - r0);
-                let mut scores = vec![0f32; n * rows];
-                // SAFETY: Q and K of this head lie inside `qkv` (3·inner·n floats) and its V inside
-                // `vt` (n·inner) with the strides given; the task writes columns r0..r0 + rows of
-                // head `head`'s hd × n block of `o`, which no other task writes, and `o` outlives
-                // this parallel section.
-                unsafe {
-                    #[allow(clippy::redundant_locals)]
-                    let dst = dst;
-                    let qh = qkv.as_ptr().add(head * hd * n + r0);
-                    let kh = qkv.as_ptr().add((inner + head * hd) * n);
-                    let vh = vt.as_ptr().add(head * hd);
-                    // Sᵀ (n × rows) = Khᵀ (n × hd) · Qh[:, r0..r0 + rows] (hd × rows), scaled.
-                    matmul(n, rows, hd, (scores.as_mut_ptr(), rows, 1), false, (kh, 1, n), (qh, n, 1), scale);
-                    // Each query's softmax over the keys: down the columns.
-                    simd::softmax_columns(&mut scores, rows);
-                    // Oh[:, r0..r0 + rows] (hd × rows) = Vh (hd × n) · P (n × rows).
-                    let oh = dst.0.add(head * hd * n + r0);
-                    matmul(hd, rows, n, (oh, n, 1), false, (vh, 1, inner), (scores.as_ptr(), rows, 1), 1.0);
-                }
-            });
+            #[cfg(not(target_arch = "x86_64"))]
+            heads_f32(&qkv, &mut o, n, inner, self.heads, scale);
             let o = &o;
             y.par_chunks_mut(ROWS * n).enumerate().for_each(|(t, rows)| {
                 let r0 = t * ROWS;
@@ -154,6 +142,131 @@ impl CpuAttention {
         });
         Ok(out)
     }
+}
+
+/// Every head's O = V·softmax(KᵀQ·scale) into `o` (inner × n) from `qkv` (3·inner × n), in f32.
+fn heads_f32(qkv: &[f32], o: &mut [f32], n: usize, inner: usize, heads: usize, scale: f32) {
+    let hd = inner / heads;
+    // V transposed (n × inner), so that every product below reads its operands the way the
+    // matrix product packs them (no strided gathers).
+    let mut vt = vec![0f32; n * inner];
+    for (ch, row) in qkv[2 * inner * n..].chunks(n).enumerate() {
+        for (key, &v) in row.iter().enumerate() {
+            vt[key * inner + ch] = v;
+        }
+    }
+    let vt = &vt;
+    // Per head, blocks of query positions: a block's scores (n × rows) stay small enough
+    // for the caches whatever the map size (one n × n matrix is 64 MiB at 4,096 positions,
+    // 1 GiB at 16,384), and the blocks keep every thread busy when there is one image and
+    // one head. Each query's softmax is whole in its block; the blocks are fixed, so
+    // results do not depend on the number of threads.
+    let blocks = n.div_ceil(QUERY_BLOCK);
+    let dst = SharedMut(o.as_mut_ptr());
+    (0..heads * blocks).into_par_iter().for_each(|task| {
+        let (head, r0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
+        let rows = QUERY_BLOCK.min(n - r0);
+        let mut scores = vec![0f32; n * rows];
+        // SAFETY: Q and K of this head lie inside `qkv` (3·inner·n floats) and its V inside
+        // `vt` (n·inner) with the strides given; the task writes columns r0..r0 + rows of
+        // head `head`'s hd × n block of `o`, which no other task writes, and `o` outlives
+        // this parallel section.
+        unsafe {
+            #[allow(clippy::redundant_locals)]
+            let dst = dst;
+            let qh = qkv.as_ptr().add(head * hd * n + r0);
+            let kh = qkv.as_ptr().add((inner + head * hd) * n);
+            let vh = vt.as_ptr().add(head * hd);
+            // Sᵀ (n × rows) = Khᵀ (n × hd) · Qh[:, r0..r0 + rows] (hd × rows), scaled.
+            matmul(n, rows, hd, (scores.as_mut_ptr(), rows, 1), false, (kh, 1, n), (qh, n, 1), scale);
+            // Each query's softmax over the keys: down the columns.
+            simd::softmax_columns(&mut scores, rows);
+            // Oh[:, r0..r0 + rows] (hd × rows) = Vh (hd × n) · P (n × rows).
+            let oh = dst.0.add(head * hd * n + r0);
+            matmul(hd, rows, n, (oh, n, 1), false, (vh, 1, inner), (scores.as_ptr(), rows, 1), 1.0);
+        }
+    });
+}
+
+/// Every head's O = V·softmax(KᵀQ·scale) into `o` (inner × n) from `qkv` (3·inner × n) in
+/// bfloat16 with f32 sums, by the direct convolution's kernel (a product is a band of one row: the
+/// lanes run over queries, the broadcast operand over keys or channels, pairs over the summed
+/// dimension). Per head and block of queries as the f32 path, the same blocks and softmax.
+#[cfg(target_arch = "x86_64")]
+fn heads_bf16(qkv: &[f32], o: &mut [f32], n: usize, inner: usize, heads: usize, scale: f32) {
+    use super::direct::{self, Bf16Pair, Tap};
+    let hd = inner / heads;
+    let pairs = hd / 2;
+    let key_pairs = n.div_ceil(2);
+    // Per head: Q as channel pairs (hd/2 × n), Kᵀ as pairs of channels per key (n × hd/2), V as
+    // pairs of keys per channel (hd × ⌈n/2⌉).
+    let mut q = Vec::new();
+    direct::pack_pairs(&qkv[..inner * n], inner, n, &mut q);
+    let kt: Vec<Bf16Pair> = (0..heads)
+        .flat_map(|h| {
+            let k = &qkv[(inner + h * hd) * n..(inner + (h + 1) * hd) * n];
+            (0..n).flat_map(move |key| {
+                (0..pairs).map(move |p| Bf16Pair::new(k[2 * p * n + key], k[(2 * p + 1) * n + key]))
+            })
+        })
+        .collect();
+    let v: Vec<Bf16Pair> = qkv[2 * inner * n..]
+        .chunks(n)
+        .flat_map(|row| (0..key_pairs).map(|j| Bf16Pair::new(row[2 * j], row.get(2 * j + 1).copied().unwrap_or(0.0))))
+        .collect();
+    let zeros = vec![0f32; n.max(hd)];
+    let blocks = n.div_ceil(QUERY_BLOCK);
+    let dst = SharedMut(o.as_mut_ptr());
+    let (q, kt, v, zeros) = (&q, &kt, &v, &zeros);
+    (0..heads * blocks).into_par_iter().for_each(|task| {
+        let (head, r0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
+        let rows = QUERY_BLOCK.min(n - r0);
+        let mut scores = vec![0f32; n * rows];
+        let mut info = Vec::new();
+        // Sᵀ (n × rows) = Khᵀ · Qh[:, r0..r0 + rows], scaled: the keys broadcast, the queries in lanes.
+        let koff: Vec<u32> = (0..pairs).map(|p| (p * n) as u32).collect();
+        let band = direct::Band {
+            x: &q[head * pairs * n + r0..],
+            koff: &koff,
+            wp: rows,
+            rows: 1,
+            wo: rows,
+            weight: &kt[head * n * pairs..(head + 1) * n * pairs],
+            co: 0..n,
+            add: &zeros[..n],
+            plane: rows,
+            o0: 0,
+            scale,
+        };
+        // SAFETY: bf16 attention is made only where `available_bf16`; the band reads Q's pairs
+        // r0 + p·n + j for j < rows and p < hd/2, inside this head's planes; it writes all of
+        // `scores` (n × rows).
+        unsafe { Bf16Pair::run(&band, scores.as_mut_ptr(), None, &mut info) };
+        simd::softmax_columns(&mut scores, rows);
+        let mut p = Vec::new();
+        direct::pack_pairs(&scores, n, rows, &mut p);
+        // Oh[:, r0..r0 + rows] = Vh · P: the channels broadcast, the queries in lanes.
+        let koff: Vec<u32> = (0..key_pairs).map(|j| (j * rows) as u32).collect();
+        let band = direct::Band {
+            x: &p,
+            koff: &koff,
+            wp: rows,
+            rows: 1,
+            wo: rows,
+            weight: &v[head * hd * key_pairs..(head + 1) * hd * key_pairs],
+            co: 0..hd,
+            add: &zeros[..hd],
+            plane: n,
+            o0: r0,
+            scale: 1.0,
+        };
+        #[allow(clippy::redundant_locals)]
+        let dst = dst;
+        // SAFETY: as above for the reads (P has ⌈n/2⌉ × rows pairs); the task writes columns
+        // r0..r0 + rows of head `head`'s hd × n block of `o`, which no other task writes, and `o`
+        // outlives this parallel section.
+        unsafe { Bf16Pair::run(&band, dst.0.add(head * hd * n), None, &mut info) };
+    });
 }
 
 impl CustomOp2 for CpuAttention {

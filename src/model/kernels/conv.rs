@@ -23,14 +23,28 @@ pub fn direct_available() -> bool {
 }
 
 thread_local! {
-    /// Each worker thread's padded input band, tap offsets and vector masks for the direct kernel.
+    /// Each worker thread's padded input band, tap offsets and vector masks for the direct kernel,
+    /// and the band in bfloat16 pairs.
     #[cfg(target_arch = "x86_64")]
-    static DIRECT_BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<u32>, Vec<direct::VectorInfo>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    static DIRECT_BUFFERS: std::cell::RefCell<DirectBuffers> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new()))
+    };
 
     /// Each worker thread's im2col tile and padded input rows, kept between tasks and calls.
     static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+#[cfg(target_arch = "x86_64")]
+type DirectBuffers = (Vec<f32>, Vec<u32>, Vec<direct::VectorInfo>, Vec<direct::Bf16Pair>);
+
+/// Whether this machine runs stride-1 convolutions in bfloat16 ([`CpuConv2d::to_bf16`]): x86-64
+/// with AVX-512 F, BW and BF16.
+pub fn bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return direct::available_bf16();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// (Ho, Wo) of a convolution with kernel `k` = (kh, kw) on an (H, W) input padded by `padding`
@@ -49,10 +63,14 @@ pub fn conv_output_size(
 /// A 2-D convolution with fixed weights (PyTorch layout (Cout, Cin, kh, kw)) and optional bias.
 /// `padding` pads every side; `pad_end` pads the bottom and right once more (the original DDPM's
 /// stride-2 downsampling pads (0, 1, 0, 1) instead of 1 all round). The weights are the model's
-/// own tensor, read in place (no second copy).
+/// own tensor, read in place (no second copy). [`to_bf16`](Self::to_bf16) adds a bfloat16 copy
+/// that stride-1 convolutions then use.
 #[derive(Debug, Clone)]
 pub struct CpuConv2d {
     weight: Tensor,
+    /// (Cout, ⌈Cin / 2⌉·kh·kw) weights in bfloat16 pairs, when stride-1 runs are in bfloat16.
+    #[cfg(target_arch = "x86_64")]
+    bf16: Option<std::sync::Arc<Vec<direct::Bf16Pair>>>,
     bias: Option<Vec<f32>>,
     cin: usize,
     cout: usize,
@@ -95,7 +113,44 @@ impl CpuConv2d {
                 weight.dtype()
             )));
         }
-        Ok(CpuConv2d { weight: weight.contiguous()?, bias, cin, cout, kh, kw, stride, padding, pad_end })
+        Ok(CpuConv2d {
+            weight: weight.contiguous()?,
+            #[cfg(target_arch = "x86_64")]
+            bf16: None,
+            bias,
+            cin,
+            cout,
+            kh,
+            kw,
+            stride,
+            padding,
+            pad_end,
+        })
+    }
+
+    /// This convolution with its stride-1 runs in bfloat16 (where [`bf16_available`]): weights
+    /// and inputs rounded to bfloat16, products summed in f32 (`vdpbf16ps`). Strided convolutions
+    /// stay f32. An error where the CPU lacks the instructions.
+    pub fn to_bf16(self) -> Result<CpuConv2d> {
+        #[cfg(target_arch = "x86_64")]
+        if bf16_available() {
+            let w = self.weight.flatten_all()?.to_vec1::<f32>()?;
+            let taps = self.kh * self.kw;
+            let per = self.cin * taps;
+            let pairs = self.cin.div_ceil(2);
+            let mut packed = Vec::with_capacity(self.cout * pairs * taps);
+            for co in 0..self.cout {
+                let wc = &w[co * per..(co + 1) * per];
+                for p in 0..pairs {
+                    for t in 0..taps {
+                        let hi = if 2 * p + 1 < self.cin { wc[(2 * p + 1) * taps + t] } else { 0.0 };
+                        packed.push(direct::Bf16Pair::new(wc[2 * p * taps + t], hi));
+                    }
+                }
+            }
+            return Ok(CpuConv2d { bf16: Some(std::sync::Arc::new(packed)), ..self });
+        }
+        Err(candle_core::Error::Msg("bf16 convolutions need a CPU with AVX-512 BF16 (avx512_bf16)".into()))
     }
 
     /// (Ho, Wo) for an H × W input.
@@ -248,9 +303,15 @@ impl CpuConv2d {
         {
             let padded_image = self.cin * (h + 2 * self.padding + self.pad_end) * (w + 2 * self.padding + self.pad_end);
             // Tap offsets are u32: images of over 2³² floats per sample take im2col.
-            if direct && self.stride == 1 && direct::available() && padded_image < u32::MAX as usize {
-                self.run_direct(x, weight, (b, h, w), (ho, wo), e, &mut out);
-                return Ok((out, (b, self.cout, ho, wo)));
+            if self.stride == 1 && padded_image < u32::MAX as usize {
+                if let Some(packed) = &self.bf16 {
+                    self.run_direct(x, &packed[..], (b, h, w), (ho, wo), e, &mut out);
+                    return Ok((out, (b, self.cout, ho, wo)));
+                }
+                if direct && direct::available() {
+                    self.run_direct(x, weight, (b, h, w), (ho, wo), e, &mut out);
+                    return Ok((out, (b, self.cout, ho, wo)));
+                }
             }
         }
         let read_dst = self.bias.is_some() || e.channel_bias.is_some() || e.residual.is_some();
@@ -329,11 +390,12 @@ impl CpuConv2d {
 impl CpuConv2d {
     /// The direct kernel at stride 1 into `out` (B·Cout·Ho·Wo elements, every one written):
     /// tasks of one image × a band of output rows × a range of output channels. Bands whose rows
-    /// need padding are first copied, padded, into the task's buffer.
-    fn run_direct(
+    /// need padding are first copied, padded, into the task's buffer; in bfloat16 every band is
+    /// then packed into channel pairs.
+    fn run_direct<E: direct::Tap>(
         &self,
         x: &[f32],
-        weight: &[f32],
+        weight: &[E],
         (b, h, w): (usize, usize, usize),
         (ho, wo): (usize, usize),
         e: Epilogue,
@@ -342,6 +404,7 @@ impl CpuConv2d {
         let (kh, kw) = (self.kh, self.kw);
         let padded = self.padding > 0 || self.pad_end > 0;
         let wp = w + 2 * self.padding + self.pad_end;
+        let pairs = E::CHANNELS > 1;
         let rows = (BAND_FLOATS / (self.cin * wp).max(1)).saturating_sub(kh - 1).clamp(1, ho);
         let bands = ho.div_ceil(rows);
         // Split the channels too when images × bands leave threads idle (results do not depend on it).
@@ -355,17 +418,18 @@ impl CpuConv2d {
         let adds: Vec<f32> = (0..b).flat_map(|i| (0..self.cout).map(move |co| self.added(&e, i, co))).collect();
         let dst = SharedMut(out.as_mut_ptr());
         tasks.par_iter().for_each(|&(i, t, c0)| {
-            DIRECT_BUFFERS.with_borrow_mut(|(xp, koff, info)| {
+            DIRECT_BUFFERS.with_borrow_mut(|(xp, koff, info, xq)| {
                 let (r0, r1) = (t * rows, ((t + 1) * rows).min(ho));
                 let xi = &x[i * image..(i + 1) * image];
-                let (band, in_plane): (&[f32], usize) = if padded {
+                let (band, in_plane): (&[f32], usize) = if padded || pairs {
                     let (hp, wp) = self.pad_rows(xi, h, w, r0, r1, xp);
                     (&xp[..], hp * wp)
                 } else {
                     (&xi[r0 * w..], h * w)
                 };
+                let band = E::band(band, self.cin, in_plane, xq);
                 koff.clear();
-                for ci in 0..self.cin {
+                for ci in 0..self.cin.div_ceil(E::CHANNELS) {
                     for ky in 0..kh {
                         for kx in 0..kw {
                             koff.push((ci * in_plane + ky * wp + kx) as u32);
@@ -387,14 +451,15 @@ impl CpuConv2d {
                 };
                 #[allow(clippy::redundant_locals)]
                 let dst = dst;
-                // SAFETY: run_direct is called only where direct::available(); tasks write the
+                // SAFETY: run_direct is called only where the CPU has E's instructions (`direct`'s
+                // `available` for f32, a bf16 copy made only where `available_bf16`); tasks write the
                 // disjoint outputs of their image, rows and channels, inside `out`'s capacity; the
                 // residual has the output's size (checked by run_with); every tap offset plus the
                 // band's flat positions lies inside its padded rows, or inside the image's rows
                 // r0 .. r1 + kh − 1 when nothing is padded.
                 unsafe {
                     let residual = e.residual.map(|r| r.as_ptr().add(i * self.cout * plane));
-                    direct::run(&task, dst.0.add(i * self.cout * plane), residual, info);
+                    E::run(&task, dst.0.add(i * self.cout * plane), residual, info);
                 }
             })
         });
@@ -489,6 +554,108 @@ mod tests {
             }
         }
     }
+
+    fn bf16_value(x: f32) -> f64 {
+        f32::from_bits((direct::bf16_bits(x) as u32) << 16) as f64
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(direct::bf16_bits(1.0), 0x3f80);
+        // 1 + 2⁻⁸ lies halfway between 1 and 1 + 2⁻⁷: to the even one, 1; just above it, up.
+        assert_eq!(direct::bf16_bits(1.0 + 2f32.powi(-8)), 0x3f80);
+        assert_eq!(direct::bf16_bits(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+        assert_eq!(direct::bf16_bits(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 0x3f81);
+        assert_eq!(direct::bf16_bits(-2.5), 0xc020);
+        assert_eq!(direct::bf16_bits(f32::INFINITY), 0x7f80);
+        assert!(f32::from_bits((direct::bf16_bits(f32::NAN) as u32) << 16).is_nan());
+        // The vector packing rounds as the scalar one, pairs in order, a zero partner for odd counts.
+        let src: Vec<f32> = (0..3 * 37).map(|i| (i as f32 * 0.737).sin() * 10f32.powi(i % 7 - 3)).collect();
+        let mut out = Vec::new();
+        direct::pack_pairs(&src, 3, 37, &mut out);
+        assert_eq!(out.len(), 2 * 37);
+        for j in 0..37 {
+            assert_eq!(out[j], direct::Bf16Pair::new(src[j], src[37 + j]), "position {j}");
+            assert_eq!(out[37 + j], direct::Bf16Pair::new(src[74 + j], 0.0), "position {j}");
+        }
+    }
+
+    #[test]
+    fn the_bf16_convolution_sums_the_rounded_products() {
+        if !bf16_available() {
+            eprintln!("no AVX-512 BF16 here: convolutions stay f32 on this machine");
+            let weight = Tensor::zeros((1, 1, 3, 3), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+            assert!(CpuConv2d::new(&weight, None, 1, 1, 0).unwrap().to_bf16().is_err());
+            return;
+        }
+        // (cin, cout, k, padding, pad_end, batch, h, w): odd channel counts (a zero partner), 1×1,
+        // unpadded and end-padded kernels, a row band of one row, deep inputs.
+        let cases = [
+            (5, 7, 3, 1, 0, 3, 9, 11),
+            (3, 9, 3, 1, 0, 1, 1, 1),
+            (6, 17, 3, 0, 1, 2, 12, 12),
+            (3, 9, 3, 0, 0, 2, 5, 6),
+            (64, 33, 3, 1, 1, 2, 33, 17),
+            (7, 5, 1, 0, 0, 3, 13, 10),
+            (2001, 3, 3, 1, 0, 1, 3, 37),
+        ];
+        for (i, &(cin, cout, k, padding, pad_end, b, h, w)) in cases.iter().enumerate() {
+            let wv = values(cout * cin * k * k, i);
+            let weight = Tensor::from_vec(wv.clone(), (cout, cin, k, k), &candle_core::Device::Cpu).unwrap();
+            let bias = values(cout, 10 + i);
+            let f32_conv = CpuConv2d::new(&weight, Some(bias.clone()), 1, padding, pad_end).unwrap();
+            let conv = f32_conv.clone().to_bf16().unwrap();
+            let x = values(b * cin * h * w, 20 + i);
+            let (ho, wo) = conv.output_size(h, w);
+            let res = values(b * cout * ho * wo, 40 + i);
+            let e = Epilogue { channel_bias: None, residual: Some(&res), scale: 0.7 };
+            let (got, dims) = conv.run(&x, (b, cin, h, w), e).unwrap();
+            assert_eq!(dims, (b, cout, ho, wo), "case {i}");
+            // In f64 on the operands rounded to bf16: only the f32 sums' order and rounding differ.
+            let (mut worst, mut rms, mut norm) = (0f64, 0f64, 0f64);
+            let (f32_out, _) = f32_conv.run(&x, (b, cin, h, w), e).unwrap();
+            for n in 0..b {
+                for co in 0..cout {
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            let (mut sum, mut mag) = (0f64, 0f64);
+                            for ci in 0..cin {
+                                for ky in 0..k {
+                                    for kx in 0..k {
+                                        let (iy, ix) = (
+                                            (oy + ky) as isize - padding as isize,
+                                            (ox + kx) as isize - padding as isize,
+                                        );
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                            continue;
+                                        }
+                                        let xv = x[((n * cin + ci) * h + iy as usize) * w + ix as usize];
+                                        let t = bf16_value(wv[((co * cin + ci) * k + ky) * k + kx]) * bf16_value(xv);
+                                        sum += t;
+                                        mag += t.abs();
+                                    }
+                                }
+                            }
+                            let at = ((n * cout + co) * ho + oy) * wo + ox;
+                            let want = (sum + bias[co] as f64 + res[at] as f64) * 0.7;
+                            worst = worst.max((got[at] as f64 - want).abs() / (mag + 1.0));
+                            rms += (got[at] as f64 - f32_out[at] as f64).powi(2);
+                            norm += (f32_out[at] as f64).powi(2);
+                        }
+                    }
+                }
+            }
+            assert!(worst < 1e-6, "case {i}: {worst:e} of the terms' magnitude");
+            // Against the f32 convolution: the rounding of the operands, about 2⁻⁹ relative.
+            let rel = (rms / norm).sqrt();
+            assert!(rel > 1e-5 && rel < 1e-2, "case {i}: relative RMS {rel:e} against f32");
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let again = pool.install(|| conv.run(&x, (b, cin, h, w), e).unwrap().0);
+                assert!(again == got, "case {i}: {threads} threads");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -517,7 +684,11 @@ mod speed {
             let conv = CpuConv2d::new(&weight, Some(vec![0.1; cout]), 1, k / 2, 0).unwrap();
             let x: Vec<f32> = (0..b * cin * hw * hw).map(|i| ((i * 104729) % 1000) as f32 * 1e-3).collect();
             let flops = 2.0 * (b * cout * cin * k * k * hw * hw) as f64;
-            for direct in [true, false] {
+            let bf16 = bf16_available().then(|| conv.clone().to_bf16().unwrap());
+            for (path, conv, direct) in
+                [("direct", Some(&conv), true), ("gemm", Some(&conv), false), ("bf16", bf16.as_ref(), true)]
+            {
+                let Some(conv) = conv else { continue };
                 let e = Epilogue { scale: 1.0, ..Default::default() };
                 let _ = conv.run_with(&x, (b, cin, hw, hw), e, direct).unwrap();
                 let mut dt = f64::INFINITY;
@@ -526,11 +697,7 @@ mod speed {
                     let _ = conv.run_with(&x, (b, cin, hw, hw), e, direct).unwrap();
                     dt = dt.min(t.elapsed().as_secs_f64());
                 }
-                println!(
-                    "b{b} {cin}->{cout} {hw}² k{k} direct={direct}: {:.2} ms, {:.1} GFLOP/s",
-                    dt * 1e3,
-                    flops / dt / 1e9
-                );
+                println!("b{b} {cin}->{cout} {hw}² k{k} {path}: {:.2} ms, {:.1} GFLOP/s", dt * 1e3, flops / dt / 1e9);
             }
         }
     }

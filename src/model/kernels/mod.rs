@@ -27,6 +27,29 @@ pub fn enabled() -> bool {
     ENABLED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+thread_local! {
+    static BF16_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `build` (a model's constructor) so that the stride-1 convolutions and the attention
+/// products it makes run in bfloat16 ([`CpuConv2d::to_bf16`], [`CpuAttention::to_bf16`]); every
+/// other layer stays f32. The setting holds for this thread until `build` returns.
+pub fn with_bf16_kernels<T>(build: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BF16_KERNELS.set(self.0);
+        }
+    }
+    let _reset = Reset(BF16_KERNELS.replace(true));
+    build()
+}
+
+/// Whether kernels made now are to run in bfloat16 (inside [`with_bf16_kernels`]).
+pub fn bf16_kernels() -> bool {
+    BF16_KERNELS.get()
+}
+
 mod attention;
 mod conv;
 #[cfg(target_arch = "x86_64")]
@@ -36,7 +59,7 @@ mod norm;
 mod simd;
 
 pub use attention::CpuAttention;
-pub use conv::{conv_output_size, direct_available, ConvAdd, CpuConv2d, Epilogue};
+pub use conv::{bf16_available, conv_output_size, direct_available, ConvAdd, CpuConv2d, Epilogue};
 pub use layout::{ChannelConcat, Upsample2x};
 pub use norm::{CpuGroupNorm, GroupNormOp, GroupNormScaleShift};
 
