@@ -4,8 +4,8 @@
 `tools/wph_synthesis.py` (their FITS headers), both as core-seconds (wall-clock seconds times the
 threads used), so that runs on different thread counts compare. BENCHMARKS.md, "Cost curve".
 
-    python tools/make_cost_figure.py --runs runs/cost_curve_attn --wph runs/wph_64 \
-        --out figures/cost_per_map.png
+    python tools/make_cost_figure.py --runs runs/cost_curve_f32 --runs-bf16 runs/cost_curve_bf16 \
+        --wph runs/wph_64 --out figures/cost_per_map.png
 
 Needs numpy, matplotlib and astropy (tools/requirements-figures.txt).
 """
@@ -50,7 +50,8 @@ def wph_points(folder):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", required=True, help="a tools/cost_curve.sh output folder")
+    p.add_argument("--runs", required=True, help="a tools/cost_curve.sh output folder (f32)")
+    p.add_argument("--runs-bf16", help="the same in bf16 (DTYPE=bf16 tools/cost_curve.sh)")
     p.add_argument("--wph", help="a folder of tools/wph_synthesis.py outputs (<domain>/<domain>.wph.fits)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
@@ -60,6 +61,13 @@ def main():
     ax.plot(sides, [c for _, c, *_ in ours], "o-", label="expanse defaults, whole run (f32)")
     for side, cost, maps, threads in ours:
         ax.annotate(f"{cost:.2g}", (side, cost), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    bf16 = expanse_points(a.runs_bf16) if a.runs_bf16 else []
+    if bf16:
+        ax.plot([s for s, *_ in bf16], [c for _, c, *_ in bf16], "^--", color="C2",
+                label="expanse defaults, whole run (bf16 UNet)")
+        for side, cost, maps, threads in bf16:
+            ax.annotate(f"{cost:.2g}", (side, cost), textcoords="offset points", xytext=(-22, 6), fontsize=8,
+                        color="C2")
     if a.wph:
         wph = wph_points(a.wph)
         if wph:
@@ -74,7 +82,7 @@ def main():
     ax.set_ylabel("core-seconds per synthetic map")
     ax.set_title(f"Cost per synthetic map (expanse: {ours[0][2]} maps a run, {ours[0][3]} threads)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     out = pathlib.Path(a.out)
     tmp = out.with_suffix(".tmp.png")
@@ -82,6 +90,8 @@ def main():
     tmp.replace(out)
     for side, cost, maps, threads in ours:
         print(f"expanse {side}²: {cost:.3f} core-s per map ({maps} maps, {threads} threads)")
+    for side, cost, maps, threads in bf16:
+        print(f"expanse bf16 {side}²: {cost:.3f} core-s per map ({maps} maps, {threads} threads)")
     for side, cost, domain in wph_points(a.wph) if a.wph else []:
         print(f"WPH {domain} {side}²: {cost:.3f} core-s per map")
     print(f"wrote {out}")

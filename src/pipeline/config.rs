@@ -114,8 +114,11 @@ pub struct ModelSection {
 impl ModelSection {
     /// The device, precision and batch, checked; a refused value is an [`Error::Setting`].
     pub fn check(&self) -> Result<()> {
-        self.device.parse::<crate::model::DeviceSpec>().map_err(|e| e.for_key("device"))?;
-        crate::model::parse_dtype(&self.dtype).map_err(|e| e.for_key("dtype"))?;
+        let device = self.device.parse::<crate::model::DeviceSpec>().map_err(|e| e.for_key("device"))?;
+        let dtype = crate::model::parse_dtype(&self.dtype).map_err(|e| e.for_key("dtype"))?;
+        if dtype == candle_core::DType::BF16 && device == crate::model::DeviceSpec::Cpu {
+            crate::model::cpu_bf16_check().map_err(|e| e.for_key("dtype"))?;
+        }
         if self.batch == 0 {
             return Err(Error::setting("batch", "must be at least 1"));
         }

@@ -160,7 +160,7 @@ formats = ["fits"]
 # A diffusers UNet2DModel folder, a guided-diffusion (ADM) or original DDPM checkpoint folder.
 path = {model:?}
 device = "cpu"         # "cuda", "cuda:N" or "metal" with a GPU build
-dtype = "f32"          # "f16", "bf16"
+dtype = "f32"          # "f16", "bf16" (on the CPU: AVX-512 BF16 only, 1.4-1.8x faster, within 0.75 % of f32)
 batch = {batch}              # maps per UNet evaluation; also the checkpoint unit
 
 [inversion]
