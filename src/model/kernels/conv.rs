@@ -555,11 +555,13 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn bf16_value(x: f32) -> f64 {
         f32::from_bits((direct::bf16_bits(x) as u32) << 16) as f64
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn bf16_rounds_to_nearest_even() {
         assert_eq!(direct::bf16_bits(1.0), 0x3f80);
         // 1 + 2⁻⁸ lies halfway between 1 and 1 + 2⁻⁷: to the even one, 1; just above it, up.
@@ -581,6 +583,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn the_bf16_convolution_sums_the_rounded_products() {
         if !bf16_available() {
             eprintln!("no AVX-512 BF16 here: convolutions stay f32 on this machine");
