@@ -194,7 +194,7 @@ fn heads_f32(qkv: &[f32], o: &mut [f32], n: usize, inner: usize, heads: usize, s
 /// dimension). Per head and block of queries as the f32 path, the same blocks and softmax.
 #[cfg(target_arch = "x86_64")]
 fn heads_bf16(qkv: &[f32], o: &mut [f32], n: usize, inner: usize, heads: usize, scale: f32) {
-    use super::direct::{self, Bf16Pair, Tap};
+    use super::direct::{self, Bf16Pair};
     let hd = inner / heads;
     let pairs = hd / 2;
     let key_pairs = n.div_ceil(2);
@@ -222,51 +222,65 @@ fn heads_bf16(qkv: &[f32], o: &mut [f32], n: usize, inner: usize, heads: usize, 
         let (head, r0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
         let rows = QUERY_BLOCK.min(n - r0);
         let mut scores = vec![0f32; n * rows];
-        let mut info = Vec::new();
         // Sᵀ (n × rows) = Khᵀ · Qh[:, r0..r0 + rows], scaled: the keys broadcast, the queries in lanes.
-        let koff: Vec<u32> = (0..pairs).map(|p| (p * n) as u32).collect();
-        let band = direct::Band {
-            x: &q[head * pairs * n + r0..],
-            koff: &koff,
-            wp: rows,
-            rows: 1,
-            wo: rows,
-            weight: &kt[head * n * pairs..(head + 1) * n * pairs],
-            co: 0..n,
-            add: &zeros[..n],
-            plane: rows,
-            o0: 0,
-            scale,
-        };
-        // SAFETY: bf16 attention is made only where `available_bf16`; the band reads Q's pairs
-        // r0 + p·n + j for j < rows and p < hd/2, inside this head's planes; it writes all of
-        // `scores` (n × rows).
-        unsafe { Bf16Pair::run(&band, scores.as_mut_ptr(), None, &mut info) };
+        // SAFETY: bf16 attention is made only where `available_bf16`; Kᵀ holds n × hd/2 pairs of
+        // this head, Q's pairs r0 + p·n + j (j < rows, p < hd/2) lie inside its planes; the
+        // product writes all of `scores` (n × rows).
+        unsafe {
+            let kh = &kt[head * n * pairs..(head + 1) * n * pairs];
+            let qh = &q[head * pairs * n + r0..];
+            product((kh, n), (qh, n, rows), (scores.as_mut_ptr(), rows, 0), scale, zeros);
+        }
         simd::softmax_columns(&mut scores, rows);
         let mut p = Vec::new();
         direct::pack_pairs(&scores, n, rows, &mut p);
         // Oh[:, r0..r0 + rows] = Vh · P: the channels broadcast, the queries in lanes.
-        let koff: Vec<u32> = (0..key_pairs).map(|j| (j * rows) as u32).collect();
-        let band = direct::Band {
-            x: &p,
-            koff: &koff,
-            wp: rows,
-            rows: 1,
-            wo: rows,
-            weight: &v[head * hd * key_pairs..(head + 1) * hd * key_pairs],
-            co: 0..hd,
-            add: &zeros[..hd],
-            plane: n,
-            o0: r0,
-            scale: 1.0,
-        };
         #[allow(clippy::redundant_locals)]
         let dst = dst;
-        // SAFETY: as above for the reads (P has ⌈n/2⌉ × rows pairs); the task writes columns
-        // r0..r0 + rows of head `head`'s hd × n block of `o`, which no other task writes, and `o`
-        // outlives this parallel section.
-        unsafe { Bf16Pair::run(&band, dst.0.add(head * hd * n), None, &mut info) };
+        // SAFETY: as above for the reads (Vh holds hd × ⌈n/2⌉ pairs, P ⌈n/2⌉ × rows); the task
+        // writes columns r0..r0 + rows of head `head`'s hd × n block of `o`, which no other task
+        // writes, and `o` outlives this parallel section.
+        unsafe {
+            let vh = &v[head * hd * key_pairs..(head + 1) * hd * key_pairs];
+            product((vh, hd), (&p, rows, rows), (dst.0.add(head * hd * n), n, r0), 1.0, zeros);
+        }
     });
+}
+
+/// C = A·B·scale in bfloat16 with f32 sums, by the direct convolution's kernel as a band of one
+/// row: A = (pairs, m), m rows of K pairs, row-major, broadcast; B = (pairs, ld, cols), K rows `ld`
+/// pairs apart, `cols` columns from the start, in lanes; C's row r at `out.0 + r·out.1 + out.2`.
+/// `zeros` holds at least m zeros (the kernel's added term).
+///
+/// # Safety
+/// The CPU has AVX-512 BF16; B's rows lie inside its slice; C's rows lie inside the memory `out`
+/// points into, and no other task writes them meanwhile.
+#[cfg(target_arch = "x86_64")]
+unsafe fn product(
+    a: (&[super::direct::Bf16Pair], usize),
+    b: (&[super::direct::Bf16Pair], usize, usize),
+    out: (*mut f32, usize, usize),
+    scale: f32,
+    zeros: &[f32],
+) {
+    use super::direct::{Bf16Pair, Tap};
+    let ((a, m), (b, ld, cols)) = (a, b);
+    let koff: Vec<u32> = (0..a.len() / m).map(|k| (k * ld) as u32).collect();
+    let band = super::direct::Band {
+        x: b,
+        koff: &koff,
+        wp: cols,
+        rows: 1,
+        wo: cols,
+        weight: a,
+        co: 0..m,
+        add: &zeros[..m],
+        plane: out.1,
+        o0: out.2,
+        scale,
+    };
+    // SAFETY: the caller's contract.
+    unsafe { Bf16Pair::run(&band, out.0, None, &mut Vec::new()) };
 }
 
 impl CustomOp2 for CpuAttention {
