@@ -102,8 +102,9 @@ fn by_batch(
 ///
 /// path: a diffusers UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors), a
 /// guided-diffusion ADM folder (adm.json + *.pt) or an original-DDPM folder (ddpm.json + *.ckpt).
-/// device: "cpu" (GPU backends need a build with the cuda feature); dtype: "f32" on the CPU;
-/// batch: maps per UNet evaluation (results do not depend on it); threads: worker threads of the
+/// device: "cpu" (GPU backends need a build with the cuda feature); dtype: "f32", or on the CPU
+/// "bf16" where it has AVX-512 BF16 (bfloat16 convolutions and attention products with f32 sums;
+/// a ValueError elsewhere); batch: maps per UNet evaluation (results do not depend on it); threads: worker threads of the
 /// process (as `set_threads`: once, before any computation; default RAYON_NUM_THREADS, else every
 /// core).
 ///

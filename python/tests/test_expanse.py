@@ -66,6 +66,31 @@ def test_invert_and_generate_are_the_cli_s_byte_for_byte(model, stack, tmp_path)
     assert back.tobytes() == x.tobytes() and len(psnr) == 8 and min(psnr) > 20
 
 
+def _cpu_flags():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def test_bf16_is_the_cli_s_on_avx512_bf16_cpus_and_a_value_error_elsewhere(stack, tmp_path):
+    if not {"avx512f", "avx512bw", "avx512_bf16"} <= _cpu_flags():
+        with pytest.raises(ValueError, match="avx512_bf16"):
+            expanse.Model(MODEL, dtype="bf16")
+        return
+    model = expanse.Model(MODEL, dtype="bf16", batch=4)
+    z_cli = tmp_path / "z.npy"
+    cli("invert", "--model", MODEL, "--input", stack, "--dtype", "bf16", "--batch", 4, "--out", z_cli)
+    z = model.invert(np.load(stack))
+    assert z.tobytes() == np.load(z_cli).tobytes()
+    z32 = expanse.Model(MODEL, batch=4).invert(np.load(stack))
+    rel = np.sqrt(np.mean((z - z32) ** 2) / np.mean(z32**2))
+    assert 0 < rel < 1e-2
+
+
 def test_bad_input_raises_the_documented_exception(model, stack):
     maps = np.load(stack)
     with pytest.raises(TypeError, match="float32, got float64"):
