@@ -104,9 +104,9 @@ fn by_batch(
 /// guided-diffusion ADM folder (adm.json + *.pt) or an original-DDPM folder (ddpm.json + *.ckpt).
 /// device: "cpu" (GPU backends need a build with the cuda feature); dtype: "f32", or on the CPU
 /// "bf16" where it has AVX-512 BF16 (bfloat16 convolutions and attention products with f32 sums;
-/// a ValueError elsewhere); batch: maps per UNet evaluation (results do not depend on it); threads: worker threads of the
-/// process (as `set_threads`: once, before any computation; default RAYON_NUM_THREADS, else every
-/// core).
+/// a ValueError elsewhere); batch: maps per UNet evaluation (results do not depend on it);
+/// threads: worker threads of the process (as `set_threads`: once, before any computation;
+/// default RAYON_NUM_THREADS, else every core).
 ///
 /// Maps are in model space ([-1, 1], what `expanse ingest` writes), float32 (N, H, W) or
 /// (N, C, H, W); latents are at level t0. `progress` is a tqdm bar (`update(n)` gets the maps of
