@@ -332,7 +332,8 @@ pub struct Ddpm {
     /// The precision asked for (and recorded in outputs).
     pub dtype: DType,
     /// The dtype of the network's tensors: `dtype`, except bf16 on the CPU, which keeps f32
-    /// tensors and runs the stride-1 convolutions in bfloat16 (see [`cpu_bf16_check`]).
+    /// tensors and runs the stride-1 convolutions and attention products in bfloat16 (see
+    /// [`cpu_bf16_check`]).
     compute_dtype: DType,
     /// Number of weights the network uses.
     pub parameters: usize,
