@@ -41,7 +41,7 @@ impl Conv {
         let cpu = if on_cpu_f32(&vb) {
             let bias = conv.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
             let cpu = CpuConv2d::new(conv.weight(), bias, stride, padding, pad_end)?;
-            Some(if stride == 1 && kernels::bf16_kernels() { cpu.to_bf16()? } else { cpu })
+            Some(if kernels::bf16_kernels() { cpu.to_bf16()? } else { cpu })
         } else {
             None
         };

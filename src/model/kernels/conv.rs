@@ -130,23 +130,21 @@ impl CpuConv2d {
 
     /// This convolution with its stride-1 runs in bfloat16 (where [`bf16_available`]): weights
     /// and inputs rounded to bfloat16, products summed in f32 (`vdpbf16ps`). Strided convolutions
-    /// stay f32. An error where the CPU lacks the instructions.
+    /// stay f32 (returned as they are). An error where the CPU lacks the instructions.
     pub fn to_bf16(self) -> Result<CpuConv2d> {
         #[cfg(target_arch = "x86_64")]
         if bf16_available() {
+            if self.stride != 1 {
+                return Ok(self);
+            }
+            // Each output channel's (Cin, kh·kw) weights as channel pairs: (⌈Cin / 2⌉, kh·kw).
             let w = self.weight.flatten_all()?.to_vec1::<f32>()?;
             let taps = self.kh * self.kw;
-            let per = self.cin * taps;
-            let pairs = self.cin.div_ceil(2);
-            let mut packed = Vec::with_capacity(self.cout * pairs * taps);
-            for co in 0..self.cout {
-                let wc = &w[co * per..(co + 1) * per];
-                for p in 0..pairs {
-                    for t in 0..taps {
-                        let hi = if 2 * p + 1 < self.cin { wc[(2 * p + 1) * taps + t] } else { 0.0 };
-                        packed.push(direct::Bf16Pair::new(wc[2 * p * taps + t], hi));
-                    }
-                }
+            let mut packed = Vec::with_capacity(self.cout * self.cin.div_ceil(2) * taps);
+            let mut channel = Vec::new();
+            for wc in w.chunks(self.cin * taps) {
+                direct::pack_pairs(wc, self.cin, taps, &mut channel);
+                packed.extend_from_slice(&channel);
             }
             return Ok(CpuConv2d { bf16: Some(std::sync::Arc::new(packed)), ..self });
         }
