@@ -22,13 +22,7 @@ pub struct ModelInput {
 /// Reads a (B, C, H, W) model-space stack: a normalized `expanse ingest` output, an earlier
 /// DDIM output, or a plain float array (a 3-D (B, H, W) array counts as one channel).
 pub fn read_model_input(path: &Path) -> Result<ModelInput> {
-    let provenance = io::read_provenance(path)?;
-    let normalization = provenance
-        .as_ref()
-        .and_then(|p| p.records.get("normalization"))
-        .map(|v| serde_json::from_value::<Normalization>(v.clone()))
-        .transpose()
-        .map_err(|e| Error::format(path, format!("bad normalization record: {e}")).with_source(e))?;
+    let (provenance, normalization) = read_records(path)?;
     let data = if provenance.as_ref().is_some_and(|p| p.command.starts_with("ingest")) && normalization.is_some() {
         read_model_stack(path)?.data
     } else {
@@ -57,13 +51,203 @@ pub fn read_model_input(path: &Path) -> Result<ModelInput> {
     if data.is_empty() {
         return Err(Error::content(path, "the stack is empty"));
     }
-    if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
-        return Err(Error::content(
+    check_finite(path, &data)?;
+    Ok(ModelInput { data, provenance, normalization })
+}
+
+/// The provenance of a stack and the normalization it records.
+fn read_records(path: &Path) -> Result<(Option<Provenance>, Option<Normalization>)> {
+    let provenance = io::read_provenance(path)?;
+    let normalization = provenance
+        .as_ref()
+        .and_then(|p| p.records.get("normalization"))
+        .map(|v| serde_json::from_value::<Normalization>(v.clone()))
+        .transpose()
+        .map_err(|e| Error::format(path, format!("bad normalization record: {e}")).with_source(e))?;
+    Ok((provenance, normalization))
+}
+
+fn check_finite(path: &Path, data: &Array4<f32>) -> Result<()> {
+    match data.iter().find(|v| !v.is_finite()) {
+        Some(bad) => Err(Error::content(
             path,
             format!("the stack holds a non-finite value ({bad}); blanks must be filled (ingest does)"),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(ModelInput { data, provenance, normalization })
+}
+
+/// A model-space stack on disk, read a range of maps at a time: the `maps` dataset of an HDF5
+/// file or a float32 `.npy` file, so that a run holds only the maps it works on; any
+/// other stack [`read_model_input`] reads is read whole once.
+pub struct StackFile {
+    pub path: PathBuf,
+    /// (N, C, H, W).
+    pub dim: (usize, usize, usize, usize),
+    pub provenance: Option<Provenance>,
+    pub normalization: Option<Normalization>,
+    rows: Rows,
+}
+
+enum Rows {
+    Hdf5(io::hdf5::RowReader),
+    Npy(io::npy::NpyRows),
+    Memory(Array4<f32>),
+}
+
+impl StackFile {
+    /// Opens `path`, reading its shape and records but none of its maps (unless it is neither an
+    /// expanse HDF5 stack nor a float32 4-D `.npy` array).
+    pub fn open(path: &Path) -> Result<StackFile> {
+        let rows = match Format::detect(path)? {
+            Format::Hdf5 => io::hdf5::RowReader::open(path)?.map(Rows::Hdf5),
+            Format::Npy => io::npy::NpyRows::open(path)?.map(Rows::Npy),
+            Format::Fits => None,
+        };
+        let (rows, provenance, normalization) = match rows {
+            Some(rows) => {
+                let (provenance, normalization) = read_records(path)?;
+                (rows, provenance, normalization)
+            }
+            None => {
+                let input = read_model_input(path)?;
+                (Rows::Memory(input.data), input.provenance, input.normalization)
+            }
+        };
+        let dim = match &rows {
+            Rows::Hdf5(r) => r.dim(),
+            Rows::Npy(r) => r.dim(),
+            Rows::Memory(a) => a.dim(),
+        };
+        if dim.0 == 0 || dim.1 * dim.2 * dim.3 == 0 {
+            return Err(Error::content(path, "the stack is empty"));
+        }
+        Ok(StackFile { path: path.to_path_buf(), dim, provenance, normalization, rows })
+    }
+
+    /// The maps of `range` (checked finite).
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Result<Array4<f32>> {
+        let data = match &self.rows {
+            Rows::Hdf5(r) => r.rows(range)?,
+            Rows::Npy(r) => r.rows(range)?,
+            Rows::Memory(a) => a.slice(ndarray::s![range, .., .., ..]).to_owned(),
+        };
+        check_finite(&self.path, &data)?;
+        Ok(data)
+    }
+
+    /// Every map, `batch` at a time: (first index, maps).
+    pub fn batches(&self, batch: usize) -> impl Iterator<Item = Result<(usize, Array4<f32>)>> + '_ {
+        let n = self.dim.0;
+        (0..n.div_ceil(batch.max(1))).map(move |b| {
+            let start = b * batch.max(1);
+            self.rows(start..(start + batch.max(1)).min(n)).map(|rows| (start, rows))
+        })
+    }
+
+    /// Every map as one row of an (N, C·H·W) float64 matrix, read a batch at a time.
+    pub fn to_matrix(&self, batch: usize) -> Result<ndarray::Array2<f64>> {
+        let (n, c, h, w) = self.dim;
+        let mut z = ndarray::Array2::<f64>::zeros((n, c * h * w));
+        for rows in self.batches(batch) {
+            let (start, rows) = rows?;
+            for (mut row, map) in z.slice_mut(ndarray::s![start.., ..]).outer_iter_mut().zip(rows.outer_iter()) {
+                row.iter_mut().zip(map.iter()).for_each(|(r, &v)| *r = v as f64);
+            }
+        }
+        Ok(z)
+    }
+
+    /// Its provenance and normalization with `data` as values.
+    pub fn with_data(&self, data: Array4<f32>) -> ModelInput {
+        ModelInput { data, provenance: self.provenance.clone(), normalization: self.normalization.clone() }
+    }
+}
+
+/// A model-space stack written a range of maps at a time, with the provenance
+/// [`write_model_output`] gives it: HDF5 (dataset `maps`) or NPY (and its sidecar), to temporary
+/// files that [`StackWriter::finish`] renames into place.
+pub struct StackWriter {
+    files: io::AtomicFiles,
+    sink: Sink,
+    path: PathBuf,
+    dim: (usize, usize, usize, usize),
+    provenance: Provenance,
+}
+
+enum Sink {
+    Hdf5(io::hdf5::RowWriter),
+    Npy(io::npy::NpyRowWriter),
+}
+
+impl StackWriter {
+    /// Starts `path` (HDF5 or NPY) for a stack of shape `dim`; the provenance as
+    /// [`write_model_output`] makes it.
+    pub fn create(
+        path: &Path,
+        dim: (usize, usize, usize, usize),
+        command: &str,
+        input: &StackFile,
+        records: Vec<(&str, Value)>,
+    ) -> Result<StackWriter> {
+        let provenance = output_provenance(command, input.provenance.as_ref(), input.normalization.as_ref(), records);
+        let (files, sink) = match Format::from_extension(path)? {
+            Format::Hdf5 => {
+                let files = io::AtomicFiles::new(&[path.to_path_buf()])?;
+                let w = io::hdf5::RowWriter::create(&files.temp(0), &[dim.0, dim.1, dim.2, dim.3])?;
+                (files, Sink::Hdf5(w))
+            }
+            Format::Npy => {
+                let files = io::AtomicFiles::new(&[path.to_path_buf(), io::npy::sidecar_path(path)])?;
+                let w = io::npy::NpyRowWriter::create(&files.temp(0), dim)?;
+                (files, Sink::Npy(w))
+            }
+            Format::Fits => {
+                return Err(Error::write(path, "a model-space stack written in parts is HDF5 or NPY, not FITS"))
+            }
+        };
+        Ok(StackWriter { files, sink, path: path.to_path_buf(), dim, provenance })
+    }
+
+    /// Writes `rows` as maps `start..start + rows.len_of(0)`.
+    pub fn write(&mut self, start: usize, rows: &Array4<f32>) -> Result<()> {
+        let (n, c, h, w) = rows.dim();
+        if start + n > self.dim.0 || (c, h, w) != (self.dim.1, self.dim.2, self.dim.3) {
+            return Err(Error::Invalid(format!(
+                "internal: maps {start}..{} of shape {:?} do not fit {} of shape {:?}",
+                start + n,
+                (c, h, w),
+                self.path.display(),
+                self.dim
+            )));
+        }
+        let result = match &mut self.sink {
+            Sink::Hdf5(w) => w.write(start, &rows.view()),
+            Sink::Npy(w) => w.write(start, &rows.view()),
+        };
+        result.map_err(|e| io::retarget(e, &self.path))
+    }
+
+    /// Writes the provenance and renames the files into place.
+    pub fn finish(self) -> Result<Vec<PathBuf>> {
+        let path = self.path.clone();
+        match self.sink {
+            Sink::Hdf5(w) => w.finish(self.provenance.units.as_deref(), &self.provenance),
+            Sink::Npy(w) => w.finish().and_then(|()| {
+                let meta = io::npy::Sidecar {
+                    shape: vec![self.dim.0, self.dim.1, self.dim.2, self.dim.3],
+                    units: self.provenance.units.clone(),
+                    mask: None,
+                    provenance: self.provenance.clone(),
+                };
+                let text = serde_json::to_string_pretty(&meta).expect("sidecar serializes");
+                let sidecar = self.files.temp(1);
+                std::fs::write(&sidecar, text).map_err(|e| Error::write(sidecar, e))
+            }),
+        }
+        .map_err(|e| io::retarget(e, &path))?;
+        self.files.commit()
+    }
 }
 
 /// Writes a model-space stack with provenance: `command`, the inputs' sources, the records
@@ -75,19 +259,7 @@ pub fn write_model_output(
     input: &ModelInput,
     records: Vec<(&str, Value)>,
 ) -> Result<Vec<PathBuf>> {
-    let mut provenance = Provenance {
-        tool: io::TOOL.to_string(),
-        command: command.to_string(),
-        sources: input.provenance.as_ref().map(|p| p.sources.clone()).unwrap_or_default(),
-        units: input.provenance.as_ref().and_then(|p| p.units.clone()),
-        records: Default::default(),
-    };
-    if let Some(n) = &input.normalization {
-        provenance.records.insert("normalization".into(), serde_json::to_value(n).expect("serializes"));
-    }
-    for (k, v) in records {
-        provenance.records.insert(k.to_string(), v);
-    }
+    let provenance = output_provenance(command, input.provenance.as_ref(), input.normalization.as_ref(), records);
     let out = OutputStack {
         data: data.view().into_dyn(),
         mask: None,
@@ -96,6 +268,30 @@ pub fn write_model_output(
         fits_cards: Vec::new(),
     };
     io::write_stack(path, &out)
+}
+
+/// The provenance of a model-space output: `command`, the input's sources and units, its
+/// normalization and `records`.
+fn output_provenance(
+    command: &str,
+    input: Option<&Provenance>,
+    normalization: Option<&Normalization>,
+    records: Vec<(&str, Value)>,
+) -> Provenance {
+    let mut provenance = Provenance {
+        tool: io::TOOL.to_string(),
+        command: command.to_string(),
+        sources: input.map(|p| p.sources.clone()).unwrap_or_default(),
+        units: input.and_then(|p| p.units.clone()),
+        records: Default::default(),
+    };
+    if let Some(n) = normalization {
+        provenance.records.insert("normalization".into(), serde_json::to_value(n).expect("serializes"));
+    }
+    for (k, v) in records {
+        provenance.records.insert(k.to_string(), v);
+    }
+    provenance
 }
 
 /// Maps drawn in the picture beside decoded maps.
@@ -239,4 +435,78 @@ mod tests {
         let text = std::fs::read_to_string(svg).unwrap();
         assert!(text.contains(&format!("20 synthetic maps of x (the first {PICTURE_MAPS} shown)")), "title");
     }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    fn stack(n: usize) -> ModelInput {
+        let data = Array4::from_shape_fn((n, 3, 5, 4), |(i, c, y, x)| (i * 60 + c * 20 + y * 4 + x) as f32 / 7.0 - 9.0);
+        let provenance = Provenance {
+            tool: io::TOOL.into(),
+            command: "ingest".into(),
+            sources: vec!["a.fits".into()],
+            units: Some("MJy/sr".into()),
+            records: Default::default(),
+        };
+        ModelInput { data, provenance: Some(provenance), normalization: None }
+    }
+
+    #[test]
+    fn a_stack_written_in_parts_reads_back_as_one_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = stack(7);
+        for ext in ["h5", "npy"] {
+            let whole = dir.path().join(format!("whole.{ext}"));
+            let records = || vec![("ddim", serde_json::json!({"seq": [0, 10]}))];
+            write_model_output(&whole, &input.data, "run: invert", &input, records()).unwrap();
+            let source = StackFile::open(&whole).unwrap();
+            assert_eq!(source.dim, input.data.dim());
+            let parts = dir.path().join(format!("parts.{ext}"));
+            let mut w = StackWriter::create(&parts, source.dim, "run: invert", &source, records()).unwrap();
+            // Out of order and of unequal sizes, as checkpoints and shards may come.
+            for (start, end) in [(3, 7), (0, 2), (2, 3)] {
+                w.write(start, &source.rows(start..end).unwrap()).unwrap();
+            }
+            assert!(w.write(6, &source.rows(0..2).unwrap()).is_err(), "past the end");
+            assert!(!parts.exists(), "nothing in place before finish");
+            let written = w.finish().unwrap();
+            assert!(written.contains(&parts));
+            let (a, b) = (read_model_input(&whole).unwrap(), read_model_input(&parts).unwrap());
+            assert_eq!(a.data, input.data);
+            assert_eq!(b.data, input.data, "{ext}");
+            assert_eq!(a.provenance, b.provenance, "{ext}");
+            let back = StackFile::open(&parts).unwrap();
+            let batches: Vec<_> = back.batches(3).map(|r| r.unwrap()).collect();
+            assert_eq!(
+                batches.iter().map(|(s, r)| (*s, r.len_of(Axis(0)))).collect::<Vec<_>>(),
+                [(0, 3), (3, 3), (6, 1)]
+            );
+            assert_eq!(batches[1].1, input.data.slice(ndarray::s![3..6, .., .., ..]));
+        }
+    }
+
+    #[test]
+    fn a_stack_read_in_parts_refuses_what_the_whole_reader_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut input = stack(4);
+        input.data[[2, 1, 0, 0]] = f32::NAN;
+        let path = dir.path().join("x.npy");
+        ndarray_npy::write_npy(&path, &input.data).unwrap();
+        let s = StackFile::open(&path).unwrap();
+        assert!(s.rows(0..2).is_ok());
+        let e = s.rows(1..3).unwrap_err().to_string();
+        assert!(e.contains("x.npy") && e.contains("non-finite"), "{e}");
+        // A 3-D array (one channel) and a FITS file are read whole, as read_model_input reads them.
+        let flat = dir.path().join("flat.npy");
+        ndarray_npy::write_npy(&flat, &Array3F::from_elem((3, 4, 4), 0.5)).unwrap();
+        assert_eq!(StackFile::open(&flat).unwrap().dim, (3, 1, 4, 4));
+        let empty = dir.path().join("empty.npy");
+        ndarray_npy::write_npy(&empty, &Array4::<f32>::zeros((0, 3, 4, 4))).unwrap();
+        let e = StackFile::open(&empty).err().expect("an empty stack is refused").to_string();
+        assert!(e.contains("empty.npy") && e.contains("empty"), "{e}");
+    }
+
+    type Array3F = ndarray::Array3<f32>;
 }

@@ -1,8 +1,9 @@
 //! HDF5 through the `hdf5` crate (hdf5-metno): 2-D/3-D datasets of any integer or float type,
-//! chunked and compressed (gzip, shuffle, lzf); attributes kept as JSON values.
+//! chunked and compressed (gzip, shuffle, lzf); attributes kept as JSON values. Stacks can also be
+//! written and read a range of maps at a time.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenAscii, VarLenUnicode};
 use ndarray::{ArrayD, IxDyn};
@@ -298,28 +299,92 @@ pub(crate) fn put_str(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Re
 /// (uint8, 1 = blank).
 pub fn write(path: &Path, out: &OutputStack) -> Result<()> {
     let werr = |e: hdf5::Error| Error::write(path, e);
-    let file = hdf5::File::create(path).map_err(werr)?;
     let data = out.data.as_standard_layout();
-    let mut chunk = data.shape().to_vec();
-    chunk[0] = 1;
-    let ds = file.new_dataset_builder().chunk(chunk).deflate(4).with_data(&data).create("maps").map_err(werr)?;
-    // Always there, so that `f["maps"].attrs["units"]` works; empty when the inputs named none.
-    put_str(&ds, "units", out.units.as_deref().unwrap_or("")).map_err(werr)?;
-    let axes = if data.ndim() == 4 { "map,channel,row,column" } else { "map,row,column" };
-    put_str(&ds, "axes", axes).map_err(werr)?;
-    put_str(&file, "expanse_version", &out.provenance.tool).map_err(werr)?;
-    put_str(&file, "command", &out.provenance.command).map_err(werr)?;
-    put_str(&file, "sources", &out.provenance.sources.join("\n")).map_err(werr)?;
-    let json = serde_json::to_string(out.provenance).expect("provenance serializes");
-    put_str(&file, "provenance", &json).map_err(werr)?;
+    let writer = RowWriter::create(path, data.shape())?;
+    writer.ds.write(&data).map_err(werr)?;
     if let Some(mask) = &out.mask {
         let mask = mask.as_standard_layout();
         let mut chunk = mask.shape().to_vec();
         chunk[0] = 1;
-        let m = file.new_dataset_builder().chunk(chunk).deflate(4).with_data(&mask).create("mask").map_err(werr)?;
+        let m =
+            writer.file.new_dataset_builder().chunk(chunk).deflate(4).with_data(&mask).create("mask").map_err(werr)?;
         put_str(&m, "meaning", "1 = blank (NaN) pixel in the source map").map_err(werr)?;
     }
-    file.close().map_err(werr)
+    writer.finish(out.units.as_deref(), out.provenance)
+}
+
+/// A stack written as [`write()`] writes it (without a mask), a range of maps at a time.
+pub struct RowWriter {
+    file: hdf5::File,
+    ds: hdf5::Dataset,
+    path: PathBuf,
+}
+
+impl RowWriter {
+    /// Creates `path` with dataset `maps` of `shape` (maps first).
+    pub fn create(path: &Path, shape: &[usize]) -> Result<RowWriter> {
+        let werr = |e: hdf5::Error| Error::write(path, e);
+        let file = hdf5::File::create(path).map_err(werr)?;
+        let mut chunk = shape.to_vec();
+        chunk[0] = 1;
+        let ds = file.new_dataset::<f32>().chunk(chunk).deflate(4).shape(shape).create("maps").map_err(werr)?;
+        Ok(RowWriter { file, ds, path: path.to_path_buf() })
+    }
+
+    /// Writes `rows` (maps first, standard layout) as maps `start..start + rows.len_of(0)`.
+    pub fn write(&self, start: usize, rows: &ndarray::ArrayView4<f32>) -> Result<()> {
+        let n = rows.len_of(ndarray::Axis(0));
+        self.ds.write_slice(rows, ndarray::s![start..start + n, .., .., ..]).map_err(|e| Error::write(&self.path, e))
+    }
+
+    /// Writes the attributes and closes the file.
+    pub fn finish(self, units: Option<&str>, provenance: &super::Provenance) -> Result<()> {
+        let werr = |e: hdf5::Error| Error::write(&self.path, e);
+        // Always there, so that `f["maps"].attrs["units"]` works; empty when the inputs named none.
+        put_str(&self.ds, "units", units.unwrap_or("")).map_err(werr)?;
+        let axes = if self.ds.ndim() == 4 { "map,channel,row,column" } else { "map,row,column" };
+        put_str(&self.ds, "axes", axes).map_err(werr)?;
+        put_str(&self.file, "expanse_version", &provenance.tool).map_err(werr)?;
+        put_str(&self.file, "command", &provenance.command).map_err(werr)?;
+        put_str(&self.file, "sources", &provenance.sources.join("\n")).map_err(werr)?;
+        let json = serde_json::to_string(provenance).expect("provenance serializes");
+        put_str(&self.file, "provenance", &json).map_err(werr)?;
+        drop(self.ds);
+        self.file.close().map_err(werr)
+    }
+}
+
+/// A 4-D float dataset `maps` read a range of maps at a time.
+pub(crate) struct RowReader {
+    ds: hdf5::Dataset,
+    path: PathBuf,
+}
+
+impl RowReader {
+    /// Opens dataset `maps` of `path` when it is 4-D and of a float type; None otherwise.
+    pub(crate) fn open(path: &Path) -> Result<Option<RowReader>> {
+        let file = open(path)?;
+        let Ok(ds) = file.dataset("maps") else { return Ok(None) };
+        let float = matches!(ds.dtype().and_then(|t| t.to_descriptor()), Ok(TypeDescriptor::Float(_)));
+        if ds.ndim() != 4 || !float {
+            return Ok(None);
+        }
+        check_claimed_size(path, "maps", &ds)?;
+        Ok(Some(RowReader { ds, path: path.to_path_buf() }))
+    }
+
+    /// (N, C, H, W).
+    pub(crate) fn dim(&self) -> (usize, usize, usize, usize) {
+        let s = self.ds.shape();
+        (s[0], s[1], s[2], s[3])
+    }
+
+    /// Maps `range`, as float32.
+    pub(crate) fn rows(&self, range: std::ops::Range<usize>) -> Result<ndarray::Array4<f32>> {
+        self.ds
+            .read_slice::<f32, _, ndarray::Ix4>(ndarray::s![range, .., .., ..])
+            .map_err(|e| Error::format(&self.path, format!("dataset 'maps': {e}")).with_source(e))
+    }
 }
 
 /// Reads the provenance JSON written by [`write()`], if present.

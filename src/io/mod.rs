@@ -460,7 +460,7 @@ pub fn write_stack(path: &Path, out: &OutputStack) -> Result<Vec<PathBuf>> {
 }
 
 /// Errors about a temporary file are reported against the file the user asked for.
-fn retarget(e: Error, path: &Path) -> Error {
+pub(crate) fn retarget(e: Error, path: &Path) -> Error {
     match e {
         Error::Write { cause, .. } => Error::write(path, cause),
         other => other,

@@ -201,3 +201,92 @@ pub(crate) fn read_own_array4(path: &Path, dim: (usize, usize, usize, usize)) ->
     check_claimed_size(path).ok()?;
     ndarray_npy::read_npy(path).ok().filter(|a: &ndarray::Array4<f32>| a.dim() == dim)
 }
+
+/// A float32 (N, C, H, W) `.npy` array read a range of maps at a time (positional reads: nothing
+/// of the file stays in memory).
+pub(crate) struct NpyRows {
+    file: std::fs::File,
+    path: PathBuf,
+    offset: u64,
+    dim: (usize, usize, usize, usize),
+}
+
+impl NpyRows {
+    /// Opens `path` when it holds a little-endian float32 4-D array in C order; None otherwise (the
+    /// caller reads it another way).
+    pub(crate) fn open(path: &Path) -> Result<Option<NpyRows>> {
+        use ndarray_npy::ViewNpyExt;
+        check_claimed_size(path)?;
+        let file = std::fs::File::open(path).map_err(|e| Error::open(path, super::io_cause(e)))?;
+        let dim = {
+            // SAFETY: mapped only to parse the header and check the length, then unmapped.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::open(path, super::io_cause(e)))?;
+            match ndarray::ArrayView4::<f32>::view_npy(&map) {
+                Ok(v) if v.is_standard_layout() => v.dim(),
+                _ => return Ok(None),
+            }
+        };
+        let len = file.metadata().map_err(|e| Error::open(path, super::io_cause(e)))?.len();
+        let offset = len - (dim.0 * dim.1 * dim.2 * dim.3 * 4) as u64;
+        Ok(Some(NpyRows { file, path: path.to_path_buf(), offset, dim }))
+    }
+
+    /// (N, C, H, W).
+    pub(crate) fn dim(&self) -> (usize, usize, usize, usize) {
+        self.dim
+    }
+
+    /// Maps `range`.
+    pub(crate) fn rows(&self, range: std::ops::Range<usize>) -> Result<ndarray::Array4<f32>> {
+        use std::os::unix::fs::FileExt;
+        let (_, c, h, w) = self.dim;
+        let map = c * h * w;
+        let mut bytes = vec![0u8; range.len() * map * 4];
+        self.file
+            .read_exact_at(&mut bytes, self.offset + (range.start * map * 4) as u64)
+            .map_err(|e| Error::open(&self.path, super::io_cause(e)))?;
+        let values = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        Ok(ndarray::Array4::from_shape_vec((range.len(), c, h, w), values).expect("sized"))
+    }
+}
+
+/// A float32 (N, C, H, W) `.npy` file written a range of maps at a time (positional writes).
+pub(crate) struct NpyRowWriter {
+    file: std::fs::File,
+    path: PathBuf,
+    offset: u64,
+    dim: (usize, usize, usize, usize),
+}
+
+impl NpyRowWriter {
+    /// Creates `path` (a temporary file) holding zeros of shape `dim`.
+    pub(crate) fn create(path: &Path, dim: (usize, usize, usize, usize)) -> Result<NpyRowWriter> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| Error::write(path, e))?;
+        ndarray_npy::write_zeroed_npy::<f32, _>(&file, ndarray::Dim([dim.0, dim.1, dim.2, dim.3]))
+            .map_err(|e| Error::write(path, e))?;
+        let len = file.metadata().map_err(|e| Error::write(path, e))?.len();
+        let offset = len - (dim.0 * dim.1 * dim.2 * dim.3 * 4) as u64;
+        Ok(NpyRowWriter { file, path: path.to_path_buf(), offset, dim })
+    }
+
+    /// Writes `rows` (of this file's map shape) as maps `start..start + rows.len_of(0)`.
+    pub(crate) fn write(&mut self, start: usize, rows: &ndarray::ArrayView4<f32>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let (_, c, h, w) = self.dim;
+        let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.file
+            .write_all_at(&bytes, self.offset + (start * c * h * w * 4) as u64)
+            .map_err(|e| Error::write(&self.path, e))
+    }
+
+    /// Flushes the file to disk.
+    pub(crate) fn finish(self) -> Result<()> {
+        self.file.sync_all().map_err(|e| Error::write(&self.path, e))
+    }
+}
