@@ -121,6 +121,15 @@ pub fn refine(
     real: &[Array2<f64>],
     options: &RefineOptions,
 ) -> Result<(Vec<Array2<f64>>, RefinementRecord)> {
+    refine_owned(synthetic.to_vec(), real.to_vec(), options)
+}
+
+/// [`refine`] working in the maps given, without copies of them: the same result.
+pub fn refine_owned(
+    mut synthetic: Vec<Array2<f64>>,
+    mut real: Vec<Array2<f64>>,
+    options: &RefineOptions,
+) -> Result<(Vec<Array2<f64>>, RefinementRecord)> {
     let start = std::time::Instant::now();
     let shape = real.first().map(|m| m.dim()).ok_or_else(|| Error::Invalid("refinement needs real maps".into()))?;
     if real.len() < 2 {
@@ -129,7 +138,7 @@ pub fn refine(
             real.len()
         )));
     }
-    if let Some(m) = real.iter().chain(synthetic).find(|m| m.dim() != shape) {
+    if let Some(m) = real.iter().chain(synthetic.iter()).find(|m| m.dim() != shape) {
         return Err(Error::Invalid(format!(
             "refinement needs maps of one shape: {}x{} and {}x{}",
             shape.0,
@@ -151,15 +160,16 @@ pub fn refine(
     };
     // The loss is in units of the real maps' scatter, so it does not change under an affine map of
     // the values; the optimizer's steps do. Work on the values standardized by the real maps.
-    let all: Vec<f64> = real.iter().flat_map(|m| m.iter().copied()).collect();
-    let center = all.iter().sum::<f64>() / all.len() as f64;
-    let scale = (all.iter().map(|v| (v - center).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
+    let all = || real.iter().flat_map(|m| m.iter().copied());
+    let count = real.iter().map(|m| m.len()).sum::<usize>() as f64;
+    let center = all().sum::<f64>() / count;
+    let scale = (all().map(|v| (v - center).powi(2)).sum::<f64>() / count).sqrt();
     if !(scale > 0.0 && scale.is_finite()) {
         return Err(Error::Invalid("the real maps are constant (or not finite): nothing to refine toward".into()));
     }
-    let standardize =
-        |maps: &[Array2<f64>]| -> Vec<Array2<f64>> { maps.iter().map(|m| m.mapv(|v| (v - center) / scale)).collect() };
-    let (real, synthetic) = (standardize(real), standardize(synthetic));
+    for m in real.iter_mut().chain(synthetic.iter_mut()) {
+        m.mapv_inplace(|v| (v - center) / scale);
+    }
     let (pr, ps) = (phi(&real, "real")?, phi(&synthetic, "synthetic")?);
     let k = wm.len();
     let families = wm.families();
@@ -234,9 +244,17 @@ pub fn refine(
             Ok((out, before, m.value, m.iterations))
         })
         .collect::<Result<_>>()?;
-    let mut maps: Vec<Array2<f64>> = results.iter().map(|r| r.0.clone()).collect();
+    drop(synthetic);
+    let mut maps = Vec::with_capacity(results.len());
+    let mut steps = Vec::with_capacity(results.len());
+    for (m, before, after, it) in results {
+        maps.push(m);
+        steps.push((before, after, it));
+    }
     match_quantiles(&mut maps, &real);
-    let maps: Vec<Array2<f64>> = maps.into_iter().map(|m| m.mapv(|v| center + scale * v)).collect();
+    for m in maps.iter_mut() {
+        m.mapv_inplace(|v| center + scale * v);
+    }
     let mut record = RefinementRecord {
         options: *options,
         scales,
@@ -247,7 +265,7 @@ pub fn refine(
         iterations: Vec::new(),
         seconds: 0.0,
     };
-    for (_, before, after, it) in results {
+    for (before, after, it) in steps {
         record.loss_before.push(before);
         record.loss_after.push(after);
         record.iterations.push(it);

@@ -22,27 +22,33 @@ use crate::refine::{RefineOptions, RefinementRecord};
 pub fn sample(
     prior: &GaussianPrior,
     prior_file: &Path,
-    real: &ModelInput,
+    real: &latents::StackFile,
     spec: &SamplingSpec,
     out: &Path,
     command: &str,
 ) -> Result<(SamplingOutcome, Vec<PathBuf>)> {
-    let z = geometry::flatten(&real.data);
+    let z = real.to_matrix(crate::prior::fit::READ_BATCH)?;
     let outcome = geometry::sample_latents(prior, &z, spec)?;
-    let accepted = outcome.accepted_array(prior.shape);
+    drop(z);
+    let accepted = real.with_data(outcome.accepted_array(prior.shape));
     let mut records = vec![("sampling", outcome.record(prior, prior_file, spec))];
     if let Some(g) = real.provenance.as_ref().and_then(|p| p.records.get("ddim")) {
         records.push(("ddim", g.clone()));
     }
-    let written = latents::write_model_output(out, &accepted, command, real, records)?;
+    let written = latents::write_model_output(out, &accepted.data, command, &accepted, records)?;
     Ok((outcome, written))
 }
 
 /// The DDIM grid `latents` were inverted on (their `ddim` record: points, t0 and fixed-point
 /// iterations), rebuilt on `model`'s schedule with `clip` for decoding. Fails naming `path` when
 /// the latents carry no grid or one this model does not give.
-pub fn grid_of(model: &Ddpm, latents: &ModelInput, path: &Path, clip: Option<f64>) -> Result<Ddim> {
-    let record = latents.provenance.as_ref().and_then(|p| p.records.get("ddim")).ok_or_else(|| {
+pub fn grid_of(
+    model: &Ddpm,
+    provenance: Option<&crate::io::Provenance>,
+    path: &Path,
+    clip: Option<f64>,
+) -> Result<Ddim> {
+    let record = provenance.and_then(|p| p.records.get("ddim")).ok_or_else(|| {
         Error::content(path, "the latents record no DDIM grid (were they written by `expanse invert`?)")
     })?;
     let seq: Vec<usize> = serde_json::from_value(record["seq"].clone())
@@ -97,14 +103,24 @@ pub fn refine_images(
     real: &Array4<f32>,
     options: &RefineOptions,
 ) -> Result<(Array4<f32>, RefinementRecord)> {
-    let (maps, record) = crate::refine::refine(&channel_means(images), &channel_means(real), options)?;
     let mut out = images.clone();
-    for (mut img, map) in out.outer_iter_mut().zip(&maps) {
+    let record = refine_images_in_place(&mut out, real, options)?;
+    Ok((out, record))
+}
+
+/// [`refine_images`] writing the refined maps over `images`, without a copy of them.
+pub fn refine_images_in_place(
+    images: &mut Array4<f32>,
+    real: &Array4<f32>,
+    options: &RefineOptions,
+) -> Result<RefinementRecord> {
+    let (maps, record) = crate::refine::refine_owned(channel_means(images), channel_means(real), options)?;
+    for (mut img, map) in images.outer_iter_mut().zip(&maps) {
         for mut channel in img.outer_iter_mut() {
             channel.assign(&map.mapv(|v| v as f32));
         }
     }
-    Ok((out, record))
+    Ok(record)
 }
 
 /// `expanse refine`: refines the synthetic maps of one file toward the real maps of another (both

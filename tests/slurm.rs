@@ -105,6 +105,18 @@ fn the_parts_of_a_run_give_the_files_of_a_single_run_and_refuse_bad_input() {
     // A shard before the run has started, and N larger than the batches.
     fails(&["run", c, "--out", s, "--resume", "--stage", "invert", "--shard", "0/2"], "--stage ingest");
     part(&["--stage", "ingest"]);
+    // Shards plan from the ingested stacks (their headers), not by normalizing every input
+    // again: the same domains.
+    let read = || expanse::pipeline::RunConfig::read(&config).unwrap();
+    let (whole, ingested) = (
+        expanse::pipeline::Plan::new(read(), &config).unwrap(),
+        expanse::pipeline::Plan::of_ingested(read(), &config, &split).unwrap(),
+    );
+    let facts = |p: &expanse::pipeline::Plan| -> Vec<_> {
+        p.domains.iter().map(|d| (d.name.clone(), d.images, d.shape, d.units.clone(), d.transform.clone())).collect()
+    };
+    assert_eq!(facts(&whole), facts(&ingested));
+    assert_eq!(whole.grid, ingested.grid);
     fails(
         &["run", c, "--out", s, "--resume", "--stage", "invert", "--shard", "0/5"],
         "stage invert: 5 shards for 4 batches",

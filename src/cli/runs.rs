@@ -139,7 +139,10 @@ pub fn run_run(a: RunArgs, threads_given: bool) -> Result<()> {
     if !a.dry_run && !sharded {
         expanse::pipeline::check_run_folder(&out, a.resume)?;
     }
-    let plan = Plan::new(config, &a.config)?;
+    // A shard computes a share of the maps: it takes the domains from the ingested stacks rather
+    // than reading every input again.
+    let plan =
+        if sharded && !a.dry_run { Plan::of_ingested(config, &a.config, &out)? } else { Plan::new(config, &a.config)? };
     if part.is_none() || a.dry_run {
         print!("{}", plan.describe(&out));
     }

@@ -56,16 +56,16 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
         }
     }
     let prior = prior_file::read_domain(&a.prior, a.domain.as_deref())?;
-    let input = latents::read_model_input(&a.latents)?;
+    let input = latents::StackFile::open(&a.latents)?;
     // The model and grid are checked before sampling, so that nothing is written when they do
     // not fit the latents.
-    geometry::check_dimension(&prior, input.data.len() / input.data.dim().0.max(1))
+    geometry::check_dimension(&prior, input.dim.1 * input.dim.2 * input.dim.3)
         .with_context(|| format!("sampling domain '{}'", prior.name))?;
     let ddpm = load_model(&a.model)?;
     let [c, h, w] = prior.shape;
     ddpm.check_input(c, h, w)?;
     // The accepted latents carry the real latents' grid record, so this is their grid too.
-    let ddim = synthesis::grid_of(&ddpm, &input, &a.latents, None)?;
+    let ddim = synthesis::grid_of(&ddpm, input.provenance.as_ref(), &a.latents, None)?;
     let t = std::time::Instant::now();
     let latents_out = expanse::io::with_suffix(&a.out, ".latents.npy");
     let (outcome, mut written) = synthesis::sample(&prior, &a.prior, &input, &spec, &latents_out, "sample")

@@ -1,7 +1,7 @@
 //! The plan of a run: a config checked against its model and inputs, the UNet evaluations of
 //! each stage, the memory estimate and the `--dry-run` text.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -112,6 +112,61 @@ const PROCESS_MIB: f64 = 15.0;
 /// measured: the quickstart's peak went from 51 to 66 MiB when figures were rendered this way.
 const FIGURE_MIB: f64 = 15.0;
 
+/// The model folder of `config` and its inversion grid on the model's schedule.
+fn model_and_grid(config: &RunConfig, config_path: &Path) -> Result<(ModelFolder, Vec<usize>)> {
+    let folder = ModelFolder::read(&config.model.path)?;
+    let train = NoiseSchedule::from_config(&folder.scheduler)?.len();
+    let grid = crate::diffusion::paper_grid(config.inversion.steps, config.inversion.t0, train)
+        .map_err(|e| Error::content(config_path, format!("inversion: {e}")).with_source(e))?;
+    Ok((folder, grid))
+}
+
+/// The checks of a domain of `n` maps of `c` × `h` × `w` against the model and the config.
+fn check_domain(
+    config: &RunConfig,
+    folder: &ModelFolder,
+    config_path: &Path,
+    name: &str,
+    (n, c, h, w): (usize, usize, usize, usize),
+) -> Result<()> {
+    let who = format!("domain '{name}'");
+    if c != folder.config.in_channels() {
+        return Err(Error::content(
+            config_path,
+            format!("{}: {c} channel(s) but the model takes {}", who, folder.config.in_channels()),
+        ));
+    }
+    let m = folder.config.size_multiple();
+    if h % m != 0 || w % m != 0 {
+        return Err(Error::content(
+            config_path,
+            format!("{}: maps of {h}x{w} pixels; the model needs sides divisible by {m} (set size or tile)", who),
+        ));
+    }
+    if config.sampling.k + 1 > n {
+        return Err(Error::content(
+            config_path,
+            format!(
+                "sampling.k = {} needs at least {} maps per domain; {} has {n}",
+                config.sampling.k,
+                config.sampling.k + 1,
+                who
+            ),
+        ));
+    }
+    if config.refinement.iterations > 0 {
+        if let Some(j) = config.refinement.scales {
+            if 1usize << j.min(63) > h.min(w) {
+                return Err(Error::content(
+                    config_path,
+                    format!("refinement.scales = {j} needs maps of at least 2^{j} pixels a side; {who} has {h}x{w}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Plan {
     /// Loads the model's weights on the configured device and dtype: every tensor the config
     /// names must be in the checkpoint with its shape (what `--dry-run` and a run check before
@@ -124,10 +179,7 @@ impl Plan {
     /// folder, the grid against the schedule, every input, the normalization, the stack shapes
     /// against the model and the sampling K against the number of maps.
     pub fn new(config: RunConfig, config_path: &Path) -> Result<Plan> {
-        let folder = ModelFolder::read(&config.model.path)?;
-        let train = NoiseSchedule::from_config(&folder.scheduler)?.len();
-        let grid = crate::diffusion::paper_grid(config.inversion.steps, config.inversion.t0, train)
-            .map_err(|e| Error::content(config_path, format!("inversion: {e}")).with_source(e))?;
+        let (folder, grid) = model_and_grid(&config, config_path)?;
         let mut domains = Vec::new();
         for d in &config.domains {
             let spec = config.prep_spec(d, folder.config.in_channels())?;
@@ -141,46 +193,7 @@ impl Plan {
                 other => other,
             })?;
             let (n, c, h, w) = stack.data.dim();
-            let who = format!("domain '{}'", d.name);
-            if c != folder.config.in_channels() {
-                return Err(Error::content(
-                    config_path,
-                    format!("{}: {c} channel(s) but the model takes {}", who, folder.config.in_channels()),
-                ));
-            }
-            let m = folder.config.size_multiple();
-            if h % m != 0 || w % m != 0 {
-                return Err(Error::content(
-                    config_path,
-                    format!(
-                        "{}: maps of {h}x{w} pixels; the model needs sides divisible by {m} (set size or tile)",
-                        who
-                    ),
-                ));
-            }
-            if config.sampling.k + 1 > n {
-                return Err(Error::content(
-                    config_path,
-                    format!(
-                        "sampling.k = {} needs at least {} maps per domain; {} has {n}",
-                        config.sampling.k,
-                        config.sampling.k + 1,
-                        who
-                    ),
-                ));
-            }
-            if config.refinement.iterations > 0 {
-                if let Some(j) = config.refinement.scales {
-                    if 1usize << j.min(63) > h.min(w) {
-                        return Err(Error::content(
-                            config_path,
-                            format!(
-                                "refinement.scales = {j} needs maps of at least 2^{j} pixels a side; {who} has {h}x{w}"
-                            ),
-                        ));
-                    }
-                }
-            }
+            check_domain(&config, &folder, config_path, &d.name, (n, c, h, w))?;
             domains.push(DomainPlan {
                 name: d.name.clone(),
                 maps_read,
@@ -189,6 +202,39 @@ impl Plan {
                 units: stack.normalization.units.clone(),
                 transform: stack.normalization.transform.describe(),
                 warnings: stack.warnings.clone(),
+            });
+        }
+        Ok(Plan { config, model: folder, grid, domains })
+    }
+
+    /// The plan of a run whose domains `run_dir` has ingested: each domain's count and shape from
+    /// its model-space stack (`stacks/<domain>.h5`, of which only the header is read), with the
+    /// same checks, so that a job computing a share of the maps does not read them all. While a
+    /// domain's stack is missing, [`Plan::new`].
+    pub fn of_ingested(config: RunConfig, config_path: &Path, run_dir: &Path) -> Result<Plan> {
+        let stacks: Vec<PathBuf> =
+            config.domains.iter().map(|d| run_dir.join("stacks").join(format!("{}.h5", d.name))).collect();
+        if !stacks.iter().all(|p| p.is_file()) {
+            return Plan::new(config, config_path);
+        }
+        let (folder, grid) = model_and_grid(&config, config_path)?;
+        let mut domains = Vec::new();
+        for (d, path) in config.domains.iter().zip(&stacks) {
+            let stack = crate::latents::StackFile::open(path)?;
+            let normalization = stack
+                .normalization
+                .as_ref()
+                .ok_or_else(|| Error::content(path, "not a normalized stack written by `expanse ingest`"))?;
+            check_domain(&config, &folder, config_path, &d.name, stack.dim)?;
+            let (n, c, h, w) = stack.dim;
+            domains.push(DomainPlan {
+                name: d.name.clone(),
+                maps_read: n,
+                images: n,
+                shape: [c, h, w],
+                units: normalization.units.clone(),
+                transform: normalization.transform.describe(),
+                warnings: Vec::new(),
             });
         }
         Ok(Plan { config, model: folder, grid, domains })
@@ -278,7 +324,14 @@ impl Plan {
         let levels = self.model.config.levels();
         let batch = self.config.model.batch as f64;
         let mut activations: f64 = 0.0;
-        let mut stacks: f64 = 0.0;
+        // What the largest part of the run holds besides the model (inversion and decoding read
+        // and write their stacks a batch at a time). Fitting holds every domain's latents as
+        // float64 rows and, for the empirical prior, their deviations from the mean: 16 bytes a
+        // value; sampling one domain's, with the accepted latents (float32); the decoding's
+        // assembly the decoded maps and the real model-space stack (float32) with the
+        // refinement's float64 maps of one channel, about three per real and synthetic map.
+        let (mut fit, mut sample, mut decode): (f64, f64, f64) = (0.0, 0.0, 0.0);
+        let count = self.config.sampling.count as f64;
         for d in &self.domains {
             let [c, h, w] = d.shape;
             let (mut skips, mut widest, mut attention) = (0.0, 0.0f64, 0.0f64);
@@ -292,12 +345,12 @@ impl Plan {
                 }
             }
             activations = activations.max(batch * (skips + attention + 6.0 * widest) * bytes);
-            // Model-space stack, latents, and decoded samples, float32; the fit and sample stages
-            // hold the latents as float64 rows and their deviations from the mean (which the
-            // empirical prior keeps).
-            stacks += 4.0 * (c * h * w) as f64 * (2 * d.images + 2 * self.config.sampling.count) as f64;
-            stacks += 8.0 * (c * h * w) as f64 * (2 * d.images) as f64;
+            let (values, n) = ((c * h * w) as f64, d.images as f64);
+            fit += 16.0 * values * n;
+            sample = sample.max(16.0 * values * n + 4.0 * values * count);
+            decode = decode.max(4.0 * values * (n + count) + 8.0 * (h * w) as f64 * 3.0 * (n + count));
         }
+        let stacks = fit.max(sample).max(decode);
         MemoryEstimate {
             runtime: PROCESS_MIB + FIGURE_MIB,
             weights: weights / MIB,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::ProgressBar;
-use ndarray::{s, Array4, Axis};
+use ndarray::Array4;
 use serde_json::Value;
 
 use super::config;
@@ -19,6 +19,7 @@ use super::manifest::{self, utc_now, FileHash, Manifest, StageRecord};
 use super::{Plan, RunOptions};
 use crate::diffusion::Ddim;
 use crate::error::{Error, Result};
+use crate::latents::StackFile;
 use crate::model::Ddpm;
 use crate::pipeline::SampleRecord;
 use crate::validate::ValidationSummary;
@@ -364,55 +365,59 @@ impl<'a> Runner<'a> {
         self.path(&["stacks", &format!("{d}.real.{}", self.plan.config.run.formats[0])])
     }
 
-    /// Runs `f` over `x` in batches of the configured size, keeping each batch's result in
-    /// `partial/` so that an interrupted stage resumes where it stopped (and so that the shards of
-    /// a job array can compute the batches). `key` identifies the input: checkpoints made for
-    /// another input are discarded.
+    /// Runs `f` over the maps of `x` in batches of the configured size, keeping each batch's
+    /// result in `partial/` so that an interrupted stage resumes where it stopped (and so that the
+    /// shards of a job array can compute the batches), and hands each result in order to `sink`
+    /// with the index of its first map: no more than a batch is held here. `key` identifies the
+    /// input: checkpoints made for another input are discarded.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn checkpointed(
         &mut self,
         partial: &Path,
         key: &str,
-        x: &Array4<f32>,
+        x: &StackFile,
         what: &str,
         steps_per_batch: u64,
         mut f: impl FnMut(&mut Self, &Array4<f32>, &ProgressBar) -> Result<Array4<f32>>,
-    ) -> Result<(Array4<f32>, Reused)> {
+        mut sink: impl FnMut(usize, Array4<f32>) -> Result<()>,
+    ) -> Result<Reused> {
         prepare_partial(partial, key)?;
         let batch = self.plan.config.model.batch;
-        let n = x.len_of(Axis(0));
+        let n = x.dim.0;
         let batches = n.div_ceil(batch);
         let pb = progress_bar(steps_per_batch * batches as u64, what, self.echo);
-        let mut parts = Vec::with_capacity(batches);
         let mut reused = Reused::default();
         for b in 0..batches {
             let (start, end) = (b * batch, ((b + 1) * batch).min(n));
-            let chunk = x.slice(s![start..end, .., .., ..]).to_owned();
-            let (out, kept) = self.checkpoint_batch(&batch_file(partial, b), &chunk, |r, c| f(r, c, &pb))?;
+            let (out, kept) = self.checkpoint_batch(&batch_file(partial, b), x, start..end, |r, c| f(r, c, &pb))?;
             if kept {
                 reused.batches += 1;
                 reused.maps += end - start;
                 pb.inc(steps_per_batch);
             }
-            parts.push(out);
+            sink(start, out)?;
         }
         pb.finish_and_clear();
-        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        Ok((ndarray::concatenate(Axis(0), &views).expect("same shapes"), reused))
+        Ok(reused)
     }
 
-    /// One batch: its checkpoint `file` when it holds a result of the right shape, else `f` on
-    /// `chunk`, written atomically to `file`. Also says whether the checkpoint was kept.
+    /// One batch, maps `range` of `x`: its checkpoint `file` when it holds a result of the right
+    /// shape, else `f` on those maps (read only then), written atomically to `file`. Also says
+    /// whether the checkpoint was kept.
     pub(super) fn checkpoint_batch(
         &mut self,
         file: &Path,
-        chunk: &Array4<f32>,
+        x: &StackFile,
+        range: std::ops::Range<usize>,
         f: impl FnOnce(&mut Self, &Array4<f32>) -> Result<Array4<f32>>,
     ) -> Result<(Array4<f32>, bool)> {
-        let kept = crate::io::npy::read_own_array4(file, chunk.dim());
+        let (_, c, h, w) = x.dim;
+        let kept = crate::io::npy::read_own_array4(file, (range.len(), c, h, w));
         if let Some(a) = kept {
             return Ok((a, true));
         }
-        let out = f(self, chunk)?;
+        let chunk = x.rows(range)?;
+        let out = f(self, &chunk)?;
         let files = crate::io::AtomicFiles::new(&[file.to_path_buf()])?;
         ndarray_npy::write_npy(files.temp(0), &out).map_err(|e| Error::write(file, e))?;
         files.commit()?;

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ndarray::{s, Axis};
+use ndarray::Axis;
 
 use super::manifest::{utc_now, FileHash, ShardRecord};
 use super::runner::Runner;
@@ -186,9 +186,7 @@ impl Runner<'_> {
             let n = match stage {
                 ShardedStage::Invert => d.images,
                 ShardedStage::Decode => {
-                    crate::latents::read_model_input(&self.path(&["samples", &format!("{}.latents.npy", d.name)]))?
-                        .data
-                        .len_of(Axis(0))
+                    crate::latents::StackFile::open(&self.path(&["samples", &format!("{}.latents.npy", d.name)]))?.dim.0
                 }
             };
             maps.push((d.name.clone(), n));
@@ -230,7 +228,6 @@ impl Runner<'_> {
             let partial =
                 self.partial_dir(&format!("{}/{}", stage.as_str(), u.domain)).expect("a sharded stage checkpoints");
             super::folder::prepare_partial(&partial, key)?;
-            let chunk = input.data.slice(s![u.start..u.end, .., .., ..]).to_owned();
             let file = super::folder::batch_file(&partial, u.batch);
             let what = format!("{} {} batch {}", stage.as_str(), u.domain, u.batch);
             let steps = match stage {
@@ -239,7 +236,7 @@ impl Runner<'_> {
             } as u64;
             let pb = super::runner::progress_bar(steps, &what, self.echo);
             let ddim = ddim.clone();
-            self.checkpoint_batch(&file, &chunk, |r, c| {
+            self.checkpoint_batch(&file, input, u.start..u.end, |r, c| {
                 let m = r.model()?;
                 match stage {
                     ShardedStage::Invert => ddim.invert(m, c, c.len_of(Axis(0)), &pb),

@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostics::{self, DomainDiagnostics, Separability};
 use super::file::write;
-use super::{geometry, GaussianPrior, PriorKind};
+use super::{GaussianPrior, PriorKind};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::latents;
+
+/// Latents read at a time into the matrix a prior is fitted on.
+pub(crate) const READ_BATCH: usize = 64;
 
 /// Priors fitted by [`fit_files`], their diagnostics and the files written.
 pub struct FitResult {
@@ -35,9 +38,9 @@ pub fn fit_files(
                 "two domains are named '{name}' (name them with --names or [[domain]] name)"
             )));
         }
-        let input = latents::read_model_input(path)?;
-        let (_, c, h, w) = input.data.dim();
-        let z = geometry::flatten(&input.data);
+        let input = latents::StackFile::open(path)?;
+        let (_, c, h, w) = input.dim;
+        let z = input.to_matrix(READ_BATCH)?;
         let mut prior = GaussianPrior::fit(name, &z, [c, h, w], kind).map_err(|e| match e {
             Error::Invalid(m) => Error::content(path, m),
             other => other,

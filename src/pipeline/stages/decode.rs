@@ -4,24 +4,24 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ndarray::Axis;
+use ndarray::{s, Array4, Axis};
 use serde_json::json;
 
 use crate::diffusion::Ddim;
 use crate::error::Result;
-use crate::latents::{self, ModelInput};
+use crate::latents::{self, StackFile};
 use crate::pipeline::manifest::FileHash;
 use crate::pipeline::runner::{Runner, StageOutput};
 
 impl Runner<'_> {
-    /// What decoding of domain `d` reads: the accepted latents, the grid (with the decoding
-    /// clip), and the key of its checkpoints.
-    pub(in crate::pipeline) fn decode_setup(&mut self, d: &str) -> Result<(ModelInput, Ddim, String)> {
+    /// What decoding of domain `d` reads: the accepted latents (opened, not read), the grid (with
+    /// the decoding clip), and the key of its checkpoints.
+    pub(in crate::pipeline) fn decode_setup(&mut self, d: &str) -> Result<(StackFile, Ddim, String)> {
         let latents_path = self.path(&["samples", &format!("{d}.latents.npy")]);
-        let input: ModelInput = latents::read_model_input(&latents_path)?;
+        let input = StackFile::open(&latents_path)?;
         let inv = &self.plan.config.inversion;
         let clip = inv.decode_clip.or(inv.clip);
-        let ddim = crate::synthesis::grid_of(self.model()?, &input, &latents_path, clip)?;
+        let ddim = crate::synthesis::grid_of(self.model()?, input.provenance.as_ref(), &latents_path, clip)?;
         let key = format!(
             "{}\n{:?} clip {:?}\nbatch {}\n",
             FileHash::of(&latents_path, &latents_path)?.sha256,
@@ -36,19 +36,30 @@ impl Runner<'_> {
         let (input, ddim, key) = self.decode_setup(d)?;
         let partial = self.partial_dir(&format!("decode/{d}")).expect("decoding checkpoints");
         let steps = ddim.seq.len() as u64;
-        let (images, reused) =
-            self.checkpointed(&partial, &key, &input.data, &format!("decode {d}"), steps, |r, chunk, pb| {
+        let mut images = Array4::<f32>::zeros(input.dim);
+        let reused = self.checkpointed(
+            &partial,
+            &key,
+            &input,
+            &format!("decode {d}"),
+            steps,
+            |r, chunk, pb| {
                 let m = r.model()?;
                 ddim.generate(m, chunk, 0.0, 0, chunk.len_of(Axis(0)), pb)
-            })?;
+            },
+            |start, out| {
+                images.slice_mut(s![start..start + out.len_of(Axis(0)), .., .., ..]).assign(&out);
+                Ok(())
+            },
+        )?;
         let paths: Vec<PathBuf> =
             self.plan.config.run.formats.iter().map(|f| self.path(&["samples", &format!("{d}.{f}")])).collect();
         let mut records = vec![("run", json!({"name": self.plan.config.name(), "seed": self.plan.config.run.seed}))];
         let mut counts = BTreeMap::new();
         let options = self.plan.config.refinement.options()?;
-        let images = if options.iterations > 0 {
+        if options.iterations > 0 {
             let real = latents::read_model_input(&self.path(&["stacks", &format!("{d}.h5")]))?;
-            let (refined, record) = crate::synthesis::refine_images(&images, &real.data, &options)?;
+            let record = crate::synthesis::refine_images_in_place(&mut images, &real.data, &options)?;
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
             counts.insert("refinement_loss_before".into(), json!(mean(&record.loss_before)));
             counts.insert("refinement_loss_after".into(), json!(mean(&record.loss_after)));
@@ -62,10 +73,7 @@ impl Runner<'_> {
                 mean(&record.loss_after)
             ))?;
             records.push(("refinement", serde_json::to_value(&record).expect("record serializes")));
-            refined
-        } else {
-            images
-        };
+        }
         // The real maps' pixel scale (when their grid is the inputs' or a cut of it), no sky position:
         // a synthetic map sits nowhere on the sky.
         let real = self.real_path(d);
@@ -78,12 +86,14 @@ impl Runner<'_> {
         };
         let with =
             crate::synthesis::SyntheticRecords { ddim: &ddim, model: self.model()?, extra: records, fits_cards: cards };
-        let (written, physical) = crate::synthesis::write_synthetic(&paths, &images, "run: decode", &input, with)?;
-        counts.insert("maps".into(), json!(images.len_of(Axis(0))));
+        let decoded = input.with_data(images);
+        let (written, physical) =
+            crate::synthesis::write_synthetic(&paths, &decoded.data, "run: decode", &decoded, with)?;
+        counts.insert("maps".into(), json!(decoded.data.len_of(Axis(0))));
         counts.insert("physical_units".into(), json!(physical));
         counts.insert(
             "unet_evaluations".into(),
-            json!(reused.evaluations_done(self.plan.unet_evaluations(&format!("decode/{d}")), images.len_of(Axis(0)))),
+            json!(reused.evaluations_done(self.plan.unet_evaluations(&format!("decode/{d}")), input.dim.0)),
         );
         counts.insert("batches_from_checkpoints".into(), json!(reused.batches));
         Ok((written, counts))

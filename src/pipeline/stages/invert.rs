@@ -3,21 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use ndarray::{Array4, Axis};
+use ndarray::Axis;
 use serde_json::json;
+use sha2::Digest;
 
 use crate::diffusion::Ddim;
 use crate::error::{Error, Result};
-use crate::latents::{self, ModelInput};
+use crate::latents::{StackFile, StackWriter};
 use crate::pipeline::manifest::{self, FileHash};
 use crate::pipeline::runner::{Reused, Runner, StageOutput};
 
 impl Runner<'_> {
-    /// What inversion of domain `d` reads: the model-space stack, the grid, and the key of its
-    /// checkpoints.
-    pub(in crate::pipeline) fn invert_setup(&mut self, d: &str) -> Result<(ModelInput, Ddim, String)> {
+    /// What inversion of domain `d` reads: the model-space stack (opened, not read), the grid, and
+    /// the key of its checkpoints.
+    pub(in crate::pipeline) fn invert_setup(&mut self, d: &str) -> Result<(StackFile, Ddim, String)> {
         let stack_path = self.path(&["stacks", &format!("{d}.h5")]);
-        let input = latents::read_model_input(&stack_path)?;
+        let input = StackFile::open(&stack_path)?;
         let ddim = self.ddim()?;
         let key = format!(
             "{}\ngrid {:?} fixed point {} clip {:?}\nbatch {}\n",
@@ -30,44 +31,70 @@ impl Runner<'_> {
         Ok((input, ddim, key))
     }
 
+    /// Inverts domain `d` a batch at a time, from the stack on disk to the latents file on disk
+    /// (through the latent cache when there is one): memory holds a batch, whatever the count.
     pub(in crate::pipeline) fn invert(&mut self, d: &str) -> Result<StageOutput> {
         let (input, ddim, key) = self.invert_setup(d)?;
-        let cached = self
-            .latent_cache
-            .as_ref()
-            .map(|dir| dir.join(format!("latents-{}.npy", &self.cache_key(&input, &ddim)[..24])));
-        let from_cache: Option<Array4<f32>> =
-            cached.as_ref().and_then(|f| crate::io::npy::read_own_array4(f, input.data.dim()));
-        let n = input.data.len_of(Axis(0));
-        let (z, reused, hit) = match from_cache {
-            Some(z) => (z, Reused { batches: 0, maps: n }, true),
+        let cached = match &self.latent_cache {
+            Some(dir) => Some(dir.join(format!("latents-{}.npy", &self.cache_key(&input, &ddim)?[..24]))),
+            None => None,
+        };
+        let from_cache = cached.as_ref().and_then(|f| StackFile::open(f).ok().filter(|c| c.dim == input.dim));
+        let records = ddim.records(self.model()?)?;
+        let out = self.path(&["latents", &format!("{d}.h5")]);
+        let mut latents = StackWriter::create(&out, input.dim, "run: invert", &input, records)?;
+        let n = input.dim.0;
+        let batch = self.plan.config.model.batch;
+        let (reused, hit) = match from_cache {
+            Some(cache) => {
+                for rows in cache.batches(batch) {
+                    let (start, z) = rows?;
+                    latents.write(start, &z)?;
+                }
+                (Reused { batches: 0, maps: n }, true)
+            }
             None => {
+                let mut to_cache = match &cached {
+                    Some(f) => {
+                        std::fs::create_dir_all(f.parent().expect("cache folder")).map_err(|e| Error::write(f, e))?;
+                        let files = crate::io::AtomicFiles::new(std::slice::from_ref(f))?;
+                        let rows = crate::io::npy::NpyRowWriter::create(&files.temp(0), input.dim)
+                            .map_err(|e| crate::io::retarget(e, f))?;
+                        Some((files, rows))
+                    }
+                    None => None,
+                };
                 let partial = self.partial_dir(&format!("invert/{d}")).expect("inversion checkpoints");
                 let steps = (ddim.seq.len() - 1) as u64;
-                let (z, reused) =
-                    self.checkpointed(&partial, &key, &input.data, &format!("invert {d}"), steps, |r, chunk, pb| {
+                let what = format!("invert {d}");
+                let reused = self.checkpointed(
+                    &partial,
+                    &key,
+                    &input,
+                    &what,
+                    steps,
+                    |r, chunk, pb| {
                         let m = r.model()?;
                         ddim.invert(m, chunk, chunk.len_of(Axis(0)), pb)
-                    })?;
-                if let Some(f) = &cached {
-                    std::fs::create_dir_all(f.parent().expect("cache folder")).map_err(|e| Error::write(f, e))?;
-                    let files = crate::io::AtomicFiles::new(std::slice::from_ref(f))?;
-                    ndarray_npy::write_npy(files.temp(0), &z).map_err(|e| Error::write(f, e))?;
+                    },
+                    |start, z| {
+                        latents.write(start, &z)?;
+                        if let Some((_, rows)) = &mut to_cache {
+                            rows.write(start, &z.view())?;
+                        }
+                        Ok(())
+                    },
+                )?;
+                if let Some((files, rows)) = to_cache {
+                    rows.finish()?;
                     files.commit()?;
                 }
-                (z, reused, false)
+                (reused, false)
             }
         };
-        let records = ddim.records(self.model()?)?;
-        let written = latents::write_model_output(
-            &self.path(&["latents", &format!("{d}.h5")]),
-            &z,
-            "run: invert",
-            &input,
-            records,
-        )?;
+        let written = latents.finish()?;
         let mut counts = BTreeMap::new();
-        counts.insert("latents".into(), json!(z.len_of(Axis(0))));
+        counts.insert("latents".into(), json!(n));
         counts.insert(
             "unet_evaluations".into(),
             json!(reused.evaluations_done(self.plan.unet_evaluations(&format!("invert/{d}")), n)),
@@ -79,16 +106,21 @@ impl Runner<'_> {
         Ok((written, counts))
     }
 
-    /// What inverted latents depend on, hashed: the model-space data and normalization, the
-    /// grid and its options, the model files, dtype and device.
-    pub(in crate::pipeline) fn cache_key(&self, input: &ModelInput, ddim: &Ddim) -> String {
-        let data: Vec<u8> = input.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    /// What inverted latents depend on, hashed: the model-space data (read a batch at a time) and
+    /// normalization, the grid and its options, the model files, dtype and device.
+    pub(in crate::pipeline) fn cache_key(&self, input: &StackFile, ddim: &Ddim) -> Result<String> {
+        let mut data = sha2::Sha256::new();
+        for rows in input.batches(self.plan.config.model.batch) {
+            let (_, rows) = rows?;
+            let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+            data.update(&bytes);
+        }
         let c = &self.plan.config.model;
         let text = format!(
             "data {}\nshape {:?}\nnormalization {}\ngrid {:?} fixed point {} clip {:?}\nmodel {:?}\ndtype {} device \
                 {}\n",
-            manifest::sha256_bytes(&data),
-            input.data.dim(),
+            manifest::hex(&data.finalize()),
+            input.dim,
             serde_json::to_string(&input.normalization).unwrap_or_default(),
             ddim.seq,
             ddim.fixed_point,
@@ -97,6 +129,6 @@ impl Runner<'_> {
             c.dtype,
             c.device
         );
-        manifest::sha256_text(&text)
+        Ok(manifest::sha256_text(&text))
     }
 }

@@ -54,7 +54,7 @@ impl Runner<'_> {
     pub(in crate::pipeline) fn sample(&mut self, d: &str) -> Result<StageOutput> {
         let prior_path = self.path(&["prior", "prior.h5"]);
         let prior = prior_file::read_domain(&prior_path, Some(d))?;
-        let input = latents::read_model_input(&self.path(&["latents", &format!("{d}.h5")]))?;
+        let input = latents::StackFile::open(&self.path(&["latents", &format!("{d}.h5")]))?;
         let c = &self.plan.config;
         let seed = self
             .manifest
