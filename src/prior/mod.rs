@@ -130,6 +130,37 @@ pub fn check_latents(z: &Array2<f64>, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Σ_i z_ij² for each column j of the rows `z`, without a squared copy of them: the sums and their
+/// order of `z.mapv(|v| v * v).sum_axis(Axis(0))` (rows added one after another).
+fn sum_of_squares_per_dimension(z: &Array2<f64>) -> Array1<f64> {
+    if z.ncols() < 2 || !z.is_standard_layout() {
+        // ndarray sums a column that is the contiguous axis in another order.
+        return z.mapv(|v| v * v).sum_axis(Axis(0));
+    }
+    z.fold_axis(Axis(0), 0.0, |acc, v| acc + v * v)
+}
+
+/// Σ z_ij² over every entry, without a squared copy: the sum and its order of
+/// `z.mapv(|v| v * v).sum()` (ndarray's eightfold unrolled sum over the entries in memory order).
+fn sum_of_squares(z: &Array2<f64>) -> f64 {
+    let Some(mut xs) = z.as_slice_memory_order() else { return z.mapv(|v| v * v).sum() };
+    let mut p = [0.0f64; 8];
+    while xs.len() >= 8 {
+        for (acc, v) in p.iter_mut().zip(&xs[..8]) {
+            *acc += v * v;
+        }
+        xs = &xs[8..];
+    }
+    let mut total = 0.0;
+    for k in 0..4 {
+        total += p[k] + p[k + 4];
+    }
+    for v in xs {
+        total += v * v;
+    }
+    total
+}
+
 impl GaussianPrior {
     /// Fits a prior to N latents (rows of `z`).
     pub fn fit(name: &str, z: &Array2<f64>, shape: [usize; 3], kind: PriorKind) -> Result<GaussianPrior> {
@@ -141,7 +172,7 @@ impl GaussianPrior {
         let mean = z.mean_axis(Axis(0)).expect("n >= 3");
         let centred = z - &mean;
         // Unbiased residual variance around the per-dimension mean (not the global scalar mean).
-        let dim_var: Array1<f64> = centred.mapv(|v| v * v).sum_axis(Axis(0)) / (n - 1) as f64;
+        let dim_var: Array1<f64> = sum_of_squares_per_dimension(&centred) / (n - 1) as f64;
         let scalar = dim_var.mean().expect("d >= 1");
         if !(scalar > 0.0) {
             return Err(Error::Invalid(format!("{name}: the latents are identical (zero variance)")));
@@ -208,7 +239,7 @@ impl GaussianPrior {
             }
             Covariance::Stationary { spectra, .. } => spectra.mean_variance(),
             Covariance::Empirical { residuals } => {
-                residuals.mapv(|v| v * v).sum() / ((self.n - 1) as f64 * self.dim() as f64)
+                sum_of_squares(residuals) / ((self.n - 1) as f64 * self.dim() as f64)
             }
         }
     }
@@ -232,7 +263,7 @@ impl GaussianPrior {
                 )
             }
             Covariance::Empirical { residuals } => {
-                (residuals.mapv(|v| v * v).sum_axis(Axis(0)) / (self.n - 1) as f64).mapv(f64::sqrt)
+                (sum_of_squares_per_dimension(residuals) / (self.n - 1) as f64).mapv(f64::sqrt)
             }
         }
     }
@@ -280,6 +311,17 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn sums_of_squares_are_those_of_the_squared_copy_bit_for_bit() {
+        for (n, d) in [(3, 1), (9, 1), (3, 7), (5, 8), (17, 123), (64, 3072)] {
+            let (z, _) = cloud(n, d, 1.0, 0.3, 9);
+            let z = &z - &z.mean_axis(Axis(0)).unwrap();
+            assert_eq!(sum_of_squares(&z).to_bits(), z.mapv(|v| v * v).sum().to_bits(), "{n} x {d}");
+            let (a, b) = (sum_of_squares_per_dimension(&z), z.mapv(|v| v * v).sum_axis(Axis(0)));
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{n} x {d}");
+        }
+    }
 
     /// Milliseconds per draw of an empirical prior of N = 4096 latents of d = 3072 (the cost
     /// curve's largest run), row by row as `draw_around` does and through ndarray's general
