@@ -26,7 +26,7 @@ use crate::prep::Normalization;
 use crate::stats::battery::{self, Battery, BatteryOptions, PerMapValues, Statistic};
 use crate::stats::c2st::{C2stAccuracy, ClassifierTest};
 use crate::stats::maps::{memorization, Memorization};
-use crate::stats::onepoint::{compare, hellinger, welch_t, PdfComparison};
+use crate::stats::onepoint::{compare_owned, hellinger, welch_t, PdfComparison};
 use crate::stats::power_spectrum::{slope_distance, EnsembleSpectrum};
 
 /// A map-to-map transform (model space, or the identity) for figures.
@@ -614,6 +614,9 @@ pub fn statistic_of_files(
     all.ok_or_else(|| Error::Invalid("no input files given".into()))
 }
 
+/// Pixels of a set the PDF figure draws, at most (every k-th beyond).
+const FIGURE_PIXELS: usize = 4_000_000;
+
 /// Compares real and synthetic maps (FITS/HDF5/NPY stacks of one map size; `selection` picks the
 /// HDU or dataset in both) and writes the report and figures into `out_dir`. `opts` holds the
 /// power-spectrum options, the battery's statistics and the bootstrap's resamples and seed.
@@ -667,7 +670,7 @@ pub fn validate(
     let pool = |v: &[Array2<f64>]| -> Vec<f64> {
         v.iter().flat_map(|m| m.iter().copied()).filter(|x| x.is_finite()).collect()
     };
-    let pooled = compare(&pool(&rt), &pool(&st), None)?;
+    let pooled = compare_owned(pool(&rt), pool(&st), None)?;
     let (pdf, level) = pdf_and_levels(&rt, &st, opts)?;
     let battery = if opts.statistics.is_empty() { None } else { Some(battery::run(&rt, &st, opts, real, synthetic)?) };
     let mem = memorization(&rt, &st);
@@ -733,23 +736,27 @@ pub fn validate(
         (None, None, true) => "log10 value".into(),
         (None, None, false) => "value".into(),
     };
+    // The histograms draw every pixel up to FIGURE_PIXELS per set, beyond that every k-th (in order):
+    // the same picture without holding every pixel of both sets four more times.
+    let drawn = |maps: &[Array2<f64>], f: &dyn Fn(f64) -> f64| -> Vec<f64> {
+        let total: usize = maps.iter().map(|m| m.len()).sum();
+        let stride = total.div_ceil(FIGURE_PIXELS).max(1);
+        maps.iter().flat_map(|m| m.iter()).step_by(stride).map(|&v| f(v)).filter(|x| x.is_finite()).collect()
+    };
     let mut panels = vec![Panel::Histogram(HistogramPanel {
         title: "in model space".into(),
         x_label,
-        series: vec![("real".into(), pool(&rt)), ("synthetic".into(), pool(&st))],
+        series: vec![("real".into(), drawn(&rt, &|v| v)), ("synthetic".into(), drawn(&st, &|v| v))],
     })];
     // With a normalization, the same pixels in physical units too (log10 of positive maps).
     if norm.is_some() {
         let u = units.as_deref().map(|u| format!(" [{u}]")).unwrap_or_default();
         let (label, f): (String, fn(f64) -> f64) =
             if positive { (format!("log10 value{u}"), f64::log10) } else { (format!("value{u}"), |v| v) };
-        let physical = |maps: &[Array2<f64>]| -> Vec<f64> {
-            maps.iter().flat_map(|m| m.iter().map(|&v| f(v))).filter(|v| v.is_finite()).collect()
-        };
         panels.push(Panel::Histogram(HistogramPanel {
             title: "in physical units".into(),
             x_label: label,
-            series: vec![("real".into(), physical(&r)), ("synthetic".into(), physical(&s))],
+            series: vec![("real".into(), drawn(&r, &f)), ("synthetic".into(), drawn(&s, &f))],
         }));
     }
     let pdfs = PanelFigure {

@@ -111,13 +111,20 @@ pub fn kolmogorov_p_value(d: f64, n: f64) -> f64 {
     1.0
 }
 
-/// Walks the distinct values x of two samples in increasing order, calling `f(x, F_a(x),
+/// Sorts finite values in increasing order (stable).
+fn sort(v: &mut [f64]) {
+    v.sort_by(|x, y| x.partial_cmp(y).expect("finite"));
+}
+
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut v = v.to_vec();
+    sort(&mut v);
+    v
+}
+
+/// Walks the distinct values x of two sorted samples in increasing order, calling `f(x, F_a(x),
 /// F_b(x))` with the empirical CDFs just after x.
-fn ecdf_walk(a: &[f64], b: &[f64], mut f: impl FnMut(f64, f64, f64)) {
-    let mut a = a.to_vec();
-    let mut b = b.to_vec();
-    a.sort_by(|x, y| x.partial_cmp(y).expect("finite"));
-    b.sort_by(|x, y| x.partial_cmp(y).expect("finite"));
+fn ecdf_walk_sorted(a: &[f64], b: &[f64], mut f: impl FnMut(f64, f64, f64)) {
     let (na, nb) = (a.len() as f64, b.len() as f64);
     let (mut i, mut j) = (0usize, 0usize);
     while i < a.len() || j < b.len() {
@@ -141,17 +148,25 @@ fn ecdf_walk(a: &[f64], b: &[f64], mut f: impl FnMut(f64, f64, f64)) {
 /// n = n_a·n_b/(n_a + n_b)); D is `scipy.stats.ks_2samp`'s. (statrs 0.19's
 /// `ks_twosample` loops forever when the statistic is 0, i.e. for identical samples.)
 pub fn ks_two_sample(a: &[f64], b: &[f64]) -> (f64, f64) {
+    ks_two_sample_sorted(&sorted(a), &sorted(b))
+}
+
+fn ks_two_sample_sorted(a: &[f64], b: &[f64]) -> (f64, f64) {
     let mut d = 0.0f64;
-    ecdf_walk(a, b, |_, fa, fb| d = d.max((fa - fb).abs()));
+    ecdf_walk_sorted(a, b, |_, fa, fb| d = d.max((fa - fb).abs()));
     let (na, nb) = (a.len() as f64, b.len() as f64);
     (d, kolmogorov_p_value(d, na * nb / (na + nb)))
 }
 
 /// 1-Wasserstein distance of two empirical distributions: ∫|F_a − F_b| dx.
 pub fn wasserstein1(a: &[f64], b: &[f64]) -> f64 {
+    wasserstein1_sorted(&sorted(a), &sorted(b))
+}
+
+fn wasserstein1_sorted(a: &[f64], b: &[f64]) -> f64 {
     // Between consecutive distinct values the CDFs are constant at their values after the first.
     let (mut total, mut prev) = (0.0, None::<(f64, f64)>);
-    ecdf_walk(a, b, |x, fa, fb| {
+    ecdf_walk_sorted(a, b, |x, fa, fb| {
         if let Some((x0, gap)) = prev {
             total += gap * (x - x0);
         }
@@ -163,8 +178,13 @@ pub fn wasserstein1(a: &[f64], b: &[f64]) -> f64 {
 /// Compares two samples (finite values only). `nbins` counts bins (TurbuStat's `nbins` counts
 /// edges); the default is TurbuStat's (`PDF_Distance`, checked in tests/stats_claims.rs).
 pub fn compare(a: &[f64], b: &[f64], nbins: Option<usize>) -> Result<PdfComparison> {
-    let a: Vec<f64> = a.iter().copied().filter(|v| v.is_finite()).collect();
-    let b: Vec<f64> = b.iter().copied().filter(|v| v.is_finite()).collect();
+    compare_owned(a.to_vec(), b.to_vec(), nbins)
+}
+
+/// [`compare`] working in the samples given, without copies of them: the same result.
+pub fn compare_owned(mut a: Vec<f64>, mut b: Vec<f64>, nbins: Option<usize>) -> Result<PdfComparison> {
+    a.retain(|v| v.is_finite());
+    b.retain(|v| v.is_finite());
     if a.len() < 2 || b.len() < 2 {
         return Err(Error::Invalid("one-point statistics need at least 2 finite values in each sample".into()));
     }
@@ -177,16 +197,19 @@ pub fn compare(a: &[f64], b: &[f64], nbins: Option<usize>) -> Result<PdfComparis
     let density_a = histogram(&a, &edges);
     let density_b = histogram(&b, &edges);
     let hellinger = hellinger(&density_a, &density_b);
-    let (ks_statistic, _) = ks_two_sample(&a, &b);
+    let (moments_a, moments_b) = (Moments::of(&a), Moments::of(&b));
+    sort(&mut a);
+    sort(&mut b);
+    let (ks_statistic, _) = ks_two_sample_sorted(&a, &b);
     Ok(PdfComparison {
         edges,
         density_a,
         density_b,
         ks_statistic,
         hellinger,
-        wasserstein1: wasserstein1(&a, &b),
-        moments_a: Moments::of(&a),
-        moments_b: Moments::of(&b),
+        wasserstein1: wasserstein1_sorted(&a, &b),
+        moments_a,
+        moments_b,
     })
 }
 
