@@ -268,8 +268,9 @@ pub struct SamplingSpec {
 /// Accepted latents and the bookkeeping that goes into the outputs.
 #[derive(Debug, Clone, Serialize)]
 pub struct SamplingOutcome {
+    /// The accepted latents, float32 as they are written (drawn and tested in float64).
     #[serde(skip)]
-    pub accepted: Vec<Array1<f64>>,
+    pub accepted: Vec<Array1<f32>>,
     pub tried: usize,
     /// Candidates that passed each test (in the order of [`TEST_NAMES`]) and all of them.
     pub passed: [usize; 4],
@@ -346,7 +347,7 @@ impl SamplingOutcome {
     /// The accepted latents as a (count, C, H, W) array.
     pub fn accepted_array(&self, shape: [usize; 3]) -> ndarray::Array4<f32> {
         let [c, h, w] = shape;
-        let flat: Vec<f32> = self.accepted.iter().flat_map(|x| x.iter().map(|&v| v as f32)).collect();
+        let flat: Vec<f32> = self.accepted.iter().flat_map(|x| x.iter().copied()).collect();
         ndarray::Array4::from_shape_vec((self.accepted.len(), c, h, w), flat).expect("latents match the prior's shape")
     }
 }
@@ -476,7 +477,7 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpe
         }
         if pass.iter().all(|&b| b) {
             out.passed_all += 1;
-            out.accepted.push(x);
+            out.accepted.push(x.mapv(|v| v as f32));
         }
     }
     Ok(out)
@@ -622,8 +623,8 @@ mod tests {
         z
     }
 
-    fn norms(v: &[Array1<f64>]) -> (f64, f64) {
-        let x: Vec<f64> = v.iter().map(|r| r.dot(r).sqrt()).collect();
+    fn norms(v: &[Array1<f32>]) -> (f64, f64) {
+        let x: Vec<f64> = v.iter().map(|r| r.mapv(f64::from)).map(|r| r.dot(&r).sqrt()).collect();
         let m = x.iter().sum::<f64>() / x.len() as f64;
         (m, (x.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (x.len() - 1) as f64).sqrt())
     }
@@ -659,7 +660,7 @@ mod tests {
         // The norm test accepts matched draws at about the band's rate, and free ones rarely.
         let with_test = TestSpec { norm: true, ..tests };
         let (lo, hi) = free.targets.norm;
-        let inside = |v: &Array1<f64>| (lo..=hi).contains(&v.dot(v).sqrt());
+        let inside = |v: &Array1<f32>| (lo..=hi).contains(&v.mapv(f64::from).dot(&v.mapv(f64::from)).sqrt());
         let free_rate = free.accepted.iter().filter(|v| inside(v)).count() as f64 / free.accepted.len() as f64;
         let g = sample_latents(
             &prior,
