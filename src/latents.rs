@@ -232,11 +232,13 @@ impl StackWriter {
     pub fn finish(self) -> Result<Vec<PathBuf>> {
         let path = self.path.clone();
         match self.sink {
-            Sink::Hdf5(w) => w.finish(self.provenance.units.as_deref(), &self.provenance),
+            // Model-space values carry no units (the provenance keeps the inputs'), as
+            // `write_model_output` writes them.
+            Sink::Hdf5(w) => w.finish(None, &self.provenance),
             Sink::Npy(w) => w.finish().and_then(|()| {
                 let meta = io::npy::Sidecar {
                     shape: vec![self.dim.0, self.dim.1, self.dim.2, self.dim.3],
-                    units: self.provenance.units.clone(),
+                    units: None,
                     mask: None,
                     provenance: self.provenance.clone(),
                 };
@@ -477,6 +479,11 @@ mod stream_tests {
             assert_eq!(a.data, input.data);
             assert_eq!(b.data, input.data, "{ext}");
             assert_eq!(a.provenance, b.provenance, "{ext}");
+            let units = |p: &Path| match Format::detect(p).unwrap() {
+                Format::Hdf5 => io::hdf5::read(p, Some("maps")).unwrap().0.units,
+                _ => io::npy::read_sidecar(p).unwrap().unwrap().units,
+            };
+            assert_eq!(units(&whole), units(&parts), "{ext}: model-space values carry no units");
             let back = StackFile::open(&parts).unwrap();
             let batches: Vec<_> = back.batches(3).map(|r| r.unwrap()).collect();
             assert_eq!(
