@@ -39,9 +39,9 @@ pub fn sample(
     Ok((outcome, written))
 }
 
-/// The DDIM grid `latents` were inverted on (their `ddim` record: points, t0 and fixed-point
-/// iterations), rebuilt on `model`'s schedule with `clip` for decoding. Fails naming `path` when
-/// the latents carry no grid or one this model does not give.
+/// The DDIM grid the latents of `path` were inverted on (the `ddim` record of their `provenance`:
+/// points, t0 and fixed-point iterations), rebuilt on `model`'s schedule with `clip` for decoding.
+/// Fails naming `path` when the latents carry no grid or one this model does not give.
 pub fn grid_of(
     model: &Ddpm,
     provenance: Option<&crate::io::Provenance>,
