@@ -138,11 +138,8 @@ impl StackFile {
 
     /// Every map, `batch` at a time: (first index, maps).
     pub fn batches(&self, batch: usize) -> impl Iterator<Item = Result<(usize, Array4<f32>)>> + '_ {
-        let n = self.dim.0;
-        (0..n.div_ceil(batch.max(1))).map(move |b| {
-            let start = b * batch.max(1);
-            self.rows(start..(start + batch.max(1)).min(n)).map(|rows| (start, rows))
-        })
+        let (n, batch) = (self.dim.0, batch.max(1));
+        (0..n).step_by(batch).map(move |start| self.rows(start..(start + batch).min(n)).map(|rows| (start, rows)))
     }
 
     /// Every map as one row of an (N, C·H·W) float64 matrix, read a batch at a time.
@@ -236,15 +233,13 @@ impl StackWriter {
             // `write_model_output` writes them.
             Sink::Hdf5(w) => w.finish(None, &self.provenance),
             Sink::Npy(w) => w.finish().and_then(|()| {
-                let meta = io::npy::Sidecar {
+                io::npy::Sidecar {
                     shape: vec![self.dim.0, self.dim.1, self.dim.2, self.dim.3],
                     units: None,
                     mask: None,
                     provenance: self.provenance.clone(),
-                };
-                let text = serde_json::to_string_pretty(&meta).expect("sidecar serializes");
-                let sidecar = self.files.temp(1);
-                std::fs::write(&sidecar, text).map_err(|e| Error::write(sidecar, e))
+                }
+                .write(&self.files.temp(1))
             }),
         }
         .map_err(|e| io::retarget(e, &path))?;
@@ -437,11 +432,6 @@ mod tests {
         let text = std::fs::read_to_string(svg).unwrap();
         assert!(text.contains(&format!("20 synthetic maps of x (the first {PICTURE_MAPS} shown)")), "title");
     }
-}
-
-#[cfg(test)]
-mod stream_tests {
-    use super::*;
 
     fn stack(n: usize) -> ModelInput {
         let data = Array4::from_shape_fn((n, 3, 5, 4), |(i, c, y, x)| (i * 60 + c * 20 + y * 4 + x) as f32 / 7.0 - 9.0);

@@ -169,14 +169,21 @@ pub fn write(data_path: &Path, sidecar: &Path, mask_file: Option<&Path>, out: &O
     if let (Some(mp), Some(mask)) = (mask_file, &out.mask) {
         write_mask(mp, mask)?;
     }
-    let meta = Sidecar {
+    Sidecar {
         shape: data.shape().to_vec(),
         units: out.units.clone(),
         mask: out.mask.as_ref().map(|_| "<stem>.mask.npy: uint8, 1 = blank (NaN) pixel".to_string()),
         provenance: out.provenance.clone(),
-    };
-    let text = serde_json::to_string_pretty(&meta).expect("sidecar serializes");
-    std::fs::write(sidecar, text).map_err(|e| werr(sidecar, e.into()))
+    }
+    .write(sidecar)
+}
+
+impl Sidecar {
+    /// Writes the sidecar (JSON) to `path`.
+    pub(crate) fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("sidecar serializes");
+        std::fs::write(path, text).map_err(|e| Error::write(path, e))
+    }
 }
 
 fn write_mask(path: &Path, mask: &ArrayView3<u8>) -> Result<()> {
@@ -202,6 +209,11 @@ pub(crate) fn read_own_array4(path: &Path, dim: (usize, usize, usize, usize)) ->
     ndarray_npy::read_npy(path).ok().filter(|a: &ndarray::Array4<f32>| a.dim() == dim)
 }
 
+/// Where the float32 values of shape `dim` start in an `.npy` file: they are its last bytes.
+fn data_offset(file: &std::fs::File, dim: (usize, usize, usize, usize)) -> std::io::Result<u64> {
+    Ok(file.metadata()?.len() - (dim.0 * dim.1 * dim.2 * dim.3 * 4) as u64)
+}
+
 /// A float32 (N, C, H, W) `.npy` array read a range of maps at a time (positional reads: nothing
 /// of the file stays in memory).
 pub(crate) struct NpyRows {
@@ -216,18 +228,17 @@ impl NpyRows {
     /// caller reads it another way).
     pub(crate) fn open(path: &Path) -> Result<Option<NpyRows>> {
         use ndarray_npy::ViewNpyExt;
-        check_claimed_size(path)?;
         let file = std::fs::File::open(path).map_err(|e| Error::open(path, super::io_cause(e)))?;
         let dim = {
-            // SAFETY: mapped only to parse the header and check the length, then unmapped.
+            // SAFETY: mapped only to parse the header and check the length, then unmapped. A
+            // damaged header fails here and the caller's whole-file reader reports it.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::open(path, super::io_cause(e)))?;
             match ndarray::ArrayView4::<f32>::view_npy(&map) {
                 Ok(v) if v.is_standard_layout() => v.dim(),
                 _ => return Ok(None),
             }
         };
-        let len = file.metadata().map_err(|e| Error::open(path, super::io_cause(e)))?.len();
-        let offset = len - (dim.0 * dim.1 * dim.2 * dim.3 * 4) as u64;
+        let offset = data_offset(&file, dim).map_err(|e| Error::open(path, super::io_cause(e)))?;
         Ok(Some(NpyRows { file, path: path.to_path_buf(), offset, dim }))
     }
 
@@ -270,8 +281,7 @@ impl NpyRowWriter {
             .map_err(|e| Error::write(path, e))?;
         ndarray_npy::write_zeroed_npy::<f32, _>(&file, ndarray::Dim([dim.0, dim.1, dim.2, dim.3]))
             .map_err(|e| Error::write(path, e))?;
-        let len = file.metadata().map_err(|e| Error::write(path, e))?.len();
-        let offset = len - (dim.0 * dim.1 * dim.2 * dim.3 * 4) as u64;
+        let offset = data_offset(&file, dim).map_err(|e| Error::write(path, e))?;
         Ok(NpyRowWriter { file, path: path.to_path_buf(), offset, dim })
     }
 
