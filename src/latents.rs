@@ -142,17 +142,34 @@ impl StackFile {
         (0..n).step_by(batch).map(move |start| self.rows(start..(start + batch).min(n)).map(|rows| (start, rows)))
     }
 
-    /// Every map as one row of an (N, C·H·W) float64 matrix, read a batch at a time.
-    pub fn to_matrix(&self, batch: usize) -> Result<ndarray::Array2<f64>> {
+    /// Every map as one row of an (N, C·H·W) matrix, read a batch at a time.
+    pub fn to_matrix(&self, batch: usize) -> Result<ndarray::Array2<f32>> {
         let (n, c, h, w) = self.dim;
-        let mut z = ndarray::Array2::<f64>::zeros((n, c * h * w));
+        let mut z = ndarray::Array2::<f32>::zeros((n, c * h * w));
         for rows in self.batches(batch) {
             let (start, rows) = rows?;
             for (mut row, map) in z.slice_mut(ndarray::s![start.., ..]).outer_iter_mut().zip(rows.outer_iter()) {
-                row.iter_mut().zip(map.iter()).for_each(|(r, &v)| *r = v as f64);
+                row.iter_mut().zip(map.iter()).for_each(|(r, &v)| *r = v);
             }
         }
         Ok(z)
+    }
+
+    /// Whether its maps are the rows of `z`, bit for bit (read a batch at a time).
+    pub fn holds_rows_of(&self, z: &ndarray::Array2<f32>, batch: usize) -> Result<bool> {
+        let (n, c, h, w) = self.dim;
+        if z.dim() != (n, c * h * w) {
+            return Ok(false);
+        }
+        for rows in self.batches(batch) {
+            let (start, rows) = rows?;
+            for (i, map) in rows.outer_iter().enumerate() {
+                if !map.iter().zip(z.row(start + i)).all(|(a, b)| a.to_bits() == b.to_bits()) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Its provenance and normalization with `data` as values.

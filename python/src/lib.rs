@@ -473,7 +473,7 @@ fn prepare<'py>(
 #[pyclass(name = "Prior", module = "expanse")]
 struct Prior {
     prior: expanse::prior::GaussianPrior,
-    latents: ndarray::Array2<f64>,
+    latents: std::sync::Arc<ndarray::Array2<f32>>,
 }
 
 /// `expanse fit` for one domain: a Gaussian prior of `kind` ("scalar", "diagonal", "lowrank:K",
@@ -484,7 +484,7 @@ fn fit_prior(py: Python<'_>, latents: &Bound<'_, PyAny>, kind: &str, name: &str)
     let z = maps_of("latents", latents)?;
     let (_, c, h, w) = z.dim();
     let kind = keyword("kind", kind)?;
-    let flat = expanse::prior::geometry::flatten(&z);
+    let flat = std::sync::Arc::new(expanse::prior::geometry::flatten(&z));
     let prior = py.detach(|| expanse::prior::GaussianPrior::fit(name, &flat, [c, h, w], kind)).map_err(py_err)?;
     Ok(Prior { prior, latents: flat })
 }

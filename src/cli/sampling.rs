@@ -73,7 +73,7 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
     let (_, all) = outcome.rates();
     println!(
         "accepted {} of {} candidates ({:.1} %; {}) in {:.1} s",
-        outcome.accepted.len(),
+        outcome.accepted.nrows(),
         outcome.tried,
         100.0 * all,
         outcome.rates_text(),

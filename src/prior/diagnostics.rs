@@ -2,11 +2,11 @@
 //! QQ quantiles), the geometry of each domain's latents, and separability between domains and
 //! from the model's own prior N(0, I).
 
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array1, Array2};
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::{GaussianPrior, PriorKind};
+use super::{row_f64, row_sum, GaussianPrior, PriorKind};
 use crate::plot::{HistogramPanel, Panel, PanelFigure, QqPanel};
 
 /// Mean, standard deviation and range of a set of values.
@@ -99,7 +99,7 @@ pub struct LatentStructure {
 
 impl LatentStructure {
     /// The structure of latents `z` (rows) of shape (C, H, W) about `mean`.
-    pub fn measure(z: &Array2<f64>, mean: &Array1<f64>, shape: [usize; 3]) -> LatentStructure {
+    pub fn measure(z: &Array2<f32>, mean: &Array1<f64>, shape: [usize; 3]) -> LatentStructure {
         let [c, h, w] = shape;
         let s = super::spectral::CrossSpectra::estimate(z, mean.view(), shape);
         let level_power_ratio = (0..c)
@@ -124,7 +124,7 @@ impl LatentStructure {
                 }
             }
         }
-        let norms: Vec<f64> = z.rows().into_iter().map(|r| r.dot(&r).sqrt()).collect();
+        let norms = row_norms(z);
         let mean_norm = norms.iter().sum::<f64>() / norms.len() as f64;
         let sd = (norms.iter().map(|v| (v - mean_norm).powi(2)).sum::<f64>() / (norms.len().max(2) - 1) as f64).sqrt();
         let gaussian_sd = (2.0 * tr2 + 4.0 * quad).max(0.0).sqrt() / (2.0 * mean_norm);
@@ -159,8 +159,13 @@ pub struct DomainValues {
 /// Most pairs (and triples) of latents whose distances and angles the diagnostics summarize.
 const MAX_PAIRS: usize = 200_000;
 
+/// Euclidean norm of every row of `z`, in float64.
+fn row_norms(z: &Array2<f32>) -> Vec<f64> {
+    (0..z.nrows()).map(|i| row_f64(z, i)).map(|r| r.dot(&r).sqrt()).collect()
+}
+
 /// Diagnostics of one domain's latents `z` (rows) under its fitted prior.
-pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
+pub fn domain(prior: &GaussianPrior, z: &Array2<f32>) -> DomainDiagnostics {
     let (n, d) = z.dim();
     let std = prior.std_devs();
     // Standardized entries, at most 200 000 of them (evenly strided, deterministic).
@@ -172,7 +177,7 @@ pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
         .step_by(stride)
         .map(|(idx, &v)| {
             let j = idx % d;
-            (v - prior.mean[j]) / std[j]
+            (f64::from(v) - prior.mean[j]) / std[j]
         })
         .collect();
     let ks = ks_normal(&standardized);
@@ -182,7 +187,7 @@ pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
     let qq = (1..100)
         .map(|q| (normal.inverse_cdf(q as f64 / 100.0), crate::numerics::percentile_sorted(&sorted, q as f64)))
         .collect();
-    let norms: Vec<f64> = z.axis_iter(Axis(0)).map(|r| r.dot(&r).sqrt()).collect();
+    let norms = row_norms(z);
     // Pairs (i < j) and triples (i; j, j + 1) in order, every `stride`-th of them when there are
     // more than MAX_PAIRS (deterministic), so that this stays linear in the number of latents
     // beyond about 630 of them; below, every pair counts.
@@ -190,17 +195,19 @@ pub fn domain(prior: &GaussianPrior, z: &Array2<f64>) -> DomainDiagnostics {
     let (mut distances, mut origin_angles) = (Vec::new(), Vec::new());
     let pairs = (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j)));
     for (i, j) in pairs.step_by(pair_stride) {
-        let diff = &z.row(i) - &z.row(j);
+        let (zi, zj) = (row_f64(z, i), row_f64(z, j));
+        let diff = &zi - &zj;
         distances.push(diff.dot(&diff).sqrt());
-        origin_angles.push(crate::numerics::angle_deg(z.row(i), z.row(j)));
+        origin_angles.push(crate::numerics::angle_deg(zi.view(), zj.view()));
     }
     let triple_stride = (n * n).div_ceil(MAX_PAIRS).max(1);
     let triples =
         (0..n).flat_map(|i| (0..n).map(move |j| (i, j, (j + 1) % n))).filter(|&(i, j, k)| j != i && k != i && k != j);
     let mut pair_angles = Vec::new();
     for (i, j, k) in triples.step_by(triple_stride) {
-        let a = &z.row(j) - &z.row(i);
-        let b = &z.row(k) - &z.row(i);
+        let zi = row_f64(z, i);
+        let a = &row_f64(z, j) - &zi;
+        let b = &row_f64(z, k) - &zi;
         pair_angles.push(crate::numerics::angle_deg(a.view(), b.view()));
     }
     let sigma = prior.mean_variance().sqrt();
@@ -247,7 +254,7 @@ pub struct Separability {
 }
 
 /// Separability of several domains (priors and their latents, in the same order).
-pub fn separability(priors: &[GaussianPrior], latents: &[Array2<f64>]) -> Option<Separability> {
+pub fn separability(priors: &[GaussianPrior], latents: &[&Array2<f32>]) -> Option<Separability> {
     if priors.len() < 2 {
         return None;
     }
@@ -266,10 +273,10 @@ pub fn separability(priors: &[GaussianPrior], latents: &[Array2<f64>]) -> Option
             });
         }
     }
-    let sums: Vec<Array1<f64>> = latents.iter().map(|z| z.sum_axis(Axis(0))).collect();
+    let sums: Vec<Array1<f64>> = latents.iter().map(|z| row_sum(z)).collect();
     let (mut right, mut total) = (0usize, 0usize);
     for (c, z) in latents.iter().enumerate() {
-        for row in z.axis_iter(Axis(0)) {
+        for row in (0..z.nrows()).map(|i| row_f64(z, i)) {
             let best = (0..latents.len())
                 .map(|k| {
                     let centroid = if k == c {
@@ -361,7 +368,9 @@ pub fn table(diags: &[DomainDiagnostics], sep: Option<&Separability>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prior::tests::f32s;
     use crate::prior::PriorKind;
+    use ndarray::Axis;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use rand_distr::StandardNormal;
@@ -380,7 +389,7 @@ mod tests {
     fn many_latents_summarize_a_bounded_subsample_of_their_pairs() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let (n, d) = (900, 16);
-        let z = Array2::from_shape_fn((n, d), |_| rng.sample::<f64, _>(StandardNormal));
+        let z = f32s(&Array2::from_shape_fn((n, d), |_| rng.sample::<f64, _>(StandardNormal)));
         let prior = GaussianPrior::fit("z", &z, [1, 4, 4], PriorKind::Scalar).unwrap();
         let diag = domain(&prior, &z);
         // 404,550 pairs and 808,200 triples: every 3rd pair and every 5th triple.
@@ -403,9 +412,10 @@ mod tests {
             (30, d),
             |(_, j)| if j % 2 == 0 { -0.3 } else { 0.1 } + rng.sample::<f64, _>(StandardNormal),
         );
+        let (a, b) = (f32s(&a), f32s(&b));
         let pa = GaussianPrior::fit("a", &a, [1, 20, 20], PriorKind::Scalar).unwrap();
         let pb = GaussianPrior::fit("b", &b, [1, 20, 20], PriorKind::Scalar).unwrap();
-        let s = separability(&[pa.clone(), pb], &[a.clone(), b]).unwrap();
+        let s = separability(&[pa.clone(), pb], &[&a, &b]).unwrap();
         assert_eq!(s.loo_nearest_centroid_accuracy, 1.0);
         assert!(s.pairs[0].mean_cosine < 0.0);
         let diag = domain(&pa, &a);
@@ -440,7 +450,7 @@ mod tests {
             row.mapv_inplace(|v| v * (d as f64).sqrt() / norm);
         }
         let mean = z.mean_axis(Axis(0)).unwrap();
-        let st = LatentStructure::measure(&z, &mean, shape);
+        let st = LatentStructure::measure(&f32s(&z), &mean, shape);
         assert!(st.level_power_ratio.iter().all(|&r| r < 0.01), "{st:?}");
         assert!(st.norm_spread_ratio < 0.05, "{st:?}");
         assert!((st.channel_correlation - 0.8).abs() < 0.08, "{st:?}");

@@ -2,11 +2,12 @@
 //! covariance parameters, and attributes `kind`, `n`, `d`, `shape`, `provenance` (JSON).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hdf5::types::VarLenUnicode;
 use ndarray::Array1;
 
-use super::{spectral, Covariance, GaussianPrior, PriorKind};
+use super::{spectral, Covariance, Deviations, GaussianPrior, PriorKind};
 use crate::error::{Error, Result};
 use crate::io::hdf5::put_str;
 use crate::io::AtomicFiles;
@@ -52,8 +53,11 @@ pub fn write(path: &Path, priors: &[GaussianPrior], extra: &serde_json::Value) -
                     g.new_dataset_builder().with_data(&spectra.im).create("spectra_im").map_err(werr)?;
                     g.new_attr::<f64>().create("shrinkage").and_then(|a| a.write_scalar(shrinkage)).map_err(werr)?;
                 }
-                Covariance::Empirical { residuals } => {
-                    g.new_dataset_builder().with_data(residuals).create("residuals").map_err(werr)?;
+                Covariance::Empirical { deviations: Deviations::Latents(z) } => {
+                    g.new_dataset_builder().with_data(z.as_ref()).create("latents").map_err(werr)?;
+                }
+                Covariance::Empirical { deviations: Deviations::Residuals(r) } => {
+                    g.new_dataset_builder().with_data(r).create("residuals").map_err(werr)?;
                 }
             }
         }
@@ -115,9 +119,25 @@ pub fn read(path: &Path) -> Result<Vec<GaussianPrior>> {
                     shrinkage: g.attr("shrinkage").and_then(|a| a.read_scalar()).map_err(ferr)?,
                 }
             }
-            PriorKind::Empirical => Covariance::Empirical {
-                residuals: g.dataset("residuals").and_then(|d| d.read_2d::<f64>()).map_err(ferr)?,
-            },
+            PriorKind::Empirical => {
+                let deviations = if g.link_exists("latents") {
+                    Deviations::Latents(Arc::new(g.dataset("latents").and_then(|d| d.read_2d::<f32>()).map_err(ferr)?))
+                } else {
+                    Deviations::Residuals(g.dataset("residuals").and_then(|d| d.read_2d::<f64>()).map_err(ferr)?)
+                };
+                if (deviations.nrows(), deviations.ncols()) != (n, mean.len()) || n < 2 {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "prior '{name}': {} × {} deviations for n = {n} latents of d = {}",
+                            deviations.nrows(),
+                            deviations.ncols(),
+                            mean.len()
+                        ),
+                    ));
+                }
+                Covariance::Empirical { deviations }
+            }
         };
         if shape.len() != 3 {
             return Err(Error::format(path, format!("prior '{name}': shape attribute must have 3 entries")));
@@ -155,12 +175,12 @@ pub fn read_domain(path: &Path, domain: Option<&str>) -> Result<GaussianPrior> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prior::tests::cloud;
+    use crate::prior::tests::cloud32;
 
     #[test]
     fn priors_round_trip_through_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let (z, _) = cloud(12, 60, 1.0, 0.2, 4);
+        let z = cloud32(12, 60, 1.0, 0.2, 4);
         let mut priors = Vec::new();
         for (name, kind) in [
             ("a", PriorKind::Scalar),
@@ -173,9 +193,21 @@ mod tests {
             p.provenance = serde_json::json!({"model": "m"});
             priors.push(p);
         }
+        // As prior files written before the latents were kept hold it: the deviations themselves.
+        let mut legacy = priors[4].clone();
+        legacy.name = "f".into();
+        legacy.covariance =
+            Covariance::Empirical { deviations: Deviations::Residuals(z.mapv(f64::from) - &legacy.mean) };
+        priors.push(legacy);
         let path = dir.path().join("p.h5");
         write(&path, &priors, &serde_json::json!({})).unwrap();
         assert_eq!(read(&path).unwrap(), priors);
         assert!(read(&dir.path().join("missing.h5")).is_err());
+        // Deviations that do not match the prior's n and d are an error naming the file.
+        let mut short = priors[4].clone();
+        short.n = 13;
+        write(&path, &[short], &serde_json::json!({})).unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.contains("p.h5") && e.contains("12 × 60 deviations for n = 13"), "{e}");
     }
 }

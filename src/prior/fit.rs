@@ -2,6 +2,7 @@
 //! separability of the domains, written to a prior file (the `fit` stage and `expanse fit`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::diagnostics::{self, DomainDiagnostics, Separability};
 use super::file::write;
@@ -40,7 +41,7 @@ pub fn fit_files(
         }
         let input = latents::StackFile::open(path)?;
         let (_, c, h, w) = input.dim;
-        let z = input.to_matrix(READ_BATCH)?;
+        let z = Arc::new(input.to_matrix(READ_BATCH)?);
         let mut prior = GaussianPrior::fit(name, &z, [c, h, w], kind).map_err(|e| match e {
             Error::Invalid(m) => Error::content(path, m),
             other => other,
@@ -54,7 +55,8 @@ pub fn fit_files(
     }
     let diags: Vec<DomainDiagnostics> = priors.iter().zip(&mats).map(|(p, z)| diagnostics::domain(p, z)).collect();
     let same_d = priors.iter().all(|p| p.dim() == priors[0].dim());
-    let sep = if same_d { diagnostics::separability(&priors, &mats) } else { None };
+    let latents: Vec<&ndarray::Array2<f32>> = mats.iter().map(|z| z.as_ref()).collect();
+    let sep = if same_d { diagnostics::separability(&priors, &latents) } else { None };
     let report = serde_json::json!({"domains": diags, "separability": sep, "tool": io::TOOL});
     let mut written = write(out, &priors, &serde_json::json!({"kind": kind.to_string()}))?;
     let json = serde_json::to_string_pretty(&report).expect("diagnostics serialize");

@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::GaussianPrior;
+use super::{row_f64, GaussianPrior};
 use crate::error::{Error, Result};
 
 /// Spherical interpolation of directions with linear interpolation of norms; falls back to
@@ -63,11 +63,12 @@ pub struct Geometry {
 }
 
 /// Statistics of `x` against the rows `refs` of `z` (at least two).
-pub fn geometry_of(x: ArrayView1<f64>, z: &Array2<f64>, refs: &[usize]) -> Geometry {
+pub fn geometry_of(x: ArrayView1<f64>, z: &Array2<f32>, refs: &[usize]) -> Geometry {
     let k = refs.len() as f64;
-    let diffs: Vec<Array1<f64>> = refs.iter().map(|&r| &z.row(r) - &x).collect();
+    let rows: Vec<Array1<f64>> = refs.iter().map(|&r| row_f64(z, r)).collect();
+    let diffs: Vec<Array1<f64>> = rows.iter().map(|row| row - &x).collect();
     let distance = diffs.iter().map(|d| d.dot(d).sqrt()).sum::<f64>() / k;
-    let origin_angle = refs.iter().map(|&r| crate::numerics::angle_deg(x, z.row(r))).sum::<f64>() / k;
+    let origin_angle = rows.iter().map(|row| crate::numerics::angle_deg(x, row.view())).sum::<f64>() / k;
     let pairs = diffs.windows(2).map(|w| crate::numerics::angle_deg(w[0].view(), w[1].view())).sum::<f64>() / (k - 1.0);
     Geometry { distance, origin_angle, pair_angle: pairs, norm: x.dot(&x).sqrt() }
 }
@@ -155,7 +156,7 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
 
 impl Targets {
     /// Leave-one-out targets from the real latents `z` (rows).
-    pub fn from_latents(z: &Array2<f64>, spec: TestSpec, rng: &mut ChaCha8Rng) -> Result<Targets> {
+    pub fn from_latents(z: &Array2<f32>, spec: TestSpec, rng: &mut ChaCha8Rng) -> Result<Targets> {
         let n = z.nrows();
         if spec.k < 2 || spec.k > n - 1 {
             return Err(Error::Invalid(format!(
@@ -170,7 +171,7 @@ impl Targets {
             .map(|i| {
                 let refs: Vec<usize> =
                     sample(rng, n - 1, spec.k).into_iter().map(|r| if r >= i { r + 1 } else { r }).collect();
-                geometry_of(z.row(i), z, &refs)
+                geometry_of(row_f64(z, i).view(), z, &refs)
             })
             .collect();
         let band = |f: fn(&Geometry) -> f64| {
@@ -268,9 +269,9 @@ pub struct SamplingSpec {
 /// Accepted latents and the bookkeeping that goes into the outputs.
 #[derive(Debug, Clone, Serialize)]
 pub struct SamplingOutcome {
-    /// The accepted latents, float32 as they are written (drawn and tested in float64).
+    /// The accepted latents (count × d), float32 as they are written (drawn and tested in float64).
     #[serde(skip)]
-    pub accepted: Vec<Array1<f32>>,
+    pub accepted: Array2<f32>,
     pub tried: usize,
     /// Candidates that passed each test (in the order of [`TEST_NAMES`]) and all of them.
     pub passed: [usize; 4],
@@ -333,7 +334,7 @@ impl SamplingOutcome {
         let (_, all) = self.rates();
         serde_json::json!({
             "prior": prior_file, "domain": prior.name, "kind": prior.kind.to_string(), "spec": spec,
-            "tried": self.tried, "accepted": self.accepted.len(), "acceptance": all,
+            "tried": self.tried, "accepted": self.accepted.nrows(), "acceptance": all,
             "acceptance_per_test": self.rates_json(),
             "targets": {
                 "distance": self.targets.distance, "origin_angle_deg": self.targets.origin_angle,
@@ -347,8 +348,8 @@ impl SamplingOutcome {
     /// The accepted latents as a (count, C, H, W) array.
     pub fn accepted_array(&self, shape: [usize; 3]) -> ndarray::Array4<f32> {
         let [c, h, w] = shape;
-        let flat: Vec<f32> = self.accepted.iter().flat_map(|x| x.iter().copied()).collect();
-        ndarray::Array4::from_shape_vec((self.accepted.len(), c, h, w), flat).expect("latents match the prior's shape")
+        let n = self.accepted.nrows();
+        self.accepted.clone().into_shape_with_order((n, c, h, w)).expect("latents match the prior's shape")
     }
 }
 
@@ -364,7 +365,7 @@ pub fn debias_factors(prior: &GaussianPrior) -> (f64, f64) {
 
 /// Where draws are centred and how they are spread: (centre, spread factor, ring factors).
 /// `z` are the real latents the prior was fitted on (the per-ring noise comes from them).
-pub fn draw_centre(prior: &GaussianPrior, z: &Array2<f64>, debias: Debias) -> (Array1<f64>, f64, Option<Vec<f64>>) {
+pub fn draw_centre(prior: &GaussianPrior, z: &Array2<f32>, debias: Debias) -> (Array1<f64>, f64, Option<Vec<f64>>) {
     match debias {
         Debias::None => (prior.mean.clone(), 1.0, None),
         Debias::Global => {
@@ -411,7 +412,7 @@ pub fn check_dimension(prior: &GaussianPrior, d: usize) -> Result<()> {
 
 /// Draws candidates until `spec.count` pass every enabled test, or fails with the acceptance
 /// rates when the budget cannot reach the count.
-pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpec) -> Result<SamplingOutcome> {
+pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f32>, spec: &SamplingSpec) -> Result<SamplingOutcome> {
     check_dimension(prior, z.ncols())?;
     super::check_latents(z, &prior.name)?;
     if spec.count == 0 {
@@ -425,8 +426,12 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpe
     let mu_norm = prior.mean.dot(&prior.mean).sqrt();
     let mean_scale = if mu_norm > 0.0 { centre.dot(&centre).sqrt() / mu_norm } else { 1.0 };
     let n = z.nrows();
+    // Room for every latent asked for, so that the rows are never copied into a larger array (a
+    // shape that overflows is left to grow as rows come).
+    let mut accepted = Array2::zeros((0, z.ncols()));
+    let _ = accepted.reserve_rows(spec.count.min(spec.budget));
     let mut out = SamplingOutcome {
-        accepted: Vec::new(),
+        accepted,
         tried: 0,
         passed: [0; 4],
         passed_all: 0,
@@ -435,14 +440,14 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpe
         spread_scale,
         ring_factors,
     };
-    while out.accepted.len() < spec.count {
+    while out.accepted.nrows() < spec.count {
         if out.tried >= spec.budget || unreachable(&out, spec) {
             let (_, all) = out.rates();
             return Err(Error::Invalid(format!(
                 "only {} of {} requested latents passed after {} candidates (acceptance {:.2} %; {}); \
                  the budget of {} candidates cannot reach the count: widen the band, enable fewer tests, raise the \
             budget or ask for fewer",
-                out.accepted.len(),
+                out.accepted.nrows(),
                 spec.count,
                 out.tried,
                 100.0 * all,
@@ -457,7 +462,7 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpe
             CandidateKind::Slerp => {
                 let r = rng.random_range(0..n);
                 let t = rng.random_range(1..=20) as f64 / 21.0;
-                slerp(z.row(r), draw.view(), t)
+                slerp(row_f64(z, r).view(), draw.view(), t)
             }
         };
         let x = match spec.norm {
@@ -477,7 +482,7 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f64>, spec: &SamplingSpe
         }
         if pass.iter().all(|&b| b) {
             out.passed_all += 1;
-            out.accepted.push(x.mapv(|v| v as f32));
+            out.accepted.push_row(x.mapv(|v| v as f32).view()).expect("a row of d values");
         }
     }
     Ok(out)
@@ -491,23 +496,25 @@ fn unreachable(out: &SamplingOutcome, spec: &SamplingSpec) -> bool {
         return false;
     }
     let rate = (out.passed_all as f64 + 1.0) / (out.tried as f64 + 1.0);
-    let expected = out.accepted.len() as f64 + rate * (spec.budget - out.tried) as f64;
+    let expected = out.accepted.nrows() as f64 + rate * (spec.budget - out.tried) as f64;
     expected < spec.count as f64
 }
 
-/// Rows of a latent stack (N, C, H, W) as an N × d f64 matrix.
-pub fn flatten(latents: &ndarray::Array4<f32>) -> Array2<f64> {
+/// Rows of a latent stack (N, C, H, W) as an N × d matrix.
+pub fn flatten(latents: &ndarray::Array4<f32>) -> Array2<f32> {
     let n = latents.len_of(Axis(0));
     let d = latents.len() / n.max(1);
-    Array2::from_shape_vec((n, d), latents.as_standard_layout().iter().map(|&v| v as f64).collect()).expect("shape")
+    Array2::from_shape_vec((n, d), latents.as_standard_layout().iter().copied().collect()).expect("shape")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prior::tests::f32s;
     use crate::prior::{Covariance, GaussianPrior, PriorKind};
     use ndarray::array;
     use rand_distr::StandardNormal;
+    use std::sync::Arc;
 
     #[test]
     fn the_default_tests_are_the_configs_defaults() {
@@ -531,8 +538,8 @@ mod tests {
         assert!((o[0] - 0.5).abs() < 1e-12);
     }
 
-    fn cloud(n: usize, d: usize, mu: &Array1<f64>, s: f64, rng: &mut ChaCha8Rng) -> Array2<f64> {
-        Array2::from_shape_fn((n, d), |(_, j)| mu[j] + s * rng.sample::<f64, _>(StandardNormal))
+    fn cloud(n: usize, d: usize, mu: &Array1<f64>, s: f64, rng: &mut ChaCha8Rng) -> Arc<Array2<f32>> {
+        f32s(&Array2::from_shape_fn((n, d), |(_, j)| mu[j] + s * rng.sample::<f64, _>(StandardNormal)))
     }
 
     #[test]
@@ -544,11 +551,11 @@ mod tests {
         let z = cloud(n, d, &mu, 1.0, &mut rng);
         let spec = TestSpec::default();
         let targets = Targets::from_latents(&z, spec, &mut rng).unwrap();
-        let rate = |pts: &Array2<f64>, rng: &mut ChaCha8Rng| {
+        let rate = |pts: &Array2<f32>, rng: &mut ChaCha8Rng| {
             let mut pass = [0usize; 4];
-            for x in pts.axis_iter(Axis(0)) {
+            for i in 0..pts.nrows() {
                 let refs = sample(rng, n, spec.k).into_vec();
-                let ok = targets.check(&geometry_of(x, &z, &refs));
+                let ok = targets.check(&geometry_of(row_f64(pts, i).view(), &z, &refs));
                 for (p, o) in pass.iter_mut().zip(ok) {
                     *p += usize::from(o);
                 }
@@ -612,19 +619,19 @@ mod tests {
 
     /// Latents whose norms are far more alike than their Gaussian covariance implies, as
     /// inverted latents are: each row rescaled to a norm from N(√d, 0.2²).
-    fn shell(n: usize, d: usize, rng: &mut ChaCha8Rng) -> Array2<f64> {
+    fn shell(n: usize, d: usize, rng: &mut ChaCha8Rng) -> Arc<Array2<f32>> {
         let mu = Array1::from_iter((0..d).map(|j| if j % 3 == 0 { 0.3 } else { 0.0 }));
-        let mut z = cloud(n, d, &mu, 1.0, rng);
+        let mut z = Array2::from_shape_fn((n, d), |(_, j)| mu[j] + rng.sample::<f64, _>(StandardNormal));
         for mut row in z.rows_mut() {
             let target = (d as f64).sqrt() + 0.2 * rng.sample::<f64, _>(StandardNormal);
             let norm = row.dot(&row).sqrt();
             row.mapv_inplace(|v| v * target / norm);
         }
-        z
+        f32s(&z)
     }
 
-    fn norms(v: &[Array1<f32>]) -> (f64, f64) {
-        let x: Vec<f64> = v.iter().map(|r| r.mapv(f64::from)).map(|r| r.dot(&r).sqrt()).collect();
+    fn norms(v: &Array2<f32>) -> (f64, f64) {
+        let x: Vec<f64> = v.rows().into_iter().map(|r| r.mapv(f64::from)).map(|r| r.dot(&r).sqrt()).collect();
         let m = x.iter().sum::<f64>() / x.len() as f64;
         (m, (x.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (x.len() - 1) as f64).sqrt())
     }
@@ -660,8 +667,10 @@ mod tests {
         // The norm test accepts matched draws at about the band's rate, and free ones rarely.
         let with_test = TestSpec { norm: true, ..tests };
         let (lo, hi) = free.targets.norm;
-        let inside = |v: &Array1<f32>| (lo..=hi).contains(&v.mapv(f64::from).dot(&v.mapv(f64::from)).sqrt());
-        let free_rate = free.accepted.iter().filter(|v| inside(v)).count() as f64 / free.accepted.len() as f64;
+        let inside =
+            |v: ndarray::ArrayView1<f32>| (lo..=hi).contains(&v.mapv(f64::from).dot(&v.mapv(f64::from)).sqrt());
+        let free_rate =
+            free.accepted.rows().into_iter().filter(|v| inside(*v)).count() as f64 / free.accepted.nrows() as f64;
         let g = sample_latents(
             &prior,
             &z,
@@ -678,7 +687,7 @@ mod tests {
         let (n, shape) = (16, [1usize, 16, 16]);
         let d = 256;
         // A common level of 0.1 per pixel (k = 0 amplitude 1.6) plus unit white noise.
-        let z = Array2::from_shape_fn((n, d), |_| 0.1 + rng.sample::<f64, _>(StandardNormal));
+        let z = f32s(&Array2::from_shape_fn((n, d), |_| 0.1 + rng.sample::<f64, _>(StandardNormal)));
         let prior = GaussianPrior::fit("l", &z, shape, PriorKind::Scalar).unwrap();
         let level = |c: &Array1<f64>| c.sum() / d as f64;
         let (global, _, _) = draw_centre(&prior, &z, Debias::Global);
@@ -697,7 +706,8 @@ mod tests {
         let prior = GaussianPrior::fit("e", &z, [3, 10, 10], PriorKind::Empirical).unwrap();
         let x = prior.draw(&mut rng) - &prior.mean;
         // Least squares of x on the residuals leaves nothing: x lies in their span.
-        let Covariance::Empirical { residuals } = &prior.covariance else { panic!() };
+        let Covariance::Empirical { deviations } = &prior.covariance else { panic!() };
+        let residuals = deviations.to_matrix(&prior.mean);
         let gram = residuals.dot(&residuals.t());
         let (vals, vecs) = crate::prior::linalg::symmetric_eigen(&gram);
         let mut proj = Array1::<f64>::zeros(d);

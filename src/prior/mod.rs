@@ -15,7 +15,9 @@ pub mod geometry;
 pub(crate) mod linalg;
 pub mod spectral;
 
-use ndarray::{Array1, Array2, ArrayView1, Axis};
+use std::sync::Arc;
+
+use ndarray::{Array1, Array2, ArrayView1, Axis, Zip};
 use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
@@ -98,8 +100,97 @@ pub enum Covariance {
     },
     /// The N latents' deviations from the mean (N × d): Σ = RᵀR / (N − 1).
     Empirical {
-        residuals: Array2<f64>,
+        deviations: Deviations,
     },
+}
+
+/// The deviations R = Z − μ of an empirical prior (N × d).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deviations {
+    /// Kept as the fitted latents (float32, as inverted), each row's deviation computed in float64
+    /// when it is used: the values of the float64 matrix at a quarter of the memory it and the
+    /// latents took together.
+    Latents(Arc<Array2<f32>>),
+    /// The deviations themselves, as prior files written before the latents were kept store them.
+    Residuals(Array2<f64>),
+}
+
+impl Deviations {
+    /// N.
+    pub fn nrows(&self) -> usize {
+        match self {
+            Deviations::Latents(z) => z.nrows(),
+            Deviations::Residuals(r) => r.nrows(),
+        }
+    }
+
+    /// d.
+    pub fn ncols(&self) -> usize {
+        match self {
+            Deviations::Latents(z) => z.ncols(),
+            Deviations::Residuals(r) => r.ncols(),
+        }
+    }
+
+    /// Calls `f` with every row's deviation from `mean` (the fitted mean), in order.
+    pub fn for_each_row(&self, mean: &Array1<f64>, mut f: impl FnMut(ArrayView1<f64>)) {
+        match self {
+            Deviations::Latents(z) => {
+                let mut r = Array1::<f64>::zeros(z.ncols());
+                for row in z.rows() {
+                    Zip::from(&mut r).and(&row).and(mean).for_each(|r, &v, &m| *r = f64::from(v) - m);
+                    f(r.view());
+                }
+            }
+            Deviations::Residuals(r) => r.rows().into_iter().for_each(f),
+        }
+    }
+
+    /// The deviations as one float64 matrix (N × d).
+    pub fn to_matrix(&self, mean: &Array1<f64>) -> Array2<f64> {
+        match self {
+            Deviations::Latents(z) => z.mapv(f64::from) - mean,
+            Deviations::Residuals(r) => r.clone(),
+        }
+    }
+
+    /// Σ_i r_ij² for each column j, rows added one after another: the sums and their order of
+    /// `R.mapv(|v| v * v).sum_axis(Axis(0))` on the float64 matrix R.
+    fn sum_of_squares_per_dimension(&self, mean: &Array1<f64>) -> Array1<f64> {
+        if self.ncols() < 2 {
+            // ndarray sums a column that is the contiguous axis in another order.
+            return self.to_matrix(mean).mapv(|v| v * v).sum_axis(Axis(0));
+        }
+        let mut acc = Array1::<f64>::zeros(self.ncols());
+        self.for_each_row(mean, |r| Zip::from(&mut acc).and(&r).for_each(|a, &v| *a += v * v));
+        acc
+    }
+
+    /// Σ r_ij² over every entry: the sum and its order of `R.mapv(|v| v * v).sum()` on the
+    /// float64 matrix R (ndarray's eightfold unrolled sum over the entries in memory order, the
+    /// last N·d mod 8 of them added one by one at the end).
+    fn sum_of_squares(&self, mean: &Array1<f64>) -> f64 {
+        let unrolled = self.nrows() * self.ncols() / 8 * 8;
+        let (mut p, mut tail, mut at) = ([0.0f64; 8], Vec::new(), 0usize);
+        self.for_each_row(mean, |r| {
+            for &v in r {
+                if at < unrolled {
+                    p[at % 8] += v * v;
+                } else {
+                    tail.push(v);
+                }
+                at += 1;
+            }
+        });
+        let mut total = 0.0;
+        for k in 0..4 {
+            total += p[k] + p[k + 4];
+        }
+        for v in tail {
+            total += v * v;
+        }
+        total
+    }
 }
 
 /// A Gaussian prior over one domain's latents.
@@ -119,7 +210,7 @@ pub struct GaussianPrior {
 }
 
 /// Checks a latent matrix (N × d): N ≥ 3, all finite.
-pub fn check_latents(z: &Array2<f64>, what: &str) -> Result<()> {
+pub fn check_latents(z: &Array2<f32>, what: &str) -> Result<()> {
     let n = z.nrows();
     if n < 3 {
         return Err(Error::Invalid(format!("{what}: {n} latent(s); a prior needs at least 3")));
@@ -130,49 +221,44 @@ pub fn check_latents(z: &Array2<f64>, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Σ_i z_ij² for each column j of the rows `z`, without a squared copy of them: the sums and their
-/// order of `z.mapv(|v| v * v).sum_axis(Axis(0))` (rows added one after another).
-fn sum_of_squares_per_dimension(z: &Array2<f64>) -> Array1<f64> {
-    if z.ncols() < 2 || !z.is_standard_layout() {
-        // ndarray sums a column that is the contiguous axis in another order.
-        return z.mapv(|v| v * v).sum_axis(Axis(0));
-    }
-    z.fold_axis(Axis(0), 0.0, |acc, v| acc + v * v)
+/// Row `i` of float32 latents `z` as float64 (exactly).
+pub fn row_f64(z: &Array2<f32>, i: usize) -> Array1<f64> {
+    z.row(i).mapv(f64::from)
 }
 
-/// Σ z_ij² over every entry, without a squared copy: the sum and its order of
-/// `z.mapv(|v| v * v).sum()` (ndarray's eightfold unrolled sum over the entries in memory order).
-fn sum_of_squares(z: &Array2<f64>) -> f64 {
-    let Some(mut xs) = z.as_slice_memory_order() else { return z.mapv(|v| v * v).sum() };
-    let mut p = [0.0f64; 8];
-    while xs.len() >= 8 {
-        for (acc, v) in p.iter_mut().zip(&xs[..8]) {
-            *acc += v * v;
-        }
-        xs = &xs[8..];
+/// The sum of the rows of `z` in float64: the sums and their order of ndarray's `sum_axis(Axis(0))`
+/// on the float64 matrix (rows added one after another).
+pub(crate) fn row_sum(z: &Array2<f32>) -> Array1<f64> {
+    if z.ncols() < 2 {
+        // ndarray sums a column that is the contiguous axis in another order.
+        return z.mapv(f64::from).sum_axis(Axis(0));
     }
-    let mut total = 0.0;
-    for k in 0..4 {
-        total += p[k] + p[k + 4];
+    let mut sum = Array1::<f64>::zeros(z.ncols());
+    for row in z.rows() {
+        Zip::from(&mut sum).and(&row).for_each(|s, &v| *s += f64::from(v));
     }
-    for v in xs {
-        total += v * v;
-    }
-    total
+    sum
+}
+
+/// The mean of the rows of `z` in float64: that of ndarray's `mean_axis(Axis(0))` on the float64
+/// matrix, bit for bit.
+fn row_mean(z: &Array2<f32>) -> Array1<f64> {
+    row_sum(z) / z.nrows() as f64
 }
 
 impl GaussianPrior {
-    /// Fits a prior to N latents (rows of `z`).
-    pub fn fit(name: &str, z: &Array2<f64>, shape: [usize; 3], kind: PriorKind) -> Result<GaussianPrior> {
+    /// Fits a prior to N latents (rows of `z`, float32 as inverted; computed in float64). An
+    /// empirical prior keeps `z` (shared, not copied).
+    pub fn fit(name: &str, z: &Arc<Array2<f32>>, shape: [usize; 3], kind: PriorKind) -> Result<GaussianPrior> {
         check_latents(z, name)?;
         let (n, d) = z.dim();
         if shape.iter().product::<usize>() != d {
             return Err(Error::Invalid(format!("{name}: latent shape {shape:?} does not match d = {d}")));
         }
-        let mean = z.mean_axis(Axis(0)).expect("n >= 3");
-        let centred = z - &mean;
+        let mean = row_mean(z);
+        let deviations = Deviations::Latents(Arc::clone(z));
         // Unbiased residual variance around the per-dimension mean (not the global scalar mean).
-        let dim_var: Array1<f64> = sum_of_squares_per_dimension(&centred) / (n - 1) as f64;
+        let dim_var: Array1<f64> = deviations.sum_of_squares_per_dimension(&mean) / (n - 1) as f64;
         let scalar = dim_var.mean().expect("d >= 1");
         if !(scalar > 0.0) {
             return Err(Error::Invalid(format!("{name}: the latents are identical (zero variance)")));
@@ -197,6 +283,7 @@ impl GaussianPrior {
                     )));
                 }
                 // Eigen-decomposition through the N × N Gram matrix (N ≪ d).
+                let centred = deviations.to_matrix(&mean);
                 let gram = centred.dot(&centred.t()) / (n - 1) as f64;
                 let (values, vectors) = linalg::symmetric_eigen(&gram);
                 let total = dim_var.sum();
@@ -218,9 +305,18 @@ impl GaussianPrior {
                 let shrinkage = per_mode.ring_shrinkage(&rings, n - 1);
                 Covariance::Stationary { spectra: per_mode.blend(&rings, shrinkage), shrinkage }
             }
-            PriorKind::Empirical => Covariance::Empirical { residuals: centred },
+            PriorKind::Empirical => Covariance::Empirical { deviations },
         };
         Ok(GaussianPrior { name: name.into(), kind, mean, covariance, n, shape, provenance: serde_json::Value::Null })
+    }
+
+    /// The latents an empirical prior keeps (None for the other kinds, and for an empirical prior
+    /// read from a file that stores its deviations instead).
+    pub fn kept_latents(&self) -> Option<&Arc<Array2<f32>>> {
+        match &self.covariance {
+            Covariance::Empirical { deviations: Deviations::Latents(z) } => Some(z),
+            _ => None,
+        }
     }
 
     /// Dimension d.
@@ -238,8 +334,8 @@ impl GaussianPrior {
                 (eigenvalues.iter().map(|l| l - residual).sum::<f64>() + residual * d) / d
             }
             Covariance::Stationary { spectra, .. } => spectra.mean_variance(),
-            Covariance::Empirical { residuals } => {
-                sum_of_squares(residuals) / ((self.n - 1) as f64 * self.dim() as f64)
+            Covariance::Empirical { deviations } => {
+                deviations.sum_of_squares(&self.mean) / ((self.n - 1) as f64 * self.dim() as f64)
             }
         }
     }
@@ -262,8 +358,8 @@ impl GaussianPrior {
                     spectra.channel_variances().into_iter().flat_map(|v| std::iter::repeat_n(v.sqrt(), h * w)),
                 )
             }
-            Covariance::Empirical { residuals } => {
-                (sum_of_squares_per_dimension(residuals) / (self.n - 1) as f64).mapv(f64::sqrt)
+            Covariance::Empirical { deviations } => {
+                (deviations.sum_of_squares_per_dimension(&self.mean) / (self.n - 1) as f64).mapv(f64::sqrt)
             }
         }
     }
@@ -284,17 +380,17 @@ impl GaussianPrior {
                 x
             }
             Covariance::Stationary { spectra, .. } => &centre + &Array1::from(spectra.draw(rng)),
-            Covariance::Empirical { residuals } => {
+            Covariance::Empirical { deviations } => {
                 let scale = 1.0 / ((self.n - 1) as f64).sqrt();
                 let w: Vec<f64> =
-                    (0..residuals.nrows()).map(|_| scale * rng.sample::<f64, _>(StandardNormal)).collect();
-                // Σ_i w_i r_i, row by row: one pass over the residuals. (`residuals.t().dot(&w)` went
+                    (0..deviations.nrows()).map(|_| scale * rng.sample::<f64, _>(StandardNormal)).collect();
+                // Σ_i w_i r_i, row by row: one pass over the deviations. (`residuals.t().dot(&w)` went
                 // through a general matrix product that copied the whole N × d matrix for every
                 // draw: 0.1 s per candidate at N = 4096, d = 3072.)
                 let mut x = centre.to_owned();
-                for (row, wi) in residuals.rows().into_iter().zip(w) {
-                    x.scaled_add(wi, &row);
-                }
+                let mut weights = w.into_iter();
+                deviations
+                    .for_each_row(&self.mean, |row| x.scaled_add(weights.next().expect("one weight per row"), &row));
                 x
             }
         }
@@ -313,13 +409,33 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     #[test]
-    fn sums_of_squares_are_those_of_the_squared_copy_bit_for_bit() {
+    fn float32_latents_give_the_bits_of_the_float64_matrix() {
         for (n, d) in [(3, 1), (9, 1), (3, 7), (5, 8), (17, 123), (64, 3072)] {
-            let (z, _) = cloud(n, d, 1.0, 0.3, 9);
-            let z = &z - &z.mean_axis(Axis(0)).unwrap();
-            assert_eq!(sum_of_squares(&z).to_bits(), z.mapv(|v| v * v).sum().to_bits(), "{n} x {d}");
-            let (a, b) = (sum_of_squares_per_dimension(&z), z.mapv(|v| v * v).sum_axis(Axis(0)));
-            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{n} x {d}");
+            let z = cloud32(n, d, 1.0, 0.3, 9);
+            let z64 = z.mapv(f64::from);
+            let mean = z64.mean_axis(Axis(0)).unwrap();
+            assert!(row_mean(&z).iter().zip(&mean).all(|(a, b)| a.to_bits() == b.to_bits()), "{n} x {d}");
+            let sum = z64.sum_axis(Axis(0));
+            assert!(row_sum(&z).iter().zip(&sum).all(|(a, b)| a.to_bits() == b.to_bits()), "{n} x {d}");
+            let centred = &z64 - &mean;
+            let kept = Deviations::Latents(z.clone());
+            assert_eq!(kept.to_matrix(&mean), centred);
+            for dev in [kept, Deviations::Residuals(centred.clone())] {
+                let sum = dev.sum_of_squares(&mean);
+                assert_eq!(sum.to_bits(), centred.mapv(|v| v * v).sum().to_bits(), "{n} x {d}");
+                let (a, b) = (dev.sum_of_squares_per_dimension(&mean), centred.mapv(|v| v * v).sum_axis(Axis(0)));
+                assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{n} x {d}");
+            }
+            if n >= 5 {
+                // Draws from the kept latents are those from the float64 deviations.
+                let p = GaussianPrior::fit("c", &z, [1, 1, d], PriorKind::Empirical).unwrap();
+                let mut q = p.clone();
+                q.covariance = Covariance::Empirical { deviations: Deviations::Residuals(centred) };
+                let (mut r1, mut r2) = (ChaCha8Rng::seed_from_u64(3), ChaCha8Rng::seed_from_u64(3));
+                assert_eq!(p.draw(&mut r1), q.draw(&mut r2));
+                assert_eq!(p.std_devs(), q.std_devs());
+                assert_eq!(p.mean_variance().to_bits(), q.mean_variance().to_bits());
+            }
         }
     }
 
@@ -330,9 +446,10 @@ mod tests {
     #[test]
     #[ignore]
     fn empirical_draw_speed() {
-        let (z, _) = cloud(4096, 3072, 1.0, 0.3, 5);
+        let z = cloud32(4096, 3072, 1.0, 0.3, 5);
         let p = GaussianPrior::fit("c", &z, [3, 32, 32], PriorKind::Empirical).unwrap();
-        let Covariance::Empirical { residuals } = &p.covariance else { unreachable!() };
+        let Covariance::Empirical { deviations } = &p.covariance else { unreachable!() };
+        let residuals = deviations.to_matrix(&p.mean);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let w: Array1<f64> = (0..4096).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
         let time = |f: &dyn Fn() -> Array1<f64>| {
@@ -367,11 +484,21 @@ mod tests {
         (z, mu)
     }
 
+    /// [`cloud`]'s latents as float32, as inverted latents are.
+    pub(crate) fn cloud32(n: usize, d: usize, s: f64, m: f64, seed: u64) -> Arc<Array2<f32>> {
+        f32s(&cloud(n, d, s, m, seed).0)
+    }
+
+    /// Latents `z` as float32, as inverted latents are.
+    pub(crate) fn f32s(z: &Array2<f64>) -> Arc<Array2<f32>> {
+        Arc::new(z.mapv(|v| v as f32))
+    }
+
     #[test]
     fn fit_recovers_mean_and_variance() {
         let (z, mu) = cloud(80, 500, 0.8, 0.3, 1);
         for kind in [PriorKind::Scalar, PriorKind::Diagonal, PriorKind::LowRank { k: 5 }] {
-            let p = GaussianPrior::fit("c", &z, [1, 20, 25], kind).unwrap();
+            let p = GaussianPrior::fit("c", &f32s(&z), [1, 20, 25], kind).unwrap();
             let err = (&p.mean - &mu).mapv(|v| v * v).mean().unwrap().sqrt();
             assert!(err < 0.8 / (80f64).sqrt() * 1.2, "{kind}: mean error {err}");
             assert!((p.mean_variance() - 0.64).abs() < 0.02, "{kind}: variance {}", p.mean_variance());
@@ -386,7 +513,7 @@ mod tests {
             let s = if j < 100 { 0.5 } else { 1.5 };
             s * rng.sample::<f64, _>(StandardNormal)
         });
-        let p = GaussianPrior::fit("d", &z, [1, 10, 20], PriorKind::Diagonal).unwrap();
+        let p = GaussianPrior::fit("d", &f32s(&z), [1, 10, 20], PriorKind::Diagonal).unwrap();
         let Covariance::Diagonal { variances, shrinkage } = &p.covariance else { panic!() };
         assert!(*shrinkage < 0.1, "shrinkage {shrinkage}");
         assert!((variances.slice(ndarray::s![..100]).mean().unwrap() - 0.25).abs() < 0.05);
@@ -398,7 +525,7 @@ mod tests {
         let z = Array2::from_shape_fn((n, d), |(i, j)| {
             3.0 * ((i as f64 * 0.7).sin()) * u[j] + 0.1 * rng.sample::<f64, _>(StandardNormal)
         });
-        let p = GaussianPrior::fit("l", &z, [1, 10, 20], PriorKind::LowRank { k: 1 }).unwrap();
+        let p = GaussianPrior::fit("l", &f32s(&z), [1, 10, 20], PriorKind::LowRank { k: 1 }).unwrap();
         let Covariance::LowRank { directions, residual, .. } = &p.covariance else { panic!() };
         assert!(directions.row(0).dot(&u).abs() > 0.99);
         assert!((residual - 0.01).abs() < 0.002, "residual {residual}");
@@ -430,7 +557,7 @@ mod tests {
         for i in 0..n {
             z.row_mut(i).assign(&(Array1::from(truth.draw(&mut rng)) + 0.3));
         }
-        let prior = GaussianPrior::fit("s", &z, shape, PriorKind::Stationary).unwrap();
+        let prior = GaussianPrior::fit("s", &f32s(&z), shape, PriorKind::Stationary).unwrap();
         let Covariance::Stationary { shrinkage, .. } = &prior.covariance else { panic!() };
         assert!(*shrinkage > 0.5, "isotropic latents: mostly the ring average ({shrinkage})");
         let m = 400;
@@ -454,7 +581,7 @@ mod tests {
         assert!((high / (m as f64 * high_modes) / want_high - 1.0).abs() < 0.15, "high-k power");
         assert!((cross / (p0 * p1).sqrt() - 0.6).abs() < 0.08, "channel coherence {}", cross / (p0 * p1).sqrt());
         // The scalar prior of the same latents draws the level white: ~50× too much.
-        let scalar = GaussianPrior::fit("s", &z, shape, PriorKind::Scalar).unwrap();
+        let scalar = GaussianPrior::fit("s", &f32s(&z), shape, PriorKind::Scalar).unwrap();
         let k0_scalar: f64 =
             (0..m).map(|_| modes((scalar.draw(&mut rng) - &scalar.mean).view(), shape)[0][0].norm_sqr()).sum::<f64>()
                 / m as f64;
@@ -464,18 +591,18 @@ mod tests {
     #[test]
     fn bad_latents_are_errors() {
         let (z, _) = cloud(2, 10, 1.0, 0.0, 3);
-        assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::Scalar)
+        assert!(GaussianPrior::fit("x", &f32s(&z), [1, 2, 5], PriorKind::Scalar)
             .unwrap_err()
             .to_string()
             .contains("at least 3"));
         let (mut z, _) = cloud(5, 10, 1.0, 0.0, 3);
         z[[2, 4]] = f64::NAN;
-        assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::Scalar)
+        assert!(GaussianPrior::fit("x", &f32s(&z), [1, 2, 5], PriorKind::Scalar)
             .unwrap_err()
             .to_string()
             .contains("latent 2"));
         let (z, _) = cloud(5, 10, 1.0, 0.0, 3);
-        assert!(GaussianPrior::fit("x", &z, [1, 2, 5], PriorKind::LowRank { k: 4 }).is_err());
+        assert!(GaussianPrior::fit("x", &f32s(&z), [1, 2, 5], PriorKind::LowRank { k: 4 }).is_err());
         assert!("lowrank:0".parse::<PriorKind>().is_err());
         assert_eq!("lowrank:3".parse::<PriorKind>().unwrap(), PriorKind::LowRank { k: 3 });
     }

@@ -79,14 +79,14 @@ pub struct CrossSpectra {
 }
 
 impl CrossSpectra {
-    /// Cross-spectra of the rows of `z` (N × C·H·W) about `mean`.
-    pub fn estimate(z: &Array2<f64>, mean: ArrayView1<f64>, shape: [usize; 3]) -> CrossSpectra {
+    /// Cross-spectra of the rows of `z` (N × C·H·W, float32 latents) about `mean`.
+    pub fn estimate(z: &Array2<f32>, mean: ArrayView1<f64>, shape: [usize; 3]) -> CrossSpectra {
         let [c, h, w] = shape;
         let n = z.nrows();
         let mut re = Array4::<f64>::zeros((h, w, c, c));
         let mut im = Array4::<f64>::zeros((h, w, c, c));
         for row in z.rows() {
-            let r = &row - &mean;
+            let r = row.mapv(f64::from) - mean;
             let m = modes(r.view(), shape);
             for k in 0..h * w {
                 let (y, x) = (k / w, k % w);
@@ -309,7 +309,7 @@ mod tests {
         for i in 0..n {
             z.row_mut(i).assign(&Array1::from(s.draw(&mut rng)));
         }
-        let est = CrossSpectra::estimate(&z, Array1::zeros(128).view(), shape);
+        let est = CrossSpectra::estimate(&crate::prior::tests::f32s(&z), Array1::zeros(128).view(), shape);
         let rel = |a: f64, b: f64| (a - b).abs() / b;
         for k in [0usize, 1, 9, 27] {
             let (y, x) = (k / w, k % w);
@@ -337,7 +337,7 @@ mod tests {
         // Latents: a common level 0.5 per pixel (k = 0 power 16) plus unit white noise.
         let z = Array2::from_shape_fn((n, 64), |_| 0.5 + rng.sample::<f64, _>(StandardNormal));
         let mean = z.mean_axis(ndarray::Axis(0)).unwrap();
-        let s = CrossSpectra::estimate(&z, mean.view(), shape);
+        let s = CrossSpectra::estimate(&crate::prior::tests::f32s(&z), mean.view(), shape);
         let js = RingShrinkage::fit(mean.view(), &s, n);
         assert!(js.factors[0] > 0.95, "k = 0 factor {}", js.factors[0]);
         let rest: f64 = js.factors[1..].iter().sum::<f64>() / (js.factors.len() - 1) as f64;
@@ -355,7 +355,7 @@ mod tests {
         let n = 40;
         // Isotropic white latents: the per-mode spread is noise; weight near 1.
         let z = Array2::from_shape_fn((n, 64), |_| rng.sample::<f64, _>(StandardNormal));
-        let s = CrossSpectra::estimate(&z, Array1::zeros(64).view(), shape);
+        let s = CrossSpectra::estimate(&crate::prior::tests::f32s(&z), Array1::zeros(64).view(), shape);
         assert!(s.ring_shrinkage(&s.ring_average(), n - 1) > 0.8);
         // Strongly anisotropic: power only along x; the weight drops.
         let mut aniso = s.clone();

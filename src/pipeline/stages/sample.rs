@@ -28,7 +28,7 @@ impl SampleRecord {
     /// The record of one sampling (`seed`: its stream's seed).
     pub fn of(outcome: &crate::prior::geometry::SamplingOutcome, seed: u64) -> SampleRecord {
         SampleRecord {
-            accepted: outcome.accepted.len(),
+            accepted: outcome.accepted.nrows(),
             tried: outcome.tried,
             acceptance: outcome.rates().1,
             acceptance_per_test: outcome.rates_json(),
