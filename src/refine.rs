@@ -68,22 +68,34 @@ pub struct RefinementRecord {
     pub seconds: f64,
 }
 
+/// The mean and standard deviation over the maps of each quantile (the k-th smallest value); each
+/// map is dropped once its values are sorted.
+fn quantile_stats(maps: Vec<Array2<f64>>) -> Vec<(f64, f64)> {
+    let rows: Vec<Vec<f64>> = maps
+        .into_iter()
+        .map(|m| {
+            let mut v: Vec<f64> = m.iter().copied().collect();
+            v.sort_by(f64::total_cmp);
+            v
+        })
+        .collect();
+    (0..rows[0].len()).map(|k| mean_std(&rows, k)).collect()
+}
+
 /// Matches each map's one-point PDF to the real maps' exactly, keeping its pixels' ranks: the
 /// sorted values of map i become μ(q) + (Q_i(q) − μ'(q))·σ(q)/σ'(q) at every quantile q, where μ, σ
-/// are the mean and spread of the real maps' quantile functions and μ', σ' the synthetic maps'
-/// (sorted again if that is not monotone). The same rule as the moments' targets: the set takes
-/// the real set's PDFs, each map keeping its place within it.
-fn match_quantiles(maps: &mut [Array2<f64>], real: &[Array2<f64>]) {
+/// are the mean and spread of the real maps' quantile functions (`sr`, from [`quantile_stats`]) and
+/// μ', σ' the synthetic maps' (sorted again if that is not monotone). The same rule as the moments'
+/// targets: the set takes the real set's PDFs, each map keeping its place within it.
+fn match_quantiles(maps: &mut [Array2<f64>], sr: &[(f64, f64)]) {
     let sorted = |m: &Array2<f64>| {
         let mut v: Vec<f64> = m.iter().copied().collect();
         v.sort_by(f64::total_cmp);
         v
     };
-    let qr: Vec<Vec<f64>> = real.iter().map(sorted).collect();
     let qs: Vec<Vec<f64>> = maps.iter().map(sorted).collect();
-    let n = qr[0].len();
-    let stats = |rows: &[Vec<f64>]| -> Vec<(f64, f64)> { (0..n).map(|k| mean_std(rows, k)).collect() };
-    let (sr, ss) = (stats(&qr), stats(&qs));
+    let n = sr.len();
+    let ss: Vec<(f64, f64)> = (0..n).map(|k| mean_std(&qs, k)).collect();
     for (map, q) in maps.iter_mut().zip(&qs) {
         let mut target: Vec<f64> = (0..n)
             .map(|k| {
@@ -171,6 +183,9 @@ pub fn refine_owned(
         m.mapv_inplace(|v| (v - center) / scale);
     }
     let (pr, ps) = (phi(&real, "real")?, phi(&synthetic, "synthetic")?);
+    // What the real maps give beyond their moments: their quantiles. Taken now, so that the maps
+    // are not held beside the refined ones.
+    let real_quantiles = quantile_stats(real);
     let k = wm.len();
     let families = wm.families();
     let mut weights = vec![0.0; k];
@@ -251,7 +266,7 @@ pub fn refine_owned(
         maps.push(m);
         steps.push((before, after, it));
     }
-    match_quantiles(&mut maps, &real);
+    match_quantiles(&mut maps, &real_quantiles);
     for m in maps.iter_mut() {
         m.mapv_inplace(|v| center + scale * v);
     }

@@ -4,6 +4,7 @@
 //! the decoded maps toward the real maps' wavelet moments.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ndarray::{Array2, Array4, Axis};
 use serde_json::Value;
@@ -27,15 +28,25 @@ pub fn sample(
     out: &Path,
     command: &str,
 ) -> Result<(SamplingOutcome, Vec<PathBuf>)> {
-    let z = real.to_matrix(crate::prior::fit::READ_BATCH)?;
-    let outcome = geometry::sample_latents(prior, &z, spec)?;
+    let batch = crate::prior::fit::READ_BATCH;
+    // An empirical prior fitted on these latents holds them already: not read a second time.
+    let z = match prior.kept_latents() {
+        Some(kept) if real.holds_rows_of(kept, batch)? => Arc::clone(kept),
+        _ => Arc::new(real.to_matrix(batch)?),
+    };
+    let mut outcome = geometry::sample_latents(prior, &z, spec)?;
     drop(z);
-    let accepted = real.with_data(outcome.accepted_array(prior.shape));
     let mut records = vec![("sampling", outcome.record(prior, prior_file, spec))];
     if let Some(g) = real.provenance.as_ref().and_then(|p| p.records.get("ddim")) {
         records.push(("ddim", g.clone()));
     }
+    // The accepted latents are moved into the stack written and back, not copied.
+    let [c, h, w] = prior.shape;
+    let (n, d) = outcome.accepted.dim();
+    let rows = std::mem::take(&mut outcome.accepted);
+    let accepted = real.with_data(rows.into_shape_with_order((n, c, h, w)).expect("latents match the prior's shape"));
     let written = latents::write_model_output(out, &accepted.data, command, &accepted, records)?;
+    outcome.accepted = accepted.data.into_shape_with_order((n, d)).expect("the same latents");
     Ok((outcome, written))
 }
 
@@ -96,6 +107,16 @@ fn channel_means(images: &Array4<f32>) -> Vec<Array2<f64>> {
     images.outer_iter().map(|img| img.mean_axis(Axis(0)).expect("at least one channel").mapv(|v| v as f64)).collect()
 }
 
+/// [`channel_means`] of the images of a model-space stack, read a batch at a time: what
+/// [`refine_images_owned`] refines toward, without holding the stack.
+pub fn channel_means_of(stack: &latents::StackFile) -> Result<Vec<Array2<f64>>> {
+    let mut out = Vec::with_capacity(stack.dim.0);
+    for rows in stack.batches(crate::prior::fit::READ_BATCH) {
+        out.extend(channel_means(&rows?.1));
+    }
+    Ok(out)
+}
+
 /// Refines decoded model-space images ([`crate::refine`]) toward the real model-space images of
 /// their domain: each image's channel mean is refined and written back into every channel.
 pub fn refine_images(
@@ -103,24 +124,28 @@ pub fn refine_images(
     real: &Array4<f32>,
     options: &RefineOptions,
 ) -> Result<(Array4<f32>, RefinementRecord)> {
-    let mut out = images.clone();
-    let record = refine_images_in_place(&mut out, real, options)?;
-    Ok((out, record))
+    refine_images_owned(images.clone(), channel_means(real), options)
 }
 
-/// [`refine_images`] writing the refined maps over `images`, without a copy of them.
-pub fn refine_images_in_place(
-    images: &mut Array4<f32>,
-    real: &Array4<f32>,
+/// [`refine_images`] taking the images (dropped while they are refined: every channel is written
+/// anew from the refined maps) and the real images' channel means ([`channel_means_of`]).
+pub fn refine_images_owned(
+    images: Array4<f32>,
+    real: Vec<Array2<f64>>,
     options: &RefineOptions,
-) -> Result<RefinementRecord> {
-    let (maps, record) = crate::refine::refine_owned(channel_means(images), channel_means(real), options)?;
-    for (mut img, map) in images.outer_iter_mut().zip(&maps) {
+) -> Result<(Array4<f32>, RefinementRecord)> {
+    let dim = images.dim();
+    let synthetic = channel_means(&images);
+    drop(images);
+    let (maps, record) = crate::refine::refine_owned(synthetic, real, options)?;
+    let mut out = Array4::<f32>::zeros(dim);
+    for (mut img, map) in out.outer_iter_mut().zip(maps) {
+        let map = map.mapv(|v| v as f32);
         for mut channel in img.outer_iter_mut() {
-            channel.assign(&map.mapv(|v| v as f32));
+            channel.assign(&map);
         }
     }
-    Ok(record)
+    Ok((out, record))
 }
 
 /// `expanse refine`: refines the synthetic maps of one file toward the real maps of another (both

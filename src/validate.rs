@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array2, Axis};
+use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ use crate::stats::onepoint::{compare_owned, hellinger, welch_t, PdfComparison};
 use crate::stats::power_spectrum::{slope_distance, EnsembleSpectrum};
 
 /// A map-to-map transform (model space, or the identity) for figures.
-type MapTransform = Box<dyn Fn(&Array2<f64>) -> Array2<f64>>;
+type MapTransform = Box<dyn Fn(&mut Array2<f64>)>;
 
 /// Summary of one ensemble's power spectrum.
 #[derive(Debug, Clone, Serialize)]
@@ -471,8 +471,26 @@ pub fn verdict(r: &ValidationReport) -> Verdict {
 fn read_stack(path: &Path, selection: &Selection) -> Result<(Vec<Array2<f64>>, Option<String>)> {
     let maps = io::read_maps(path, selection)?;
     let units = io::common_units(&maps);
-    let stack = io::stack(&maps)?;
-    Ok((stack.axis_iter(Axis(0)).map(|m| m.mapv(|v| v as f64)).collect(), units))
+    io::check_one_shape(&maps)?;
+    // Each map is dropped once converted: the file is never held twice.
+    Ok((maps.into_iter().map(|m| m.data.mapv(|v| v as f64)).collect(), units))
+}
+
+/// Every finite value of `maps`, in order; each map is dropped once its values are in.
+fn pool_owned(maps: Vec<Array2<f64>>) -> Vec<f64> {
+    let mut out = Vec::with_capacity(maps.iter().map(|m| m.len()).sum());
+    for m in maps {
+        out.extend(m.iter().copied().filter(|x| x.is_finite()));
+    }
+    out
+}
+
+/// The histograms draw every pixel up to FIGURE_PIXELS per set, beyond that every k-th (in order):
+/// the same picture without holding every pixel of both sets four more times.
+fn drawn(maps: &[Array2<f64>], f: &dyn Fn(f64) -> f64) -> Vec<f64> {
+    let total: usize = maps.iter().map(|m| m.len()).sum();
+    let stride = total.div_ceil(FIGURE_PIXELS).max(1);
+    maps.iter().flat_map(|m| m.iter()).step_by(stride).map(|&v| f(v)).filter(|x| x.is_finite()).collect()
 }
 
 fn summary(e: &EnsembleSpectrum) -> SpectrumSummary {
@@ -631,8 +649,8 @@ pub fn validate(
     relative_to: Option<&Path>,
 ) -> Result<ValidationReport> {
     let ps = &opts.spectrum;
-    let (r, units) = read_stack(real, selection)?;
-    let (s, _) = read_stack(synthetic, selection)?;
+    let (mut r, units) = read_stack(real, selection)?;
+    let (mut s, _) = read_stack(synthetic, selection)?;
     if r[0].dim() != s[0].dim() {
         return Err(Error::Invalid(format!(
             "{} holds {}x{} maps but {} holds {}x{}: compare maps of one size",
@@ -654,12 +672,21 @@ pub fn validate(
     let (scale, tr): (String, MapTransform) = match &norm {
         Some(n) => {
             let t = n.transform;
-            (format!("model space ({})", t.describe()), Box::new(move |m: &Array2<f64>| m.mapv(|v| t.forward(v))))
+            (
+                format!("model space ({})", t.describe()),
+                Box::new(move |m: &mut Array2<f64>| m.mapv_inplace(|v| t.forward(v))),
+            )
         }
-        None if positive => ("log10".into(), Box::new(|m: &Array2<f64>| m.mapv(f64::log10))),
-        None => ("linear".into(), Box::new(|m: &Array2<f64>| m.clone())),
+        None if positive => ("log10".into(), Box::new(|m: &mut Array2<f64>| m.mapv_inplace(f64::log10))),
+        None => ("linear".into(), Box::new(|_: &mut Array2<f64>| {})),
     };
-    let (rt, st): (Vec<_>, Vec<_>) = (r.iter().map(&tr).collect(), s.iter().map(&tr).collect());
+    // What the figures show in physical units, taken before the maps are transformed in place.
+    let (n_real, n_synthetic, shape) = (r.len(), s.len(), [r[0].nrows(), r[0].ncols()]);
+    let shown: Vec<Array2<f32>> = r.iter().take(6).chain(s.iter().take(6)).map(|m| m.mapv(|v| v as f32)).collect();
+    let physical: fn(f64) -> f64 = if positive { f64::log10 } else { |v| v };
+    let drawn_physical = norm.is_some().then(|| (drawn(&r, &physical), drawn(&s, &physical)));
+    r.iter_mut().chain(s.iter_mut()).for_each(&tr);
+    let (rt, st) = (r, s);
     let spectrum_model = match &norm {
         Some(_) => {
             let (mr, ms) = (EnsembleSpectrum::compute(&rt, ps)?, EnsembleSpectrum::compute(&st, ps)?);
@@ -667,20 +694,19 @@ pub fn validate(
         }
         None => None,
     };
-    let pool = |v: &[Array2<f64>]| -> Vec<f64> {
-        v.iter().flat_map(|m| m.iter().copied()).filter(|x| x.is_finite()).collect()
-    };
-    let pooled = compare_owned(pool(&rt), pool(&st), None)?;
     let (pdf, level) = pdf_and_levels(&rt, &st, opts)?;
     let battery = if opts.statistics.is_empty() { None } else { Some(battery::run(&rt, &st, opts, real, synthetic)?) };
     let mem = memorization(&rt, &st);
+    let drawn_model = (drawn(&rt, &|v| v), drawn(&st, &|v| v));
+    // Last, as it takes the maps: the pooled one-point comparison sorts every finite value of both sets.
+    let pooled = compare_owned(pool_owned(rt), pool_owned(st), None)?;
     let ratio = er.freqs.iter().zip(er.mean.power.iter().zip(&es.mean.power)).map(|(f, (a, b))| (*f, b / a)).collect();
     let mut report = ValidationReport {
         real: real.to_path_buf(),
         synthetic: synthetic.to_path_buf(),
-        n_real: r.len(),
-        n_synthetic: s.len(),
-        shape: [r[0].nrows(), r[0].ncols()],
+        n_real,
+        n_synthetic,
+        shape,
         units: units.clone(),
         scale: scale.clone(),
         spectrum_real: summary(&er),
@@ -736,27 +762,19 @@ pub fn validate(
         (None, None, true) => "log10 value".into(),
         (None, None, false) => "value".into(),
     };
-    // The histograms draw every pixel up to FIGURE_PIXELS per set, beyond that every k-th (in order):
-    // the same picture without holding every pixel of both sets four more times.
-    let drawn = |maps: &[Array2<f64>], f: &dyn Fn(f64) -> f64| -> Vec<f64> {
-        let total: usize = maps.iter().map(|m| m.len()).sum();
-        let stride = total.div_ceil(FIGURE_PIXELS).max(1);
-        maps.iter().flat_map(|m| m.iter()).step_by(stride).map(|&v| f(v)).filter(|x| x.is_finite()).collect()
-    };
     let mut panels = vec![Panel::Histogram(HistogramPanel {
         title: "in model space".into(),
         x_label,
-        series: vec![("real".into(), drawn(&rt, &|v| v)), ("synthetic".into(), drawn(&st, &|v| v))],
+        series: vec![("real".into(), drawn_model.0), ("synthetic".into(), drawn_model.1)],
     })];
     // With a normalization, the same pixels in physical units too (log10 of positive maps).
-    if norm.is_some() {
+    if let Some((real_drawn, synthetic_drawn)) = drawn_physical {
         let u = units.as_deref().map(|u| format!(" [{u}]")).unwrap_or_default();
-        let (label, f): (String, fn(f64) -> f64) =
-            if positive { (format!("log10 value{u}"), f64::log10) } else { (format!("value{u}"), |v| v) };
+        let label = if positive { format!("log10 value{u}") } else { format!("value{u}") };
         panels.push(Panel::Histogram(HistogramPanel {
             title: "in physical units".into(),
             x_label: label,
-            series: vec![("real".into(), drawn(&r, &f)), ("synthetic".into(), drawn(&s, &f))],
+            series: vec![("real".into(), real_drawn), ("synthetic".into(), synthetic_drawn)],
         }));
     }
     let pdfs = PanelFigure {
@@ -768,17 +786,16 @@ pub fn validate(
         panels,
     };
     written.extend(pdfs.save(&out_dir.join("pdfs"))?);
-    let shown: Vec<Array2<f32>> = r.iter().take(6).chain(s.iter().take(6)).map(|m| m.mapv(|v| v as f32)).collect();
-    let labels: Vec<String> = (0..r.len().min(6))
+    let labels: Vec<String> = (0..n_real.min(6))
         .map(|i| format!("real {i}"))
-        .chain((0..s.len().min(6)).map(|i| format!("synthetic {i}")))
+        .chain((0..n_synthetic.min(6)).map(|i| format!("synthetic {i}")))
         .collect();
     let mut grid = MapGrid::with_reference(
         "Real (first) and synthetic maps, one colour scale: the real range",
         shown,
         labels,
         units.clone(),
-        r.len().min(6),
+        n_real.min(6),
     );
     if let Some(n) = &norm {
         grid = grid.in_transform(n.transform);

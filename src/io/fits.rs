@@ -168,13 +168,39 @@ impl Handle {
     }
 
     /// Reads the whole image of the current HDU as f64 with scaling applied and blanks as NaN.
-    fn read_pixels(&self, count: usize, what: &str) -> Result<Vec<f64>> {
-        let mut values = vec![0f64; count];
+    /// The `count` pixels of the current image HDU as float32: read as float64 (cfitsio applies
+    /// BSCALE/BZERO and BLANK there) a chunk at a time and rounded, so that a large image is never
+    /// held as float64 whole.
+    fn read_pixels(&self, count: usize, what: &str) -> Result<Vec<f32>> {
+        const CHUNK: usize = 1 << 20;
+        let mut out = Vec::with_capacity(count);
+        let mut values = vec![0f64; count.min(CHUNK)];
+        while out.len() < count {
+            let chunk = &mut values[..(count - out.len()).min(CHUNK)];
+            self.read_pixel_range(out.len(), chunk, what)?;
+            out.extend(chunk.iter().map(|&v| v as f32));
+        }
+        Ok(out)
+    }
+
+    /// Pixels `first..first + values.len()` (0-based, in file order) of the current image HDU.
+    fn read_pixel_range(&self, first: usize, values: &mut [f64], what: &str) -> Result<()> {
         let mut anynul = 0;
         let mut status = 0;
         // nulval = NaN: pixels equal to BLANK (integers) or NaN (floats) come back as NaN.
-        // SAFETY: open handle; `values` holds `count` f64 elements, the number ffgpvd writes.
-        unsafe { sys::ffgpvd(self.ptr, 1, 1, count as i64, f64::NAN, values.as_mut_ptr(), &mut anynul, &mut status) };
+        // SAFETY: open handle; `values` holds the `values.len()` f64 elements ffgpvd writes.
+        unsafe {
+            sys::ffgpvd(
+                self.ptr,
+                1,
+                first as i64 + 1,
+                values.len() as i64,
+                f64::NAN,
+                values.as_mut_ptr(),
+                &mut anynul,
+                &mut status,
+            )
+        };
         if status != 0 {
             let e = status_error(status);
             let text = &e.message;
@@ -186,7 +212,7 @@ impl Handle {
             };
             return Err(Error::format(&self.path, cause).with_source(e));
         }
-        Ok(values)
+        Ok(())
     }
 }
 
@@ -305,8 +331,7 @@ pub fn read(path: &Path, hdu: Option<&super::HduSelector>) -> Result<(Source, Ar
     let count: i64 = naxes.iter().product();
     let shape: Vec<usize> = naxes.iter().rev().map(|&a| a as usize).collect();
     let values = if count == 0 { Vec::new() } else { h.read_pixels(count as usize, &location)? };
-    let data = ArrayD::from_shape_vec(IxDyn(&shape), values.into_iter().map(|v| v as f32).collect())
-        .expect("pixel count matches shape");
+    let data = ArrayD::from_shape_vec(IxDyn(&shape), values).expect("pixel count matches shape");
     let units = card_value(&cards, "BUNIT").filter(|u| !u.is_empty());
     Ok((
         Source {
@@ -639,6 +664,33 @@ mod tests {
         let old_offset = (60.0 - 100.5) * -0.001;
         let new_offset = ((60.0 - 0.5 - 40.0) / 4.0 + 0.5 - get("CRPIX1")) * get("CDELT1");
         assert!((old_offset - new_offset).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_image_larger_than_a_read_chunk_reads_whole() {
+        // 1.26 M pixels: two chunks of 2^20 and a partial third, a blank pixel in the second.
+        let data = ndarray::Array3::from_shape_fn((3, 700, 600), |(p, y, x)| {
+            if (p, y, x) == (2, 347, 301) {
+                f32::NAN
+            } else {
+                (p * 1_000_000 + y * 1000 + x) as f32 * 0.37
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.fits");
+        let provenance = super::super::Provenance::default();
+        let out = super::super::OutputStack {
+            data: data.view().into_dyn(),
+            mask: None,
+            units: None,
+            provenance: &provenance,
+            fits_cards: Vec::new(),
+        };
+        write(&path, &out).unwrap();
+        let (_, back) = read(&path, None).unwrap();
+        assert_eq!(back.shape(), [3, 700, 600]);
+        let same = back.iter().zip(data.iter()).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+        assert!(same && back[[2, 347, 301]].is_nan());
     }
 
     #[test]

@@ -336,6 +336,13 @@ pub(crate) fn to_cube(path: &Path, location: &str, data: ndarray::ArrayD<f32>) -
 
 /// Stacks maps of one shape into an (N, H, W) array; mixed shapes are an error naming the maps.
 pub fn stack(maps: &[Map]) -> Result<Array3<f32>> {
+    check_one_shape(maps)?;
+    let views: Vec<_> = maps.iter().map(|m| m.data.view()).collect();
+    Ok(ndarray::stack(Axis(0), &views).expect("same shapes"))
+}
+
+/// Fails unless there are maps and all have one shape (the error [`stack`] gives).
+pub fn check_one_shape(maps: &[Map]) -> Result<()> {
     let first = maps.first().ok_or_else(|| Error::Invalid("no maps to stack".into()))?;
     let shape = first.data.dim();
     if let Some(other) = maps.iter().find(|m| m.data.dim() != shape) {
@@ -353,8 +360,7 @@ pub fn stack(maps: &[Map]) -> Result<Array3<f32>> {
             ),
         ));
     }
-    let views: Vec<_> = maps.iter().map(|m| m.data.view()).collect();
-    Ok(ndarray::stack(Axis(0), &views).expect("same shapes"))
+    Ok(())
 }
 
 /// Provenance recorded with every output file.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::diffusion::Ddim;
 use crate::error::Result;
-use crate::latents::{self, StackFile};
+use crate::latents::StackFile;
 use crate::pipeline::manifest::FileHash;
 use crate::pipeline::runner::{Runner, StageOutput};
 
@@ -58,8 +58,10 @@ impl Runner<'_> {
         let mut counts = BTreeMap::new();
         let options = self.plan.config.refinement.options()?;
         if options.iterations > 0 {
-            let real = latents::read_model_input(&self.path(&["stacks", &format!("{d}.h5")]))?;
-            let record = crate::synthesis::refine_images_in_place(&mut images, &real.data, &options)?;
+            let real = StackFile::open(&self.path(&["stacks", &format!("{d}.h5")]))?;
+            let real = crate::synthesis::channel_means_of(&real)?;
+            let record;
+            (images, record) = crate::synthesis::refine_images_owned(images, real, &options)?;
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
             counts.insert("refinement_loss_before".into(), json!(mean(&record.loss_before)));
             counts.insert("refinement_loss_after".into(), json!(mean(&record.loss_after)));
@@ -78,9 +80,11 @@ impl Runner<'_> {
         // a synthetic map sits nowhere on the sky.
         let real = self.real_path(d);
         let cards = match crate::io::Format::from_extension(&real) {
-            Ok(crate::io::Format::Fits) => crate::io::read_maps(&real, &crate::io::Selection::default())?
-                .first()
-                .map(|m| crate::io::fits::pixel_scale_cards(&m.source.cards))
+            // The header of the HDU the maps are read from (the first image), not the maps.
+            Ok(crate::io::Format::Fits) => crate::io::fits::list_hdus(&real)?
+                .into_iter()
+                .find(|h| h.kind == "image" && !h.shape.is_empty())
+                .map(|h| crate::io::fits::pixel_scale_cards(&h.cards))
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
