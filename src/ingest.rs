@@ -207,6 +207,9 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
         fits_cards: carried_cards(&maps, grid_unchanged),
     };
     let mut written = io::write_stack(out, &out_stack)?;
+    let shape = model.data.shape().to_vec();
+    // Written: the model-space stack is not held while the real maps are stacked.
+    let prep::ModelStack { normalization, dropped_blank, warnings, .. } = model;
     if let Some(real) = &opts.real {
         let stack = io::stack(&maps)?;
         let mut provenance = Provenance::new("ingest (real maps after geometry)", &maps);
@@ -223,20 +226,15 @@ pub fn ingest(inputs: &[PathBuf], opts: &IngestOptions, out: &Path) -> Result<In
         written.extend(io::write_stack(real, &real_stack)?);
     }
     if let Some(stem) = &opts.preview {
-        written.extend(draw_preview(
-            stem,
-            &maps,
-            model.normalization.units.clone(),
-            Some(model.normalization.transform),
-        )?);
+        written.extend(draw_preview(stem, &maps, normalization.units.clone(), Some(normalization.transform))?);
     }
     Ok(IngestReport {
         inputs: inputs_read,
         written,
-        shape: model.data.shape().to_vec(),
-        normalization: Some(model.normalization),
+        shape,
+        normalization: Some(normalization),
         blank_pixels: blank,
-        dropped_blank: model.dropped_blank,
-        warnings: model.warnings,
+        dropped_blank,
+        warnings,
     })
 }

@@ -186,6 +186,7 @@ pub fn refine_owned(
     // What the real maps give beyond their moments: their quantiles. Taken now, so that the maps
     // are not held beside the refined ones.
     let real_quantiles = quantile_stats(real);
+    crate::runtime::return_freed_memory();
     let k = wm.len();
     let families = wm.families();
     let mut weights = vec![0.0; k];
@@ -260,6 +261,7 @@ pub fn refine_owned(
         })
         .collect::<Result<_>>()?;
     drop(synthetic);
+    crate::runtime::return_freed_memory();
     let mut maps = Vec::with_capacity(results.len());
     let mut steps = Vec::with_capacity(results.len());
     for (m, before, after, it) in results {

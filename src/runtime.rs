@@ -152,6 +152,18 @@ pub fn keep_freed_memory() -> bool {
     false
 }
 
+/// Gives the pages of freed allocations back to the system (glibc's `malloc_trim`). The thresholds
+/// [`keep_freed_memory`] sets keep them for speed, so that a set of maps dropped map by map would
+/// stay in the peak while the next one is allocated: the steps that hold whole sets call this where
+/// they have just dropped a large part of one. A no-op elsewhere.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it takes the allocator's locks itself.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The file removed when SIGTERM or SIGINT ends the process (a run folder's `.lock`); null when
 /// none. The C strings it points to are leaked on purpose: the handler may read one at any time.
 #[cfg(unix)]

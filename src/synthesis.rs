@@ -137,6 +137,7 @@ pub fn refine_images_owned(
     let dim = images.dim();
     let synthetic = channel_means(&images);
     drop(images);
+    crate::runtime::return_freed_memory();
     let (maps, record) = crate::refine::refine_owned(synthetic, real, options)?;
     let mut out = Array4::<f32>::zeros(dim);
     for (mut img, map) in out.outer_iter_mut().zip(maps) {

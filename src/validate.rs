@@ -473,15 +473,27 @@ fn read_stack(path: &Path, selection: &Selection) -> Result<(Vec<Array2<f64>>, O
     let units = io::common_units(&maps);
     io::check_one_shape(&maps)?;
     // Each map is dropped once converted: the file is never held twice.
-    Ok((maps.into_iter().map(|m| m.data.mapv(|v| v as f64)).collect(), units))
+    let out = maps.into_iter().map(|m| m.data.mapv(|v| v as f64)).collect();
+    crate::runtime::return_freed_memory();
+    Ok((out, units))
 }
 
-/// Every finite value of `maps`, in order; each map is dropped once its values are in.
+/// Every finite value of `maps`, in order; each map is dropped once its values are in, and their
+/// memory given back every 64 MiB, so that the pool grows into it.
 fn pool_owned(maps: Vec<Array2<f64>>) -> Vec<f64> {
+    const RETURN_EVERY: usize = 8 << 20; // values: 64 MiB of float64
     let mut out = Vec::with_capacity(maps.iter().map(|m| m.len()).sum());
+    let mut freed = 0;
     for m in maps {
         out.extend(m.iter().copied().filter(|x| x.is_finite()));
+        freed += m.len();
+        drop(m);
+        if freed >= RETURN_EVERY {
+            crate::runtime::return_freed_memory();
+            freed = 0;
+        }
     }
+    crate::runtime::return_freed_memory();
     out
 }
 
@@ -633,7 +645,7 @@ pub fn statistic_of_files(
 }
 
 /// Pixels of a set the PDF figure draws, at most (every k-th beyond).
-const FIGURE_PIXELS: usize = 4_000_000;
+pub(crate) const FIGURE_PIXELS: usize = 4_000_000;
 
 /// Compares real and synthetic maps (FITS/HDF5/NPY stacks of one map size; `selection` picks the
 /// HDU or dataset in both) and writes the report and figures into `out_dir`. `opts` holds the

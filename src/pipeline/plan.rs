@@ -325,13 +325,18 @@ impl Plan {
         let batch = self.config.model.batch as f64;
         let mut activations: f64 = 0.0;
         // What the largest part of the run holds besides the model (inversion and decoding read
-        // and write their stacks a batch at a time). Fitting holds every domain's latents as
-        // float64 rows and, for the empirical prior, their deviations from the mean: 16 bytes a
-        // value; sampling one domain's, with the accepted latents (float32); the decoding's
-        // assembly the decoded maps and the real model-space stack (float32) with the
-        // refinement's float64 maps of one channel, about three per real and synthetic map.
-        let (mut fit, mut sample, mut decode): (f64, f64, f64) = (0.0, 0.0, 0.0);
+        // and write their stacks a batch at a time). Ingesting holds the maps (float32) with a
+        // sorted float64 copy of their pixels, then the model-space stack and its masks; fitting
+        // every domain's latents (float32, 4 bytes a value); sampling one domain's, shared with
+        // its empirical prior, and the accepted latents; the decoding's assembly the decoded
+        // images (float32), then the refinement's float64 maps of one channel: the real and
+        // synthetic maps, then the synthetic ones twice (before and after the descent; sorted
+        // copies when the quantiles are matched), then the images rebuilt beside them; validation
+        // both sets of maps in float64 and at most 4 M pixels of each set twice over for the PDF
+        // figure.
+        let (mut ingest, mut fit, mut sample, mut decode, mut validate) = (0.0f64, 0.0, 0.0f64, 0.0f64, 0.0f64);
         let count = self.config.sampling.count as f64;
+        let drawn = |maps: f64, hw: f64| 2.0 * 8.0 * (maps * hw).min(crate::validate::FIGURE_PIXELS as f64);
         for d in &self.domains {
             let [c, h, w] = d.shape;
             let (mut skips, mut widest, mut attention) = (0.0, 0.0f64, 0.0f64);
@@ -346,11 +351,15 @@ impl Plan {
             }
             activations = activations.max(batch * (skips + attention + 6.0 * widest) * bytes);
             let (values, n) = ((c * h * w) as f64, d.images as f64);
-            fit += 16.0 * values * n;
-            sample = sample.max(16.0 * values * n + 4.0 * values * count);
-            decode = decode.max(4.0 * values * (n + count) + 8.0 * (h * w) as f64 * 3.0 * (n + count));
+            let hw = (h * w) as f64;
+            ingest = ingest.max(12.0 * hw * n + 4.0 * values * n);
+            fit += 4.0 * values * n;
+            sample = sample.max(4.0 * values * (n + count));
+            let refined = (8.0 * hw * (n + count)).max(16.0 * hw * count).max(8.0 * hw * count + 4.0 * values * count);
+            decode = decode.max((4.0 * values * count).max(refined));
+            validate = validate.max(8.0 * hw * (n + count) + drawn(n, hw) + drawn(count, hw));
         }
-        let stacks = fit.max(sample).max(decode);
+        let stacks = ingest.max(fit).max(sample).max(decode).max(validate);
         MemoryEstimate {
             runtime: PROCESS_MIB + FIGURE_MIB,
             weights: weights / MIB,

@@ -150,7 +150,9 @@ pub fn normalize(maps: Vec<Map>, spec: &PrepSpec) -> Result<(ModelStack, Vec<Map
             100.0 * spec.max_blank
         ));
     }
-    let stack = crate::io::stack(&maps)?;
+    crate::io::check_one_shape(&maps)?;
+    // Every pixel of every map in stacking order, without a stacked copy of them.
+    let pixels = || maps.iter().flat_map(|m| m.data.iter().copied());
     for m in &maps {
         let (lo, hi) = min_max(m.data.iter().copied());
         if lo == hi {
@@ -164,7 +166,7 @@ pub fn normalize(maps: Vec<Map>, spec: &PrepSpec) -> Result<(ModelStack, Vec<Map
             ));
         }
     }
-    let transform = Transform::fit(&spec.transform, stack.iter().copied())
+    let transform = Transform::fit(&spec.transform, pixels())
         .map_err(|e| Error::Invalid(format!("fitting the {} maps of {}: {e}", maps.len(), domain_name(&maps))))?;
     if let (Transform::Log10 { offset, .. }, TransformSpec::Log10 { offset: None, .. }) = (&transform, &spec.transform)
     {
@@ -186,21 +188,26 @@ pub fn normalize(maps: Vec<Map>, spec: &PrepSpec) -> Result<(ModelStack, Vec<Map
             }
         }
     }
-    let fill = transform::median(stack.iter().copied()).expect("maps have finite pixels");
+    let fill = transform::median(pixels()).expect("maps have finite pixels");
     let fill_model = transform.forward(fill) as f32;
-    let mut model = Array3::<f32>::zeros(stack.raw_dim());
+    let (h, w) = maps[0].data.dim();
+    let mut model = Array3::<f32>::zeros((maps.len(), h, w));
+    let mut map_mask = Array3::<u8>::zeros((maps.len(), h, w));
     let mut bad = None;
-    Zip::from(&mut model).and(&stack).for_each(|y, &x| {
-        if x.is_finite() {
-            let v = transform.forward(x as f64);
-            if !v.is_finite() && bad.is_none() {
-                bad = Some(x);
+    for ((mut slot, mut blank), m) in model.outer_iter_mut().zip(map_mask.outer_iter_mut()).zip(&maps) {
+        Zip::from(&mut slot).and(&mut blank).and(&m.data).for_each(|y, b, &x| {
+            *b = u8::from(!x.is_finite());
+            if x.is_finite() {
+                let v = transform.forward(x as f64);
+                if !v.is_finite() && bad.is_none() {
+                    bad = Some(x);
+                }
+                *y = v as f32;
+            } else {
+                *y = fill_model;
             }
-            *y = v as f32;
-        } else {
-            *y = fill_model;
-        }
-    });
+        });
+    }
     if let Some(x) = bad {
         return Err(Error::Invalid(format!(
             "{}: the fitted {} transform cannot take the value {x}",
@@ -208,10 +215,9 @@ pub fn normalize(maps: Vec<Map>, spec: &PrepSpec) -> Result<(ModelStack, Vec<Map
             transform_kind(&transform)
         )));
     }
-    let map_mask = stack.mapv(|x| u8::from(!x.is_finite()));
     let data = spec.channels.to_channels(model.view())?;
+    drop(model);
     let mask = image_mask(map_mask.view(), spec.channels.maps_per_image());
-    let (h, w) = (stack.shape()[1], stack.shape()[2]);
     let normalization = Normalization {
         transform,
         fill,
