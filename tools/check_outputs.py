@@ -430,14 +430,15 @@ def check_run(c, expanse, tmp, inputs, label):
             expect_eq(list(g.attrs["shape"]), [3, SIZE, SIZE], "shape")
             prov = json.loads(h5_str_attr(g, "provenance"))
             expect_eq(g["mean"].shape, (3 * SIZE * SIZE,), "mean shape")
-            expect_eq(g["residuals"].shape, (N_MAPS, 3 * SIZE * SIZE), "residuals shape")
-            mean, resid = g["mean"][...], g["residuals"][...]
+            expect_eq(g["latents"].dtype, np.float32, "kept latents' type")
+            expect_eq(g["latents"].shape, (N_MAPS, 3 * SIZE * SIZE), "kept latents' shape")
+            mean, kept = g["mean"][...], g["latents"][...]
         expect_eq(prov["latents"], f"latents/{d}.h5", "provenance latents")
         expect_eq(prov["records"]["model"]["weights_sha256"], weights_sha, "provenance model")
         z = st["latents"]
-        # The empirical prior: the latents' mean and their centred rows.
+        # The empirical prior: the latents' mean, and the latents themselves (float32, as inverted).
         expect_close(mean, z.mean(0), "mean vs the latents' mean", atol=1e-9)
-        expect_close(resid, z - z.mean(0), "residuals vs the centred latents", atol=1e-9)
+        expect_eq(np.array_equal(kept, z.reshape(N_MAPS, -1).astype(np.float32)), True, "kept latents = the latents")
 
     c(f"[{label}] prior/prior.h5: empirical prior = mean and centred latents, attrs, provenance", prior_check)
 
