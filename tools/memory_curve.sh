@@ -21,8 +21,8 @@ model=$(realpath data/models/expanse-natural-32)
 threads=${THREADS:-2}
 mkdir -p "$out"
 
-peak() { sed -n 's/^\tMaximum resident set size (kbytes): //p' "$1" | awk '{printf "%d", $1 / 1024}'; }
-wall() { sed -n 's/^\tElapsed (wall clock) time (h:mm:ss or m:ss): //p' "$1" | awk -F: '{s=0; for (i=1;i<=NF;i++) s=s*60+$i; printf "%.0f", s}'; }
+# shellcheck source=tools/gnu_time.sh
+source tools/gnu_time.sh
 
 echo "| maps | size | ingest | invert shard | fit | decode shard | validate | MiB per map in model space |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
