@@ -68,18 +68,22 @@ pub struct RefinementRecord {
     pub seconds: f64,
 }
 
-/// The mean and standard deviation over the maps of each quantile (the k-th smallest value); each
-/// map is dropped once its values are sorted.
+/// A map's values, sorted: its quantile function.
+fn sorted_values(m: &Array2<f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = m.iter().copied().collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The mean and standard deviation over the maps of each quantile (the k-th smallest value), from
+/// their sorted values.
+fn rank_stats(sorted: &[Vec<f64>]) -> Vec<(f64, f64)> {
+    (0..sorted[0].len()).map(|k| mean_std(sorted, k)).collect()
+}
+
+/// [`rank_stats`] of maps each dropped once its values are sorted.
 fn quantile_stats(maps: Vec<Array2<f64>>) -> Vec<(f64, f64)> {
-    let rows: Vec<Vec<f64>> = maps
-        .into_iter()
-        .map(|m| {
-            let mut v: Vec<f64> = m.iter().copied().collect();
-            v.sort_by(f64::total_cmp);
-            v
-        })
-        .collect();
-    (0..rows[0].len()).map(|k| mean_std(&rows, k)).collect()
+    rank_stats(&maps.into_iter().map(|m| sorted_values(&m)).collect::<Vec<_>>())
 }
 
 /// Matches each map's one-point PDF to the real maps' exactly, keeping its pixels' ranks: the
@@ -88,14 +92,9 @@ fn quantile_stats(maps: Vec<Array2<f64>>) -> Vec<(f64, f64)> {
 /// μ', σ' the synthetic maps' (sorted again if that is not monotone). The same rule as the moments'
 /// targets: the set takes the real set's PDFs, each map keeping its place within it.
 fn match_quantiles(maps: &mut [Array2<f64>], sr: &[(f64, f64)]) {
-    let sorted = |m: &Array2<f64>| {
-        let mut v: Vec<f64> = m.iter().copied().collect();
-        v.sort_by(f64::total_cmp);
-        v
-    };
-    let qs: Vec<Vec<f64>> = maps.iter().map(sorted).collect();
+    let qs: Vec<Vec<f64>> = maps.iter().map(sorted_values).collect();
     let n = sr.len();
-    let ss: Vec<(f64, f64)> = (0..n).map(|k| mean_std(&qs, k)).collect();
+    let ss = rank_stats(&qs);
     for (map, q) in maps.iter_mut().zip(&qs) {
         let mut target: Vec<f64> = (0..n)
             .map(|k| {
