@@ -1,8 +1,8 @@
 //! Comparisons of whole maps: reconstruction metrics (MSE, PSNR, SSIM) and the memorization
 //! check of synthetic maps against the real ones.
 
+use super::nearest::nearest;
 use ndarray::{s, Array2, ArrayView2};
-use rayon::prelude::*;
 use serde::Serialize;
 
 /// Mean squared error.
@@ -57,42 +57,20 @@ pub struct Memorization {
     pub ratio: f64,
 }
 
-/// RMS difference over the pixels finite in both maps (blank pixels of real maps are NaN); NaN
-/// when they share none.
-fn rms(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
-    let (sum, n) = a
-        .iter()
-        .zip(b.iter())
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .fold((0.0, 0usize), |(s, n), (x, y)| (s + (x - y).powi(2), n + 1));
-    if n == 0 {
-        f64::NAN
-    } else {
-        (sum / n as f64).sqrt()
-    }
-}
-
 /// The memorization check: a synthetic map is flagged as a near-copy when it lies closer to a
 /// real map than half of the smallest distance between two real maps. Distances are RMS over the
-/// pixels finite in both maps, so blank (NaN) pixels of the real maps are left out.
+/// pixels finite in both maps, so blank (NaN) pixels of the real maps are left out. The
+/// nearest neighbours come from matrix products (O(N²) multiply-adds at the machine's peak rate
+/// instead of a pass over every pair's pixels) and are exact (src/stats/nearest.rs).
 pub fn memorization(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Memorization {
-    // Maps are independent: one task per map (the order of the results, and so every number, does
-    // not depend on the threads).
-    let real_nn: Vec<f64> = (0..real.len())
-        .into_par_iter()
-        .map(|i| (0..real.len()).filter(|&j| j != i).map(|j| rms(&real[i], &real[j])).fold(f64::INFINITY, f64::min))
+    // Nearest neighbours by matrix products, checked pixel by pixel (stats::nearest): the same
+    // numbers as comparing every pair, whatever the threads.
+    let real_nn: Vec<f64> = nearest(real, real, true)
+        .into_iter()
+        .map(|n| n.map(|(_, d)| d).filter(|d| !d.is_nan()).unwrap_or(f64::INFINITY))
         .collect();
-    let synthetic_nn: Vec<(usize, f64)> = synthetic
-        .par_iter()
-        .map(|s| {
-            // total_cmp puts NaN (no common finite pixel) after every distance.
-            real.iter()
-                .enumerate()
-                .map(|(j, r)| (j, rms(s, r)))
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .unwrap_or((0, f64::NAN))
-        })
-        .collect();
+    let synthetic_nn: Vec<(usize, f64)> =
+        nearest(synthetic, real, false).into_iter().map(|n| n.unwrap_or((0, f64::NAN))).collect();
     let closest_real = real_nn.iter().cloned().fold(f64::INFINITY, f64::min);
     let closest_synthetic = synthetic_nn.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
     let threshold = 0.5 * closest_real;
