@@ -252,15 +252,32 @@ extern "C" fn remove_and_die(signal: libc::c_int) {
     }
 }
 
+/// Whether the program that embeds the library handles SIGINT and SIGTERM itself (the Python
+/// module: Ctrl-C is Python's KeyboardInterrupt), so that [`remove_on_signal`] installs nothing.
+#[cfg(unix)]
+static HOST_HANDLES_SIGNALS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The SIGTERM and SIGINT actions in place before [`remove_on_signal`] installed its handler,
+/// restored when it forgets its path; `None` while its handler is not installed.
+#[cfg(unix)]
+static PREVIOUS_ACTIONS: std::sync::Mutex<Option<[libc::sigaction; 2]>> = std::sync::Mutex::new(None);
+
+/// Leaves SIGINT and SIGTERM to the program that embeds the library (the Python module calls
+/// this when imported): a run's lock is then removed when the run ends, not on a signal, and the
+/// host's own handlers (KeyboardInterrupt) stay in place.
+pub fn leave_signals_to_the_host() {
+    #[cfg(unix)]
+    HOST_HANDLES_SIGNALS.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Removes `path` if SIGTERM or SIGINT (Ctrl-C, `scancel`, a batch system's time limit) ends the
 /// process, which then dies of that signal as it would have; `None` forgets it (and the message
-/// of [`say_on_signal`]). Only one path is kept (the latest). Nothing can run on SIGKILL
-/// (`kill -9`).
+/// of [`say_on_signal`]) and puts back the handlers that were there before. Only one path is kept
+/// (the latest). Nothing can run on SIGKILL (`kill -9`).
 pub fn remove_on_signal(path: Option<&std::path::Path>) {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
-        static INSTALLED: std::sync::Once = std::sync::Once::new();
         let c = path.and_then(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).ok());
         let ptr = c.map_or(std::ptr::null_mut(), |c| c.into_raw());
         REMOVE_ON_SIGNAL.store(ptr, std::sync::atomic::Ordering::SeqCst);
@@ -268,13 +285,34 @@ pub fn remove_on_signal(path: Option<&std::path::Path>) {
             MESSAGE_ON_SIGNAL.store(std::ptr::null_mut(), std::sync::atomic::Ordering::SeqCst);
             LOG_ON_SIGNAL.store(std::ptr::null_mut(), std::sync::atomic::Ordering::SeqCst);
         }
-        INSTALLED.call_once(|| {
-            // SAFETY: the handler only calls async-signal-safe functions.
-            unsafe {
-                libc::signal(libc::SIGTERM, remove_and_die as *const () as libc::sighandler_t);
-                libc::signal(libc::SIGINT, remove_and_die as *const () as libc::sighandler_t);
+        let mut previous = PREVIOUS_ACTIONS.lock().unwrap_or_else(|e| e.into_inner());
+        let signals = [libc::SIGTERM, libc::SIGINT];
+        match (path, previous.as_ref()) {
+            (Some(_), None) if !HOST_HANDLES_SIGNALS.load(std::sync::atomic::Ordering::SeqCst) => {
+                // SAFETY: sigaction with a zeroed, then filled action and a valid out-pointer; the
+                // handler only calls async-signal-safe functions.
+                unsafe {
+                    let mut ours: libc::sigaction = std::mem::zeroed();
+                    ours.sa_sigaction = remove_and_die as *const () as libc::sighandler_t;
+                    libc::sigemptyset(&mut ours.sa_mask);
+                    let mut old: [libc::sigaction; 2] = std::mem::zeroed();
+                    for (signal, old) in signals.iter().zip(old.iter_mut()) {
+                        libc::sigaction(*signal, &ours, old);
+                    }
+                    *previous = Some(old);
+                }
             }
-        });
+            (None, Some(old)) => {
+                // SAFETY: restores the actions sigaction gave back above.
+                unsafe {
+                    for (signal, old) in signals.iter().zip(old.iter()) {
+                        libc::sigaction(*signal, old, std::ptr::null_mut());
+                    }
+                }
+                *previous = None;
+            }
+            _ => {}
+        }
     }
     #[cfg(not(unix))]
     let _ = path;

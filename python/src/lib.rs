@@ -705,6 +705,8 @@ fn _expanse(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The allocator settings the command line starts with (a UNet forward then reuses its pages
     // instead of faulting them in again; MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ win).
     expanse::runtime::keep_freed_memory();
+    // Ctrl-C stays Python's KeyboardInterrupt, during a run and after it.
+    expanse::runtime::leave_signals_to_the_host();
     m.add_class::<Model>()?;
     m.add_class::<Normalizer>()?;
     m.add_class::<Prior>()?;

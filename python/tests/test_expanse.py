@@ -4,8 +4,8 @@ for byte, the documented exceptions, the GIL released, Ctrl-C honoured.
 EXPANSE_BIN names the command-line binary to compare with (default: target/debug/expanse, which
 the README's test command builds)."""
 
-import _thread
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -150,11 +150,20 @@ def test_the_gil_is_released_and_ctrl_c_stops_between_batches(model, stack):
     during = [x for x in ticks if start < x < end]
     assert len(during) >= 0.5 * (end - start) / 0.01, "the other thread ran while inverting"
 
-    timer = threading.Timer(0.05, _thread.interrupt_main)
-    timer.start()
+    # Ctrl-C (a real SIGINT, from another thread) while the second batch runs: the inversion
+    # stops after that batch. A signal seen only after the last batch would land in the sleep and
+    # fail the count below.
+    seen = []
+
+    def progress(done, total):
+        seen.append(done)
+        if len(seen) == 1:
+            threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT)).start()
+
     with pytest.raises(KeyboardInterrupt):
-        model.invert(maps, steps=6, t0=300)
-    timer.cancel()
+        model.invert(maps, steps=6, t0=300, progress=progress)
+        time.sleep(5)
+    assert len(seen) < len(maps) // 4, f"stopped after {len(seen)} of {len(maps) // 4} batches"
 
 
 def test_run_writes_the_cli_s_maps_and_returns_its_summary(tmp_path):
@@ -175,6 +184,11 @@ def test_run_writes_the_cli_s_maps_and_returns_its_summary(tmp_path):
     assert a.tobytes() == b.tobytes()
     with pytest.raises(OSError, match="not empty"):
         expanse.run(config, tmp_path / "py")
+    # Ctrl-C after a run is still Python's KeyboardInterrupt (the run's lock handler is gone).
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
 
 
 def test_validate_takes_arrays_and_returns_the_report(tmp_path):
