@@ -440,6 +440,10 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f32>, spec: &SamplingSpe
         spread_scale,
         ring_factors,
     };
+    // An empirical prior's draws are made DRAWS_AHEAD at a time (one pass over its latents for
+    // all); each candidate takes its random numbers in the order one candidate at a time would,
+    // so the accepted latents do not depend on it.
+    let mut ahead = std::collections::VecDeque::new();
     while out.accepted.nrows() < spec.count {
         if out.tried >= spec.budget || unreachable(&out, spec) {
             let (_, all) = out.rates();
@@ -455,26 +459,24 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f32>, spec: &SamplingSpe
                 spec.budget
             )));
         }
-        let draw = prior.draw_around(centre.view(), &mut rng);
-        let draw = &centre + &((&draw - &centre) * spread_scale);
-        let x = match spec.candidates {
-            CandidateKind::Draw => draw,
-            CandidateKind::Slerp => {
-                let r = rng.random_range(0..n);
-                let t = rng.random_range(1..=20) as f64 / 21.0;
-                slerp(row_f64(z, r).view(), draw.view(), t)
-            }
+        if ahead.is_empty() {
+            let wanted = (spec.count - out.accepted.nrows()).min(spec.budget - out.tried).clamp(1, DRAWS_AHEAD);
+            ahead = plan_candidates(prior, &centre, n, spec, wanted, &mut rng).into();
+        }
+        let c: Candidate = ahead.pop_front().expect("planned candidates");
+        let draw = &centre + &((&c.draw - &centre) * spread_scale);
+        let x = match c.slerp {
+            None => draw,
+            Some((r, t)) => slerp(row_f64(z, r).view(), draw.view(), t),
         };
-        let x = match spec.norm {
-            NormMode::Free => x,
-            NormMode::Match => {
-                let target =
-                    out.targets.norm_mean + out.targets.norm_std * rng.sample::<f64, _>(rand_distr::StandardNormal);
+        let x = match c.norm_normal {
+            None => x,
+            Some(normal) => {
+                let target = out.targets.norm_mean + out.targets.norm_std * normal;
                 match_norm(&x, &centre, target)
             }
         };
-        let refs: Vec<usize> = sample(&mut rng, n, spec.tests.k).into_vec();
-        let g = geometry_of(x.view(), z, &refs);
+        let g = geometry_of(x.view(), z, &c.refs);
         let pass = out.targets.check(&g);
         out.tried += 1;
         for (p, ok) in out.passed.iter_mut().zip(pass) {
@@ -486,6 +488,65 @@ pub fn sample_latents(prior: &GaussianPrior, z: &Array2<f32>, spec: &SamplingSpe
         }
     }
     Ok(out)
+}
+
+/// Candidates whose draws are made together, at most (an empirical prior's; the other kinds
+/// draw one at a time).
+const DRAWS_AHEAD: usize = 32;
+
+/// One candidate's draw and random choices.
+struct Candidate {
+    draw: Array1<f64>,
+    /// The real latent and the position along the arc (slerp candidates).
+    slerp: Option<(usize, f64)>,
+    /// The standard normal behind its target norm (matched norms).
+    norm_normal: Option<f64>,
+    /// The real latents the geometric tests compare it with.
+    refs: Vec<usize>,
+}
+
+/// The next `count` candidates (1 unless the prior is empirical), each taking its random numbers
+/// from `rng` in the order of one candidate at a time: the draw, the slerp's latent and position,
+/// the norm's normal, the tests' latents. An empirical prior's draws are then made in one pass.
+fn plan_candidates(
+    prior: &GaussianPrior,
+    centre: &Array1<f64>,
+    n: usize,
+    spec: &SamplingSpec,
+    count: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Candidate> {
+    let count = if matches!(prior.covariance, crate::prior::Covariance::Empirical { .. }) { count } else { 1 };
+    let mut weights = Vec::new();
+    let mut planned = Vec::with_capacity(count);
+    for _ in 0..count {
+        let draw = match prior.empirical_weights(rng) {
+            Some(w) => {
+                weights.push(w);
+                Array1::zeros(0)
+            }
+            None => prior.draw_around(centre.view(), rng),
+        };
+        let slerp = match spec.candidates {
+            CandidateKind::Draw => None,
+            CandidateKind::Slerp => {
+                let r = rng.random_range(0..n);
+                Some((r, rng.random_range(1..=20) as f64 / 21.0))
+            }
+        };
+        let norm_normal = match spec.norm {
+            NormMode::Free => None,
+            NormMode::Match => Some(rng.sample::<f64, _>(rand_distr::StandardNormal)),
+        };
+        let refs = sample(rng, n, spec.tests.k).into_vec();
+        planned.push(Candidate { draw, slerp, norm_normal, refs });
+    }
+    if let crate::prior::Covariance::Empirical { deviations } = &prior.covariance {
+        for (c, draw) in planned.iter_mut().zip(deviations.combinations(&prior.mean, centre.view(), &weights)) {
+            c.draw = draw;
+        }
+    }
+    planned
 }
 
 /// After a tenth of the budget (at least 200 candidates), stop when even the observed rate
@@ -588,6 +649,67 @@ mod tests {
         match sample_latents(&prior, &z, &raw) {
             Ok(o) => assert!(o.rates().1 < all, "without debiasing, acceptance should drop: {} vs {all}", o.rates().1),
             Err(e) => assert!(e.to_string().contains("acceptance")),
+        }
+    }
+
+    /// The sampling loop as it was before an empirical prior's draws were made together: one
+    /// candidate at a time, its draw through `draw_around`.
+    fn one_at_a_time(prior: &GaussianPrior, z: &Array2<f32>, spec: &SamplingSpec) -> (Array2<f32>, usize) {
+        let mut target_rng = ChaCha8Rng::seed_from_u64(spec.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5EED_CA4D);
+        let targets = Targets::from_latents(z, spec.tests, &mut target_rng).unwrap();
+        let (centre, spread_scale, _) = draw_centre(prior, z, spec.debias);
+        let (mut accepted, mut tried) = (Array2::zeros((0, z.ncols())), 0);
+        while accepted.nrows() < spec.count {
+            let draw = prior.draw_around(centre.view(), &mut rng);
+            let draw = &centre + &((&draw - &centre) * spread_scale);
+            let x = match spec.candidates {
+                CandidateKind::Draw => draw,
+                CandidateKind::Slerp => {
+                    let r = rng.random_range(0..z.nrows());
+                    let t = rng.random_range(1..=20) as f64 / 21.0;
+                    slerp(row_f64(z, r).view(), draw.view(), t)
+                }
+            };
+            let x = match spec.norm {
+                NormMode::Free => x,
+                NormMode::Match => {
+                    let target = targets.norm_mean + targets.norm_std * rng.sample::<f64, _>(StandardNormal);
+                    match_norm(&x, &centre, target)
+                }
+            };
+            let refs: Vec<usize> = sample(&mut rng, z.nrows(), spec.tests.k).into_vec();
+            tried += 1;
+            if targets.check(&geometry_of(x.view(), z, &refs)).iter().all(|&b| b) {
+                accepted.push_row(x.mapv(|v| v as f32).view()).unwrap();
+            }
+        }
+        (accepted, tried)
+    }
+
+    #[test]
+    fn candidates_made_together_are_those_made_one_at_a_time() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let (n, d) = (30, 700);
+        let z = cloud(n, d, &Array1::from_elem(d, 0.3), 1.0, &mut rng);
+        for kind in [PriorKind::Empirical, PriorKind::Diagonal] {
+            let prior = GaussianPrior::fit("t", &z, [7, 10, 10], kind).unwrap();
+            for (candidates, norm, count) in
+                [(CandidateKind::Draw, NormMode::Match, 45), (CandidateKind::Slerp, NormMode::Free, 3)]
+            {
+                let spec = SamplingSpec {
+                    count,
+                    candidates,
+                    tests: TestSpec { k: 5, ..TestSpec::default() },
+                    budget: 5000,
+                    seed: 11,
+                    debias: Debias::Rings,
+                    norm,
+                };
+                let got = sample_latents(&prior, &z, &spec).unwrap();
+                let (accepted, tried) = one_at_a_time(&prior, &z, &spec);
+                assert_eq!((got.accepted, got.tried), (accepted, tried), "{kind:?} {candidates:?}");
+            }
         }
     }
 

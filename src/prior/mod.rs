@@ -146,6 +146,65 @@ impl Deviations {
         }
     }
 
+    /// `start + Σ_i w_i r_i` for each weight vector `w` of `weights` (N weights each): what
+    /// adding the weighted rows one after another to `start` gives (`scaled_add`, row 0 first),
+    /// bit for bit, for every vector in one pass over the deviations. The columns are cut into
+    /// bands worked on in parallel; each band keeps every vector's sums while the rows go by.
+    pub fn combinations(&self, mean: &Array1<f64>, start: ArrayView1<f64>, weights: &[Vec<f64>]) -> Vec<Array1<f64>> {
+        use rayon::prelude::*;
+        const BAND: usize = 256;
+        const ROWS: usize = 4;
+        let (n, d, b) = (self.nrows(), self.ncols(), weights.len());
+        if b == 0 {
+            return Vec::new();
+        }
+        assert!(weights.iter().all(|w| w.len() == n) && start.len() == d && mean.len() == d);
+        // Row i's weights of every vector side by side, so that one deviation updates b sums.
+        let by_row: Vec<f64> = (0..n).flat_map(|i| weights.iter().map(move |w| w[i])).collect();
+        // sums[j·b + k]: vector k at column j.
+        let mut sums: Vec<f64> = start.iter().flat_map(|&s| std::iter::repeat_n(s, b)).collect();
+        sums.par_chunks_mut(BAND * b).enumerate().for_each(|(band, sums)| {
+            let columns = band * BAND..band * BAND + sums.len() / b;
+            let band_mean = mean.slice(ndarray::s![columns.clone()]);
+            // ROWS rows at a time: each sum is loaded once, takes the rows in order, and is stored.
+            let mut deviations = Array2::<f64>::zeros((ROWS, columns.len()));
+            for first in (0..n).step_by(ROWS) {
+                let rows = ROWS.min(n - first);
+                for (k, mut deviation) in deviations.rows_mut().into_iter().take(rows).enumerate() {
+                    match self {
+                        Deviations::Latents(z) => Zip::from(&mut deviation)
+                            .and(z.slice(ndarray::s![first + k, columns.clone()]))
+                            .and(band_mean)
+                            .for_each(|r, &v, &m| *r = f64::from(v) - m),
+                        Deviations::Residuals(r) => deviation.assign(&r.slice(ndarray::s![first + k, columns.clone()])),
+                    }
+                }
+                let w = &by_row[first * b..(first + rows) * b];
+                let dev = deviations.as_slice().expect("a standard-layout block");
+                let width = columns.len();
+                for (j, column) in sums.chunks_exact_mut(b).enumerate() {
+                    if rows == ROWS {
+                        let r = [dev[j], dev[width + j], dev[2 * width + j], dev[3 * width + j]];
+                        let (w0, rest) = w.split_at(b);
+                        let (w1, rest) = rest.split_at(b);
+                        let (w2, w3) = rest.split_at(b);
+                        for ((((sum, a), b1), c), e) in column.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                            *sum = (((*sum + a * r[0]) + b1 * r[1]) + c * r[2]) + e * r[3];
+                        }
+                    } else {
+                        for row in 0..rows {
+                            let r = dev[row * width + j];
+                            for (sum, &wk) in column.iter_mut().zip(&w[row * b..(row + 1) * b]) {
+                                *sum += wk * r;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        (0..b).map(|k| (0..d).map(|j| sums[j * b + k]).collect()).collect()
+    }
+
     /// The deviations as one float64 matrix (N × d).
     pub fn to_matrix(&self, mean: &Array1<f64>) -> Array2<f64> {
         match self {
@@ -366,6 +425,10 @@ impl GaussianPrior {
 
     /// One draw from N(`centre`, Σ).
     pub fn draw_around<R: Rng>(&self, centre: ArrayView1<f64>, rng: &mut R) -> Array1<f64> {
+        if let Covariance::Empirical { deviations } = &self.covariance {
+            let w = self.empirical_weights(rng).expect("an empirical prior");
+            return deviations.combinations(&self.mean, centre, &[w]).pop().expect("one draw");
+        }
         let d = self.dim();
         let white: Array1<f64> = (0..d).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
         match &self.covariance {
@@ -380,20 +443,22 @@ impl GaussianPrior {
                 x
             }
             Covariance::Stationary { spectra, .. } => &centre + &Array1::from(spectra.draw(rng)),
-            Covariance::Empirical { deviations } => {
-                let scale = 1.0 / ((self.n - 1) as f64).sqrt();
-                let w: Vec<f64> =
-                    (0..deviations.nrows()).map(|_| scale * rng.sample::<f64, _>(StandardNormal)).collect();
-                // Σ_i w_i r_i, row by row: one pass over the deviations. (`residuals.t().dot(&w)` went
-                // through a general matrix product that copied the whole N × d matrix for every
-                // draw: 0.1 s per candidate at N = 4096, d = 3072.)
-                let mut x = centre.to_owned();
-                let mut weights = w.into_iter();
-                deviations
-                    .for_each_row(&self.mean, |row| x.scaled_add(weights.next().expect("one weight per row"), &row));
-                x
-            }
+            Covariance::Empirical { .. } => unreachable!("drawn above"),
         }
+    }
+
+    /// The weights of one draw of an empirical prior, as [`Self::draw_around`] takes them from
+    /// `rng`: the draw is `centre + Σ_i w_i r_i` ([`Deviations::combinations`], one pass over
+    /// the deviations for many draws). First d standard normals are taken and left unused, as
+    /// every kind's draw has always begun with d of them (so a seed gives the draws it gave),
+    /// then the N weights. `None` for the other kinds (nothing is taken).
+    pub fn empirical_weights<R: Rng>(&self, rng: &mut R) -> Option<Vec<f64>> {
+        let Covariance::Empirical { deviations } = &self.covariance else { return None };
+        for _ in 0..self.dim() {
+            let _: f64 = rng.sample(StandardNormal);
+        }
+        let scale = 1.0 / ((self.n - 1) as f64).sqrt();
+        Some((0..deviations.nrows()).map(|_| scale * rng.sample::<f64, _>(StandardNormal)).collect())
     }
 
     /// One draw from the prior N(μ, Σ).
@@ -439,41 +504,77 @@ mod tests {
         }
     }
 
-    /// Milliseconds per draw of an empirical prior of N = 4096 latents of d = 3072 (the cost
-    /// curve's largest run), row by row as `draw_around` does and through ndarray's general
-    /// product (`residuals.t().dot(&w)`, before): `cargo test --release --lib empirical_draw_speed --
-    /// --ignored --nocapture`.
+    #[test]
+    fn combinations_are_the_rows_added_one_by_one() {
+        let z = cloud32(7, 600, 1.0, 0.3, 4);
+        let p = GaussianPrior::fit("c", &z, [6, 10, 10], PriorKind::Empirical).unwrap();
+        let Covariance::Empirical { deviations } = &p.covariance else { unreachable!() };
+        let residuals = Deviations::Residuals(deviations.to_matrix(&p.mean));
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let start: Array1<f64> = (0..600).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
+        let weights: Vec<Vec<f64>> =
+            (0..5).map(|_| (0..7).map(|_| rng.sample::<f64, _>(StandardNormal)).collect()).collect();
+        for kept in [deviations, &residuals] {
+            let got = kept.combinations(&p.mean, start.view(), &weights);
+            for (w, got) in weights.iter().zip(&got) {
+                let mut x = start.clone();
+                let mut w = w.iter();
+                kept.for_each_row(&p.mean, |row| x.scaled_add(*w.next().unwrap(), &row));
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    x.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
+            }
+        }
+        // A draw takes d standard normals it does not use, then the N weights: the stream every
+        // seed has always given (runs made before keep their latents).
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        for _ in 0..600 {
+            let _: f64 = rng.sample(StandardNormal);
+        }
+        let scale = 1.0 / 6f64.sqrt();
+        let mut w = (0..7).map(|_| scale * rng.sample::<f64, _>(StandardNormal));
+        let mut x = p.mean.clone();
+        deviations.for_each_row(&p.mean, |row| x.scaled_add(w.next().unwrap(), &row));
+        assert_eq!(p.draw(&mut ChaCha8Rng::seed_from_u64(6)), x);
+    }
+
+    /// Milliseconds per draw of an empirical prior of N latents of d values (N = 4096, d = 3072 by
+    /// default, the cost curve's largest run; N and D in the environment): one draw at a time
+    /// (rows added one by one, what `draw_around` did before the draws were made together) and
+    /// 32 draws in one pass over the latents (`combinations`, as sampling makes them), with the
+    /// threads of RAYON_NUM_THREADS: `cargo test --release --lib empirical_draw_speed -- --ignored
+    /// --nocapture`.
     #[test]
     #[ignore]
     fn empirical_draw_speed() {
-        let z = cloud32(4096, 3072, 1.0, 0.3, 5);
-        let p = GaussianPrior::fit("c", &z, [3, 32, 32], PriorKind::Empirical).unwrap();
+        let var = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+        let (n, d) = (var("N", 4096), var("D", 3072));
+        let z = cloud32(n, d, 1.0, 0.3, 5);
+        let p = GaussianPrior::fit("c", &z, [d, 1, 1], PriorKind::Empirical).unwrap();
         let Covariance::Empirical { deviations } = &p.covariance else { unreachable!() };
-        let residuals = deviations.to_matrix(&p.mean);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let w: Array1<f64> = (0..4096).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
-        let time = |f: &dyn Fn() -> Array1<f64>| {
-            let t = std::time::Instant::now();
-            let mut last = f();
-            for _ in 0..19 {
-                last = f();
-            }
-            (t.elapsed().as_secs_f64() * 1e3 / 20.0, last)
-        };
-        let (rows, a) = time(&|| {
-            let mut x = Array1::zeros(3072);
-            for (row, wi) in residuals.rows().into_iter().zip(&w) {
-                x.scaled_add(*wi, &row);
-            }
-            x
-        });
-        let (general, b) = time(&|| residuals.t().dot(&w));
-        let diff = (&a - &b).mapv(f64::abs).fold(0.0f64, |m, v| m.max(*v));
+        let weights: Vec<Vec<f64>> =
+            (0..32).map(|_| (0..n).map(|_| rng.sample::<f64, _>(StandardNormal)).collect()).collect();
+        let t = std::time::Instant::now();
+        let one_by_one: Vec<Array1<f64>> = weights[..4]
+            .iter()
+            .map(|w| {
+                let mut x = p.mean.clone();
+                let mut w = w.iter();
+                deviations.for_each_row(&p.mean, |row| x.scaled_add(*w.next().unwrap(), &row));
+                x
+            })
+            .collect();
+        let single = t.elapsed().as_secs_f64() * 1e3 / 4.0;
+        let t = std::time::Instant::now();
+        let together = deviations.combinations(&p.mean, p.mean.view(), &weights);
+        let batched = t.elapsed().as_secs_f64() * 1e3 / 32.0;
         println!(
-            "empirical draw, N = 4096, d = 3072: row by row {rows:.1} ms, general product {general:.1} ms \
-             (max |diff| {diff:.1e})"
+            "empirical draw, N = {n}, d = {d}, {} threads: one at a time {single:.2} ms, 32 in one pass {batched:.2} ms per draw",
+            rayon::current_num_threads()
         );
-        assert!(diff < 1e-9);
+        assert_eq!(one_by_one[..], together[..4]);
     }
 
     /// N draws of N(μ, s² I) in d dimensions with ‖μ‖ = m·√d·s.
