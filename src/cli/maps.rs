@@ -223,10 +223,11 @@ pub fn run_validate(a: ValidateArgs) -> Result<()> {
     }
     println!(
         "memorization: ratio {:.3} (closest synthetic–real / closest real–real); {} of {} synthetic map(s) flagged as \
-            near-copies",
+            near-copies ({:.2} s)",
         r.memorization.ratio,
         r.memorization.flagged.len(),
-        r.n_synthetic
+        r.n_synthetic,
+        r.memorization.seconds
     );
     println!("verdict: {}", r.verdict.headline());
     for line in r.verdict.lines() {

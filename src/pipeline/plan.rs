@@ -332,8 +332,8 @@ impl Plan {
         // images (float32), then the refinement's float64 maps of one channel: the real and
         // synthetic maps, then the synthetic ones twice (before and after the descent; sorted
         // copies when the quantiles are matched), then the images rebuilt beside them; validation
-        // both sets of maps in float64 and at most 4 M pixels of each set twice over for the PDF
-        // figure.
+        // both sets of maps in float64, at most 4 M pixels of each set twice over for the PDF
+        // figure, and the memorization check's blocks of maps.
         let (mut ingest, mut fit, mut sample, mut decode, mut validate) = (0.0f64, 0.0, 0.0f64, 0.0f64, 0.0f64);
         let count = self.config.sampling.count as f64;
         let drawn = |maps: f64, hw: f64| 2.0 * 8.0 * (maps * hw).min(crate::validate::FIGURE_PIXELS as f64);
@@ -357,7 +357,8 @@ impl Plan {
             sample = sample.max(4.0 * values * (n + count));
             let refined = (8.0 * hw * (n + count)).max(16.0 * hw * count).max(8.0 * hw * count + 4.0 * values * count);
             decode = decode.max((4.0 * values * count).max(refined));
-            validate = validate.max(8.0 * hw * (n + count) + drawn(n, hw) + drawn(count, hw));
+            let nearest = crate::stats::nearest::held_bytes(d.images, self.config.sampling.count, h * w);
+            validate = validate.max(8.0 * hw * (n + count) + drawn(n, hw) + drawn(count, hw) + nearest);
         }
         let stacks = ingest.max(fit).max(sample).max(decode).max(validate);
         MemoryEstimate {

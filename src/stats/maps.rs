@@ -55,6 +55,9 @@ pub struct Memorization {
     /// The closest synthetic–real distance over the closest real–real distance: below 1, some
     /// synthetic map lies nearer a real map than any two real maps lie to each other.
     pub ratio: f64,
+    /// Seconds the check took (printed, not written: reports do not depend on the machine).
+    #[serde(skip)]
+    pub seconds: f64,
 }
 
 /// The memorization check: a synthetic map is flagged as a near-copy when it lies closer to a
@@ -63,6 +66,7 @@ pub struct Memorization {
 /// nearest neighbours come from matrix products (O(N²) multiply-adds at the machine's peak rate
 /// instead of a pass over every pair's pixels) and are exact (src/stats/nearest.rs).
 pub fn memorization(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Memorization {
+    let start = std::time::Instant::now();
     // Nearest neighbours by matrix products, checked pixel by pixel (stats::nearest): the same
     // numbers as comparing every pair, whatever the threads.
     let real_nn: Vec<f64> = nearest(real, real, true)
@@ -76,7 +80,7 @@ pub fn memorization(real: &[Array2<f64>], synthetic: &[Array2<f64>]) -> Memoriza
     let threshold = 0.5 * closest_real;
     let flagged = synthetic_nn.iter().enumerate().filter(|(_, (_, d))| *d < threshold).map(|(i, _)| i).collect();
     let ratio = if closest_real > 0.0 { closest_synthetic / closest_real } else { f64::INFINITY };
-    Memorization { real_nn, synthetic_nn, threshold, flagged, ratio }
+    Memorization { real_nn, synthetic_nn, threshold, flagged, ratio, seconds: start.elapsed().as_secs_f64() }
 }
 
 #[cfg(test)]

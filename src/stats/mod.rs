@@ -7,7 +7,7 @@ pub mod c2st;
 mod fft;
 pub mod maps;
 pub mod minkowski;
-mod nearest;
+pub(crate) mod nearest;
 pub mod onepoint;
 pub mod peaks;
 pub mod power_spectrum;

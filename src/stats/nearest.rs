@@ -21,6 +21,17 @@ const QUERY_BLOCK_BYTES: usize = 32 << 20;
 /// Bytes of one product's result.
 const PRODUCT_BYTES: usize = 8 << 20;
 
+/// Bytes the products hold at most besides the maps, for `real` and `queries` maps of `pixels`
+/// pixels: one block of real maps, and one block of query maps and one product per thread.
+pub(crate) fn held_bytes(real: usize, queries: usize, pixels: usize) -> f64 {
+    let pixels = pixels.max(1);
+    let real_rows = real.min((REAL_BLOCK_BYTES / (8 * pixels)).clamp(1, REAL_BLOCK_MAPS));
+    let threads = rayon::current_num_threads().max(1);
+    let query_rows = queries.min((QUERY_BLOCK_BYTES / (8 * pixels)).max(1));
+    (8 * pixels * real_rows + threads * (8 * pixels * query_rows + PRODUCT_BYTES.min(8 * query_rows * real_rows)))
+        as f64
+}
+
 /// RMS difference over the pixels finite in both maps (blank pixels of real maps are NaN); NaN
 /// when they share none.
 pub(crate) fn rms(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
