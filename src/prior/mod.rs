@@ -571,7 +571,8 @@ mod tests {
         let together = deviations.combinations(&p.mean, p.mean.view(), &weights);
         let batched = t.elapsed().as_secs_f64() * 1e3 / 32.0;
         println!(
-            "empirical draw, N = {n}, d = {d}, {} threads: one at a time {single:.2} ms, 32 in one pass {batched:.2} ms per draw",
+            "empirical draw, N = {n}, d = {d}, {} threads: one at a time {single:.2} ms, \
+             32 in one pass {batched:.2} ms per draw",
             rayon::current_num_threads()
         );
         assert_eq!(one_by_one[..], together[..4]);
