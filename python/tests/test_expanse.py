@@ -29,6 +29,16 @@ def cli(*args):
     return done.stdout
 
 
+@pytest.fixture(autouse=True, scope="module")
+def ctrl_c_is_keyboard_interrupt():
+    """Ctrl-C as in an interactive session, whatever this process inherited: a shell's background
+    job (`cmd &`, nohup) starts with SIGINT ignored, and Python then leaves it ignored, so that
+    no KeyboardInterrupt could come."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def model():
     return expanse.Model(MODEL, batch=4)
