@@ -516,7 +516,11 @@ fn plan_candidates(
     count: usize,
     rng: &mut ChaCha8Rng,
 ) -> Vec<Candidate> {
-    let count = if matches!(prior.covariance, crate::prior::Covariance::Empirical { .. }) { count } else { 1 };
+    let empirical = match &prior.covariance {
+        crate::prior::Covariance::Empirical { deviations } => Some(deviations),
+        _ => None,
+    };
+    let count = if empirical.is_some() { count } else { 1 };
     let mut weights = Vec::new();
     let mut planned = Vec::with_capacity(count);
     for _ in 0..count {
@@ -541,7 +545,7 @@ fn plan_candidates(
         let refs = sample(rng, n, spec.tests.k).into_vec();
         planned.push(Candidate { draw, slerp, norm_normal, refs });
     }
-    if let crate::prior::Covariance::Empirical { deviations } = &prior.covariance {
+    if let Some(deviations) = empirical {
         for (c, draw) in planned.iter_mut().zip(deviations.combinations(&prior.mean, centre.view(), &weights)) {
             c.draw = draw;
         }
