@@ -103,6 +103,30 @@ fn frequency(i: usize, n: usize) -> f64 {
     2.0 * std::f64::consts::PI * k / n as f64
 }
 
+/// Division by the number of pixels n, as a product where 1/n is exact (n a power of two, as
+/// maps of 64² or 128² have): x·(1/n) and x/n are then both the rounding of the same number, so
+/// the same bits, and a product is several times cheaper than a division.
+#[derive(Clone, Copy)]
+struct PerPixel {
+    n: f64,
+    exact_inverse: Option<f64>,
+}
+
+impl PerPixel {
+    fn new(n: f64) -> PerPixel {
+        let exact = n > 0.0 && n.to_bits().trailing_zeros() >= 52 && n.is_finite();
+        PerPixel { n, exact_inverse: exact.then(|| 1.0 / n) }
+    }
+
+    #[inline(always)]
+    fn of(self, x: f64) -> f64 {
+        match self.exact_inverse {
+            Some(r) => x * r,
+            None => x / self.n,
+        }
+    }
+}
+
 /// A forward pass: the Fourier transform of the padded map, and every W_λ (complex) and M_λ on the
 /// map's own pixels (row-major, ny·nx each), the only place the moments look at them.
 struct Fields {
@@ -289,6 +313,12 @@ impl WaveletMoments {
         out
     }
 
+    /// The rows of the padded grid that hold the map's own pixels.
+    fn map_rows(&self) -> std::ops::Range<usize> {
+        let first = self.region[0] / self.px;
+        first..first + self.ny
+    }
+
     fn check(&self, map: ArrayView2<f64>) -> Result<()> {
         if map.dim() != (self.ny, self.nx) {
             return Err(Error::Invalid(format!(
@@ -321,7 +351,7 @@ impl WaveletMoments {
             for ((p, s), f) in product.iter_mut().zip(&spectrum).zip(filter) {
                 *p = s * f;
             }
-            self.fft.inverse(&mut product, &mut field, &mut scratch);
+            self.fft.inverse_rows(&mut product, &mut field, &mut scratch, self.map_rows());
             let on_map: Vec<Complex<f64>> = self.region.iter().map(|&p| field[p] * inv_n).collect();
             m.push(on_map.iter().map(|z| (z.norm_sqr() + MODULUS_EPSILON).sqrt()).collect());
             w.push(on_map);
@@ -397,10 +427,11 @@ impl WaveletMoments {
         let pix = take(4);
         let mean = phi[0];
         let (m2, m3) = (phi[1], phi[2]);
+        let per = PerPixel::new(n);
         let mut grad = Array2::<f64>::zeros((self.ny, self.nx));
         for (g, &v) in grad.iter_mut().zip(map.iter()) {
             let d = v - mean;
-            *g = (pix[0] + pix[1] * 2.0 * d + pix[2] * 3.0 * (d * d - m2) + pix[3] * 4.0 * (d * d * d - m3)) / n;
+            *g = per.of(pix[0] + pix[1] * 2.0 * d + pix[2] * 3.0 * (d * d - m2) + pix[3] * 4.0 * (d * d * d - m3));
         }
         // Everything else on the padded grid, through a Fourier accumulator: the power spectrum's
         // gradient with respect to x̂, plus (1/n_pad) Σ_λ ψ̂_λ · FFT(G_λ) from the wavelet moments.
@@ -422,36 +453,38 @@ impl WaveletMoments {
         // ∂loss/∂M_λ (h, real) and the part of G_λ that does not go through the modulus (g), on the
         // map's own pixels, where the moments average.
         let mut h: Vec<Vec<f64>> =
-            (0..lambdas).map(|i| f.m[i].iter().map(|&m| (r_s1[i] + r_s2[i] * 2.0 * m) / n).collect()).collect();
+            (0..lambdas).map(|i| f.m[i].iter().map(|&m| per.of(r_s1[i] + r_s2[i] * 2.0 * m)).collect()).collect();
         let mut g: Vec<Vec<Complex<f64>>> = vec![vec![Complex::new(0.0, 0.0); self.region.len()]; lambdas];
         for (k, &(a, b)) in self.scale_pairs.iter().chain(&self.angle_pairs).enumerate() {
             let rk = if k < self.scale_pairs.len() { r_scale[k] } else { r_angle[k - self.scale_pairs.len()] };
             for (x, &y) in h[a].iter_mut().zip(&f.m[b]) {
-                *x += rk * (y - s1[b]) / n;
+                *x += per.of(rk * (y - s1[b]));
             }
             for (x, &y) in h[b].iter_mut().zip(&f.m[a]) {
-                *x += rk * (y - s1[a]) / n;
+                *x += per.of(rk * (y - s1[a]));
             }
         }
         for (k, &(a, b)) in self.phase_pairs.iter().enumerate() {
             let (ra, rb) = (r_phase[2 * k], r_phase[2 * k + 1]);
             for (x, wb) in h[a].iter_mut().zip(&f.w[b]) {
-                *x += (ra * wb.re + rb * wb.im) / n;
+                *x += per.of(ra * wb.re + rb * wb.im);
             }
             for (x, &ma) in g[b].iter_mut().zip(&f.m[a]) {
-                *x += Complex::new(ra, rb) * (ma / n);
+                *x += Complex::new(ra, rb) * per.of(ma);
             }
         }
         let mut scratch = vec![Complex::new(0.0, 0.0); self.fft.scratch_len()];
         let mut fourier = vec![Complex::new(0.0, 0.0); np];
         let mut field = vec![Complex::new(0.0, 0.0); np];
+        let rows = self.map_rows();
         for i in 0..lambdas {
-            // G_λ is zero off the map's pixels; the FFT overwrites its input, so clear it each time.
-            field.iter_mut().for_each(|z| *z = Complex::new(0.0, 0.0));
+            // G_λ is zero off the map's pixels. The FFT transforms the map's rows in place and
+            // leaves the others zero, so clear those rows each time.
+            field[rows.start * self.px..rows.end * self.px].iter_mut().for_each(|z| *z = Complex::new(0.0, 0.0));
             for (q, &p) in self.region.iter().enumerate() {
                 field[p] = g[i][q] + f.w[i][q] * (h[i][q] / f.m[i][q]);
             }
-            self.fft.forward(&mut field, &mut fourier, &mut scratch);
+            self.fft.forward_rows(&mut field, &mut fourier, &mut scratch, rows.clone());
             for ((a, z), fl) in acc.iter_mut().zip(&fourier).zip(&self.adjoint_filters[i]) {
                 *a += z * fl;
             }
