@@ -39,11 +39,14 @@ pub struct RefineOptions {
     /// Wavelet scales (None: ⌊log2 min(ny, nx)⌋ − 2) and angles over π.
     pub scales: Option<usize>,
     pub angles: usize,
+    /// Whether the moments include the pixel-scale increments family.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub increments: bool,
 }
 
 impl Default for RefineOptions {
     fn default() -> Self {
-        RefineOptions { iterations: DEFAULT_ITERATIONS, scales: None, angles: 8 }
+        RefineOptions { iterations: DEFAULT_ITERATIONS, scales: None, angles: 8, increments: false }
     }
 }
 
@@ -162,7 +165,7 @@ pub fn refine_owned(
         return Err(Error::Invalid("refinement needs at least one angle".into()));
     }
     let scales = options.scales.unwrap_or_else(|| default_scales(shape.0, shape.1));
-    let wm = WaveletMoments::new(shape.0, shape.1, scales, options.angles)?;
+    let wm = WaveletMoments::new(shape.0, shape.1, scales, options.angles)?.with_increments(options.increments);
     let phi = |maps: &[Array2<f64>], what: &str| -> Result<Vec<Vec<f64>>> {
         maps.par_iter()
             .enumerate()

@@ -14,12 +14,15 @@ fn list(v: &Value) -> Vec<f64> {
 #[test]
 fn moments_loss_and_gradient_match_pytorch() {
     let dir = fixtures("refine");
-    for name in ["noise_20x24", "smooth_32", "lines_32"] {
+    for name in ["noise_20x24", "smooth_32", "lines_32", "noise_20x24_increments", "lines_32_increments"] {
         let f = json(dir.join(format!("{name}.json")));
         let map = npy_map(dir.join(format!("{name}_map.npy")));
         let expected_gradient = npy_map(dir.join(format!("{name}_gradient.npy")));
         let (ny, nx) = map.dim();
-        let wm = WaveletMoments::new(ny, nx, num(&f["J"]) as usize, num(&f["L"]) as usize).unwrap();
+        let increments = f.get("increments").and_then(Value::as_bool).unwrap_or(false);
+        let wm = WaveletMoments::new(ny, nx, num(&f["J"]) as usize, num(&f["L"]) as usize)
+            .unwrap()
+            .with_increments(increments);
         let moments = wm.compute(map.view()).unwrap();
         let expected = list(&f["moments"]);
         assert_eq!(moments.len(), expected.len(), "{name}: number of moments");

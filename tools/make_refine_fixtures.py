@@ -4,7 +4,7 @@ tests/refine_parity.rs).
 The moments are written here a second time, from their definition in the Rust module's docs, in
 PyTorch (float64; the reflection padding is torch's own `pad(mode="reflect")`), and PyTorch's
 autograd gives the loss's gradient: an independent check of the hand-derived gradient in Rust. For a few maps (random, a smooth field, thin lines; square and
-not) it writes the map, the moments, a target and weights, the loss and its gradient.
+not; with and without the increments family) it writes the map, the moments, a target and weights, the loss and its gradient.
 
 Run from the repository (a venv with tools/requirements-refine.txt):
 
@@ -79,7 +79,15 @@ def pads(ny, nx, J):
     return min(2**J, ny - 1), min(2**J, nx - 1)
 
 
-def moments(x, F, R, J, L):
+def increment_fields(x):
+    """The pixel-scale operators of the increments family: differences along x and y, Laplacian."""
+    dx = x[:, 1:] - x[:, :-1]
+    dy = x[1:, :] - x[:-1, :]
+    lap = x[1:-1, 2:] + x[1:-1, :-2] + x[2:, 1:-1] + x[:-2, 1:-1] - 4 * x[1:-1, 1:-1]
+    return [dx, dy, lap]
+
+
+def moments(x, F, R, J, L, increments=False):
     ny, nx = x.shape
     n_pad = F.shape[1] * F.shape[2]
     py, px = pads(ny, nx, J)
@@ -101,15 +109,18 @@ def moments(x, F, R, J, L):
     for a, b in phase:
         z = (M[a] * W[b]).mean()
         out.extend([z.real, z.imag])
+    if increments:
+        for d in increment_fields(x):
+            out.extend([torch.sqrt(d**2 + EPS).mean(), (d**2).mean(), (d**4).mean()])
     return torch.stack(out)
 
 
-def case(name, x, J, L, out):
+def case(name, x, J, L, out, increments=False):
     ny, nx = x.shape
     py, px = pads(ny, nx, J)
     F, R = filters(ny + 2 * py, nx + 2 * px, J, L), rings(ny + 2 * py, nx + 2 * px)
     xt = torch.tensor(x, requires_grad=True)
-    phi = moments(xt, F, R, J, L)
+    phi = moments(xt, F, R, J, L, increments)
     k = phi.numel()
     p = phi.detach().numpy()
     target = p * (1.0 + 0.1 * ((np.arange(k) % 7) - 3) / 3.0) + 0.01
@@ -118,11 +129,11 @@ def case(name, x, J, L, out):
     loss.backward()
     save_npy(os.path.join(out, f"{name}_map.npy"), x)
     save_npy(os.path.join(out, f"{name}_gradient.npy"), xt.grad.numpy())
-    write_json(
-        os.path.join(out, f"{name}.json"),
-        {"J": J, "L": L, "moments": p.tolist(), "target": target.tolist(), "weights": weights.tolist(),
-         "loss": float(loss.detach())},
-    )
+    record = {"J": J, "L": L, "moments": p.tolist(), "target": target.tolist(), "weights": weights.tolist(),
+              "loss": float(loss.detach())}
+    if increments:
+        record["increments"] = True
+    write_json(os.path.join(out, f"{name}.json"), record)
 
 
 def build(out):
@@ -136,6 +147,9 @@ def build(out):
     y, x = np.mgrid[0:32, 0:32]
     lines = np.exp(-(((x - 0.5 * y - 4) % 16 - 8) ** 2) / 2.0) + 0.1 * rng.standard_normal((32, 32))
     case("lines_32", lines, 3, 6, out)
+    # The same maps with the increments family (moments of the pixel-scale differences).
+    case("noise_20x24_increments", rng.standard_normal((20, 24)), 2, 4, out, increments=True)
+    case("lines_32_increments", lines, 3, 6, out, increments=True)
 
 
 def main():

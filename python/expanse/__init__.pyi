@@ -128,7 +128,12 @@ def fit_prior(latents: Float32, kind: str = "empirical", name: str = "domain") -
     """A Gaussian prior (scalar, diagonal, lowrank:K, stationary or empirical) fitted to latents."""
 
 def refine(
-    images: Float32, real: Float32, iterations: int = 100, scales: Optional[int] = None, angles: int = 8
+    images: Float32,
+    real: Float32,
+    iterations: int = 100,
+    scales: Optional[int] = None,
+    angles: int = 8,
+    increments: bool = False,
 ) -> Tuple[Float32, dict[str, Any]]:
     """The run's refinement toward the real images' wavelet moments: (images, record)."""
 

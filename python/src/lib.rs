@@ -550,7 +550,7 @@ impl Prior {
 /// model-space images (N, C, H, W) brought toward the wavelet moments of the real model-space
 /// images. Returns the refined images and the refinement's record (JSON).
 #[pyfunction]
-#[pyo3(signature = (images, real, iterations = expanse::refine::DEFAULT_ITERATIONS, scales = None, angles = 8))]
+#[pyo3(signature = (images, real, iterations = expanse::refine::DEFAULT_ITERATIONS, scales = None, angles = 8, increments = false))]
 fn refine<'py>(
     py: Python<'py>,
     images: &Bound<'py, PyAny>,
@@ -558,9 +558,10 @@ fn refine<'py>(
     iterations: usize,
     scales: Option<usize>,
     angles: usize,
+    increments: bool,
 ) -> PyResult<(Bound<'py, PyArray4<f32>>, Bound<'py, PyAny>)> {
     let (x, r) = (maps_of("images", images)?, maps_of("real", real)?);
-    let section = expanse::pipeline::config::RefinementSection { iterations, scales, angles };
+    let section = expanse::pipeline::config::RefinementSection { iterations, scales, angles, increments };
     let options = section.options().map_err(py_err)?;
     let (refined, record) = py.detach(|| expanse::synthesis::refine_images(&x, &r, &options)).map_err(py_err)?;
     Ok((refined.into_pyarray(py), json_object(py, &record)?))

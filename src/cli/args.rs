@@ -248,12 +248,20 @@ pub struct RefineArgs {
     pub scales: Option<usize>,
     #[arg(long, default_value_t = 8)]
     pub angles: usize,
+    /// Also constrain the moments of the pixel-scale increments (differences, Laplacian).
+    #[arg(long)]
+    pub increments: bool,
 }
 
 impl RefineArgs {
     /// The flags as the `[refinement]` section of a run config.
     pub fn section(&self) -> RefinementSection {
-        RefinementSection { iterations: self.iterations, scales: self.scales, angles: self.angles }
+        RefinementSection {
+            iterations: self.iterations,
+            scales: self.scales,
+            angles: self.angles,
+            increments: self.increments,
+        }
     }
 }
 

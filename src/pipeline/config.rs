@@ -51,11 +51,20 @@ pub struct RefinementSection {
     pub scales: Option<usize>,
     #[serde(default = "d_refine_angles")]
     pub angles: usize,
+    /// Also constrain the moments of the pixel-scale increments (differences along x and y, the
+    /// Laplacian): how sparse the finest structure is ([`crate::stats::wavelet_moments`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub increments: bool,
 }
 
 impl Default for RefinementSection {
     fn default() -> Self {
-        RefinementSection { iterations: d_refine_iterations(), scales: None, angles: d_refine_angles() }
+        RefinementSection {
+            iterations: d_refine_iterations(),
+            scales: None,
+            angles: d_refine_angles(),
+            increments: false,
+        }
     }
 }
 
@@ -68,7 +77,12 @@ impl RefinementSection {
         if self.scales == Some(0) {
             return Err(Error::setting("scales", "must be at least 1"));
         }
-        Ok(crate::refine::RefineOptions { iterations: self.iterations, scales: self.scales, angles: self.angles })
+        Ok(crate::refine::RefineOptions {
+            iterations: self.iterations,
+            scales: self.scales,
+            angles: self.angles,
+            increments: self.increments,
+        })
     }
 }
 

@@ -282,7 +282,7 @@ impl Plan {
         let mut noise = || ndarray::Array2::from_shape_fn((h, w), |_| rng.random::<f64>());
         let real: Vec<_> = (0..threads.max(2)).map(|_| noise()).collect();
         let synthetic: Vec<_> = (0..threads).map(|_| noise()).collect();
-        let options = crate::refine::RefineOptions { iterations: TRIAL, scales: r.scales, angles: r.angles };
+        let options = crate::refine::RefineOptions { iterations: TRIAL, ..r.options()? };
         let start = std::time::Instant::now();
         crate::refine::refine(&synthetic, &real, &options)?;
         Ok(start.elapsed().as_secs_f64() / threads as f64 * r.iterations as f64 / TRIAL as f64)

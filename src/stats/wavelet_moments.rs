@@ -44,7 +44,15 @@ use crate::stats::fft::Fft2d;
 
 /// The families of moments, in order: pixel moments, power spectrum, S1, S2, C00 (across scales and
 /// angles), C01.
-pub const FAMILIES: [&str; 6] = ["pixels", "power spectrum", "S1", "S2", "C00", "C01"];
+pub const FAMILIES: [&str; 7] = ["pixels", "power spectrum", "S1", "S2", "C00", "C01", "increments"];
+
+/// The pixel-scale operators of the increments family: the difference to the next pixel along x and
+/// along y, and the five-point Laplacian, each where it stays on the map.
+pub const INCREMENT_OPERATORS: [&str; 3] = ["dx", "dy", "laplacian"];
+
+/// The increments family's moments of each operator's field d: the mean of √(d² + ε), of d² and
+/// of d⁴.
+pub const INCREMENT_ORDERS: [&str; 3] = ["|d|", "d2", "d4"];
 
 /// Added to |W|² under the square root of the modulus, so that its gradient stays finite.
 pub const MODULUS_EPSILON: f64 = 1e-8;
@@ -74,6 +82,8 @@ pub struct WaveletMoments {
     scale_pairs: Vec<(usize, usize)>,
     angle_pairs: Vec<(usize, usize)>,
     phase_pairs: Vec<(usize, usize)>,
+    /// Whether the moments end with the increments family.
+    increments: bool,
 }
 
 impl std::fmt::Debug for WaveletMoments {
@@ -258,7 +268,85 @@ impl WaveletMoments {
             scale_pairs,
             angle_pairs,
             phase_pairs,
+            increments: false,
         })
+    }
+
+    /// The same moments followed (or not) by the increments family: the moments of the map's
+    /// pixel-scale differences and Laplacian ([`INCREMENT_OPERATORS`], [`INCREMENT_ORDERS`]), which
+    /// see how sparse the finest structure is (sharp edges and thin ridges against smooth ground)
+    /// at frequencies the wavelets leave to the power spectrum.
+    pub fn with_increments(mut self, on: bool) -> WaveletMoments {
+        self.increments = on;
+        self
+    }
+
+    /// Number of increments moments (0 when the family is off).
+    fn increment_len(&self) -> usize {
+        if self.increments {
+            INCREMENT_OPERATORS.len() * INCREMENT_ORDERS.len()
+        } else {
+            0
+        }
+    }
+
+    /// The field of increment operator `o` (an index into [`INCREMENT_OPERATORS`]) where it stays
+    /// on the map, row-major.
+    fn increment_field(&self, map: ArrayView2<f64>, o: usize) -> Vec<f64> {
+        let (ny, nx) = (self.ny, self.nx);
+        match o {
+            0 => (0..ny)
+                .flat_map(|y| (0..nx - 1).map(move |x| (y, x)))
+                .map(|(y, x)| map[[y, x + 1]] - map[[y, x]])
+                .collect(),
+            1 => (0..ny - 1)
+                .flat_map(|y| (0..nx).map(move |x| (y, x)))
+                .map(|(y, x)| map[[y + 1, x]] - map[[y, x]])
+                .collect(),
+            _ => (1..ny - 1)
+                .flat_map(|y| (1..nx - 1).map(move |x| (y, x)))
+                .map(|(y, x)| map[[y, x + 1]] + map[[y, x - 1]] + map[[y + 1, x]] + map[[y - 1, x]] - 4.0 * map[[y, x]])
+                .collect(),
+        }
+    }
+
+    /// Adds the adjoint of increment operator `o` applied to `c` (one value per place of its
+    /// field) to `grad`.
+    fn add_increment_adjoint(&self, o: usize, c: &[f64], grad: &mut Array2<f64>) {
+        let (ny, nx) = (self.ny, self.nx);
+        let mut at = c.iter();
+        match o {
+            0 => {
+                for y in 0..ny {
+                    for x in 0..nx - 1 {
+                        let v = *at.next().expect("one value per place");
+                        grad[[y, x + 1]] += v;
+                        grad[[y, x]] -= v;
+                    }
+                }
+            }
+            1 => {
+                for y in 0..ny - 1 {
+                    for x in 0..nx {
+                        let v = *at.next().expect("one value per place");
+                        grad[[y + 1, x]] += v;
+                        grad[[y, x]] -= v;
+                    }
+                }
+            }
+            _ => {
+                for y in 1..ny - 1 {
+                    for x in 1..nx - 1 {
+                        let v = *at.next().expect("one value per place");
+                        grad[[y, x + 1]] += v;
+                        grad[[y, x - 1]] += v;
+                        grad[[y + 1, x]] += v;
+                        grad[[y - 1, x]] += v;
+                        grad[[y, x]] -= 4.0 * v;
+                    }
+                }
+            }
+        }
     }
 
     /// The moments for maps of this shape with the default scales and `l` angles.
@@ -278,6 +366,7 @@ impl WaveletMoments {
             + self.scale_pairs.len()
             + self.angle_pairs.len()
             + 2 * self.phase_pairs.len()
+            + self.increment_len()
     }
 
     /// Always false: every bank has pixel moments.
@@ -298,6 +387,11 @@ impl WaveletMoments {
             out.push(format!("C01re {}-{}", lam(a), lam(b)));
             out.push(format!("C01im {}-{}", lam(a), lam(b)));
         }
+        if self.increments {
+            for op in INCREMENT_OPERATORS {
+                out.extend(INCREMENT_ORDERS.iter().map(|order| format!("{order} {op}")));
+            }
+        }
         out
     }
 
@@ -310,6 +404,7 @@ impl WaveletMoments {
         out.extend(std::iter::repeat_n(3, lambdas));
         out.extend(std::iter::repeat_n(4, self.scale_pairs.len() + self.angle_pairs.len()));
         out.extend(std::iter::repeat_n(5, 2 * self.phase_pairs.len()));
+        out.extend(std::iter::repeat_n(6, self.increment_len()));
         out
     }
 
@@ -384,6 +479,15 @@ impl WaveletMoments {
             out.push(z.re);
             out.push(z.im);
         }
+        if self.increments {
+            for o in 0..INCREMENT_OPERATORS.len() {
+                let d = self.increment_field(map, o);
+                let count = d.len() as f64;
+                out.push(d.iter().map(|v| (v * v + MODULUS_EPSILON).sqrt()).sum::<f64>() / count);
+                out.push(d.iter().map(|v| v * v).sum::<f64>() / count);
+                out.push(d.iter().map(|v| (v * v) * (v * v)).sum::<f64>() / count);
+            }
+        }
         out
     }
 
@@ -449,6 +553,20 @@ impl WaveletMoments {
         let r_scale = take(self.scale_pairs.len()).to_vec();
         let r_angle = take(self.angle_pairs.len()).to_vec();
         let r_phase = take(2 * self.phase_pairs.len()).to_vec();
+        if self.increments {
+            let r_inc = take(self.increment_len()).to_vec();
+            for (o, r) in r_inc.chunks(INCREMENT_ORDERS.len()).enumerate() {
+                let d = self.increment_field(map, o);
+                let count = d.len() as f64;
+                let c: Vec<f64> = d
+                    .iter()
+                    .map(|&v| {
+                        (r[0] * v / (v * v + MODULUS_EPSILON).sqrt() + r[1] * 2.0 * v + r[2] * 4.0 * v * v * v) / count
+                    })
+                    .collect();
+                self.add_increment_adjoint(o, &c, &mut grad);
+            }
+        }
         let s1 = &phi[4 + rings.len()..4 + rings.len() + lambdas];
         // ∂loss/∂M_λ (h, real) and the part of G_λ that does not go through the modulus (g), on the
         // map's own pixels, where the moments average.
@@ -513,8 +631,14 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
+        for increments in [false, true] {
+            gradient_matches_finite_differences_with(increments);
+        }
+    }
+
+    fn gradient_matches_finite_differences_with(increments: bool) {
         let (ny, nx) = (16, 24);
-        let wm = WaveletMoments::new(ny, nx, 2, 4).unwrap();
+        let wm = WaveletMoments::new(ny, nx, 2, 4).unwrap().with_increments(increments);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let x = Array2::from_shape_fn((ny, nx), |_| {
             rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng)
@@ -571,6 +695,32 @@ mod tests {
         });
         let filaments = c01(&lines);
         assert!(filaments > 3.0 * gaussian, "C01: filaments {filaments}, Gaussian field {gaussian}");
+    }
+
+    #[test]
+    fn increments_see_sparse_fine_structure() {
+        let n = 64;
+        let wm = WaveletMoments::for_shape(n, n, 4).unwrap().with_increments(true);
+        let plain = WaveletMoments::for_shape(n, n, 4).unwrap();
+        assert_eq!(wm.len(), plain.len() + 9);
+        assert_eq!((wm.labels().len(), wm.families().len()), (wm.len(), wm.len()));
+        assert_eq!(wm.labels().last().map(String::as_str), Some("d4 laplacian"));
+        assert!(wm.families()[plain.len()..].iter().all(|&f| FAMILIES[f] == "increments"));
+        // The Laplacian's mean |d| over its root mean square: near √(2/π) ≈ 0.8 for a Gaussian
+        // field, far lower for thin lines on a smooth ground (the energy sits on few pixels).
+        let sparsity = |m: &Array2<f64>| {
+            let v = wm.compute(m.view()).unwrap();
+            let k = wm.len() - 3;
+            v[k] / v[k + 1].sqrt()
+        };
+        let gaussian = sparsity(&field(5, n));
+        let lines = Array2::from_shape_fn((n, n), |(y, x)| {
+            let d = ((x as f64 - 0.5 * y as f64).rem_euclid(23.0) - 11.5).abs();
+            (-d * d / 0.5).exp() + 0.01 * (x as f64 / n as f64)
+        });
+        let thin = sparsity(&lines);
+        assert!((gaussian - 0.8).abs() < 0.05, "Gaussian field: {gaussian}");
+        assert!(thin < 0.5, "thin lines: {thin}");
     }
 
     #[test]
