@@ -550,7 +550,9 @@ impl Prior {
 /// model-space images (N, C, H, W) brought toward the wavelet moments of the real model-space
 /// images. Returns the refined images and the refinement's record (JSON).
 #[pyfunction]
-#[pyo3(signature = (images, real, iterations = expanse::refine::DEFAULT_ITERATIONS, scales = None, angles = 8, increments = false))]
+#[pyo3(signature = (
+    images, real, iterations = expanse::refine::DEFAULT_ITERATIONS, scales = None, angles = 8, increments = false
+))]
 fn refine<'py>(
     py: Python<'py>,
     images: &Bound<'py, PyAny>,
