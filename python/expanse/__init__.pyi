@@ -130,7 +130,7 @@ def fit_prior(latents: Float32, kind: str = "empirical", name: str = "domain") -
 def refine(
     images: Float32,
     real: Float32,
-    iterations: int = 100,
+    iterations: int = 25,
     scales: Optional[int] = None,
     angles: int = 8,
     increments: bool = False,

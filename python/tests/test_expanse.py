@@ -179,7 +179,7 @@ def test_the_gil_is_released_and_ctrl_c_stops_between_batches(model, stack):
 def test_run_writes_the_cli_s_maps_and_returns_its_summary(tmp_path):
     config = tmp_path / "quick.toml"
     text = (ROOT / "configs/quickstart.toml").read_text()
-    text = text.replace('"../data/', f'"{ROOT}/data/').replace("iterations = 100", "iterations = 5")
+    text = text.replace('"../data/', f'"{ROOT}/data/').replace("iterations = 25", "iterations = 5")
     text = text.replace("count = 16", "count = 4")
     config.write_text(text)
     cli("run", config, "--out", tmp_path / "cli")
