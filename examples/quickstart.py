@@ -42,7 +42,7 @@ def main():
 
     # Decoding, then [refinement], then back to physical units.
     images = model.generate(accepted, steps=5, t0=50)
-    images, refinement = expanse.refine(images, stack, iterations=100)
+    images, refinement = expanse.refine(images, stack, iterations=25)
     synthetic = normalizer.inverse(images)
     real = normalizer.inverse(stack)
     print(f"refinement loss {np.mean(refinement['loss_before']):.3f} -> {np.mean(refinement['loss_after']):.4f}")

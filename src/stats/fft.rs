@@ -42,11 +42,7 @@ impl Fft2d {
         fourier: &mut [Complex<f64>],
         scratch: &mut [Complex<f64>],
     ) {
-        let rows_scratch = self.rows_forward.get_inplace_scratch_len();
-        self.rows_forward.process_with_scratch(space, &mut scratch[..rows_scratch]);
-        transpose(space, fourier, self.ny, self.nx);
-        let cols_scratch = self.cols_forward.get_inplace_scratch_len();
-        self.cols_forward.process_with_scratch(fourier, &mut scratch[..cols_scratch]);
+        self.forward_rows(space, fourier, scratch, 0..self.ny);
     }
 
     /// Fourier layout (nx × ny, overwritten) → unnormalised inverse on the spatial grid (ny × nx).
@@ -56,15 +52,9 @@ impl Fft2d {
         space: &mut [Complex<f64>],
         scratch: &mut [Complex<f64>],
     ) {
-        let cols_scratch = self.cols_inverse.get_inplace_scratch_len();
-        self.cols_inverse.process_with_scratch(fourier, &mut scratch[..cols_scratch]);
-        transpose(fourier, space, self.nx, self.ny);
-        let rows_scratch = self.rows_inverse.get_inplace_scratch_len();
-        self.rows_inverse.process_with_scratch(space, &mut scratch[..rows_scratch]);
+        self.inverse_rows(fourier, space, scratch, 0..self.ny);
     }
-}
 
-impl Fft2d {
     /// [`forward`](Self::forward) of a grid that is zero outside rows `rows`: the zero rows'
     /// transforms (zero) are not computed. The same result, bit for bit.
     pub(crate) fn forward_rows(
@@ -77,7 +67,7 @@ impl Fft2d {
         let rows_scratch = self.rows_forward.get_inplace_scratch_len();
         let band = &mut space[rows.start * self.nx..rows.end * self.nx];
         self.rows_forward.process_with_scratch(band, &mut scratch[..rows_scratch]);
-        transpose(space, fourier, self.ny, self.nx);
+        transpose_columns(space, fourier, self.ny, self.nx, 0..self.nx);
         let cols_scratch = self.cols_forward.get_inplace_scratch_len();
         self.cols_forward.process_with_scratch(fourier, &mut scratch[..cols_scratch]);
     }
@@ -100,12 +90,8 @@ impl Fft2d {
     }
 }
 
-/// Writes the transpose of a row-major rows × cols matrix into `out` (cols × rows).
-fn transpose(input: &[Complex<f64>], out: &mut [Complex<f64>], rows: usize, cols: usize) {
-    transpose_columns(input, out, rows, cols, 0..cols);
-}
-
-/// [`transpose`] of the input's columns `columns` only: rows `columns` of `out`.
+/// Writes the transpose of a row-major rows × cols matrix into `out` (cols × rows), for the input's
+/// columns `columns` only: rows `columns` of `out`.
 fn transpose_columns(
     input: &[Complex<f64>],
     out: &mut [Complex<f64>],
