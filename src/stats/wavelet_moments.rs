@@ -22,6 +22,9 @@
 //!    spectrum; filaments, edges and compact sources each give their own sign and phase. This is
 //!    the moment of the wavelet phase harmonics (Allys et al. 2020; Régaldo-Saint Blancard et al.
 //!    2023, the field's few-shot method) that carries coherent structures.
+//! 8. **increments**, only [`WaveletMoments::with_increments`]: the means of √(d² + ε), d² and d⁴
+//!    for the differences to the next pixel along x and y and for the five-point Laplacian, each
+//!    where it stays on the map: how sparse the finest structure is.
 //!
 //! The wavelets are Morlet wavelets defined in Fourier space on the padded grid (frequencies k in
 //! radians per pixel, every alias k + 2π·m with m ∈ {−1, 0, 1}² summed so that the filter is
