@@ -140,12 +140,30 @@ impl PerPixel {
     }
 }
 
-/// A forward pass: the Fourier transform of the padded map, and every W_λ (complex) and M_λ on the
-/// map's own pixels (row-major, ny·nx each), the only place the moments look at them.
+/// A pixel-scale operator: at each place (y, x) of its rows × cols field, Σ w·x[y + dy, x + dx]
+/// over its taps (dy, dx, w), which all stay on the map.
+struct Stencil {
+    taps: &'static [(usize, usize, f64)],
+    rows: usize,
+    cols: usize,
+}
+
+impl Stencil {
+    /// The field's places, row-major.
+    fn places(&self) -> impl Iterator<Item = (usize, usize)> {
+        let cols = self.cols;
+        (0..self.rows).flat_map(move |y| (0..cols).map(move |x| (y, x)))
+    }
+}
+
+/// A forward pass: the Fourier transform of the padded map, every W_λ (complex) and M_λ on the
+/// map's own pixels (row-major, ny·nx each), the only place the moments look at them, and the
+/// increment operators' fields (when that family is on).
 struct Fields {
     spectrum: Vec<Complex<f64>>,
     w: Vec<Vec<Complex<f64>>>,
     m: Vec<Vec<f64>>,
+    increments: Vec<Vec<f64>>,
 }
 
 impl WaveletMoments {
@@ -293,62 +311,43 @@ impl WaveletMoments {
         }
     }
 
-    /// The field of increment operator `o` (an index into [`INCREMENT_OPERATORS`]) where it stays
-    /// on the map, row-major.
-    fn increment_field(&self, map: ArrayView2<f64>, o: usize) -> Vec<f64> {
-        let (ny, nx) = (self.ny, self.nx);
-        match o {
-            0 => (0..ny)
-                .flat_map(|y| (0..nx - 1).map(move |x| (y, x)))
-                .map(|(y, x)| map[[y, x + 1]] - map[[y, x]])
-                .collect(),
-            1 => (0..ny - 1)
-                .flat_map(|y| (0..nx).map(move |x| (y, x)))
-                .map(|(y, x)| map[[y + 1, x]] - map[[y, x]])
-                .collect(),
-            _ => (1..ny - 1)
-                .flat_map(|y| (1..nx - 1).map(move |x| (y, x)))
-                .map(|(y, x)| map[[y, x + 1]] + map[[y, x - 1]] + map[[y + 1, x]] + map[[y - 1, x]] - 4.0 * map[[y, x]])
-                .collect(),
+    /// Each increment operator's field where it stays on the map, row-major (none when the family
+    /// is off).
+    fn increment_fields(&self, map: ArrayView2<f64>) -> Vec<Vec<f64>> {
+        if !self.increments {
+            return Vec::new();
         }
+        (0..INCREMENT_OPERATORS.len())
+            .map(|o| {
+                let stencil = self.increment_stencil(o);
+                let tap = |(y, x): (usize, usize), &(dy, dx, w): &(usize, usize, f64)| w * map[[y + dy, x + dx]];
+                stencil.places().map(|at| stencil.taps.iter().map(|t| tap(at, t)).sum::<f64>()).collect()
+            })
+            .collect()
     }
 
     /// Adds the adjoint of increment operator `o` applied to `c` (one value per place of its
     /// field) to `grad`.
     fn add_increment_adjoint(&self, o: usize, c: &[f64], grad: &mut Array2<f64>) {
+        let stencil = self.increment_stencil(o);
+        for ((y, x), &v) in stencil.places().zip(c) {
+            for &(dy, dx, w) in stencil.taps {
+                grad[[y + dy, x + dx]] += w * v;
+            }
+        }
+    }
+
+    /// Increment operator `o` ([`INCREMENT_OPERATORS`]) as a stencil on this map shape.
+    fn increment_stencil(&self, o: usize) -> Stencil {
         let (ny, nx) = (self.ny, self.nx);
-        let mut at = c.iter();
         match o {
-            0 => {
-                for y in 0..ny {
-                    for x in 0..nx - 1 {
-                        let v = *at.next().expect("one value per place");
-                        grad[[y, x + 1]] += v;
-                        grad[[y, x]] -= v;
-                    }
-                }
-            }
-            1 => {
-                for y in 0..ny - 1 {
-                    for x in 0..nx {
-                        let v = *at.next().expect("one value per place");
-                        grad[[y + 1, x]] += v;
-                        grad[[y, x]] -= v;
-                    }
-                }
-            }
-            _ => {
-                for y in 1..ny - 1 {
-                    for x in 1..nx - 1 {
-                        let v = *at.next().expect("one value per place");
-                        grad[[y, x + 1]] += v;
-                        grad[[y, x - 1]] += v;
-                        grad[[y + 1, x]] += v;
-                        grad[[y - 1, x]] += v;
-                        grad[[y, x]] -= 4.0 * v;
-                    }
-                }
-            }
+            0 => Stencil { taps: &[(0, 1, 1.0), (0, 0, -1.0)], rows: ny, cols: nx - 1 },
+            1 => Stencil { taps: &[(1, 0, 1.0), (0, 0, -1.0)], rows: ny - 1, cols: nx },
+            _ => Stencil {
+                taps: &[(1, 2, 1.0), (1, 0, 1.0), (2, 1, 1.0), (0, 1, 1.0), (1, 1, -4.0)],
+                rows: ny - 2,
+                cols: nx - 2,
+            },
         }
     }
 
@@ -454,7 +453,7 @@ impl WaveletMoments {
             m.push(on_map.iter().map(|z| (z.norm_sqr() + MODULUS_EPSILON).sqrt()).collect());
             w.push(on_map);
         }
-        Fields { spectrum, w, m }
+        Fields { spectrum, w, m, increments: self.increment_fields(map) }
     }
 
     fn moments_of(&self, map: ArrayView2<f64>, f: &Fields) -> Vec<f64> {
@@ -482,14 +481,11 @@ impl WaveletMoments {
             out.push(z.re);
             out.push(z.im);
         }
-        if self.increments {
-            for o in 0..INCREMENT_OPERATORS.len() {
-                let d = self.increment_field(map, o);
-                let count = d.len() as f64;
-                out.push(d.iter().map(|v| (v * v + MODULUS_EPSILON).sqrt()).sum::<f64>() / count);
-                out.push(d.iter().map(|v| v * v).sum::<f64>() / count);
-                out.push(d.iter().map(|v| (v * v) * (v * v)).sum::<f64>() / count);
-            }
+        for d in &f.increments {
+            let count = d.len() as f64;
+            out.push(d.iter().map(|v| (v * v + MODULUS_EPSILON).sqrt()).sum::<f64>() / count);
+            out.push(d.iter().map(|v| v * v).sum::<f64>() / count);
+            out.push(d.iter().map(|v| (v * v) * (v * v)).sum::<f64>() / count);
         }
         out
     }
@@ -558,8 +554,7 @@ impl WaveletMoments {
         let r_phase = take(2 * self.phase_pairs.len()).to_vec();
         if self.increments {
             let r_inc = take(self.increment_len()).to_vec();
-            for (o, r) in r_inc.chunks(INCREMENT_ORDERS.len()).enumerate() {
-                let d = self.increment_field(map, o);
+            for (o, (r, d)) in r_inc.chunks(INCREMENT_ORDERS.len()).zip(&f.increments).enumerate() {
                 let count = d.len() as f64;
                 let c: Vec<f64> = d
                     .iter()
